@@ -1,0 +1,36 @@
+# The two commands a new user needs: `make run` and `make test`. See the README.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export DAGSTER_HOME ?= $(CURDIR)/var/dagster
+
+.PHONY: install run test test-sqlite lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## make run: Dagster webserver + daemon (:3000), API (:8000), sandbox (:8900); Ctrl-C stops them all.
+run: $(STAMP)
+	@scripts/run
+
+## make test: the whole suite on SQLite and on a throwaway PostgreSQL 15 cluster.
+test: $(STAMP)
+	@scripts/with-postgres $(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy domain
+
+## make bench [BENCH=name]: benchmarks in bench/, JSON lines, on their own throwaway PostgreSQL.
+bench: $(STAMP)
+	@scripts/with-postgres scripts/bench $(BENCH)
+
+clean:
+	rm -rf var .pytest_cache

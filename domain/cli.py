@@ -1,0 +1,72 @@
+"""`wrk-orch`: the operator's command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+
+from domain import migrate, models
+from domain.demo import demo_tenant_ids, describe, seed_demo
+from domain.settings import get_settings
+from domain.store import engine_for, transaction
+from domain.tokens import mint_dev_token
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    engine = engine_for(get_settings().database_url)
+    migrate.upgrade(engine, args.revision)
+    print(json.dumps({"database": engine.url.render_as_string(), "revision": migrate.current_revision(engine)}))
+    return 0
+
+
+def _cmd_seed_demo(args: argparse.Namespace) -> int:
+    engine = engine_for(get_settings().database_url)
+    if not migrate.at_head(engine):
+        migrate.upgrade(engine)
+    with transaction(engine) as session:
+        if args.if_empty and session.scalar(select(func.count()).select_from(models.Tenant)):
+            print(json.dumps(describe(session, demo_tenant_ids()), indent=2))
+            return 0
+        print(json.dumps(seed_demo(session), indent=2))
+    return 0
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    tenants = [t for t in args.tenant.split(",") if t]
+    roles = [r for r in args.roles.split(",") if r]
+    print(mint_dev_token(get_settings(), tenants=tenants, roles=roles, sub=args.sub, ttl_seconds=args.ttl))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wrk-orch", description="WRK orchestration operator commands")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("migrate", help="apply the store's migrations (DATABASE_URL)")
+    p.add_argument("--revision", default="head")
+    p.set_defaults(func=_cmd_migrate)
+
+    p = sub.add_parser("seed-demo", help="create the demo tenants and data (idempotent); prints JSON")
+    p.add_argument("--if-empty", action="store_true", help="only when the store has no tenant yet")
+    p.set_defaults(func=_cmd_seed_demo)
+
+    p = sub.add_parser("token", help="print a development JWT signed with the dev secret")
+    p.add_argument("--tenant", required=True, help="tenant id, or several separated by commas")
+    p.add_argument("--roles", required=True, help="roles separated by commas, e.g. ops_admin")
+    p.add_argument("--sub", default="dev-user", help="the subject (user id)")
+    p.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    p.set_defaults(func=_cmd_token)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

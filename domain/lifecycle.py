@@ -1,0 +1,161 @@
+"""The lifecycle (Flow 13): every status of automation versions and projects, and every allowed move.
+
+`transition()` is the only code that changes a status column of these two tables. It checks the move
+against the table below, updates the row, and writes the audit row in the caller's transaction. A guard
+in `domain.models` refuses any flush that changes a status without going through it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session
+
+if TYPE_CHECKING:
+    # models imports this module for its check constraints; the runtime imports below are deferred.
+    from domain.models import AuditLog, AutomationVersion, Project
+
+
+class Status(enum.StrEnum):
+    DRAFT = "Draft"
+    BUILD_IN_PROGRESS = "Build in Progress"
+    QA_AND_TESTING = "QA & Testing"
+    READY_TO_LAUNCH = "Ready to Launch"
+    LIVE = "Live"
+    PAUSED = "Paused"
+    ARCHIVED = "Archived"
+    # A build or deployment that failed and needs a person; it leaves by a rebuild or by archiving.
+    ERROR = "Error"
+
+
+S = Status
+
+AUTOMATION_VERSION_TRANSITIONS: Mapping[Status, frozenset[Status]] = {
+    S.DRAFT: frozenset({S.BUILD_IN_PROGRESS, S.ARCHIVED}),
+    S.BUILD_IN_PROGRESS: frozenset({S.QA_AND_TESTING, S.ERROR, S.DRAFT}),
+    S.QA_AND_TESTING: frozenset({S.READY_TO_LAUNCH, S.BUILD_IN_PROGRESS, S.DRAFT, S.ARCHIVED}),
+    S.READY_TO_LAUNCH: frozenset({S.LIVE, S.QA_AND_TESTING, S.ERROR, S.ARCHIVED}),
+    S.LIVE: frozenset({S.PAUSED, S.ARCHIVED}),
+    S.PAUSED: frozenset({S.LIVE, S.ARCHIVED}),
+    S.ERROR: frozenset({S.DRAFT, S.BUILD_IN_PROGRESS, S.ARCHIVED}),
+    S.ARCHIVED: frozenset(),
+}
+
+# A project's status follows its most advanced version, so it may skip steps a version cannot.
+PROJECT_TRANSITIONS: Mapping[Status, frozenset[Status]] = {
+    S.DRAFT: frozenset({S.BUILD_IN_PROGRESS, S.QA_AND_TESTING, S.ARCHIVED}),
+    S.BUILD_IN_PROGRESS: frozenset({S.QA_AND_TESTING, S.ERROR, S.DRAFT}),
+    S.QA_AND_TESTING: frozenset({S.READY_TO_LAUNCH, S.LIVE, S.BUILD_IN_PROGRESS, S.ARCHIVED}),
+    S.READY_TO_LAUNCH: frozenset({S.LIVE, S.QA_AND_TESTING, S.ARCHIVED}),
+    S.LIVE: frozenset({S.PAUSED, S.ARCHIVED}),
+    S.PAUSED: frozenset({S.LIVE, S.ARCHIVED}),
+    S.ERROR: frozenset({S.DRAFT, S.BUILD_IN_PROGRESS, S.QA_AND_TESTING, S.ARCHIVED}),
+    S.ARCHIVED: frozenset(),
+}
+
+INITIAL_STATUS = S.DRAFT
+
+class InvalidStatusTransition(Exception):
+    """A move the lifecycle does not allow. The API maps it to 409 `invalid_status_transition`."""
+
+    code = "invalid_status_transition"
+
+    def __init__(self, entity_type: str, entity_id: str, current: str, requested: str) -> None:
+        self.entity_type = entity_type
+        self.entity_id = entity_id
+        self.current = current
+        self.requested = requested
+        super().__init__(f"{entity_type} {entity_id}: {current!r} cannot move to {requested!r}")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who caused a change: a person (their user id) or a part of the system (its name)."""
+
+    type: str
+    id: str
+
+    @classmethod
+    def user(cls, user_id: str) -> Actor:
+        return cls("user", user_id)
+
+    @classmethod
+    def system(cls, component: str) -> Actor:
+        return cls("system", component)
+
+
+def transitions_for(entity_type: str) -> Mapping[Status, frozenset[Status]]:
+    return PROJECT_TRANSITIONS if entity_type == "projects" else AUTOMATION_VERSION_TRANSITIONS
+
+
+def allowed(entity: AutomationVersion | Project, to: Status) -> bool:
+    return to in transitions_for(entity.__tablename__)[Status(entity.status)]
+
+
+def transition(
+    session: Session,
+    entity: AutomationVersion | Project,
+    to: Status,
+    *,
+    actor: Actor,
+    reason: str | None = None,
+    action: str = "status_change",
+    metadata: dict[str, Any] | None = None,
+) -> AuditLog:
+    """Move `entity` to `to`, with its audit row, in the caller's transaction."""
+    from domain import models
+    entity_type = entity.__tablename__
+    previous = Status(entity.status)
+    if not allowed(entity, to):
+        raise InvalidStatusTransition(entity_type, entity.id, previous, to)
+    now = datetime.now(UTC)
+    models.allow_status_write(entity, to)
+    entity.status = to.value
+    entity.status_changed_at = now
+    entry = models.AuditLog(
+        tenant_id=entity.tenant_id,
+        entity_type=entity_type,
+        entity_id=entity.id,
+        action=action,
+        actor_type=actor.type,
+        actor_id=actor.id,
+        previous_status=previous.value,
+        new_status=to.value,
+        reason=reason,
+        details=dict(metadata or {}),
+        created_at=now,
+    )
+    session.add(entry)
+    return entry
+
+
+def record(
+    session: Session,
+    *,
+    tenant_id: str | None,
+    entity_type: str,
+    entity_id: str,
+    action: str,
+    actor: Actor,
+    reason: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> AuditLog:
+    """An audit row for an event that is not a status change (build_complete, requeue, ...)."""
+    from domain import models
+    entry = models.AuditLog(
+        tenant_id=tenant_id,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        action=action,
+        actor_type=actor.type,
+        actor_id=actor.id,
+        reason=reason,
+        details=dict(metadata or {}),
+        created_at=datetime.now(UTC),
+    )
+    session.add(entry)
+    return entry

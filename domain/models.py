@@ -1,0 +1,669 @@
+"""The store: every table of the five flows, with their invariants as database constraints.
+
+Every table that holds tenant data carries `tenant_id`; rows that belong to a tenant-scoped parent
+reference it through a composite foreign key `(tenant_id, parent_id)`, so a row can never point at
+another tenant's parent, whatever the code does.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from domain.lifecycle import INITIAL_STATUS, Status
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both backends (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def one_of(column: str, values: Any) -> str:
+    quoted = ", ".join("'" + str(v).replace("'", "''") + "'" for v in values)
+    return f"{column} IN ({quoted})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSONType, list[Any]: JSONType}
+
+
+def id_column() -> Mapped[str]:
+    return mapped_column(String(36), primary_key=True, default=new_id)
+
+
+def created_column() -> Mapped[datetime]:
+    return mapped_column(default=utcnow)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Status value sets of the tables the lifecycle does not own. Each set lives once, here.
+
+
+class BindingStatus(enum.StrEnum):
+    PENDING = "pending"  # no workflow on the platform yet
+    ACTIVE = "active"  # the workflow exists and is the one to run
+    INACTIVE = "inactive"  # superseded (its version archived); the platform workflow is deactivated
+    ERROR = "error"  # the build could not create or bind the workflow
+
+
+class TaskStatus(enum.StrEnum):
+    PENDING = "pending"
+    IN_PROGRESS = "in_progress"
+    BLOCKED = "blocked"
+    COMPLETE = "complete"
+
+
+class NotificationChannel(enum.StrEnum):
+    EMAIL = "email"
+    IN_APP = "in_app"
+    SLACK = "slack"
+
+
+class NotificationStatus(enum.StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    DEAD = "dead"
+
+
+class QueueState(enum.StrEnum):
+    """States of a trigger_queue row; the moves between them are written down in domain.queue."""
+
+    AVAILABLE = "available"
+    CLAIMED = "claimed"
+    LAUNCHED = "launched"
+    DONE = "done"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+
+QUEUE_LIVE_STATES = (QueueState.AVAILABLE, QueueState.CLAIMED, QueueState.LAUNCHED)
+
+
+class BuildStatus(enum.StrEnum):
+    """Release builds and their per-repository builds."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # not built because a dependency failed
+
+
+class ExecutionStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING_APPROVAL = "waiting_approval"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class ApprovalStatus(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    TIMED_OUT = "timed_out"
+
+
+class PhaseStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+def status_check(column: str, values: Any, name: str | None = None) -> CheckConstraint:
+    return CheckConstraint(one_of(column, values), name=name or f"{column}_valid")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tenants and people
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+    id: Mapped[str] = id_column()
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = created_column()
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[str] = id_column()
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = created_column()
+
+
+class TenantMembership(Base):
+    """A user's roles in one tenant (ops staff may be members of, or delegated to, several)."""
+
+    __tablename__ = "tenant_memberships"
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    roles: Mapped[list[Any]] = mapped_column(default=list)
+    delegated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    created_at: Mapped[datetime] = created_column()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Projects, automation versions and what hangs off them
+
+
+class Project(Base):
+    __tablename__ = "projects"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "id"),
+        UniqueConstraint("tenant_id", "name"),
+        status_check("status", list(Status)),
+    )
+    id: Mapped[str] = id_column()
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(32), default=INITIAL_STATUS.value)
+    owner_user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    client_email: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime] = created_column()
+    status_changed_at: Mapped[datetime] = created_column()
+
+
+class ProjectCollaborator(Base):
+    __tablename__ = "project_collaborators"
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant_id", "project_id"], ["projects.tenant_id", "projects.id"]),
+    )
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    project_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+
+
+class AutomationVersion(Base):
+    __tablename__ = "automation_versions"
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant_id", "project_id"], ["projects.tenant_id", "projects.id"]),
+        UniqueConstraint("tenant_id", "id"),
+        UniqueConstraint("project_id", "version_number"),
+        status_check("status", list(Status)),
+        CheckConstraint("version_number > 0", name="version_number_positive"),
+        # The promise of Flow 24: never two Live versions of one project, enforced by the database.
+        Index(
+            "uq_automation_versions_one_live",
+            "tenant_id",
+            "project_id",
+            unique=True,
+            sqlite_where=text("status = 'Live'"),
+            postgresql_where=text("status = 'Live'"),
+        ),
+        Index("ix_automation_versions_tenant_id_project_id", "tenant_id", "project_id"),
+    )
+    id: Mapped[str] = id_column()
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    project_id: Mapped[str] = mapped_column(String(36))
+    version_number: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(32), default=INITIAL_STATUS.value)
+    blueprint: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = created_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    status_changed_at: Mapped[datetime] = created_column()
+    deployed_at: Mapped[datetime | None] = mapped_column()
+    deployed_by: Mapped[str | None] = mapped_column(String(200))
+    deployment_reason: Mapped[str | None] = mapped_column(Text)
+    deployment_metadata: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class WorkflowBinding(Base):
+    """The link between an automation version and its workflow on the WRK Platform."""
+
+    __tablename__ = "workflow_bindings"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "automation_version_id"],
+            ["automation_versions.tenant_id", "automation_versions.id"],
+        ),
+        UniqueConstraint("tenant_id", "id"),
+        UniqueConstraint("automation_version_id"),
+        status_check("status", list(BindingStatus)),
+    )
+    id: Mapped[str] = id_column()
+    tenant_id: Mapped[str] = mapped_column(String(36), index=True)
+    automation_version_id: Mapped[str] = mapped_column(String(36))
+    status: Mapped[str] = mapped_column(String(16), default=BindingStatus.PENDING.value)
+    wrk_workflow_id: Mapped[str | None] = mapped_column(String(200))
+    wrk_workflow_url: Mapped[str | None] = mapped_column(String(1000))
+    error: Mapped[dict[str, Any] | None] = mapped_column()
+    created_at: Mapped[datetime] = created_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "automation_version_id"],
+            ["automation_versions.tenant_id", "automation_versions.id"],
+        ),
+        status_check("status", list(TaskStatus)),
+        Index("ix_tasks_tenant_id_automation_version_id", "tenant_id", "automation_version_id"),
+    )
+    id: Mapped[str] = id_column()
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    automation_version_id: Mapped[str] = mapped_column(String(36))
+    kind: Mapped[str] = mapped_column(String(64))  # "integration", "review", ...
+    title: Mapped[str] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(16), default=TaskStatus.PENDING.value)
+    created_at: Mapped[datetime] = created_column()
+    completed_at: Mapped[datetime | None] = mapped_column()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Audit and notifications
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_logs"
+    __table_args__ = (
+        CheckConstraint(one_of("actor_type", ["user", "system"]), name="actor_type_valid"),
+        Index("ix_audit_logs_entity", "entity_type", "entity_id", "created_at"),
+        Index("ix_audit_logs_tenant_id_created_at", "tenant_id", "created_at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # Null only for platform-wide events (release builds, queue operations on tenant-less triggers).
+    tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"))
+    entity_type: Mapped[str] = mapped_column(String(64))
+    entity_id: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    actor_type: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str] = mapped_column(String(200))
+    previous_status: Mapped[str | None] = mapped_column(String(32))
+    new_status: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    created_at: Mapped[datetime] = created_column()
+
+
+class Notification(Base):
+    """The outbox: flows add rows in their own transaction; a job delivers them at least once."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        status_check("channel", list(NotificationChannel)),
+        status_check("status", list(NotificationStatus)),
+        Index(
+            "ix_notifications_pending",
+            "next_attempt_at",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("ix_notifications_tenant_id_recipient", "tenant_id", "recipient"),
+    )
+    id: Mapped[str] = id_column()
+    tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"))
+    channel: Mapped[str] = mapped_column(String(16))
+    template: Mapped[str] = mapped_column(String(64))
+    recipient: Mapped[str] = mapped_column(String(320))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    dedup_key: Mapped[str] = mapped_column(String(300), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default=NotificationStatus.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = created_column()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_column()
+    sent_at: Mapped[datetime | None] = mapped_column()
+    read_at: Mapped[datetime | None] = mapped_column()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The trigger queue
+
+
+class TriggerQueue(Base):
+    __tablename__ = "trigger_queue"
+    __table_args__ = (
+        status_check("state", list(QueueState)),
+        CheckConstraint("attempts >= 0 AND max_attempts > 0", name="attempts_valid"),
+        CheckConstraint(
+            "(state = 'claimed') = (claim_token IS NOT NULL AND lease_expires_at IS NOT NULL)",
+            name="claim_consistent",
+        ),
+        # Dedup while a trigger is live: a second request returns the pending one; once it is finished,
+        # the same key may be enqueued again (a new build of the same version, say).
+        Index(
+            "uq_trigger_queue_live_dedup_key",
+            "kind",
+            "dedup_key",
+            unique=True,
+            sqlite_where=text("dedup_key IS NOT NULL AND state IN ('available', 'claimed', 'launched')"),
+            postgresql_where=text(
+                "dedup_key IS NOT NULL AND state IN ('available', 'claimed', 'launched')"
+            ),
+        ),
+        # Partial indexes over the live states keep claims fast however many finished rows there are.
+        Index(
+            "ix_trigger_queue_available",
+            "kind",
+            "available_at",
+            "id",
+            sqlite_where=text("state = 'available'"),
+            postgresql_where=text("state = 'available'"),
+        ),
+        Index(
+            "ix_trigger_queue_claimed_lease",
+            "lease_expires_at",
+            sqlite_where=text("state = 'claimed'"),
+            postgresql_where=text("state = 'claimed'"),
+        ),
+        Index(
+            "ix_trigger_queue_launched",
+            "run_id",
+            sqlite_where=text("state = 'launched'"),
+            postgresql_where=text("state = 'launched'"),
+        ),
+        Index("ix_trigger_queue_finished_at", "finished_at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    dedup_key: Mapped[str | None] = mapped_column(String(300))
+    state: Mapped[str] = mapped_column(String(16), default=QueueState.AVAILABLE.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=5)
+    available_at: Mapped[datetime] = created_column()
+    claimed_at: Mapped[datetime | None] = mapped_column()
+    lease_expires_at: Mapped[datetime | None] = mapped_column()
+    claim_token: Mapped[str | None] = mapped_column(String(36))
+    worker: Mapped[str | None] = mapped_column(String(200))
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_column()
+    updated_at: Mapped[datetime] = created_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Release builds (platform-wide: they belong to no tenant)
+
+
+class ReleaseBuild(Base):
+    __tablename__ = "release_builds"
+    __table_args__ = (status_check("status", list(BuildStatus)),)
+    id: Mapped[str] = id_column()
+    tag: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(300))
+    prerelease: Mapped[bool] = mapped_column(Boolean, default=False)
+    repositories: Mapped[list[Any]] = mapped_column(default=list)
+    status: Mapped[str] = mapped_column(String(16), default=BuildStatus.PENDING.value)
+    dagster_run_id: Mapped[str | None] = mapped_column(String(64))
+    github_release_id: Mapped[str | None] = mapped_column(String(64))
+    github_release_url: Mapped[str | None] = mapped_column(String(1000))
+    archive_sha256: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class RepoBuild(Base):
+    __tablename__ = "repo_builds"
+    __table_args__ = (
+        UniqueConstraint("release_build_id", "repository"),
+        status_check("status", list(BuildStatus)),
+    )
+    id: Mapped[str] = id_column()
+    release_build_id: Mapped[str] = mapped_column(ForeignKey("release_builds.id", ondelete="CASCADE"))
+    repository: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default=BuildStatus.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    correlation_id: Mapped[str | None] = mapped_column(String(64))
+    github_run_id: Mapped[str | None] = mapped_column(String(64))
+    github_run_url: Mapped[str | None] = mapped_column(String(1000))
+    conclusion: Mapped[str | None] = mapped_column(String(32))
+    artifacts: Mapped[list[Any]] = mapped_column(default=list)
+    checksums: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Workflows, executions and human-in-the-loop approvals
+
+
+class WorkflowDefinition(Base):
+    __tablename__ = "workflow_definitions"
+    __table_args__ = (UniqueConstraint("tenant_id", "id"), UniqueConstraint("tenant_id", "name", "version"))
+    id: Mapped[str] = id_column()
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    description: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_column()
+
+
+class WorkflowStep(Base):
+    __tablename__ = "workflow_steps"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "workflow_definition_id"],
+            ["workflow_definitions.tenant_id", "workflow_definitions.id"],
+            ondelete="CASCADE",
+        ),
+        UniqueConstraint("tenant_id", "id"),
+        UniqueConstraint("workflow_definition_id", "position"),
+        CheckConstraint(one_of("kind", ["action", "approval", "batch_job"]), name="kind_valid"),
+    )
+    id: Mapped[str] = id_column()
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    workflow_definition_id: Mapped[str] = mapped_column(String(36))
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class WorkflowExecution(Base):
+    __tablename__ = "workflow_executions"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "workflow_definition_id"],
+            ["workflow_definitions.tenant_id", "workflow_definitions.id"],
+        ),
+        UniqueConstraint("tenant_id", "id"),
+        status_check("status", list(ExecutionStatus)),
+        Index("ix_workflow_executions_tenant_id_status", "tenant_id", "status"),
+    )
+    id: Mapped[str] = id_column()
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    workflow_definition_id: Mapped[str] = mapped_column(String(36))
+    status: Mapped[str] = mapped_column(String(20), default=ExecutionStatus.PENDING.value)
+    current_step: Mapped[int] = mapped_column(Integer, default=0)
+    context: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    dagster_run_id: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = created_column()
+
+
+class HitlApproval(Base):
+    __tablename__ = "hitl_approvals"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "workflow_execution_id"],
+            ["workflow_executions.tenant_id", "workflow_executions.id"],
+        ),
+        ForeignKeyConstraint(
+            ["tenant_id", "workflow_step_id"], ["workflow_steps.tenant_id", "workflow_steps.id"]
+        ),
+        UniqueConstraint("workflow_execution_id", "workflow_step_id"),
+        status_check("status", list(ApprovalStatus)),
+        CheckConstraint(one_of("default_decision", ["approve", "reject"]), name="default_decision_valid"),
+        Index(
+            "ix_hitl_approvals_pending_timeout",
+            "timeout_at",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("ix_hitl_approvals_tenant_id_status", "tenant_id", "status"),
+    )
+    id: Mapped[str] = id_column()
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    workflow_execution_id: Mapped[str] = mapped_column(String(36))
+    workflow_step_id: Mapped[str] = mapped_column(String(36))
+    status: Mapped[str] = mapped_column(String(16), default=ApprovalStatus.PENDING.value)
+    title: Mapped[str] = mapped_column(String(300))
+    context: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    approvers: Mapped[list[Any]] = mapped_column(default=list)
+    timeout_at: Mapped[datetime] = mapped_column()
+    default_decision: Mapped[str] = mapped_column(String(8), default="reject")
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    decision_comment: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_column()
+    decided_at: Mapped[datetime | None] = mapped_column()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The seven-phase recovery pipeline
+
+
+class SyncProgress(Base):
+    """One user's progress through one phase of one sync."""
+
+    __tablename__ = "sync_progress"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "user_id", "sync_id", "phase"),
+        CheckConstraint("phase BETWEEN 1 AND 7", name="phase_range"),
+        CheckConstraint("progress_pct BETWEEN 0 AND 100", name="progress_range"),
+        status_check("status", list(PhaseStatus)),
+    )
+    id: Mapped[str] = id_column()
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    user_id: Mapped[str] = mapped_column(String(200))
+    sync_id: Mapped[str] = mapped_column(String(200))
+    phase: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default=PhaseStatus.PENDING.value)
+    progress_pct: Mapped[float] = mapped_column(Float, default=0.0)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    started_at: Mapped[datetime | None] = mapped_column()
+    completed_at: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# ---------------------------------------------------------------------------------------------------
+# HTTP idempotency and webhook deliveries
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("tenant_id", "scope", "key"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    scope: Mapped[str] = mapped_column(String(200))
+    key: Mapped[str] = mapped_column(String(200))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    response_status: Mapped[int] = mapped_column(Integer)
+    response_body: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = created_column()
+
+
+class WebhookDelivery(Base):
+    __tablename__ = "webhook_deliveries"
+    delivery_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    event: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = created_column()
+
+
+# ---------------------------------------------------------------------------------------------------
+# The status guard: only domain.lifecycle.transition() may write a lifecycle status.
+
+_LIFECYCLE_ENTITIES = (AutomationVersion, Project)
+
+
+class StatusWriteOutsideLifecycle(RuntimeError):
+    pass
+
+
+def allow_status_write(entity: AutomationVersion | Project, to: Status) -> None:
+    entity.__dict__["_lifecycle_allowed"] = to.value
+
+
+@event.listens_for(Session, "before_flush")
+def _guard_status_writes(session: Session, _context: Any, _instances: Any) -> None:
+    from sqlalchemy import inspect as sa_inspect
+
+    for obj in session.new:
+        if isinstance(obj, _LIFECYCLE_ENTITIES):
+            if obj.status is None:
+                obj.status = INITIAL_STATUS.value
+            if obj.status != INITIAL_STATUS.value and obj.__dict__.get("_lifecycle_allowed") != obj.status:
+                raise StatusWriteOutsideLifecycle(
+                    f"new {obj.__tablename__} must start {INITIAL_STATUS.value!r}, not {obj.status!r}"
+                )
+    for obj in session.dirty:
+        if isinstance(obj, _LIFECYCLE_ENTITIES):
+            history = sa_inspect(obj).attrs.status.history
+            if history.has_changes() and obj.__dict__.get("_lifecycle_allowed") != obj.status:
+                raise StatusWriteOutsideLifecycle(
+                    f"{obj.__tablename__} {obj.id}: status written outside domain.lifecycle.transition()"
+                )
+    for obj in list(session.new) + list(session.dirty):
+        obj.__dict__.pop("_lifecycle_allowed", None)

@@ -1,0 +1,88 @@
+"""One settings class: every knob is an environment variable with a documented default."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Development defaults. Only ENVIRONMENT=development or test accepts them; production refuses to start.
+DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"
+DEV_GITHUB_WEBHOOK_SECRET = "dev-only-github-webhook-secret"
+
+
+def default_data_dir() -> Path:
+    home = os.environ.get("DAGSTER_HOME")
+    return Path(home) if home else Path("var")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", env_file=None)
+
+    environment: Literal["development", "test", "production"] = "development"
+
+    # Store
+    database_url: str = Field(default="")
+    database_echo: bool = False
+
+    # HTTP API
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    jwt_algorithms: list[str] = ["HS256"]
+    jwt_public_key: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_issuer: str = "wrk-orchestration-dev"
+    jwt_audience: str = "wrk-orchestration"
+    github_webhook_secret: SecretStr = SecretStr(DEV_GITHUB_WEBHOOK_SECRET)
+
+    # Outside world (the sandbox on :8900 by default)
+    sandbox_port: int = 8900
+    wrk_api_url: str = "http://127.0.0.1:8900"
+    wrk_api_token: SecretStr = SecretStr("sandbox-token")
+    github_api_url: str = "http://127.0.0.1:8900/github"
+    github_token: SecretStr = SecretStr("sandbox-token")
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8925
+    smtp_sender: str = "orchestration@wrk.local"
+    slack_webhook_url: str | None = None
+    ops_email: str = "ops@wrk.local"
+
+    # Outbound HTTP: one retry policy for every client
+    http_connect_timeout_s: float = 5.0
+    http_read_timeout_s: float = 30.0
+    retry_max_attempts: int = 4
+    retry_base_delay_s: float = 0.5
+    retry_max_delay_s: float = 30.0
+
+    # Dagster
+    dagster_port: int = 3000
+    sensor_interval_seconds: int = 5
+
+    # Flow policy
+    project_live_on_deploy: bool = True
+
+    @model_validator(mode="after")
+    def _defaults_and_production_guard(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(default_data_dir() / 'wrk.db').resolve()}"
+        if self.environment == "production":
+            dev = []
+            if self.jwt_secret.get_secret_value() == DEV_JWT_SECRET and "HS256" in self.jwt_algorithms:
+                dev.append("JWT_SECRET")
+            if self.github_webhook_secret.get_secret_value() == DEV_GITHUB_WEBHOOK_SECRET:
+                dev.append("GITHUB_WEBHOOK_SECRET")
+            if dev:
+                raise ValueError(
+                    f"ENVIRONMENT=production refuses the development defaults of: {', '.join(dev)}"
+                )
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

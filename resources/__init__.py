@@ -1,0 +1,1 @@
+"""Clients of the outside world and the Dagster resources around them."""

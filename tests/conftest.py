@@ -1,0 +1,120 @@
+"""Fixtures: every store test runs on SQLite and on the throwaway PostgreSQL `make test` starts.
+
+Databases are made per test from a migrated template (a copied file on SQLite, `CREATE DATABASE ...
+TEMPLATE` on PostgreSQL), so tests are isolated and safe to run in parallel.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from domain import migrate
+from domain.store import make_engine
+
+BACKENDS = ["sqlite", "postgresql"]
+PG_URL_ENV = "TEST_POSTGRES_URL"
+
+
+def _pg_admin_url() -> str:
+    url = os.environ.get(PG_URL_ENV)
+    if not url:
+        pytest.skip(f"{PG_URL_ENV} is not set: run the suite with `make test`, which starts PostgreSQL")
+    return url
+
+
+class DatabaseFactory:
+    """Makes empty or migrated databases of one backend, and drops them at the end."""
+
+    def __init__(self, backend: str, workdir: Path) -> None:
+        self.backend = backend
+        self.workdir = workdir
+        self._template: str | None = None
+        self._engines: list[Engine] = []
+        self._pg_databases: list[str] = []
+        self._admin: Engine | None = None
+        if backend == "postgresql":
+            self._admin = create_engine(_pg_admin_url(), isolation_level="AUTOCOMMIT")
+
+    def _url_for(self, name: str) -> str:
+        if self.backend == "sqlite":
+            return f"sqlite:///{self.workdir / (name + '.db')}"
+        assert self._admin is not None
+        return self._admin.url.set(database=name).render_as_string(hide_password=False)
+
+    def _create(self, template: str | None = None) -> str:
+        name = f"wrk_{uuid.uuid4().hex[:16]}"
+        if self.backend == "sqlite":
+            if template:
+                shutil.copyfile(self.workdir / (template + ".db"), self.workdir / (name + ".db"))
+        else:
+            assert self._admin is not None
+            with self._admin.connect() as conn:
+                suffix = f" TEMPLATE {template}" if template else ""
+                conn.execute(text(f"CREATE DATABASE {name}{suffix}"))
+            self._pg_databases.append(name)
+        return name
+
+    def _engine(self, name: str) -> Engine:
+        engine = make_engine(self._url_for(name))
+        self._engines.append(engine)
+        return engine
+
+    def url(self, engine: Engine) -> str:
+        return engine.url.render_as_string(hide_password=False)
+
+    def empty(self) -> Engine:
+        return self._engine(self._create())
+
+    def migrated(self) -> Engine:
+        if self._template is None:
+            name = self._create()
+            engine = make_engine(self._url_for(name))
+            migrate.upgrade(engine)
+            engine.dispose()  # closing SQLite's last connection checkpoints the WAL into the file
+            self._template = name
+        return self._engine(self._create(self._template))
+
+    def close(self) -> None:
+        for engine in self._engines:
+            engine.dispose()
+        if self._admin is not None:
+            with self._admin.connect() as conn:
+                for name in [*self._pg_databases]:
+                    conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            self._admin.dispose()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def databases(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseFactory]:
+    factory = DatabaseFactory(request.param, tmp_path_factory.mktemp(f"db-{request.param}"))
+    yield factory
+    factory.close()
+
+
+@pytest.fixture
+def engine(databases: DatabaseFactory) -> Engine:
+    """A migrated store of its own, on each backend."""
+    return databases.migrated()
+
+
+@pytest.fixture
+def backend(databases: DatabaseFactory) -> str:
+    return databases.backend
+
+
+@pytest.fixture
+def database_url(databases: DatabaseFactory, engine: Engine) -> str:
+    return databases.url(engine)
+
+
+@pytest.fixture(scope="module")
+def shared_engine(databases: DatabaseFactory) -> Engine:
+    """A migrated store shared by one module's tests, each of which makes its own rows."""
+    return databases.migrated()

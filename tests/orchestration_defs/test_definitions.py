@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from orchestration_defs.definitions import defs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# The code location's surface, as the Dagster UI lists it. A change here is a change users see.
+EXPECTED = {
+    "jobs": [],
+    "schedules": [],
+    "sensors": [],
+}
+
+
+def _names(items) -> list[str]:
+    return sorted(item.name for item in items)
+
+
+def test_definitions_load_and_list_the_expected_jobs_schedules_and_sensors():
+    repo = defs.get_repository_def()
+    jobs = [j for j in repo.get_all_jobs() if not j.name.startswith("__")]
+    assert {
+        "jobs": _names(jobs),
+        "schedules": _names(repo.schedule_defs),
+        "sensors": _names(repo.sensor_defs),
+    } == EXPECTED
+
+
+def test_dagster_cli_validates_the_workspace(tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    (tmp_path / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    result = subprocess.run(
+        [str(ROOT / ".venv/bin/dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "All code locations passed validation" in result.stderr + result.stdout
