@@ -59,6 +59,7 @@ PROJECT_TRANSITIONS: Mapping[Status, frozenset[Status]] = {
 
 INITIAL_STATUS = S.DRAFT
 
+
 class InvalidStatusTransition(Exception):
     """A move the lifecycle does not allow. The API maps it to 409 `invalid_status_transition`."""
 
@@ -108,6 +109,7 @@ def transition(
 ) -> AuditLog:
     """Move `entity` to `to`, with its audit row, in the caller's transaction."""
     from domain import models
+
     entity_type = entity.__tablename__
     previous = Status(entity.status)
     if not allowed(entity, to):
@@ -146,6 +148,7 @@ def record(
 ) -> AuditLog:
     """An audit row for an event that is not a status change (build_complete, requeue, ...)."""
     from domain import models
+
     entry = models.AuditLog(
         tenant_id=tenant_id,
         entity_type=entity_type,

@@ -393,9 +393,7 @@ class TriggerQueue(Base):
             "dedup_key",
             unique=True,
             sqlite_where=text("dedup_key IS NOT NULL AND state IN ('available', 'claimed', 'launched')"),
-            postgresql_where=text(
-                "dedup_key IS NOT NULL AND state IN ('available', 'claimed', 'launched')"
-            ),
+            postgresql_where=text("dedup_key IS NOT NULL AND state IN ('available', 'claimed', 'launched')"),
         ),
         # Partial indexes over the live states keep claims fast however many finished rows there are.
         Index(

@@ -82,6 +82,16 @@ class Settings(BaseSettings):
                 )
         return self
 
+    def with_overrides(self, **values: object) -> Settings:
+        """A copy with the given non-empty values (resources' config, tests); secrets wrapped."""
+        update: dict[str, object] = {}
+        for name, value in values.items():
+            if value in (None, "", 0):
+                continue
+            field = type(self).model_fields[name]
+            update[name] = SecretStr(str(value)) if field.annotation is SecretStr else value
+        return self.model_copy(update=update) if update else self
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -11,7 +11,12 @@ from domain.settings import Settings
 
 
 def mint_dev_token(
-    settings: Settings, *, tenants: list[str], roles: list[str], sub: str = "dev-user", ttl_seconds: int = 3600
+    settings: Settings,
+    *,
+    tenants: list[str],
+    roles: list[str],
+    sub: str = "dev-user",
+    ttl_seconds: int = 3600,
 ) -> str:
     if settings.environment == "production":
         raise PermissionError("development tokens are not minted in production")

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from domain import migrate
 from domain.store import make_engine
+from tests.servers import Sandbox
 
 BACKENDS = ["sqlite", "postgresql"]
 PG_URL_ENV = "TEST_POSTGRES_URL"
@@ -92,7 +93,9 @@ class DatabaseFactory:
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def databases(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseFactory]:
+def databases(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DatabaseFactory]:
     factory = DatabaseFactory(request.param, tmp_path_factory.mktemp(f"db-{request.param}"))
     yield factory
     factory.close()
@@ -118,3 +121,21 @@ def database_url(databases: DatabaseFactory, engine: Engine) -> str:
 def shared_engine(databases: DatabaseFactory) -> Engine:
     """A migrated store shared by one module's tests, each of which makes its own rows."""
     return databases.migrated()
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[Sandbox]:
+    from resources.sandbox.app import create_app
+    from tests.servers import ServerThread, free_port
+
+    smtp_port = free_port()
+    server = ServerThread(create_app(smtp_port=smtp_port)).start()
+    yield Sandbox(server.url, smtp_port)
+    server.stop()
+
+
+@pytest.fixture
+def sandbox(sandbox_server: Sandbox) -> Sandbox:
+    """The sandbox, reset for this test (state, faults, call log, sinks)."""
+    sandbox_server.reset()
+    return sandbox_server

@@ -6,7 +6,7 @@ import uuid
 
 from sqlalchemy.orm import Session
 
-from domain import lifecycle, models
+from domain import models
 from domain.lifecycle import Actor, Status
 
 TEST_ACTOR = Actor.system("tests")

@@ -81,13 +81,24 @@ def test_cli_migrate_and_seed_demo_print_json(databases):
 
 def test_cli_token_is_a_jwt_signed_with_the_dev_secret(tmp_path):
     out = _cli(
-        "token", "--tenant", "t1", "--roles", "ops_admin,ops_build", "--sub", "u1", "--ttl", "60",
+        "token",
+        "--tenant",
+        "t1",
+        "--roles",
+        "ops_admin,ops_build",
+        "--sub",
+        "u1",
+        "--ttl",
+        "60",
         database_url=f"sqlite:///{tmp_path / 'x.db'}",
     )
     settings = Settings(environment="development")
     claims = jwt.decode(
-        out.stdout.strip(), settings.jwt_secret.get_secret_value(), algorithms=["HS256"],
-        audience=settings.jwt_audience, issuer=settings.jwt_issuer,
+        out.stdout.strip(),
+        settings.jwt_secret.get_secret_value(),
+        algorithms=["HS256"],
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
     )
     assert claims["sub"] == "u1" and claims["tenants"] == ["t1"]
     assert claims["roles"] == ["ops_admin", "ops_build"]

@@ -133,9 +133,7 @@ def test_a_version_cannot_point_at_another_tenants_project(engine):
     with pytest.raises(IntegrityError), transaction(engine) as session:
         project = factories.project(session, factories.tenant(session).id)
         other = factories.tenant(session)
-        session.add(
-            models.AutomationVersion(tenant_id=other.id, project_id=project.id, version_number=1)
-        )
+        session.add(models.AutomationVersion(tenant_id=other.id, project_id=project.id, version_number=1))
         session.flush()
 
 

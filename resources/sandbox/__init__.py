@@ -1,0 +1,1 @@
+"""The sandbox: local emulators of the WRK Platform, the GitHub REST subset, SMTP and Slack."""
