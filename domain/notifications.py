@@ -96,8 +96,13 @@ def notify(
         values["status"] = NotificationStatus.SENT.value
         values["sent_at"] = now
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(Notification).values(**values).on_conflict_do_nothing(index_elements=["dedup_key"])
-    return bool(session.execute(statement).rowcount)
+    statement = (
+        insert(Notification)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["dedup_key"])
+        .returning(Notification.id)
+    )
+    return session.execute(statement).scalar_one_or_none() is not None
 
 
 def ops_alert(
