@@ -19,9 +19,7 @@ from domain.tokens import mint_dev_token
 def _cmd_migrate(args: argparse.Namespace) -> int:
     engine = engine_for(get_settings().database_url)
     migrate.upgrade(engine, args.revision)
-    print(
-        json.dumps({"database": engine.url.render_as_string(), "revision": migrate.current_revision(engine)})
-    )
+    print(json.dumps({"database": engine.url.render_as_string(), "revision": migrate.current_revision(engine)}))
     return 0
 
 

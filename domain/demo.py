@@ -113,9 +113,7 @@ def _seed_tenant(session: Session, spec: dict[str, Any]) -> None:
     session.add(models.Tenant(id=tenant_id, name=spec["name"]))
     users: list[models.User] = []
     for email, name, _roles in spec["users"]:
-        user = session.get(models.User, demo_id(email)) or models.User(
-            id=demo_id(email), email=email, name=name
-        )
+        user = session.get(models.User, demo_id(email)) or models.User(id=demo_id(email), email=email, name=name)
         session.add(user)
         users.append(user)
     session.flush()  # the models declare no relationships, so parents are flushed before children
@@ -137,9 +135,7 @@ def _seed_tenant(session: Session, spec: dict[str, Any]) -> None:
         _walk(session, project, PATH_TO[project_status])
         session.flush()
         for user in (owner, ops):
-            session.add(
-                models.ProjectCollaborator(tenant_id=tenant_id, project_id=project.id, user_id=user.id)
-            )
+            session.add(models.ProjectCollaborator(tenant_id=tenant_id, project_id=project.id, user_id=user.id))
         for number, status in enumerate(version_statuses, start=1):
             _seed_version(session, project, number, status)
             session.flush()  # one version at a time, so the one-Live index sees each step
@@ -187,9 +183,7 @@ def _seed_version(session: Session, project: models.Project, number: int, status
             status=binding_status.value,
             wrk_workflow_id=workflow_id_for(version.id) if has_workflow else None,
             wrk_workflow_url=f"/workflows/{workflow_id_for(version.id)}" if has_workflow else None,
-            error={"message": "demo: blueprint rejected"}
-            if binding_status is models.BindingStatus.ERROR
-            else None,
+            error={"message": "demo: blueprint rejected"} if binding_status is models.BindingStatus.ERROR else None,
         )
     )
 

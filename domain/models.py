@@ -229,9 +229,7 @@ class Project(Base):
 
 class ProjectCollaborator(Base):
     __tablename__ = "project_collaborators"
-    __table_args__ = (
-        ForeignKeyConstraint(["tenant_id", "project_id"], ["projects.tenant_id", "projects.id"]),
-    )
+    __table_args__ = (ForeignKeyConstraint(["tenant_id", "project_id"], ["projects.tenant_id", "projects.id"]),)
     tenant_id: Mapped[str] = mapped_column(String(36))
     project_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
@@ -549,9 +547,7 @@ class HitlApproval(Base):
             ["tenant_id", "workflow_execution_id"],
             ["workflow_executions.tenant_id", "workflow_executions.id"],
         ),
-        ForeignKeyConstraint(
-            ["tenant_id", "workflow_step_id"], ["workflow_steps.tenant_id", "workflow_steps.id"]
-        ),
+        ForeignKeyConstraint(["tenant_id", "workflow_step_id"], ["workflow_steps.tenant_id", "workflow_steps.id"]),
         UniqueConstraint("workflow_execution_id", "workflow_step_id"),
         status_check("status", list(ApprovalStatus)),
         CheckConstraint(one_of("default_decision", ["approve", "reject"]), name="default_decision_valid"),

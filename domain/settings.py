@@ -77,9 +77,7 @@ class Settings(BaseSettings):
             if self.github_webhook_secret.get_secret_value() == DEV_GITHUB_WEBHOOK_SECRET:
                 dev.append("GITHUB_WEBHOOK_SECRET")
             if dev:
-                raise ValueError(
-                    f"ENVIRONMENT=production refuses the development defaults of: {', '.join(dev)}"
-                )
+                raise ValueError(f"ENVIRONMENT=production refuses the development defaults of: {', '.join(dev)}")
         return self
 
     def with_overrides(self, **values: object) -> Settings:

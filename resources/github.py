@@ -21,9 +21,7 @@ API_VERSION = "2022-11-28"
 class GitHubClient(HttpClient):
     service = "github"
 
-    def __init__(
-        self, base_url: str, token: str, *, clock: Callable[[], float] = time.time, **kwargs: Any
-    ) -> None:
+    def __init__(self, base_url: str, token: str, *, clock: Callable[[], float] = time.time, **kwargs: Any) -> None:
         super().__init__(
             base_url,
             headers={
@@ -77,9 +75,7 @@ class GitHubClient(HttpClient):
         body: dict[str, Any] = {"ref": ref, "inputs": inputs}
         if return_run_details:
             body["return_run_details"] = True
-        response = self.request(
-            "POST", f"/repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches", json=body
-        )
+        response = self.request("POST", f"/repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches", json=body)
         if response.status_code == 200 and response.content:
             details: dict[str, Any] = response.json()
             return details
@@ -211,6 +207,4 @@ class GitHubResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     token: str = ""
 
     def client(self) -> GitHubClient:
-        return github_client(
-            get_settings().with_overrides(github_api_url=self.base_url, github_token=self.token)
-        )
+        return github_client(get_settings().with_overrides(github_api_url=self.base_url, github_token=self.token))

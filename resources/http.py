@@ -99,9 +99,7 @@ class HttpClient:
             try:
                 response = self.http.request(method, path, **kwargs)
             except httpx.TimeoutException as exc:
-                raise ServiceTimeout(
-                    self.service, f"{method} {path} timed out ({type(exc).__name__})"
-                ) from exc
+                raise ServiceTimeout(self.service, f"{method} {path} timed out ({type(exc).__name__})") from exc
             except httpx.TransportError as exc:
                 raise RetryableError(self.service, f"{method} {path} failed: {exc!r}") from exc
             error = self.classify(response)

@@ -71,9 +71,7 @@ class Notifier:
     def __call__(self, notification: Notification) -> None:
         subject, body = render(notification.template, notification.payload)
         if notification.channel == NotificationChannel.EMAIL:
-            self.mailer.send(
-                to=notification.recipient, subject=subject, body=body, message_id=notification.dedup_key
-            )
+            self.mailer.send(to=notification.recipient, subject=subject, body=body, message_id=notification.dedup_key)
         elif notification.channel == NotificationChannel.SLACK:
             if self.slack is None:
                 raise PermanentError("slack", "SLACK_WEBHOOK_URL is not configured")

@@ -49,9 +49,7 @@ class RetryPolicy:
             return min(max(error.retry_after, 0.0), self.max_wait_s)
         return self.backoff(state.attempt_number)
 
-    def call(
-        self, fn: Callable[[], T], on_retry: Callable[[int, BaseException, float], None] | None = None
-    ) -> T:
+    def call(self, fn: Callable[[], T], on_retry: Callable[[int, BaseException, float], None] | None = None) -> T:
         """Run `fn`, retrying retryable errors; the last error is raised as it is."""
 
         def before_sleep(state: tenacity.RetryCallState) -> None:

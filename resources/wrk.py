@@ -57,14 +57,10 @@ class WrkPlatformClient(HttpClient):
         return _workflow(response.json())
 
     def activate_workflow(self, workflow_id: str, retry: RetryPolicy | None = None) -> PlatformWorkflow:
-        return _workflow(
-            self.request("PATCH", f"/wrk-api/workflows/{workflow_id}/activate", retry=retry).json()
-        )
+        return _workflow(self.request("PATCH", f"/wrk-api/workflows/{workflow_id}/activate", retry=retry).json())
 
     def deactivate_workflow(self, workflow_id: str, retry: RetryPolicy | None = None) -> PlatformWorkflow:
-        return _workflow(
-            self.request("PATCH", f"/wrk-api/workflows/{workflow_id}/deactivate", retry=retry).json()
-        )
+        return _workflow(self.request("PATCH", f"/wrk-api/workflows/{workflow_id}/deactivate", retry=retry).json())
 
     def get_workflow(self, workflow_id: str) -> PlatformWorkflow:
         return _workflow(self.request("GET", f"/wrk-api/workflows/{workflow_id}").json())

@@ -93,9 +93,7 @@ class DatabaseFactory:
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def databases(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[DatabaseFactory]:
+def databases(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseFactory]:
     factory = DatabaseFactory(request.param, tmp_path_factory.mktemp(f"db-{request.param}"))
     yield factory
     factory.close()

@@ -51,8 +51,9 @@ class FaultInjection:
         if fault is not None and fault.action in ("error", "timeout"):
             self.state.record(method, path, fault.status, headers)
             body = fault.body if fault.body is not None else {"error": "injected fault", "status": fault.status}
-            response = Response(json.dumps(body), status_code=fault.status, headers=fault.headers,
-                                media_type="application/json")
+            response = Response(
+                json.dumps(body), status_code=fault.status, headers=fault.headers, media_type="application/json"
+            )
             await response(scope, receive, send)
             return
         status_holder: dict[str, int] = {}
@@ -76,13 +77,15 @@ class _MailSink:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         body = message.get_body(preferencelist=("plain",))
         with self.state.lock:
-            self.state.mail.append({
-                "from": envelope.mail_from,
-                "to": list(envelope.rcpt_tos),
-                "subject": str(message["Subject"]),
-                "message_id": str(message["Message-ID"]),
-                "body": body.get_content() if body is not None else "",
-            })
+            self.state.mail.append(
+                {
+                    "from": envelope.mail_from,
+                    "to": list(envelope.rcpt_tos),
+                    "subject": str(message["Subject"]),
+                    "message_id": str(message["Message-ID"]),
+                    "body": body.get_content() if body is not None else "",
+                }
+            )
         return "250 OK"
 
 
@@ -109,8 +112,13 @@ def create_app(state: SandboxState | None = None, smtp_port: int | None = None) 
         pattern = request.query_params.get("path")
         with state.lock:
             found = [
-                {"method": c.method, "path": c.path, "status": c.status, "at": c.at,
-                 "idempotency_key": c.headers.get("idempotency-key")}
+                {
+                    "method": c.method,
+                    "path": c.path,
+                    "status": c.status,
+                    "at": c.at,
+                    "idempotency_key": c.headers.get("idempotency-key"),
+                }
                 for c in state.calls
                 if (method is None or c.method == method) and (pattern is None or re.fullmatch(pattern, c.path))
             ]

@@ -97,7 +97,7 @@ def routes(state: SandboxState) -> list[Route]:
         p = request.path_params
         body = await request.json()
         if "ref" not in body:
-            return JSONResponse({"message": "Invalid request.\n\n\"ref\" wasn't supplied."}, status_code=422)
+            return JSONResponse({"message": 'Invalid request.\n\n"ref" wasn\'t supplied.'}, status_code=422)
         wants_details = bool(body.get("return_run_details"))
         if wants_details and not state.github_config["supports_return_run_details"]:
             return JSONResponse(
@@ -128,7 +128,8 @@ def routes(state: SandboxState) -> list[Route]:
             runs = [
                 _run_view(state, request, r)
                 for r in sorted(state.runs.values(), key=lambda r: -r["id"])
-                if r["_owner"] == p["owner"] and r["_repo"] == p["repo"]
+                if r["_owner"] == p["owner"]
+                and r["_repo"] == p["repo"]
                 and (p.get("workflow") in (None, r["workflow_id"]))
                 and (event is None or r["event"] == event)
             ]
@@ -173,14 +174,17 @@ def routes(state: SandboxState) -> list[Route]:
         body = await request.json()
         tag = body.get("tag_name")
         if not tag:
-            return JSONResponse({"message": "Validation Failed", "errors": [{"field": "tag_name", "code": "missing"}]},
-                                status_code=422)
+            return JSONResponse(
+                {"message": "Validation Failed", "errors": [{"field": "tag_name", "code": "missing"}]}, status_code=422
+            )
         with state.lock:
             for release in state.releases.values():
                 if (release["_owner"], release["_repo"], release["tag_name"]) == (p["owner"], p["repo"], tag):
                     return JSONResponse(
-                        {"message": "Validation Failed",
-                         "errors": [{"resource": "Release", "code": "already_exists", "field": "tag_name"}]},
+                        {
+                            "message": "Validation Failed",
+                            "errors": [{"resource": "Release", "code": "already_exists", "field": "tag_name"}],
+                        },
                         status_code=422,
                     )
             release_id = state.next_id()
@@ -228,8 +232,10 @@ def routes(state: SandboxState) -> list[Route]:
                 return JSONResponse({"message": "name is required"}, status_code=422)
             if any(state.assets[a]["name"] == name for a in release["_assets"] if a in state.assets):
                 return JSONResponse(
-                    {"message": "Validation Failed",
-                     "errors": [{"resource": "ReleaseAsset", "code": "already_exists", "field": "name"}]},
+                    {
+                        "message": "Validation Failed",
+                        "errors": [{"resource": "ReleaseAsset", "code": "already_exists", "field": "name"}],
+                    },
                     status_code=422,
                 )
             asset_id = state.next_id()
@@ -275,7 +281,9 @@ def routes(state: SandboxState) -> list[Route]:
         Route(REPO + "/releases", create_release, methods=["POST"]),
         Route(REPO + "/releases/tags/{tag:path}", release_by_tag, methods=["GET"]),
         Route(REPO + "/releases/{release_id:int}/assets", release_assets, methods=["GET"]),
-        Route(PREFIX + "/uploads/repos/{owner}/{repo}/releases/{release_id:int}/assets", upload_asset, methods=["POST"]),
+        Route(
+            PREFIX + "/uploads/repos/{owner}/{repo}/releases/{release_id:int}/assets", upload_asset, methods=["POST"]
+        ),
         Route(REPO + "/releases/assets/{asset_id:int}", delete_asset, methods=["DELETE"]),
         Route("/_sandbox/github/config", configure, methods=["POST"]),
     ]

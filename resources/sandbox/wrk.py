@@ -62,7 +62,10 @@ def _get(state: SandboxState, request: Request, workflow_id: str) -> dict[str, A
         workflow = state.workflows.get(workflow_id)
         if workflow is None and workflow_id.startswith(DEMO_WORKFLOW_PREFIX):
             workflow = state.workflows[workflow_id] = {
-                "id": workflow_id, "name": workflow_id, "tenant_id": "", "active": False,
+                "id": workflow_id,
+                "name": workflow_id,
+                "tenant_id": "",
+                "active": False,
                 "url": f"{str(request.base_url).rstrip('/')}/workflows/{workflow_id}",
                 "blueprint": {"steps": [{"id": "demo", "type": "noop"}]},
             }

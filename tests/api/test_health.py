@@ -25,9 +25,7 @@ def test_not_ready_when_migrations_are_behind(databases):
 
 
 def test_not_ready_when_the_store_is_unreachable():
-    unreachable = make_engine(
-        "postgresql+psycopg://nobody@127.0.0.1:1/none", connect_args={"connect_timeout": 1}
-    )
+    unreachable = make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none", connect_args={"connect_timeout": 1})
     with TestClient(create_app(Settings(), unreachable)) as client:
         response = client.get("/ready")
     assert response.status_code == 503

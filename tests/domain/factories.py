@@ -39,9 +39,7 @@ def version(
     return row
 
 
-def put_in_status(
-    session: Session, entity: models.AutomationVersion | models.Project, status: Status
-) -> None:
+def put_in_status(session: Session, entity: models.AutomationVersion | models.Project, status: Status) -> None:
     """Test set-up only: place a row in a status without walking a path (no audit row)."""
     models.allow_status_write(entity, status)
     entity.status = status.value

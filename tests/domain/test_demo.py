@@ -35,9 +35,7 @@ def test_seed_demo_makes_two_tenants_every_status_and_deployable_candidates(engi
     assert all({"id", "email", "roles"} <= set(u) for t in out["tenants"] for u in t["users"])
     statuses = {v["status"] for p in first["projects"] for v in p["versions"]}
     assert statuses == {s.value for s in Status}
-    candidates = [
-        p for p in first["projects"] if sum(v["status"] == "Ready to Launch" for v in p["versions"]) >= 3
-    ]
+    candidates = [p for p in first["projects"] if sum(v["status"] == "Ready to Launch" for v in p["versions"]) >= 3]
     assert candidates
     with transaction(engine) as session:
         for v in candidates[0]["versions"]:

@@ -44,9 +44,7 @@ def _check_pair(engine: Engine, entity_type: str, current: Status, requested: St
             assert entity.status == current.value
             entry = None
     with transaction(engine) as session:
-        stored = session.get(
-            models.Project if entity_type == "projects" else models.AutomationVersion, entity_id
-        )
+        stored = session.get(models.Project if entity_type == "projects" else models.AutomationVersion, entity_id)
         rows = _audit_rows(session, entity_id)
         if entry is None:
             assert stored.status == current.value

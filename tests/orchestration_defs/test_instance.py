@@ -63,9 +63,7 @@ def test_shipped_instance_config_runs_a_job(config, engine, database_url, tmp_pa
             runs = conn.execute(text("SELECT count(*) FROM runs WHERE run_id = :r"), {"r": result.run_id})
             assert runs.scalar() == 1
             events = conn.execute(
-                text(
-                    "SELECT count(*) FROM event_logs WHERE run_id = :r AND dagster_event_type = 'STEP_SUCCESS'"
-                ),
+                text("SELECT count(*) FROM event_logs WHERE run_id = :r AND dagster_event_type = 'STEP_SUCCESS'"),
                 {"r": result.run_id},
             )
             assert events.scalar() == 1

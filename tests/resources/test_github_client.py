@@ -53,19 +53,27 @@ def test_server_refusing_return_run_details_is_a_validation_rejection(gh, sandbo
     sandbox.configure_github(supports_return_run_details=False)
     with pytest.raises(ValidationRejected):
         gh.dispatch_workflow("acme", "node", "build.yml", "main", {"correlation_id": "c-2"})
-    assert gh.dispatch_workflow("acme", "node", "build.yml", "main", {"correlation_id": "c-2"},
-                                return_run_details=False) is None
+    assert (
+        gh.dispatch_workflow("acme", "node", "build.yml", "main", {"correlation_id": "c-2"}, return_run_details=False)
+        is None
+    )
     [run] = gh.list_workflow_runs("acme", "node", workflow="build.yml", event="workflow_dispatch")
     assert "[c-2]" in run["display_title"]
 
 
 def test_primary_rate_limit_waits_until_reset(sandbox, sleeps):
     now = 1_000_000.0
-    sandbox.fault("GET", "/github/repos/acme/node/actions/runs", count=1, status=403,
-                  headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(now + 42))},
-                  body={"message": "API rate limit exceeded"})
-    with GitHubClient(sandbox.github_url, "t", clock=lambda: now,
-                      retry=RetryPolicy(max_attempts=3, sleep=sleeps)) as gh:
+    sandbox.fault(
+        "GET",
+        "/github/repos/acme/node/actions/runs",
+        count=1,
+        status=403,
+        headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(now + 42))},
+        body={"message": "API rate limit exceeded"},
+    )
+    with GitHubClient(
+        sandbox.github_url, "t", clock=lambda: now, retry=RetryPolicy(max_attempts=3, sleep=sleeps)
+    ) as gh:
         assert gh.list_workflow_runs("acme", "node") == []
     assert sleeps == [43.0]
 
@@ -77,8 +85,13 @@ def test_secondary_rate_limit_honours_retry_after(gh, sandbox, sleeps):
 
 
 def test_403_rate_limit_without_headers_backs_off(gh, sandbox, sleeps):
-    sandbox.fault("GET", "/github/repos/acme/node/actions/runs", count=1, status=403,
-                  body={"message": "You have exceeded a secondary rate limit"})
+    sandbox.fault(
+        "GET",
+        "/github/repos/acme/node/actions/runs",
+        count=1,
+        status=403,
+        body={"message": "You have exceeded a secondary rate limit"},
+    )
     gh.list_workflow_runs("acme", "node")
     assert len(sleeps) == 1 and 0 <= sleeps[0] <= 0.5
 

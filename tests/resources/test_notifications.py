@@ -11,13 +11,18 @@ from domain.store import transaction
 from resources.notifications import is_retryable, notifier, outbox_message_id
 from resources.retry import RetryPolicy
 
-PAYLOAD = {"project_name": "Invoices", "version_number": 3, "workflow_url": "http://wrk/wf_1",
-           "automation_version_id": "v-1"}
+PAYLOAD = {
+    "project_name": "Invoices",
+    "version_number": 3,
+    "workflow_url": "http://wrk/wf_1",
+    "automation_version_id": "v-1",
+}
 
 
 def _notifier(sandbox, slack: bool = False):
-    settings = Settings(smtp_port=sandbox.smtp_port,
-                        slack_webhook_url=f"{sandbox.url}/slack/webhook/T000/B000" if slack else None)
+    settings = Settings(
+        smtp_port=sandbox.smtp_port, slack_webhook_url=f"{sandbox.url}/slack/webhook/T000/B000" if slack else None
+    )
     n = notifier(settings)
     n.mailer.retry = RetryPolicy(max_attempts=1)
     return n
@@ -25,14 +30,38 @@ def _notifier(sandbox, slack: bool = False):
 
 def test_outbox_delivers_email_and_slack_once_per_dedup_key(engine, sandbox):
     with transaction(engine) as session:
-        assert notify(session, channel=NotificationChannel.EMAIL, template="build_complete",
-                      recipient="client@acme.example", payload=PAYLOAD, dedup_key="build_complete:v-1")
-        assert not notify(session, channel=NotificationChannel.EMAIL, template="build_complete",
-                          recipient="client@acme.example", payload=PAYLOAD, dedup_key="build_complete:v-1")
-        notify(session, channel=NotificationChannel.SLACK, template="qa_ready", recipient="#ops",
-               payload=PAYLOAD, dedup_key="qa_ready:v-1:slack")
-        notify(session, channel=NotificationChannel.IN_APP, template="qa_ready", recipient="user-1",
-               payload=PAYLOAD, dedup_key="qa_ready:v-1:in_app")
+        assert notify(
+            session,
+            channel=NotificationChannel.EMAIL,
+            template="build_complete",
+            recipient="client@acme.example",
+            payload=PAYLOAD,
+            dedup_key="build_complete:v-1",
+        )
+        assert not notify(
+            session,
+            channel=NotificationChannel.EMAIL,
+            template="build_complete",
+            recipient="client@acme.example",
+            payload=PAYLOAD,
+            dedup_key="build_complete:v-1",
+        )
+        notify(
+            session,
+            channel=NotificationChannel.SLACK,
+            template="qa_ready",
+            recipient="#ops",
+            payload=PAYLOAD,
+            dedup_key="qa_ready:v-1:slack",
+        )
+        notify(
+            session,
+            channel=NotificationChannel.IN_APP,
+            template="qa_ready",
+            recipient="user-1",
+            payload=PAYLOAD,
+            dedup_key="qa_ready:v-1:in_app",
+        )
     with transaction(engine) as session:
         report = deliver_due(session, _notifier(sandbox, slack=True))
     assert (report.sent, report.failed, report.dead) == (2, 0, 0)
@@ -68,8 +97,15 @@ def test_failed_delivery_backs_off_then_goes_dead(engine, sandbox):
 def test_unknown_template_or_missing_field_is_refused_at_enqueue(engine):
     with transaction(engine) as session:
         with pytest.raises(UnknownTemplate):
-            notify(session, channel=NotificationChannel.EMAIL, template="nope", recipient="x",
-                   payload={}, dedup_key="k1")
+            notify(
+                session, channel=NotificationChannel.EMAIL, template="nope", recipient="x", payload={}, dedup_key="k1"
+            )
         with pytest.raises(KeyError, match="workflow_url"):
-            notify(session, channel=NotificationChannel.EMAIL, template="build_complete", recipient="x",
-                   payload={"project_name": "p", "version_number": 1}, dedup_key="k2")
+            notify(
+                session,
+                channel=NotificationChannel.EMAIL,
+                template="build_complete",
+                recipient="x",
+                payload={"project_name": "p", "version_number": 1},
+                dedup_key="k2",
+            )

@@ -1,0 +1,141 @@
+"""One error mapping: every error leaves the API as application/problem+json (RFC 9457) with a stable
+`code`. No stack trace ever reaches a client."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from domain.lifecycle import InvalidStatusTransition
+
+log = logging.getLogger("wrk.api")
+
+MEDIA_TYPE = "application/problem+json"
+
+TITLES = {
+    "validation_error": "Request validation failed",
+    "unauthorized": "Authentication required",
+    "forbidden": "Not allowed",
+    "not_found": "Not found",
+    "method_not_allowed": "Method not allowed",
+    "conflict": "Conflict",
+    "invalid_status_transition": "Invalid status transition",
+    "precondition_failed": "Precondition failed",
+    "concurrency_conflict": "Concurrent change",
+    "deployment_failed": "Deployment failed",
+    "idempotency_key_reused": "Idempotency key reused with a different request",
+    "tenant_required": "Tenant required",
+    "internal_error": "Internal error",
+}
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ProblemBody(BaseModel):
+    """The problem+json body every error response carries."""
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str | None = None
+    instance: str | None = None
+    request_id: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class Problem(Exception):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str | None = None,
+        *,
+        errors: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(detail or code)
+        self.status, self.code, self.detail = status, code, detail
+        self.errors, self.headers, self.extra = errors, headers, extra or {}
+
+
+def validation_problem(error: ValidationError, prefix: str = "") -> Problem:
+    errors = [
+        {
+            "field": prefix + ".".join(str(p) for p in e["loc"]) if e["loc"] else prefix.rstrip(".") or "body",
+            "message": e["msg"],
+        }
+        for e in error.errors()
+    ]
+    names = ", ".join(e["field"] for e in errors)
+    return Problem(422, "validation_error", f"invalid field(s): {names}", errors=errors)
+
+
+def problem_response(request: Request, problem: Problem) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"https://docs.wrk.local/problems/{problem.code}",
+        "title": TITLES.get(problem.code, problem.code.replace("_", " ").capitalize()),
+        "status": problem.status,
+        "code": problem.code,
+        "detail": problem.detail,
+        "instance": request.url.path,
+        "request_id": request.scope.get("state", {}).get("request_id"),
+    }
+    if problem.errors:
+        body["errors"] = problem.errors
+    body.update(problem.extra)
+    return JSONResponse(body, status_code=problem.status, headers=problem.headers, media_type=MEDIA_TYPE)
+
+
+async def handle_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Problem)
+    return problem_response(request, exc)
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}.get(
+        exc.status_code, "error"
+    )
+    return problem_response(request, Problem(exc.status_code, code, str(exc.detail), headers=exc.headers))
+
+
+async def handle_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ValidationError)
+    return problem_response(request, validation_problem(exc))
+
+
+async def handle_invalid_transition(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InvalidStatusTransition)
+    return problem_response(
+        request,
+        Problem(
+            409,
+            "invalid_status_transition",
+            str(exc),
+            extra={"current_status": exc.current, "requested_status": exc.requested},
+        ),
+    )
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(request, Problem(500, "internal_error", "an unexpected error occurred"))
+
+
+EXCEPTION_HANDLERS = {
+    Problem: handle_problem,
+    HTTPException: handle_http_exception,
+    ValidationError: handle_validation_error,
+    InvalidStatusTransition: handle_invalid_transition,
+    Exception: handle_unexpected,
+}
