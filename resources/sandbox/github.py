@@ -56,7 +56,9 @@ def _make_artifact(state: SandboxState, request: Request, run: dict[str, Any]) -
         "id": artifact_id,
         "name": f"{run['_repo']}-build",
         "size_in_bytes": len(buffer.getvalue()),
-        "archive_download_url": f"{_base(request)}/repos/{run['_owner']}/{run['_repo']}/actions/artifacts/{artifact_id}/zip",
+        "archive_download_url": (
+            f"{_base(request)}/repos/{run['_owner']}/{run['_repo']}/actions/artifacts/{artifact_id}/zip"
+        ),
         "expired": False,
         "workflow_run": {"id": run["id"]},
     }

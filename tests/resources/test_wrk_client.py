@@ -112,7 +112,6 @@ def test_unreachable_platform_is_retryable(sleeps):
 
     with WrkPlatformClient(
         f"http://127.0.0.1:{free_port()}", "t", retry=RetryPolicy(max_attempts=3, sleep=sleeps)
-    ) as c:
-        with pytest.raises(RetryableError):
-            c.get_workflow("wf")
+    ) as c, pytest.raises(RetryableError):
+        c.get_workflow("wf")
     assert len(sleeps) == 2
