@@ -379,10 +379,9 @@ class TriggerQueue(Base):
     __table_args__ = (
         status_check("state", list(QueueState)),
         CheckConstraint("attempts >= 0 AND max_attempts > 0", name="attempts_valid"),
-        CheckConstraint(
-            "(state = 'claimed') = (claim_token IS NOT NULL AND lease_expires_at IS NOT NULL)",
-            name="claim_consistent",
-        ),
+        # A claim token exists exactly while a worker or a run holds the row; a claim has a lease.
+        CheckConstraint("(state IN ('claimed', 'launched')) = (claim_token IS NOT NULL)", name="token_consistent"),
+        CheckConstraint("state <> 'claimed' OR lease_expires_at IS NOT NULL", name="lease_consistent"),
         # Dedup while a trigger is live: a second request returns the pending one; once it is finished,
         # the same key may be enqueued again (a new build of the same version, say).
         Index(

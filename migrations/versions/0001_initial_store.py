@@ -317,8 +317,12 @@ def upgrade() -> None:
         sa.Column("updated_at", domain.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("finished_at", domain.models.UTCDateTime(timezone=True), nullable=True),
         sa.CheckConstraint(
-            "(state = 'claimed') = (claim_token IS NOT NULL AND lease_expires_at IS NOT NULL)",
-            name=op.f("ck_trigger_queue_claim_consistent"),
+            "(state IN ('claimed', 'launched')) = (claim_token IS NOT NULL)",
+            name=op.f("ck_trigger_queue_token_consistent"),
+        ),
+        sa.CheckConstraint(
+            "state <> 'claimed' OR lease_expires_at IS NOT NULL",
+            name=op.f("ck_trigger_queue_lease_consistent"),
         ),
         sa.CheckConstraint(
             "state IN ('available', 'claimed', 'launched', 'done', 'dead', 'cancelled')",

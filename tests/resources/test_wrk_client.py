@@ -110,8 +110,9 @@ def test_per_call_retry_override(client, sandbox, sleeps):
 def test_unreachable_platform_is_retryable(sleeps):
     from tests.servers import free_port
 
-    with WrkPlatformClient(
-        f"http://127.0.0.1:{free_port()}", "t", retry=RetryPolicy(max_attempts=3, sleep=sleeps)
-    ) as c, pytest.raises(RetryableError):
+    with (
+        WrkPlatformClient(f"http://127.0.0.1:{free_port()}", "t", retry=RetryPolicy(max_attempts=3, sleep=sleeps)) as c,
+        pytest.raises(RetryableError),
+    ):
         c.get_workflow("wf")
     assert len(sleeps) == 2

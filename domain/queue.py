@@ -1,0 +1,411 @@
+"""The durable trigger queue. Every SQL statement of the queue is in this module.
+
+States and moves (the only ones; every statement below names the move it makes):
+
+    available --claim--> claimed --launch--> launched
+    claimed | launched --ack--> done
+    claimed | launched --fail(retryable, attempts left)--> available (after backoff)
+    claimed | launched --fail(permanent, or no attempts left)--> dead
+    claimed (lease expired) --reap--> available, or dead when no attempts are left
+    available | claimed | launched --cancel--> cancelled
+    dead --requeue--> available (attempts start again)
+    done | cancelled --prune--> (deleted)
+
+A claim gives each row a fresh claim token; ack, fail, extend and launch need it, so a worker that lost
+its lease (the row was reaped and claimed again) cannot complete the row. Attempts are counted at claim.
+Dedup is the partial unique index over live rows (`uq_trigger_queue_live_dedup_key`), never a
+read-then-write. Partial indexes cover the live states, so claims stay fast however many finished rows
+the table holds.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from domain.models import QUEUE_LIVE_STATES, QueueState, TriggerQueue
+from domain.triggers import KINDS, KindPolicy
+
+Q = TriggerQueue.__table__
+S = QueueState
+LIVE = [s.value for s in QUEUE_LIVE_STATES]
+HELD = [S.CLAIMED.value, S.LAUNCHED.value]
+
+
+class QueueError(Exception):
+    pass
+
+
+class InvalidTrigger(QueueError, ValueError):
+    """An unknown kind or a payload its model refuses; `errors` names the fields."""
+
+    def __init__(self, message: str, errors: list[dict[str, str]]) -> None:
+        super().__init__(message)
+        self.errors = errors
+
+
+class DedupConflict(QueueError):
+    """The dedup key is held by a live trigger with a different payload."""
+
+    def __init__(self, kind: str, dedup_key: str, existing_id: int) -> None:
+        super().__init__(f"{kind} trigger {dedup_key!r} is pending (id {existing_id}) with a different payload")
+        self.existing_id = existing_id
+
+
+class StaleClaim(QueueError):
+    """The row is no longer held by this claim token (reaped, claimed again, or finished)."""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    kind: str
+    tenant_id: str | None
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    claim_token: str
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def _now(session: Session) -> datetime:
+    """The time, read once the transaction has begun: on SQLite that is once the write lock is held, so
+    a writer that waited for the lock does not stamp rows with the time it started waiting."""
+    session.connection()
+    return now_utc()
+
+
+def policy(kind: str) -> KindPolicy:
+    try:
+        return KINDS[kind]
+    except KeyError:
+        raise InvalidTrigger(f"unknown trigger kind {kind!r}", [{"field": "kind", "message": "unknown kind"}]) from None
+
+
+def validate(kind: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        model = policy(kind).payload.model_validate(payload)
+    except ValidationError as exc:
+        errors = [{"field": ".".join(str(p) for p in e["loc"]) or "payload", "message": e["msg"]} for e in exc.errors()]
+        raise InvalidTrigger(f"invalid {kind} payload: {', '.join(e['field'] for e in errors)}", errors) from None
+    return model.model_dump(mode="json")
+
+
+def _is_pg(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _token_sql(session: Session) -> Any:
+    # A fresh token per row, made by the database in the claiming statement itself.
+    if _is_pg(session):
+        return func.gen_random_uuid().cast(Q.c.claim_token.type)
+    return func.lower(func.hex(func.randomblob(16)))
+
+
+# -- enqueue -------------------------------------------------------------------------------------------
+
+
+def enqueue(
+    session: Session,
+    kind: str,
+    tenant_id: str | None,
+    payload: Mapping[str, Any],
+    dedup_key: str | None = None,
+    available_at: datetime | None = None,
+) -> int:
+    """Add a trigger in the caller's transaction; returns its id. A live trigger with the same dedup key
+    and payload is returned instead; with another payload, DedupConflict."""
+    kind_policy = policy(kind)
+    body = validate(kind, payload)
+    if kind_policy.tenant_scoped and not tenant_id:
+        raise InvalidTrigger(f"{kind} triggers need a tenant", [{"field": "tenant_id", "message": "required"}])
+    now = _now(session)
+    values = {
+        "kind": kind,
+        "tenant_id": tenant_id,
+        "payload": body,
+        "dedup_key": dedup_key,
+        "state": S.AVAILABLE.value,
+        "attempts": 0,
+        "max_attempts": kind_policy.max_attempts,
+        "available_at": available_at or now,
+        "created_at": now,
+        "updated_at": now,
+    }
+    if dedup_key is None:
+        return int(session.execute(Q.insert().values(**values).returning(Q.c.id)).scalar_one())
+    insert = pg_insert if _is_pg(session) else sqlite_insert
+    statement = (
+        insert(Q)
+        .values(**values)
+        .on_conflict_do_nothing(
+            index_elements=["kind", "dedup_key"],
+            index_where=and_(Q.c.dedup_key.is_not(None), Q.c.state.in_(LIVE)),
+        )
+        .returning(Q.c.id)
+    )
+    for _ in range(5):
+        new_id = session.execute(statement).scalar_one_or_none()
+        if new_id is not None:
+            return int(new_id)
+        existing = session.execute(
+            select(Q.c.id, Q.c.payload, Q.c.tenant_id).where(
+                Q.c.kind == kind, Q.c.dedup_key == dedup_key, Q.c.state.in_(LIVE)
+            )
+        ).one_or_none()
+        if existing is None:
+            continue  # it finished between the two statements: insert again
+        if existing.payload != body or existing.tenant_id != tenant_id:
+            raise DedupConflict(kind, dedup_key, existing.id)
+        return int(existing.id)
+    raise QueueError(f"could not enqueue {kind} {dedup_key!r}: the key kept changing hands")
+
+
+# -- claim, launch, extend -----------------------------------------------------------------------------
+
+
+def claim(session: Session, kinds: Sequence[str], limit: int, lease_seconds: float, worker: str) -> list[Claimed]:
+    """available -> claimed, for up to `limit` due rows of `kinds`, oldest first."""
+    now = _now(session)
+    pick = (
+        select(Q.c.id)
+        .where(Q.c.state == S.AVAILABLE.value, Q.c.kind.in_(list(kinds)), Q.c.available_at <= now)
+        .order_by(Q.c.available_at, Q.c.id)
+        .limit(limit)
+    )
+    changes = {
+        "state": S.CLAIMED.value,
+        "attempts": Q.c.attempts + 1,
+        "claim_token": _token_sql(session),
+        "claimed_at": now,
+        "lease_expires_at": now + timedelta(seconds=lease_seconds),
+        "worker": worker,
+        "updated_at": now,
+    }
+    returning = (Q.c.id, Q.c.kind, Q.c.tenant_id, Q.c.payload, Q.c.attempts, Q.c.max_attempts, Q.c.claim_token)
+    if _is_pg(session):
+        picked = pick.with_for_update(skip_locked=True).cte("picked")
+        statement = update(Q).where(Q.c.id == picked.c.id).values(**changes).returning(*returning)
+    else:
+        # SQLite: the engine begins every transaction IMMEDIATE, so this runs under the write lock.
+        statement = update(Q).where(Q.c.id.in_(pick.scalar_subquery())).values(**changes).returning(*returning)
+    rows = session.execute(statement).all()
+    return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
+
+
+def _held(row_id: int, token: str, states: Sequence[str] = HELD) -> Any:
+    return and_(Q.c.id == row_id, Q.c.claim_token == token, Q.c.state.in_(list(states)))
+
+
+def launch(session: Session, row_id: int, token: str, run_id: str) -> None:
+    """claimed -> launched: a Dagster run now carries the row; its run-status sensor will ack or fail it."""
+    result = session.execute(
+        update(Q)
+        .where(_held(row_id, token, [S.CLAIMED.value]))
+        .values(state=S.LAUNCHED.value, run_id=run_id, lease_expires_at=None, updated_at=now_utc())
+        .returning(Q.c.id)
+    )
+    if result.scalar_one_or_none() is None:
+        raise StaleClaim(f"trigger {row_id} is not claimed by this token")
+
+
+def extend(session: Session, row_id: int, token: str, lease_seconds: float) -> datetime:
+    """Renew a claim's lease."""
+    expires = _now(session) + timedelta(seconds=lease_seconds)
+    result = session.execute(
+        update(Q)
+        .where(_held(row_id, token, [S.CLAIMED.value]))
+        .values(lease_expires_at=expires, updated_at=now_utc())
+        .returning(Q.c.id)
+    )
+    if result.scalar_one_or_none() is None:
+        raise StaleClaim(f"trigger {row_id} is not claimed by this token")
+    return expires
+
+
+# -- ack, fail -----------------------------------------------------------------------------------------
+
+
+def ack_many(session: Session, held: Iterable[tuple[int, str]]) -> set[int]:
+    """claimed | launched -> done, for each (id, token) still held; returns the ids acked."""
+    pairs = list(held)
+    if not pairs:
+        return set()
+    now = _now(session)
+    match = or_(*(and_(Q.c.id == row_id, Q.c.claim_token == token) for row_id, token in pairs))
+    result = session.execute(
+        update(Q)
+        .where(match, Q.c.state.in_(HELD))
+        .values(state=S.DONE.value, claim_token=None, lease_expires_at=None, finished_at=now, updated_at=now)
+        .returning(Q.c.id)
+    )
+    return {int(r) for r in result.scalars()}
+
+
+def ack(session: Session, row_id: int, token: str) -> None:
+    if row_id not in ack_many(session, [(row_id, token)]):
+        raise StaleClaim(f"trigger {row_id} is not held by this token")
+
+
+def backoff(kind_policy: KindPolicy, attempts: int) -> timedelta:
+    """Exponential in the attempts made, with jitter (0.5x-1x) so retries of a burst spread out."""
+    seconds = min(kind_policy.backoff_max_s, kind_policy.backoff_base_s * 2 ** max(attempts - 1, 0))
+    return timedelta(seconds=seconds * random.uniform(0.5, 1.0))
+
+
+def fail(session: Session, row_id: int, token: str, error: str, retryable: bool = True) -> QueueState:
+    """claimed | launched -> available (retry after backoff) or dead. Returns the new state."""
+    row = session.execute(
+        select(Q.c.kind, Q.c.attempts, Q.c.max_attempts).where(_held(row_id, token)).with_for_update()
+    ).one_or_none()
+    if row is None:
+        raise StaleClaim(f"trigger {row_id} is not held by this token")
+    now = _now(session)
+    retry = retryable and row.attempts < row.max_attempts
+    changes: dict[str, Any] = {
+        "claim_token": None,
+        "lease_expires_at": None,
+        "last_error": error[:4000],
+        "updated_at": now,
+    }
+    if retry:
+        changes |= {"state": S.AVAILABLE.value, "available_at": now + backoff(policy(row.kind), row.attempts)}
+    else:
+        changes |= {"state": S.DEAD.value, "finished_at": now}
+    session.execute(update(Q).where(_held(row_id, token)).values(**changes))
+    return S.AVAILABLE if retry else S.DEAD
+
+
+# -- sweeping ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reaped:
+    id: int
+    kind: str
+    tenant_id: str | None
+    state: QueueState  # available again, or dead
+
+
+def reap(session: Session, kinds: Sequence[str] | None = None, limit: int = 1000) -> list[Reaped]:
+    """claimed rows whose lease expired -> available (attempts left) or dead. Each counts as an attempt."""
+    now = _now(session)
+    expired = Q.c.state == S.CLAIMED.value
+    filters = [expired, Q.c.lease_expires_at < now]
+    if kinds is not None:
+        filters.append(Q.c.kind.in_(list(kinds)))
+    pick = select(Q.c.id).where(*filters).order_by(Q.c.lease_expires_at).limit(limit)
+    if _is_pg(session):
+        pick = pick.with_for_update(skip_locked=True)
+    ids = list(session.scalars(pick))
+    if not ids:
+        return []
+    common = {"claim_token": None, "lease_expires_at": None, "updated_at": now, "last_error": "lease expired"}
+    # A rescued row keeps its `available_at`, so it goes back to the head of the queue, not the tail.
+    revived = session.execute(
+        update(Q)
+        .where(Q.c.id.in_(ids), expired, Q.c.attempts < Q.c.max_attempts)
+        .values(state=S.AVAILABLE.value, **common)
+        .returning(Q.c.id, Q.c.kind, Q.c.tenant_id)
+    ).all()
+    died = session.execute(
+        update(Q)
+        .where(Q.c.id.in_(ids), expired)
+        .values(state=S.DEAD.value, finished_at=now, **common)
+        .returning(Q.c.id, Q.c.kind, Q.c.tenant_id)
+    ).all()
+    return [Reaped(r.id, r.kind, r.tenant_id, S.AVAILABLE) for r in revived] + [
+        Reaped(r.id, r.kind, r.tenant_id, S.DEAD) for r in died
+    ]
+
+
+def prune(session: Session, older_than: timedelta, limit: int = 10_000) -> int:
+    """Delete done and cancelled rows finished before `older_than` ago (dead rows stay for requeue)."""
+    cutoff = _now(session) - older_than
+    ids = select(Q.c.id).where(Q.c.state.in_([S.DONE.value, S.CANCELLED.value]), Q.c.finished_at < cutoff).limit(limit)
+    result = session.execute(delete(Q).where(Q.c.id.in_(ids.scalar_subquery())).returning(Q.c.id))
+    return len(result.all())
+
+
+def cancel(session: Session, row_id: int) -> bool:
+    now = _now(session)
+    result = session.execute(
+        update(Q)
+        .where(Q.c.id == row_id, Q.c.state.in_(LIVE))
+        .values(state=S.CANCELLED.value, claim_token=None, lease_expires_at=None, finished_at=now, updated_at=now)
+        .returning(Q.c.id)
+    )
+    return result.scalar_one_or_none() is not None
+
+
+def requeue(session: Session, row_id: int) -> bool:
+    """dead -> available, attempts from zero. False when the row is not dead (or its dedup key is live)."""
+    now = _now(session)
+    twin = Q.alias("twin")
+    live_twin = (
+        select(twin.c.id)
+        .where(twin.c.kind == Q.c.kind, twin.c.dedup_key == Q.c.dedup_key, twin.c.state.in_(LIVE))
+        .exists()
+    )
+    result = session.execute(
+        update(Q)
+        .where(Q.c.id == row_id, Q.c.state == S.DEAD.value, ~live_twin)
+        .values(state=S.AVAILABLE.value, attempts=0, available_at=now, finished_at=None, updated_at=now)
+        .returning(Q.c.id)
+    )
+    return result.scalar_one_or_none() is not None
+
+
+# -- reading -------------------------------------------------------------------------------------------
+
+
+def get(session: Session, row_id: int) -> TriggerQueue | None:
+    return session.get(TriggerQueue, row_id)
+
+
+def held_by_kind(session: Session, kind: str, state: QueueState, limit: int = 500) -> list[Any]:
+    return list(
+        session.execute(
+            select(Q.c.id, Q.c.attempts, Q.c.claim_token, Q.c.lease_expires_at, Q.c.run_id)
+            .where(Q.c.kind == kind, Q.c.state == state.value)
+            .order_by(Q.c.id)
+            .limit(limit)
+        ).all()
+    )
+
+
+def stats(session: Session, tenant_ids: Iterable[str] | None = None) -> dict[str, Any]:
+    """Rows per kind and state, with the age of the oldest available row per kind."""
+    now = _now(session)
+    scope = []
+    if tenant_ids is not None:
+        scope.append(or_(Q.c.tenant_id.in_(list(tenant_ids)), Q.c.tenant_id.is_(None)))
+    counts = session.execute(
+        select(Q.c.kind, Q.c.state, func.count()).where(*scope).group_by(Q.c.kind, Q.c.state)
+    ).all()
+    oldest = session.execute(
+        select(Q.c.kind, func.min(Q.c.available_at)).where(Q.c.state == S.AVAILABLE.value, *scope).group_by(Q.c.kind)
+    ).all()
+    kinds: dict[str, dict[str, Any]] = {}
+    for kind in sorted({*KINDS, *(row[0] for row in counts)}):
+        kinds[kind] = {"states": {s.value: 0 for s in QueueState}, "oldest_available_age_s": None}
+    for kind, state, count in counts:
+        kinds[kind]["states"][state] = int(count)
+    for kind, available_at in oldest:
+        if available_at is not None:
+            if available_at.tzinfo is None:
+                available_at = available_at.replace(tzinfo=UTC)
+            kinds[kind]["oldest_available_age_s"] = round(max((now - available_at).total_seconds(), 0.0), 3)
+    return {"kinds": kinds, "at": now.isoformat()}

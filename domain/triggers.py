@@ -1,0 +1,68 @@
+"""The trigger kinds the queue carries: each kind's payload model and its retry policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BuildTrigger(Payload):
+    """Flow 22: build an automation version. The tenant here is a hint; the job re-reads the store."""
+
+    tenant_id: str = Field(min_length=1)
+    project_id: str = Field(min_length=1)
+    automation_version_id: str = Field(min_length=1)
+    workflow_binding_id: str = Field(min_length=1)
+
+
+class ReleaseTrigger(Payload):
+    """Release builds: from a GitHub `release` webhook or a launch."""
+
+    tag: str = Field(min_length=1, max_length=200)
+    name: str | None = None
+    prerelease: bool = False
+    repositories: list[str] | None = None  # None: every repository of the graph
+    source: Literal["webhook", "api", "ui"] = "webhook"
+    delivery_id: str | None = None
+
+
+class PhaseTrigger(Payload):
+    """Seven-phase recovery pipeline: run phase `phase` for one user's sync."""
+
+    tenant_id: str = Field(min_length=1)
+    user_id: str = Field(min_length=1)
+    sync_id: str = Field(min_length=1)
+    phase: int = Field(ge=1, le=7)
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class ApprovalTrigger(Payload):
+    """A human decision (or a timeout's default) that resumes a paused workflow execution."""
+
+    tenant_id: str = Field(min_length=1)
+    hitl_approval_id: str = Field(min_length=1)
+    workflow_execution_id: str = Field(min_length=1)
+    decision: Literal["approve", "reject"]
+
+
+@dataclass(frozen=True)
+class KindPolicy:
+    payload: type[Payload]
+    max_attempts: int
+    backoff_base_s: float  # the first retry waits about this long, doubling each time
+    backoff_max_s: float = 3600.0
+    tenant_scoped: bool = True
+
+
+KINDS: dict[str, KindPolicy] = {
+    "build": KindPolicy(BuildTrigger, max_attempts=3, backoff_base_s=30.0),
+    "release": KindPolicy(ReleaseTrigger, max_attempts=2, backoff_base_s=60.0, tenant_scoped=False),
+    "phase": KindPolicy(PhaseTrigger, max_attempts=5, backoff_base_s=10.0),
+    "approval": KindPolicy(ApprovalTrigger, max_attempts=5, backoff_base_s=10.0),
+}

@@ -1,0 +1,251 @@
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+
+from domain import queue
+from domain.models import TriggerQueue
+from domain.store import transaction
+from tests.domain import factories
+
+
+def _build_payload(tenant_id: str, n: int = 1) -> dict:
+    return {
+        "tenant_id": tenant_id,
+        "project_id": f"p{n}",
+        "automation_version_id": f"v{n}",
+        "workflow_binding_id": f"b{n}",
+    }
+
+
+@pytest.fixture
+def tenant_id(engine) -> str:
+    with transaction(engine) as session:
+        return factories.tenant(session).id
+
+
+def _row(engine, row_id) -> TriggerQueue:
+    with transaction(engine) as session:
+        return session.get(TriggerQueue, row_id)
+
+
+def _count(engine) -> int:
+    with transaction(engine) as session:
+        return session.scalar(select(func.count()).select_from(TriggerQueue))
+
+
+def test_unknown_kind_or_invalid_payload_is_refused_naming_the_field_and_stores_nothing(engine, tenant_id):
+    with transaction(engine) as session:
+        with pytest.raises(queue.InvalidTrigger) as unknown:
+            queue.enqueue(session, "nope", tenant_id, {})
+        assert unknown.value.errors == [{"field": "kind", "message": "unknown kind"}]
+        with pytest.raises(queue.InvalidTrigger) as invalid:
+            queue.enqueue(
+                session, "phase", tenant_id, {"tenant_id": tenant_id, "user_id": "u", "sync_id": "s", "phase": 9}
+            )
+        assert [e["field"] for e in invalid.value.errors] == ["phase"]
+        with pytest.raises(queue.InvalidTrigger) as extra:
+            queue.enqueue(session, "build", tenant_id, {**_build_payload(tenant_id), "surprise": 1})
+        assert [e["field"] for e in extra.value.errors] == ["surprise"]
+        with pytest.raises(queue.InvalidTrigger):
+            queue.enqueue(session, "build", None, _build_payload(tenant_id))
+    assert _count(engine) == 0
+
+
+def test_dedup_key_returns_the_live_trigger_or_refuses_another_payload(engine, tenant_id):
+    with transaction(engine) as session:
+        first = queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id), dedup_key="build:v1")
+        assert queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id), dedup_key="build:v1") == first
+        with pytest.raises(queue.DedupConflict):
+            queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id, 2), dedup_key="build:v1")
+    with transaction(engine) as session:
+        [claimed] = queue.claim(session, ["build"], 10, 60, "w")
+        queue.ack(session, claimed.id, claimed.claim_token)
+    with transaction(engine) as session:  # finished: the key is free again
+        again = queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id), dedup_key="build:v1")
+    assert again != first and _count(engine) == 2
+
+
+def test_claim_gives_fresh_tokens_counts_attempts_and_skips_future_rows(engine, tenant_id):
+    with transaction(engine) as session:
+        ids = [queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id, n)) for n in range(3)]
+        queue.enqueue(
+            session,
+            "build",
+            tenant_id,
+            _build_payload(tenant_id, 9),
+            available_at=datetime.now(UTC) + timedelta(hours=1),
+        )
+    with transaction(engine) as session:
+        claimed = queue.claim(session, ["build"], 10, 60, "w1")
+    assert [c.id for c in claimed] == ids
+    assert len({c.claim_token for c in claimed}) == 3 and all(c.attempts == 1 for c in claimed)
+    with transaction(engine) as session:
+        assert queue.claim(session, ["build"], 10, 60, "w2") == []
+        assert queue.claim(session, ["phase"], 10, 60, "w2") == []
+
+
+def test_stale_token_cannot_ack_fail_extend_or_launch(engine, tenant_id):
+    with transaction(engine) as session:
+        row_id = queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id))
+    with transaction(engine) as session:
+        [claimed] = queue.claim(session, ["build"], 1, 60, "w")
+    for call in (
+        lambda s: queue.ack(s, row_id, "not-the-token"),
+        lambda s: queue.fail(s, row_id, "not-the-token", "x"),
+        lambda s: queue.extend(s, row_id, "not-the-token", 60),
+        lambda s: queue.launch(s, row_id, "not-the-token", "run-1"),
+    ):
+        with pytest.raises(queue.StaleClaim), transaction(engine) as session:
+            call(session)
+    with transaction(engine) as session:
+        queue.launch(session, row_id, claimed.claim_token, "run-1")
+        queue.ack(session, row_id, claimed.claim_token)
+    with pytest.raises(queue.StaleClaim), transaction(engine) as session:  # a second ack is refused
+        queue.ack(session, row_id, claimed.claim_token)
+    row = _row(engine, row_id)
+    assert (row.state, row.run_id, row.claim_token) == ("done", "run-1", None)
+
+
+def test_fail_backs_off_then_dies_after_max_attempts(engine, tenant_id):
+    with transaction(engine) as session:
+        row_id = queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id))
+    waits = []
+    for attempt in (1, 2, 3):
+        with transaction(engine) as session:
+            [claimed] = queue.claim(session, ["build"], 1, 60, "w")
+            assert claimed.attempts == attempt
+            state = queue.fail(session, row_id, claimed.claim_token, f"boom {attempt}")
+        row = _row(engine, row_id)
+        if attempt < 3:
+            assert state == "available" and row.state == "available"
+            waits.append((row.available_at - row.updated_at).total_seconds())
+            with transaction(engine) as session:  # make it due now
+                session.execute(
+                    update(TriggerQueue).where(TriggerQueue.id == row_id).values(available_at=datetime.now(UTC))
+                )
+        else:
+            assert state == "dead" and row.state == "dead" and row.last_error == "boom 3"
+    assert 15 <= waits[0] <= 30 and 30 <= waits[1] <= 60  # build: 30 s base, doubling, jitter 0.5-1x
+
+
+def test_permanent_failure_dies_at_once(engine, tenant_id):
+    with transaction(engine) as session:
+        row_id = queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id))
+    with transaction(engine) as session:
+        [claimed] = queue.claim(session, ["build"], 1, 60, "w")
+        assert queue.fail(session, row_id, claimed.claim_token, "bad", retryable=False) == "dead"
+
+
+def test_extend_renews_and_reap_returns_expired_claims(engine, tenant_id):
+    with transaction(engine) as session:
+        a = queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id, 1))
+        b = queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id, 2))
+    with transaction(engine) as session:
+        ca, cb = queue.claim(session, ["build"], 2, 0.2, "w")
+    with transaction(engine) as session:
+        queue.extend(session, ca.id, ca.claim_token, 60)
+    time.sleep(0.4)
+    with transaction(engine) as session:
+        reaped = queue.reap(session)
+    assert [(r.id, r.state) for r in reaped] == [(b, "available")]
+    assert _row(engine, a).state == "claimed"
+    with pytest.raises(queue.StaleClaim), transaction(engine) as session:
+        queue.ack(session, b, cb.claim_token)  # the worker that lost its lease cannot complete the row
+    with transaction(engine) as session:
+        [again] = queue.claim(session, ["build"], 5, 60, "w2")
+    assert again.id == b and again.attempts == 2 and again.claim_token != cb.claim_token
+
+
+def test_reap_kills_a_row_without_attempts_left(engine, tenant_id):
+    with transaction(engine) as session:
+        row_id = queue.enqueue(session, "release", None, {"tag": "v1"})
+    for _ in range(2):  # release: 2 attempts
+        with transaction(engine) as session:
+            queue.claim(session, ["release"], 1, 0.05, "w")
+        time.sleep(0.1)
+        with transaction(engine) as session:
+            reaped = queue.reap(session)
+    assert [(r.id, r.state) for r in reaped] == [(row_id, "dead")]
+
+
+def test_prune_deletes_old_finished_rows_only(engine, tenant_id):
+    with transaction(engine) as session:
+        done = queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id, 1))
+        live = queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id, 2))
+        dead = queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id, 3))
+    with transaction(engine) as session:
+        c_done, _, c_dead = queue.claim(session, ["build"], 3, 60, "w")
+        queue.ack(session, c_done.id, c_done.claim_token)
+        queue.fail(session, c_dead.id, c_dead.claim_token, "x", retryable=False)
+    with transaction(engine) as session:
+        assert queue.prune(session, timedelta(hours=1)) == 0
+        assert queue.prune(session, timedelta(seconds=-1)) == 1
+    with transaction(engine) as session:
+        remaining = set(session.scalars(select(TriggerQueue.id)))
+    assert remaining == {live, dead} and done not in remaining
+
+
+def test_requeue_revives_a_dead_row_and_cancel_ends_a_live_one(engine, tenant_id):
+    with transaction(engine) as session:
+        row_id = queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id))
+    with transaction(engine) as session:
+        [c] = queue.claim(session, ["build"], 1, 60, "w")
+        queue.fail(session, row_id, c.claim_token, "x", retryable=False)
+    with transaction(engine) as session:
+        assert queue.requeue(session, row_id)
+        assert not queue.requeue(session, row_id)  # only dead rows
+    row = _row(engine, row_id)
+    assert (row.state, row.attempts) == ("available", 0)
+    with transaction(engine) as session:
+        assert queue.cancel(session, row_id)
+    assert _row(engine, row_id).state == "cancelled"
+
+
+def test_stats_counts_per_kind_and_state_with_oldest_age(engine, tenant_id):
+    with transaction(engine) as session:
+        queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id, 1))
+        queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id, 2))
+        queue.enqueue(session, "release", None, {"tag": "v2"})
+    with transaction(engine) as session:
+        queue.claim(session, ["release"], 1, 60, "w")
+        stats = queue.stats(session)
+        scoped = queue.stats(session, tenant_ids=["someone-else"])
+    assert stats["kinds"]["build"]["states"]["available"] == 2
+    assert stats["kinds"]["release"]["states"]["claimed"] == 1
+    assert stats["kinds"]["build"]["oldest_available_age_s"] >= 0
+    assert scoped["kinds"]["build"]["states"]["available"] == 0  # other tenants' rows are not counted
+    assert scoped["kinds"]["release"]["states"]["claimed"] == 1  # platform-wide rows are
+
+
+def test_concurrent_enqueues_of_one_dedup_key_with_rollbacks_make_one_row(engine, tenant_id):
+    payload = _build_payload(tenant_id)
+    barrier = threading.Barrier(64)
+    results, errors = [], []
+
+    def worker(n: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            with transaction(engine) as session:
+                results.append(queue.enqueue(session, "build", tenant_id, payload, dedup_key="build:race"))
+                if n % 3 == 0:
+                    raise RuntimeError("roll back")
+        except RuntimeError:
+            pass
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    with transaction(engine) as session:
+        rows = session.scalars(select(TriggerQueue).where(TriggerQueue.dedup_key == "build:race")).all()
+    assert len(rows) == 1
+    assert rows[0].id in results
