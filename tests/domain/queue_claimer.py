@@ -1,9 +1,10 @@
 """A claimer process for the kill test: claim, do the effect and ack in one transaction, repeat.
 
 `python -m tests.domain.queue_claimer DATABASE_URL NAME LEASE_SECONDS MARKER`; MARKER is a file it
-creates once it holds its first claim (the test kills only claimers that are past start-up). It records each claim in
-`claims_log`, each rescue of an abandoned claim in `reaps_log`, and each completed row's effect in `effects` (primary key: the row id), so the test can
-prove every row took effect exactly once, whichever claimers were killed and when.
+creates once it holds its first claim (the test kills only claimers past start-up). It records each
+claim in `claims_log`, each rescue of an abandoned claim in `reaps_log`, and each completed row's
+effect in `effects` (primary key: the row id), so the test can prove every row took effect exactly
+once, whichever claimers were killed and when.
 """
 
 from __future__ import annotations

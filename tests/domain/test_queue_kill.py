@@ -4,6 +4,7 @@ back within lease + 5 s."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -103,7 +104,7 @@ def test_killed_claimers_lose_nothing_and_complete_nothing_twice(engine, databas
     for row_id, reaped_at in reaps:
         rescues.setdefault(row_id, []).append(_dt(reaped_at))
     abandoned = 0
-    for previous, current in zip(claims, claims[1:], strict=False):
+    for previous, current in itertools.pairwise(claims):
         if previous.row_id != current.row_id:
             continue
         abandoned += 1
