@@ -9,6 +9,7 @@ States and moves (the only ones; every statement below names the move it makes):
     claimed (lease expired) --reap--> available, or dead when no attempts are left
     available | claimed | launched --cancel--> cancelled
     dead --requeue--> available (attempts start again)
+    available | dead --complete_by_run--> done (a re-execution from the UI fulfilled the trigger)
     done | cancelled --prune--> (deleted)
 
 A claim gives each row a fresh claim token; ack, fail, extend and launch need it, so a worker that lost
@@ -345,6 +346,19 @@ def cancel(session: Session, row_id: int) -> bool:
         update(Q)
         .where(Q.c.id == row_id, Q.c.state.in_(LIVE))
         .values(state=S.CANCELLED.value, claim_token=None, lease_expires_at=None, finished_at=now, updated_at=now)
+        .returning(Q.c.id)
+    )
+    return result.scalar_one_or_none() is not None
+
+
+def complete_by_run(session: Session, row_id: int, run_id: str) -> bool:
+    """available | dead -> done, when a run outside the queue's own attempts (a re-execution launched
+    from the Dagster UI) fulfilled the trigger. A row held by a newer claim is left to that claim."""
+    now = _now(session)
+    result = session.execute(
+        update(Q)
+        .where(Q.c.id == row_id, Q.c.state.in_([S.AVAILABLE.value, S.DEAD.value]))
+        .values(state=S.DONE.value, run_id=run_id, finished_at=now, updated_at=now)
         .returning(Q.c.id)
     )
     return result.scalar_one_or_none() is not None

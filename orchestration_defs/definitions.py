@@ -1,15 +1,25 @@
 """The one Definitions of the code location, merged from the flows' areas."""
 
-from __future__ import annotations
-
 import dagster as dg
 
+from orchestration_defs.build import build_automation_version, build_queue_sensor
 from resources.database import DatabaseResource
+from resources.notifications import NotificationsResource
+from resources.wrk import WrkPlatformResource
+from schedules.sweeper import deliver_notifications, outbox_sensor, queue_sweeper, queue_sweeper_schedule
+from sensors.queue import QUEUE_STATUS_SENSORS
 
 
 def build_definitions() -> dg.Definitions:
     return dg.Definitions(
-        resources={"database": DatabaseResource()},
+        jobs=[build_automation_version, queue_sweeper, deliver_notifications],
+        schedules=[queue_sweeper_schedule],
+        sensors=[build_queue_sensor, outbox_sensor, *QUEUE_STATUS_SENSORS],
+        resources={
+            "database": DatabaseResource(),
+            "wrk": WrkPlatformResource(),
+            "notifications": NotificationsResource(),
+        },
     )
 
 

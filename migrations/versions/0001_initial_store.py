@@ -72,9 +72,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "audit_logs",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("tenant_id", sa.String(length=36), nullable=True),
         sa.Column("entity_type", sa.String(length=64), nullable=False),
         sa.Column("entity_id", sa.String(length=64), nullable=False),
@@ -95,16 +93,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_logs")),
     )
     with op.batch_alter_table("audit_logs", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_audit_logs_entity", ["entity_type", "entity_id", "created_at"], unique=False
-        )
+        batch_op.create_index("ix_audit_logs_entity", ["entity_type", "entity_id", "created_at"], unique=False)
         batch_op.create_index("ix_audit_logs_tenant_id_created_at", ["tenant_id", "created_at"], unique=False)
 
     op.create_table(
         "idempotency_keys",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("tenant_id", sa.String(length=36), nullable=False),
         sa.Column("scope", sa.String(length=200), nullable=False),
         sa.Column("key", sa.String(length=200), nullable=False),
@@ -116,13 +110,9 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("created_at", domain.models.UTCDateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["tenant_id"], ["tenants.id"], name=op.f("fk_idempotency_keys_tenant_id_tenants")
-        ),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], name=op.f("fk_idempotency_keys_tenant_id_tenants")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_idempotency_keys")),
-        sa.UniqueConstraint(
-            "tenant_id", "scope", "key", name=op.f("uq_idempotency_keys_tenant_id_scope_key")
-        ),
+        sa.UniqueConstraint("tenant_id", "scope", "key", name=op.f("uq_idempotency_keys_tenant_id_scope_key")),
     )
     op.create_table(
         "notifications",
@@ -144,15 +134,9 @@ def upgrade() -> None:
         sa.Column("created_at", domain.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("sent_at", domain.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("read_at", domain.models.UTCDateTime(timezone=True), nullable=True),
-        sa.CheckConstraint(
-            "channel IN ('email', 'in_app', 'slack')", name=op.f("ck_notifications_channel_valid")
-        ),
-        sa.CheckConstraint(
-            "status IN ('pending', 'sent', 'dead')", name=op.f("ck_notifications_status_valid")
-        ),
-        sa.ForeignKeyConstraint(
-            ["tenant_id"], ["tenants.id"], name=op.f("fk_notifications_tenant_id_tenants")
-        ),
+        sa.CheckConstraint("channel IN ('email', 'in_app', 'slack')", name=op.f("ck_notifications_channel_valid")),
+        sa.CheckConstraint("status IN ('pending', 'sent', 'dead')", name=op.f("ck_notifications_status_valid")),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], name=op.f("fk_notifications_tenant_id_tenants")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_notifications")),
         sa.UniqueConstraint("dedup_key", name=op.f("uq_notifications_dedup_key")),
     )
@@ -164,9 +148,7 @@ def upgrade() -> None:
             sqlite_where=sa.text("status = 'pending'"),
             postgresql_where=sa.text("status = 'pending'"),
         )
-        batch_op.create_index(
-            "ix_notifications_tenant_id_recipient", ["tenant_id", "recipient"], unique=False
-        )
+        batch_op.create_index("ix_notifications_tenant_id_recipient", ["tenant_id", "recipient"], unique=False)
 
     op.create_table(
         "projects",
@@ -182,9 +164,7 @@ def upgrade() -> None:
             "status IN ('Draft', 'Build in Progress', 'QA & Testing', 'Ready to Launch', 'Live', 'Paused', 'Archived', 'Error')",
             name=op.f("ck_projects_status_valid"),
         ),
-        sa.ForeignKeyConstraint(
-            ["owner_user_id"], ["users.id"], name=op.f("fk_projects_owner_user_id_users")
-        ),
+        sa.ForeignKeyConstraint(["owner_user_id"], ["users.id"], name=op.f("fk_projects_owner_user_id_users")),
         sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], name=op.f("fk_projects_tenant_id_tenants")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_projects")),
         sa.UniqueConstraint("tenant_id", "id", name=op.f("uq_projects_tenant_id_id")),
@@ -229,9 +209,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_repo_builds")),
-        sa.UniqueConstraint(
-            "release_build_id", "repository", name=op.f("uq_repo_builds_release_build_id_repository")
-        ),
+        sa.UniqueConstraint("release_build_id", "repository", name=op.f("uq_repo_builds_release_build_id_repository")),
     )
     op.create_table(
         "sync_progress",
@@ -256,9 +234,7 @@ def upgrade() -> None:
         ),
         sa.CheckConstraint("phase BETWEEN 1 AND 7", name=op.f("ck_sync_progress_phase_range")),
         sa.CheckConstraint("progress_pct BETWEEN 0 AND 100", name=op.f("ck_sync_progress_progress_range")),
-        sa.ForeignKeyConstraint(
-            ["tenant_id"], ["tenants.id"], name=op.f("fk_sync_progress_tenant_id_tenants")
-        ),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], name=op.f("fk_sync_progress_tenant_id_tenants")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_sync_progress")),
         sa.UniqueConstraint(
             "tenant_id",
@@ -292,9 +268,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "trigger_queue",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("kind", sa.String(length=32), nullable=False),
         sa.Column("tenant_id", sa.String(length=36), nullable=True),
         sa.Column(
@@ -328,12 +302,8 @@ def upgrade() -> None:
             "state IN ('available', 'claimed', 'launched', 'done', 'dead', 'cancelled')",
             name=op.f("ck_trigger_queue_state_valid"),
         ),
-        sa.CheckConstraint(
-            "attempts >= 0 AND max_attempts > 0", name=op.f("ck_trigger_queue_attempts_valid")
-        ),
-        sa.ForeignKeyConstraint(
-            ["tenant_id"], ["tenants.id"], name=op.f("fk_trigger_queue_tenant_id_tenants")
-        ),
+        sa.CheckConstraint("attempts >= 0 AND max_attempts > 0", name=op.f("ck_trigger_queue_attempts_valid")),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], name=op.f("fk_trigger_queue_tenant_id_tenants")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_trigger_queue")),
     )
     with op.batch_alter_table("trigger_queue", schema=None) as batch_op:
@@ -364,9 +334,7 @@ def upgrade() -> None:
             ["kind", "dedup_key"],
             unique=True,
             sqlite_where=sa.text("dedup_key IS NOT NULL AND state IN ('available', 'claimed', 'launched')"),
-            postgresql_where=sa.text(
-                "dedup_key IS NOT NULL AND state IN ('available', 'claimed', 'launched')"
-            ),
+            postgresql_where=sa.text("dedup_key IS NOT NULL AND state IN ('available', 'claimed', 'launched')"),
         )
 
     op.create_table(
@@ -377,9 +345,7 @@ def upgrade() -> None:
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("description", sa.Text(), nullable=True),
         sa.Column("created_at", domain.models.UTCDateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["tenant_id"], ["tenants.id"], name=op.f("fk_workflow_definitions_tenant_id_tenants")
-        ),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], name=op.f("fk_workflow_definitions_tenant_id_tenants")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_workflow_definitions")),
         sa.UniqueConstraint("tenant_id", "id", name=op.f("uq_workflow_definitions_tenant_id_id")),
         sa.UniqueConstraint(
@@ -426,9 +392,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("tenant_id", "id", name=op.f("uq_automation_versions_tenant_id_id")),
     )
     with op.batch_alter_table("automation_versions", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_automation_versions_tenant_id_project_id", ["tenant_id", "project_id"], unique=False
-        )
+        batch_op.create_index("ix_automation_versions_tenant_id_project_id", ["tenant_id", "project_id"], unique=False)
         batch_op.create_index(
             "uq_automation_versions_one_live",
             ["tenant_id", "project_id"],
@@ -447,9 +411,7 @@ def upgrade() -> None:
             ["projects.tenant_id", "projects.id"],
             name=op.f("fk_project_collaborators_tenant_id_project_id_projects"),
         ),
-        sa.ForeignKeyConstraint(
-            ["user_id"], ["users.id"], name=op.f("fk_project_collaborators_user_id_users")
-        ),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_project_collaborators_user_id_users")),
         sa.PrimaryKeyConstraint("project_id", "user_id", name=op.f("pk_project_collaborators")),
     )
     op.create_table(
@@ -481,9 +443,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("tenant_id", "id", name=op.f("uq_workflow_executions_tenant_id_id")),
     )
     with op.batch_alter_table("workflow_executions", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_workflow_executions_tenant_id_status", ["tenant_id", "status"], unique=False
-        )
+        batch_op.create_index("ix_workflow_executions_tenant_id_status", ["tenant_id", "status"], unique=False)
 
     op.create_table(
         "workflow_steps",
@@ -498,9 +458,7 @@ def upgrade() -> None:
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
-        sa.CheckConstraint(
-            "kind IN ('action', 'approval', 'batch_job')", name=op.f("ck_workflow_steps_kind_valid")
-        ),
+        sa.CheckConstraint("kind IN ('action', 'approval', 'batch_job')", name=op.f("ck_workflow_steps_kind_valid")),
         sa.ForeignKeyConstraint(
             ["tenant_id", "workflow_definition_id"],
             ["workflow_definitions.tenant_id", "workflow_definitions.id"],
@@ -668,9 +626,7 @@ def downgrade() -> None:
         batch_op.drop_index(
             "uq_trigger_queue_live_dedup_key",
             sqlite_where=sa.text("dedup_key IS NOT NULL AND state IN ('available', 'claimed', 'launched')"),
-            postgresql_where=sa.text(
-                "dedup_key IS NOT NULL AND state IN ('available', 'claimed', 'launched')"
-            ),
+            postgresql_where=sa.text("dedup_key IS NOT NULL AND state IN ('available', 'claimed', 'launched')"),
         )
         batch_op.drop_index(
             "ix_trigger_queue_launched",

@@ -46,10 +46,12 @@ class FaultInjection:
         method, path = scope["method"], scope["path"]
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         fault = self.state.take_fault(method, path)
+        if fault is not None and fault.action in ("error", "timeout"):
+            # Recorded on arrival: a client that timed out has seen the call happen.
+            self.state.record(method, path, fault.status, headers)
         if fault is not None and fault.action in ("timeout", "delay"):
             await asyncio.sleep(fault.delay_s or (30.0 if fault.action == "timeout" else 0.0))
         if fault is not None and fault.action in ("error", "timeout"):
-            self.state.record(method, path, fault.status, headers)
             body = fault.body if fault.body is not None else {"error": "injected fault", "status": fault.status}
             response = Response(
                 json.dumps(body), status_code=fault.status, headers=fault.headers, media_type="application/json"

@@ -1,0 +1,101 @@
+"""Housekeeping on a schedule: rescue expired queue claims, prune finished triggers, deliver the outbox."""
+
+from datetime import timedelta
+
+import dagster as dg
+
+from domain import queue
+from domain.models import QueueState
+from domain.notifications import deliver_due
+from domain.store import transaction
+from domain.triggers import KINDS
+from resources.database import DatabaseResource
+from resources.notifications import NotificationsResource, is_retryable
+from sensors.queue import dead, record_launches
+
+
+class SweepConfig(dg.Config):
+    prune_after_days: float = 7.0
+
+
+@dg.op(description="Record runs of claimed triggers, rescue expired claims, prune finished triggers.")
+def sweep_queue(context: dg.OpExecutionContext, config: SweepConfig, database: DatabaseResource) -> dict:
+    launched = sum(record_launches(context.instance, database, kind) for kind in KINDS)
+    with transaction(database.engine) as session:
+        reaped = queue.reap(session)
+        for row in reaped:
+            if row.state is QueueState.DEAD:
+                dead(session, row.id, row.kind, row.tenant_id, "lease expired on its last attempt", alert=True)
+        pruned = queue.prune(session, timedelta(days=config.prune_after_days))
+    summary = {"launched": launched, "reaped": len(reaped), "pruned": pruned}
+    context.add_output_metadata(summary)
+    return summary
+
+
+@dg.job(description="Queue housekeeping: reap expired claims, prune finished rows.")
+def queue_sweeper() -> None:
+    sweep_queue()
+
+
+queue_sweeper_schedule = dg.ScheduleDefinition(
+    job=queue_sweeper, cron_schedule="*/5 * * * *", default_status=dg.DefaultScheduleStatus.RUNNING
+)
+
+
+@dg.op(description="Send the outbox's due notifications (e-mail, Slack), at least once each.")
+def deliver_outbox(
+    context: dg.OpExecutionContext, database: DatabaseResource, notifications: NotificationsResource
+) -> dict:
+    notifier = notifications.notifier()
+    try:
+        with transaction(database.engine) as session:
+            report = deliver_due(session, notifier, is_retryable=is_retryable)
+    finally:
+        notifier.close()
+    summary = {"sent": report.sent, "failed": report.failed, "dead": report.dead}
+    context.add_output_metadata(summary)
+    return summary
+
+
+@dg.job(description="Deliver pending outbox notifications.")
+def deliver_notifications() -> None:
+    deliver_outbox()
+
+
+@dg.sensor(
+    job=deliver_notifications,
+    minimum_interval_seconds=15,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Launches a delivery run when notifications are due and none is in flight.",
+)
+def outbox_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SensorResult:
+    from sqlalchemy import func, select
+
+    from domain.models import Notification, NotificationStatus
+
+    in_flight = context.instance.get_runs(
+        filters=dg.RunsFilter(
+            job_name=deliver_notifications.name,
+            statuses=[
+                dg.DagsterRunStatus.QUEUED,
+                dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED,
+                dg.DagsterRunStatus.NOT_STARTED,
+            ],
+        ),
+        limit=1,
+    )
+    if in_flight:
+        return dg.SensorResult(skip_reason="a delivery run is in flight")
+    with transaction(database.engine) as session:
+        due = session.scalar(
+            select(func.count())
+            .select_from(Notification)
+            .where(
+                Notification.status == NotificationStatus.PENDING.value,
+                Notification.next_attempt_at <= queue.now_utc(),
+            )
+        )
+    if not due:
+        return dg.SensorResult(skip_reason="nothing due")
+    return dg.SensorResult(run_requests=[dg.RunRequest()])

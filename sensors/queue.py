@@ -1,0 +1,195 @@
+"""Queue sensors: one factory makes a sensor per trigger kind; run-status sensors close the loop.
+
+A queue sensor only claims rows and turns each into `RunRequest(run_key="<kind>:<id>:<attempt>")`; the
+run carries the row's id and claim token as tags. Business rules stay in the jobs. Correctness does not
+rest on the cursor: a row, once claimed, is not claimed again while its claim holds, and Dagster drops a
+second request with the same run key. On each tick the sensor first records the run of every row it
+claimed (claimed -> launched), so a claim whose run exists is never reaped.
+"""
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import dagster as dg
+
+from domain import lifecycle, notifications, queue
+from domain.lifecycle import Actor
+from domain.models import QueueState
+from domain.settings import get_settings
+from domain.store import transaction
+from resources.database import DatabaseResource
+
+TAG_ID = "wrk/queue_id"
+TAG_KIND = "wrk/queue_kind"
+TAG_TOKEN = "wrk/claim_token"
+TAG_ATTEMPT = "wrk/attempt"
+TAG_TENANT = "wrk/tenant_id"
+TAG_RETRYABLE = "wrk/retryable"  # a run sets "false" when retrying cannot help (see mark_permanent)
+TAG_ALERTED = "wrk/alerted"  # a run sets "true" when it already told ops what went wrong
+
+CLAIM_BATCH = 25
+LEASE_SECONDS = 600.0  # a claim waits at most this long for its run to exist before it is reaped
+
+RunConfigFor = Callable[[Mapping[str, Any]], dict[str, Any]]
+
+
+def run_tags(claimed: queue.Claimed, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    tags = {
+        TAG_ID: str(claimed.id),
+        TAG_KIND: claimed.kind,
+        TAG_TOKEN: claimed.claim_token,
+        TAG_ATTEMPT: str(claimed.attempts),
+    }
+    if claimed.tenant_id:
+        tags[TAG_TENANT] = claimed.tenant_id
+    return tags | dict(extra or {})
+
+
+def mark_permanent(context: dg.OpExecutionContext, alerted: bool = True) -> None:
+    """Called by an op before it fails for good: the queue will not retry the row (and, when ops were
+    already alerted by the flow, will not alert again)."""
+    context.instance.add_run_tags(context.run_id, {TAG_RETRYABLE: "false", TAG_ALERTED: "true" if alerted else "false"})
+
+
+def record_launches(instance: dg.DagsterInstance, database: DatabaseResource, kind: str) -> int:
+    launched = 0
+    with transaction(database.engine) as session:
+        for row in queue.held_by_kind(session, kind, QueueState.CLAIMED):
+            runs = instance.get_runs(filters=dg.RunsFilter(tags={TAG_TOKEN: row.claim_token}), limit=1)
+            if runs:
+                queue.launch(session, row.id, row.claim_token, runs[0].run_id)
+                launched += 1
+        queue.reap(session, [kind])
+    return launched
+
+
+def queue_sensor(
+    kind: str,
+    job: dg.JobDefinition,
+    run_config_for: RunConfigFor,
+    tags_for: Callable[[Mapping[str, Any]], Mapping[str, str]] | None = None,
+    minimum_interval_seconds: int | None = None,
+) -> dg.SensorDefinition:
+    interval = minimum_interval_seconds or get_settings().sensor_interval_seconds
+
+    @dg.sensor(
+        name=f"{kind}_queue_sensor",
+        job=job,
+        minimum_interval_seconds=interval,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Claims `{kind}` triggers from the queue and launches {job.name} for each.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SensorResult:
+        record_launches(context.instance, database, kind)
+        with transaction(database.engine) as session:
+            claimed = queue.claim(session, [kind], CLAIM_BATCH, LEASE_SECONDS, context.sensor_name)
+        requests = [
+            dg.RunRequest(
+                run_key=f"{kind}:{c.id}:{c.attempts}",
+                run_config=run_config_for(c.payload),
+                tags=run_tags(c, tags_for(c.payload) if tags_for else None),
+            )
+            for c in claimed
+        ]
+        if not requests:
+            return dg.SensorResult(skip_reason=f"no {kind} triggers are due")
+        return dg.SensorResult(run_requests=requests)
+
+    return _sensor
+
+
+def _row_of(run: dg.DagsterRun) -> tuple[int, str] | None:
+    tags = run.tags
+    if TAG_ID not in tags or TAG_TOKEN not in tags:
+        return None
+    return int(tags[TAG_ID]), tags[TAG_TOKEN]
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    name="queue_ack_sensor",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=5,
+    description="A queued trigger's run succeeded: the trigger is done.",
+)
+def queue_ack_sensor(context: dg.RunStatusSensorContext, database: DatabaseResource) -> None:
+    row = _row_of(context.dagster_run)
+    if row is None:
+        return
+    with transaction(database.engine) as session:
+        if not queue.ack_many(session, [row]):
+            # A re-execution from the UI carries its parent's (now stale) token: the trigger is fulfilled
+            # all the same, so a row still waiting for its retry is finished here.
+            queue.complete_by_run(session, row[0], context.dagster_run.run_id)
+
+
+@dg.run_failure_sensor(
+    name="queue_failure_sensor",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=5,
+    description="A queued trigger's run failed: retry it with backoff, or mark it dead and alert ops.",
+)
+def queue_failure_sensor(context: dg.RunFailureSensorContext, database: DatabaseResource) -> None:
+    run = context.dagster_run
+    row = _row_of(run)
+    if row is None:
+        return
+    error = context.failure_event.message or "run failed"
+    retryable = run.tags.get(TAG_RETRYABLE) != "false"
+    with transaction(database.engine) as session:
+        try:
+            state = queue.fail(session, row[0], row[1], f"run {run.run_id}: {error}", retryable=retryable)
+        except queue.StaleClaim:
+            return
+        if state is QueueState.DEAD:
+            dead(
+                session,
+                row[0],
+                run.tags.get(TAG_KIND, "?"),
+                run.tags.get(TAG_TENANT),
+                error,
+                alert=run.tags.get(TAG_ALERTED) != "true",
+                run_id=run.run_id,
+            )
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.CANCELED,
+    name="queue_cancel_sensor",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=5,
+    description="A queued trigger's run was canceled by a person: the trigger is cancelled.",
+)
+def queue_cancel_sensor(context: dg.RunStatusSensorContext, database: DatabaseResource) -> None:
+    row = _row_of(context.dagster_run)
+    if row is not None:
+        with transaction(database.engine) as session:
+            queue.cancel(session, row[0])
+
+
+def dead(
+    session: Any, row_id: int, kind: str, tenant_id: str | None, error: str, *, alert: bool, run_id: str | None = None
+) -> None:
+    """A trigger ran out of attempts: audit it, and tell ops once."""
+    lifecycle.record(
+        session,
+        tenant_id=tenant_id,
+        entity_type="trigger_queue",
+        entity_id=str(row_id),
+        action="trigger_dead",
+        actor=Actor.system("queue"),
+        reason=error[:1000],
+        metadata={"kind": kind, "run_id": run_id},
+    )
+    if alert:
+        notifications.ops_alert(
+            session,
+            get_settings().ops_email,
+            summary=f"{kind} trigger {row_id} is dead after its last attempt",
+            details=f"Last error: {error}\nRun: {run_id or '-'}\nRequeue: POST /v1/queue/{row_id}/requeue",
+            dedup_key=f"trigger_dead:{row_id}:{run_id or 'reaped'}",
+            tenant_id=tenant_id,
+        )
+
+
+QUEUE_STATUS_SENSORS = [queue_ack_sensor, queue_failure_sensor, queue_cancel_sensor]
