@@ -12,11 +12,11 @@ from api.auth import Authenticator
 from api.middleware import RequestContext
 from api.openapi import Endpoint, build_openapi
 from api.problems import EXCEPTION_HANDLERS
-from api.routes import automation_versions, system
+from api.routes import automation_versions, queue, system
 from domain.settings import Settings, get_settings
 from domain.store import engine_for
 
-ENDPOINTS: list[Endpoint] = [*system.ENDPOINTS, *automation_versions.ENDPOINTS]
+ENDPOINTS: list[Endpoint] = [*system.ENDPOINTS, *automation_versions.ENDPOINTS, *queue.ENDPOINTS]
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Starlette:

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from domain.lifecycle import InvalidStatusTransition
+from domain.queue import DedupConflict, InvalidTrigger, QueueError
 
 log = logging.getLogger("wrk.api")
 
@@ -132,7 +133,16 @@ async def handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, Problem(500, "internal_error", "an unexpected error occurred"))
 
 
+async def handle_queue_error(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, InvalidTrigger):
+        return problem_response(request, Problem(422, "validation_error", str(exc), errors=exc.errors))
+    if isinstance(exc, DedupConflict):
+        return problem_response(request, Problem(409, "conflict", str(exc), extra={"trigger_id": exc.existing_id}))
+    return await handle_unexpected(request, exc)
+
+
 EXCEPTION_HANDLERS = {
+    QueueError: handle_queue_error,
     Problem: handle_problem,
     HTTPException: handle_http_exception,
     ValidationError: handle_validation_error,

@@ -11,14 +11,17 @@ from sqlalchemy.orm import Session
 from domain import models
 
 
-def find_version(session: Session, tenant_ids: Iterable[str], version_id: str) -> models.AutomationVersion | None:
+def find_version(
+    session: Session, tenant_ids: Iterable[str], version_id: str, for_update: bool = False
+) -> models.AutomationVersion | None:
     """A version by id, only within the given tenants (another tenant's version is not found)."""
-    return session.scalars(
-        select(models.AutomationVersion).where(
-            models.AutomationVersion.id == version_id,
-            models.AutomationVersion.tenant_id.in_(list(tenant_ids)),
-        )
-    ).one_or_none()
+    query = select(models.AutomationVersion).where(
+        models.AutomationVersion.id == version_id,
+        models.AutomationVersion.tenant_id.in_(list(tenant_ids)),
+    )
+    if for_update:
+        query = query.with_for_update()
+    return session.scalars(query).one_or_none()
 
 
 def version_detail(session: Session, version: models.AutomationVersion, audit_limit: int = 20) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import func, select
 
-from domain import migrate, models
+from domain import migrate, models, queue
 from domain.demo import demo_tenant_ids, describe, seed_demo
 from domain.settings import get_settings
 from domain.store import engine_for, transaction
@@ -42,6 +42,13 @@ def _cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_queue_stats(_args: argparse.Namespace) -> int:
+    engine = engine_for(get_settings().database_url)
+    with transaction(engine) as session:
+        print(json.dumps(queue.stats(session), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wrk-orch", description="WRK orchestration operator commands")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sub", default="dev-user", help="the subject (user id)")
     p.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     p.set_defaults(func=_cmd_token)
+
+    q = sub.add_parser("queue", help="the trigger queue").add_subparsers(dest="queue_command", required=True)
+    p = q.add_parser("stats", help="rows per kind and state, and the oldest available age (JSON)")
+    p.set_defaults(func=_cmd_queue_stats)
     return parser
 
 

@@ -14,7 +14,10 @@ from api.auth import require, tenant_scope
 from api.openapi import Endpoint
 from api.problems import Problem
 from api.requests import engine
+from domain import build
 from domain.automation_versions import find_version, version_detail
+from domain.lifecycle import Actor
+from domain.models import TriggerQueue
 from domain.store import transaction
 
 
@@ -79,7 +82,63 @@ async def get_automation_version(request: Request) -> JSONResponse:
     return JSONResponse(AutomationVersionOut.model_validate(detail).model_dump(mode="json"))
 
 
+BUILD_ROLES = frozenset({"ops_admin", "ops_build", "admin"})
+
+
+class BuildAccepted(BaseModel):
+    trigger_id: int
+    automation_version_id: str
+    status: str
+    queue_state: str
+    follow: dict[str, str]
+
+
+async def build_automation_version(request: Request) -> JSONResponse:
+    principal = require(request, BUILD_ROLES)
+    tenants = tenant_scope(request, principal)
+    version_id = request.path_params["version_id"]
+
+    def apply() -> dict[str, Any] | None:
+        with transaction(engine(request)) as session:
+            version = find_version(session, tenants, version_id, for_update=True)
+            if version is None:
+                return None
+            trigger_id = build.request_build(session, version, Actor.user(principal.sub))
+            row = session.get(TriggerQueue, trigger_id)
+            assert row is not None
+            return {
+                "trigger_id": trigger_id,
+                "automation_version_id": version.id,
+                "status": version.status,
+                "queue_state": row.state,
+                "follow": {
+                    "automation_version": f"/v1/automation-versions/{version.id}",
+                    "trigger": f"/v1/queue/{trigger_id}",
+                },
+            }
+
+    accepted = await run_in_threadpool(apply)
+    if accepted is None:
+        raise not_found(version_id)
+    return JSONResponse(
+        BuildAccepted.model_validate(accepted).model_dump(mode="json"),
+        status_code=202,
+        headers={"Location": accepted["follow"]["trigger"]},
+    )
+
+
 ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/v1/automation-versions/{version_id}/build",
+        build_automation_version,
+        "Request a build (Flow 22): the version moves to Build in Progress and a build trigger is queued",
+        response=BuildAccepted,
+        status=202,
+        tenant_header=True,
+        errors=[404, 409],
+        tags=["automation versions"],
+    ),
     Endpoint(
         "GET",
         "/v1/automation-versions/{version_id}",

@@ -10,9 +10,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # The code location's surface, as the Dagster UI lists it. A change here is a change users see.
 EXPECTED = {
-    "jobs": [],
-    "schedules": [],
-    "sensors": [],
+    "jobs": ["build_automation_version", "deliver_notifications", "queue_sweeper"],
+    "schedules": ["queue_sweeper_schedule"],
+    "sensors": [
+        "build_queue_sensor",
+        "outbox_sensor",
+        "queue_ack_sensor",
+        "queue_cancel_sensor",
+        "queue_failure_sensor",
+    ],
 }
 
 
