@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from domain import migrate, models, queue
 from domain.demo import demo_tenant_ids, describe, seed_demo
@@ -76,7 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except OperationalError as exc:
+        print(f"wrk-orch: the store at {get_settings().database_url} cannot be used ({exc.orig}); "
+              "is DATABASE_URL right, and has `wrk-orch migrate` run?", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
