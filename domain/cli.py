@@ -80,8 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except OperationalError as exc:
-        print(f"wrk-orch: the store at {get_settings().database_url} cannot be used ({exc.orig}); "
-              "is DATABASE_URL right, and has `wrk-orch migrate` run?", file=sys.stderr)
+        print(
+            f"wrk-orch: the store at {get_settings().database_url} cannot be used ({exc.orig}); "
+            "is DATABASE_URL right, and has `wrk-orch migrate` run?",
+            file=sys.stderr,
+        )
         return 1
 
 

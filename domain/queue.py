@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -40,6 +40,7 @@ Q = TriggerQueue.__table__
 S = QueueState
 LIVE = [s.value for s in QUEUE_LIVE_STATES]
 HELD = [S.CLAIMED.value, S.LAUNCHED.value]
+LIVE_DEDUP_PREDICATE = "dedup_key IS NOT NULL AND state IN ('available', 'claimed', 'launched')"
 
 
 class QueueError(Exception):
@@ -153,7 +154,9 @@ def enqueue(
         .values(**values)
         .on_conflict_do_nothing(
             index_elements=["kind", "dedup_key"],
-            index_where=and_(Q.c.dedup_key.is_not(None), Q.c.state.in_(LIVE)),
+            # Literal, not bound: with server-side prepared statements (psycopg after 5 uses) a bound
+            # predicate no longer matches the partial index and PostgreSQL refuses the ON CONFLICT.
+            index_where=text(LIVE_DEDUP_PREDICATE),
         )
         .returning(Q.c.id)
     )
@@ -245,7 +248,7 @@ def ack_many(session: Session, held: Iterable[tuple[int, str]]) -> set[int]:
     if not pairs:
         return set()
     now = _now(session)
-    match = or_(*(and_(Q.c.id == row_id, Q.c.claim_token == token) for row_id, token in pairs))
+    match = tuple_(Q.c.id, Q.c.claim_token).in_(pairs)
     result = session.execute(
         update(Q)
         .where(match, Q.c.state.in_(HELD))

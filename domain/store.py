@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -29,7 +30,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         _configure_sqlite(engine)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    # No pre-ping: it costs a round trip per transaction. A connection found dead raises once, and
+    # SQLAlchemy then invalidates the pool; recycling keeps connections from aging out server-side.
+    kwargs.setdefault("pool_recycle", 1800)
     return create_engine(url, **kwargs)
 
 
@@ -63,8 +66,15 @@ def engine_for(url: str) -> Engine:
     return make_engine(url)
 
 
+_factories: weakref.WeakKeyDictionary[Engine, sessionmaker[Session]] = weakref.WeakKeyDictionary()
+
+
 def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False)
+    """One sessionmaker per engine (making one per transaction costs more than a round trip)."""
+    factory = _factories.get(engine)
+    if factory is None:
+        factory = _factories[engine] = sessionmaker(bind=engine, expire_on_commit=False)
+    return factory
 
 
 @contextmanager

@@ -249,3 +249,14 @@ def test_concurrent_enqueues_of_one_dedup_key_with_rollbacks_make_one_row(engine
         rows = session.scalars(select(TriggerQueue).where(TriggerQueue.dedup_key == "build:race")).all()
     assert len(rows) == 1
     assert rows[0].id in results
+
+
+def test_dedup_enqueue_keeps_working_once_statements_are_server_side_prepared(engine, tenant_id):
+    # psycopg prepares a statement server-side after five uses; the ON CONFLICT must still match the index.
+    with transaction(engine) as session:
+        ids = [
+            queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id, n), dedup_key=f"build:p{n}")
+            for n in range(12)
+        ]
+        again = queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id, 11), dedup_key="build:p11")
+    assert len(set(ids)) == 12 and again == ids[-1]

@@ -1,0 +1,39 @@
+"""Shared by the benchmarks: fresh databases on the throwaway PostgreSQL, or SQLite files, and output."""
+
+import json
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, text
+
+from domain import migrate
+from domain.store import make_engine
+
+
+def emit(bench: str, metric: str, value: float, unit: str, target: str, **extra: object) -> None:
+    print(
+        json.dumps(
+            {"bench": bench, "metric": metric, "value": round(value, 3), "unit": unit, "target": target, **extra}
+        ),
+        flush=True,
+    )
+
+
+def postgres_engine() -> Engine:
+    admin_url = os.environ["TEST_POSTGRES_URL"]
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    engine = make_engine(admin.url.set(database=name).render_as_string(hide_password=False))
+    migrate.upgrade(engine)
+    return engine
+
+
+def sqlite_engine() -> Engine:
+    path = Path(tempfile.mkdtemp(prefix="wrk-bench-")) / "bench.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate.upgrade(engine)
+    return engine

@@ -1,0 +1,271 @@
+"""Queue benchmarks, through the project's own queue module (domain.queue).
+
+- claim_ack_per_s.{postgresql,sqlite}: claim batches of 50 and ack them, one connection.
+- enqueue_per_s.postgresql: single-row enqueue with a dedup key, one transaction each, one connection.
+- claim_latency_ratio.1m_vs_1k: median claim+ack latency with 1,000,000 finished rows vs 1,000.
+- trigger_to_run_start_p95_s: build request committed -> RUN_START, through a running Dagster daemon
+  (sensor interval 1 s) and the sandbox.
+"""
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Engine, text
+
+from bench.common import emit, postgres_engine, sqlite_engine
+from domain import queue
+from domain.models import TriggerQueue
+from domain.store import transaction
+
+BENCH = "queue"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tenant(engine: Engine) -> str:
+    tenant_id = str(uuid.uuid4())
+    with transaction(engine) as session:
+        session.execute(
+            text("INSERT INTO tenants (id, name, created_at) VALUES (:i, :n, :c)"),
+            {"i": tenant_id, "n": f"bench-{tenant_id[:8]}", "c": datetime.now(UTC)},
+        )
+    return tenant_id
+
+
+def _fill(engine: Engine, tenant_id: str, rows: int, state: str = "available") -> None:
+    now = datetime.now(UTC)
+    batch = []
+    for n in range(rows):
+        batch.append(
+            {
+                "kind": "phase",
+                "tenant_id": tenant_id,
+                "state": state,
+                "attempts": 0,
+                "max_attempts": 5,
+                "payload": {"tenant_id": tenant_id, "user_id": f"u{n}", "sync_id": "s", "phase": 1, "input": {}},
+                "available_at": now,
+                "created_at": now,
+                "updated_at": now,
+                "finished_at": now if state == "done" else None,
+            }
+        )
+        if len(batch) == 5000:
+            with transaction(engine) as session:
+                session.execute(TriggerQueue.__table__.insert(), batch)
+            batch = []
+    if batch:
+        with transaction(engine) as session:
+            session.execute(TriggerQueue.__table__.insert(), batch)
+
+
+def claim_ack_rate(engine: Engine, rows: int = 50_000, batch: int = 50) -> float:
+    _fill(engine, _tenant(engine), rows)
+    done = 0
+    started = time.perf_counter()
+    while True:
+        with transaction(engine) as session:
+            claimed = queue.claim(session, ["phase"], batch, 60, "bench")
+            if not claimed:
+                break
+        with transaction(engine) as session:
+            done += len(queue.ack_many(session, [(c.id, c.claim_token) for c in claimed]))
+    elapsed = time.perf_counter() - started
+    assert done == rows, (done, rows)
+    return rows / elapsed
+
+
+def enqueue_rate(engine: Engine, rows: int = 10_000) -> float:
+    tenant_id = _tenant(engine)
+    started = time.perf_counter()
+    for n in range(rows):
+        with transaction(engine) as session:
+            queue.enqueue(
+                session,
+                "phase",
+                tenant_id,
+                {"tenant_id": tenant_id, "user_id": f"u{n}", "sync_id": "s", "phase": 1},
+                dedup_key=f"phase:{n}",
+            )
+    return rows / (time.perf_counter() - started)
+
+
+def claim_latency(engine: Engine, tenant_id: str, samples: int = 300) -> float:
+    _fill(engine, tenant_id, samples)
+    latencies = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        with transaction(engine) as session:
+            [claimed] = queue.claim(session, ["phase"], 1, 60, "bench")
+        with transaction(engine) as session:
+            queue.ack(session, claimed.id, claimed.claim_token)
+        latencies.append(time.perf_counter() - started)
+    return statistics.median(latencies)
+
+
+def latency_ratio() -> tuple[float, float, float]:
+    engine = postgres_engine()
+    tenant_id = _tenant(engine)
+    _fill(engine, tenant_id, 1000, state="done")
+    small = claim_latency(engine, tenant_id)
+    with engine.begin() as conn:  # 999,000 more finished rows, made by the database
+        conn.execute(
+            text(
+                "INSERT INTO trigger_queue (kind, tenant_id, payload, state, attempts, max_attempts, available_at, "
+                "created_at, updated_at, finished_at) SELECT 'phase', :t, '{}'::jsonb, 'done', 1, 5, now(), now(), "
+                "now(), now() FROM generate_series(1, 999000)"
+            ),
+            {"t": tenant_id},
+        )
+        conn.execute(text("ANALYZE trigger_queue"))
+    large = claim_latency(engine, tenant_id)
+    return small, large, large / small
+
+
+def trigger_to_run_start(samples: int = 15) -> list[float]:
+    """Build requests against the demo data through `dagster-daemon` and the sandbox, one at a time."""
+    import dagster as dg
+
+    from domain import build, models
+    from domain.demo import seed_demo
+    from domain.lifecycle import Actor
+    from tests.servers import free_port
+
+    engine = postgres_engine()
+    url = engine.url.render_as_string(hide_password=False)
+    home = Path(tempfile.mkdtemp(prefix="wrk-bench-dagster-"))
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    sandbox_port = free_port()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "DATABASE_URL": url,
+        "SENSOR_INTERVAL_SECONDS": "1",
+        "WRK_API_URL": f"http://127.0.0.1:{sandbox_port}",
+        "SMTP_PORT": str(free_port()),
+    }
+    with transaction(engine) as session:
+        seed_demo(session)
+        project = session.scalars(text("SELECT id FROM projects LIMIT 1")).one()
+        tenant = session.scalars(text("SELECT tenant_id FROM projects LIMIT 1")).one()
+        versions = []
+        for n in range(samples):
+            v = models.AutomationVersion(
+                tenant_id=tenant,
+                project_id=project,
+                version_number=100 + n,
+                blueprint={"steps": [{"id": "a", "type": "noop"}]},
+            )
+            session.add(v)
+            session.flush()
+            versions.append(v.id)
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "resources.sandbox.app:create_app",
+                "--factory",
+                "--port",
+                str(sandbox_port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=env,
+        ),
+        subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+    ]
+    waits: list[float] = []
+    try:
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            _warm_up(instance)
+            for version_id in versions:
+                with transaction(engine) as session:
+                    version = session.get(models.AutomationVersion, version_id)
+                    trigger_id = build.request_build(session, version, Actor.system("bench"))
+                committed = time.time()
+                waits.append(_run_start(instance, trigger_id) - committed)
+                time.sleep(0.5)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(20)
+    return waits
+
+
+def _warm_up(instance) -> None:
+    deadline = time.time() + 120
+    while time.time() < deadline:  # the daemon is up once the sensors have ticked
+        if instance.get_ticks("wrk_orchestration", "build_queue_sensor") if False else _ticked(instance):
+            return
+        time.sleep(0.5)
+    raise RuntimeError("the Dagster daemon did not start its sensors")
+
+
+def _ticked(instance) -> bool:
+    from dagster._core.scheduler.instigation import InstigatorType
+
+    states = instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+    return any(instance.get_ticks(s.instigator_origin_id, s.selector_id, limit=1) for s in states)
+
+
+def _run_start(instance, trigger_id: int, timeout: float = 60) -> float:
+    import dagster as dg
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={"wrk/queue_id": str(trigger_id)}), limit=1)
+        if runs:
+            records = instance.get_records_for_run(runs[0].run_id, of_type=dg.DagsterEventType.RUN_START).records
+            if records:
+                return records[0].timestamp
+        time.sleep(0.05)
+    raise RuntimeError(f"trigger {trigger_id}: no run start within {timeout} s")
+
+
+def main() -> None:
+    emit(BENCH, "claim_ack_per_s.postgresql", claim_ack_rate(postgres_engine()), "rows/s", ">= 20000")
+    emit(BENCH, "claim_ack_per_s.sqlite", claim_ack_rate(sqlite_engine()), "rows/s", ">= 3000")
+    emit(BENCH, "enqueue_per_s.postgresql", enqueue_rate(postgres_engine()), "rows/s", ">= 2500")
+    small, large, ratio = latency_ratio()
+    emit(
+        BENCH,
+        "claim_latency_ratio.1m_vs_1k",
+        ratio,
+        "ratio",
+        "<= 1.5",
+        median_ms_1k=round(small * 1000, 3),
+        median_ms_1m=round(large * 1000, 3),
+    )
+    if os.environ.get("BENCH_SKIP_DAEMON") != "1":
+        waits = trigger_to_run_start()
+        p95 = statistics.quantiles(waits, n=20)[18] if len(waits) >= 2 else waits[0]
+        emit(
+            BENCH,
+            "trigger_to_run_start_p95_s",
+            p95,
+            "s",
+            "<= 4",
+            samples=len(waits),
+            median_s=round(statistics.median(waits), 3),
+            max_s=round(max(waits), 3),
+        )
+
+
+if __name__ == "__main__":
+    main()

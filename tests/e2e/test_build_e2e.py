@@ -1,0 +1,180 @@
+"""The running stack (sandbox, Dagster webserver and daemon), driven the way the Dagster UI drives it:
+DagsterGraphQLClient launches build_automation_version, follows the run, and re-executes a failed run
+from failure. Runs on PostgreSQL, the production store; SQLite is covered in process."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from dagster import DagsterRunStatus
+from dagster_graphql import DagsterGraphQLClient
+from sqlalchemy import text
+
+from domain import build, models, queue
+from domain.lifecycle import Actor
+from domain.store import transaction
+from tests.domain import factories
+from tests.servers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+REEXECUTE = """
+mutation Reexecute($parentRunId: String!) {
+  launchRunReexecution(reexecutionParams: {parentRunId: $parentRunId, strategy: FROM_FAILURE}) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
+@pytest.fixture
+def stack(backend, database_url, tmp_path):
+    if backend != "postgresql":
+        pytest.skip("the end-to-end stack runs on PostgreSQL; SQLite is covered in process")
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    sandbox_port, web_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "DATABASE_URL": database_url,
+        "WRK_API_URL": f"http://127.0.0.1:{sandbox_port}",
+        "SMTP_PORT": str(free_port()),
+        "SENSOR_INTERVAL_SECONDS": "1",
+        "RETRY_BASE_DELAY_S": "0.05",
+        "RETRY_MAX_DELAY_S": "0.2",
+    }
+    logs = open(tmp_path / "stack.log", "w")  # noqa: SIM115 - closed below
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "resources.sandbox.app:create_app",
+                "--factory",
+                "--port",
+                str(sandbox_port),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=logs,
+            stderr=logs,
+        ),
+        subprocess.Popen(
+            [sys.executable, "-m", "dagster_webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(web_port)],
+            cwd=ROOT,
+            env=env,
+            stdout=logs,
+            stderr=logs,
+        ),
+        subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+            cwd=ROOT,
+            env=env,
+            stdout=logs,
+            stderr=logs,
+        ),
+    ]
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{web_port}/server_info", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "stack.log").read_text()[-3000:]
+            time.sleep(0.5)
+        yield {
+            "graphql": DagsterGraphQLClient("127.0.0.1", port_number=web_port),
+            "sandbox": f"http://127.0.0.1:{sandbox_port}",
+        }
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        logs.close()
+
+
+def _version_to_build(engine) -> dict:
+    """A version in Build in Progress with its binding, as a build request leaves it; the queued trigger
+    is cancelled so that only the launches below run it (the UI's way, not the sensor's)."""
+    with transaction(engine) as session:
+        tenant = factories.tenant(session)
+        project = factories.project(session, tenant.id)
+        version = models.AutomationVersion(
+            tenant_id=tenant.id,
+            project_id=project.id,
+            version_number=1,
+            blueprint={"steps": [{"id": "a", "type": "http"}]},
+        )
+        session.add(version)
+        session.flush()
+        trigger_id = build.request_build(session, version, Actor.user("ops-e2e"))
+        payload = dict(session.get(models.TriggerQueue, trigger_id).payload)
+        queue.cancel(session, trigger_id)
+    return payload
+
+
+def _wait(client: DagsterGraphQLClient, run_id: str, timeout: float = 120) -> DagsterRunStatus:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.get_run_status(run_id)
+        if status in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
+            return status
+        time.sleep(0.5)
+    raise AssertionError(f"run {run_id} did not finish")
+
+
+def _config(payload: dict) -> dict:
+    return {"ops": {"load": {"config": payload}, "create": {"config": payload}}}
+
+
+def test_launch_follow_and_reexecute_from_failure_through_graphql(stack, engine):
+    client = stack["graphql"]
+    ok = _version_to_build(engine)
+    run_id = client.submit_job_execution("build_automation_version", run_config=_config(ok))
+    assert _wait(client, run_id) == DagsterRunStatus.SUCCESS
+    with transaction(engine) as session:
+        assert session.get(models.AutomationVersion, ok["automation_version_id"]).status == "QA & Testing"
+
+    # A failure after the workflow exists: the store refuses the version's update while a trigger is in place.
+    crashing = _version_to_build(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE FUNCTION e2e_refuse() RETURNS trigger AS $$ BEGIN "
+                "RAISE EXCEPTION 'e2e: store unavailable'; END $$ LANGUAGE plpgsql"
+            )
+        )
+        conn.execute(
+            text(
+                "CREATE TRIGGER e2e_refuse BEFORE UPDATE ON automation_versions "
+                "FOR EACH ROW EXECUTE FUNCTION e2e_refuse()"
+            )
+        )
+    failed = client.submit_job_execution("build_automation_version", run_config=_config(crashing))
+    assert _wait(client, failed) == DagsterRunStatus.FAILURE
+    with engine.begin() as conn:
+        conn.execute(text("DROP TRIGGER e2e_refuse ON automation_versions"))
+    result = client._execute(REEXECUTE, {"parentRunId": failed})["launchRunReexecution"]
+    assert result["__typename"] == "LaunchRunSuccess", result
+    assert _wait(client, result["run"]["runId"]) == DagsterRunStatus.SUCCESS
+    with transaction(engine) as session:
+        version = session.get(models.AutomationVersion, crashing["automation_version_id"])
+        binding = session.get(models.WorkflowBinding, crashing["workflow_binding_id"])
+    assert version.status == "QA & Testing" and binding.status == "active"
+    workflows = httpx.get(f"{stack['sandbox']}/_sandbox/wrk/workflows").json()
+    assert [w["id"] for w in workflows].count(binding.wrk_workflow_id) == 1
+    assert len(workflows) == 2  # one per version: the re-execution made no second workflow
