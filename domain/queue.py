@@ -242,19 +242,24 @@ def extend(session: Session, row_id: int, token: str, lease_seconds: float) -> d
 # -- ack, fail -----------------------------------------------------------------------------------------
 
 
-def ack_many(session: Session, held: Iterable[tuple[int, str]]) -> set[int]:
-    """claimed | launched -> done, for each (id, token) still held; returns the ids acked."""
+def ack_many(session: Session, held: Iterable[tuple[int, str]], run_id: str | None = None) -> set[int]:
+    """claimed | launched -> done, for each (id, token) still held; returns the ids acked. `run_id`
+    names the run that did it, when the row had not yet recorded one."""
     pairs = list(held)
     if not pairs:
         return set()
     now = _now(session)
     match = tuple_(Q.c.id, Q.c.claim_token).in_(pairs)
-    result = session.execute(
-        update(Q)
-        .where(match, Q.c.state.in_(HELD))
-        .values(state=S.DONE.value, claim_token=None, lease_expires_at=None, finished_at=now, updated_at=now)
-        .returning(Q.c.id)
-    )
+    changes: dict[str, Any] = {
+        "state": S.DONE.value,
+        "claim_token": None,
+        "lease_expires_at": None,
+        "finished_at": now,
+        "updated_at": now,
+    }
+    if run_id is not None:
+        changes["run_id"] = func.coalesce(Q.c.run_id, run_id)
+    result = session.execute(update(Q).where(match, Q.c.state.in_(HELD)).values(**changes).returning(Q.c.id))
     return {int(r) for r in result.scalars()}
 
 

@@ -117,7 +117,7 @@ def queue_ack_sensor(context: dg.RunStatusSensorContext, database: DatabaseResou
     if row is None:
         return
     with transaction(database.engine) as session:
-        if not queue.ack_many(session, [row]):
+        if not queue.ack_many(session, [row], run_id=context.dagster_run.run_id):
             # A re-execution from the UI carries its parent's (now stale) token: the trigger is fulfilled
             # all the same, so a row still waiting for its retry is finished here.
             queue.complete_by_run(session, row[0], context.dagster_run.run_id)
