@@ -653,7 +653,7 @@ def _guard_status_writes(session: Session, _context: Any, _instances: Any) -> No
                 )
     for obj in session.dirty:
         if isinstance(obj, _LIFECYCLE_ENTITIES):
-            history = sa_inspect(obj).attrs.status.history
+            history = sa_inspect(obj).attrs.status.history  # type: ignore[attr-defined]
             if history.has_changes() and obj.__dict__.get("_lifecycle_allowed") != obj.status:
                 raise StatusWriteOutsideLifecycle(
                     f"{obj.__tablename__} {obj.id}: status written outside domain.lifecycle.transition()"

@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import and_, delete, func, or_, select, text, tuple_, update
+from sqlalchemy import Table, and_, delete, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from domain.models import QUEUE_LIVE_STATES, QueueState, TriggerQueue
 from domain.triggers import KINDS, KindPolicy
 
-Q = TriggerQueue.__table__
+Q: Table = TriggerQueue.__table__  # type: ignore[assignment]
 S = QueueState
 LIVE = [s.value for s in QUEUE_LIVE_STATES]
 HELD = [S.CLAIMED.value, S.LAUNCHED.value]
