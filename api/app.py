@@ -12,11 +12,17 @@ from api.auth import Authenticator
 from api.middleware import RequestContext
 from api.openapi import Endpoint, build_openapi
 from api.problems import EXCEPTION_HANDLERS
-from api.routes import automation_versions, queue, system
+from api.routes import automation_versions, deploy, queue, system
 from domain.settings import Settings, get_settings
 from domain.store import engine_for
+from resources.wrk import wrk_client
 
-ENDPOINTS: list[Endpoint] = [*system.ENDPOINTS, *automation_versions.ENDPOINTS, *queue.ENDPOINTS]
+ENDPOINTS: list[Endpoint] = [
+    *system.ENDPOINTS,
+    *automation_versions.ENDPOINTS,
+    *deploy.ENDPOINTS,
+    *queue.ENDPOINTS,
+]
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Starlette:
@@ -30,5 +36,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.settings = settings
     app.state.engine = engine or engine_for(settings.database_url)
     app.state.authenticator = Authenticator(settings)
+    app.state.wrk = wrk_client(settings)
     app.state.openapi = build_openapi(ENDPOINTS, "WRK orchestration API", "0.1.0")
     return app

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from domain.deploy import DeployRefused
 from domain.lifecycle import InvalidStatusTransition
 from domain.queue import DedupConflict, InvalidTrigger, QueueError
 
@@ -141,7 +142,13 @@ async def handle_queue_error(request: Request, exc: Exception) -> JSONResponse:
     return await handle_unexpected(request, exc)
 
 
+async def handle_deploy_refused(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DeployRefused)
+    return problem_response(request, Problem(exc.status, exc.code, exc.detail, extra=exc.extra))
+
+
 EXCEPTION_HANDLERS = {
+    DeployRefused: handle_deploy_refused,
     QueueError: handle_queue_error,
     Problem: handle_problem,
     HTTPException: handle_http_exception,

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from orchestration_defs.build import build_automation_version, build_queue_sensor
+from orchestration_defs.deploy import reconcile_deployments, reconcile_deployments_schedule
 from resources.database import DatabaseResource
 from resources.notifications import NotificationsResource
 from resources.wrk import WrkPlatformResource
@@ -12,8 +13,8 @@ from sensors.queue import QUEUE_STATUS_SENSORS
 
 def build_definitions() -> dg.Definitions:
     return dg.Definitions(
-        jobs=[build_automation_version, queue_sweeper, deliver_notifications],
-        schedules=[queue_sweeper_schedule],
+        jobs=[build_automation_version, reconcile_deployments, queue_sweeper, deliver_notifications],
+        schedules=[queue_sweeper_schedule, reconcile_deployments_schedule],
         sensors=[build_queue_sensor, outbox_sensor, *QUEUE_STATUS_SENSORS],
         resources={
             "database": DatabaseResource(),

@@ -10,8 +10,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # The code location's surface, as the Dagster UI lists it. A change here is a change users see.
 EXPECTED = {
-    "jobs": ["build_automation_version", "deliver_notifications", "queue_sweeper"],
-    "schedules": ["queue_sweeper_schedule"],
+    "jobs": ["build_automation_version", "deliver_notifications", "queue_sweeper", "reconcile_deployments"],
+    "schedules": ["queue_sweeper_schedule", "reconcile_deployments_schedule"],
     "sensors": [
         "build_queue_sensor",
         "outbox_sensor",
