@@ -1,5 +1,6 @@
 """Flow 24 / 24B: every router branch and error code, over the sandbox's HTTP."""
 
+import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -289,5 +290,5 @@ def test_concurrent_deploys_never_make_two_live_versions(settings, demo, engine)
     assert len(live) == 1
     assert len(deploys) == codes.count(200)  # every success has its own deploy row
     assert deploys[-1].entity_id == live[0]  # the last deploy explains the final state
-    for earlier, later in zip(deploys, deploys[1:], strict=False):
+    for earlier, later in itertools.pairwise(deploys):
         assert later.details["previous_live_version_id"] == earlier.entity_id
