@@ -28,6 +28,7 @@ ENDPOINTS: list[Endpoint] = [
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Starlette:
     settings = settings or get_settings()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # outbound calls are logged by the clients' retries
     app = Starlette(
         routes=[endpoint.route() for endpoint in ENDPOINTS],
         middleware=[Middleware(RequestContext)],

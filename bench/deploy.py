@@ -1,0 +1,198 @@
+"""Deploy benchmark: real deploys (Ready to Launch -> Live) through uvicorn on loopback, the sandbox
+activating without delay, 16 and 64 concurrent clients; a plain Starlette endpoint in the same run as
+the reference. Each client deploys the versions of its own project one after another, so every
+measured request is a real deploy that archives the previous one."""
+
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+from sqlalchemy import Engine
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from bench.common import emit, postgres_engine
+from domain import lifecycle, models
+from domain.lifecycle import Actor, Status
+from domain.settings import Settings
+from domain.store import transaction
+from tests.servers import free_port
+
+BENCH = "deploy"
+ROOT = Path(__file__).resolve().parents[1]
+PER_CLIENT = 12
+
+
+def _versions(engine: Engine, clients: int) -> tuple[str, list[list[str]]]:
+    walk = [Status.BUILD_IN_PROGRESS, Status.QA_AND_TESTING, Status.READY_TO_LAUNCH]
+    actor = Actor.system("bench")
+    with transaction(engine) as session:
+        tenant = models.Tenant(name=f"bench-{time.time_ns()}")
+        session.add(tenant)
+        session.flush()
+        plan = []
+        for c in range(clients):
+            project = models.Project(tenant_id=tenant.id, name=f"p{c}")
+            session.add(project)
+            session.flush()
+            ids = []
+            for n in range(1, PER_CLIENT + 1):
+                version = models.AutomationVersion(
+                    tenant_id=tenant.id,
+                    project_id=project.id,
+                    version_number=n,
+                    blueprint={"steps": [{"id": "a", "type": "x"}]},
+                )
+                session.add(version)
+                session.flush()
+                for step in walk:
+                    lifecycle.transition(session, version, step, actor=actor)
+                session.add(
+                    models.WorkflowBinding(
+                        tenant_id=tenant.id,
+                        automation_version_id=version.id,
+                        status="active",
+                        wrk_workflow_id=f"wf_demo_{version.id[:16]}",
+                    )
+                )
+                ids.append(version.id)
+            plan.append(ids)
+        return tenant.id, plan
+
+
+def _drive(url: str, clients: int, requests_for: list[list[tuple[str, str, dict]]]) -> tuple[list[float], float]:
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def client(work: list[tuple[str, str, dict]]) -> None:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            for method, path, kwargs in work:
+                started = time.perf_counter()
+                response = http.request(method, path, **kwargs)
+                elapsed = time.perf_counter() - started
+                assert response.status_code == 200, response.text
+                with lock:
+                    latencies.append(elapsed)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        list(pool.map(client, requests_for))
+    return latencies, time.perf_counter() - started
+
+
+def _p(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] * 1000
+
+
+async def ping(_request):  # the reference: a plain Starlette JSON endpoint
+    return JSONResponse({"status": "Live"})
+
+
+def reference_app() -> Starlette:
+    return Starlette(routes=[Route("/ping", ping, methods=["PATCH"])])
+
+
+class Server:
+    """A uvicorn in its own process (the clients' threads must not share its GIL)."""
+
+    def __init__(self, target: str, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                target,
+                "--factory",
+                "--port",
+                str(self.port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(self.url + "/", timeout=1)
+                return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError(f"{target} did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(20)
+
+
+def main() -> None:
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    engine = postgres_engine()
+    sandbox = Server("resources.sandbox.app:create_app", {"SMTP_PORT": "0"})
+    env = {
+        "DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "WRK_API_URL": sandbox.url,
+        "ENVIRONMENT": "test",
+        "SMTP_PORT": "1",
+    }
+    api = Server("api.app:create_app", env)
+    reference = Server("bench.deploy:reference_app", {})
+    settings = Settings(environment="test")
+    try:
+        for clients in (16, 64):
+            tenant, plan = _versions(engine, clients)
+            from tests.api.conftest import make_token
+
+            token = make_token(settings, tenants=[tenant], roles=["ops_release"], sub="bench")
+            headers = {"Authorization": f"Bearer {token}"}
+            work = [
+                [
+                    ("PATCH", f"/v1/automation-versions/{v}/status", {"json": {"status": "Live"}, "headers": headers})
+                    for v in ids
+                ]
+                for ids in plan
+            ]
+            latencies, elapsed = _drive(api.url, clients, work)
+            emit(
+                BENCH,
+                f"deploy_p99_ms.c{clients}",
+                _p(latencies, 99),
+                "ms",
+                "<= 100" if clients == 16 else "-",
+                p50_ms=round(_p(latencies, 50), 2),
+                requests=len(latencies),
+            )
+            emit(BENCH, f"deploy_per_s.c{clients}", len(latencies) / elapsed, "req/s", "-")
+            if clients == 16:
+                ref_work = [[("PATCH", "/ping", {})] * PER_CLIENT for _ in range(clients)]
+                ref_latencies, ref_elapsed = _drive(reference.url, clients, ref_work)
+                emit(
+                    BENCH,
+                    "reference_per_s.c16",
+                    len(ref_latencies) / ref_elapsed,
+                    "req/s",
+                    "-",
+                    p50_ms=round(_p(ref_latencies, 50), 2),
+                    p99_ms=round(_p(ref_latencies, 99), 2),
+                )
+    finally:
+        api.stop()
+        reference.stop()
+        sandbox.stop()
+
+
+if __name__ == "__main__":
+    main()
