@@ -292,3 +292,24 @@ def test_concurrent_deploys_never_make_two_live_versions(settings, demo, engine)
     assert deploys[-1].entity_id == live[0]  # the last deploy explains the final state
     for earlier, later in itertools.pairwise(deploys):
         assert later.details["previous_live_version_id"] == earlier.entity_id
+
+
+def test_database_failure_in_the_transaction_rolls_back_and_undoes_the_activation(
+    client, settings, demo, engine, sandbox, monkeypatch
+):
+    from sqlalchemy.exc import OperationalError
+
+    from domain import deploy
+
+    tenant, candidates = _ids(demo, "Order Sync", "Ready to Launch")
+    version = candidates[0]["id"]
+
+    def database_down(*_args, **_kwargs):
+        raise OperationalError("UPDATE automation_versions ...", {}, Exception("connection lost"))
+
+    monkeypatch.setattr(deploy, "commit_live", database_down)
+    response = _patch(client, settings, tenant, version, {"status": "Live"})
+    assert response.status_code == 500 and response.json()["code"] == "deployment_failed"
+    with transaction(engine) as session:
+        assert session.get(models.AutomationVersion, version).status == "Ready to Launch"
+    assert not _workflow_active(sandbox, _binding(engine, version).wrk_workflow_id)
