@@ -137,3 +137,15 @@ def sandbox(sandbox_server: Sandbox) -> Sandbox:
     """The sandbox, reset for this test (state, faults, call log, sinks)."""
     sandbox_server.reset()
     return sandbox_server
+
+
+class Sleeps(list):
+    """A retry policy's `sleep` that records the waits instead of waiting."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()

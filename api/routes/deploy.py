@@ -55,11 +55,7 @@ async def change_status(request: Request) -> JSONResponse:
                 raise not_found(version_id)
             tenant_id = version.tenant_id
             if key:
-                stored = session.scalars(
-                    select(IdempotencyKey).where(
-                        IdempotencyKey.tenant_id == tenant_id, IdempotencyKey.scope == scope, IdempotencyKey.key == key
-                    )
-                ).one_or_none()
+                stored = _stored(session, tenant_id, scope, key)
                 if stored is not None:
                     if stored.request_hash != body_hash:
                         raise Problem(
@@ -131,13 +127,7 @@ async def change_status(request: Request) -> JSONResponse:
             _compensate(db, wrk, plan)
             if key:  # the same key raced us: replay what the winner stored
                 with transaction(db) as session:
-                    stored = session.scalars(
-                        select(IdempotencyKey).where(
-                            IdempotencyKey.tenant_id == tenant_id,
-                            IdempotencyKey.scope == scope,
-                            IdempotencyKey.key == key,
-                        )
-                    ).one_or_none()
+                    stored = _stored(session, tenant_id, scope, key)
                 if stored is not None and stored.request_hash == body_hash:
                     return stored.response_status, dict(stored.response_body)
             raise Problem(409, "concurrency_conflict", "another deploy of this project won the race") from exc
@@ -164,6 +154,14 @@ async def change_status(request: Request) -> JSONResponse:
 
     status, body = await run_in_threadpool(handle)
     return JSONResponse(body, status_code=status)
+
+
+def _stored(session: Any, tenant_id: str, scope: str, key: str) -> IdempotencyKey | None:
+    return session.scalars(
+        select(IdempotencyKey).where(
+            IdempotencyKey.tenant_id == tenant_id, IdempotencyKey.scope == scope, IdempotencyKey.key == key
+        )
+    ).one_or_none()
 
 
 def _detail_in(session: Any, tenants: frozenset[str], version_id: str) -> dict[str, Any]:

@@ -10,16 +10,6 @@ from resources.github import GitHubClient
 from resources.retry import RetryPolicy
 
 
-class Sleeps(list):
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-
-
-@pytest.fixture
-def sleeps() -> Sleeps:
-    return Sleeps()
-
-
 @pytest.fixture
 def gh(sandbox, sleeps):
     sandbox.configure_github(default_duration_s=0.3)

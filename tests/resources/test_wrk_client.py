@@ -9,16 +9,6 @@ from resources.wrk import WrkPlatformClient
 BLUEPRINT = {"steps": [{"id": "fetch", "type": "http"}, {"id": "store", "type": "db", "depends_on": ["fetch"]}]}
 
 
-class Sleeps(list):
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-
-
-@pytest.fixture
-def sleeps() -> Sleeps:
-    return Sleeps()
-
-
 @pytest.fixture
 def client(sandbox, sleeps):
     policy = RetryPolicy(max_attempts=4, base_delay_s=0.5, max_delay_s=4.0, sleep=sleeps)
