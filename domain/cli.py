@@ -6,12 +6,14 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from domain import migrate, models, queue
 from domain.demo import demo_tenant_ids, describe, seed_demo
+from domain.release_graph import InvalidGraph, load_graph
 from domain.settings import get_settings
 from domain.store import engine_for, transaction
 from domain.tokens import mint_dev_token
@@ -50,6 +52,30 @@ def _cmd_queue_stats(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_release_plan(args: argparse.Namespace) -> int:
+    try:
+        graph = load_graph(Path(args.graph) if args.graph else None)
+        if args.repositories:
+            graph = graph.subset(args.repositories.split(","))
+    except InvalidGraph as exc:
+        print(f"wrk-orch: invalid release graph: {exc}", file=sys.stderr)
+        return 2
+    print(
+        json.dumps(
+            {
+                "order": graph.order,
+                "groups": [list(group) for group in graph.groups],
+                "repositories": {
+                    n: {"owner": r.owner, "workflow": r.workflow, "depends_on": list(r.depends_on)}
+                    for n, r in graph.repositories.items()
+                },
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wrk-orch", description="WRK orchestration operator commands")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -72,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("queue", help="the trigger queue").add_subparsers(dest="queue_command", required=True)
     p = q.add_parser("stats", help="rows per kind and state, and the oldest available age (JSON)")
     p.set_defaults(func=_cmd_queue_stats)
+
+    r = sub.add_parser("release", help="release builds").add_subparsers(dest="release_command", required=True)
+    p = r.add_parser("plan", help="the release graph's build order and parallel groups (JSON)")
+    p.add_argument("--graph", help="a graph YAML file (default: the shipped orchestration_defs/release_graph.yaml)")
+    p.add_argument("--repositories", help="only these repositories (comma-separated) and their dependencies")
+    p.set_defaults(func=_cmd_release_plan)
     return parser
 
 
