@@ -38,6 +38,7 @@ class Repository(BaseModel):
 class ReleaseGraph:
     repositories: Mapping[str, Repository]
     groups: tuple[tuple[str, ...], ...]  # parallel groups, in build order
+    publish_to: str = "bllvm/bllvm"  # owner/repo of the GitHub release
 
     @property
     def order(self) -> list[str]:
@@ -54,7 +55,8 @@ class ReleaseGraph:
             if name not in wanted:
                 wanted.add(name)
                 stack.extend(self.repositories[name].depends_on)
-        return build_graph({n: r for n, r in self.repositories.items() if n in wanted})
+        graph = build_graph({n: r for n, r in self.repositories.items() if n in wanted})
+        return ReleaseGraph(graph.repositories, graph.groups, self.publish_to)
 
     def critical_path(self, duration: Mapping[str, float]) -> float:
         finish: dict[str, float] = {}
@@ -123,7 +125,11 @@ def parse_graph(document: Any) -> ReleaseGraph:
         except ValidationError as exc:
             fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
             raise InvalidGraph(f"repository {name!r}: invalid {fields}") from exc
-    return build_graph(repositories)
+    graph = build_graph(repositories)
+    publish_to = str(document.get("publish_to") or graph.publish_to)
+    if publish_to.count("/") != 1:
+        raise InvalidGraph(f"publish_to must be 'owner/repo', not {publish_to!r}")
+    return ReleaseGraph(graph.repositories, graph.groups, publish_to)
 
 
 def load_graph(path: Path | None = None) -> ReleaseGraph:

@@ -63,11 +63,17 @@ class Settings(BaseSettings):
     dagster_port: int = 3000
     sensor_interval_seconds: int = 5
 
+    # Release builds
+    release_dir: str = ""  # default: $DAGSTER_HOME/releases (or ./var/releases)
+    release_signing_key: str | None = None  # path to an Ed25519 private key (PEM): signs SHA256SUMS
+
     # Flow policy
     project_live_on_deploy: bool = True
 
     @model_validator(mode="after")
     def _defaults_and_production_guard(self) -> Settings:
+        if not self.release_dir:
+            self.release_dir = str((default_data_dir() / "releases").resolve())
         if not self.database_url:
             self.database_url = f"sqlite:///{(default_data_dir() / 'wrk.db').resolve()}"
         if self.environment == "production":

@@ -4,7 +4,9 @@ import dagster as dg
 
 from orchestration_defs.build import build_automation_version, build_queue_sensor
 from orchestration_defs.deploy import reconcile_deployments, reconcile_deployments_schedule
+from orchestration_defs.release import release_build, release_queue_sensor
 from resources.database import DatabaseResource
+from resources.github import GitHubResource
 from resources.notifications import NotificationsResource
 from resources.wrk import WrkPlatformResource
 from schedules.sweeper import deliver_notifications, outbox_sensor, queue_sweeper, queue_sweeper_schedule
@@ -13,12 +15,13 @@ from sensors.queue import QUEUE_STATUS_SENSORS
 
 def build_definitions() -> dg.Definitions:
     return dg.Definitions(
-        jobs=[build_automation_version, reconcile_deployments, queue_sweeper, deliver_notifications],
+        jobs=[build_automation_version, release_build, reconcile_deployments, queue_sweeper, deliver_notifications],
         schedules=[queue_sweeper_schedule, reconcile_deployments_schedule],
-        sensors=[build_queue_sensor, outbox_sensor, *QUEUE_STATUS_SENSORS],
+        sensors=[build_queue_sensor, release_queue_sensor, outbox_sensor, *QUEUE_STATUS_SENSORS],
         resources={
             "database": DatabaseResource(),
             "wrk": WrkPlatformResource(),
+            "github": GitHubResource(),
             "notifications": NotificationsResource(),
         },
     )

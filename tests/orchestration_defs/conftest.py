@@ -4,7 +4,7 @@ from domain.settings import get_settings
 
 
 @pytest.fixture
-def flow_env(monkeypatch, sandbox, database_url):
+def flow_env(monkeypatch, sandbox, database_url, tmp_path):
     """Settings for flows under test: the sandbox, the test store, fast retries."""
     for name, value in {
         "DATABASE_URL": database_url,
@@ -15,6 +15,7 @@ def flow_env(monkeypatch, sandbox, database_url):
         "RETRY_MAX_DELAY_S": "0.05",
         "HTTP_READ_TIMEOUT_S": "0.5",
         "OPS_EMAIL": "ops@wrk.test",
+        "RELEASE_DIR": str(tmp_path / "releases"),
     }.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()

@@ -10,7 +10,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # The code location's surface, as the Dagster UI lists it. A change here is a change users see.
 EXPECTED = {
-    "jobs": ["build_automation_version", "deliver_notifications", "queue_sweeper", "reconcile_deployments"],
+    "jobs": [
+        "build_automation_version",
+        "deliver_notifications",
+        "queue_sweeper",
+        "reconcile_deployments",
+        "release_build",
+    ],
     "schedules": ["queue_sweeper_schedule", "reconcile_deployments_schedule"],
     "sensors": [
         "build_queue_sensor",
@@ -18,6 +24,7 @@ EXPECTED = {
         "queue_ack_sensor",
         "queue_cancel_sensor",
         "queue_failure_sensor",
+        "release_queue_sensor",
     ],
 }
 

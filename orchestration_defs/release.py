@@ -1,0 +1,244 @@
+"""Release builds as a Dagster job generated from the release graph: one op per repository wired in
+dependency order (independent branches run at the same time), then package and publish.
+
+Each repository op dispatches the repository's build workflow, finds its run, polls it with backoff
+until it completes, dispatches again on failure up to a limit, and downloads the run's artifacts. A
+repository whose build already succeeded for this release (a re-execution from failure, or a release
+re-run for the same tag) is not dispatched again. A repository not selected in the run config is
+skipped.
+"""
+
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from domain import release as rel
+from domain.models import BuildStatus
+from domain.release_graph import ReleaseGraph, Repository, load_graph
+from domain.settings import get_settings
+from domain.store import transaction
+from resources.database import DatabaseResource
+from resources.errors import NotFound, ValidationRejected
+from resources.github import GitHubClient, GitHubResource
+from sensors.queue import queue_sensor
+
+SUCCESS = "success"
+
+
+class ReleaseConfig(dg.Config):
+    tag: str
+    name: str | None = None
+    prerelease: bool = False
+    repositories: list[str] | None = None  # None: all of the graph
+    max_build_attempts: int = 2  # dispatches per repository before the release fails
+    build_timeout_s: float = 3600.0
+    poll_initial_s: float = 1.0
+    poll_max_s: float = 15.0
+
+
+def _op_name(repository: str) -> str:
+    return "build_" + repository.replace("-", "_").replace(".", "_")
+
+
+def _release_dir(tag: str) -> Path:
+    return Path(get_settings().release_dir) / tag
+
+
+def _find_run(gh: GitHubClient, repo: Repository, correlation_id: str, deadline: float) -> dict[str, Any]:
+    """The run whose name carries our correlation id (servers without return_run_details)."""
+    event = "repository_dispatch" if repo.dispatch == "repository_dispatch" else "workflow_dispatch"
+    while time.monotonic() < deadline:
+        for run in gh.list_workflow_runs(repo.owner, repo.name, event=event, per_page=30):
+            if correlation_id in (run.get("display_title") or "") or correlation_id in (run.get("name") or ""):
+                return run
+        time.sleep(1.0)
+    raise dg.Failure(f"{repo.name}: no run found for correlation id {correlation_id}")
+
+
+def _dispatch(gh: GitHubClient, repo: Repository, config: ReleaseConfig, correlation_id: str) -> int:
+    deadline = time.monotonic() + 120
+    inputs = {"correlation_id": correlation_id, "release_tag": config.tag}
+    if repo.dispatch == "repository_dispatch":
+        gh.repository_dispatch(repo.owner, repo.name, "release-build", inputs)
+        return int(_find_run(gh, repo, correlation_id, deadline)["id"])
+    try:
+        details = gh.dispatch_workflow(repo.owner, repo.name, repo.workflow, repo.ref, inputs)
+        if details and details.get("workflow_run_id"):
+            return int(details["workflow_run_id"])
+    except ValidationRejected:
+        # An older server refuses return_run_details: dispatch plainly and find the run by its name.
+        gh.dispatch_workflow(repo.owner, repo.name, repo.workflow, repo.ref, inputs, return_run_details=False)
+    return int(_find_run(gh, repo, correlation_id, deadline)["id"])
+
+
+def _poll(gh: GitHubClient, repo: Repository, run_id: int, config: ReleaseConfig) -> dict[str, Any]:
+    deadline = time.monotonic() + config.build_timeout_s
+    wait = config.poll_initial_s
+    while True:
+        run = gh.get_workflow_run(repo.owner, repo.name, run_id)
+        if run.get("status") == "completed":
+            return run
+        if time.monotonic() + wait > deadline:
+            raise dg.Failure(f"{repo.name}: run {run_id} did not complete within {config.build_timeout_s:.0f} s")
+        time.sleep(wait)
+        wait = min(config.poll_max_s, wait * 1.5)
+
+
+def repository_op(repo: Repository) -> dg.OpDefinition:
+    @dg.op(name=_op_name(repo.name), ins={"plan": dg.In(dict), "after": dg.In(dg.Nothing)},
+           description=f"Build {repo.owner}/{repo.name} ({repo.workflow}) and collect its artifacts.")
+    def build_repository(context: dg.OpExecutionContext, plan: dict, database: DatabaseResource,
+                         github: GitHubResource) -> list[str]:
+        config = ReleaseConfig(**plan["config"])
+        release_id = plan["release_id"]
+        if repo.name not in plan["repositories"]:
+            return []
+        with transaction(database.engine) as session:
+            row = rel.repo_build(session, release_id, repo.name)
+            if row.status == BuildStatus.SUCCEEDED.value:
+                context.log.info(f"{repo.name} already built for this release (run {row.github_run_id}); skipped")
+                return list(row.artifacts or [])
+        gh = github.client()
+        try:
+            for attempt in range(1, config.max_build_attempts + 1):
+                correlation_id = uuid.uuid4().hex
+                run_id = _dispatch(gh, repo, config, correlation_id)
+                with transaction(database.engine) as session:
+                    rel.update_repo_build(session, release_id, repo.name, status=BuildStatus.RUNNING.value,
+                                          attempts=attempt, correlation_id=correlation_id,
+                                          github_run_id=str(run_id), error=None, conclusion=None)
+                run = _poll(gh, repo, run_id, config)
+                conclusion = run.get("conclusion")
+                if conclusion == SUCCESS:
+                    paths = _download(gh, repo, run_id, config.tag)
+                    with transaction(database.engine) as session:
+                        rel.update_repo_build(
+                            session, release_id, repo.name, status=BuildStatus.SUCCEEDED.value, conclusion=conclusion,
+                            github_run_url=run.get("html_url"), artifacts=[str(p) for p in paths],
+                            checksums={p.name: rel.sha256_file(p) for p in paths},
+                        )
+                    context.add_output_metadata({"run": dg.MetadataValue.url(run.get("html_url") or ""),
+                                                 "attempts": attempt, "artifacts": len(paths)})
+                    return [str(p) for p in paths]
+                # failure, cancelled, timed_out, or a conclusion we do not know: all failures
+                context.log.warning(f"{repo.name}: run {run_id} concluded {conclusion!r} (attempt {attempt})")
+                with transaction(database.engine) as session:
+                    rel.update_repo_build(session, release_id, repo.name, conclusion=conclusion,
+                                          github_run_url=run.get("html_url"),
+                                          error=f"run {run_id} concluded {conclusion!r}")
+        finally:
+            gh.close()
+        with transaction(database.engine) as session:
+            rel.update_repo_build(session, release_id, repo.name, status=BuildStatus.FAILED.value)
+            rel.finish_release(session, release_id, BuildStatus.FAILED,
+                               error=f"{repo.name} failed after {config.max_build_attempts} attempts")
+        raise dg.Failure(f"{repo.name} failed after {config.max_build_attempts} build attempts",
+                         allow_retries=False)
+
+    return build_repository
+
+
+def _download(gh: GitHubClient, repo: Repository, run_id: int, tag: str) -> list[Path]:
+    target = _release_dir(tag) / "artifacts" / repo.name
+    shutil.rmtree(target, ignore_errors=True)
+    paths = []
+    for artifact in gh.list_run_artifacts(repo.owner, repo.name, run_id):
+        if repo.artifacts and artifact["name"] not in repo.artifacts:
+            continue
+        paths.append(gh.download_artifact(repo.owner, repo.name, artifact["id"], target / f"{artifact['name']}.zip"))
+    return paths
+
+
+@dg.op(description="The release's rows: created, or reused when the tag was started before. Its config is "
+       "the release's (tag, prerelease, repositories, attempts, time limit); the other steps read it from here.")
+def start_release(context: dg.OpExecutionContext, config: ReleaseConfig, database: DatabaseResource) -> dict:
+    graph = load_graph()
+    selected = graph.subset(config.repositories).order if config.repositories else graph.order
+    with transaction(database.engine) as session:
+        release_id = rel.start_release(session, config.tag, config.name, config.prerelease, selected, context.run_id)
+    context.instance.add_run_tags(context.run_id, {"wrk/release_tag": config.tag})
+    context.add_output_metadata({"tag": config.tag, "repositories": ", ".join(selected)})
+    return {"release_id": release_id, "repositories": selected, "config": config.model_dump()}
+
+
+@dg.op(description="One archive of all artifacts, SHA256SUMS (and its signature when a key is set).")
+def package(context: dg.OpExecutionContext, plan: dict, artifacts: list[list[str]]) -> dict[str, str]:
+    config = ReleaseConfig(**plan["config"])
+    paths = [Path(p) for group in artifacts for p in group]
+    files = rel.package(_release_dir(config.tag), config.tag, paths)
+    signing_key = get_settings().release_signing_key
+    if signing_key:
+        files["signature"] = rel.sign(files["sha256sums"], Path(signing_key))
+    context.add_output_metadata({"archive_sha256": rel.sha256_file(files["archive"]), "artifacts": len(paths)})
+    return {name: str(path) for name, path in files.items()}
+
+
+@dg.op(description="Create (or reuse) the GitHub release and upload the archive, SHA256SUMS and signature.")
+def publish(context: dg.OpExecutionContext, plan: dict, files: dict[str, str], database: DatabaseResource,
+            github: GitHubResource) -> str:
+    config, release_id = ReleaseConfig(**plan["config"]), plan["release_id"]
+    owner, repo = load_graph().publish_to.split("/")
+    gh = github.client()
+    try:
+        try:
+            release = gh.get_release_by_tag(owner, repo, config.tag)
+        except NotFound:
+            with transaction(database.engine) as session:
+                notes = rel.release_notes(session, release_id)
+            release = gh.create_release(owner, repo, tag=config.tag, name=config.name or config.tag, body=notes,
+                                        prerelease=config.prerelease)
+        existing = {a["name"]: a for a in gh.list_release_assets(owner, repo, release["id"])}
+        uploaded = skipped = 0
+        for path in (Path(p) for p in files.values()):
+            digest = "sha256:" + rel.sha256_file(path)
+            asset = existing.get(path.name)
+            if asset is not None and asset.get("digest") == digest and asset.get("state") == "uploaded":
+                skipped += 1
+                continue
+            if asset is not None:  # a broken or different upload: replace it in this same attempt
+                gh.delete_release_asset(owner, repo, asset["id"])
+            gh.upload_release_asset(release["upload_url"], path)
+            uploaded += 1
+    finally:
+        gh.close()
+    with transaction(database.engine) as session:
+        rel.finish_release(session, release_id, BuildStatus.SUCCEEDED, github_release_id=str(release["id"]),
+                           github_release_url=release.get("html_url"),
+                           archive_sha256=rel.sha256_file(Path(files["archive"])))
+    context.add_output_metadata({"release": dg.MetadataValue.url(release.get("html_url") or ""),
+                                 "uploaded": uploaded, "skipped": skipped})
+    return str(release["id"])
+
+
+def build_release_job(graph: ReleaseGraph, name: str = "release_build") -> dg.JobDefinition:
+    ops = {repo_name: repository_op(repo) for repo_name, repo in graph.repositories.items()}
+    # Several steps at once, each its own process: forkserver keeps a step's start-up low.
+    executor = dg.multiprocess_executor.configured({"max_concurrent": 8, "start_method": {"forkserver": {}}})
+
+    @dg.job(name=name, executor_def=executor, tags={"wrk/flow": "release"},
+            description="Build the release graph's repositories in dependency order, package, publish.")
+    def release_job() -> None:
+        plan = start_release()
+        outputs: dict[str, Any] = {}
+        for repo_name in graph.order:
+            deps = [outputs[d] for d in graph.repositories[repo_name].depends_on]
+            outputs[repo_name] = ops[repo_name](plan=plan, after=deps) if deps else ops[repo_name](plan=plan)
+        files = package(plan, [outputs[n] for n in graph.order])
+        publish(plan, files)
+
+    return release_job
+
+
+release_build = build_release_job(load_graph())
+
+
+def _run_config(payload: Any) -> dict[str, Any]:
+    config = {k: payload[k] for k in ("tag", "name", "prerelease", "repositories") if payload.get(k) is not None}
+    return {"ops": {"start_release": {"config": config}}}
+
+
+release_queue_sensor = queue_sensor("release", release_build, _run_config)

@@ -1,0 +1,144 @@
+"""Release builds over the sandbox's GitHub: order, failures, resume, idempotent publish, checksums."""
+
+import subprocess
+
+import dagster as dg
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import select
+
+from domain.models import ReleaseBuild, RepoBuild
+from domain.release_graph import load_graph
+from domain.store import transaction
+from orchestration_defs.release import release_build
+from resources.database import DatabaseResource
+from resources.github import GitHubResource
+
+ALL = load_graph().order
+
+
+@pytest.fixture
+def instance(tmp_path):
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        yield instance
+
+
+def _release(database_url, instance, tag="v1.0.0", **config):
+    run_config = {"ops": {"start_release": {"config": {"tag": tag, "poll_initial_s": 0.05, "poll_max_s": 0.2,
+                                                        **config}}}}
+    return release_build.execute_in_process(
+        run_config=run_config, instance=instance, raise_on_error=False,
+        resources={"database": DatabaseResource(url=database_url), "github": GitHubResource()})
+
+
+def _dispatches(sandbox) -> list[str]:
+    return [c["path"].split("/")[4] for c in sandbox.calls("POST", r"/github/repos/.*/dispatches")]
+
+
+def _repo_states(engine, tag) -> dict[str, tuple[str, int]]:
+    with transaction(engine) as session:
+        release = session.scalars(select(ReleaseBuild).where(ReleaseBuild.tag == tag)).one()
+        rows = session.scalars(select(RepoBuild).where(RepoBuild.release_build_id == release.id)).all()
+        return {r.repository: (r.status, r.attempts) for r in rows} | {"_release": (release.status, 0)}
+
+
+def _asset(sandbox, asset) -> bytes:
+    return sandbox.http.get(asset["browser_download_url"].replace(sandbox.url, "")).content
+
+
+def test_full_release_builds_in_order_and_publishes_checksums_that_verify(
+    engine, database_url, sandbox, flow_env, instance, tmp_path
+):
+    sandbox.configure_github(default_duration_s=0.2)
+    result = _release(database_url, instance)
+    assert result.success
+    order = _dispatches(sandbox)
+    graph = load_graph()
+    for repo in graph.order:
+        for dep in graph.repositories[repo].depends_on:
+            assert order.index(dep) < order.index(repo)
+    states = _repo_states(engine, "v1.0.0")
+    assert states.pop("_release") == ("succeeded", 0)
+    assert set(states.values()) == {("succeeded", 1)} and set(states) == set(ALL)
+    release = sandbox.http.get("/github/repos/bllvm/bllvm/releases/tags/v1.0.0").json()
+    assert sorted(a["name"] for a in release["assets"]) == ["SHA256SUMS", "release-v1.0.0.tar.gz"]
+    assert all(f"- {repo}: run" in release["body"] for repo in ALL)
+    download = tmp_path / "download"
+    download.mkdir()
+    for asset in release["assets"]:
+        (download / asset["name"]).write_bytes(_asset(sandbox, asset))
+    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=download, capture_output=True, text=True)
+    assert check.returncode == 0 and "release-v1.0.0.tar.gz: OK" in check.stdout
+    import tarfile
+
+    with tarfile.open(download / "release-v1.0.0.tar.gz") as tar:
+        members = sorted(tar.getnames())
+    assert members == sorted(f"{repo}/{repo}-build.zip" for repo in ALL)
+
+
+def test_a_failing_build_is_retried_then_fails_the_release_and_its_dependents_never_start(
+    engine, database_url, sandbox, flow_env, instance
+):
+    sandbox.configure_github(default_duration_s=0.1, repos={"bllvm-node": {"conclusions": ["failure", "timed_out",
+                                                                                           "success"]}})
+    result = _release(database_url, instance, tag="v2.0.0")
+    assert not result.success
+    states = _repo_states(engine, "v2.0.0")
+    assert states["bllvm-node"] == ("failed", 2)
+    assert states["_release"] == ("failed", 0)
+    dispatched = _dispatches(sandbox)
+    assert dispatched.count("bllvm-node") == 2
+    assert not {"bllvm-sdk", "bllvm", "governance-app"} & set(dispatched)
+    assert states["commons"][0] == "succeeded"  # an independent branch still built
+
+    # Resume: the same tag again builds only what did not succeed; nothing built is dispatched again.
+    before = len(dispatched)
+    again = _release(database_url, instance, tag="v2.0.0")
+    assert again.success
+    resumed = _dispatches(sandbox)[before:]
+    assert sorted(resumed) == sorted(["bllvm-node", "bllvm-sdk", "bllvm", "governance-app"])
+
+
+def test_publish_is_idempotent_and_replaces_a_broken_asset(engine, database_url, sandbox, flow_env, instance):
+    sandbox.configure_github(default_duration_s=0.05)
+    assert _release(database_url, instance, tag="v3.0.0").success
+    release = sandbox.http.get("/github/repos/bllvm/bllvm/releases/tags/v3.0.0").json()
+    sums = next(a for a in release["assets"] if a["name"] == "SHA256SUMS")
+    # Break one asset: replace it by a truncated upload with the same name.
+    sandbox.http.delete(f"/github/repos/bllvm/bllvm/releases/assets/{sums['id']}")
+    sandbox.http.post(release["upload_url"].split("{")[0], params={"name": "SHA256SUMS"}, content=b"truncat")
+    uploads_before = len(sandbox.calls("POST", r"/github/uploads/.*"))
+    assert _release(database_url, instance, tag="v3.0.0").success
+    calls = sandbox.calls(path=r"/github/(uploads/)?repos/bllvm/bllvm/releases.*")
+    assert len([c for c in calls if c["method"] == "POST" and "uploads" in c["path"]]) == uploads_before + 1
+    assert len([c for c in calls if c["method"] == "POST" and c["path"].endswith("/releases")]) == 1  # reused
+    assets = sandbox.http.get("/github/repos/bllvm/bllvm/releases/tags/v3.0.0").json()["assets"]
+    fixed = next(a for a in assets if a["name"] == "SHA256SUMS")
+    assert _asset(sandbox, fixed).endswith(b"  release-v3.0.0.tar.gz\n")
+
+
+def test_dispatch_falls_back_to_the_correlation_id_when_run_details_are_refused(
+    engine, database_url, sandbox, flow_env, instance
+):
+    sandbox.configure_github(default_duration_s=0.05, supports_return_run_details=False)
+    assert _release(database_url, instance, tag="v4.0.0", repositories=["commons"]).success
+    assert _repo_states(engine, "v4.0.0")["commons"] == ("succeeded", 1)
+
+
+def test_signed_sha256sums_verify_with_the_public_key(engine, database_url, sandbox, flow_env, instance, tmp_path,
+                                                      monkeypatch):
+    from domain.settings import get_settings
+
+    key = Ed25519PrivateKey.generate()
+    pem = tmp_path / "signing.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    monkeypatch.setenv("RELEASE_SIGNING_KEY", str(pem))
+    get_settings.cache_clear()
+    sandbox.configure_github(default_duration_s=0.05)
+    assert _release(database_url, instance, tag="v5.0.0", repositories=["commons"]).success
+    assets = {a["name"]: a for a in sandbox.http.get("/github/repos/bllvm/bllvm/releases/tags/v5.0.0").json()["assets"]}
+    assert set(assets) == {"SHA256SUMS", "SHA256SUMS.sig", "release-v5.0.0.tar.gz"}
+    key.public_key().verify(_asset(sandbox, assets["SHA256SUMS.sig"]), _asset(sandbox, assets["SHA256SUMS"]))
