@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 from domain.models import BuildStatus, ReleaseBuild, RepoBuild
 
 
-def start_release(session: Session, tag: str, name: str | None, prerelease: bool, repositories: list[str],
-                  run_id: str) -> str:
+def start_release(
+    session: Session, tag: str, name: str | None, prerelease: bool, repositories: list[str], run_id: str
+) -> str:
     """The release's row (reused when the tag was started before: a resumed release) and one row per
     repository; returns the release id."""
     release = session.scalars(select(ReleaseBuild).where(ReleaseBuild.tag == tag).with_for_update()).one_or_none()
@@ -35,8 +36,11 @@ def start_release(session: Session, tag: str, name: str | None, prerelease: bool
 
 
 def repo_build(session: Session, release_id: str, repository: str) -> RepoBuild:
-    return session.scalars(select(RepoBuild).where(
-        RepoBuild.release_build_id == release_id, RepoBuild.repository == repository).with_for_update()).one()
+    return session.scalars(
+        select(RepoBuild)
+        .where(RepoBuild.release_build_id == release_id, RepoBuild.repository == repository)
+        .with_for_update()
+    ).one()
 
 
 def update_repo_build(session: Session, release_id: str, repository: str, **values: Any) -> None:
@@ -80,11 +84,15 @@ def package(release_dir: Path, tag: str, artifact_paths: list[Path]) -> dict[str
 
 
 def release_notes(session: Session, release_id: str) -> str:
-    rows = session.scalars(select(RepoBuild).where(RepoBuild.release_build_id == release_id)
-                           .order_by(RepoBuild.repository)).all()
+    rows = session.scalars(
+        select(RepoBuild).where(RepoBuild.release_build_id == release_id).order_by(RepoBuild.repository)
+    ).all()
     lines = ["Built repositories:", ""]
-    lines += [f"- {r.repository}: run {r.github_run_id} {r.github_run_url or ''}".rstrip() for r in rows
-              if r.status == BuildStatus.SUCCEEDED.value]
+    lines += [
+        f"- {r.repository}: run {r.github_run_id} {r.github_run_url or ''}".rstrip()
+        for r in rows
+        if r.status == BuildStatus.SUCCEEDED.value
+    ]
     return "\n".join(lines) + "\n"
 
 

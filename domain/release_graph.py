@@ -97,7 +97,7 @@ def _find_cycle(repositories: Mapping[str, Repository]) -> list[str] | None:
         path.append(name)
         for dep in repositories[name].depends_on:
             if state.get(dep) == 1:
-                return [*path[path.index(dep):], dep]
+                return [*path[path.index(dep) :], dep]
             if dep not in state:
                 found = visit(dep)
                 if found:

@@ -89,10 +89,14 @@ def _poll(gh: GitHubClient, repo: Repository, run_id: int, config: ReleaseConfig
 
 
 def repository_op(repo: Repository) -> dg.OpDefinition:
-    @dg.op(name=_op_name(repo.name), ins={"plan": dg.In(dict), "after": dg.In(dg.Nothing)},
-           description=f"Build {repo.owner}/{repo.name} ({repo.workflow}) and collect its artifacts.")
-    def build_repository(context: dg.OpExecutionContext, plan: dict, database: DatabaseResource,
-                         github: GitHubResource) -> list[str]:
+    @dg.op(
+        name=_op_name(repo.name),
+        ins={"plan": dg.In(dict), "after": dg.In(dg.Nothing)},
+        description=f"Build {repo.owner}/{repo.name} ({repo.workflow}) and collect its artifacts.",
+    )
+    def build_repository(
+        context: dg.OpExecutionContext, plan: dict, database: DatabaseResource, github: GitHubResource
+    ) -> list[str]:
         config = ReleaseConfig(**plan["config"])
         release_id = plan["release_id"]
         if repo.name not in plan["repositories"]:
@@ -108,36 +112,62 @@ def repository_op(repo: Repository) -> dg.OpDefinition:
                 correlation_id = uuid.uuid4().hex
                 run_id = _dispatch(gh, repo, config, correlation_id)
                 with transaction(database.engine) as session:
-                    rel.update_repo_build(session, release_id, repo.name, status=BuildStatus.RUNNING.value,
-                                          attempts=attempt, correlation_id=correlation_id,
-                                          github_run_id=str(run_id), error=None, conclusion=None)
+                    rel.update_repo_build(
+                        session,
+                        release_id,
+                        repo.name,
+                        status=BuildStatus.RUNNING.value,
+                        attempts=attempt,
+                        correlation_id=correlation_id,
+                        github_run_id=str(run_id),
+                        error=None,
+                        conclusion=None,
+                    )
                 run = _poll(gh, repo, run_id, config)
                 conclusion = run.get("conclusion")
                 if conclusion == SUCCESS:
                     paths = _download(gh, repo, run_id, config.tag)
                     with transaction(database.engine) as session:
                         rel.update_repo_build(
-                            session, release_id, repo.name, status=BuildStatus.SUCCEEDED.value, conclusion=conclusion,
-                            github_run_url=run.get("html_url"), artifacts=[str(p) for p in paths],
+                            session,
+                            release_id,
+                            repo.name,
+                            status=BuildStatus.SUCCEEDED.value,
+                            conclusion=conclusion,
+                            github_run_url=run.get("html_url"),
+                            artifacts=[str(p) for p in paths],
                             checksums={p.name: rel.sha256_file(p) for p in paths},
                         )
-                    context.add_output_metadata({"run": dg.MetadataValue.url(run.get("html_url") or ""),
-                                                 "attempts": attempt, "artifacts": len(paths)})
+                    context.add_output_metadata(
+                        {
+                            "run": dg.MetadataValue.url(run.get("html_url") or ""),
+                            "attempts": attempt,
+                            "artifacts": len(paths),
+                        }
+                    )
                     return [str(p) for p in paths]
                 # failure, cancelled, timed_out, or a conclusion we do not know: all failures
                 context.log.warning(f"{repo.name}: run {run_id} concluded {conclusion!r} (attempt {attempt})")
                 with transaction(database.engine) as session:
-                    rel.update_repo_build(session, release_id, repo.name, conclusion=conclusion,
-                                          github_run_url=run.get("html_url"),
-                                          error=f"run {run_id} concluded {conclusion!r}")
+                    rel.update_repo_build(
+                        session,
+                        release_id,
+                        repo.name,
+                        conclusion=conclusion,
+                        github_run_url=run.get("html_url"),
+                        error=f"run {run_id} concluded {conclusion!r}",
+                    )
         finally:
             gh.close()
         with transaction(database.engine) as session:
             rel.update_repo_build(session, release_id, repo.name, status=BuildStatus.FAILED.value)
-            rel.finish_release(session, release_id, BuildStatus.FAILED,
-                               error=f"{repo.name} failed after {config.max_build_attempts} attempts")
-        raise dg.Failure(f"{repo.name} failed after {config.max_build_attempts} build attempts",
-                         allow_retries=False)
+            rel.finish_release(
+                session,
+                release_id,
+                BuildStatus.FAILED,
+                error=f"{repo.name} failed after {config.max_build_attempts} attempts",
+            )
+        raise dg.Failure(f"{repo.name} failed after {config.max_build_attempts} build attempts", allow_retries=False)
 
     return build_repository
 
@@ -153,16 +183,28 @@ def _download(gh: GitHubClient, repo: Repository, run_id: int, tag: str) -> list
     return paths
 
 
-@dg.op(description="The release's rows: created, or reused when the tag was started before. Its config is "
-       "the release's (tag, prerelease, repositories, attempts, time limit); the other steps read it from here.")
-def start_release(context: dg.OpExecutionContext, config: ReleaseConfig, database: DatabaseResource) -> dict:
-    graph = load_graph()
-    selected = graph.subset(config.repositories).order if config.repositories else graph.order
-    with transaction(database.engine) as session:
-        release_id = rel.start_release(session, config.tag, config.name, config.prerelease, selected, context.run_id)
-    context.instance.add_run_tags(context.run_id, {"wrk/release_tag": config.tag})
-    context.add_output_metadata({"tag": config.tag, "repositories": ", ".join(selected)})
-    return {"release_id": release_id, "repositories": selected, "config": config.model_dump()}
+def start_release_op(graph: ReleaseGraph) -> dg.OpDefinition:
+    @dg.op(
+        name="start_release",
+        description="The release's rows: created, or reused when the tag was started before. Its config is "
+        "the release's (tag, prerelease, repositories, attempts, time limit); the other steps read it here.",
+    )
+    def start_release(context: dg.OpExecutionContext, config: ReleaseConfig, database: DatabaseResource) -> dict:
+        selected = graph.subset(config.repositories).order if config.repositories else graph.order
+        with transaction(database.engine) as session:
+            release_id = rel.start_release(
+                session, config.tag, config.name, config.prerelease, selected, context.run_id
+            )
+        context.instance.add_run_tags(context.run_id, {"wrk/release_tag": config.tag})
+        context.add_output_metadata({"tag": config.tag, "repositories": ", ".join(selected)})
+        return {
+            "release_id": release_id,
+            "repositories": selected,
+            "config": config.model_dump(),
+            "publish_to": graph.publish_to,
+        }
+
+    return start_release
 
 
 @dg.op(description="One archive of all artifacts, SHA256SUMS (and its signature when a key is set).")
@@ -178,10 +220,15 @@ def package(context: dg.OpExecutionContext, plan: dict, artifacts: list[list[str
 
 
 @dg.op(description="Create (or reuse) the GitHub release and upload the archive, SHA256SUMS and signature.")
-def publish(context: dg.OpExecutionContext, plan: dict, files: dict[str, str], database: DatabaseResource,
-            github: GitHubResource) -> str:
+def publish(
+    context: dg.OpExecutionContext,
+    plan: dict,
+    files: dict[str, str],
+    database: DatabaseResource,
+    github: GitHubResource,
+) -> str:
     config, release_id = ReleaseConfig(**plan["config"]), plan["release_id"]
-    owner, repo = load_graph().publish_to.split("/")
+    owner, repo = plan["publish_to"].split("/")
     gh = github.client()
     try:
         try:
@@ -189,8 +236,9 @@ def publish(context: dg.OpExecutionContext, plan: dict, files: dict[str, str], d
         except NotFound:
             with transaction(database.engine) as session:
                 notes = rel.release_notes(session, release_id)
-            release = gh.create_release(owner, repo, tag=config.tag, name=config.name or config.tag, body=notes,
-                                        prerelease=config.prerelease)
+            release = gh.create_release(
+                owner, repo, tag=config.tag, name=config.name or config.tag, body=notes, prerelease=config.prerelease
+            )
         existing = {a["name"]: a for a in gh.list_release_assets(owner, repo, release["id"])}
         uploaded = skipped = 0
         for path in (Path(p) for p in files.values()):
@@ -206,11 +254,17 @@ def publish(context: dg.OpExecutionContext, plan: dict, files: dict[str, str], d
     finally:
         gh.close()
     with transaction(database.engine) as session:
-        rel.finish_release(session, release_id, BuildStatus.SUCCEEDED, github_release_id=str(release["id"]),
-                           github_release_url=release.get("html_url"),
-                           archive_sha256=rel.sha256_file(Path(files["archive"])))
-    context.add_output_metadata({"release": dg.MetadataValue.url(release.get("html_url") or ""),
-                                 "uploaded": uploaded, "skipped": skipped})
+        rel.finish_release(
+            session,
+            release_id,
+            BuildStatus.SUCCEEDED,
+            github_release_id=str(release["id"]),
+            github_release_url=release.get("html_url"),
+            archive_sha256=rel.sha256_file(Path(files["archive"])),
+        )
+    context.add_output_metadata(
+        {"release": dg.MetadataValue.url(release.get("html_url") or ""), "uploaded": uploaded, "skipped": skipped}
+    )
     return str(release["id"])
 
 
@@ -219,8 +273,14 @@ def build_release_job(graph: ReleaseGraph, name: str = "release_build") -> dg.Jo
     # Several steps at once, each its own process: forkserver keeps a step's start-up low.
     executor = dg.multiprocess_executor.configured({"max_concurrent": 8, "start_method": {"forkserver": {}}})
 
-    @dg.job(name=name, executor_def=executor, tags={"wrk/flow": "release"},
-            description="Build the release graph's repositories in dependency order, package, publish.")
+    start_release = start_release_op(graph)
+
+    @dg.job(
+        name=name,
+        executor_def=executor,
+        tags={"wrk/flow": "release"},
+        description="Build the release graph's repositories in dependency order, package, publish.",
+    )
     def release_job() -> None:
         plan = start_release()
         outputs: dict[str, Any] = {}

@@ -26,11 +26,15 @@ def instance(tmp_path):
 
 
 def _release(database_url, instance, tag="v1.0.0", **config):
-    run_config = {"ops": {"start_release": {"config": {"tag": tag, "poll_initial_s": 0.05, "poll_max_s": 0.2,
-                                                        **config}}}}
+    run_config = {
+        "ops": {"start_release": {"config": {"tag": tag, "poll_initial_s": 0.05, "poll_max_s": 0.2, **config}}}
+    }
     return release_build.execute_in_process(
-        run_config=run_config, instance=instance, raise_on_error=False,
-        resources={"database": DatabaseResource(url=database_url), "github": GitHubResource()})
+        run_config=run_config,
+        instance=instance,
+        raise_on_error=False,
+        resources={"database": DatabaseResource(url=database_url), "github": GitHubResource()},
+    )
 
 
 def _dispatches(sandbox) -> list[str]:
@@ -81,8 +85,9 @@ def test_full_release_builds_in_order_and_publishes_checksums_that_verify(
 def test_a_failing_build_is_retried_then_fails_the_release_and_its_dependents_never_start(
     engine, database_url, sandbox, flow_env, instance
 ):
-    sandbox.configure_github(default_duration_s=0.1, repos={"bllvm-node": {"conclusions": ["failure", "timed_out",
-                                                                                           "success"]}})
+    sandbox.configure_github(
+        default_duration_s=0.1, repos={"bllvm-node": {"conclusions": ["failure", "timed_out", "success"]}}
+    )
     result = _release(database_url, instance, tag="v2.0.0")
     assert not result.success
     states = _repo_states(engine, "v2.0.0")
@@ -127,14 +132,16 @@ def test_dispatch_falls_back_to_the_correlation_id_when_run_details_are_refused(
     assert _repo_states(engine, "v4.0.0")["commons"] == ("succeeded", 1)
 
 
-def test_signed_sha256sums_verify_with_the_public_key(engine, database_url, sandbox, flow_env, instance, tmp_path,
-                                                      monkeypatch):
+def test_signed_sha256sums_verify_with_the_public_key(
+    engine, database_url, sandbox, flow_env, instance, tmp_path, monkeypatch
+):
     from domain.settings import get_settings
 
     key = Ed25519PrivateKey.generate()
     pem = tmp_path / "signing.pem"
-    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
+    pem.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     monkeypatch.setenv("RELEASE_SIGNING_KEY", str(pem))
     get_settings.cache_clear()
     sandbox.configure_github(default_duration_s=0.05)
@@ -142,3 +149,51 @@ def test_signed_sha256sums_verify_with_the_public_key(engine, database_url, sand
     assets = {a["name"]: a for a in sandbox.http.get("/github/repos/bllvm/bllvm/releases/tags/v5.0.0").json()["assets"]}
     assert set(assets) == {"SHA256SUMS", "SHA256SUMS.sig", "release-v5.0.0.tar.gz"}
     key.public_key().verify(_asset(sandbox, assets["SHA256SUMS.sig"]), _asset(sandbox, assets["SHA256SUMS"]))
+
+
+def test_releases_are_readable_over_the_api_and_workflow_run_events_update_them(
+    engine, database_url, sandbox, flow_env, instance
+):
+    import hashlib
+    import hmac
+    import json
+
+    from starlette.testclient import TestClient
+
+    from api.app import create_app
+    from domain.settings import get_settings
+    from tests.api.conftest import bearer, make_token
+
+    sandbox.configure_github(default_duration_s=0.05)
+    assert _release(database_url, instance, tag="v6.0.0", repositories=["commons"]).success
+    settings = get_settings()
+    with TestClient(create_app(settings, engine)) as client:
+        token = bearer(make_token(settings, tenants=["any"], roles=["ops_release"]))
+        [listed] = client.get("/v1/releases", headers=token).json()["releases"]
+        detail = client.get(f"/v1/releases/{listed['id']}", headers=token).json()
+        assert detail["tag"] == "v6.0.0" and detail["status"] == "succeeded"
+        [build] = detail["builds"]
+        assert build["repository"] == "commons" and build["status"] == "succeeded" and build["checksums"]
+        assert (
+            client.get(
+                "/v1/releases", headers=bearer(make_token(settings, tenants=["t"], roles=["ops_build"]))
+            ).status_code
+            == 403
+        )
+        event = {
+            "action": "completed",
+            "workflow_run": {"id": int(build["github_run_id"]), "status": "completed", "conclusion": "failure"},
+        }
+        body = json.dumps(event).encode()
+        signature = (
+            "sha256="
+            + hmac.new(settings.github_webhook_secret.get_secret_value().encode(), body, hashlib.sha256).hexdigest()
+        )
+        recorded = client.post(
+            "/webhooks/github",
+            content=body,
+            headers={"X-GitHub-Event": "workflow_run", "X-GitHub-Delivery": "wr-1", "X-Hub-Signature-256": signature},
+        )
+        assert recorded.json()["status"] == "recorded"
+        [after] = client.get(f"/v1/releases/{listed['id']}", headers=token).json()["builds"]
+        assert (after["status"], after["conclusion"]) == ("failed", "failure")
