@@ -57,7 +57,7 @@ def _view(release: ReleaseBuild, builds: list[RepoBuild] | None = None) -> dict[
     out = ReleaseOut.model_validate(release, from_attributes=True)
     if builds is not None:
         out.builds = [RepoBuildOut.model_validate(b, from_attributes=True) for b in builds]
-    return out.model_dump(mode="json", exclude_none=builds is None)
+    return out.model_dump(mode="json", exclude={"builds"} if builds is None else None)
 
 
 async def list_releases(request: Request) -> JSONResponse:
