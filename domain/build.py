@@ -270,34 +270,13 @@ def notify_build(session: Session, target: BuildTarget, workflow_id: str, workfl
         "workflow_id": workflow_id,
     }
     key = f"{target.automation_version_id}:{workflow_id}"
-    sent = 0
-    if target.client_email:
-        sent += notifications.notify(
-            session,
-            channel=NotificationChannel.EMAIL,
-            template="build_complete",
-            recipient=target.client_email,
-            payload=payload,
-            tenant_id=target.tenant_id,
-            dedup_key=f"build_complete:{key}",
-        )
-    sent += notifications.notify(
+    return notifications.notify_all(
         session,
-        channel=NotificationChannel.EMAIL,
-        template="qa_ready",
-        recipient=ops_email,
-        payload=payload,
         tenant_id=target.tenant_id,
-        dedup_key=f"qa_ready:{key}",
+        payload=payload,
+        messages=[
+            (NotificationChannel.EMAIL, "build_complete", target.client_email, f"build_complete:{key}"),
+            (NotificationChannel.EMAIL, "qa_ready", ops_email, f"qa_ready:{key}"),
+            (NotificationChannel.IN_APP, "qa_ready", target.owner_user_id, f"qa_ready_in_app:{key}"),
+        ],
     )
-    if target.owner_user_id:
-        sent += notifications.notify(
-            session,
-            channel=NotificationChannel.IN_APP,
-            template="qa_ready",
-            recipient=target.owner_user_id,
-            payload=payload,
-            tenant_id=target.tenant_id,
-            dedup_key=f"qa_ready_in_app:{key}",
-        )
-    return sent

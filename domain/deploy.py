@@ -245,26 +245,16 @@ def commit_pause(
         metadata={"invoked_via": invoked_via, "binding_id": plan.binding_id},
     )
     session.flush()
-    payload = _payload(project, version, actor, reason)
-    notifications.notify(
+    key = f"automation_paused:{entry.id}"
+    notifications.notify_all(
         session,
-        channel=NotificationChannel.EMAIL,
-        template="automation_paused",
-        recipient=ops_email,
-        payload=payload,
         tenant_id=version.tenant_id,
-        dedup_key=f"automation_paused:{entry.id}",
+        payload=_payload(project, version, actor, reason),
+        messages=[
+            (NotificationChannel.EMAIL, "automation_paused", ops_email, key),
+            (NotificationChannel.EMAIL, "automation_paused", project.client_email, f"{key}:client"),
+        ],
     )
-    if project.client_email:
-        notifications.notify(
-            session,
-            channel=NotificationChannel.EMAIL,
-            template="automation_paused",
-            recipient=project.client_email,
-            payload=payload,
-            tenant_id=version.tenant_id,
-            dedup_key=f"automation_paused:{entry.id}:client",
-        )
     return entry.id
 
 
@@ -290,53 +280,26 @@ def _notify_live(
     audit_id: int,
     slack: bool,
 ) -> None:
-    payload = _payload(project, version, actor, reason)
     key = f"{version.id}:{audit_id}"
-    if project.client_email:
-        notifications.notify(
-            session,
-            channel=NotificationChannel.EMAIL,
-            template="automation_live",
-            recipient=project.client_email,
-            payload=payload,
-            tenant_id=version.tenant_id,
-            dedup_key=f"automation_live:{key}",
-        )
-    notifications.notify(
-        session,
-        channel=NotificationChannel.EMAIL,
-        template="deployment_success",
-        recipient=ops_email,
-        payload=payload,
-        tenant_id=version.tenant_id,
-        dedup_key=f"deployment_success:{key}",
-    )
-    if slack:
-        notifications.notify(
-            session,
-            channel=NotificationChannel.SLACK,
-            template="deployment_success",
-            recipient="slack",
-            payload=payload,
-            tenant_id=version.tenant_id,
-            dedup_key=f"deployment_success_slack:{key}",
-        )
     collaborators = session.scalars(
         select(models.ProjectCollaborator.user_id).where(
             models.ProjectCollaborator.tenant_id == project.tenant_id,
             models.ProjectCollaborator.project_id == project.id,
         )
     ).all()
-    for user_id in collaborators:
-        notifications.notify(
-            session,
-            channel=NotificationChannel.IN_APP,
-            template="automation_live",
-            recipient=user_id,
-            payload=payload,
-            tenant_id=version.tenant_id,
-            dedup_key=f"automation_live_in_app:{key}:{user_id}",
-        )
+    messages: list[notifications.Message] = [
+        (NotificationChannel.EMAIL, "automation_live", project.client_email, f"automation_live:{key}"),
+        (NotificationChannel.EMAIL, "deployment_success", ops_email, f"deployment_success:{key}"),
+        *(
+            (NotificationChannel.IN_APP, "automation_live", user_id, f"automation_live_in_app:{key}:{user_id}")
+            for user_id in collaborators
+        ),
+    ]
+    if slack:
+        messages.append((NotificationChannel.SLACK, "deployment_success", "slack", f"deployment_success_slack:{key}"))
+    notifications.notify_all(
+        session, tenant_id=version.tenant_id, payload=_payload(project, version, actor, reason), messages=messages
+    )
 
 
 def live_versions(session: Session, tenant_id: str, project_id: str) -> list[str]:

@@ -105,6 +105,27 @@ def notify(
     return session.execute(statement).scalar_one_or_none() is not None
 
 
+Message = tuple[NotificationChannel, str, "str | None", str]  # channel, template, recipient, dedup key
+
+
+def notify_all(session: Session, *, tenant_id: str | None, payload: Mapping[str, Any], messages: list[Message]) -> int:
+    """One payload to several recipients; a message without a recipient is skipped. Returns how many
+    were new in the outbox."""
+    return sum(
+        notify(
+            session,
+            channel=channel,
+            template=template,
+            recipient=recipient,
+            payload=payload,
+            dedup_key=dedup_key,
+            tenant_id=tenant_id,
+        )
+        for channel, template, recipient, dedup_key in messages
+        if recipient
+    )
+
+
 def ops_alert(
     session: Session,
     ops_email: str,
