@@ -4,10 +4,7 @@ the reference. Each client deploys the versions of its own project one after ano
 measured request is a real deploy that archives the previous one."""
 
 import logging
-import os
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +21,7 @@ from domain import lifecycle, models
 from domain.lifecycle import Actor, Status
 from domain.settings import Settings
 from domain.store import transaction
-from tests.servers import free_port
+from tests.servers import Processes
 
 BENCH = "deploy"
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,56 +97,21 @@ def reference_app() -> Starlette:
     return Starlette(routes=[Route("/ping", ping, methods=["PATCH"])])
 
 
-class Server:
-    """A uvicorn in its own process (the clients' threads must not share its GIL)."""
-
-    def __init__(self, target: str, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                target,
-                "--factory",
-                "--port",
-                str(self.port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(self.url + "/", timeout=1)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError(f"{target} did not start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(20)
-
-
 def main() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     engine = postgres_engine()
-    sandbox = Server("resources.sandbox.app:create_app", {"SMTP_PORT": "0"})
-    env = {
-        "DATABASE_URL": engine.url.render_as_string(hide_password=False),
-        "WRK_API_URL": sandbox.url,
-        "ENVIRONMENT": "test",
-        "SMTP_PORT": "1",
-    }
-    api = Server("api.app:create_app", env)
-    reference = Server("bench.deploy:reference_app", {})
+    servers = Processes()
+    sandbox_url = servers.uvicorn("resources.sandbox.app:create_app", env={"SMTP_PORT": "0"})
+    api_url = servers.uvicorn(
+        "api.app:create_app",
+        env={
+            "DATABASE_URL": engine.url.render_as_string(hide_password=False),
+            "WRK_API_URL": sandbox_url,
+            "ENVIRONMENT": "test",
+            "SMTP_PORT": "1",
+        },
+    )
+    reference_url = servers.uvicorn("bench.deploy:reference_app")
     settings = Settings(environment="test")
     try:
         for clients in (16, 64):
@@ -165,7 +127,7 @@ def main() -> None:
                 ]
                 for ids in plan
             ]
-            latencies, elapsed = _drive(api.url, clients, work)
+            latencies, elapsed = _drive(api_url, clients, work)
             emit(
                 BENCH,
                 f"deploy_p99_ms.c{clients}",
@@ -178,7 +140,7 @@ def main() -> None:
             emit(BENCH, f"deploy_per_s.c{clients}", len(latencies) / elapsed, "req/s", "-")
             if clients == 16:
                 ref_work = [[("PATCH", "/ping", {})] * PER_CLIENT for _ in range(clients)]
-                ref_latencies, ref_elapsed = _drive(reference.url, clients, ref_work)
+                ref_latencies, ref_elapsed = _drive(reference_url, clients, ref_work)
                 emit(
                     BENCH,
                     "reference_per_s.c16",
@@ -189,9 +151,7 @@ def main() -> None:
                     p99_ms=round(_p(ref_latencies, 99), 2),
                 )
     finally:
-        api.stop()
-        reference.stop()
-        sandbox.stop()
+        servers.stop()
 
 
 if __name__ == "__main__":

@@ -9,8 +9,6 @@
 
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -135,19 +133,16 @@ def trigger_to_run_start(samples: int = 15) -> tuple[list[float], list[float]]:
     from domain import build, models
     from domain.demo import seed_demo
     from domain.lifecycle import Actor
-    from tests.servers import free_port
+    from tests.servers import Processes, free_port
 
     engine = postgres_engine()
     url = engine.url.render_as_string(hide_password=False)
     home = Path(tempfile.mkdtemp(prefix="wrk-bench-dagster-"))
     (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
-    sandbox_port = free_port()
     env = {
-        **os.environ,
         "DAGSTER_HOME": str(home),
         "DATABASE_URL": url,
         "SENSOR_INTERVAL_SECONDS": "1",
-        "WRK_API_URL": f"http://127.0.0.1:{sandbox_port}",
         "SMTP_PORT": str(free_port()),
     }
     with transaction(engine) as session:
@@ -165,30 +160,9 @@ def trigger_to_run_start(samples: int = 15) -> tuple[list[float], list[float]]:
             session.add(v)
             session.flush()
             versions.append(v.id)
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "resources.sandbox.app:create_app",
-                "--factory",
-                "--port",
-                str(sandbox_port),
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=env,
-        ),
-        subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", "workspace.yaml"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ),
-    ]
+    stack = Processes(env)
+    stack.env["WRK_API_URL"] = stack.uvicorn("resources.sandbox.app:create_app")
+    stack.dagster_daemon()
     waits: list[float] = []
     launches: list[float] = []
     try:
@@ -204,10 +178,7 @@ def trigger_to_run_start(samples: int = 15) -> tuple[list[float], list[float]]:
                 waits.append(started - committed)
                 time.sleep(0.5)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(20)
+        stack.stop()
     return waits, launches
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import dagster as dg
 
 from bench.common import emit, postgres_engine
-from bench.deploy import Server
 from domain.release_graph import ReleaseGraph, Repository, build_graph, load_graph
+from tests.servers import Processes
 
 BENCH = "release"
 BUILD_S = 3.0
@@ -72,17 +72,18 @@ def measure(job_fn, graph: ReleaseGraph, instance: dg.DagsterInstance, tag: str)
 
 def main() -> None:
     engine = postgres_engine()
-    sandbox = Server("resources.sandbox.app:create_app", {"SMTP_PORT": "0"})
+    servers = Processes()
+    sandbox_url = servers.uvicorn("resources.sandbox.app:create_app", env={"SMTP_PORT": "0"})
     os.environ.update(
         {
             "DATABASE_URL": engine.url.render_as_string(hide_password=False),
-            "GITHUB_API_URL": sandbox.url + "/github",
+            "GITHUB_API_URL": sandbox_url + "/github",
             "RELEASE_DIR": tempfile.mkdtemp(prefix="wrk-bench-release-"),
         }
     )
     import httpx
 
-    httpx.post(sandbox.url + "/_sandbox/github/config", json={"default_duration_s": BUILD_S}).raise_for_status()
+    httpx.post(sandbox_url + "/_sandbox/github/config", json={"default_duration_s": BUILD_S}).raise_for_status()
     home = Path(tempfile.mkdtemp(prefix="wrk-bench-dagster-"))
     try:
         with dg.instance_for_test(temp_dir=str(home)) as instance:
@@ -103,7 +104,7 @@ def main() -> None:
                     emit(BENCH, "critical_path_s.wide", critical, "s", "-")
                     emit(BENCH, "sequential_s.wide", BUILD_S * len(graph.order), "s", "-")
     finally:
-        sandbox.stop()
+        servers.stop()
 
 
 if __name__ == "__main__":

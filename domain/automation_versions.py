@@ -24,18 +24,23 @@ def find_version(
     return session.scalars(query).one_or_none()
 
 
+def workflow_binding_of(session: Session, version: models.AutomationVersion) -> models.WorkflowBinding | None:
+    """The version's workflow binding (one per version), within the version's own tenant."""
+    return session.scalars(
+        select(models.WorkflowBinding).where(
+            models.WorkflowBinding.tenant_id == version.tenant_id,
+            models.WorkflowBinding.automation_version_id == version.id,
+        )
+    ).one_or_none()
+
+
 def version_detail(session: Session, version: models.AutomationVersion, audit_limit: int = 20) -> dict[str, Any]:
     project = session.scalars(
         select(models.Project).where(
             models.Project.tenant_id == version.tenant_id, models.Project.id == version.project_id
         )
     ).one()
-    binding = session.scalars(
-        select(models.WorkflowBinding).where(
-            models.WorkflowBinding.tenant_id == version.tenant_id,
-            models.WorkflowBinding.automation_version_id == version.id,
-        )
-    ).one_or_none()
+    binding = workflow_binding_of(session, version)
     audit = session.scalars(
         select(models.AuditLog)
         .where(

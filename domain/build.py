@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from domain import lifecycle, models, notifications, queue
+from domain.automation_versions import workflow_binding_of
 from domain.lifecycle import Actor, Status
 from domain.models import BindingStatus, NotificationChannel, TaskStatus
 from domain.triggers import BuildTrigger
@@ -72,12 +73,7 @@ def request_build(session: Session, version: models.AutomationVersion, actor: Ac
         )
     elif status is not Status.BUILD_IN_PROGRESS:
         raise lifecycle.InvalidStatusTransition("automation_versions", version.id, status, Status.BUILD_IN_PROGRESS)
-    binding = session.scalars(
-        select(models.WorkflowBinding).where(
-            models.WorkflowBinding.tenant_id == version.tenant_id,
-            models.WorkflowBinding.automation_version_id == version.id,
-        )
-    ).one_or_none()
+    binding = workflow_binding_of(session, version)
     if binding is None:
         binding = models.WorkflowBinding(tenant_id=version.tenant_id, automation_version_id=version.id)
         session.add(binding)

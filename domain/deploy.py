@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain import lifecycle, models, notifications
+from domain.automation_versions import workflow_binding_of
 from domain.lifecycle import Actor, Status
 from domain.models import BindingStatus, NotificationChannel
 
@@ -50,7 +51,7 @@ class Hints:
 def route(session: Session, version: models.AutomationVersion, requested: str) -> Route:
     """Which flow a requested status means for the version's current status."""
     current = Status(version.status)
-    binding = _binding(session, version)
+    binding = workflow_binding_of(session, version)
     table = {
         (Status.LIVE, Status.READY_TO_LAUNCH): "deploy",
         (Status.LIVE, Status.PAUSED): "resume",
@@ -79,15 +80,6 @@ def route(session: Session, version: models.AutomationVersion, requested: str) -
         binding.wrk_workflow_id if binding else None,
         binding.id if binding else None,
     )
-
-
-def _binding(session: Session, version: models.AutomationVersion) -> models.WorkflowBinding | None:
-    return session.scalars(
-        select(models.WorkflowBinding).where(
-            models.WorkflowBinding.tenant_id == version.tenant_id,
-            models.WorkflowBinding.automation_version_id == version.id,
-        )
-    ).one_or_none()
 
 
 def _lock(session: Session, plan: Route) -> tuple[models.Project, models.AutomationVersion]:
@@ -174,7 +166,7 @@ def commit_live(
         )
         .with_for_update()
     ).one_or_none()
-    previous_binding = _binding(session, previous) if previous is not None else None
+    previous_binding = workflow_binding_of(session, previous) if previous is not None else None
     if previous is not None:
         lifecycle.transition(
             session,
@@ -188,7 +180,7 @@ def commit_live(
         if previous_binding is not None:
             previous_binding.status = BindingStatus.INACTIVE.value
         session.flush()  # the old Live row leaves the one-Live index before the new one enters it
-    binding = _binding(session, version)
+    binding = workflow_binding_of(session, version)
     assert binding is not None
     binding.status = BindingStatus.ACTIVE.value
     version.deployed_at, version.deployed_by, version.deployment_reason = now, actor.id, reason

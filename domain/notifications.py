@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from domain.models import Notification, NotificationChannel, NotificationStatus
+from domain.models import Notification, NotificationChannel, NotificationStatus, new_id
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def notify(
     render(template, payload)  # refuse an unknown template or a payload it cannot fill, now
     now = datetime.now(UTC)
     values = {
-        "id": _new_id(),
+        "id": new_id(),
         "tenant_id": tenant_id,
         "channel": channel.value,
         "template": template,
@@ -145,12 +145,6 @@ def ops_alert(
         dedup_key=dedup_key,
         tenant_id=tenant_id,
     )
-
-
-def _new_id() -> str:
-    import uuid
-
-    return str(uuid.uuid4())
 
 
 Sender = Callable[[Notification], None]

@@ -393,10 +393,6 @@ def requeue(session: Session, row_id: int) -> bool:
 # -- reading -------------------------------------------------------------------------------------------
 
 
-def get(session: Session, row_id: int) -> TriggerQueue | None:
-    return session.get(TriggerQueue, row_id)
-
-
 def held_by_kind(session: Session, kind: str, state: QueueState, limit: int = 500) -> list[Any]:
     return list(
         session.execute(

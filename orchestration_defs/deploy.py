@@ -8,7 +8,7 @@ workflow of a Live version that the platform has inactive.
 """
 
 import dagster as dg
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
 from domain import lifecycle
 from domain.lifecycle import Actor, Status
@@ -19,7 +19,20 @@ from resources.errors import ExternalServiceError, NotFound
 from resources.wrk import WrkPlatformResource
 
 
-@dg.op(description="Deactivate platform workflows whose binding is inactive or whose version is paused.")
+def should_run(binding_status: str, version_status: str) -> bool | None:
+    """Whether a binding's workflow should be active on the platform; None: not this job's business
+    (a version still in QA keeps whatever state the build left)."""
+    if version_status == Status.LIVE.value:
+        return True
+    if binding_status == BindingStatus.INACTIVE.value or version_status == Status.PAUSED.value:
+        return False
+    return None
+
+
+@dg.op(
+    description="Make the platform run exactly the workflows of Live versions: deactivate those of "
+    "inactive bindings and Paused versions, activate a Live version's inactive one."
+)
 def reconcile_platform_workflows(
     context: dg.OpExecutionContext, database: DatabaseResource, wrk: WrkPlatformResource
 ) -> dict:
@@ -29,6 +42,7 @@ def reconcile_platform_workflows(
                 WorkflowBinding.id,
                 WorkflowBinding.tenant_id,
                 WorkflowBinding.wrk_workflow_id,
+                WorkflowBinding.status,
                 AutomationVersion.id,
                 AutomationVersion.status,
             )
@@ -37,71 +51,40 @@ def reconcile_platform_workflows(
                 (AutomationVersion.tenant_id == WorkflowBinding.tenant_id)
                 & (AutomationVersion.id == WorkflowBinding.automation_version_id),
             )
-            .where(
-                WorkflowBinding.wrk_workflow_id.is_not(None),
-                or_(
-                    WorkflowBinding.status == BindingStatus.INACTIVE.value,
-                    AutomationVersion.status == Status.PAUSED.value,
-                ),
-            )
+            .where(WorkflowBinding.wrk_workflow_id.is_not(None))
         ).all()
-    client = wrk.client()
-    deactivated: list[str] = []
-    activated: list[str] = []
+    changed: dict[str, list[str]] = {"activated": [], "deactivated": []}
     failed: list[str] = []
+    client = wrk.client()
     try:
-        for binding_id, tenant_id, workflow_id, version_id, _status in rows:
+        for binding_id, tenant_id, workflow_id, binding_status, version_id, version_status in rows:
+            wanted = should_run(binding_status, version_status)
+            if wanted is None:
+                continue
             try:
-                if not client.get_workflow(workflow_id).active:
+                if client.get_workflow(workflow_id).active == wanted:
                     continue
-                client.deactivate_workflow(workflow_id)
+                if wanted:
+                    client.activate_workflow(workflow_id)
+                else:
+                    client.deactivate_workflow(workflow_id)
             except NotFound:
-                continue
+                if wanted:
+                    failed.append(workflow_id)
+                continue  # a workflow that should not run and no longer exists is fine
             except ExternalServiceError as exc:
-                context.log.warning(f"could not deactivate {workflow_id}: {exc}")
+                context.log.warning(f"could not {'activate' if wanted else 'deactivate'} {workflow_id}: {exc}")
                 failed.append(workflow_id)
                 continue
-            deactivated.append(workflow_id)
+            action = "activated" if wanted else "deactivated"
+            changed[action].append(workflow_id)
             with transaction(database.engine) as session:
                 lifecycle.record(
                     session,
                     tenant_id=tenant_id,
                     entity_type="workflow_bindings",
                     entity_id=binding_id,
-                    action="workflow_deactivated",
-                    actor=Actor.system("reconciliation"),
-                    metadata={"workflow_id": workflow_id, "automation_version_id": version_id},
-                )
-        # And the other way round: a Live version's workflow must run on the platform.
-        with transaction(database.engine) as session:
-            live = session.execute(
-                select(
-                    WorkflowBinding.id, WorkflowBinding.tenant_id, WorkflowBinding.wrk_workflow_id, AutomationVersion.id
-                )
-                .join(
-                    AutomationVersion,
-                    (AutomationVersion.tenant_id == WorkflowBinding.tenant_id)
-                    & (AutomationVersion.id == WorkflowBinding.automation_version_id),
-                )
-                .where(WorkflowBinding.wrk_workflow_id.is_not(None), AutomationVersion.status == Status.LIVE.value)
-            ).all()
-        for binding_id, tenant_id, workflow_id, version_id in live:
-            try:
-                if client.get_workflow(workflow_id).active:
-                    continue
-                client.activate_workflow(workflow_id)
-            except ExternalServiceError as exc:
-                context.log.warning(f"could not activate live workflow {workflow_id}: {exc}")
-                failed.append(workflow_id)
-                continue
-            activated.append(workflow_id)
-            with transaction(database.engine) as session:
-                lifecycle.record(
-                    session,
-                    tenant_id=tenant_id,
-                    entity_type="workflow_bindings",
-                    entity_id=binding_id,
-                    action="workflow_activated",
+                    action=f"workflow_{action}",
                     actor=Actor.system("reconciliation"),
                     metadata={"workflow_id": workflow_id, "automation_version_id": version_id},
                 )
@@ -109,15 +92,15 @@ def reconcile_platform_workflows(
         client.close()
     context.add_output_metadata(
         {
-            "checked": len(rows) + len(live),
-            "deactivated": len(deactivated),
-            "activated": len(activated),
+            "checked": len(rows),
+            "deactivated": len(changed["deactivated"]),
+            "activated": len(changed["activated"]),
             "failed": len(failed),
         }
     )
     if failed:
-        raise dg.Failure(description=f"{len(failed)} workflow(s) could not be deactivated: {failed}")
-    return {"deactivated": deactivated, "activated": activated}
+        raise dg.Failure(description=f"{len(failed)} workflow(s) could not be reconciled: {failed}")
+    return changed
 
 
 @dg.job(

@@ -3,15 +3,16 @@
 from datetime import timedelta
 
 import dagster as dg
+from sqlalchemy import func, select
 
 from domain import queue
-from domain.models import QueueState
+from domain.models import Notification, NotificationStatus
 from domain.notifications import deliver_due
 from domain.store import transaction
 from domain.triggers import KINDS
 from resources.database import DatabaseResource
 from resources.notifications import NotificationsResource, is_retryable
-from sensors.queue import dead, record_launches
+from sensors.queue import record_launches, rescue_expired
 
 
 class SweepConfig(dg.Config):
@@ -20,12 +21,9 @@ class SweepConfig(dg.Config):
 
 @dg.op(description="Record runs of claimed triggers, rescue expired claims, prune finished triggers.")
 def sweep_queue(context: dg.OpExecutionContext, config: SweepConfig, database: DatabaseResource) -> dict:
-    launched = sum(record_launches(context.instance, database, kind) for kind in KINDS)
     with transaction(database.engine) as session:
-        reaped = queue.reap(session)
-        for row in reaped:
-            if row.state is QueueState.DEAD:
-                dead(session, row.id, row.kind, row.tenant_id, "lease expired on its last attempt", alert=True)
+        launched = record_launches(context.instance, session, list(KINDS))
+        reaped = rescue_expired(session)
         pruned = queue.prune(session, timedelta(days=config.prune_after_days))
     summary = {"launched": launched, "reaped": len(reaped), "pruned": pruned}
     context.add_output_metadata(summary)
@@ -69,10 +67,6 @@ def deliver_notifications() -> None:
     description="Launches a delivery run when notifications are due and none is in flight.",
 )
 def outbox_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SensorResult:
-    from sqlalchemy import func, select
-
-    from domain.models import Notification, NotificationStatus
-
     in_flight = context.instance.get_runs(
         filters=dg.RunsFilter(
             job_name=deliver_notifications.name,

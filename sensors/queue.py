@@ -7,7 +7,7 @@ second request with the same run key. On each tick the sensor first records the 
 claimed (claimed -> launched), so a claim whose run exists is never reaped.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -51,16 +51,26 @@ def mark_permanent(context: dg.OpExecutionContext, alerted: bool = True) -> None
     context.instance.add_run_tags(context.run_id, {TAG_RETRYABLE: "false", TAG_ALERTED: "true" if alerted else "false"})
 
 
-def record_launches(instance: dg.DagsterInstance, database: DatabaseResource, kind: str) -> int:
+def record_launches(instance: dg.DagsterInstance, session: Any, kinds: Sequence[str]) -> int:
+    """claimed -> launched for each claimed row whose run exists (found by its claim token)."""
     launched = 0
-    with transaction(database.engine) as session:
+    for kind in kinds:
         for row in queue.held_by_kind(session, kind, QueueState.CLAIMED):
             runs = instance.get_runs(filters=dg.RunsFilter(tags={TAG_TOKEN: row.claim_token}), limit=1)
             if runs:
                 queue.launch(session, row.id, row.claim_token, runs[0].run_id)
                 launched += 1
-        queue.reap(session, [kind])
     return launched
+
+
+def rescue_expired(session: Any, kinds: Sequence[str] | None = None) -> list[queue.Reaped]:
+    """Claims whose lease expired with no run go back to the queue; a row with no attempt left is dead,
+    audited and alerted. Call after record_launches, so a claim whose run exists is never rescued."""
+    reaped = queue.reap(session, kinds)
+    for row in reaped:
+        if row.state is QueueState.DEAD:
+            dead(session, row.id, row.kind, row.tenant_id, "lease expired on its last attempt", alert=True)
+    return reaped
 
 
 def queue_sensor(
@@ -80,7 +90,9 @@ def queue_sensor(
         description=f"Claims `{kind}` triggers from the queue and launches {job.name} for each.",
     )
     def _sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SensorResult:
-        record_launches(context.instance, database, kind)
+        with transaction(database.engine) as session:
+            record_launches(context.instance, session, [kind])
+            rescue_expired(session, [kind])
         with transaction(database.engine) as session:
             claimed = queue.claim(session, [kind], CLAIM_BATCH, LEASE_SECONDS, context.sensor_name)
         requests = [

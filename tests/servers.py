@@ -1,14 +1,23 @@
-"""Real servers on loopback for tests: a uvicorn in a thread, on a free port."""
+"""Real servers on loopback for tests and benchmarks: a uvicorn in a thread or in its own process, and
+the Dagster webserver and daemon as processes."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
-from typing import Any
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
 
 import httpx
 import uvicorn
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
@@ -66,3 +75,66 @@ class Sandbox:
 
     def configure_github(self, **config: Any) -> None:
         self.http.post("/_sandbox/github/config", json=config).raise_for_status()
+
+
+def wait_for(url: str, timeout: float = 120, why: Any = "") -> None:
+    """Until `url` answers (any status below 500: the server is up and routing)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer in {timeout:.0f} s {why() if callable(why) else why}")
+        time.sleep(0.2)
+
+
+class Processes:
+    """Processes of the project (uvicorn apps, dagster-webserver, dagster-daemon), stopped together."""
+
+    def __init__(self, env: Mapping[str, str] | None = None, log: IO[Any] | None = None) -> None:
+        self.env = {**os.environ, **(env or {})}
+        self.out: Any = log if log is not None else subprocess.DEVNULL
+        self.procs: list[subprocess.Popen[Any]] = []
+
+    def spawn(self, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[Any]:
+        proc = subprocess.Popen(list(args), cwd=ROOT, env={**self.env, **(env or {})}, stdout=self.out, stderr=self.out)
+        self.procs.append(proc)
+        return proc
+
+    def uvicorn(self, factory: str, env: Mapping[str, str] | None = None) -> str:
+        """Serve an app factory in its own process (no shared GIL with the caller); returns its URL."""
+        port = free_port()
+        self.spawn(
+            sys.executable,
+            "-m",
+            "uvicorn",
+            factory,
+            "--factory",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            env=env,
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_for(url + "/", timeout=60)
+        return url
+
+    def dagster_webserver(self, port: int) -> None:
+        self.spawn(str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port))
+
+    def dagster_daemon(self) -> None:
+        self.spawn(str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api.auth import OPS_ROLES, Principal, require, tenant_scope
+from api.auth import Principal, require, tenant_scope
 from api.openapi import Endpoint
 from api.problems import Problem
 from api.requests import engine
@@ -159,5 +159,3 @@ ENDPOINTS = [
         tags=["queue"],
     ),
 ]
-
-__all__ = ["ENDPOINTS", "OPS_ROLES"]

@@ -174,7 +174,7 @@ def test_concurrency_hints_mismatch_is_a_conflict(client, settings, demo, engine
 
 
 def test_previous_deactivation_failure_is_reconciled(
-    client, settings, demo, engine, sandbox, database_url, tmp_path, monkeypatch
+    client, settings, demo, engine, sandbox, database_url, tmp_path, flow_env
 ):
     tenant, candidates = _ids(demo, "Order Sync", "Ready to Launch")
     first, second = candidates[0]["id"], candidates[1]["id"]
@@ -190,15 +190,10 @@ def test_previous_deactivation_failure_is_reconciled(
         ).all()
     assert len(alerts) == 1 and alerts[0]["summary"].startswith("HIGH")
     sandbox.http.delete("/_sandbox/faults")
-    monkeypatch.setenv("WRK_API_URL", sandbox.url)
-    from domain.settings import get_settings
-
-    get_settings.cache_clear()
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         result = reconcile_deployments.execute_in_process(
             instance=instance, resources={"database": DatabaseResource(url=database_url), "wrk": WrkPlatformResource()}
         )
-    get_settings.cache_clear()
     assert result.success and wf_first in result.output_for_node("reconcile_platform_workflows")["deactivated"]
     assert not _workflow_active(sandbox, wf_first)
     assert _workflow_active(sandbox, _binding(engine, second).wrk_workflow_id)

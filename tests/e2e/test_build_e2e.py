@@ -2,9 +2,6 @@
 DagsterGraphQLClient launches build_automation_version, follows the run, and re-executes a failed run
 from failure. Runs on PostgreSQL, the production store; SQLite is covered in process."""
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +15,7 @@ from domain import build, models, queue
 from domain.lifecycle import Actor
 from domain.store import transaction
 from tests.domain import factories
-from tests.servers import free_port
+from tests.servers import Processes, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 REEXECUTE = """
@@ -39,72 +36,26 @@ def stack(backend, database_url, tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
-    sandbox_port, web_port = free_port(), free_port()
     env = {
-        **os.environ,
         "DAGSTER_HOME": str(home),
         "DATABASE_URL": database_url,
-        "WRK_API_URL": f"http://127.0.0.1:{sandbox_port}",
         "SMTP_PORT": str(free_port()),
         "SENSOR_INTERVAL_SECONDS": "1",
         "RETRY_BASE_DELAY_S": "0.05",
         "RETRY_MAX_DELAY_S": "0.2",
     }
-    logs = open(tmp_path / "stack.log", "w")  # noqa: SIM115 - closed below
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "resources.sandbox.app:create_app",
-                "--factory",
-                "--port",
-                str(sandbox_port),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=logs,
-            stderr=logs,
-        ),
-        subprocess.Popen(
-            [sys.executable, "-m", "dagster_webserver", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(web_port)],
-            cwd=ROOT,
-            env=env,
-            stdout=logs,
-            stderr=logs,
-        ),
-        subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", "workspace.yaml"],
-            cwd=ROOT,
-            env=env,
-            stdout=logs,
-            stderr=logs,
-        ),
-    ]
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{web_port}/server_info", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "stack.log").read_text()[-3000:]
-            time.sleep(0.5)
-        yield {
-            "graphql": DagsterGraphQLClient("127.0.0.1", port_number=web_port),
-            "sandbox": f"http://127.0.0.1:{sandbox_port}",
-        }
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        logs.close()
+    log_path = tmp_path / "stack.log"
+    with log_path.open("w") as log:
+        stack = Processes(env, log)
+        try:
+            sandbox = stack.env["WRK_API_URL"] = stack.uvicorn("resources.sandbox.app:create_app")
+            web_port = free_port()
+            stack.dagster_webserver(web_port)
+            stack.dagster_daemon()
+            wait_for(f"http://127.0.0.1:{web_port}/server_info", why=lambda: log_path.read_text()[-3000:])
+            yield {"graphql": DagsterGraphQLClient("127.0.0.1", port_number=web_port), "sandbox": sandbox}
+        finally:
+            stack.stop()
 
 
 def _version_to_build(engine) -> dict:

@@ -83,28 +83,25 @@ def test_success_acks_the_row(engine, instance, resources):
     [row_id] = _enqueue(engine, 1)
     [request] = _tick(instance, resources)
     run = _launch(instance, request)
-    event = _report(instance, run, dg.DagsterEventType.RUN_SUCCESS)
-    queue_ack_sensor(
-        dg.build_run_status_sensor_context(
-            sensor_name="queue_ack_sensor",
-            dagster_instance=instance,
-            dagster_run=run,
-            dagster_event=event,
-            resources=resources,
-        )
-    )
+    _finish(instance, run, resources, dg.DagsterEventType.RUN_SUCCESS)
     assert _state(engine, row_id).state == "done"
 
 
-def _report(instance, run, event_type) -> dg.DagsterEvent:
+def _finish(instance, run, resources, event_type) -> None:
+    """What the daemon does when a run ends: record the event, evaluate the matching run-status sensor."""
     if event_type == dg.DagsterEventType.RUN_FAILURE:
         instance.report_run_failed(run)
     else:
         instance.report_dagster_event(
             dg.DagsterEvent(event_type_value=event_type.value, job_name=run.job_name), run.run_id
         )
-    records = instance.get_records_for_run(run.run_id, of_type=event_type).records
-    return records[-1].event_log_entry.dagster_event
+    event = instance.get_records_for_run(run.run_id, of_type=event_type).records[-1].event_log_entry.dagster_event
+    failed = event_type == dg.DagsterEventType.RUN_FAILURE
+    sensor = queue_failure_sensor if failed else queue_ack_sensor
+    context = dg.build_run_status_sensor_context(
+        sensor_name=sensor.name, dagster_instance=instance, dagster_run=run, dagster_event=event, resources=resources
+    )
+    sensor(context.for_run_failure() if failed else context)
 
 
 def test_failed_runs_retry_with_backoff_then_the_row_dies_with_one_ops_alert(engine, instance, resources):
@@ -113,16 +110,7 @@ def test_failed_runs_retry_with_backoff_then_the_row_dies_with_one_ops_alert(eng
         [request] = _tick(instance, resources)
         assert request.run_key == f"build:{row_id}:{attempt}"
         run = _launch(instance, request)
-        event = _report(instance, run, dg.DagsterEventType.RUN_FAILURE)
-        queue_failure_sensor(
-            dg.build_run_status_sensor_context(
-                sensor_name="queue_failure_sensor",
-                dagster_instance=instance,
-                dagster_run=run,
-                dagster_event=event,
-                resources=resources,
-            ).for_run_failure()
-        )
+        _finish(instance, run, resources, dg.DagsterEventType.RUN_FAILURE)
         row = _state(engine, row_id)
         if attempt < 3:
             assert row.state == "available" and row.available_at > datetime.now(UTC)  # backing off
@@ -146,15 +134,6 @@ def test_a_stale_token_in_a_run_cannot_fail_a_row_claimed_again(engine, instance
     run = _launch(instance, request)
     with transaction(engine) as session:
         session.execute(update(TriggerQueue).where(TriggerQueue.id == row_id).values(claim_token="newer-claim"))
-    event = _report(instance, run, dg.DagsterEventType.RUN_FAILURE)
-    queue_failure_sensor(
-        dg.build_run_status_sensor_context(
-            sensor_name="queue_failure_sensor",
-            dagster_instance=instance,
-            dagster_run=run,
-            dagster_event=event,
-            resources=resources,
-        ).for_run_failure()
-    )
+    _finish(instance, run, resources, dg.DagsterEventType.RUN_FAILURE)
     row = _state(engine, row_id)
     assert row.claim_token == "newer-claim" and row.attempts == 1 and request.tags[TAG_TOKEN] != "newer-claim"
