@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from sqlalchemy import Engine
 from starlette.applications import Starlette
@@ -27,6 +29,18 @@ ENDPOINTS: list[Endpoint] = [
 ]
 
 
+@asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    """On shutdown, close what the app opened: its outbound HTTP clients (their connection pools), and
+    the store engine when the app made it (an engine passed in belongs to the caller)."""
+    try:
+        yield
+    finally:
+        app.state.wrk.close()
+        if app.state.owns_engine:
+            app.state.engine.dispose()
+
+
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Starlette:
     settings = settings or get_settings()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -35,8 +49,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         routes=[endpoint.route() for endpoint in ENDPOINTS],
         middleware=[Middleware(RequestContext)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.owns_engine = engine is None
     app.state.engine = engine or engine_for(settings.database_url)
     app.state.authenticator = Authenticator(settings)
     app.state.wrk = wrk_client(settings)

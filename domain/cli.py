@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_token)
 
     q = sub.add_parser("queue", help="the trigger queue").add_subparsers(dest="queue_command", required=True)
-    p = q.add_parser("stats", help="rows per kind and state, and the oldest available age (JSON)")
+    p = q.add_parser("stats", help="rows per kind and state, the oldest available and oldest launched age (JSON)")
     p.set_defaults(func=_cmd_queue_stats)
 
     r = sub.add_parser("release", help="release builds").add_subparsers(dest="release_command", required=True)

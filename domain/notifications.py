@@ -8,7 +8,6 @@ row is `dead`.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,6 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from domain import backoff
 from domain.models import Notification, NotificationChannel, NotificationStatus, new_id
 
 
@@ -187,7 +187,7 @@ def deliver_due(
                 row.status = NotificationStatus.DEAD.value
                 dead += 1
             else:
-                delay = min(3600.0, base_delay_s * 2 ** (row.attempts - 1)) * random.uniform(0.5, 1.0)
+                delay = backoff.backoff_seconds(row.attempts, base_delay_s, 3600.0)
                 row.next_attempt_at = now + timedelta(seconds=delay)
                 failed += 1
         else:

@@ -7,13 +7,17 @@ States and moves (the only ones; every statement below names the move it makes):
     claimed | launched --fail(retryable, attempts left)--> available (after backoff)
     claimed | launched --fail(permanent, or no attempts left)--> dead
     claimed (lease expired) --reap--> available, or dead when no attempts are left
+    launched (its run is gone from Dagster) --release_lost--> available, or dead when no attempts are left
     available | claimed | launched --cancel--> cancelled
     dead --requeue--> available (attempts start again)
     available | dead --complete_by_run--> done (a re-execution from the UI fulfilled the trigger)
     done | cancelled --prune--> (deleted)
 
 A claim gives each row a fresh claim token; ack, fail, extend and launch need it, so a worker that lost
-its lease (the row was reaped and claimed again) cannot complete the row. Attempts are counted at claim.
+its lease (the row was reaped and claimed again) cannot complete the row. Attempts are counted at claim;
+the token, not the attempt count (which requeue resets), names a claim's run (see sensors/queue.py).
+A `launched` row is reconciled with its run's status (sensors/queue.py `reconcile_launched`), so a lost
+run-status reaction never leaves it launched.
 Dedup is the partial unique index over live rows (`uq_trigger_queue_live_dedup_key`), never a
 read-then-write. Partial indexes cover the live states, so claims stay fast however many finished rows
 the table holds.
@@ -21,7 +25,6 @@ the table holds.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,6 +36,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from domain import backoff as backoff_formula
 from domain.models import QUEUE_LIVE_STATES, QueueState, TriggerQueue
 from domain.triggers import KINDS, KindPolicy
 
@@ -193,6 +197,7 @@ def claim(session: Session, kinds: Sequence[str], limit: int, lease_seconds: flo
         "state": S.CLAIMED.value,
         "attempts": Q.c.attempts + 1,
         "claim_token": _token_sql(session),
+        "run_id": None,  # the run of this claim is recorded at launch (or ack); never an older one
         "claimed_at": now,
         "lease_expires_at": now + timedelta(seconds=lease_seconds),
         "worker": worker,
@@ -244,7 +249,7 @@ def extend(session: Session, row_id: int, token: str, lease_seconds: float) -> d
 
 def ack_many(session: Session, held: Iterable[tuple[int, str]], run_id: str | None = None) -> set[int]:
     """claimed | launched -> done, for each (id, token) still held; returns the ids acked. `run_id`
-    names the run that did it, when the row had not yet recorded one."""
+    names the run that did it (the run of this claim: it carries the claim's token)."""
     pairs = list(held)
     if not pairs:
         return set()
@@ -258,7 +263,7 @@ def ack_many(session: Session, held: Iterable[tuple[int, str]], run_id: str | No
         "updated_at": now,
     }
     if run_id is not None:
-        changes["run_id"] = func.coalesce(Q.c.run_id, run_id)
+        changes["run_id"] = run_id
     result = session.execute(update(Q).where(match, Q.c.state.in_(HELD)).values(**changes).returning(Q.c.id))
     return {int(r) for r in result.scalars()}
 
@@ -269,9 +274,10 @@ def ack(session: Session, row_id: int, token: str) -> None:
 
 
 def backoff(kind_policy: KindPolicy, attempts: int) -> timedelta:
-    """Exponential in the attempts made, with jitter (0.5x-1x) so retries of a burst spread out."""
-    seconds = min(kind_policy.backoff_max_s, kind_policy.backoff_base_s * 2 ** max(attempts - 1, 0))
-    return timedelta(seconds=seconds * random.uniform(0.5, 1.0))
+    """The kind's wait after `attempts` attempts: the one formula (domain/backoff.py)."""
+    return timedelta(
+        seconds=backoff_formula.backoff_seconds(attempts, kind_policy.backoff_base_s, kind_policy.backoff_max_s)
+    )
 
 
 def fail(session: Session, row_id: int, token: str, error: str, retryable: bool = True) -> QueueState:
@@ -340,6 +346,51 @@ def reap(session: Session, kinds: Sequence[str] | None = None, limit: int = 1000
     ]
 
 
+@dataclass(frozen=True)
+class Launched:
+    id: int
+    kind: str
+    tenant_id: str | None
+    claim_token: str
+    run_id: str
+    attempts: int
+    max_attempts: int
+
+
+def launched(session: Session, kinds: Sequence[str] | None = None, limit: int = 1000) -> list[Launched]:
+    """launched rows, oldest launch first: the ones to reconcile with their runs."""
+    filters = [Q.c.state == S.LAUNCHED.value]
+    if kinds is not None:
+        filters.append(Q.c.kind.in_(list(kinds)))
+    rows = session.execute(
+        select(Q.c.id, Q.c.kind, Q.c.tenant_id, Q.c.claim_token, Q.c.run_id, Q.c.attempts, Q.c.max_attempts)
+        .where(*filters)
+        .order_by(Q.c.updated_at, Q.c.id)
+        .limit(limit)
+    ).all()
+    return [Launched(*row) for row in rows]
+
+
+def release_lost(session: Session, row_id: int, token: str, error: str) -> QueueState | None:
+    """launched -> available (attempts left) or dead, when the row's run no longer exists in Dagster (it
+    was deleted): like an expired claim, it counts as an attempt. None when the token no longer holds."""
+    now = _now(session)
+    held = _held(row_id, token, [S.LAUNCHED.value])
+    common = {"claim_token": None, "lease_expires_at": None, "updated_at": now, "last_error": error[:4000]}
+    revived = session.execute(
+        update(Q)
+        .where(held, Q.c.attempts < Q.c.max_attempts)
+        .values(state=S.AVAILABLE.value, **common)
+        .returning(Q.c.id)
+    ).scalar_one_or_none()
+    if revived is not None:
+        return S.AVAILABLE
+    died = session.execute(
+        update(Q).where(held).values(state=S.DEAD.value, finished_at=now, **common).returning(Q.c.id)
+    ).scalar_one_or_none()
+    return S.DEAD if died is not None else None
+
+
 def prune(session: Session, older_than: timedelta, limit: int = 10_000) -> int:
     """Delete done and cancelled rows finished before `older_than` ago (dead rows stay for requeue)."""
     cutoff = _now(session) - older_than
@@ -348,11 +399,13 @@ def prune(session: Session, older_than: timedelta, limit: int = 10_000) -> int:
     return len(result.all())
 
 
-def cancel(session: Session, row_id: int) -> bool:
+def cancel(session: Session, row_id: int, token: str | None = None) -> bool:
+    """available | claimed | launched -> cancelled; with `token`, only while that claim holds the row."""
     now = _now(session)
+    where = _held(row_id, token) if token is not None else and_(Q.c.id == row_id, Q.c.state.in_(LIVE))
     result = session.execute(
         update(Q)
-        .where(Q.c.id == row_id, Q.c.state.in_(LIVE))
+        .where(where)
         .values(state=S.CANCELLED.value, claim_token=None, lease_expires_at=None, finished_at=now, updated_at=now)
         .returning(Q.c.id)
     )
@@ -405,7 +458,8 @@ def held_by_kind(session: Session, kind: str, state: QueueState, limit: int = 50
 
 
 def stats(session: Session, tenant_ids: Iterable[str] | None = None) -> dict[str, Any]:
-    """Rows per kind and state, with the age of the oldest available row per kind."""
+    """Rows per kind and state, with the age of the oldest available row and of the oldest launched row
+    (since its launch) per kind: a launched row that grows old is a run nobody reconciled."""
     now = _now(session)
     scope = []
     if tenant_ids is not None:
@@ -416,14 +470,23 @@ def stats(session: Session, tenant_ids: Iterable[str] | None = None) -> dict[str
     oldest = session.execute(
         select(Q.c.kind, func.min(Q.c.available_at)).where(Q.c.state == S.AVAILABLE.value, *scope).group_by(Q.c.kind)
     ).all()
+    # A launched row's updated_at is its launch time: nothing else writes a launched row.
+    oldest_launched = session.execute(
+        select(Q.c.kind, func.min(Q.c.updated_at)).where(Q.c.state == S.LAUNCHED.value, *scope).group_by(Q.c.kind)
+    ).all()
     kinds: dict[str, dict[str, Any]] = {}
     for kind in sorted({*KINDS, *(row[0] for row in counts)}):
-        kinds[kind] = {"states": {s.value: 0 for s in QueueState}, "oldest_available_age_s": None}
+        kinds[kind] = {
+            "states": {s.value: 0 for s in QueueState},
+            "oldest_available_age_s": None,
+            "oldest_launched_age_s": None,
+        }
     for kind, state, count in counts:
         kinds[kind]["states"][state] = int(count)
-    for kind, available_at in oldest:
-        if available_at is not None:
-            if available_at.tzinfo is None:
-                available_at = available_at.replace(tzinfo=UTC)
-            kinds[kind]["oldest_available_age_s"] = round(max((now - available_at).total_seconds(), 0.0), 3)
+    for field, rows in (("oldest_available_age_s", oldest), ("oldest_launched_age_s", oldest_launched)):
+        for kind, since in rows:
+            if since is not None:
+                if since.tzinfo is None:
+                    since = since.replace(tzinfo=UTC)
+                kinds[kind][field] = round(max((now - since).total_seconds(), 0.0), 3)
     return {"kinds": kinds, "at": now.isoformat()}

@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     release_dir: str = ""  # default: $DAGSTER_HOME/releases (or ./var/releases)
     release_signing_key: str | None = None  # path to an Ed25519 private key (PEM): signs SHA256SUMS
 
+    # Housekeeping by the queue sweeper: how long finished things are kept
+    queue_retention_days: float = 7.0  # done and cancelled triggers (dead ones stay until requeued)
+    idempotency_key_retention_days: float = 1.0  # a retried request within this window gets its answer again
+    webhook_delivery_retention_days: float = 7.0  # GitHub redelivers for 3 days; a repeat within 7 is dropped
+    release_dir_retention_days: float = 14.0  # release working folders untouched this long are removed
+
     # Flow policy
     project_live_on_deploy: bool = True
 

@@ -1,4 +1,4 @@
-"""The one retry policy: exponential backoff with full jitter, a cap, and a maximum of attempts.
+"""The one retry policy: the one backoff formula (domain/backoff.py), a cap, and a maximum of attempts.
 
 Only `RetryableError` is retried; a wait the service asked for (`retry_after`) is honoured, capped by
 `max_wait_s`. Every client uses it; a call may override it (`policy.override(max_attempts=1)`).
@@ -6,7 +6,6 @@ Only `RetryableError` is retried; a wait the service asked for (`retry_after`) i
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -14,6 +13,7 @@ from typing import TypeVar
 
 import tenacity
 
+from domain import backoff
 from domain.settings import Settings
 from resources.errors import RetryableError
 
@@ -40,8 +40,8 @@ class RetryPolicy:
         return replace(self, **changes)  # type: ignore[arg-type]
 
     def backoff(self, attempt: int) -> float:
-        """Full jitter: a random wait up to base * 2^(attempt-1), capped."""
-        return random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1)))
+        """The wait after failed attempt number `attempt`: the one formula (domain/backoff.py)."""
+        return backoff.backoff_seconds(attempt, self.base_delay_s, self.max_delay_s)
 
     def _wait(self, state: tenacity.RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None

@@ -1,36 +1,58 @@
-"""Housekeeping on a schedule: rescue expired queue claims, prune finished triggers, deliver the outbox."""
+"""Housekeeping on a schedule: reconcile the queue with its runs, rescue expired claims, prune what is
+finished (queue rows, idempotency keys, webhook deliveries, release working folders) after the retention
+settings, deliver the outbox."""
 
 from datetime import timedelta
+from pathlib import Path
 
 import dagster as dg
 from sqlalchemy import func, select
 
-from domain import queue
+from domain import housekeeping, queue
 from domain.models import Notification, NotificationStatus
 from domain.notifications import deliver_due
+from domain.settings import get_settings
 from domain.store import transaction
 from domain.triggers import KINDS
 from resources.database import DatabaseResource
 from resources.notifications import NotificationsResource, is_retryable
-from sensors.queue import record_launches, rescue_expired
+from sensors.queue import reconcile_launched, record_launches, rescue_expired
 
 
-class SweepConfig(dg.Config):
-    prune_after_days: float = 7.0
-
-
-@dg.op(description="Record runs of claimed triggers, rescue expired claims, prune finished triggers.")
-def sweep_queue(context: dg.OpExecutionContext, config: SweepConfig, database: DatabaseResource) -> dict:
+@dg.op(
+    description="Record runs of claimed triggers, reconcile launched triggers with their runs, rescue "
+    "expired claims; prune finished triggers, idempotency keys, webhook deliveries, release folders."
+)
+def sweep_queue(context: dg.OpExecutionContext, database: DatabaseResource) -> dict:
+    settings = get_settings()
     with transaction(database.engine) as session:
         launched = record_launches(context.instance, session, list(KINDS))
         reaped = rescue_expired(session)
-        pruned = queue.prune(session, timedelta(days=config.prune_after_days))
-    summary = {"launched": launched, "reaped": len(reaped), "pruned": pruned}
+    # After record_launches, so a row whose run exists is launched, then settled from its run's status.
+    reconciled = reconcile_launched(context.instance, database.engine)
+    with transaction(database.engine) as session:
+        pruned = queue.prune(session, timedelta(days=settings.queue_retention_days))
+        keys = housekeeping.prune_idempotency_keys(session, timedelta(days=settings.idempotency_key_retention_days))
+        deliveries = housekeeping.prune_webhook_deliveries(
+            session, timedelta(days=settings.webhook_delivery_retention_days)
+        )
+    folders = housekeeping.prune_release_dirs(
+        Path(settings.release_dir), timedelta(days=settings.release_dir_retention_days)
+    )
+    summary = {
+        "launched": launched,
+        "reaped": len(reaped),
+        **reconciled,
+        "pruned": pruned,
+        "idempotency_keys_pruned": keys,
+        "webhook_deliveries_pruned": deliveries,
+        "release_dirs_pruned": len(folders.removed),
+    }
     context.add_output_metadata(summary)
     return summary
 
 
-@dg.job(description="Queue housekeeping: reap expired claims, prune finished rows.")
+@dg.job(description="Housekeeping: reconcile the queue with its runs, reap expired claims, prune finished rows.")
 def queue_sweeper() -> None:
     sweep_queue()
 

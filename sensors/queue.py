@@ -1,10 +1,13 @@
 """Queue sensors: one factory makes a sensor per trigger kind; run-status sensors close the loop.
 
-A queue sensor only claims rows and turns each into `RunRequest(run_key="<kind>:<id>:<attempt>")`; the
-run carries the row's id and claim token as tags. Business rules stay in the jobs. Correctness does not
-rest on the cursor: a row, once claimed, is not claimed again while its claim holds, and Dagster drops a
-second request with the same run key. On each tick the sensor first records the run of every row it
-claimed (claimed -> launched), so a claim whose run exists is never reaped.
+A queue sensor only claims rows and turns each into `RunRequest(run_key="<kind>:<id>:<claim token>")`;
+the run carries the row's id and claim token as tags. The key is new for every claim: Dagster silently
+skips a run key it has seen, and the attempt number repeats after a requeue. Business rules stay in the
+jobs. Correctness does not rest on the cursor: a row, once claimed, is not claimed again while its claim
+holds, and Dagster drops a second request with the same run key. On each tick the sensor first records
+the run of every row it claimed (claimed -> launched), so a claim whose run exists is never reaped, and
+reconciles every launched row with its run's status (a run-status reaction can be lost: the store was
+down when it fired, and Dagster does not try it again).
 """
 
 from collections.abc import Callable, Mapping, Sequence
@@ -63,6 +66,91 @@ def record_launches(instance: dg.DagsterInstance, session: Any, kinds: Sequence[
     return launched
 
 
+def run_key(claimed: queue.Claimed) -> str:
+    """New for every claim (the token is), so a requeued trigger's run is never skipped as a repeat."""
+    return f"{claimed.kind}:{claimed.id}:{claimed.claim_token}"
+
+
+# -- reactions to a run's end: one place, used by the run-status sensors and by reconciliation ---------
+
+
+def on_success(session: Any, row: tuple[int, str], run_id: str) -> bool:
+    """The run succeeded: the trigger is done, recording this run. True if this call finished the row."""
+    if queue.ack_many(session, [row], run_id=run_id):
+        return True
+    # A re-execution from the UI carries its parent's (now stale) token: the trigger is fulfilled all the
+    # same, so a row still waiting for its retry is finished here.
+    return queue.complete_by_run(session, row[0], run_id)
+
+
+def on_failure(session: Any, row: tuple[int, str], run: dg.DagsterRun, error: str) -> QueueState | None:
+    """The run failed: retry the row after the kind's backoff, or (run marked permanent, or no attempt
+    left) kill it, audited and alerted once. None when the run's claim no longer holds the row."""
+    retryable = run.tags.get(TAG_RETRYABLE) != "false"
+    try:
+        state = queue.fail(session, row[0], row[1], f"run {run.run_id}: {error}", retryable=retryable)
+    except queue.StaleClaim:
+        return None
+    if state is QueueState.DEAD:
+        dead(
+            session,
+            row[0],
+            run.tags.get(TAG_KIND, "?"),
+            run.tags.get(TAG_TENANT),
+            error,
+            alert=run.tags.get(TAG_ALERTED) != "true",
+            run_id=run.run_id,
+        )
+    return state
+
+
+def on_canceled(session: Any, row: tuple[int, str]) -> bool:
+    """A person canceled the run: the trigger is cancelled (only while this run's claim holds it)."""
+    return queue.cancel(session, row[0], row[1])
+
+
+FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+
+
+def _failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_FAILURE, limit=1).records
+    event = records[0].event_log_entry.dagster_event if records else None
+    return (event.message if event is not None else None) or "run failed"
+
+
+def reconcile_launched(instance: dg.DagsterInstance, engine: Any, kinds: Sequence[str] | None = None) -> dict[str, int]:
+    """Every launched row against its run in Dagster: finished runs ack, fail or cancel the row as their
+    run-status sensor would have; a run that no longer exists releases the row; queued and running runs
+    are left alone. Reads the rows, asks Dagster (outside any store transaction), then applies each
+    outcome in a short transaction of its own, guarded by the claim token, so a reaction that arrives at
+    the same time finishes the row once."""
+    with transaction(engine) as session:
+        rows = queue.launched(session, kinds)
+    counts = {"acked": 0, "failed": 0, "cancelled": 0, "released": 0}
+    if not rows:
+        return counts
+    runs = {r.run_id: r for r in instance.get_runs(filters=dg.RunsFilter(run_ids=[row.run_id for row in rows]))}
+    for row in rows:
+        run = runs.get(row.run_id)
+        if run is not None and run.status not in FINISHED:
+            continue
+        held = (row.id, row.claim_token)
+        error = _failure_message(instance, run.run_id) if run and run.status == dg.DagsterRunStatus.FAILURE else ""
+        with transaction(engine) as session:
+            if run is None:
+                state = queue.release_lost(session, row.id, row.claim_token, f"run {row.run_id} no longer exists")
+                if state is QueueState.DEAD:
+                    dead(session, row.id, row.kind, row.tenant_id, f"run {row.run_id} no longer exists", alert=True)
+                counts["released"] += state is not None
+            elif run.status == dg.DagsterRunStatus.SUCCESS:
+                counts["acked"] += on_success(session, held, run.run_id)
+            elif run.status == dg.DagsterRunStatus.FAILURE:
+                counts["failed"] += on_failure(session, held, run, error) is not None
+            else:
+                counts["cancelled"] += on_canceled(session, held)
+    return counts
+
+
 def rescue_expired(session: Any, kinds: Sequence[str] | None = None) -> list[queue.Reaped]:
     """Claims whose lease expired with no run go back to the queue; a row with no attempt left is dead,
     audited and alerted. Call after record_launches, so a claim whose run exists is never rescued."""
@@ -93,11 +181,12 @@ def queue_sensor(
         with transaction(database.engine) as session:
             record_launches(context.instance, session, [kind])
             rescue_expired(session, [kind])
+        reconcile_launched(context.instance, database.engine, [kind])
         with transaction(database.engine) as session:
             claimed = queue.claim(session, [kind], CLAIM_BATCH, LEASE_SECONDS, context.sensor_name)
         requests = [
             dg.RunRequest(
-                run_key=f"{kind}:{c.id}:{c.attempts}",
+                run_key=run_key(c),
                 run_config=run_config_for(c.payload),
                 tags=run_tags(c, tags_for(c.payload) if tags_for else None),
             )
@@ -129,10 +218,7 @@ def queue_ack_sensor(context: dg.RunStatusSensorContext, database: DatabaseResou
     if row is None:
         return
     with transaction(database.engine) as session:
-        if not queue.ack_many(session, [row], run_id=context.dagster_run.run_id):
-            # A re-execution from the UI carries its parent's (now stale) token: the trigger is fulfilled
-            # all the same, so a row still waiting for its retry is finished here.
-            queue.complete_by_run(session, row[0], context.dagster_run.run_id)
+        on_success(session, row, context.dagster_run.run_id)
 
 
 @dg.run_failure_sensor(
@@ -146,23 +232,8 @@ def queue_failure_sensor(context: dg.RunFailureSensorContext, database: Database
     row = _row_of(run)
     if row is None:
         return
-    error = context.failure_event.message or "run failed"
-    retryable = run.tags.get(TAG_RETRYABLE) != "false"
     with transaction(database.engine) as session:
-        try:
-            state = queue.fail(session, row[0], row[1], f"run {run.run_id}: {error}", retryable=retryable)
-        except queue.StaleClaim:
-            return
-        if state is QueueState.DEAD:
-            dead(
-                session,
-                row[0],
-                run.tags.get(TAG_KIND, "?"),
-                run.tags.get(TAG_TENANT),
-                error,
-                alert=run.tags.get(TAG_ALERTED) != "true",
-                run_id=run.run_id,
-            )
+        on_failure(session, row, run, context.failure_event.message or "run failed")
 
 
 @dg.run_status_sensor(
@@ -176,7 +247,7 @@ def queue_cancel_sensor(context: dg.RunStatusSensorContext, database: DatabaseRe
     row = _row_of(context.dagster_run)
     if row is not None:
         with transaction(database.engine) as session:
-            queue.cancel(session, row[0])
+            on_canceled(session, row)
 
 
 def dead(

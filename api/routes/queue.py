@@ -25,6 +25,7 @@ PLATFORM_ROLES = frozenset({"ops_admin", "admin", "ops_release"})
 class KindStats(BaseModel):
     states: dict[str, int]
     oldest_available_age_s: float | None
+    oldest_launched_age_s: float | None  # since launch: a row nobody reconciled would grow old here
 
 
 class QueueStats(BaseModel):
@@ -133,7 +134,7 @@ ENDPOINTS = [
         "GET",
         "/v1/queue/stats",
         queue_stats,
-        "Trigger counts per kind and state, oldest available age",
+        "Trigger counts per kind and state, oldest available and oldest launched age",
         response=QueueStats,
         tenant_header=True,
         tags=["queue"],

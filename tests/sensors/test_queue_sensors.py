@@ -67,7 +67,7 @@ def _state(engine, row_id):
 def test_one_run_request_per_row_and_none_again_when_evaluated_twice(engine, instance, resources):
     ids = _enqueue(engine, 3)
     first = _tick(instance, resources)
-    assert sorted(r.run_key for r in first) == sorted(f"build:{i}:1" for i in ids)
+    assert {r.run_key for r in first} == {f"build:{r.tags[TAG_ID]}:{r.tags[TAG_TOKEN]}" for r in first}
     assert {r.tags[TAG_ID] for r in first} == {str(i) for i in ids}
     assert all(r.tags["wrk/tenant_id"] and r.tags["wrk/automation_version_id"] for r in first)
     assert first[0].run_config["ops"]["load"]["config"]["workflow_binding_id"].startswith("b")
@@ -108,7 +108,8 @@ def test_failed_runs_retry_with_backoff_then_the_row_dies_with_one_ops_alert(eng
     [row_id] = _enqueue(engine, 1)
     for attempt in (1, 2, 3):  # build triggers get 3 attempts
         [request] = _tick(instance, resources)
-        assert request.run_key == f"build:{row_id}:{attempt}"
+        assert request.run_key == f"build:{row_id}:{request.tags[TAG_TOKEN]}"
+        assert request.tags["wrk/attempt"] == str(attempt)
         run = _launch(instance, request)
         _finish(instance, run, resources, dg.DagsterEventType.RUN_FAILURE)
         row = _state(engine, row_id)

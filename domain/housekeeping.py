@@ -1,0 +1,67 @@
+"""Pruning what is finished and old: idempotency keys, webhook deliveries, release working folders.
+(Finished queue rows are pruned by domain/queue.py, which holds every statement of the queue.) The sweeper
+(schedules/sweeper.py) calls these with the retention settings."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from domain.models import IdempotencyKey, WebhookDelivery
+
+
+def prune_idempotency_keys(session: Session, older_than: timedelta, limit: int = 10_000) -> int:
+    """Delete stored idempotent answers older than `older_than`: a retry after that is a new request."""
+    cutoff = datetime.now(UTC) - older_than
+    key = IdempotencyKey.id
+    ids = select(key).where(IdempotencyKey.created_at < cutoff).limit(limit).scalar_subquery()
+    return len(session.execute(delete(IdempotencyKey).where(key.in_(ids)).returning(key)).all())
+
+
+def prune_webhook_deliveries(session: Session, older_than: timedelta, limit: int = 10_000) -> int:
+    """Delete remembered webhook delivery ids older than `older_than` (longer than GitHub redelivers)."""
+    cutoff = datetime.now(UTC) - older_than
+    key = WebhookDelivery.delivery_id
+    ids = select(key).where(WebhookDelivery.received_at < cutoff).limit(limit).scalar_subquery()
+    return len(session.execute(delete(WebhookDelivery).where(key.in_(ids)).returning(key)).all())
+
+
+@dataclass(frozen=True)
+class PrunedFolders:
+    removed: list[str]
+    kept: int
+
+
+def _newest_mtime(path: Path) -> float:
+    newest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for child in path.rglob("*"):
+            newest = max(newest, child.lstat().st_mtime)
+    return newest
+
+
+def prune_release_dirs(release_dir: Path, older_than: timedelta, now: datetime | None = None) -> PrunedFolders:
+    """Remove each entry directly under `release_dir` in which nothing changed for `older_than` (days:
+    far longer than a release's time limit, so no running release's folder is touched). Symlinks are
+    removed, never followed; nothing outside `release_dir` is removed."""
+    if not release_dir.is_dir():
+        return PrunedFolders([], 0)
+    root = release_dir.resolve()
+    cutoff = ((now or datetime.now(UTC)) - older_than).timestamp()
+    removed: list[str] = []
+    kept = 0
+    for entry in sorted(root.iterdir()):
+        if _newest_mtime(entry) >= cutoff:
+            kept += 1
+            continue
+        if entry.is_symlink() or not entry.is_dir():
+            entry.unlink()
+        elif entry.resolve().parent == root:
+            shutil.rmtree(entry)
+        removed.append(entry.name)
+    return PrunedFolders(removed, kept)
