@@ -2,8 +2,8 @@
 working folders once they are older than their retention settings, and keeps everything younger."""
 
 import os
-from pathlib import Path
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import pytest

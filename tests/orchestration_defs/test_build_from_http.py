@@ -41,7 +41,7 @@ def test_build_request_over_http_ends_in_qa_with_notifications_delivered(
                 dg.build_sensor_context(instance=instance, resources=resources, sensor_name="build_queue_sensor")
             )
             [request] = tick.run_requests
-            assert request.run_key == f"build:{accepted.json()['trigger_id']}:1"
+            assert request.run_key == f"build:{accepted.json()['trigger_id']}:{request.tags['wrk/claim_token']}"
             result = build_automation_version.execute_in_process(
                 run_config=request.run_config, tags=request.tags, instance=instance, resources=resources
             )
