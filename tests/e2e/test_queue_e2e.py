@@ -130,10 +130,12 @@ def test_a_requeued_dead_trigger_runs_at_once_and_ends_done_with_its_new_run(sta
     _refuse_version_updates(engine, False)  # the cause is fixed; ops requeue the trigger
     with transaction(engine) as session:
         assert queue.requeue(session, row_id)
+    requeued_at = time.monotonic()
     done = _until(
         lambda: (r := _row(engine, row_id)).state == "done" and r,
         lambda: f"{_row(engine, row_id).state}; daemon log: {stack['log'].read_text()[-2000:]}",
     )
+    print(f"requeue -> done: {time.monotonic() - requeued_at:.1f} s")  # a figure, not a bound (-s shows it)
     assert done.run_id and done.run_id != first_run  # the run that fulfilled it, not the failed one
     assert _run(client, done.run_id)["status"] == "SUCCESS"
     with transaction(engine) as session:
@@ -162,6 +164,7 @@ def test_two_launches_of_one_versions_build_run_one_after_the_other(stack, engin
     assert {"key": "wrk/automation_version_id", "value": version.id} in runs[second]["tags"]
     earlier, later = sorted(runs.values(), key=lambda r: r["startTime"])
     assert later["startTime"] >= earlier["endTime"]  # never both at once
+    print(f"second run waited {later['startTime'] - earlier['startTime']:.1f} s after the first started")
     with transaction(engine) as session:
         assert session.get(models.AutomationVersion, version.id).status == "QA & Testing"
     assert len(sandbox.calls("POST", "/wrk-api/workflows")) == 1  # the second found it built
