@@ -119,7 +119,7 @@ _REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
 def check_ref_format(refname: str) -> str | None:
     """Why git would refuse `refname` (the rules of `git check-ref-format`), or None when it is legal."""
-    if refname == "@":
+    if refname == "@":  # a whole ref name, never one under refs/tags/
         return "is the single character '@'"
     if refname.startswith("/") or refname.endswith("/"):
         return "begins or ends with '/'"
