@@ -335,6 +335,24 @@ def fail_release(session: Session, release_id: str, reason: str) -> None:
         transition(session, release, B.FAILED, reason=reason, error=reason)
 
 
+def fail_run(session: Session, dagster_run_id: str, reason: str) -> str | None:
+    """A release run that ended without finishing its release (killed, crashed, canceled): the release
+    `failed`, its running builds `failed`, its pending ones `skipped`. Returns the release id it ended."""
+    release = session.scalars(
+        select(ReleaseBuild).where(ReleaseBuild.dagster_run_id == dagster_run_id).with_for_update()
+    ).one_or_none()
+    if release is None or release.status not in (B.PENDING.value, B.RUNNING.value):
+        return None
+    rows = session.scalars(select(RepoBuild).where(RepoBuild.release_build_id == release.id).with_for_update())
+    for row in rows:
+        if row.status == B.RUNNING.value:
+            transition(session, row, B.FAILED, action="run_ended", reason=reason, error=reason)
+        elif row.status == B.PENDING.value:
+            transition(session, row, B.SKIPPED, action="run_ended", reason=reason, error=reason)
+    transition(session, release, B.FAILED, action="run_ended", reason=reason, error=reason)
+    return release.id
+
+
 def finish_release(session: Session, release_id: str, **values: Any) -> None:
     release = session.get(ReleaseBuild, release_id, with_for_update=True)
     assert release is not None

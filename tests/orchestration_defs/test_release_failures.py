@@ -129,3 +129,37 @@ def test_an_illegal_tag_is_refused_in_the_launch_config(engine, database_url, sa
     assert not Path(flow_env.release_dir).exists() or not any(Path(flow_env.release_dir).iterdir())
     with transaction(engine) as session:
         assert session.scalars(select(RepoBuild)).all() == []
+
+
+@pytest.mark.parametrize("how", ["failure", "canceled"])
+def test_a_release_run_that_dies_outside_its_ops_ends_its_release_failed(engine, database_url, instance, how):
+    from orchestration_defs.release import release_build, release_cancel_sensor, release_failure_sensor
+    from resources.database import DatabaseResource
+
+    run = instance.create_run_for_job(
+        release_build,
+        run_config={"ops": {"start_release": {"config": {"tag": "v10.0.0"}}}},
+        status=dg.DagsterRunStatus.STARTED,
+    )
+    with transaction(engine) as session:
+        release_id = rel.start_release(session, "v10.0.0", None, False, ["a", "b"], run.run_id)
+        rel.begin_attempt(session, release_id, "a", attempt=1, correlation_id="c", github_run_id="1")
+    # What the daemon does when the run process is killed or canceled: the event, then the sensor.
+    if how == "failure":
+        instance.report_run_failed(run)
+        event_type, sensor = dg.DagsterEventType.RUN_FAILURE, release_failure_sensor
+    else:
+        instance.report_run_canceled(run)
+        event_type, sensor = dg.DagsterEventType.RUN_CANCELED, release_cancel_sensor
+    event = instance.get_records_for_run(run.run_id, of_type=event_type).records[-1].event_log_entry.dagster_event
+    context = dg.build_run_status_sensor_context(
+        sensor_name=sensor.name,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(run.run_id),
+        dagster_event=event,
+        resources={"database": DatabaseResource(url=database_url)},
+    )
+    sensor(context.for_run_failure() if how == "failure" else context)
+    states = _repo_states(engine, "v10.0.0")
+    assert states == {"a": ("failed", 1), "b": ("skipped", 0), "_release": ("failed", 0)}
+    assert run.run_id in _release_error(engine, "v10.0.0")
