@@ -163,3 +163,25 @@ def test_a_release_run_that_dies_outside_its_ops_ends_its_release_failed(engine,
     states = _repo_states(engine, "v10.0.0")
     assert states == {"a": ("failed", 1), "b": ("skipped", 0), "_release": ("failed", 0)}
     assert run.run_id in _release_error(engine, "v10.0.0")
+
+
+def test_a_resume_after_the_working_folder_was_pruned_downloads_the_recorded_artifacts_again(
+    engine, database_url, sandbox, flow_env, instance, tmp_path
+):
+    import shutil
+    import tarfile
+
+    sandbox.configure_github(default_duration_s=0.05)
+    sandbox.fault("POST", "/github/repos/bllvm/bllvm/releases", count=1, status=422, body={"message": "nope"})
+    assert not _release(database_url, instance, tag="v11.0.0", repositories=["commons"]).success
+    shutil.rmtree(Path(flow_env.release_dir) / "v11.0.0")  # pruned between the failure and the resume
+    dispatched = len(_dispatches(sandbox))
+    assert _release(database_url, instance, tag="v11.0.0", repositories=["commons"]).success
+    assert len(_dispatches(sandbox)) == dispatched  # not built again
+    release = sandbox.http.get("/github/repos/bllvm/bllvm/releases/tags/v11.0.0").json()
+    archive = next(a for a in release["assets"] if a["name"] == "release-v11.0.0.tar.gz")
+    (tmp_path / "a.tar.gz").write_bytes(
+        sandbox.http.get(archive["browser_download_url"].replace(sandbox.url, "")).content
+    )
+    with tarfile.open(tmp_path / "a.tar.gz") as tar:
+        assert tar.getnames() == ["commons/commons-build.zip"]  # never an empty archive
