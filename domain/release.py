@@ -470,6 +470,11 @@ def sign(sums: Path, key_path: Path, passphrase: str | None = None) -> Path:
 
     key = pysequoia.Tsk.from_bytes(key_path.read_bytes())
     signature = sums.with_name(sums.name + ".asc")
-    signer = key.signer(passphrase) if passphrase else key.signer()
+    try:
+        signer = key.signer(passphrase) if passphrase else key.signer()
+    except Exception as exc:  # Sequoia's error carries a backtrace: keep its first line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = "" if passphrase else " (an encrypted key needs RELEASE_GPG_PASSPHRASE)"
+        raise ValueError(f"RELEASE_GPG_KEY cannot sign: {first}{hint}") from None
     signature.write_bytes(pysequoia.sign(signer, sums.read_bytes(), mode=pysequoia.SignatureMode.DETACHED))
     return signature

@@ -3,6 +3,7 @@
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import dagster as dg
 import pysequoia
@@ -213,35 +214,33 @@ def test_sha256sums_carry_an_openpgp_signature_that_gpg_verifies(
         assert tampered.returncode != 0
 
 
-@pytest.mark.skipif(shutil.which("gpg") is None, reason="making a passphrase-protected key needs gpg")
-def test_a_passphrase_protected_gpg_key_signs(engine, database_url, sandbox, flow_env, instance, tmp_path, monkeypatch):
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def test_a_passphrase_protected_key_signs_and_a_missing_passphrase_fails_the_release(
+    engine, database_url, sandbox, flow_env, instance, tmp_path, monkeypatch
+):
+    """tests/fixtures/release-test-key.asc: a throwaway ed25519 key made with gpg, passphrase `s3cret`."""
     from domain.settings import get_settings
 
-    home = tmp_path / "keys"
-    home.mkdir(mode=0o700)
-    env = {**os.environ, "GNUPGHOME": str(home)}
-    gpg = ["gpg", "--batch", "--pinentry-mode", "loopback", "--passphrase", "s3cret"]
-    subprocess.run(
-        [*gpg, "--quick-gen-key", "Release <r@wrk.test>", "ed25519", "sign", "1d"],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    secret = subprocess.run([*gpg, "--armor", "--export-secret-keys"], env=env, check=True, capture_output=True).stdout
-    public = subprocess.run(["gpg", "--batch", "--armor", "--export"], env=env, check=True, capture_output=True).stdout
-    (tmp_path / "key.asc").write_bytes(secret)
-    monkeypatch.setenv("RELEASE_GPG_KEY", str(tmp_path / "key.asc"))
-    monkeypatch.setenv("RELEASE_GPG_PASSPHRASE", "s3cret")
+    monkeypatch.setenv("RELEASE_GPG_KEY", str(FIXTURES / "release-test-key.asc"))
     get_settings.cache_clear()
     sandbox.configure_github(default_duration_s=0.05)
+    assert not _release(database_url, instance, tag="v5.1.0", repositories=["commons"]).success
+    assert "needs RELEASE_GPG_PASSPHRASE" in _release_error(engine, "v5.1.0")
+
+    monkeypatch.setenv("RELEASE_GPG_PASSPHRASE", "s3cret")
+    get_settings.cache_clear()
     assert _release(database_url, instance, tag="v5.1.0", repositories=["commons"]).success
     assets = {a["name"]: a for a in sandbox.http.get("/github/repos/bllvm/bllvm/releases/tags/v5.1.0").json()["assets"]}
-    out = tmp_path / "verify"
-    out.mkdir()
-    verified = _gpg_verify(
-        out, public, _asset(sandbox, assets["SHA256SUMS"]), _asset(sandbox, assets["SHA256SUMS.asc"])
-    )
-    assert verified.returncode == 0 and "Good signature" in verified.stderr, verified.stderr
+    sums, signature = _asset(sandbox, assets["SHA256SUMS"]), _asset(sandbox, assets["SHA256SUMS.asc"])
+    public_key = (FIXTURES / "release-test-key.pub.asc").read_bytes()
+    public = pysequoia.Cert.from_bytes(public_key)
+    checked = pysequoia.verify(bytes=sums, store=lambda _ids: [public], signature=pysequoia.Sig.from_bytes(signature))
+    assert [s.certificate for s in checked.valid_sigs] == [public.fingerprint]
+    if shutil.which("gpg"):
+        verified = _gpg_verify(tmp_path, public_key, sums, signature)
+        assert verified.returncode == 0 and "Good signature" in verified.stderr, verified.stderr
 
 
 def test_releases_are_readable_over_the_api_and_workflow_run_events_update_them(
