@@ -21,7 +21,7 @@ import httpx
 import jwt
 
 from domain.settings import Settings, get_settings
-from resources.errors import RateLimited
+from resources.errors import RateLimited, RetryableError
 from resources.http import HttpClient, parse_retry_after
 from resources.retry import RetryPolicy
 
@@ -89,14 +89,20 @@ class AppInstallationAuth(httpx.Auth):
         request.headers["Authorization"] = f"Bearer {token}"
         response = yield request
         if response.status_code == 401:
-            # Revoked or expired early: fetch a new token and send once more (a streamed upload's
-            # body cannot be sent twice; its 401 stays an error for the retry policy's caller).
+            # Revoked or expired early: drop the token; send once more with a new one when the body can
+            # be sent twice. A streamed upload's 401 goes back to the client, which retries it (the
+            # retry opens the file again and gets the new token).
             self.invalidate(token)
-            request.headers["Authorization"] = f"Bearer {self.token()}"
-            yield request
+            if replayable(request):
+                request.headers["Authorization"] = f"Bearer {self.token()}"
+                yield request
 
     def close(self) -> None:
         self._exchange.close()
+
+
+def replayable(request: httpx.Request) -> bool:
+    return isinstance(request.stream, httpx.ByteStream)
 
 
 _app_auths: dict[tuple[str, ...], AppInstallationAuth] = {}
@@ -105,7 +111,8 @@ _app_auths_lock = threading.Lock()
 
 def app_auth(settings: Settings) -> AppInstallationAuth:
     """The process's one AppInstallationAuth for these settings (so its token cache is shared)."""
-    assert settings.github_app_id and settings.github_app_private_key and settings.github_app_installation_id
+    if not (settings.github_app_id and settings.github_app_private_key and settings.github_app_installation_id):
+        raise ValueError("GITHUB_APP_ID needs GITHUB_APP_PRIVATE_KEY and GITHUB_APP_INSTALLATION_ID")
     key = settings.github_app_private_key.get_secret_value()
     if not key.lstrip().startswith("-----BEGIN"):
         key = Path(key).read_text()  # a path to the PEM file
@@ -172,6 +179,14 @@ class GitHubClient(HttpClient):
                     status=response.status_code,
                     retry_after=retry_after,
                 )
+        if (
+            response.status_code == 401
+            and isinstance(self.http.auth, AppInstallationAuth)
+            and not replayable(response.request)
+        ):
+            # A streamed upload refused with a token the auth has just dropped: the next attempt has a new one.
+            message = f"{response.request.method} {response.request.url.path} answered 401"
+            return RetryableError(self.service, message, status=401)
         return super().classify(response)
 
     # -- Actions -----------------------------------------------------------------------------------

@@ -118,3 +118,16 @@ def test_a_plain_token_still_works_without_an_app(sandbox):
         assert gh.list_workflow_runs("acme", "node") == []
     [call] = sandbox.calls("GET")
     assert call["status"] == 200
+
+
+def test_a_streamed_upload_refused_with_a_revoked_token_is_retried_with_a_new_one(app_sandbox, app_key, tmp_path):
+    auth = AppInstallationAuth(app_sandbox.github_url, APP_ID, _pem(app_key), INSTALLATION_ID)
+    payload = tmp_path / "SHA256SUMS"
+    payload.write_text("abc  file\n")
+    with _client(app_sandbox, auth) as gh:
+        release = gh.create_release("acme", "bllvm", tag="v2", name="v2", body="", prerelease=False)
+        app_sandbox.http.post("/_sandbox/github/revoke-tokens").raise_for_status()
+        asset = gh.upload_release_asset(release["upload_url"], payload)
+    assert asset["size"] == payload.stat().st_size
+    assert [c["status"] for c in app_sandbox.calls("POST", r"/github/uploads/.*")] == [401, 201]
+    assert _exchanges(app_sandbox) == 2
