@@ -58,6 +58,14 @@ class ReleaseGraph:
         graph = build_graph({n: r for n, r in self.repositories.items() if n in wanted})
         return ReleaseGraph(graph.repositories, graph.groups, self.publish_to)
 
+    def dependents(self, name: str) -> list[str]:
+        """Every repository that depends on `name`, directly or through others, in build order."""
+        found: set[str] = set()
+        for other in self.order:
+            if name in self.repositories[other].depends_on or found & set(self.repositories[other].depends_on):
+                found.add(other)
+        return [n for n in self.order if n in found]
+
     def critical_path(self, duration: Mapping[str, float]) -> float:
         finish: dict[str, float] = {}
         for name in self.order:

@@ -65,7 +65,13 @@ class Settings(BaseSettings):
 
     # Release builds
     release_dir: str = ""  # default: $DAGSTER_HOME/releases (or ./var/releases)
-    release_signing_key: str | None = None  # path to an Ed25519 private key (PEM): signs SHA256SUMS
+    release_gpg_key: str | None = None  # path to an OpenPGP secret key (armored): signs SHA256SUMS.asc
+    release_gpg_passphrase: SecretStr | None = None
+
+    # GitHub App authentication (instead of GITHUB_TOKEN when GITHUB_APP_ID is set)
+    github_app_id: str | None = None
+    github_app_private_key: SecretStr | None = None  # PEM text, or the path to a PEM file
+    github_app_installation_id: str | None = None
 
     # Housekeeping by the queue sweeper: how long finished things are kept
     queue_retention_days: float = 7.0  # done and cancelled triggers (dead ones stay until requeued)

@@ -2,10 +2,12 @@
 dependency order (independent branches run at the same time), then package and publish.
 
 Each repository op dispatches the repository's build workflow, finds its run, polls it with backoff
-until it completes, dispatches again on failure up to a limit, and downloads the run's artifacts. A
-repository whose build already succeeded for this release (a re-execution from failure, or a release
-re-run for the same tag) is not dispatched again. A repository not selected in the run config is
-skipped.
+until it completes, dispatches again on failure (after the one retry policy's backoff) up to a limit,
+and downloads the run's artifacts (streamed to disk). A repository whose build already succeeded for
+this release, with its artifacts and checksums recorded (a re-execution from failure, or a release
+re-run for the same tag), is not dispatched again. A repository not selected in the run config is
+skipped. Every failure (a run that keeps failing, a poll timeout, a GitHub error, package, publish)
+ends the release `failed` with the reason; a failed repository's dependents end `skipped`.
 """
 
 import shutil
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from pydantic import field_validator
 
 from domain import release as rel
 from domain.models import BuildStatus
@@ -39,13 +42,18 @@ class ReleaseConfig(dg.Config):
     poll_initial_s: float = 1.0
     poll_max_s: float = 15.0
 
+    @field_validator("tag")
+    @classmethod
+    def _git_ref_name(cls, tag: str) -> str:
+        return rel.validate_tag(tag)
+
 
 def _op_name(repository: str) -> str:
     return "build_" + repository.replace("-", "_").replace(".", "_")
 
 
 def _release_dir(tag: str) -> Path:
-    return Path(get_settings().release_dir) / tag
+    return rel.release_dir(Path(get_settings().release_dir), tag)
 
 
 def _find_run(gh: GitHubClient, repo: Repository, correlation_id: str, deadline: float) -> dict[str, Any]:
@@ -88,7 +96,19 @@ def _poll(gh: GitHubClient, repo: Repository, run_id: int, config: ReleaseConfig
         wait = min(config.poll_max_s, wait * 1.5)
 
 
-def repository_op(repo: Repository) -> dg.OpDefinition:
+def _reuse(gh: GitHubClient, repo: Repository, tag: str, row: Any) -> list[Path]:
+    """A succeeded build's artifacts: on disk with their recorded checksums, downloaded again from the
+    recorded run when the working folder was pruned. Never rebuilt: `succeeded` is final."""
+    paths = [Path(str(p)) for p in row.artifacts or []]
+    if not (paths and all(p.exists() for p in paths)) and row.github_run_id:
+        paths = _download(gh, repo, int(row.github_run_id), tag)
+    checksums = dict(row.checksums or {})
+    if not paths or any(checksums.get(p.name) != rel.sha256_file(p) for p in paths):
+        raise dg.Failure(f"{repo.name}: succeeded, but its artifacts do not match the recorded checksums")
+    return paths
+
+
+def repository_op(repo: Repository, graph: ReleaseGraph) -> dg.OpDefinition:
     @dg.op(
         name=_op_name(repo.name),
         ins={"plan": dg.In(dict), "after": dg.In(dg.Nothing)},
@@ -96,90 +116,93 @@ def repository_op(repo: Repository) -> dg.OpDefinition:
     )
     def build_repository(
         context: dg.OpExecutionContext, plan: dict, database: DatabaseResource, github: GitHubResource
-    ) -> list[str]:
+    ) -> dict[str, Any]:
         config = ReleaseConfig(**plan["config"])
         release_id = plan["release_id"]
         if repo.name not in plan["repositories"]:
-            return []
+            return {"repository": repo.name, "artifacts": []}
         with transaction(database.engine) as session:
             row = rel.repo_build(session, release_id, repo.name)
-            if row.status == BuildStatus.SUCCEEDED.value:
-                context.log.info(f"{repo.name} already built for this release (run {row.github_run_id}); skipped")
-                return list(row.artifacts or [])
+            session.expunge(row)
         gh = github.client()
         try:
-            for attempt in range(1, config.max_build_attempts + 1):
-                correlation_id = uuid.uuid4().hex
-                run_id = _dispatch(gh, repo, config, correlation_id)
-                with transaction(database.engine) as session:
-                    rel.update_repo_build(
-                        session,
-                        release_id,
-                        repo.name,
-                        status=BuildStatus.RUNNING.value,
-                        attempts=attempt,
-                        correlation_id=correlation_id,
-                        github_run_id=str(run_id),
-                        error=None,
-                        conclusion=None,
-                    )
-                run = _poll(gh, repo, run_id, config)
-                conclusion = run.get("conclusion")
-                if conclusion == SUCCESS:
-                    paths = _download(gh, repo, run_id, config.tag)
-                    with transaction(database.engine) as session:
-                        rel.update_repo_build(
-                            session,
-                            release_id,
-                            repo.name,
-                            status=BuildStatus.SUCCEEDED.value,
-                            conclusion=conclusion,
-                            github_run_url=run.get("html_url"),
-                            artifacts=[str(p) for p in paths],
-                            checksums={p.name: rel.sha256_file(p) for p in paths},
-                        )
-                    context.add_output_metadata(
-                        {
-                            "run": dg.MetadataValue.url(run.get("html_url") or ""),
-                            "attempts": attempt,
-                            "artifacts": len(paths),
-                        }
-                    )
-                    return [str(p) for p in paths]
-                # failure, cancelled, timed_out, or a conclusion we do not know: all failures
-                context.log.warning(f"{repo.name}: run {run_id} concluded {conclusion!r} (attempt {attempt})")
-                with transaction(database.engine) as session:
-                    rel.update_repo_build(
-                        session,
-                        release_id,
-                        repo.name,
-                        conclusion=conclusion,
-                        github_run_url=run.get("html_url"),
-                        error=f"run {run_id} concluded {conclusion!r}",
-                    )
+            if row.status == BuildStatus.SUCCEEDED.value:
+                paths = _reuse(gh, repo, config.tag, row)
+                context.log.info(f"{repo.name} already built for this release (run {row.github_run_id}); skipped")
+                return {"repository": repo.name, "artifacts": [str(p) for p in paths]}
+            return _build(context, gh, repo, config, database, release_id)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, dg.Failure) else f"{type(exc).__name__}: {exc}"
+            dependents = [d for d in graph.dependents(repo.name) if d in plan["repositories"]]
+            with transaction(database.engine) as session:
+                rel.fail_repository(session, release_id, repo.name, reason, dependents)
+            raise dg.Failure(f"{repo.name}: {reason}", allow_retries=False) from exc
         finally:
             gh.close()
-        with transaction(database.engine) as session:
-            rel.update_repo_build(session, release_id, repo.name, status=BuildStatus.FAILED.value)
-            rel.finish_release(
-                session,
-                release_id,
-                BuildStatus.FAILED,
-                error=f"{repo.name} failed after {config.max_build_attempts} attempts",
-            )
-        raise dg.Failure(f"{repo.name} failed after {config.max_build_attempts} build attempts", allow_retries=False)
 
     return build_repository
 
 
+def _build(
+    context: dg.OpExecutionContext,
+    gh: GitHubClient,
+    repo: Repository,
+    config: ReleaseConfig,
+    database: DatabaseResource,
+    release_id: str,
+) -> dict[str, Any]:
+    """Dispatch, find, poll, collect; a failed run is dispatched again after the one policy's backoff."""
+    last = "no attempt"
+    for attempt in range(1, config.max_build_attempts + 1):
+        if attempt > 1:
+            wait = gh.retry.backoff(attempt - 1)
+            context.log.info(f"{repo.name}: dispatching again in {wait:.2f} s (attempt {attempt})")
+            with transaction(database.engine) as session:
+                rel.note(session, release_id, repo.name, "redispatch_backoff", {"wait_s": wait, "attempt": attempt})
+            gh.retry.sleep(wait)
+        correlation_id = uuid.uuid4().hex
+        run_id = _dispatch(gh, repo, config, correlation_id)
+        with transaction(database.engine) as session:
+            rel.begin_attempt(
+                session,
+                release_id,
+                repo.name,
+                attempt=attempt,
+                correlation_id=correlation_id,
+                github_run_id=str(run_id),
+            )
+        run = _poll(gh, repo, run_id, config)
+        conclusion = run.get("conclusion")
+        if conclusion == SUCCESS:
+            paths = _download(gh, repo, run_id, config.tag)
+            with transaction(database.engine) as session:
+                rel.record_success(
+                    session, release_id, repo.name, conclusion=conclusion, url=run.get("html_url"), artifacts=paths
+                )
+            context.add_output_metadata(
+                {"run": dg.MetadataValue.url(run.get("html_url") or ""), "attempts": attempt, "artifacts": len(paths)}
+            )
+            return {"repository": repo.name, "artifacts": [str(p) for p in paths]}
+        # failure, cancelled, timed_out, or a conclusion we do not know: all failures
+        last = f"run {run_id} concluded {conclusion!r}"
+        context.log.warning(f"{repo.name}: {last} (attempt {attempt})")
+        with transaction(database.engine) as session:
+            rel.record_attempt_failure(
+                session, release_id, repo.name, conclusion=conclusion, url=run.get("html_url"), error=last
+            )
+    raise dg.Failure(f"failed after {config.max_build_attempts} build attempts ({last})")
+
+
 def _download(gh: GitHubClient, repo: Repository, run_id: int, tag: str) -> list[Path]:
-    target = _release_dir(tag) / "artifacts" / repo.name
+    workdir = _release_dir(tag)
+    target = rel.inside(workdir, workdir / "artifacts" / rel.safe_file_name(repo.name))
     shutil.rmtree(target, ignore_errors=True)
     paths = []
     for artifact in gh.list_run_artifacts(repo.owner, repo.name, run_id):
         if repo.artifacts and artifact["name"] not in repo.artifacts:
             continue
-        paths.append(gh.download_artifact(repo.owner, repo.name, artifact["id"], target / f"{artifact['name']}.zip"))
+        destination = rel.inside(target, target / f"{rel.safe_file_name(artifact['name'])}.zip")
+        paths.append(gh.download_artifact(repo.owner, repo.name, artifact["id"], destination))
     return paths
 
 
@@ -191,10 +214,13 @@ def start_release_op(graph: ReleaseGraph) -> dg.OpDefinition:
     )
     def start_release(context: dg.OpExecutionContext, config: ReleaseConfig, database: DatabaseResource) -> dict:
         selected = graph.subset(config.repositories).order if config.repositories else graph.order
-        with transaction(database.engine) as session:
-            release_id = rel.start_release(
-                session, config.tag, config.name, config.prerelease, selected, context.run_id
-            )
+        try:
+            with transaction(database.engine) as session:
+                release_id = rel.start_release(
+                    session, config.tag, config.name, config.prerelease, selected, context.run_id
+                )
+        except (rel.ReleaseAlreadySucceeded, rel.InvalidTag) as exc:
+            raise dg.Failure(str(exc), allow_retries=False) from exc
         context.instance.add_run_tags(context.run_id, {"wrk/release_tag": config.tag})
         context.add_output_metadata({"tag": config.tag, "repositories": ", ".join(selected)})
         return {
@@ -207,19 +233,36 @@ def start_release_op(graph: ReleaseGraph) -> dg.OpDefinition:
     return start_release
 
 
-@dg.op(description="One archive of all artifacts, SHA256SUMS (and its signature when a key is set).")
-def package(context: dg.OpExecutionContext, plan: dict, artifacts: list[list[str]]) -> dict[str, str]:
+@dg.op(
+    description="One archive of all artifacts, each repository's artifacts, SHA256SUMS over all of them, "
+    "and its OpenPGP signature SHA256SUMS.asc when RELEASE_GPG_KEY is set."
+)
+def package(
+    context: dg.OpExecutionContext, plan: dict, artifacts: list[dict[str, Any]], database: DatabaseResource
+) -> dict[str, str]:
     config = ReleaseConfig(**plan["config"])
-    paths = [Path(p) for group in artifacts for p in group]
-    files = rel.package(_release_dir(config.tag), config.tag, paths)
-    signing_key = get_settings().release_signing_key
-    if signing_key:
-        files["signature"] = rel.sign(files["sha256sums"], Path(signing_key))
-    context.add_output_metadata({"archive_sha256": rel.sha256_file(files["archive"]), "artifacts": len(paths)})
+    built = {a["repository"]: [Path(p) for p in a["artifacts"]] for a in artifacts if a["artifacts"]}
+    try:
+        settings = get_settings()
+        files = rel.package(_release_dir(config.tag), config.tag, built)
+        if settings.release_gpg_key:
+            passphrase = settings.release_gpg_passphrase
+            files["signature"] = rel.sign(
+                files["sha256sums"],
+                Path(settings.release_gpg_key),
+                passphrase.get_secret_value() if passphrase else None,
+            )
+    except Exception as exc:
+        with transaction(database.engine) as session:
+            rel.fail_release(session, plan["release_id"], f"package: {type(exc).__name__}: {exc}")
+        raise dg.Failure(f"package: {exc}", allow_retries=False) from exc
+    context.add_output_metadata(
+        {"archive_sha256": rel.sha256_file(files["archive"]), "artifacts": sum(len(p) for p in built.values())}
+    )
     return {name: str(path) for name, path in files.items()}
 
 
-@dg.op(description="Create (or reuse) the GitHub release and upload the archive, SHA256SUMS and signature.")
+@dg.op(description="Create (or reuse) the GitHub release and upload the archive, artifacts, SHA256SUMS, signature.")
 def publish(
     context: dg.OpExecutionContext,
     plan: dict,
@@ -228,7 +271,35 @@ def publish(
     github: GitHubResource,
 ) -> str:
     config, release_id = ReleaseConfig(**plan["config"]), plan["release_id"]
-    owner, repo = plan["publish_to"].split("/")
+    try:
+        release, uploaded, skipped = _publish(config, release_id, plan["publish_to"], files, database, github)
+    except Exception as exc:
+        with transaction(database.engine) as session:
+            rel.fail_release(session, release_id, f"publish: {type(exc).__name__}: {exc}")
+        raise dg.Failure(f"publish: {exc}", allow_retries=False) from exc
+    with transaction(database.engine) as session:
+        rel.finish_release(
+            session,
+            release_id,
+            github_release_id=str(release["id"]),
+            github_release_url=release.get("html_url"),
+            archive_sha256=rel.sha256_file(Path(files["archive"])),
+        )
+    context.add_output_metadata(
+        {"release": dg.MetadataValue.url(release.get("html_url") or ""), "uploaded": uploaded, "skipped": skipped}
+    )
+    return str(release["id"])
+
+
+def _publish(
+    config: ReleaseConfig,
+    release_id: str,
+    publish_to: str,
+    files: dict[str, str],
+    database: DatabaseResource,
+    github: GitHubResource,
+) -> tuple[dict[str, Any], int, int]:
+    owner, repo = publish_to.split("/")
     gh = github.client()
     try:
         try:
@@ -241,7 +312,7 @@ def publish(
             )
         existing = {a["name"]: a for a in gh.list_release_assets(owner, repo, release["id"])}
         uploaded = skipped = 0
-        for path in (Path(p) for p in files.values()):
+        for path in sorted(Path(p) for p in files.values()):
             digest = "sha256:" + rel.sha256_file(path)
             asset = existing.get(path.name)
             if asset is not None and asset.get("digest") == digest and asset.get("state") == "uploaded":
@@ -253,23 +324,11 @@ def publish(
             uploaded += 1
     finally:
         gh.close()
-    with transaction(database.engine) as session:
-        rel.finish_release(
-            session,
-            release_id,
-            BuildStatus.SUCCEEDED,
-            github_release_id=str(release["id"]),
-            github_release_url=release.get("html_url"),
-            archive_sha256=rel.sha256_file(Path(files["archive"])),
-        )
-    context.add_output_metadata(
-        {"release": dg.MetadataValue.url(release.get("html_url") or ""), "uploaded": uploaded, "skipped": skipped}
-    )
-    return str(release["id"])
+    return release, uploaded, skipped
 
 
 def build_release_job(graph: ReleaseGraph, name: str = "release_build") -> dg.JobDefinition:
-    ops = {repo_name: repository_op(repo) for repo_name, repo in graph.repositories.items()}
+    ops = {repo_name: repository_op(repo, graph) for repo_name, repo in graph.repositories.items()}
     # Several steps at once, each its own process: forkserver keeps a step's start-up low.
     executor = dg.multiprocess_executor.configured({"max_concurrent": 8, "start_method": {"forkserver": {}}})
 
@@ -302,3 +361,35 @@ def _run_config(payload: Any) -> dict[str, Any]:
 
 
 release_queue_sensor = queue_sensor("release", release_build, _run_config)
+
+
+def _end_release_of(context: dg.RunStatusSensorContext, database: DatabaseResource, how: str) -> None:
+    run = context.dagster_run
+    with transaction(database.engine) as session:
+        ended = rel.fail_run(session, run.run_id, f"run {run.run_id} {how}")
+    if ended:
+        context.log.warning(f"release {ended}: run {run.run_id} {how}; release failed")
+
+
+@dg.run_failure_sensor(
+    name="release_failure_sensor",
+    monitored_jobs=[release_build],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=5,
+    description="A release run failed outside its ops (killed, crashed): its release ends failed.",
+)
+def release_failure_sensor(context: dg.RunFailureSensorContext, database: DatabaseResource) -> None:
+    message = context.failure_event.message or "failed"
+    _end_release_of(context, database, f"failed: {message}")
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.CANCELED,
+    name="release_cancel_sensor",
+    monitored_jobs=[release_build],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=5,
+    description="A release run was canceled: its release ends failed.",
+)
+def release_cancel_sensor(context: dg.RunStatusSensorContext, database: DatabaseResource) -> None:
+    _end_release_of(context, database, "was canceled")

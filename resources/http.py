@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -42,6 +44,7 @@ class HttpClient:
         read_timeout_s: float = 30.0,
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
+        auth: httpx.Auth | None = None,
     ) -> None:
         self.retry = retry or RetryPolicy()
         self.http = httpx.Client(
@@ -49,6 +52,7 @@ class HttpClient:
             headers=headers or {},
             timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
             transport=transport,
+            auth=auth,
         )
         self.attempts = 0  # calls sent over the wire, retries included (for metrics and tests)
 
@@ -84,30 +88,66 @@ class HttpClient:
             return ValidationRejected(self.service, message, status=status, details=details)
         return PermanentError(self.service, message, status=status, details=details)
 
+    @contextmanager
+    def _mapped(self, method: str, path: str) -> Iterator[None]:
+        """Transport failures as the one error family: timeouts and broken connections are retryable."""
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            raise ServiceTimeout(self.service, f"{method} {path} timed out ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise RetryableError(self.service, f"{method} {path} failed: {exc!r}") from exc
+
     def request(
         self,
         method: str,
         path: str,
         *,
         retry: RetryPolicy | None = None,
+        upload: Path | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
+        """One call through the error mapping and the retry policy. `upload` streams a file as the body
+        (opened again for each attempt, its length from the file)."""
         policy = retry or self.retry
 
         def attempt() -> httpx.Response:
             self.attempts += 1
-            try:
-                response = self.http.request(method, path, **kwargs)
-            except httpx.TimeoutException as exc:
-                raise ServiceTimeout(self.service, f"{method} {path} timed out ({type(exc).__name__})") from exc
-            except httpx.TransportError as exc:
-                raise RetryableError(self.service, f"{method} {path} failed: {exc!r}") from exc
+            with self._mapped(method, path):
+                if upload is None:
+                    response = self.http.request(method, path, **kwargs)
+                else:
+                    with upload.open("rb") as body:
+                        response = self.http.request(method, path, content=body, **kwargs)
             error = self.classify(response)
             if error is not None:
                 raise error
             return response
 
         return policy.call(attempt, on_retry=self._log_retry(method, path))
+
+    def download(self, url: str, destination: Path, *, retry: RetryPolicy | None = None, **kwargs: Any) -> Path:
+        """GET `url` streamed to `destination` (through a `.part` file, so a broken transfer leaves no
+        half file under the final name), mapped and retried like every call."""
+        policy = retry or self.retry
+        partial = destination.with_name(destination.name + ".part")
+
+        def attempt() -> Path:
+            self.attempts += 1
+            with self._mapped("GET", url), self.http.stream("GET", url, **kwargs) as response:
+                if response.status_code >= 400:
+                    response.read()  # the error's details
+                error = self.classify(response)
+                if error is not None:
+                    raise error
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                with partial.open("wb") as out:
+                    for chunk in response.iter_bytes(1 << 16):
+                        out.write(chunk)
+            partial.replace(destination)
+            return destination
+
+        return policy.call(attempt, on_retry=self._log_retry("GET", url))
 
     def _log_retry(self, method: str, path: str) -> Callable[[int, BaseException, float], None]:
         def on_retry(attempt: int, error: BaseException, wait: float) -> None:

@@ -1,15 +1,16 @@
 """`POST /webhooks/github`: signed GitHub deliveries. A `release` that is published or prereleased
-queues a release build; `workflow_run` updates the matching repository build; a repeated delivery is
-acknowledged and ignored; other events are acknowledged and ignored."""
+queues a release build (a tag whose release is already queued, pending or running is acknowledged as
+`already_queued`); `workflow_run` and `repository_dispatch` (the repositories' build-completion notices)
+update the matching repository build, never backwards; a repeated delivery is acknowledged and ignored;
+other events are acknowledged and ignored. Every handled delivery is recorded in webhook_deliveries."""
 
 import hashlib
 import hmac
 import json
-from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-from sqlalchemy import update
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -19,7 +20,8 @@ from api.openapi import Endpoint
 from api.problems import Problem, validation_problem
 from api.requests import engine
 from domain import queue
-from domain.models import BuildStatus, RepoBuild, WebhookDelivery
+from domain import release as rel
+from domain.models import BuildStatus, ReleaseBuild, TriggerQueue, WebhookDelivery
 from domain.settings import Settings
 from domain.store import transaction
 from domain.triggers import ReleaseTrigger
@@ -31,6 +33,7 @@ class WebhookAnswer(BaseModel):
     status: str
     event: str | None = None
     trigger_id: int | None = None
+    release_id: str | None = None
 
 
 class ReleaseEvent(BaseModel):
@@ -41,6 +44,11 @@ class ReleaseEvent(BaseModel):
         tag_name: str
         name: str | None = None
         prerelease: bool = False
+
+        @field_validator("tag_name")
+        @classmethod
+        def _git_ref_name(cls, tag: str) -> str:
+            return rel.validate_tag(tag)
 
     action: str
     release: Release
@@ -77,7 +85,13 @@ async def github_webhook(request: Request) -> JSONResponse:
             422, "validation_error", "body is not valid JSON", errors=[{"field": "body", "message": "invalid JSON"}]
         ) from exc
 
+    def seen() -> bool:
+        with transaction(engine(request)) as session:
+            return session.get(WebhookDelivery, delivery) is not None
+
     def handle() -> tuple[int, dict[str, Any]]:
+        if seen():
+            return 200, {"status": "duplicate", "event": event}
         try:
             with transaction(engine(request)) as session:
                 # Recording the delivery and acting on it commit together: a redelivery after a failure
@@ -86,7 +100,11 @@ async def github_webhook(request: Request) -> JSONResponse:
                 session.flush()
                 return _dispatch(session, event, payload, delivery)
         except IntegrityError:
-            return 200, {"status": "duplicate", "event": event}
+            # The same delivery handled at the same moment by another worker; any other constraint
+            # violation is an error of ours, not a duplicate, and must not be acknowledged as one.
+            if seen():
+                return 200, {"status": "duplicate", "event": event}
+            raise
 
     status, answer = await run_in_threadpool(handle)
     return JSONResponse(WebhookAnswer.model_validate(answer).model_dump(exclude_none=True), status_code=status)
@@ -102,26 +120,62 @@ def _dispatch(session: Any, event: str, payload: Any, delivery: str) -> tuple[in
             raise validation_problem(exc) from exc
         if release.action not in RELEASE_ACTIONS:
             return 202, {"status": "ignored", "event": event}
+        tag = release.release.tag_name
+        answer = _already_queued(session, tag)
+        if answer is not None:
+            return 200, answer | {"event": event}
         trigger = ReleaseTrigger(
-            tag=release.release.tag_name,
+            tag=tag,
             name=release.release.name,
             prerelease=release.release.prerelease,
             source="webhook",
             delivery_id=delivery,
         )
-        trigger_id = queue.enqueue(session, "release", None, trigger.model_dump(), dedup_key=f"release:{trigger.tag}")
+        try:
+            trigger_id = queue.enqueue(session, "release", None, trigger.model_dump(), dedup_key=f"release:{tag}")
+        except queue.DedupConflict as exc:  # queued by a delivery committed since we looked
+            return 200, {"status": "already_queued", "event": event, "trigger_id": exc.existing_id}
         return 202, {"status": "queued", "event": event, "trigger_id": trigger_id}
     if event == "workflow_run" and isinstance(payload, dict) and isinstance(payload.get("workflow_run"), dict):
         run = payload["workflow_run"]
-        status = {"success": BuildStatus.SUCCEEDED.value}.get(run.get("conclusion") or "")
-        values: dict[str, Any] = {"conclusion": run.get("conclusion"), "updated_at": datetime.now(UTC)}
-        if run.get("status") == "completed":
-            values["status"] = status or BuildStatus.FAILED.value
-        elif run.get("status") in ("queued", "in_progress"):
-            values["status"] = BuildStatus.RUNNING.value
-        session.execute(update(RepoBuild).where(RepoBuild.github_run_id == str(run.get("id"))).values(**values))
-        return 200, {"status": "recorded", "event": event}
+        outcome = rel.apply_run_event(
+            session,
+            github_run_id=str(run.get("id")),
+            status=run.get("status"),
+            conclusion=run.get("conclusion"),
+            url=run.get("html_url"),
+        )
+        return 200, {"status": outcome, "event": event}
+    if event == "repository_dispatch" and isinstance(payload, dict):
+        notice = payload.get("client_payload")
+        if not isinstance(notice, dict) or not (notice.get("run_id") or notice.get("correlation_id")):
+            return 202, {"status": "ignored", "event": event}
+        outcome = rel.apply_run_event(
+            session,
+            github_run_id=str(notice["run_id"]) if notice.get("run_id") else None,
+            correlation_id=str(notice["correlation_id"]) if notice.get("correlation_id") else None,
+            status=notice.get("status") or "completed",
+            conclusion=notice.get("conclusion"),
+            url=notice.get("html_url"),
+        )
+        return 200, {"status": outcome, "event": event}
     return 202, {"status": "ignored", "event": event}
+
+
+def _already_queued(session: Any, tag: str) -> dict[str, Any] | None:
+    """The answer for a tag whose release trigger is live or whose release is pending or running."""
+    trigger_id = session.scalars(
+        select(TriggerQueue.id).where(
+            TriggerQueue.kind == "release",
+            TriggerQueue.dedup_key == f"release:{tag}",
+            TriggerQueue.state.in_(queue.LIVE),
+        )
+    ).first()
+    release = session.scalars(select(ReleaseBuild).where(ReleaseBuild.tag == tag)).one_or_none()
+    in_flight = release is not None and release.status in (BuildStatus.PENDING.value, BuildStatus.RUNNING.value)
+    if trigger_id is None and not in_flight:
+        return None
+    return {"status": "already_queued", "trigger_id": trigger_id, "release_id": release.id if in_flight else None}
 
 
 ENDPOINTS = [
@@ -129,7 +183,8 @@ ENDPOINTS = [
         "POST",
         "/webhooks/github",
         github_webhook,
-        "GitHub webhook (HMAC-signed): release published/prereleased queues a release build",
+        "GitHub webhook (HMAC-signed): release published/prereleased queues a release build; "
+        "workflow_run and repository_dispatch update repository builds",
         response=WebhookAnswer,
         auth=False,
         errors=[401, 422],

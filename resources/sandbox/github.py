@@ -2,19 +2,34 @@
 
 A dispatched run is `queued`, then `in_progress`, then `completed` after the repository's configured
 duration, with the next configured conclusion (`POST /_sandbox/github/config`). A successful run has
-one artifact, a zip with a file naming the repository and run.
+one artifact, a zip with a file naming the repository and run (`artifact_bytes` adds that many bytes).
+Artifact storage streams its answers and can fail (`storage_failures`: the next N downloads answer
+503); uploads are streamed to files.
+
+GitHub App authentication: once configured (`app`: `app_id`, `installation_id`, `public_key` PEM,
+optional `token_ttl_s`), `POST /app/installations/{id}/access_tokens` checks the RS256 app JWT (issuer,
+signature, at most 10 minutes of validity) and issues an installation token; every other GitHub call
+then needs a live installation token (401 otherwise). `POST /_sandbox/github/revoke-tokens` revokes
+them all, as an expiry or a key rotation would.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
+import secrets
+import tempfile
 import time
 import zipfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import jwt
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from resources.sandbox.state import SandboxState
@@ -49,8 +64,11 @@ def _run_view(state: SandboxState, request: Request, run: dict[str, Any]) -> dic
 def _make_artifact(state: SandboxState, request: Request, run: dict[str, Any]) -> None:
     artifact_id = state.next_id()
     buffer = io.BytesIO()
+    extra = int(state.github_config["repos"].get(run["_repo"], {}).get("artifact_bytes", 0))
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr(f"{run['_repo']}.txt", f"{run['_repo']} built by run {run['id']} ({run['head_sha']})\n")
+        if extra:
+            archive.writestr(f"{run['_repo']}.bin", os.urandom(extra), compress_type=zipfile.ZIP_STORED)
     state.blobs[artifact_id] = buffer.getvalue()
     state.artifacts[artifact_id] = {
         "id": artifact_id,
@@ -65,7 +83,85 @@ def _make_artifact(state: SandboxState, request: Request, run: dict[str, Any]) -
     run["_artifacts"].append(artifact_id)
 
 
+def _chunks(blob: bytes | Path) -> AsyncIterator[bytes]:
+    async def chunks() -> AsyncIterator[bytes]:
+        if isinstance(blob, Path):
+            with blob.open("rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 16), b""):
+                    yield chunk
+            return
+        view = memoryview(blob)
+        for start in range(0, len(view), 1 << 16):
+            yield bytes(view[start : start + (1 << 16)])
+
+    return chunks()
+
+
+def _unauthorized() -> JSONResponse:
+    return JSONResponse(
+        {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest", "status": "401"},
+        status_code=401,
+    )
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
 def routes(state: SandboxState) -> list[Route]:
+    upload_dir = Path(tempfile.mkdtemp(prefix="sandbox-github-uploads-"))
+
+    def authenticated(handler: Handler) -> Handler:
+        """With an app configured, a GitHub call needs a live installation token."""
+
+        async def check(request: Request) -> Response:
+            app = state.github_config.get("app")
+            if app:
+                token = request.headers.get("authorization", "").removeprefix("Bearer ").removeprefix("token ")
+                with state.lock:
+                    expires = state.github_config["_tokens"].get(token)
+                if expires is None or expires <= time.time():
+                    return _unauthorized()
+            return await handler(request)
+
+        return check
+
+    async def access_token(request: Request) -> Response:
+        app = state.github_config.get("app")
+        if not app:
+            return _not_found()
+        if str(request.path_params["installation_id"]) != str(app["installation_id"]):
+            return _not_found()
+        app_jwt = request.headers.get("authorization", "").removeprefix("Bearer ")
+        try:
+            claims = jwt.decode(
+                app_jwt, app["public_key"], algorithms=["RS256"], options={"require": ["iat", "exp", "iss"]}
+            )
+        except jwt.PyJWTError as exc:
+            return JSONResponse({"message": f"A JSON web token could not be decoded ({exc})"}, status_code=401)
+        if str(claims["iss"]) != str(app["app_id"]) or claims["exp"] - claims["iat"] > 660:
+            return JSONResponse({"message": "'Issuer' or 'Expiration time' claim is invalid"}, status_code=401)
+        token = "ghs_" + secrets.token_urlsafe(27)
+        expires_at = datetime.now(UTC) + timedelta(seconds=float(app.get("token_ttl_s", 3600)))
+        with state.lock:
+            state.github_config["_tokens"][token] = expires_at.timestamp()
+            state.github_config["_exchanges"] += 1
+        return JSONResponse(
+            {
+                "token": token,
+                "expires_at": expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "permissions": {"actions": "write", "contents": "write"},
+                "repository_selection": "all",
+            },
+            status_code=201,
+        )
+
+    async def revoke_tokens(_request: Request) -> JSONResponse:
+        with state.lock:
+            tokens = state.github_config.setdefault("_tokens", {})
+            revoked = len(tokens)
+            tokens.clear()
+        return JSONResponse({"revoked": revoked})
+
     def new_run(request: Request, owner: str, repo: str, workflow: str, event: str, title: str) -> dict[str, Any]:
         cfg = state.github_config
         repo_cfg = cfg["repos"].get(repo, {})
@@ -162,10 +258,17 @@ def routes(state: SandboxState) -> list[Route]:
         return RedirectResponse(f"{_base(request)}/_storage/{artifact_id}", status_code=302)
 
     async def storage(request: Request) -> Response:
-        blob = state.blobs.get(int(request.path_params["blob_id"]))
+        with state.lock:
+            blob: bytes | Path | None = state.blobs.get(int(request.path_params["blob_id"]))
+            failures = int(state.github_config.get("storage_failures", 0))
+            if failures and blob is not None:
+                state.github_config["storage_failures"] = failures - 1
         if blob is None:
             return _not_found()
-        return Response(blob, media_type="application/zip")
+        if failures:
+            return Response("<Error><Code>ServerBusy</Code></Error>", status_code=503, media_type="application/xml")
+        size = blob.stat().st_size if isinstance(blob, Path) else len(blob)
+        return StreamingResponse(_chunks(blob), media_type="application/zip", headers={"Content-Length": str(size)})
 
     def release_view(request: Request, release: dict[str, Any]) -> dict[str, Any]:
         assets = [state.assets[a] for a in release["_assets"] if a in state.assets]
@@ -225,7 +328,14 @@ def routes(state: SandboxState) -> list[Route]:
     async def upload_asset(request: Request) -> JSONResponse:
         p = request.path_params
         name = request.query_params.get("name")
-        content = await request.body()
+        # Streamed to a file, as a large asset would be.
+        digest, size = hashlib.sha256(), 0
+        handle, stored = tempfile.mkstemp(dir=upload_dir)
+        with os.fdopen(handle, "wb") as out:
+            async for chunk in request.stream():
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
         with state.lock:
             release = state.releases.get(int(p["release_id"]))
             if release is None:
@@ -241,14 +351,14 @@ def routes(state: SandboxState) -> list[Route]:
                     status_code=422,
                 )
             asset_id = state.next_id()
-            state.blobs[asset_id] = content
+            state.blobs[asset_id] = Path(stored)  # type: ignore[assignment]
             asset = {
                 "id": asset_id,
                 "name": name,
-                "size": len(content),
+                "size": size,
                 "state": "uploaded",
                 "content_type": request.headers.get("content-type", "application/octet-stream"),
-                "digest": "sha256:" + hashlib.sha256(content).hexdigest(),
+                "digest": "sha256:" + digest.hexdigest(),
                 "browser_download_url": f"{_base(request)}/_storage/{asset_id}",
             }
             state.assets[asset_id] = asset
@@ -264,28 +374,36 @@ def routes(state: SandboxState) -> list[Route]:
     async def configure(request: Request) -> JSONResponse:
         body = await request.json()
         with state.lock:
-            for key in ("default_duration_s", "supports_return_run_details"):
+            for key in ("default_duration_s", "supports_return_run_details", "storage_failures", "app"):
                 if key in body:
                     state.github_config[key] = body[key]
+            state.github_config.setdefault("_tokens", {})
+            state.github_config.setdefault("_exchanges", 0)
             for repo, cfg in (body.get("repos") or {}).items():
                 state.github_config["repos"][repo] = dict(cfg)
-            return JSONResponse(state.github_config)
+            public = {k: v for k, v in state.github_config.items() if not k.startswith("_")}
+            return JSONResponse(public | {"token_exchanges": state.github_config["_exchanges"]})
 
+    a = authenticated
     return [
-        Route(REPO + "/actions/workflows/{workflow}/dispatches", dispatch, methods=["POST"]),
-        Route(REPO + "/dispatches", repository_dispatch, methods=["POST"]),
-        Route(REPO + "/actions/runs", list_runs, methods=["GET"]),
-        Route(REPO + "/actions/workflows/{workflow}/runs", list_runs, methods=["GET"]),
-        Route(REPO + "/actions/runs/{run_id:int}", get_run, methods=["GET"]),
-        Route(REPO + "/actions/runs/{run_id:int}/artifacts", run_artifacts, methods=["GET"]),
-        Route(REPO + "/actions/artifacts/{artifact_id:int}/zip", artifact_zip, methods=["GET"]),
-        Route(PREFIX + "/_storage/{blob_id:int}", storage, methods=["GET"]),
-        Route(REPO + "/releases", create_release, methods=["POST"]),
-        Route(REPO + "/releases/tags/{tag:path}", release_by_tag, methods=["GET"]),
-        Route(REPO + "/releases/{release_id:int}/assets", release_assets, methods=["GET"]),
+        Route(REPO + "/actions/workflows/{workflow}/dispatches", a(dispatch), methods=["POST"]),
+        Route(REPO + "/dispatches", a(repository_dispatch), methods=["POST"]),
+        Route(REPO + "/actions/runs", a(list_runs), methods=["GET"]),
+        Route(REPO + "/actions/workflows/{workflow}/runs", a(list_runs), methods=["GET"]),
+        Route(REPO + "/actions/runs/{run_id:int}", a(get_run), methods=["GET"]),
+        Route(REPO + "/actions/runs/{run_id:int}/artifacts", a(run_artifacts), methods=["GET"]),
+        Route(REPO + "/actions/artifacts/{artifact_id:int}/zip", a(artifact_zip), methods=["GET"]),
+        Route(PREFIX + "/_storage/{blob_id:int}", storage, methods=["GET"]),  # pre-signed: no token
+        Route(REPO + "/releases", a(create_release), methods=["POST"]),
+        Route(REPO + "/releases/tags/{tag:path}", a(release_by_tag), methods=["GET"]),
+        Route(REPO + "/releases/{release_id:int}/assets", a(release_assets), methods=["GET"]),
         Route(
-            PREFIX + "/uploads/repos/{owner}/{repo}/releases/{release_id:int}/assets", upload_asset, methods=["POST"]
+            PREFIX + "/uploads/repos/{owner}/{repo}/releases/{release_id:int}/assets",
+            a(upload_asset),
+            methods=["POST"],
         ),
-        Route(REPO + "/releases/assets/{asset_id:int}", delete_asset, methods=["DELETE"]),
+        Route(REPO + "/releases/assets/{asset_id:int}", a(delete_asset), methods=["DELETE"]),
+        Route(PREFIX + "/app/installations/{installation_id}/access_tokens", access_token, methods=["POST"]),
         Route("/_sandbox/github/config", configure, methods=["POST"]),
+        Route("/_sandbox/github/revoke-tokens", revoke_tokens, methods=["POST"]),
     ]

@@ -24,6 +24,8 @@ EXPECTED = {
         "queue_ack_sensor",
         "queue_cancel_sensor",
         "queue_failure_sensor",
+        "release_cancel_sensor",
+        "release_failure_sensor",
         "release_queue_sensor",
     ],
 }

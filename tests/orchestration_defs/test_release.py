@@ -1,14 +1,16 @@
 """Release builds over the sandbox's GitHub: order, failures, resume, idempotent publish, checksums."""
 
+import os
+import shutil
 import subprocess
+from pathlib import Path
 
 import dagster as dg
+import pysequoia
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 
-from domain.models import ReleaseBuild, RepoBuild
+from domain.models import AuditLog, ReleaseBuild, RepoBuild
 from domain.release_graph import load_graph
 from domain.store import transaction
 from orchestration_defs.release import release_build
@@ -48,6 +50,28 @@ def _repo_states(engine, tag) -> dict[str, tuple[str, int]]:
         return {r.repository: (r.status, r.attempts) for r in rows} | {"_release": (release.status, 0)}
 
 
+def _release_error(engine, tag) -> str:
+    with transaction(engine) as session:
+        return session.scalars(select(ReleaseBuild.error).where(ReleaseBuild.tag == tag)).one()
+
+
+def _audit(engine, tag) -> list[tuple[str, str, str]]:
+    """(repository or "_release", previous, new) of every audited status move of the release's rows."""
+    with transaction(engine) as session:
+        release = session.scalars(select(ReleaseBuild).where(ReleaseBuild.tag == tag)).one()
+        names = {
+            r.id: r.repository
+            for r in session.scalars(select(RepoBuild).where(RepoBuild.release_build_id == release.id))
+        }
+        names[release.id] = "_release"
+        rows = session.scalars(
+            select(AuditLog)
+            .where(AuditLog.entity_id.in_(list(names)), AuditLog.new_status.is_not(None))
+            .order_by(AuditLog.id)
+        ).all()
+        return [(names[r.entity_id], r.previous_status, r.new_status) for r in rows]
+
+
 def _asset(sandbox, asset) -> bytes:
     return sandbox.http.get(asset["browser_download_url"].replace(sandbox.url, "")).content
 
@@ -67,7 +91,10 @@ def test_full_release_builds_in_order_and_publishes_checksums_that_verify(
     assert states.pop("_release") == ("succeeded", 0)
     assert set(states.values()) == {("succeeded", 1)} and set(states) == set(ALL)
     release = sandbox.http.get("/github/repos/bllvm/bllvm/releases/tags/v1.0.0").json()
-    assert sorted(a["name"] for a in release["assets"]) == ["SHA256SUMS", "release-v1.0.0.tar.gz"]
+    # The archive, and next to it each repository's artifacts: all covered by SHA256SUMS.
+    assert sorted(a["name"] for a in release["assets"]) == sorted(
+        ["SHA256SUMS", "release-v1.0.0.tar.gz", *(f"{repo}-build.zip" for repo in ALL)]
+    )
     assert all(f"- {repo}: run" in release["body"] for repo in ALL)
     download = tmp_path / "download"
     download.mkdir()
@@ -75,6 +102,7 @@ def test_full_release_builds_in_order_and_publishes_checksums_that_verify(
         (download / asset["name"]).write_bytes(_asset(sandbox, asset))
     check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=download, capture_output=True, text=True)
     assert check.returncode == 0 and "release-v1.0.0.tar.gz: OK" in check.stdout
+    assert check.stdout.count(": OK") == len(ALL) + 1
     import tarfile
 
     with tarfile.open(download / "release-v1.0.0.tar.gz") as tar:
@@ -93,10 +121,19 @@ def test_a_failing_build_is_retried_then_fails_the_release_and_its_dependents_ne
     states = _repo_states(engine, "v2.0.0")
     assert states["bllvm-node"] == ("failed", 2)
     assert states["_release"] == ("failed", 0)
+    # Its dependents end skipped (they never started), not pending or running forever.
+    assert {name: states[name] for name in ("bllvm-sdk", "bllvm", "governance-app")} == {
+        "bllvm-sdk": ("skipped", 0),
+        "bllvm": ("skipped", 0),
+        "governance-app": ("skipped", 0),
+    }
+    assert _release_error(engine, "v2.0.0").startswith("bllvm-node: failed after 2 build attempts")
     dispatched = _dispatches(sandbox)
     assert dispatched.count("bllvm-node") == 2
     assert not {"bllvm-sdk", "bllvm", "governance-app"} & set(dispatched)
     assert states["commons"][0] == "succeeded"  # an independent branch still built
+    moves = _audit(engine, "v2.0.0")
+    assert ("bllvm-node", "running", "failed") in moves and ("bllvm-sdk", "pending", "skipped") in moves
 
     # Resume: the same tag again builds only what did not succeed; nothing built is dispatched again.
     before = len(dispatched)
@@ -132,23 +169,78 @@ def test_dispatch_falls_back_to_the_correlation_id_when_run_details_are_refused(
     assert _repo_states(engine, "v4.0.0")["commons"] == ("succeeded", 1)
 
 
-def test_signed_sha256sums_verify_with_the_public_key(
+def _gpg_verify(tmp_path, public_key: bytes, sums: bytes, signature: bytes) -> subprocess.CompletedProcess:
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    (tmp_path / "pub.asc").write_bytes(public_key)
+    (tmp_path / "SHA256SUMS").write_bytes(sums)
+    (tmp_path / "SHA256SUMS.asc").write_bytes(signature)
+    env = {**os.environ, "GNUPGHOME": str(home)}
+    subprocess.run(["gpg", "--batch", "--import", str(tmp_path / "pub.asc")], env=env, check=True, capture_output=True)
+    return subprocess.run(
+        ["gpg", "--batch", "--verify", str(tmp_path / "SHA256SUMS.asc"), str(tmp_path / "SHA256SUMS")],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_sha256sums_carry_an_openpgp_signature_that_gpg_verifies(
     engine, database_url, sandbox, flow_env, instance, tmp_path, monkeypatch
 ):
     from domain.settings import get_settings
 
-    key = Ed25519PrivateKey.generate()
-    pem = tmp_path / "signing.pem"
-    pem.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    monkeypatch.setenv("RELEASE_SIGNING_KEY", str(pem))
+    key = pysequoia.Tsk.generate("Release signing <release@wrk.test>")
+    (tmp_path / "release-key.asc").write_text(str(key))
+    monkeypatch.setenv("RELEASE_GPG_KEY", str(tmp_path / "release-key.asc"))
     get_settings.cache_clear()
     sandbox.configure_github(default_duration_s=0.05)
     assert _release(database_url, instance, tag="v5.0.0", repositories=["commons"]).success
     assets = {a["name"]: a for a in sandbox.http.get("/github/repos/bllvm/bllvm/releases/tags/v5.0.0").json()["assets"]}
-    assert set(assets) == {"SHA256SUMS", "SHA256SUMS.sig", "release-v5.0.0.tar.gz"}
-    key.public_key().verify(_asset(sandbox, assets["SHA256SUMS.sig"]), _asset(sandbox, assets["SHA256SUMS"]))
+    assert set(assets) == {"SHA256SUMS", "SHA256SUMS.asc", "release-v5.0.0.tar.gz", "commons-build.zip"}
+    sums, signature = _asset(sandbox, assets["SHA256SUMS"]), _asset(sandbox, assets["SHA256SUMS.asc"])
+    assert signature.startswith(b"-----BEGIN PGP SIGNATURE-----")
+    # Verified without gpg (the same library), and with gpg when the machine has it.
+    public = key.extract_certificate()
+    checked = pysequoia.verify(bytes=sums, store=lambda _ids: [public], signature=pysequoia.Sig.from_bytes(signature))
+    assert [s.certificate for s in checked.valid_sigs] == [public.fingerprint]
+    with pytest.raises(Exception):  # noqa: B017  a changed SHA256SUMS does not verify
+        pysequoia.verify(bytes=sums + b"x", store=lambda _ids: [public], signature=pysequoia.Sig.from_bytes(signature))
+    if shutil.which("gpg"):
+        verified = _gpg_verify(tmp_path, str(public).encode(), sums, signature)
+        assert verified.returncode == 0 and "Good signature" in verified.stderr, verified.stderr
+        (tmp_path / "tampered").mkdir()
+        tampered = _gpg_verify(tmp_path / "tampered", str(public).encode(), sums + b"x", signature)
+        assert tampered.returncode != 0
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def test_a_passphrase_protected_key_signs_and_a_missing_passphrase_fails_the_release(
+    engine, database_url, sandbox, flow_env, instance, tmp_path, monkeypatch
+):
+    """tests/fixtures/release-test-key.asc: a throwaway ed25519 key made with gpg, passphrase `s3cret`."""
+    from domain.settings import get_settings
+
+    monkeypatch.setenv("RELEASE_GPG_KEY", str(FIXTURES / "release-test-key.asc"))
+    get_settings.cache_clear()
+    sandbox.configure_github(default_duration_s=0.05)
+    assert not _release(database_url, instance, tag="v5.1.0", repositories=["commons"]).success
+    assert "needs RELEASE_GPG_PASSPHRASE" in _release_error(engine, "v5.1.0")
+
+    monkeypatch.setenv("RELEASE_GPG_PASSPHRASE", "s3cret")
+    get_settings.cache_clear()
+    assert _release(database_url, instance, tag="v5.1.0", repositories=["commons"]).success
+    assets = {a["name"]: a for a in sandbox.http.get("/github/repos/bllvm/bllvm/releases/tags/v5.1.0").json()["assets"]}
+    sums, signature = _asset(sandbox, assets["SHA256SUMS"]), _asset(sandbox, assets["SHA256SUMS.asc"])
+    public_key = (FIXTURES / "release-test-key.pub.asc").read_bytes()
+    public = pysequoia.Cert.from_bytes(public_key)
+    checked = pysequoia.verify(bytes=sums, store=lambda _ids: [public], signature=pysequoia.Sig.from_bytes(signature))
+    assert [s.certificate for s in checked.valid_sigs] == [public.fingerprint]
+    if shutil.which("gpg"):
+        verified = _gpg_verify(tmp_path, public_key, sums, signature)
+        assert verified.returncode == 0 and "Good signature" in verified.stderr, verified.stderr
 
 
 def test_releases_are_readable_over_the_api_and_workflow_run_events_update_them(
@@ -180,20 +272,24 @@ def test_releases_are_readable_over_the_api_and_workflow_run_events_update_them(
             ).status_code
             == 403
         )
-        event = {
-            "action": "completed",
-            "workflow_run": {"id": int(build["github_run_id"]), "status": "completed", "conclusion": "failure"},
-        }
-        body = json.dumps(event).encode()
-        signature = (
-            "sha256="
-            + hmac.new(settings.github_webhook_secret.get_secret_value().encode(), body, hashlib.sha256).hexdigest()
-        )
-        recorded = client.post(
-            "/webhooks/github",
-            content=body,
-            headers={"X-GitHub-Event": "workflow_run", "X-GitHub-Delivery": "wr-1", "X-Hub-Signature-256": signature},
-        )
-        assert recorded.json()["status"] == "recorded"
+        # Late deliveries about a build that succeeded never move it backwards.
+        for delivery, status, conclusion in [("wr-1", "in_progress", None), ("wr-2", "completed", "failure")]:
+            event = {
+                "action": "completed",
+                "workflow_run": {"id": int(build["github_run_id"]), "status": status, "conclusion": conclusion},
+            }
+            body = json.dumps(event).encode()
+            secret = settings.github_webhook_secret.get_secret_value().encode()
+            signature = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+            answer = client.post(
+                "/webhooks/github",
+                content=body,
+                headers={
+                    "X-GitHub-Event": "workflow_run",
+                    "X-GitHub-Delivery": delivery,
+                    "X-Hub-Signature-256": signature,
+                },
+            )
+            assert answer.json()["status"] == "stale"
         [after] = client.get(f"/v1/releases/{listed['id']}", headers=token).json()["builds"]
-        assert (after["status"], after["conclusion"]) == ("failed", "failure")
+        assert (after["status"], after["conclusion"]) == ("succeeded", "success")

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import hashlib
+import os
 import time
+import tracemalloc
 import zipfile
 
+import httpx
 import pytest
 
-from resources.errors import RateLimited, ValidationRejected
+from resources.errors import RateLimited, RetryableError, ValidationRejected
 from resources.github import GitHubClient
 from resources.retry import RetryPolicy
 
@@ -111,3 +115,83 @@ def test_repository_dispatch_creates_a_run(gh):
     gh.repository_dispatch("acme", "node", "build", {"correlation_id": "c-9"})
     [run] = gh.list_workflow_runs("acme", "node", event="repository_dispatch")
     assert "c-9" in run["display_title"]
+
+
+def _completed_artifact(gh, sandbox, repo="node", **repo_config) -> dict:
+    sandbox.configure_github(default_duration_s=0.05, repos={repo: repo_config} if repo_config else {})
+    details = gh.dispatch_workflow("acme", repo, "build.yml", "main", {"correlation_id": "c-s"})
+    run = _wait_completed_in(gh, repo, details["workflow_run_id"])
+    [artifact] = gh.list_run_artifacts("acme", repo, run["id"])
+    return artifact
+
+
+def _wait_completed_in(gh, repo, run_id) -> dict:
+    while (run := gh.get_workflow_run("acme", repo, run_id))["status"] != "completed":
+        time.sleep(0.05)
+    return run
+
+
+def test_a_storage_error_is_mapped_and_retried_by_the_one_policy(gh, sandbox, sleeps, tmp_path):
+    artifact = _completed_artifact(gh, sandbox)
+    sandbox.configure_github(storage_failures=2)
+    path = gh.download_artifact("acme", "node", artifact["id"], tmp_path / "node.zip")
+    assert zipfile.ZipFile(path).namelist() == ["node.txt"]
+    assert gh.storage.attempts == 3 and len(sleeps) == 2
+    assert not (tmp_path / "node.zip.part").exists()
+
+
+def test_storage_that_keeps_failing_raises_the_mapped_error(gh, sandbox, tmp_path):
+    artifact = _completed_artifact(gh, sandbox)
+    sandbox.configure_github(storage_failures=9)
+    with pytest.raises(RetryableError) as failure:
+        gh.download_artifact("acme", "node", artifact["id"], tmp_path / "node.zip")
+    assert failure.value.status == 503 and gh.storage.attempts == 4
+    assert not (tmp_path / "node.zip").exists()
+
+
+def _peak_traced(fn) -> int:
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_artifacts_are_streamed_to_disk(gh, sandbox, tmp_path):
+    size = 24 * 1024 * 1024
+    artifact = _completed_artifact(gh, sandbox, artifact_bytes=size)
+    destination = tmp_path / "big.zip"
+    peak = _peak_traced(lambda: gh.download_artifact("acme", "node", artifact["id"], destination))
+    assert destination.stat().st_size > size
+    assert peak < size / 4, f"peak {peak} bytes: the artifact was held in memory"
+
+
+def test_uploads_are_streamed_from_disk(gh, sandbox, tmp_path):
+    release = gh.create_release("acme", "bllvm", tag="v-big", name="big", body="", prerelease=False)
+    payload = tmp_path / "big.bin"
+    with payload.open("wb") as out:
+        for _ in range(24):
+            out.write(os.urandom(1024 * 1024))
+    peak = _peak_traced(lambda: gh.upload_release_asset(release["upload_url"], payload))
+    [asset] = gh.list_release_assets("acme", "bllvm", release["id"])
+    assert asset["size"] == payload.stat().st_size
+    assert asset["digest"] == "sha256:" + hashlib.sha256(payload.read_bytes()).hexdigest()
+    assert peak < payload.stat().st_size / 4, f"peak {peak} bytes: the upload was read into memory"
+
+
+def test_the_tag_is_percent_encoded_in_github_urls(tmp_path):
+    seen: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.raw_path)
+        return httpx.Response(200, json={"id": 1, "tag_name": "app/v2.0.0"})
+
+    with GitHubClient("http://github.test", "t", transport=httpx.MockTransport(handler)) as client:
+        assert client.get_release_by_tag("acme", "bllvm", "app/v2.0.0")["id"] == 1
+    assert seen == [b"/repos/acme/bllvm/releases/tags/app%2Fv2.0.0"]
+
+
+def test_a_tag_with_a_slash_round_trips_through_the_sandbox(gh):
+    release = gh.create_release("acme", "bllvm", tag="app/v2.0.0", name="app 2.0.0", body="", prerelease=False)
+    assert gh.get_release_by_tag("acme", "bllvm", "app/v2.0.0")["id"] == release["id"]
