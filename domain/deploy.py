@@ -604,7 +604,14 @@ def _compensate(
             with transaction(saga.engine) as session:
                 row = _lock_row(session, deployment_id)
                 if row.status in OPEN:
-                    row.error = {"code": refused.code, "why": why, "compensation": "failed", "detail": repr(exc)}
+                    # The client was refused: reconciliation must undo this one, never finish it.
+                    row.error = {
+                        "code": refused.code,
+                        "why": why,
+                        "compensation": "failed",
+                        "detail": repr(exc),
+                        "answer": {"status": refused.status, **refused.stored()},
+                    }
         except SQLAlchemyError:
             log.exception("deployment %s: could not record the failed compensation", deployment_id)
         return
@@ -1012,9 +1019,10 @@ def _settle(saga: Saga, deployment_id: str, report: Reconciliation) -> None:
             row.previous_live_version_id,
         )
     assert plan.workflow_id is not None
+    refused_already = (row.error or {}).get("answer")
     active = _is_active(saga.platform, plan.workflow_id, clock)
     committed: _Committed | None = None
-    if active == plan.wants_active:
+    if active == plan.wants_active and refused_already is None:
         # The platform did what was asked: finish it, if nothing moved in the store meanwhile.
         try:
             with transaction(saga.engine) as session:
@@ -1040,9 +1048,10 @@ def _settle(saga: Saga, deployment_id: str, report: Reconciliation) -> None:
         row = _lock_row(session, deployment_id)
         if row.status not in OPEN:
             return
-        refused = _interrupted(row)
+        answer = dict((row.error or {}).get("answer") or {})
+        status = int(answer.pop("status", 0)) or 502
         row.error = {**(row.error or {}), "reconciled": "undone"}
-        _finish(session, row, D.COMPENSATED, refused.status, refused.stored())
+        _finish(session, row, D.COMPENSATED, status, answer or _interrupted(row).stored())
         _audit(session, row, reconciler, "deployment_compensated")
     report.undone.append(deployment_id)
 
