@@ -2,7 +2,8 @@
 point while concurrent deploys, resumes, pauses and rollbacks run against a slow platform (the
 sandbox delays every activation and deactivation). Then reconciliation runs. Every time, the platform
 and the store agree: at most one Live version per project (exactly one in the project that only gets
-deploys and rollbacks), no deployment left open, and the active workflows on the platform are exactly the Live versions' workflows.
+deploys and rollbacks), no deployment left open, and the active workflows on the platform are exactly
+the Live versions' workflows.
 
 Bounded in iterations, not in time: the kill point is random, the waits are for conditions.
 """
