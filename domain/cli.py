@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from domain import migrate, models, queue
+from domain import deploy, lifecycle, migrate, models, queue
 from domain.demo import demo_tenant_ids, describe, seed_demo
 from domain.release_graph import InvalidGraph, load_graph
 from domain.settings import get_settings
@@ -76,6 +78,61 @@ def _cmd_release_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _deploy_saga() -> tuple[deploy.Saga, frozenset[str]]:
+    # Imported at call time: the WRK client's module also defines its Dagster resource (slow to import,
+    # and outside domain/'s strictly typed scope).
+    wrk = importlib.import_module("resources.wrk")
+    settings = get_settings()
+    engine = engine_for(settings.database_url)
+    saga = deploy.Saga(
+        engine=engine,
+        platform=wrk.wrk_client(settings),
+        ops_email=settings.ops_email,
+        deadline_s=settings.deploy_deadline_s,
+        project_live=settings.project_live_on_deploy,
+        slack=bool(settings.slack_webhook_url),
+    )
+    with transaction(engine) as session:
+        tenants = frozenset(session.scalars(select(models.Tenant.id)))  # an operator acts on every tenant
+    return saga, tenants
+
+
+def _print_outcome(call: Callable[[], deploy.Outcome]) -> int:
+    try:
+        outcome = call()
+    except deploy.DeployRefused as refused:
+        print(json.dumps({"status": refused.status, "code": refused.code, "detail": refused.detail, **refused.extra}))
+        return 1
+    except lifecycle.InvalidStatusTransition as exc:
+        print(json.dumps({"status": 409, "code": exc.code, "detail": str(exc)}))
+        return 1
+    print(json.dumps(outcome.body, indent=2))
+    return 0
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    saga, tenants = _deploy_saga()
+    request = deploy.Request(
+        actor=lifecycle.Actor.user(args.actor), reason=args.reason, notes=args.notes, invoked_via="cli"
+    )
+    return _print_outcome(lambda: deploy.change_status(saga, tenants, args.version, args.status, request))
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    saga, tenants = _deploy_saga()
+    request = deploy.Request(
+        actor=lifecycle.Actor.user(args.actor), reason=args.reason, notes=args.notes, invoked_via="cli"
+    )
+    return _print_outcome(lambda: deploy.rollback(saga, tenants, args.project, args.to, request))
+
+
+def _cmd_reconcile_deployments(_args: argparse.Namespace) -> int:
+    saga, _tenants = _deploy_saga()
+    report = deploy.reconcile(saga)
+    print(json.dumps(report.as_dict(), indent=2))
+    return 1 if report.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wrk-orch", description="WRK orchestration operator commands")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,7 +161,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--graph", help="a graph YAML file (default: the shipped orchestration_defs/release_graph.yaml)")
     p.add_argument("--repositories", help="only these repositories (comma-separated) and their dependencies")
     p.set_defaults(func=_cmd_release_plan)
+
+    p = sub.add_parser("deploy", help="deploy, resume or pause a version through the deploy saga (JSON)")
+    p.add_argument("version", help="the automation version id")
+    p.add_argument("--status", required=True, choices=["Live", "Paused"])
+    p.add_argument("--reason", help="the deployment reason (audited)")
+    p.add_argument("--notes", help="notes (audited)")
+    p.add_argument("--actor", default=_operator(), help="who asks (audited; default: $USER)")
+    p.set_defaults(func=_cmd_deploy)
+
+    p = sub.add_parser("rollback", help="make the previous Live version (or --to an Archived one) Live again")
+    p.add_argument("project", help="the project id")
+    p.add_argument("--to", help="an Archived version id (default: the previous Live version)")
+    p.add_argument("--reason", help="why (audited)")
+    p.add_argument("--notes", help="notes (audited)")
+    p.add_argument("--actor", default=_operator(), help="who asks (audited; default: $USER)")
+    p.set_defaults(func=_cmd_rollback)
+
+    p = sub.add_parser(
+        "reconcile-deployments", help="finish or undo interrupted deploys; align the platform with the store"
+    )
+    p.set_defaults(func=_cmd_reconcile_deployments)
     return parser
+
+
+def _operator() -> str:
+    return os.environ.get("USER") or "operator"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -57,6 +57,11 @@ PROJECT_TRANSITIONS: Mapping[Status, frozenset[Status]] = {
     S.ARCHIVED: frozenset(),
 }
 
+# Archived -> Live only by a rollback (domain.deploy.rollback, action "rollback"): a status request
+# never revives an archived version.
+ROLLBACK_TRANSITIONS: Mapping[Status, frozenset[Status]] = {S.ARCHIVED: frozenset({S.LIVE})}
+ROLLBACK_ACTION = "rollback"
+
 INITIAL_STATUS = S.DRAFT
 
 
@@ -70,7 +75,12 @@ class InvalidStatusTransition(Exception):
         self.entity_id = entity_id
         self.current = current
         self.requested = requested
-        super().__init__(f"{entity_type} {entity_id}: {current!r} cannot move to {requested!r}")
+        # Plain text, not reprs: `current` may be a Status, whose repr is `<Status.LIVE: 'Live'>`.
+        super().__init__(f"{entity_type} {entity_id}: {_text(current)} cannot move to {_text(requested)}")
+
+
+def _text(status: object) -> str:
+    return status.value if isinstance(status, enum.Enum) else str(status)
 
 
 @dataclass(frozen=True)
@@ -93,8 +103,15 @@ def transitions_for(entity_type: str) -> Mapping[Status, frozenset[Status]]:
     return PROJECT_TRANSITIONS if entity_type == "projects" else AUTOMATION_VERSION_TRANSITIONS
 
 
-def allowed(entity: AutomationVersion | Project, to: Status) -> bool:
-    return to in transitions_for(entity.__tablename__)[Status(entity.status)]
+def allowed(entity: AutomationVersion | Project, to: Status, action: str | None = None) -> bool:
+    current = Status(entity.status)
+    if to in transitions_for(entity.__tablename__)[current]:
+        return True
+    return (
+        action == ROLLBACK_ACTION
+        and entity.__tablename__ == "automation_versions"
+        and to in ROLLBACK_TRANSITIONS.get(current, frozenset())
+    )
 
 
 def transition(
@@ -112,7 +129,7 @@ def transition(
 
     entity_type = entity.__tablename__
     previous = Status(entity.status)
-    if not allowed(entity, to):
+    if not allowed(entity, to, action):
         raise InvalidStatusTransition(entity_type, entity.id, previous, to)
     now = datetime.now(UTC)
     models.allow_status_write(entity, to)

@@ -106,6 +106,19 @@ class BindingStatus(enum.StrEnum):
     ERROR = "error"  # the build could not create or bind the workflow
 
 
+class DeploymentStatus(enum.StrEnum):
+    """A deploy, resume, pause or rollback, recorded before the platform is called (domain.deploy)."""
+
+    REQUESTED = "requested"  # recorded; the platform not called yet
+    ACTIVATING = "activating"  # the platform is being changed; the store not yet
+    COMMITTED = "committed"  # the store follows the platform
+    COMPENSATED = "compensated"  # refused after the platform changed; the platform was put back
+    FAILED = "failed"  # the platform call failed or never happened; the platform is as it was
+
+
+DEPLOYMENT_ACTIONS = ("deploy", "resume", "pause", "rollback")
+
+
 class TaskStatus(enum.StrEnum):
     PENDING = "pending"
     IN_PROGRESS = "in_progress"
@@ -291,6 +304,54 @@ class WorkflowBinding(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column()
     created_at: Mapped[datetime] = created_column()
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Deployment(Base):
+    """The intent of one status change that calls the WRK Platform, written before the call, so a crash
+    between the call and the commit is found and finished or undone by reconciliation."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "automation_version_id"],
+            ["automation_versions.tenant_id", "automation_versions.id"],
+        ),
+        # One request per key and tenant (NULL keys are distinct on both backends).
+        UniqueConstraint("tenant_id", "idempotency_key"),
+        status_check("status", list(DeploymentStatus)),
+        status_check("action", DEPLOYMENT_ACTIONS, name="action_valid"),
+        CheckConstraint(one_of("actor_type", ["user", "system"]), name="actor_type_valid"),
+        Index(
+            "ix_deployments_open",
+            "deadline_at",
+            sqlite_where=text("status IN ('requested', 'activating')"),
+            postgresql_where=text("status IN ('requested', 'activating')"),
+        ),
+        Index("ix_deployments_tenant_id_automation_version_id", "tenant_id", "automation_version_id"),
+    )
+    id: Mapped[str] = id_column()
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    project_id: Mapped[str] = mapped_column(String(36))
+    automation_version_id: Mapped[str] = mapped_column(String(36))
+    action: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=DeploymentStatus.REQUESTED.value)
+    from_status: Mapped[str] = mapped_column(String(32))
+    workflow_id: Mapped[str | None] = mapped_column(String(200))
+    previous_live_version_id: Mapped[str | None] = mapped_column(String(36))
+    actor_type: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(Text)
+    notes: Mapped[str | None] = mapped_column(Text)
+    invoked_via: Mapped[str] = mapped_column(String(32))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_body: Mapped[dict[str, Any] | None] = mapped_column()
+    error: Mapped[dict[str, Any] | None] = mapped_column()
+    deadline_at: Mapped[datetime] = mapped_column()
+    created_at: Mapped[datetime] = created_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
 
 
 class Task(Base):

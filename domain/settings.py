@@ -81,6 +81,9 @@ class Settings(BaseSettings):
 
     # Flow policy
     project_live_on_deploy: bool = True
+    # Deploys (Flow 24/24B, rollback): the most one request may spend on the WRK Platform, retries
+    # included; past it the API answers 503 with Retry-After and reconciliation finishes the deploy.
+    deploy_deadline_s: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")
     def _defaults_and_production_guard(self) -> Settings:

@@ -56,14 +56,29 @@ class WrkPlatformClient(HttpClient):
         )
         return _workflow(response.json())
 
-    def activate_workflow(self, workflow_id: str, retry: RetryPolicy | None = None) -> PlatformWorkflow:
-        return _workflow(self.request("PATCH", f"/wrk-api/workflows/{workflow_id}/activate", retry=retry).json())
+    def activate_workflow(
+        self, workflow_id: str, retry: RetryPolicy | None = None, timeout: float | None = None
+    ) -> PlatformWorkflow:
+        path = f"/wrk-api/workflows/{workflow_id}/activate"
+        return _workflow(self.request("PATCH", path, retry=retry, **_timeout(timeout)).json())
 
-    def deactivate_workflow(self, workflow_id: str, retry: RetryPolicy | None = None) -> PlatformWorkflow:
-        return _workflow(self.request("PATCH", f"/wrk-api/workflows/{workflow_id}/deactivate", retry=retry).json())
+    def deactivate_workflow(
+        self, workflow_id: str, retry: RetryPolicy | None = None, timeout: float | None = None
+    ) -> PlatformWorkflow:
+        path = f"/wrk-api/workflows/{workflow_id}/deactivate"
+        return _workflow(self.request("PATCH", path, retry=retry, **_timeout(timeout)).json())
 
-    def get_workflow(self, workflow_id: str) -> PlatformWorkflow:
-        return _workflow(self.request("GET", f"/wrk-api/workflows/{workflow_id}").json())
+    def get_workflow(
+        self, workflow_id: str, retry: RetryPolicy | None = None, timeout: float | None = None
+    ) -> PlatformWorkflow:
+        path = f"/wrk-api/workflows/{workflow_id}"
+        return _workflow(self.request("GET", path, retry=retry, **_timeout(timeout)).json())
+
+
+def _timeout(seconds: float | None) -> dict[str, Any]:
+    """A per-call timeout (a deploy's remaining deadline); none given keeps the client's own (httpx
+    reads `timeout=None` as "no timeout", so it is not passed at all)."""
+    return {} if seconds is None else {"timeout": max(seconds, 0.001)}
 
 
 def wrk_client(settings: Settings | None = None) -> WrkPlatformClient:

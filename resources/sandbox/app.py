@@ -2,7 +2,8 @@
 
 Control endpoints live under `/_sandbox/`:
 - `POST /_sandbox/faults` `{"method", "path" (regex), "count", "action": error|timeout|delay, "status",
-  "body", "headers", "delay_s"}`; `DELETE /_sandbox/faults`
+  "body", "headers", "delay_s"}`; `DELETE /_sandbox/faults`; `GET /_sandbox/faults` (with the
+  counts left)
 - `GET /_sandbox/calls?method=&path=` (every emulated call, with its answer's status)
 - `GET /_sandbox/mail`, `GET /_sandbox/slack` (received messages); `POST /_sandbox/reset`
 - `POST /_sandbox/github/config`, `GET /_sandbox/wrk/workflows`
@@ -104,6 +105,10 @@ def create_app(state: SandboxState | None = None, smtp_port: int | None = None) 
                 state.faults.append(Fault(**spec))
         return JSONResponse({"faults": len(state.faults)}, status_code=201)
 
+    async def list_faults(_request: Request) -> JSONResponse:
+        with state.lock:
+            return JSONResponse([{**vars(fault)} for fault in state.faults])
+
     async def clear_faults(_request: Request) -> Response:
         with state.lock:
             state.faults.clear()
@@ -168,6 +173,7 @@ def create_app(state: SandboxState | None = None, smtp_port: int | None = None) 
             Route("/slack/webhook/{hook:path}", slack_webhook, methods=["POST"]),
             Route(CONTROL_PREFIX + "/faults", add_fault, methods=["POST"]),
             Route(CONTROL_PREFIX + "/faults", clear_faults, methods=["DELETE"]),
+            Route(CONTROL_PREFIX + "/faults", list_faults, methods=["GET"]),
             Route(CONTROL_PREFIX + "/calls", calls, methods=["GET"]),
             Route(CONTROL_PREFIX + "/reset", reset, methods=["POST"]),
             Route(CONTROL_PREFIX + "/mail", mail, methods=["GET"]),
