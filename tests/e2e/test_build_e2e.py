@@ -89,7 +89,7 @@ def _wait(client: DagsterGraphQLClient, run_id: str, timeout: float = 120) -> Da
 
 
 def _config(payload: dict) -> dict:
-    return {"ops": {"load": {"config": payload}, "create": {"config": payload}}}
+    return {"ops": {"load": {"config": payload}}}
 
 
 def test_launch_follow_and_reexecute_from_failure_through_graphql(stack, engine):
