@@ -205,9 +205,7 @@ def _draft(engine) -> dict[str, str]:
     return payload
 
 
-def test_a_ui_launch_with_only_the_version_id_builds_a_draft_version(
-    engine, database_url, sandbox, flow_env, instance
-):
+def test_a_ui_launch_with_only_the_version_id_builds_a_draft_version(engine, database_url, sandbox, flow_env, instance):
     payload = _draft(engine)
     result = _ui_launch(payload["automation_version_id"], database_url, instance)
     assert result.success
