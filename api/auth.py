@@ -152,6 +152,14 @@ def require(request: Request, roles: frozenset[str] = OPS_ROLES) -> Principal:
     return principal
 
 
+def require_platform(request: Request, roles: frozenset[str]) -> Principal:
+    """The caller, holding one of `roles` as a platform role: for things of no tenant (releases)."""
+    principal = require(request, roles)
+    if not principal.roles & roles:
+        raise Problem(403, "forbidden", f"one of the platform roles {sorted(roles)} is required")
+    return principal
+
+
 def _required(request: Request) -> frozenset[str]:
     required: frozenset[str] = getattr(request.state, "required_roles", OPS_ROLES)
     return required

@@ -111,3 +111,11 @@ def test_tenantless_queue_rows_need_a_platform_role(client, settings, demo, engi
     with transaction(engine) as session:
         row = session.get(models.TriggerQueue, rows["platform"])
         assert row is not None and row.tenant_id is None
+
+
+def test_releases_need_a_platform_role_not_a_tenants(client, settings, demo):
+    acme = demo["tenants"][0]["id"]
+    tenant_only = make_token(settings, tenants=[acme], roles=[], tenant_roles={acme: ["ops_release"]})
+    _problem(client.get("/v1/releases", headers=bearer(tenant_only)), 403, "forbidden")
+    platform = make_token(settings, tenants=[acme], roles=["ops_release"], tenant_roles={acme: []})
+    assert client.get("/v1/releases", headers=bearer(platform)).status_code == 200
