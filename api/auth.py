@@ -8,9 +8,10 @@ one of the token's tenants), never from the body or the query.
 
 Roles are per tenant: a request acting in tenant T needs the role in T. A token's roles in T are its
 `tenant_roles[T]` (claim `tenant_roles: {tenant_id: [roles]}`; entries for tenants outside `tenants`
-are ignored), or, for a token that names exactly one tenant and has no `tenant_roles`, its `roles`. A token that names several tenants without `tenant_roles`
-holds no role in any of them: its flat `roles` cannot say where they apply. The flat `roles` are the
-platform roles (platform-wide things that belong to no tenant: releases, tenant-less triggers).
+are ignored), or, for a token that names exactly one tenant and has no `tenant_roles`, its `roles`.
+A token that names several tenants without `tenant_roles` holds no role in any of them: its flat
+`roles` cannot say where they apply. The flat `roles` are the platform roles (platform-wide things
+that belong to no tenant: releases, tenant-less triggers).
 """
 
 from __future__ import annotations
