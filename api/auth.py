@@ -5,10 +5,18 @@ URL in production. Required claims: `sub`, `exp`, `iat`, `tenants` (the tenant i
 or is delegated to) and `roles`; issuer and audience are checked. Customer API keys (`wrk_api_...`) are
 refused on ops endpoints. The tenant always comes from the token (or from `X-Tenant-ID`, which must be
 one of the token's tenants), never from the body or the query.
+
+Roles are per tenant: a request acting in tenant T needs the role in T. A token's roles in T are its
+`tenant_roles[T]` (claim `tenant_roles: {tenant_id: [roles]}`; entries for tenants outside `tenants`
+are ignored), or, for a token that names exactly one tenant and has no `tenant_roles`, its `roles`.
+A token that names several tenants without `tenant_roles` holds no role in any of them: its flat
+`roles` cannot say where they apply. The flat `roles` are the platform roles (platform-wide things
+that belong to no tenant: releases, tenant-less triggers).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,12 +35,44 @@ BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="wrk-orchestration"'}
 class Principal:
     sub: str
     tenants: frozenset[str]
-    roles: frozenset[str]
-    claims: dict[str, Any] = field(compare=False, repr=False)
+    roles: frozenset[str]  # platform roles (see the module's docstring)
+    tenant_roles: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    claims: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def actor(self) -> str:
         return self.sub
+
+    def roles_in(self, tenant: str) -> frozenset[str]:
+        return self.tenant_roles.get(tenant, frozenset())
+
+    def holds(self, roles: frozenset[str]) -> bool:
+        """One of `roles` somewhere: platform-wide or in one of the tenants."""
+        return bool(self.roles & roles) or any(held & roles for held in self.tenant_roles.values())
+
+
+def principal_from_claims(claims: dict[str, Any]) -> Principal:
+    """The principal of verified claims; ValueError when `tenants`, `roles` or `tenant_roles` are malformed."""
+    tenants, roles, per_tenant = claims.get("tenants"), claims.get("roles"), claims.get("tenant_roles")
+    if not _string_list(tenants) or not _string_list(roles):
+        raise ValueError("'tenants' and 'roles' must be lists of strings")
+    if per_tenant is not None:
+        if not isinstance(per_tenant, dict) or not all(
+            isinstance(t, str) and _string_list(r) for t, r in per_tenant.items()
+        ):
+            raise ValueError("'tenant_roles' must map tenant ids to lists of strings")
+        tenant_roles = {t: frozenset(r) for t, r in per_tenant.items() if t in tenants}
+    elif len(tenants) == 1:
+        tenant_roles = {tenants[0]: frozenset(roles)}
+    else:
+        tenant_roles = {}
+    return Principal(
+        sub=str(claims["sub"]),
+        tenants=frozenset(tenants),
+        roles=frozenset(roles),
+        tenant_roles=tenant_roles,
+        claims=claims,
+    )
 
 
 def _unauthorized(detail: str) -> Problem:
@@ -91,10 +131,10 @@ class Authenticator:
             raise _unauthorized("token algorithm is not accepted") from exc
         except (jwt.PyJWTError, ValueError) as exc:
             raise _unauthorized(f"invalid token: {exc}") from exc
-        tenants, roles = claims.get("tenants"), claims.get("roles")
-        if not _string_list(tenants) or not _string_list(roles):
-            raise _unauthorized("invalid token: 'tenants' and 'roles' must be lists of strings")
-        return Principal(sub=str(claims["sub"]), tenants=frozenset(tenants), roles=frozenset(roles), claims=claims)
+        try:
+            return principal_from_claims(claims)
+        except ValueError as exc:
+            raise _unauthorized(f"invalid token: {exc}") from exc
 
 
 def _string_list(value: Any) -> bool:
@@ -102,39 +142,61 @@ def _string_list(value: Any) -> bool:
 
 
 def require(request: Request, roles: frozenset[str] = OPS_ROLES) -> Principal:
-    """The caller, authenticated and holding one of `roles`; recorded for the access log."""
+    """The caller, authenticated and holding one of `roles` somewhere; recorded for the access log.
+    `tenant_of` and `tenant_scope` then check the roles in the tenant the request acts in."""
     authenticator: Authenticator = request.app.state.authenticator
     principal = authenticator.authenticate(request)
     request.state.actor = principal.sub
-    if not principal.roles & roles:
+    request.state.required_roles = roles
+    if not principal.holds(roles):
         raise Problem(403, "forbidden", f"one of the roles {sorted(roles)} is required")
     return principal
 
 
-def tenant_of(request: Request, principal: Principal) -> str:
-    """The tenant a request acts in: `X-Tenant-ID` (one of the token's tenants) or the token's only one."""
-    header = request.headers.get("x-tenant-id")
-    if header:
-        if header not in principal.tenants:
-            raise Problem(403, "forbidden", "X-Tenant-ID is not one of your tenants")
-        tenant = header
-    elif len(principal.tenants) == 1:
-        (tenant,) = principal.tenants
-    else:
-        raise Problem(400, "tenant_required", "your token has several tenants: send X-Tenant-ID")
+def require_platform(request: Request, roles: frozenset[str]) -> Principal:
+    """The caller, holding one of `roles` as a platform role: for things of no tenant (releases)."""
+    principal = require(request, roles)
+    if not principal.roles & roles:
+        raise Problem(403, "forbidden", f"one of the platform roles {sorted(roles)} is required")
+    return principal
+
+
+def _required(request: Request) -> frozenset[str]:
+    required: frozenset[str] = getattr(request.state, "required_roles", OPS_ROLES)
+    return required
+
+
+def _acting_in(request: Request, principal: Principal, tenant: str) -> str:
+    """`tenant` (from `X-Tenant-ID` or the token), refused unless the caller holds a required role there."""
+    if tenant not in principal.tenants:
+        raise Problem(403, "forbidden", "X-Tenant-ID is not one of your tenants")
+    required = _required(request)
+    if not principal.roles_in(tenant) & required:
+        raise Problem(403, "forbidden", f"one of the roles {sorted(required)} is required in tenant {tenant}")
     request.state.tenant_id = tenant
     return tenant
 
 
-def tenant_scope(request: Request, principal: Principal) -> frozenset[str]:
-    """The tenants a lookup by id may search: `X-Tenant-ID` when sent (one of the token's), else all of
-    the token's. A row of any other tenant is simply not found."""
+def tenant_of(request: Request, principal: Principal) -> str:
+    """The tenant a request acts in: `X-Tenant-ID` (one of the token's tenants) or the token's only one;
+    the caller must hold a required role in it."""
     header = request.headers.get("x-tenant-id")
     if header:
-        if header not in principal.tenants:
-            raise Problem(403, "forbidden", "X-Tenant-ID is not one of your tenants")
-        request.state.tenant_id = header
-        return frozenset({header})
+        return _acting_in(request, principal, header)
+    if len(principal.tenants) == 1:
+        return _acting_in(request, principal, next(iter(principal.tenants)))
+    raise Problem(400, "tenant_required", "your token has several tenants: send X-Tenant-ID")
+
+
+def tenant_scope(request: Request, principal: Principal) -> frozenset[str]:
+    """The tenants a lookup by id may search: `X-Tenant-ID` when sent (one of the token's, with a
+    required role there), else every tenant of the token where the caller holds a required role. A row
+    of any other tenant is simply not found."""
+    header = request.headers.get("x-tenant-id")
+    if header:
+        return frozenset({_acting_in(request, principal, header)})
+    required = _required(request)
+    scope = frozenset(t for t in principal.tenants if principal.roles_in(t) & required)
     if len(principal.tenants) == 1:
         request.state.tenant_id = next(iter(principal.tenants))
-    return principal.tenants
+    return scope

@@ -18,7 +18,7 @@ from domain.demo import demo_tenant_ids, describe, seed_demo
 from domain.release_graph import InvalidGraph, load_graph
 from domain.settings import get_settings
 from domain.store import engine_for, transaction
-from domain.tokens import mint_dev_token
+from domain.tokens import InvalidTokenRequest, mint_dev_token
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
@@ -40,10 +40,31 @@ def _cmd_seed_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
 def _cmd_token(args: argparse.Namespace) -> int:
-    tenants = [t for t in args.tenant.split(",") if t]
-    roles = [r for r in args.roles.split(",") if r]
-    print(mint_dev_token(get_settings(), tenants=tenants, roles=roles, sub=args.sub, ttl_seconds=args.ttl))
+    tenant_roles: dict[str, list[str]] = {}
+    for entry in args.tenant_roles:
+        tenant, sep, roles = entry.partition("=")
+        if not sep or not tenant.strip():
+            print(f"wrk-orch token: --tenant-roles expects TENANT=ROLE1,ROLE2, not {entry!r}", file=sys.stderr)
+            return 2
+        tenant_roles[tenant.strip()] = _split(roles)
+    try:
+        token = mint_dev_token(
+            get_settings(),
+            tenants=_split(args.tenant),
+            roles=_split(args.roles),
+            tenant_roles=tenant_roles,
+            sub=args.sub,
+            ttl_seconds=args.ttl,
+        )
+    except InvalidTokenRequest as exc:
+        print(f"wrk-orch token: {exc}", file=sys.stderr)
+        return 2
+    print(token)
     return 0
 
 
@@ -146,10 +167,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_seed_demo)
 
     p = sub.add_parser("token", help="print a development JWT signed with the dev secret")
-    p.add_argument("--tenant", required=True, help="tenant id, or several separated by commas")
-    p.add_argument("--roles", required=True, help="roles separated by commas, e.g. ops_admin")
+    p.add_argument("--tenant", default="", help="tenant id, or several separated by commas")
+    p.add_argument(
+        "--roles", default="", help="roles held platform-wide and in every --tenant, separated by commas (ops_admin)"
+    )
+    p.add_argument(
+        "--tenant-roles",
+        action="append",
+        default=[],
+        metavar="TENANT=ROLES",
+        help="roles in one tenant only, e.g. T2=client (repeatable); the token needs at least one tenant",
+    )
     p.add_argument("--sub", default="dev-user", help="the subject (user id)")
-    p.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    p.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (positive)")
     p.set_defaults(func=_cmd_token)
 
     q = sub.add_parser("queue", help="the trigger queue").add_subparsers(dest="queue_command", required=True)

@@ -773,11 +773,15 @@ def commit_live(
             metadata={"superseded_by": version.id, "deployment_id": deployment_id},
         )
         if previous_binding is not None:
-            previous_binding.status = BindingStatus.INACTIVE.value
+            lifecycle.transition_binding(
+                session, previous_binding, BindingStatus.INACTIVE, actor=actor, reason=f"version {previous.id} archived"
+            )
         session.flush()  # the old Live row leaves the one-Live index before the new one enters it
     binding = workflow_binding_of(session, version)
     assert binding is not None
-    binding.status = BindingStatus.ACTIVE.value
+    lifecycle.transition_binding(
+        session, binding, BindingStatus.ACTIVE, actor=actor, reason=f"version {version.id} live"
+    )
     version.deployed_at, version.deployed_by, version.deployment_reason = now, actor.id, reason
     version.deployment_metadata = {
         "invoked_via": invoked_via,

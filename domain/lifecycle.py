@@ -1,8 +1,10 @@
-"""The lifecycle (Flow 13): every status of automation versions and projects, and every allowed move.
+"""The lifecycle (Flow 13): every status of automation versions and projects, and every allowed move;
+and, in its own section below, the workflow bindings' statuses and moves.
 
-`transition()` is the only code that changes a status column of these two tables. It checks the move
-against the table below, updates the row, and writes the audit row in the caller's transaction. A guard
-in `domain.models` refuses any flush that changes a status without going through it.
+`transition()` is the only code that changes a status column of versions and projects, and
+`transition_binding()` the only code that changes a workflow binding's. Each checks the move against its
+table, updates the row, and writes the audit row in the caller's transaction. A guard in
+`domain.models` refuses any flush that changes one of these statuses without going through them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from sqlalchemy.orm import Session
 
 if TYPE_CHECKING:
     # models imports this module for its check constraints; the runtime imports below are deferred.
-    from domain.models import AuditLog, AutomationVersion, Project
+    from domain.models import AuditLog, AutomationVersion, Project, WorkflowBinding
 
 
 class Status(enum.StrEnum):
@@ -176,6 +178,77 @@ def record(
         reason=reason,
         details=dict(metadata or {}),
         created_at=datetime.now(UTC),
+    )
+    session.add(entry)
+    return entry
+
+
+# -- workflow bindings ---------------------------------------------------------------------------------
+# A binding links a version to its workflow on the WRK Platform. It is born `pending` (no workflow yet);
+# a build makes it `active` or `error`; a deploy that supersedes its version makes it `inactive`, and a
+# deploy or rollback of that version makes it `active` again. An `error` binding goes back to `pending`
+# only when its build is requested or re-executed. A build never touches an `active` or `inactive`
+# binding: a stale build run must not break a version that is already built or Live.
+
+
+class BindingStatus(enum.StrEnum):
+    PENDING = "pending"  # no workflow on the platform yet
+    ACTIVE = "active"  # the workflow exists and is the one to run
+    INACTIVE = "inactive"  # superseded (its version archived); the platform workflow is deactivated
+    ERROR = "error"  # the build could not create or bind the workflow
+
+
+B = BindingStatus
+
+WORKFLOW_BINDING_TRANSITIONS: Mapping[BindingStatus, frozenset[BindingStatus]] = {
+    B.PENDING: frozenset({B.ACTIVE, B.ERROR}),
+    B.ERROR: frozenset({B.PENDING}),
+    B.ACTIVE: frozenset({B.INACTIVE}),
+    B.INACTIVE: frozenset({B.ACTIVE}),
+}
+
+INITIAL_BINDING_STATUS = B.PENDING
+
+
+def binding_allowed(binding: WorkflowBinding, to: BindingStatus) -> bool:
+    return to in WORKFLOW_BINDING_TRANSITIONS[BindingStatus(binding.status)]
+
+
+def transition_binding(
+    session: Session,
+    binding: WorkflowBinding,
+    to: BindingStatus,
+    *,
+    actor: Actor,
+    reason: str | None = None,
+    action: str = "status_change",
+    metadata: dict[str, Any] | None = None,
+) -> AuditLog | None:
+    """Move `binding` to `to`, with its audit row, in the caller's transaction. A binding already in
+    `to` is left alone (None: nothing moved, nothing audited); a move the table does not allow raises."""
+    from domain import models
+
+    previous = BindingStatus(binding.status)
+    if previous is to:
+        return None
+    if not binding_allowed(binding, to):
+        raise InvalidStatusTransition("workflow_bindings", binding.id, previous, to)
+    now = datetime.now(UTC)
+    models.allow_status_write(binding, to)
+    binding.status = to.value
+    binding.updated_at = now
+    entry = models.AuditLog(
+        tenant_id=binding.tenant_id,
+        entity_type="workflow_bindings",
+        entity_id=binding.id,
+        action=action,
+        actor_type=actor.type,
+        actor_id=actor.id,
+        previous_status=previous.value,
+        new_status=to.value,
+        reason=reason,
+        details={"automation_version_id": binding.automation_version_id, **(metadata or {})},
+        created_at=now,
     )
     session.add(entry)
     return entry

@@ -36,6 +36,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 from domain.lifecycle import INITIAL_STATUS, Status
+from domain.lifecycle import BindingStatus as BindingStatus  # re-exported: the lifecycle owns it
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -96,14 +97,8 @@ def created_column() -> Mapped[datetime]:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Status value sets of the tables the lifecycle does not own. Each set lives once, here.
-
-
-class BindingStatus(enum.StrEnum):
-    PENDING = "pending"  # no workflow on the platform yet
-    ACTIVE = "active"  # the workflow exists and is the one to run
-    INACTIVE = "inactive"  # superseded (its version archived); the platform workflow is deactivated
-    ERROR = "error"  # the build could not create or bind the workflow
+# Status value sets of the tables the lifecycle does not own. Each set lives once, here. (The workflow
+# bindings' statuses, `BindingStatus`, live with their moves in domain.lifecycle.)
 
 
 class DeploymentStatus(enum.StrEnum):
@@ -687,7 +682,8 @@ class WebhookDelivery(Base):
 
 
 # ---------------------------------------------------------------------------------------------------
-# The status guard: only domain.lifecycle.transition() may write a lifecycle status.
+# The status guard: only domain.lifecycle.transition() may write a lifecycle status, and only
+# domain.lifecycle.transition_binding() a workflow binding's (a new binding may start in any status).
 
 _LIFECYCLE_ENTITIES = (AutomationVersion, Project)
 
@@ -696,7 +692,7 @@ class StatusWriteOutsideLifecycle(RuntimeError):
     pass
 
 
-def allow_status_write(entity: AutomationVersion | Project, to: Status) -> None:
+def allow_status_write(entity: AutomationVersion | Project | WorkflowBinding, to: Status | BindingStatus) -> None:
     entity.__dict__["_lifecycle_allowed"] = to.value
 
 
@@ -713,7 +709,7 @@ def _guard_status_writes(session: Session, _context: Any, _instances: Any) -> No
                     f"new {obj.__tablename__} must start {INITIAL_STATUS.value!r}, not {obj.status!r}"
                 )
     for obj in session.dirty:
-        if isinstance(obj, _LIFECYCLE_ENTITIES):
+        if isinstance(obj, (*_LIFECYCLE_ENTITIES, WorkflowBinding)):
             history = sa_inspect(obj).attrs.status.history  # type: ignore[attr-defined]
             if history.has_changes() and obj.__dict__.get("_lifecycle_allowed") != obj.status:
                 raise StatusWriteOutsideLifecycle(

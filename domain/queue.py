@@ -457,13 +457,15 @@ def held_by_kind(session: Session, kind: str, state: QueueState, limit: int = 50
     )
 
 
-def stats(session: Session, tenant_ids: Iterable[str] | None = None) -> dict[str, Any]:
+def stats(session: Session, tenant_ids: Iterable[str] | None = None, tenantless: bool = True) -> dict[str, Any]:
     """Rows per kind and state, with the age of the oldest available row and of the oldest launched row
-    (since its launch) per kind: a launched row that grows old is a run nobody reconciled."""
+    (since its launch) per kind: a launched row that grows old is a run nobody reconciled. With
+    `tenant_ids`, only those tenants' rows, plus the rows of no tenant when `tenantless`."""
     now = _now(session)
     scope = []
     if tenant_ids is not None:
-        scope.append(or_(Q.c.tenant_id.in_(list(tenant_ids)), Q.c.tenant_id.is_(None)))
+        owned = Q.c.tenant_id.in_(list(tenant_ids))
+        scope.append(or_(owned, Q.c.tenant_id.is_(None)) if tenantless else owned)
     counts = session.execute(
         select(Q.c.kind, Q.c.state, func.count()).where(*scope).group_by(Q.c.kind, Q.c.state)
     ).all()

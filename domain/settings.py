@@ -6,6 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -13,6 +14,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Development defaults. Only ENVIRONMENT=development or test accepts them; production refuses to start.
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"
 DEV_GITHUB_WEBHOOK_SECRET = "dev-only-github-webhook-secret"
+# The sandbox's token (it accepts any); production must talk to the real services with real tokens.
+SANDBOX_TOKEN = "sandbox-token"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0"})
 
 
 def default_data_dir() -> Path:
@@ -43,9 +47,9 @@ class Settings(BaseSettings):
     # Outside world (the sandbox on :8900 by default)
     sandbox_port: int = 8900
     wrk_api_url: str = "http://127.0.0.1:8900"
-    wrk_api_token: SecretStr = SecretStr("sandbox-token")
+    wrk_api_token: SecretStr = SecretStr(SANDBOX_TOKEN)
     github_api_url: str = "http://127.0.0.1:8900/github"
-    github_token: SecretStr = SecretStr("sandbox-token")
+    github_token: SecretStr = SecretStr(SANDBOX_TOKEN)
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 8925
     smtp_sender: str = "orchestration@wrk.local"
@@ -97,9 +101,27 @@ class Settings(BaseSettings):
                 dev.append("JWT_SECRET")
             if self.github_webhook_secret.get_secret_value() == DEV_GITHUB_WEBHOOK_SECRET:
                 dev.append("GITHUB_WEBHOOK_SECRET")
+            dev.extend(self._sandbox_settings())
             if dev:
-                raise ValueError(f"ENVIRONMENT=production refuses the development defaults of: {', '.join(dev)}")
+                raise ValueError(
+                    f"ENVIRONMENT=production refuses the development defaults or the sandbox in: {', '.join(dev)}"
+                )
         return self
+
+    def _sandbox_settings(self) -> list[str]:
+        """The outside-world settings that still point at the sandbox: its token, or a loopback URL on
+        the sandbox's port (a production process must not quietly build and deploy against an emulator)."""
+        found = []
+        for url_name, url, token_name, token in (
+            ("WRK_API_URL", self.wrk_api_url, "WRK_API_TOKEN", self.wrk_api_token),
+            ("GITHUB_API_URL", self.github_api_url, "GITHUB_TOKEN", self.github_token),
+        ):
+            parts = urlsplit(url)
+            if (parts.hostname or "").lower() in LOOPBACK_HOSTS and parts.port == self.sandbox_port:
+                found.append(url_name)
+            if token.get_secret_value() == SANDBOX_TOKEN:
+                found.append(token_name)
+        return found
 
     def with_overrides(self, **values: object) -> Settings:
         """A copy with the given non-empty values (resources' config, tests); secrets wrapped."""

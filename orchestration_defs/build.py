@@ -1,16 +1,28 @@
-"""Flow 22 as a Dagster job: load -> create -> record -> notify, launched by the build queue sensor.
+"""Flow 22 as a Dagster job: load -> create -> record -> notify, launched by the build queue sensor, or
+from the Dagster UI with only `automation_version_id` in `load`'s config.
+
+A UI launch does what `POST /v1/automation-versions/{id}/build` does (`domain.build.begin_build`: Draft
+or Error -> Build in Progress, binding created, audited), with the run itself as the build; a launch
+for a version that cannot be built fails at once with the reason, before any write or alert.
 
 A rejected build (lookup failure, tenant mismatch, invalid or refused blueprint, platform unreachable
-after retries) marks the binding `error`, alerts ops, and fails the run as permanent: the queue does
-not retry it. Re-executing from failure is safe: the platform call carries the binding id as its
-idempotency key, and `record` and `notify` do nothing twice.
+after retries) marks the binding `error` and the version `Error`, alerts ops, and fails the run as
+permanent: the queue does not retry it. Re-executing it from failure resumes it (`create` moves it back
+to Build in Progress) and completes it with the same workflow: the platform call carries the binding id
+as its idempotency key, and `record` and `notify` do nothing twice.
+
+A run for a version outside Build in Progress (a stale re-execution, a duplicate run) changes nothing:
+the step that finds it logs the reason and tags the run `wrk/build_skipped`, and the later steps are
+skipped; the run succeeds.
 """
 
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 
 from domain import build
+from domain.lifecycle import Actor
 from domain.settings import get_settings
 from domain.store import transaction
 from domain.triggers import BuildTrigger
@@ -21,17 +33,17 @@ from sensors.queue import mark_permanent, queue_sensor
 
 # 5xx answers and timeouts are retried 3 times (4 calls), with the one policy's exponential backoff.
 CREATE_ATTEMPTS = 4
+TAG_SKIPPED = "wrk/build_skipped"
 
 
 class BuildConfig(dg.Config):
-    tenant_id: str
-    project_id: str
+    """The queue sets every field. A launch from the UI needs only `automation_version_id`: it creates
+    the binding, as the API's build request does."""
+
     automation_version_id: str
-    workflow_binding_id: str
-
-
-def _trigger(config: BuildConfig) -> BuildTrigger:
-    return BuildTrigger(**config.model_dump())
+    tenant_id: str | None = None  # a hint: the store decides
+    project_id: str | None = None
+    workflow_binding_id: str | None = None
 
 
 def _stop(
@@ -47,9 +59,41 @@ def _stop(
     )
 
 
-@dg.op(description="Re-select the version, project and binding by (tenant, ids); the store decides.")
-def load(context: dg.OpExecutionContext, config: BuildConfig, database: DatabaseResource) -> build.BuildTarget:
-    trigger = _trigger(config)
+def _skip(context: dg.OpExecutionContext, reason: str) -> None:
+    """Say why this run leaves the version alone; no output, so the later steps are skipped."""
+    context.log.warning(f"nothing to build: {reason}")
+    context.instance.add_run_tags(context.run_id, {TAG_SKIPPED: reason})
+
+
+def _launch(context: dg.OpExecutionContext, config: BuildConfig, database: DatabaseResource) -> BuildTrigger:
+    if config.workflow_binding_id is not None:
+        if config.tenant_id is None or config.project_id is None:
+            raise dg.Failure(description="a build trigger with a workflow_binding_id needs tenant_id and project_id")
+        return BuildTrigger(
+            tenant_id=config.tenant_id,
+            project_id=config.project_id,
+            automation_version_id=config.automation_version_id,
+            workflow_binding_id=config.workflow_binding_id,
+        )
+    user = context.run.tags.get("dagster/user")  # set by Dagster+ launches; absent in OSS
+    actor = Actor.user(user) if user else Actor.system("dagster_ui")
+    try:
+        with transaction(database.engine) as session:
+            return build.launch(session, config.automation_version_id, config.tenant_id, actor)
+    except build.LaunchRefused as refused:
+        raise dg.Failure(
+            description=f"{refused} (request builds with POST /v1/automation-versions/{{id}}/build)"
+        ) from None
+
+
+@dg.op(
+    out=dg.Out(build.BuildTarget, is_required=False),
+    description="Re-select the version, project and binding by (tenant, ids); the store decides.",
+)
+def load(
+    context: dg.OpExecutionContext, config: BuildConfig, database: DatabaseResource
+) -> Iterator[dg.Output[build.BuildTarget]]:
+    trigger = _launch(context, config, database)
     try:
         with transaction(database.engine) as session:
             target = build.load_target(session, trigger)
@@ -64,24 +108,48 @@ def load(context: dg.OpExecutionContext, config: BuildConfig, database: Database
             "wrk/automation_version_id": target.automation_version_id,
         },
     )
-    context.add_output_metadata(
-        {"project": target.project_name, "version": target.version_number, "status": target.version_status}
+    reason = build.stale_reason(target)
+    if reason is not None:
+        _skip(context, reason)
+        return
+    yield dg.Output(
+        target,
+        metadata={
+            "project": target.project_name,
+            "version": target.version_number,
+            "status": target.version_status,
+            "workflow_binding_id": target.workflow_binding_id,
+        },
     )
-    return target
 
 
-@dg.op(description="Create the workflow on the WRK Platform (idempotency key: the binding id).")
+@dg.op(
+    out=dg.Out(dict, is_required=False),
+    description="Create the workflow on the WRK Platform (idempotency key: the binding id).",
+)
 def create(
     context: dg.OpExecutionContext,
-    config: BuildConfig,
-    target: build.BuildTarget,
+    loaded: build.BuildTarget,
     database: DatabaseResource,
     wrk: WrkPlatformResource,
-) -> dict[str, Any]:
+) -> Iterator[dg.Output[dict[str, Any]]]:
+    # Re-read now: a re-execution from failure reuses `load`'s output from an earlier run.
+    trigger = loaded.trigger
+    try:
+        with transaction(database.engine) as session:
+            target, reason = build.prepare(session, trigger, run_id=context.run_id)
+    except build.BuildRejected as rejected:
+        raise _stop(context, database, trigger, rejected) from rejected
+    if reason is not None:
+        _skip(context, reason)
+        return
     if target.already_built:
         context.log.info(f"already built: workflow {target.wrk_workflow_id}; no platform call")
-        return {"id": target.wrk_workflow_id, "url": target.wrk_workflow_url}
-    trigger = _trigger(config)
+        yield dg.Output(
+            {"id": target.wrk_workflow_id, "url": target.wrk_workflow_url},
+            metadata={"already_built": True, "platform_calls": 0},
+        )
+        return
     errors = build.blueprint_errors(target.blueprint)
     if errors:
         raise _stop(
@@ -121,32 +189,40 @@ def create(
         raise _stop(context, database, trigger, build.BuildRejected("platform_error", str(exc), exc.details)) from exc
     finally:
         client.close()
-    context.add_output_metadata(
-        {
+    yield dg.Output(
+        {"id": workflow.id, "url": workflow.url},
+        metadata={
             "workflow_id": workflow.id,
             "workflow_url": dg.MetadataValue.url(workflow.url),
             "platform_calls": client.attempts,
-        }
+        },
     )
-    return {"id": workflow.id, "url": workflow.url}
 
 
-@dg.op(description="One transaction: binding active, version and project to QA & Testing, tasks, audit.")
+@dg.op(
+    out=dg.Out(dict, is_required=False),
+    description="One transaction: binding active, version and project to QA & Testing, tasks, audit.",
+)
 def record(
-    context: dg.OpExecutionContext, target: build.BuildTarget, workflow: dict[str, Any], database: DatabaseResource
-) -> dict[str, Any]:
+    context: dg.OpExecutionContext, loaded: build.BuildTarget, workflow: dict[str, Any], database: DatabaseResource
+) -> Iterator[dg.Output[dict[str, Any]]]:
     with transaction(database.engine) as session:
-        recorded = build.record_build(session, target, workflow["id"], workflow["url"])
-    context.add_output_metadata({"recorded": recorded, "workflow_url": dg.MetadataValue.url(workflow["url"])})
-    return workflow
+        outcome = build.record_build(session, loaded, workflow["id"], workflow["url"])
+    if outcome not in (build.RECORDED, build.ALREADY_RECORDED):
+        _skip(context, outcome)
+        return
+    yield dg.Output(
+        workflow,
+        metadata={"recorded": outcome == build.RECORDED, "workflow_url": dg.MetadataValue.url(workflow["url"])},
+    )
 
 
 @dg.op(description="Outbox: build_complete to the client, qa_ready to ops, in-app to the project owner.")
 def notify(
-    context: dg.OpExecutionContext, target: build.BuildTarget, workflow: dict[str, Any], database: DatabaseResource
+    context: dg.OpExecutionContext, loaded: build.BuildTarget, workflow: dict[str, Any], database: DatabaseResource
 ) -> None:
     with transaction(database.engine) as session:
-        added = build.notify_build(session, target, workflow["id"], workflow["url"], get_settings().ops_email)
+        added = build.notify_build(session, loaded, workflow["id"], workflow["url"], get_settings().ops_email)
     context.add_output_metadata({"notifications_added": added})
 
 
@@ -162,8 +238,7 @@ def build_automation_version() -> None:
 
 
 def _run_config(payload: Any) -> dict[str, Any]:
-    config = dict(payload)
-    return {"ops": {"load": {"config": config}, "create": {"config": config}}}
+    return {"ops": {"load": {"config": dict(payload)}}}
 
 
 def _tags(payload: Any) -> dict[str, str]:

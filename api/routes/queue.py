@@ -18,7 +18,8 @@ from domain.lifecycle import Actor
 from domain.models import TriggerQueue
 from domain.store import transaction
 
-# Platform-wide triggers (releases) belong to no tenant: only these roles may act on them.
+# Platform-wide triggers (releases) belong to no tenant: only these platform roles (the token's flat
+# `roles`, see api.auth) may see or act on them; a tenant's rows need the role in that tenant.
 PLATFORM_ROLES = frozenset({"ops_admin", "admin", "ops_release"})
 
 
@@ -72,7 +73,7 @@ async def queue_stats(request: Request) -> JSONResponse:
 
     def load() -> dict[str, Any]:
         with transaction(engine(request)) as session:
-            return queue.stats(session, tenant_ids=tenants)
+            return queue.stats(session, tenant_ids=tenants, tenantless=bool(principal.roles & PLATFORM_ROLES))
 
     return JSONResponse(QueueStats.model_validate(await run_in_threadpool(load)).model_dump(mode="json"))
 

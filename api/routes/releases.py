@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api.auth import require
+from api.auth import require_platform
 from api.openapi import Endpoint
 from api.problems import Problem
 from api.requests import engine
@@ -61,7 +61,7 @@ def _view(release: ReleaseBuild, builds: list[RepoBuild] | None = None) -> dict[
 
 
 async def list_releases(request: Request) -> JSONResponse:
-    require(request, RELEASE_ROLES)
+    require_platform(request, RELEASE_ROLES)
 
     def load() -> list[dict[str, Any]]:
         with transaction(engine(request)) as session:
@@ -72,7 +72,7 @@ async def list_releases(request: Request) -> JSONResponse:
 
 
 async def get_release(request: Request) -> JSONResponse:
-    require(request, RELEASE_ROLES)
+    require_platform(request, RELEASE_ROLES)
     release_id = request.path_params["release_id"]
 
     def load() -> dict[str, Any] | None:

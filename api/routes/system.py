@@ -61,7 +61,14 @@ async def openapi(request: Request) -> JSONResponse:
 
 async def whoami(request: Request) -> JSONResponse:
     principal = require(request)
-    return JSONResponse({"sub": principal.sub, "tenants": sorted(principal.tenants), "roles": sorted(principal.roles)})
+    return JSONResponse(
+        {
+            "sub": principal.sub,
+            "tenants": sorted(principal.tenants),
+            "roles": sorted(principal.roles),
+            "tenant_roles": {t: sorted(r) for t, r in sorted(principal.tenant_roles.items())},
+        }
+    )
 
 
 ENDPOINTS = [

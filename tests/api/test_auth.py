@@ -167,4 +167,18 @@ def test_whoami_reports_the_tokens_identity(client, settings):
         "sub": "u-9",
         "tenants": ["t1", "t2"],
         "roles": ["ops_build"],
+        "tenant_roles": {},  # several tenants and no tenant_roles: no role in any of them
     }
+    per_tenant = make_token(
+        settings, tenants=["t1", "t2"], roles=[], tenant_roles={"t1": ["ops_admin"], "t2": ["client"]}
+    )
+    assert client.get("/v1/me", headers=bearer(per_tenant)).json()["tenant_roles"] == {
+        "t1": ["ops_admin"],
+        "t2": ["client"],
+    }
+
+
+def test_malformed_tenant_roles_are_refused(client, settings):
+    token = make_token(settings, tenants=["t1"], roles=OPS, tenant_roles={"t1": "ops_admin"})
+    body = _problem(client.get("/v1/me", headers=bearer(token)), 401, "unauthorized")
+    assert "tenant_roles" in body["detail"]

@@ -19,8 +19,56 @@ def test_production_refuses_the_development_secrets(monkeypatch):
         Settings(environment="production")
 
 
-def test_production_starts_with_its_own_secrets(monkeypatch):
-    monkeypatch.setenv("ENVIRONMENT", "production")
-    monkeypatch.setenv("JWT_SECRET", "a-real-secret-of-enough-length-0123456789")
-    monkeypatch.setenv("GITHUB_WEBHOOK_SECRET", "another-real-secret")
+def _production_env(monkeypatch, **overrides: str) -> None:
+    env = {
+        "ENVIRONMENT": "production",
+        "JWT_SECRET": "a-real-secret-of-enough-length-0123456789",
+        "GITHUB_WEBHOOK_SECRET": "another-real-secret",
+        "WRK_API_URL": "https://api.wrk.example",
+        "WRK_API_TOKEN": "wrk-real-token",
+        "GITHUB_API_URL": "https://api.github.com",
+        "GITHUB_TOKEN": "ghp_real",
+        **overrides,
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_production_starts_with_its_own_secrets_and_services(monkeypatch):
+    _production_env(monkeypatch)
     assert Settings().environment == "production"
+
+
+def test_production_refuses_the_sandbox_defaults(monkeypatch):
+    _production_env(monkeypatch)
+    for name in ("WRK_API_URL", "WRK_API_TOKEN", "GITHUB_API_URL", "GITHUB_TOKEN"):
+        monkeypatch.delenv(name)
+    with pytest.raises(ValidationError, match="WRK_API_URL, WRK_API_TOKEN, GITHUB_API_URL, GITHUB_TOKEN"):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("WRK_API_URL", "http://localhost:8900"),
+        ("GITHUB_API_URL", "http://127.0.0.1:8900/github"),
+        ("WRK_API_TOKEN", "sandbox-token"),
+        ("GITHUB_TOKEN", "sandbox-token"),
+    ],
+)
+def test_production_refuses_each_sandbox_setting(monkeypatch, name, value):
+    _production_env(monkeypatch, **{name: value})
+    with pytest.raises(ValidationError, match=name):
+        Settings()
+
+
+def test_production_refuses_the_sandbox_on_another_port(monkeypatch):
+    _production_env(monkeypatch, SANDBOX_PORT="9900", WRK_API_URL="http://127.0.0.1:9900")
+    with pytest.raises(ValidationError, match="WRK_API_URL"):
+        Settings()
+
+
+def test_development_accepts_the_sandbox(monkeypatch):
+    for name in ("ENVIRONMENT", "WRK_API_URL", "WRK_API_TOKEN", "GITHUB_API_URL", "GITHUB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    assert Settings().wrk_api_url == "http://127.0.0.1:8900"

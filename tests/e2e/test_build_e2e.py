@@ -89,7 +89,7 @@ def _wait(client: DagsterGraphQLClient, run_id: str, timeout: float = 120) -> Da
 
 
 def _config(payload: dict) -> dict:
-    return {"ops": {"load": {"config": payload}, "create": {"config": payload}}}
+    return {"ops": {"load": {"config": payload}}}
 
 
 def test_launch_follow_and_reexecute_from_failure_through_graphql(stack, engine):
@@ -129,3 +129,45 @@ def test_launch_follow_and_reexecute_from_failure_through_graphql(stack, engine)
     workflows = httpx.get(f"{stack['sandbox']}/_sandbox/wrk/workflows").json()
     assert [w["id"] for w in workflows].count(binding.wrk_workflow_id) == 1
     assert len(workflows) == 2  # one per version: the re-execution made no second workflow
+
+
+def test_an_errored_build_completes_on_reexecution_and_a_ui_launch_needs_only_the_version_id(stack, engine):
+    """Issue 11, items 9 and 10, through the webserver and the daemon: four 5xx make the version
+    `Error`; re-executing from failure completes it with one workflow. A launch with only the version
+    id of a Draft version builds it."""
+    client = stack["graphql"]
+    errored = _version_to_build(engine)
+    fault = {"method": "POST", "path": "/wrk-api/workflows", "count": 4, "action": "error", "status": 503}
+    httpx.post(f"{stack['sandbox']}/_sandbox/faults", json=fault).raise_for_status()
+    failed = client.submit_job_execution("build_automation_version", run_config=_config(errored))
+    assert _wait(client, failed) == DagsterRunStatus.FAILURE
+    with transaction(engine) as session:
+        assert session.get(models.AutomationVersion, errored["automation_version_id"]).status == "Error"
+    result = client._execute(REEXECUTE, {"parentRunId": failed})["launchRunReexecution"]
+    assert result["__typename"] == "LaunchRunSuccess", result
+    assert _wait(client, result["run"]["runId"]) == DagsterRunStatus.SUCCESS
+    with transaction(engine) as session:
+        version = session.get(models.AutomationVersion, errored["automation_version_id"])
+        binding = session.get(models.WorkflowBinding, errored["workflow_binding_id"])
+        assert (version.status, binding.status) == ("QA & Testing", "active")
+        workflow_id = binding.wrk_workflow_id
+    workflows = httpx.get(f"{stack['sandbox']}/_sandbox/wrk/workflows").json()
+    assert [w["id"] for w in workflows] == [workflow_id]
+
+    with transaction(engine) as session:
+        project = factories.project(session, factories.tenant(session).id)
+        draft = models.AutomationVersion(
+            tenant_id=project.tenant_id,
+            project_id=project.id,
+            version_number=1,
+            blueprint={"steps": [{"id": "a", "type": "http"}]},
+        )
+        session.add(draft)
+        session.flush()
+        draft_id = draft.id
+    launched = client.submit_job_execution(
+        "build_automation_version", run_config=_config({"automation_version_id": draft_id})
+    )
+    assert _wait(client, launched) == DagsterRunStatus.SUCCESS
+    with transaction(engine) as session:
+        assert session.get(models.AutomationVersion, draft_id).status == "QA & Testing"

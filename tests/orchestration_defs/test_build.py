@@ -60,7 +60,7 @@ def _new_version(engine, blueprint=BLUEPRINT) -> dict[str, str]:
 
 
 def _run(payload, database_url, instance, raise_on_error=False):
-    config = {"ops": {"load": {"config": payload}, "create": {"config": payload}}}
+    config = {"ops": {"load": {"config": payload}}}
     return build_automation_version.execute_in_process(
         run_config=config, instance=instance, resources=_resources(database_url), raise_on_error=raise_on_error
     )
@@ -195,7 +195,7 @@ def test_crash_between_create_and_record_then_reexecution_makes_one_workflow(
         raise RuntimeError("process died before recording")
 
     monkeypatch.setattr(build, "record_build", crash)
-    config = {"ops": {"load": {"config": payload}, "create": {"config": payload}}}
+    config = {"ops": {"load": {"config": payload}}}
     first = dg.execute_job(dg.reconstructable(_job), instance=instance, run_config=config)
     assert not first.success
     assert _state(engine, payload)["version"] == "Build in Progress"
