@@ -21,6 +21,7 @@ process table, process groups and a parent-death signal; a loop over `wait -n` c
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -50,10 +51,8 @@ def say(message: str) -> None:
 
 def die_with_parent() -> None:
     """Ask Linux for SIGTERM when the parent process exits (no-op elsewhere)."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
 
 
 def environment() -> dict[str, str]:
@@ -251,10 +250,8 @@ def post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def signal_group(pgid: int, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def group_alive(pgid: int) -> bool:
@@ -302,7 +299,16 @@ def main() -> int:
     supervisor.add(
         "api", uvicorn, "api.app:create_app", "--factory", "--host", host, "--port", env["API_PORT"], "--no-access-log"
     )
-    supervisor.add("dagster-webserver", str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", host, "-p", env["DAGSTER_PORT"])
+    supervisor.add(
+        "dagster-webserver",
+        str(BIN / "dagster-webserver"),
+        "-w",
+        "workspace.yaml",
+        "-h",
+        host,
+        "-p",
+        env["DAGSTER_PORT"],
+    )
     supervisor.add("dagster-daemon", str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml")
 
     code = 0

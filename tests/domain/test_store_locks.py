@@ -123,6 +123,5 @@ def test_a_read_transaction_does_not_wait_for_an_open_writer(engine):
 def test_a_write_inside_a_read_transaction_is_refused_on_postgresql(engine, backend):
     if backend != "postgresql":
         pytest.skip("SQLite has no read-only transaction; DEFERRED only avoids taking the write lock up front")
-    with pytest.raises(DBAPIError, match="read-only"):
-        with read_transaction(engine) as session:
-            ops_alert(session, "ops@wrk.test", summary="x", details="d", dedup_key="refused")
+    with pytest.raises(DBAPIError, match="read-only"), read_transaction(engine) as session:
+        ops_alert(session, "ops@wrk.test", summary="x", details="d", dedup_key="refused")
