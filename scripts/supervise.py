@@ -13,8 +13,10 @@ process table, process groups and a parent-death signal; a loop over `wait -n` c
    30 s, reset after a minute of uptime); the others keep running. Every restart is logged.
 3. SIGINT, SIGTERM and SIGHUP stop every group: SIGTERM, then SIGKILL after STOP_GRACE_S. `make`
    forwards SIGTERM to its child but not SIGINT or SIGHUP; the supervisor asks the kernel for SIGTERM
-   when its parent dies (PR_SET_PDEATHSIG), so `kill -INT <make>` stops everything too. Each service
-   gets the same request, so a supervisor killed with SIGKILL still takes its services down.
+   when its parent dies (PR_SET_PDEATHSIG). GNU make, given SIGINT or SIGHUP, only waits for its
+   children; its handler blocks the signal while it waits, which /proc shows, so the supervisor watches
+   its parent's blocked and caught signals and stops as if it had been signalled itself (ParentWatch).
+   Each service gets a parent-death signal too, so a supervisor killed with SIGKILL still stops them.
 4. Ready means: the API answers /health, the webserver answers, and the code location is LOADED
    (GraphQL `workspaceOrError`); a load error is printed as Dagster reports it, and `make run` exits 1.
 """
@@ -93,6 +95,7 @@ class Supervisor:
         self.log_dir = Path(env["LOG_DIR"])
         self.services: list[Service] = []
         self.stopping = False
+        self.parent = ParentWatch()
 
     # -- preparation: one process, before any service -------------------------------------------------
 
@@ -142,6 +145,10 @@ class Supervisor:
 
     def watch(self) -> None:
         """Restart any service that exited, after its backoff; the others are not touched."""
+        reason = self.parent.signalled()
+        if reason and not self.stopping:
+            self.stopping = True
+            raise Stop(reason)
         now = time.monotonic()
         for service in self.services:
             process = service.process
@@ -276,6 +283,45 @@ class Stop(Exception):
     pass
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _signal_masks(pid: int) -> dict[str, int]:
+    masks = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("SigBlk", "SigCgt"):
+                masks[key] = int(value.strip(), 16)
+    except (OSError, ValueError):
+        pass
+    return masks
+
+
+class ParentWatch:
+    """Notices a stop signal sent to the parent `make` only (see the module's docstring, point 3)."""
+
+    def __init__(self) -> None:
+        self.parent = os.getppid()
+        self.watched = [s for s in STOP_SIGNALS if _signal_masks(self.parent).get("SigCgt", 0) & _bit(s)]
+
+    def signalled(self) -> str | None:
+        if os.getppid() != self.parent:
+            return "parent exited"
+        masks = _signal_masks(self.parent)
+        if not masks:
+            return None
+        for signum in self.watched:
+            # In make's handler: the signal is blocked, and its disposition was reset to the default.
+            if masks["SigBlk"] & _bit(signum) or not masks["SigCgt"] & _bit(signum):
+                return f"{signal.Signals(signum).name} to the parent"
+        return None
+
+
+def _bit(signum: int) -> int:
+    return 1 << (signum - 1)
+
+
 def main() -> int:
     die_with_parent()
     env = environment()
@@ -286,7 +332,7 @@ def main() -> int:
             supervisor.stopping = True
             raise Stop(signal.Signals(signum).name)
 
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, on_signal)
 
     uvicorn = str(BIN / "uvicorn")
@@ -336,7 +382,7 @@ def main() -> int:
         say(f"{stop} received")
     finally:
         # No second signal may interrupt the shutdown itself.
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
         supervisor.stop()
     return code
