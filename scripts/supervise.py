@@ -8,9 +8,12 @@ process table, process groups and a parent-death signal; a loop over `wait -n` c
    (when the store is empty), and the Dagster instance, created and migrated by `dagster instance
    migrate` (also the step that upgrades its schema after a Dagster upgrade). The webserver, the daemon
    and their code servers then only open storage that exists; before, they raced to create it.
-2. Each service runs in its own process group (a session), so stopping it also stops what it started
-   (code servers, run workers). A service that exits is restarted after a backoff (0.5 s doubling to
-   30 s, reset after a minute of uptime); the others keep running. Every restart is logged.
+2. One code server (`dagster api grpc`, on DAGSTER_GRPC_PORT) loads the definitions once; the webserver
+   and the daemon reach it through a generated workspace ($DAGSTER_HOME/workspace.yaml), so neither
+   loads the code itself (a webserver restart takes half as long) and the runs it launches belong to it.
+   Each service runs in its own process group (a session). A service that exits is restarted after a
+   backoff (0.5 s doubling to 30 s, reset after a minute of uptime); the others keep running, and what
+   the dead one started (runs in flight) is left to finish. Every restart is logged.
 3. SIGINT, SIGTERM and SIGHUP stop every group: SIGTERM, then SIGKILL after STOP_GRACE_S. `make`
    forwards SIGTERM to its child but not SIGINT or SIGHUP; the supervisor asks the kernel for SIGTERM
    when its parent dies (PR_SET_PDEATHSIG). GNU make, given SIGINT or SIGHUP, only waits for its
@@ -29,6 +32,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -65,6 +69,7 @@ def environment() -> dict[str, str]:
     env.setdefault("DAGSTER_PORT", "3000")
     env.setdefault("API_PORT", "8000")
     env.setdefault("SANDBOX_PORT", "8900")
+    env.setdefault("DAGSTER_GRPC_PORT", str(int(env["DAGSTER_PORT"]) + 1))
     # The sandbox's SMTP sink listens on SMTP_PORT: derived from SANDBOX_PORT so a second stack with
     # other ports does not collide on it.
     env.setdefault("SMTP_PORT", str(int(env["SANDBOX_PORT"]) + 25))
@@ -87,6 +92,9 @@ class Service:
     backoff_s: float = BACKOFF_FIRST_S
     restart_at: float | None = None
     pgids: set[int] = field(default_factory=set)
+    # Dagster's gRPC code server does not exit on SIGTERM; it is stateless, so it is killed once the
+    # runs in its group have stopped.
+    deaf_to_term: bool = False
 
 
 class Supervisor:
@@ -96,6 +104,7 @@ class Supervisor:
         self.services: list[Service] = []
         self.stopping = False
         self.parent = ParentWatch()
+        self.workspace = Path(env["DAGSTER_HOME"]) / "workspace.yaml"
 
     # -- preparation: one process, before any service -------------------------------------------------
 
@@ -108,6 +117,14 @@ class Supervisor:
         seed = self.check("demo seed", [str(BIN / "wrk-orch"), "seed-demo", "--if-empty"])
         (self.log_dir / "seed-demo.json").write_text(seed)
         self.check("Dagster instance", [str(BIN / "dagster"), "instance", "migrate"])
+        self.workspace.write_text(
+            "# Written by scripts/supervise.py: the webserver and the daemon use the one code server.\n"
+            "load_from:\n"
+            "  - grpc_server:\n"
+            "      host: 127.0.0.1\n"
+            f"      port: {self.env['DAGSTER_GRPC_PORT']}\n"
+            f"      location_name: {LOCATION}\n"
+        )
         say(f"store and Dagster instance ready (DAGSTER_HOME={home})")
 
     def check(self, what: str, argv: list[str]) -> str:
@@ -120,8 +137,8 @@ class Supervisor:
 
     # -- services --------------------------------------------------------------------------------------
 
-    def add(self, name: str, *argv: str) -> None:
-        self.services.append(Service(name, list(argv), self.log_dir / f"{name}.log"))
+    def add(self, name: str, *argv: str, deaf_to_term: bool = False) -> None:
+        self.services.append(Service(name, list(argv), self.log_dir / f"{name}.log", deaf_to_term=deaf_to_term))
 
     def start(self, service: Service) -> None:
         log = open(service.log_path, "ab")  # noqa: SIM115 - the child owns it; closed below
@@ -160,8 +177,6 @@ class Supervisor:
                 continue
             if process is None or process.poll() is None:
                 continue
-            # Whatever it left behind in its group (code servers) goes with it.
-            signal_group(process.pid, signal.SIGKILL)
             if now - service.started_at > STABLE_AFTER_S:
                 service.backoff_s = BACKOFF_FIRST_S
             say(
@@ -175,20 +190,33 @@ class Supervisor:
         self.stopping = True
         say("stopping")
         groups = {pgid for service in self.services for pgid in service.pgids}
+        deaf = {s.process.pid for s in self.services if s.deaf_to_term and s.process is not None}
         for pgid in groups:
-            signal_group(pgid, signal.SIGTERM)
+            signal_group(pgid, signal.SIGTERM)  # run workers in a group record their interruption
         deadline = time.monotonic() + STOP_GRACE_S
-        while time.monotonic() < deadline and any(group_alive(pgid) for pgid in groups):
+        while time.monotonic() < deadline and any(group_members(pgid) - deaf for pgid in groups):
             reap_children()
             time.sleep(0.1)
         for pgid in groups:
-            if group_alive(pgid):
+            if group_members(pgid) - deaf:
                 say(f"process group {pgid} still running after {STOP_GRACE_S:.0f} s; killing it")
-                signal_group(pgid, signal.SIGKILL)
+            signal_group(pgid, signal.SIGKILL)
         reap_children()
         say("stopped")
 
     # -- readiness -------------------------------------------------------------------------------------
+
+    def wait_code_server(self) -> None:
+        port = int(self.env["DAGSTER_GRPC_PORT"])
+        [code_server] = [s for s in self.services if s.name == "dagster-code-server"]
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not port_open(port):
+            self.watch()
+            if code_server.restarts >= 2 or time.monotonic() > deadline:
+                say(f"the code server does not start; the end of {code_server.log_path}:")
+                sys.stderr.write(tail(code_server.log_path))
+                raise SystemExit(1)
+            time.sleep(0.2)
 
     def wait_ready(self) -> bool:
         api = f"http://127.0.0.1:{self.env['API_PORT']}"
@@ -239,6 +267,21 @@ def location_status(dagster_url: str) -> tuple[str | None, str | None]:
     return None, None
 
 
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) + "\n"
+    except OSError:
+        return ""
+
+
 def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -261,12 +304,19 @@ def signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
 
 
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
+def group_members(pgid: int) -> set[int]:
+    """Live (not zombie) processes of a process group."""
+    members = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.add(int(entry.name))
+    return members
 
 
 def reap_children() -> None:
@@ -346,21 +396,21 @@ def main() -> int:
         "api", uvicorn, "api.app:create_app", "--factory", "--host", host, "--port", env["API_PORT"], "--no-access-log"
     )
     supervisor.add(
-        "dagster-webserver",
-        str(BIN / "dagster-webserver"),
-        "-w",
-        "workspace.yaml",
-        "-h",
-        host,
-        "-p",
-        env["DAGSTER_PORT"],
-    )
-    supervisor.add("dagster-daemon", str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml")
+        "dagster-code-server", str(BIN / "dagster"), "api", "grpc", "-m", "orchestration_defs.definitions",
+        "-a", "defs", "--location-name", LOCATION, "-h", host, "-p", env["DAGSTER_GRPC_PORT"],
+        deaf_to_term=True,
+    )  # fmt: skip
+    workspace = str(supervisor.workspace)
+    webserver = [str(BIN / "dagster-webserver"), "-w", workspace, "-h", host, "-p", env["DAGSTER_PORT"]]
+    supervisor.add("dagster-webserver", *webserver)
+    supervisor.add("dagster-daemon", str(BIN / "dagster-daemon"), "run", "-w", workspace)
 
     code = 0
     try:
         supervisor.prepare()
         for service in supervisor.services:
+            if service.name in ("dagster-webserver", "dagster-daemon"):
+                supervisor.wait_code_server()  # else both would start with the location unreachable
             supervisor.start(service)
         if not supervisor.wait_ready():
             code = 1
