@@ -96,10 +96,15 @@ def read_transaction(engine: Engine) -> Iterator[Session]:
     """A session in one read-only transaction (API GETs, sensors' counts, reports), rolled back at the
     end. On SQLite it begins DEFERRED and never takes the write lock; on PostgreSQL it is READ ONLY, so a
     write slipped into a read path fails loudly."""
+    with session_factory(engine)(bind=reader(engine)) as session:
+        session.begin()
+        yield session
+
+
+def reader(engine: Engine) -> Engine:
+    """The engine for read-only work (read_transaction, or plain `connect()` for health checks): a cheap
+    proxy sharing the engine's pool, whose transactions begin DEFERRED on SQLite, READ ONLY on PostgreSQL."""
     options: dict[str, Any] = {READ_ONLY_OPTION: True}
     if is_postgres(engine):
         options["postgresql_readonly"] = True
-    # An option engine is a cheap proxy sharing the engine's pool.
-    with session_factory(engine)(bind=engine.execution_options(**options)) as session:
-        session.begin()
-        yield session
+    return engine.execution_options(**options)

@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from domain import models
 from domain.notifications import deliver_due, notify, ops_alert
 from domain.store import read_transaction, transaction
+from tests.domain import factories
 
 SAFETY_S = 120.0
 
@@ -125,3 +126,44 @@ def test_a_write_inside_a_read_transaction_is_refused_on_postgresql(engine, back
         pytest.skip("SQLite has no read-only transaction; DEFERRED only avoids taking the write lock up front")
     with pytest.raises(DBAPIError, match="read-only"), read_transaction(engine) as session:
         ops_alert(session, "ops@wrk.test", summary="x", details="d", dedup_key="refused")
+
+
+def test_api_reads_answer_while_a_writer_holds_the_store(engine, demo_settings):
+    from starlette.testclient import TestClient
+
+    from api.app import create_app
+    from tests.api.conftest import bearer, make_token
+
+    with transaction(engine) as session:
+        tenant_id = factories.tenant(session).id
+    writer_holding, release_writer = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with transaction(engine) as session:
+            ops_alert(session, "ops@wrk.test", summary="w", details="d", dedup_key="held")
+            session.flush()
+            writer_holding.set()
+            assert release_writer.wait(SAFETY_S)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert writer_holding.wait(SAFETY_S)
+        token = make_token(demo_settings, tenants=[tenant_id], roles=["ops_admin"])
+        with TestClient(create_app(demo_settings, engine), raise_server_exceptions=False) as client:
+            ready = client.get("/ready")
+            missing = client.get("/v1/automation-versions/nope", headers=bearer(token))
+        answered_while_writer_open = not release_writer.is_set()
+    finally:
+        release_writer.set()
+        thread.join(SAFETY_S)
+    assert answered_while_writer_open
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    assert missing.status_code == 404  # read (in a read transaction), not stuck behind the writer
+
+
+@pytest.fixture
+def demo_settings():
+    from domain.settings import Settings
+
+    return Settings(environment="test")
