@@ -353,7 +353,13 @@ class ParentWatch:
 
     def __init__(self) -> None:
         self.parent = os.getppid()
-        self.watched = [s for s in STOP_SIGNALS if _signal_masks(self.parent).get("SigCgt", 0) & _bit(s)]
+        try:
+            is_make = Path(f"/proc/{self.parent}/comm").read_text().strip() == "make"
+        except OSError:
+            is_make = False
+        # Only GNU make's handler is known to leave that trace; other parents forward signals or not.
+        caught = _signal_masks(self.parent).get("SigCgt", 0) if is_make else 0
+        self.watched = [s for s in STOP_SIGNALS if caught & _bit(s)]
 
     def signalled(self) -> str | None:
         if os.getppid() != self.parent:
