@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import shutil
@@ -55,10 +56,10 @@ def say(message: str) -> None:
     print(f"run: {message}", flush=True)
 
 
-def die_with_parent() -> None:
-    """Ask Linux for SIGTERM when the parent process exits (no-op elsewhere)."""
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """Ask Linux for `signum` when the parent process exits (no-op elsewhere)."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
 
 
 def environment() -> dict[str, str]:
@@ -151,7 +152,10 @@ class Supervisor:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stopping it stops its children
-                preexec_fn=die_with_parent,  # a supervisor killed with SIGKILL still stops it
+                # A supervisor killed with SIGKILL still stops it (SIGKILL for one deaf to SIGTERM).
+                preexec_fn=functools.partial(
+                    die_with_parent, signal.SIGKILL if service.deaf_to_term else signal.SIGTERM
+                ),
             )
         finally:
             log.close()
