@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## make run: Dagster webserver + daemon (:3000), API (:8000), sandbox (:8900); Ctrl-C stops them all.
+## make run: Dagster webserver + daemon (:3000), API (:8000), sandbox (:8900), supervised (scripts/supervise.py);
+## Ctrl-C, SIGTERM or SIGHUP stops them all. `exec`: the supervisor is make's own child, no shell between.
 run: $(STAMP)
-	@scripts/run
+	@exec scripts/run
 
 ## make test: the whole suite on SQLite and on a throwaway PostgreSQL 15 cluster.
 test: $(STAMP)

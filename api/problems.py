@@ -7,6 +7,8 @@ import logging
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -32,8 +34,12 @@ TITLES = {
     "deployment_failed": "Deployment failed",
     "idempotency_key_reused": "Idempotency key reused with a different request",
     "tenant_required": "Tenant required",
+    "store_unavailable": "Store unavailable",
     "internal_error": "Internal error",
 }
+
+# Seconds a client (or GitHub's redelivery) is asked to wait before retrying during a store outage.
+STORE_RETRY_AFTER_S = 5
 
 
 class FieldError(BaseModel):
@@ -142,6 +148,34 @@ async def handle_queue_error(request: Request, exc: Exception) -> JSONResponse:
     return await handle_unexpected(request, exc)
 
 
+def is_store_unavailable(exc: BaseException) -> bool:
+    """The store cannot be reached or cannot take the statement now (server down, connection lost, pool
+    exhausted, SQLite busy past its timeout, a serialization failure): retrying later can succeed."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | DisconnectionError | PoolTimeout)
+
+
+async def handle_store_error(request: Request, exc: Exception) -> JSONResponse:
+    if not is_store_unavailable(exc):
+        return await handle_unexpected(request, exc)
+    log.warning(
+        "store unavailable on %s %s: %s",
+        request.method,
+        request.url.path,
+        getattr(exc, "orig", None) or type(exc).__name__,
+    )
+    return problem_response(
+        request,
+        Problem(
+            503,
+            "store_unavailable",
+            "the store cannot be reached; retry later",
+            headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+        ),
+    )
+
+
 async def handle_deploy_refused(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DeployRefused)
     return problem_response(request, Problem(exc.status, exc.code, exc.detail, extra=exc.extra))
@@ -154,5 +188,6 @@ EXCEPTION_HANDLERS = {
     HTTPException: handle_http_exception,
     ValidationError: handle_validation_error,
     InvalidStatusTransition: handle_invalid_transition,
+    SQLAlchemyError: handle_store_error,
     Exception: handle_unexpected,
 }

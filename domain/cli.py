@@ -14,7 +14,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from domain import deploy, lifecycle, migrate, models, queue
-from domain.demo import demo_tenant_ids, describe, seed_demo
+from domain.demo import FRESH_STATUSES, demo_tenant_ids, demo_version, describe, reset_demo, seed_demo
+from domain.lifecycle import Status
 from domain.release_graph import InvalidGraph, load_graph
 from domain.settings import get_settings
 from domain.store import engine_for, transaction
@@ -33,6 +34,9 @@ def _cmd_seed_demo(args: argparse.Namespace) -> int:
     if not migrate.at_head(engine):
         migrate.upgrade(engine)
     with transaction(engine) as session:
+        if args.reset:
+            print(json.dumps(reset_demo(session), indent=2))
+            return 0
         if args.if_empty and session.scalar(select(func.count()).select_from(models.Tenant)):
             print(json.dumps(describe(session, demo_tenant_ids()), indent=2))
             return 0
@@ -42,6 +46,20 @@ def _cmd_seed_demo(args: argparse.Namespace) -> int:
 
 def _split(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _cmd_demo_version(args: argparse.Namespace) -> int:
+    engine = engine_for(get_settings().database_url)
+    if not migrate.at_head(engine):
+        migrate.upgrade(engine)
+    try:
+        with transaction(engine) as session:
+            version = demo_version(session, Status(args.status), args.project)
+    except ValueError as exc:
+        print(f"wrk-orch: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(version) if args.json else version["id"])
+    return 0
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
@@ -164,7 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("seed-demo", help="create the demo tenants and data (idempotent); prints JSON")
     p.add_argument("--if-empty", action="store_true", help="only when the store has no tenant yet")
+    p.add_argument("--reset", action="store_true", help="put the demo tenants back as first seeded")
     p.set_defaults(func=_cmd_seed_demo)
+
+    p = sub.add_parser("demo-version", help="add a fresh version to a demo project, in a given status; prints its id")
+    p.add_argument("--status", required=True, choices=[s.value for s in FRESH_STATUSES])
+    p.add_argument("--project", help="a demo project (default: Order Sync for Ready to Launch, else Invoice Intake)")
+    p.add_argument("--json", action="store_true", help="print the version as JSON (tenant, project, binding)")
+    p.set_defaults(func=_cmd_demo_version)
 
     p = sub.add_parser("token", help="print a development JWT signed with the dev secret")
     p.add_argument("--tenant", default="", help="tenant id, or several separated by commas")

@@ -2,6 +2,11 @@
 
 Idempotent: ids are derived from names, and a tenant that already exists is left as it is. Every status
 is reached by walking the lifecycle, so the demo data carries the audit trail real data would.
+
+The README's recipes use up demo versions (a build moves a Draft on, a deploy archives the previous Live
+version), so they take a fresh one each time: `wrk-orch demo-version --status Draft` adds a new version
+to a demo project, walked through the lifecycle to that status, with its binding. `seed-demo --reset`
+puts the demo tenants back as they were first seeded.
 """
 
 from __future__ import annotations
@@ -9,10 +14,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from domain import lifecycle, models
+from domain import lifecycle, models, queue
 from domain.lifecycle import Actor, Status
 
 S = Status
@@ -110,7 +115,8 @@ def _walk(session: Session, entity: models.AutomationVersion | models.Project, p
 
 def _seed_tenant(session: Session, spec: dict[str, Any]) -> None:
     tenant_id = demo_id(spec["name"])
-    session.add(models.Tenant(id=tenant_id, name=spec["name"]))
+    if session.get(models.Tenant, tenant_id) is None:  # kept by a reset
+        session.add(models.Tenant(id=tenant_id, name=spec["name"]))
     users: list[models.User] = []
     for email, name, _roles in spec["users"]:
         user = session.get(models.User, demo_id(email)) or models.User(id=demo_id(email), email=email, name=name)
@@ -186,6 +192,59 @@ def _seed_version(session: Session, project: models.Project, number: int, status
             error={"message": "demo: blueprint rejected"} if binding_status is models.BindingStatus.ERROR else None,
         )
     )
+
+
+def reset_demo(session: Session) -> dict[str, Any]:
+    """Put the demo tenants back as seed-demo first made them: every row of theirs goes and is seeded again.
+
+    Two things stay: the tenant rows, and their trigger_queue rows (live ones are cancelled). A trigger's
+    id is in its run key, and on SQLite a deleted highest id would be handed out again: Dagster silently
+    skips a run key it has seen, so a trigger id must never come back."""
+    tenant_ids = demo_tenant_ids()
+    live = select(models.TriggerQueue.id).where(
+        models.TriggerQueue.tenant_id.in_(tenant_ids), models.TriggerQueue.state.in_(queue.LIVE)
+    )
+    for row_id in list(session.scalars(live)):
+        queue.cancel(session, row_id)
+    keep = {models.Tenant.__tablename__, models.TriggerQueue.__tablename__}
+    # Children before parents; Core deletes, so no ORM status guard is involved.
+    for table in reversed(models.Base.metadata.sorted_tables):
+        if table.name not in keep and "tenant_id" in table.c:
+            session.execute(delete(table).where(table.c.tenant_id.in_(tenant_ids)))
+    session.flush()
+    for spec in DEMO:
+        _seed_tenant(session, spec)
+    session.flush()
+    return describe(session, tenant_ids)
+
+
+# A fresh demo version can take any status but Live and Paused: the demo projects already have their one
+# Live version (a deploy makes another one Live, through the lifecycle).
+FRESH_STATUSES = [s for s in Status if s not in (S.LIVE, S.PAUSED)]
+DEFAULT_PROJECT = {S.READY_TO_LAUNCH: "Order Sync"}
+
+
+def demo_version(session: Session, status: Status, project_name: str | None = None) -> dict[str, Any]:
+    """A new version of a demo project (first tenant), walked through the lifecycle to `status`, with the
+    binding a version in that status has. Seeds the demo first if needed."""
+    if status not in FRESH_STATUSES:
+        raise ValueError(f"a fresh demo version cannot be {status.value!r}; one of {[s.value for s in FRESH_STATUSES]}")
+    seed_demo(session)
+    spec = DEMO[0]
+    name = project_name or DEFAULT_PROJECT.get(status, "Invoice Intake")
+    project = session.get(models.Project, demo_id(spec["name"], name))
+    if project is None:
+        raise ValueError(f"no demo project {name!r}; one of {[p[0] for p in spec['projects']]}")
+    last = session.scalar(
+        select(func.max(models.AutomationVersion.version_number)).where(
+            models.AutomationVersion.tenant_id == project.tenant_id,
+            models.AutomationVersion.project_id == project.id,
+        )
+    )
+    _seed_version(session, project, (last or 0) + 1, status)
+    session.flush()
+    version = next(v for v in _describe_project(session, project)["versions"] if v["version_number"] == (last or 0) + 1)
+    return {"tenant_id": project.tenant_id, "project_id": project.id, "project": project.name, **version}
 
 
 def describe(session: Session, tenant_ids: list[str]) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """The notification outbox: flows add rows in their own transaction; delivery sends them later.
 
 A row is unique by `dedup_key`, so a flow that runs twice notifies once. Delivery is at least once: a
-row is marked sent after its send succeeded, and a crash in between sends it again (e-mails carry the
-key as Message-ID so a receiver can drop the repeat). Failed sends back off; after `max_attempts` a
-row is `dead`.
+row is claimed (attempt counted, hidden for CLAIM_S) and committed, then sent with no transaction open,
+then marked sent in a new transaction; a crash in between sends it again once the claim lapses (e-mails
+carry the key as Message-ID so a receiver can drop the repeat). Failed sends back off; after
+`max_attempts` a row is `dead`.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from domain import backoff
 from domain.models import Notification, NotificationChannel, NotificationStatus, new_id
+from domain.store import transaction
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,10 @@ def ops_alert(
 
 Sender = Callable[[Notification], None]
 
+# How long a claimed row is hidden from other deliverers. A deliverer that dies between claim and record
+# leaves the row pending; it is due again when the claim lapses, and sent again (at least once).
+CLAIM_S = 300.0
+
 
 @dataclass(frozen=True)
 class DeliveryReport:
@@ -157,16 +163,9 @@ class DeliveryReport:
     dead: int
 
 
-def deliver_due(
-    session: Session,
-    send: Sender,
-    *,
-    limit: int = 100,
-    max_attempts: int = 8,
-    base_delay_s: float = 30.0,
-    is_retryable: Callable[[Exception], bool] = lambda _e: True,
-) -> DeliveryReport:
-    """Send due pending rows (locked, so two deliverers never send the same row at once)."""
+def claim_due(session: Session, *, limit: int = 100, claim_s: float = CLAIM_S) -> list[Notification]:
+    """Claim due pending rows in the caller's (short) transaction: count the attempt and push the row's
+    next attempt past the claim, so a concurrent deliverer skips it. Returns detached copies to send."""
     now = datetime.now(UTC)
     query = (
         select(Notification)
@@ -176,22 +175,69 @@ def deliver_due(
     )
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
+    rows = list(session.scalars(query).all())
+    for row in rows:
+        row.attempts += 1  # the intent, recorded before the outside world is called
+        row.next_attempt_at = now + timedelta(seconds=claim_s)
+    session.flush()
+    for row in rows:
+        session.expunge(row)
+    return rows
+
+
+def record_result(
+    session: Session,
+    claimed: Notification,
+    error: Exception | None,
+    *,
+    max_attempts: int = 8,
+    base_delay_s: float = 30.0,
+    is_retryable: Callable[[Exception], bool] = lambda _e: True,
+) -> NotificationStatus | None:
+    """Record one send's outcome in the caller's transaction: sent, backed off, or dead. None when the row
+    is no longer the pending row that was claimed (another deliverer finished it)."""
+    row = session.get(Notification, claimed.id, with_for_update=session.get_bind().dialect.name == "postgresql")
+    if row is None or row.status != NotificationStatus.PENDING.value or row.attempts != claimed.attempts:
+        return None
+    now = datetime.now(UTC)
+    if error is None:
+        row.status = NotificationStatus.SENT.value
+        row.sent_at = now
+        return NotificationStatus.SENT
+    row.last_error = f"{type(error).__name__}: {error}"[:2000]
+    if row.attempts >= max_attempts or not is_retryable(error):
+        row.status = NotificationStatus.DEAD.value
+        return NotificationStatus.DEAD
+    delay = backoff.backoff_seconds(row.attempts, base_delay_s, 3600.0)
+    row.next_attempt_at = now + timedelta(seconds=delay)
+    return NotificationStatus.PENDING
+
+
+def deliver_due(
+    engine: Engine,
+    send: Sender,
+    *,
+    limit: int = 100,
+    max_attempts: int = 8,
+    base_delay_s: float = 30.0,
+    is_retryable: Callable[[Exception], bool] = lambda _e: True,
+) -> DeliveryReport:
+    """Send due pending rows: claim them and commit, send each with no transaction open, then record
+    each result in a transaction of its own. No store lock is held while a mail server or Slack answers."""
+    with transaction(engine) as session:
+        claimed = claim_due(session, limit=limit)
     sent = failed = dead = 0
-    for row in session.scalars(query).all():
-        row.attempts += 1
+    for row in claimed:
+        error: Exception | None = None
         try:
             send(row)
         except Exception as exc:
-            row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
-            if row.attempts >= max_attempts or not is_retryable(exc):
-                row.status = NotificationStatus.DEAD.value
-                dead += 1
-            else:
-                delay = backoff.backoff_seconds(row.attempts, base_delay_s, 3600.0)
-                row.next_attempt_at = now + timedelta(seconds=delay)
-                failed += 1
-        else:
-            row.status = NotificationStatus.SENT.value
-            row.sent_at = datetime.now(UTC)
-            sent += 1
+            error = exc
+        with transaction(engine) as session:
+            outcome = record_result(
+                session, row, error, max_attempts=max_attempts, base_delay_s=base_delay_s, is_retryable=is_retryable
+            )
+        sent += outcome is NotificationStatus.SENT
+        dead += outcome is NotificationStatus.DEAD
+        failed += outcome is NotificationStatus.PENDING
     return DeliveryReport(sent=sent, failed=failed, dead=dead)

@@ -53,7 +53,13 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read-only transaction (read_transaction) begins DEFERRED: it reads a WAL snapshot and never
+        # takes the write lock, so readers do not queue behind a writer nor hold writers up.
+        read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
+        connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
+
+
+READ_ONLY_OPTION = "wrk_read_only"
 
 
 def is_postgres(engine: Engine) -> bool:
@@ -79,6 +85,26 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Session]:
-    """A session in one transaction: committed on success, rolled back on any error."""
+    """A session in one transaction: committed on success, rolled back on any error. On SQLite it holds
+    the write lock from its first statement to its end: never make a network call inside it."""
     with session_factory(engine)() as session, session.begin():
         yield session
+
+
+@contextmanager
+def read_transaction(engine: Engine) -> Iterator[Session]:
+    """A session in one read-only transaction (API GETs, sensors' counts, reports), rolled back at the
+    end. On SQLite it begins DEFERRED and never takes the write lock; on PostgreSQL it is READ ONLY, so a
+    write slipped into a read path fails loudly."""
+    with session_factory(engine)(bind=reader(engine)) as session:
+        session.begin()
+        yield session
+
+
+def reader(engine: Engine) -> Engine:
+    """The engine for read-only work (read_transaction, or plain `connect()` for health checks): a cheap
+    proxy sharing the engine's pool, whose transactions begin DEFERRED on SQLite, READ ONLY on PostgreSQL."""
+    options: dict[str, Any] = {READ_ONLY_OPTION: True}
+    if is_postgres(engine):
+        options["postgresql_readonly"] = True
+    return engine.execution_options(**options)

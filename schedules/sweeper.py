@@ -12,7 +12,7 @@ from domain import housekeeping, queue
 from domain.models import Notification, NotificationStatus
 from domain.notifications import deliver_due
 from domain.settings import get_settings
-from domain.store import transaction
+from domain.store import read_transaction, transaction
 from domain.triggers import KINDS
 from resources.database import DatabaseResource
 from resources.notifications import NotificationsResource, is_retryable
@@ -68,8 +68,8 @@ def deliver_outbox(
 ) -> dict:
     notifier = notifications.notifier()
     try:
-        with transaction(database.engine) as session:
-            report = deliver_due(session, notifier, is_retryable=is_retryable)
+        # deliver_due opens its own short transactions: none is open while a message is sent.
+        report = deliver_due(database.engine, notifier, is_retryable=is_retryable)
     finally:
         notifier.close()
     summary = {"sent": report.sent, "failed": report.failed, "dead": report.dead}
@@ -103,7 +103,7 @@ def outbox_sensor(context: dg.SensorEvaluationContext, database: DatabaseResourc
     )
     if in_flight:
         return dg.SensorResult(skip_reason="a delivery run is in flight")
-    with transaction(database.engine) as session:
+    with read_transaction(database.engine) as session:
         due = session.scalar(
             select(func.count())
             .select_from(Notification)

@@ -18,7 +18,7 @@ from domain import build
 from domain.automation_versions import find_version, version_detail
 from domain.lifecycle import Actor
 from domain.models import TriggerQueue
-from domain.store import transaction
+from domain.store import read_transaction, transaction
 
 
 class ProjectRef(BaseModel):
@@ -72,7 +72,7 @@ async def get_automation_version(request: Request) -> JSONResponse:
     version_id = request.path_params["version_id"]
 
     def load() -> dict[str, Any] | None:
-        with transaction(engine(request)) as session:
+        with read_transaction(engine(request)) as session:
             version = find_version(session, tenants, version_id)
             return None if version is None else version_detail(session, version)
 

@@ -16,7 +16,7 @@ from api.requests import engine
 from domain import lifecycle, queue
 from domain.lifecycle import Actor
 from domain.models import TriggerQueue
-from domain.store import transaction
+from domain.store import read_transaction, transaction
 
 # Platform-wide triggers (releases) belong to no tenant: only these platform roles (the token's flat
 # `roles`, see api.auth) may see or act on them; a tenant's rows need the role in that tenant.
@@ -72,7 +72,7 @@ async def queue_stats(request: Request) -> JSONResponse:
     tenants = tenant_scope(request, principal)
 
     def load() -> dict[str, Any]:
-        with transaction(engine(request)) as session:
+        with read_transaction(engine(request)) as session:
             return queue.stats(session, tenant_ids=tenants, tenantless=bool(principal.roles & PLATFORM_ROLES))
 
     return JSONResponse(QueueStats.model_validate(await run_in_threadpool(load)).model_dump(mode="json"))
@@ -84,7 +84,7 @@ async def get_trigger(request: Request) -> JSONResponse:
     row_id = _row_id(request)
 
     def load() -> dict[str, Any] | None:
-        with transaction(engine(request)) as session:
+        with read_transaction(engine(request)) as session:
             row = _find(session, principal, tenants, row_id)
             return None if row is None else trigger_view(row)
 

@@ -14,7 +14,7 @@ from api.openapi import Endpoint
 from api.problems import Problem
 from api.requests import engine
 from domain.models import ReleaseBuild, RepoBuild
-from domain.store import transaction
+from domain.store import read_transaction
 
 # Releases are platform-wide (no tenant): only these roles see them.
 RELEASE_ROLES = frozenset({"ops_release", "ops_admin", "admin"})
@@ -64,7 +64,7 @@ async def list_releases(request: Request) -> JSONResponse:
     require_platform(request, RELEASE_ROLES)
 
     def load() -> list[dict[str, Any]]:
-        with transaction(engine(request)) as session:
+        with read_transaction(engine(request)) as session:
             rows = session.scalars(select(ReleaseBuild).order_by(ReleaseBuild.created_at.desc()).limit(100)).all()
             return [_view(r) for r in rows]
 
@@ -76,7 +76,7 @@ async def get_release(request: Request) -> JSONResponse:
     release_id = request.path_params["release_id"]
 
     def load() -> dict[str, Any] | None:
-        with transaction(engine(request)) as session:
+        with read_transaction(engine(request)) as session:
             release = session.get(ReleaseBuild, release_id)
             if release is None:
                 return None

@@ -14,6 +14,7 @@ from api.auth import require
 from api.openapi import Endpoint
 from api.requests import engine
 from domain import migrate
+from domain.store import reader
 
 
 class Health(BaseModel):
@@ -40,6 +41,7 @@ async def health(_request: Request) -> JSONResponse:
 
 
 def _database_ready(db: Engine) -> dict[str, Any]:
+    db = reader(db)  # a readiness probe must not queue for SQLite's write lock
     try:
         with db.connect() as connection:
             connection.execute(text("SELECT 1"))

@@ -47,6 +47,23 @@ def test_bad_missing_or_replayed_signature_is_refused(client, settings, engine):
     assert _post(client, settings, "release", RELEASE, "d-4", signature=stolen).status_code == 401
     with transaction(engine) as session:
         assert session.scalars(select(TriggerQueue)).all() == []
+    # A replay: the very request a GitHub delivery made (body, signature, delivery id), captured and
+    # sent again. The signature verifies, so the delivery id is what refuses it: nothing is queued twice.
+    signed = RELEASE | {"release": RELEASE["release"] | {"tag_name": "v9.9.9"}}
+    body = json.dumps(signed).encode()
+    headers = {
+        "X-GitHub-Event": "release",
+        "X-GitHub-Delivery": "d-replayed",
+        "Content-Type": "application/json",
+        "X-Hub-Signature-256": "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest(),
+    }
+    first = client.post("/webhooks/github", content=body, headers=headers)
+    assert first.status_code == 202 and first.json()["status"] == "queued"
+    replayed = client.post("/webhooks/github", content=body, headers=headers)
+    assert replayed.status_code == 200 and replayed.json()["status"] == "duplicate"
+    with transaction(engine) as session:
+        [row] = session.scalars(select(TriggerQueue)).all()
+    assert row.payload["tag"] == "v9.9.9" and row.payload["delivery_id"] == "d-replayed"
 
 
 def test_ping_other_events_and_actions_are_acknowledged(client, settings, engine):

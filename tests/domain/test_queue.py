@@ -147,9 +147,14 @@ def test_extend_renews_and_reap_returns_expired_claims(engine, tenant_id):
         b = queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id, 2))
     with transaction(engine) as session:
         ca, cb = queue.claim(session, ["build"], 2, 0.2, "w")
+        # Both leases run out, however long the machine takes to get to the next line; `a` is renewed.
+        session.execute(
+            update(TriggerQueue)
+            .where(TriggerQueue.id.in_([a, b]))
+            .values(lease_expires_at=queue.now_utc() - timedelta(seconds=1))
+        )
     with transaction(engine) as session:
         queue.extend(session, ca.id, ca.claim_token, 60)
-    time.sleep(0.4)
     with transaction(engine) as session:
         reaped = queue.reap(session)
     assert [(r.id, r.state) for r in reaped] == [(b, "available")]
@@ -229,7 +234,7 @@ def test_concurrent_enqueues_of_one_dedup_key_with_rollbacks_make_one_row(engine
 
     def worker(n: int) -> None:
         try:
-            barrier.wait(timeout=30)
+            barrier.wait()
             with transaction(engine) as session:
                 results.append(queue.enqueue(session, "build", tenant_id, payload, dedup_key="build:race"))
                 if n % 3 == 0:

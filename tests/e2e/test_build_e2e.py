@@ -78,7 +78,8 @@ def _version_to_build(engine) -> dict:
     return payload
 
 
-def _wait(client: DagsterGraphQLClient, run_id: str, timeout: float = 120) -> DagsterRunStatus:
+def _wait(client: DagsterGraphQLClient, run_id: str, timeout: float = 900) -> DagsterRunStatus:
+    # A hang guard only (a dead daemon never finishes the run), far beyond any slow machine's run time.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = client.get_run_status(run_id)

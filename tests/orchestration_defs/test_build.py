@@ -102,10 +102,13 @@ def test_build_creates_the_workflow_records_it_and_notifies(engine, database_url
     assert state["binding"] == "active" and state["workflow_id"].startswith("wf_")
     assert state["audit"] == ["build_requested", "status_change", "build_complete"]
     assert state["tasks"] == ["complete"]
+    with transaction(engine) as session:
+        owner_id = session.get(models.Project, payload["project_id"]).owner_user_id
+    assert owner_id
     assert state["outbox"] == [
         ("email", "build_complete", "client@client.test"),
         ("email", "qa_ready", "ops@wrk.test"),
-        ("in_app", "qa_ready", state["outbox"][2][2]),
+        ("in_app", "qa_ready", owner_id),  # the project's owner
     ]
     [call] = sandbox.calls("POST", CREATE)
     assert call["idempotency_key"] == payload["workflow_binding_id"]

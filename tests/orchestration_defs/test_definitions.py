@@ -54,7 +54,6 @@ def test_dagster_cli_validates_the_workspace(tmp_path):
         env=env,
         capture_output=True,
         text=True,
-        timeout=180,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "All code locations passed validation" in result.stderr + result.stdout

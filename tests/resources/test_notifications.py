@@ -62,16 +62,15 @@ def test_outbox_delivers_email_and_slack_once_per_dedup_key(engine, sandbox):
             payload=PAYLOAD,
             dedup_key="qa_ready:v-1:in_app",
         )
-    with transaction(engine) as session:
-        report = deliver_due(session, _notifier(sandbox, slack=True))
+    report = deliver_due(engine, _notifier(sandbox, slack=True))
     assert (report.sent, report.failed, report.dead) == (2, 0, 0)
     [mail] = sandbox.mail()
     assert mail["to"] == ["client@acme.example"] and "Invoices v3 is built" in mail["subject"]
     assert mail["message_id"] == outbox_message_id("build_complete:v-1")
     [slack] = sandbox.slack()
     assert "QA ready: Invoices v3" in slack["text"]
+    assert deliver_due(engine, _notifier(sandbox)).sent == 0  # nothing left to send
     with transaction(engine) as session:
-        assert deliver_due(session, _notifier(sandbox)).sent == 0  # nothing left to send
         statuses = set(session.scalars(select(models.Notification.status)))
     assert statuses == {"sent"}
 
@@ -80,16 +79,16 @@ def test_failed_delivery_backs_off_then_goes_dead(engine, sandbox):
     with transaction(engine) as session:
         ops_alert(session, "ops@wrk.local", summary="s", details="d", dedup_key="alert-1")
     broken = Settings(smtp_port=1)  # nothing listens there
+    send = notifier(broken)
+    send.mailer.retry = RetryPolicy(max_attempts=1)
+    report = deliver_due(engine, send, max_attempts=2, is_retryable=is_retryable)
+    assert report.failed == 1
     with transaction(engine) as session:
-        send = notifier(broken)
-        send.mailer.retry = RetryPolicy(max_attempts=1)
-        report = deliver_due(session, send, max_attempts=2, is_retryable=is_retryable)
-        assert report.failed == 1
         row = session.scalars(select(models.Notification)).one()
         row.next_attempt_at = row.created_at  # due again now
+    report = deliver_due(engine, send, max_attempts=2, is_retryable=is_retryable)
+    assert report.dead == 1
     with transaction(engine) as session:
-        report = deliver_due(session, send, max_attempts=2, is_retryable=is_retryable)
-        assert report.dead == 1
         row = session.scalars(select(models.Notification)).one()
         assert row.status == "dead" and row.attempts == 2 and "RetryableError" in row.last_error
 

@@ -1,0 +1,452 @@
+"""`make run`'s supervisor: prepare the store and the Dagster instance once, start the services, keep them up.
+
+Why Python rather than bash: restarting one service with backoff while the others keep running, and
+stopping every process on SIGINT, SIGTERM or SIGHUP wherever `make run` was started from, need a
+process table, process groups and a parent-death signal; a loop over `wait -n` cannot do that reliably.
+
+1. One process prepares everything before any service starts: the store's migrations, the demo seed
+   (when the store is empty), and the Dagster instance, created and migrated by `dagster instance
+   migrate` (also the step that upgrades its schema after a Dagster upgrade). The webserver, the daemon
+   and their code servers then only open storage that exists; before, they raced to create it.
+2. One code server (`dagster api grpc`, on DAGSTER_GRPC_PORT) loads the definitions once; the webserver
+   and the daemon reach it through a generated workspace ($DAGSTER_HOME/workspace.yaml), so neither
+   loads the code itself (a webserver restart takes half as long) and the runs it launches belong to it.
+   Each service runs in its own process group (a session). A service that exits is restarted after a
+   backoff (0.5 s doubling to 30 s, reset after a minute of uptime); the others keep running, and what
+   the dead one started (runs in flight) is left to finish. Every restart is logged.
+3. SIGINT, SIGTERM and SIGHUP stop every group: SIGTERM, then SIGKILL after STOP_GRACE_S. `make`
+   forwards SIGTERM to its child but not SIGINT or SIGHUP; the supervisor asks the kernel for SIGTERM
+   when its parent dies (PR_SET_PDEATHSIG). GNU make, given SIGINT or SIGHUP, only waits for its
+   children; its handler blocks the signal while it waits, which /proc shows, so the supervisor watches
+   its parent's blocked and caught signals and stops as if it had been signalled itself (ParentWatch).
+   Each service gets a parent-death signal too, so a supervisor killed with SIGKILL still stops them.
+4. Ready means: the API answers /health, the webserver answers, and the code location is LOADED
+   (GraphQL `workspaceOrError`); a load error is printed as Dagster reports it, and `make run` exits 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / ".venv" / "bin"
+LOCATION = "wrk_orchestration"
+READY_TIMEOUT_S = float(os.environ.get("RUN_READY_TIMEOUT_S", "300"))
+STOP_GRACE_S = 8.0
+BACKOFF_FIRST_S, BACKOFF_MAX_S, STABLE_AFTER_S = 0.5, 30.0, 60.0
+PR_SET_PDEATHSIG = 1
+
+
+def say(message: str) -> None:
+    print(f"run: {message}", flush=True)
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """Ask Linux for `signum` when the parent process exits (no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
+
+
+def environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("DAGSTER_HOME", str(ROOT / "var" / "dagster"))
+    # The store: the same file `wrk-orch` finds by default when run from the project folder.
+    env.setdefault("DATABASE_URL", f"sqlite:///{ROOT / 'var' / 'wrk.db'}")
+    env.setdefault("DAGSTER_PORT", "3000")
+    env.setdefault("API_PORT", "8000")
+    env.setdefault("SANDBOX_PORT", "8900")
+    env.setdefault("DAGSTER_GRPC_PORT", str(int(env["DAGSTER_PORT"]) + 1))
+    # The sandbox's SMTP sink listens on SMTP_PORT: derived from SANDBOX_PORT so a second stack with
+    # other ports does not collide on it.
+    env.setdefault("SMTP_PORT", str(int(env["SANDBOX_PORT"]) + 25))
+    env.setdefault("SMTP_HOST", "127.0.0.1")
+    env.setdefault("WRK_API_URL", f"http://127.0.0.1:{env['SANDBOX_PORT']}")
+    env.setdefault("GITHUB_API_URL", f"http://127.0.0.1:{env['SANDBOX_PORT']}/github")
+    # Not under $DAGSTER_HOME/logs: Dagster owns that folder and clears it.
+    env.setdefault("LOG_DIR", str(ROOT / "var" / "logs"))
+    return env
+
+
+@dataclass
+class Service:
+    name: str
+    argv: list[str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    backoff_s: float = BACKOFF_FIRST_S
+    restart_at: float | None = None
+    pgids: set[int] = field(default_factory=set)
+    # Dagster's gRPC code server does not exit on SIGTERM; it is stateless, so it is killed once the
+    # runs in its group have stopped.
+    deaf_to_term: bool = False
+
+
+class Supervisor:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.log_dir = Path(env["LOG_DIR"])
+        self.services: list[Service] = []
+        self.stopping = False
+        self.parent = ParentWatch()
+        self.workspace = Path(env["DAGSTER_HOME"]) / "workspace.yaml"
+
+    # -- preparation: one process, before any service -------------------------------------------------
+
+    def prepare(self) -> None:
+        home = Path(self.env["DAGSTER_HOME"])
+        home.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / self.env.get("DAGSTER_INSTANCE_YAML", "dagster.yaml"), home / "dagster.yaml")
+        self.check("store migrations", [str(BIN / "wrk-orch"), "migrate"])
+        seed = self.check("demo seed", [str(BIN / "wrk-orch"), "seed-demo", "--if-empty"])
+        (self.log_dir / "seed-demo.json").write_text(seed)
+        self.check("Dagster instance", [str(BIN / "dagster"), "instance", "migrate"])
+        self.workspace.write_text(
+            "# Written by scripts/supervise.py: the webserver and the daemon use the one code server.\n"
+            "load_from:\n"
+            "  - grpc_server:\n"
+            "      host: 127.0.0.1\n"
+            f"      port: {self.env['DAGSTER_GRPC_PORT']}\n"
+            f"      location_name: {LOCATION}\n"
+        )
+        say(f"store and Dagster instance ready (DAGSTER_HOME={home})")
+
+    def check(self, what: str, argv: list[str]) -> str:
+        done = subprocess.run(argv, cwd=ROOT, env=self.env, capture_output=True, text=True)
+        if done.returncode != 0:
+            say(f"{what} failed ({' '.join(argv[-2:])}, exit {done.returncode}):")
+            sys.stderr.write(done.stderr or done.stdout)
+            raise SystemExit(1)
+        return done.stdout
+
+    # -- services --------------------------------------------------------------------------------------
+
+    def add(self, name: str, *argv: str, deaf_to_term: bool = False) -> None:
+        self.services.append(Service(name, list(argv), self.log_dir / f"{name}.log", deaf_to_term=deaf_to_term))
+
+    def start(self, service: Service) -> None:
+        log = open(service.log_path, "ab")  # noqa: SIM115 - the child owns it; closed below
+        try:
+            service.process = subprocess.Popen(
+                service.argv,
+                cwd=ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stopping it stops its children
+                # A supervisor killed with SIGKILL still stops it (SIGKILL for one deaf to SIGTERM).
+                preexec_fn=functools.partial(
+                    die_with_parent, signal.SIGKILL if service.deaf_to_term else signal.SIGTERM
+                ),
+            )
+        finally:
+            log.close()
+        service.pgids.add(service.process.pid)
+        service.started_at = time.monotonic()
+        service.restart_at = None
+        say(f"started {service.name} (pid {service.process.pid}, log {service.log_path})")
+
+    def watch(self) -> None:
+        """Restart any service that exited, after its backoff; the others are not touched."""
+        reason = self.parent.signalled()
+        if reason and not self.stopping:
+            self.stopping = True
+            raise Stop(reason)
+        now = time.monotonic()
+        for service in self.services:
+            process = service.process
+            if service.restart_at is not None:
+                if now >= service.restart_at and not self.stopping:
+                    service.restarts += 1
+                    say(f"restarting {service.name} (restart {service.restarts})")
+                    self.start(service)
+                continue
+            if process is None or process.poll() is None:
+                continue
+            if now - service.started_at > STABLE_AFTER_S:
+                service.backoff_s = BACKOFF_FIRST_S
+            say(
+                f"{service.name} exited with code {process.returncode}; restarting in {service.backoff_s:.1f} s "
+                f"(see {service.log_path})"
+            )
+            service.restart_at = now + service.backoff_s
+            service.backoff_s = min(BACKOFF_MAX_S, service.backoff_s * 2)
+
+    def stop(self) -> None:
+        self.stopping = True
+        say("stopping")
+        groups = {pgid for service in self.services for pgid in service.pgids}
+        deaf = {s.process.pid for s in self.services if s.deaf_to_term and s.process is not None}
+        for pgid in groups:
+            signal_group(pgid, signal.SIGTERM)  # run workers in a group record their interruption
+        deadline = time.monotonic() + STOP_GRACE_S
+        while time.monotonic() < deadline and any(group_members(pgid) - deaf for pgid in groups):
+            reap_children()
+            time.sleep(0.1)
+        for pgid in groups:
+            if group_members(pgid) - deaf:
+                say(f"process group {pgid} still running after {STOP_GRACE_S:.0f} s; killing it")
+            signal_group(pgid, signal.SIGKILL)
+        reap_children()
+        say("stopped")
+
+    # -- readiness -------------------------------------------------------------------------------------
+
+    def wait_code_server(self) -> None:
+        port = int(self.env["DAGSTER_GRPC_PORT"])
+        [code_server] = [s for s in self.services if s.name == "dagster-code-server"]
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not port_open(port):
+            self.watch()
+            if code_server.restarts >= 2 or time.monotonic() > deadline:
+                say(f"the code server does not start; the end of {code_server.log_path}:")
+                sys.stderr.write(tail(code_server.log_path))
+                raise SystemExit(1)
+            time.sleep(0.2)
+
+    def wait_ready(self) -> bool:
+        api = f"http://127.0.0.1:{self.env['API_PORT']}"
+        dagster = f"http://127.0.0.1:{self.env['DAGSTER_PORT']}"
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        waiting_for = "the API and the Dagster webserver"
+        while time.monotonic() < deadline and not self.stopping:
+            self.watch()
+            if http_ok(f"{api}/health") and http_ok(f"{dagster}/server_info"):
+                status, error = location_status(dagster)
+                if status == "LOADED":
+                    say(f"code location {LOCATION} loaded")
+                    return True
+                if error:
+                    say(f"code location {LOCATION} failed to load:\n{error}")
+                    return False
+                waiting_for = f"code location {LOCATION} ({status or 'not listed yet'})"
+            time.sleep(0.5)
+        if not self.stopping:
+            say(f"not ready after {READY_TIMEOUT_S:.0f} s: still waiting for {waiting_for}; see {self.log_dir}/")
+        return False
+
+
+WORKSPACE_QUERY = """
+{ workspaceOrError { __typename
+    ... on Workspace { locationEntries { name loadStatus
+        locationOrLoadError { __typename ... on PythonError { message stack } } } }
+    ... on PythonError { message } } }
+"""
+
+
+def location_status(dagster_url: str) -> tuple[str | None, str | None]:
+    """(load status, error text) of our code location, from the webserver's GraphQL API."""
+    try:
+        answer = post_json(f"{dagster_url}/graphql", {"query": WORKSPACE_QUERY})
+    except (OSError, ValueError):
+        return None, None
+    workspace = (answer.get("data") or {}).get("workspaceOrError") or {}
+    if workspace.get("__typename") == "PythonError":
+        return None, workspace.get("message")
+    for entry in workspace.get("locationEntries") or []:
+        if entry.get("name") != LOCATION:
+            continue
+        loaded = entry.get("locationOrLoadError") or {}
+        if loaded.get("__typename") == "PythonError":
+            return "ERROR", loaded.get("message", "") + "".join(loaded.get("stack") or [])
+        return entry.get("loadStatus"), None
+    return None, None
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) + "\n"
+    except OSError:
+        return ""
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return 200 <= response.status < 300
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        answer: dict[str, Any] = json.load(response)
+        return answer
+
+
+def signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def group_members(pgid: int) -> set[int]:
+    """Live (not zombie) processes of a process group."""
+    members = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.add(int(entry.name))
+    return members
+
+
+def reap_children() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+class Stop(Exception):
+    pass
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _signal_masks(pid: int) -> dict[str, int]:
+    masks = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("SigBlk", "SigCgt"):
+                masks[key] = int(value.strip(), 16)
+    except (OSError, ValueError):
+        pass
+    return masks
+
+
+class ParentWatch:
+    """Notices a stop signal sent to the parent `make` only (see the module's docstring, point 3)."""
+
+    def __init__(self) -> None:
+        self.parent = os.getppid()
+        try:
+            is_make = Path(f"/proc/{self.parent}/comm").read_text().strip() == "make"
+        except OSError:
+            is_make = False
+        # Only GNU make's handler is known to leave that trace; other parents forward signals or not.
+        caught = _signal_masks(self.parent).get("SigCgt", 0) if is_make else 0
+        self.watched = [s for s in STOP_SIGNALS if caught & _bit(s)]
+
+    def signalled(self) -> str | None:
+        if os.getppid() != self.parent:
+            return "parent exited"
+        masks = _signal_masks(self.parent)
+        if not masks:
+            return None
+        for signum in self.watched:
+            # In make's handler: the signal is blocked, and its disposition was reset to the default.
+            if masks["SigBlk"] & _bit(signum) or not masks["SigCgt"] & _bit(signum):
+                return f"{signal.Signals(signum).name} to the parent"
+        return None
+
+
+def _bit(signum: int) -> int:
+    return 1 << (signum - 1)
+
+
+def main() -> int:
+    die_with_parent()
+    env = environment()
+    supervisor = Supervisor(env)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if not supervisor.stopping:
+            supervisor.stopping = True
+            raise Stop(signal.Signals(signum).name)
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, on_signal)
+
+    uvicorn = str(BIN / "uvicorn")
+    host = "127.0.0.1"
+    if (ROOT / "resources" / "sandbox").is_dir():
+        supervisor.add(
+            "sandbox", uvicorn, "resources.sandbox.app:create_app", "--factory",
+            "--host", host, "--port", env["SANDBOX_PORT"], "--no-access-log",
+        )  # fmt: skip
+    supervisor.add(
+        "api", uvicorn, "api.app:create_app", "--factory", "--host", host, "--port", env["API_PORT"], "--no-access-log"
+    )
+    supervisor.add(
+        "dagster-code-server", str(BIN / "dagster"), "api", "grpc", "-m", "orchestration_defs.definitions",
+        "-a", "defs", "--location-name", LOCATION, "-h", host, "-p", env["DAGSTER_GRPC_PORT"],
+        deaf_to_term=True,
+    )  # fmt: skip
+    workspace = str(supervisor.workspace)
+    webserver = [str(BIN / "dagster-webserver"), "-w", workspace, "-h", host, "-p", env["DAGSTER_PORT"]]
+    supervisor.add("dagster-webserver", *webserver)
+    supervisor.add("dagster-daemon", str(BIN / "dagster-daemon"), "run", "-w", workspace)
+
+    code = 0
+    try:
+        supervisor.prepare()
+        for service in supervisor.services:
+            if service.name in ("dagster-webserver", "dagster-daemon"):
+                supervisor.wait_code_server()  # else both would start with the location unreachable
+            supervisor.start(service)
+        if not supervisor.wait_ready():
+            code = 1
+        else:
+            print(
+                f"run: ready\n"
+                f"  Dagster UI   http://127.0.0.1:{env['DAGSTER_PORT']}\n"
+                f"  API          http://127.0.0.1:{env['API_PORT']}/health   (openapi: /openapi.json)\n"
+                f"  Sandbox      http://127.0.0.1:{env['SANDBOX_PORT']}   (SMTP sink on port {env['SMTP_PORT']})\n"
+                f"  Demo data    {supervisor.log_dir}/seed-demo.json\n"
+                f"  Logs         {supervisor.log_dir}/\n"
+                f"A service that exits is restarted. Ctrl-C (or SIGTERM, SIGHUP) stops everything.",
+                flush=True,
+            )
+            while True:
+                supervisor.watch()
+                time.sleep(0.2)
+    except Stop as stop:
+        say(f"{stop} received")
+    finally:
+        # No second signal may interrupt the shutdown itself.
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+        supervisor.stop()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""No store lock is held across a network call, and reads never take the write lock.
+
+Ordered by events, not by time: a send (or a writer) is held open on an event while the other side
+commits; the `SAFETY_S` waits only keep a broken build from hanging forever, they bound nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import DBAPIError
+
+from domain import models
+from domain.notifications import deliver_due, notify, ops_alert
+from domain.store import read_transaction, transaction
+from tests.domain import factories
+
+SAFETY_S = 120.0
+
+
+def _alert(engine, key: str) -> None:
+    with transaction(engine) as session:
+        ops_alert(session, "ops@wrk.test", summary=key, details="d", dedup_key=key)
+
+
+def test_a_slow_send_does_not_block_a_concurrent_write(engine):
+    _alert(engine, "slow-1")
+    in_send, release = threading.Event(), threading.Event()
+    sent: list[str] = []
+
+    def slow_send(row: models.Notification) -> None:
+        in_send.set()
+        assert release.wait(SAFETY_S)
+        sent.append(row.dedup_key)
+
+    reports = []
+    deliverer = threading.Thread(target=lambda: reports.append(deliver_due(engine, slow_send)))
+    deliverer.start()
+    try:
+        assert in_send.wait(SAFETY_S)
+        # While the mail server "answers", another writer adds an outbox row and touches the very row
+        # being sent (it would wait on SQLite's write lock or PostgreSQL's row lock if either were held).
+        with transaction(engine) as session:
+            notify(
+                session,
+                channel=models.NotificationChannel.IN_APP,
+                template="ops_alert",
+                recipient="user-1",
+                payload={"summary": "s", "details": "d", "severity": "low"},
+                dedup_key="concurrent-write",
+            )
+            session.execute(
+                update(models.Notification).where(models.Notification.dedup_key == "slow-1").values(read_at=func.now())
+            )
+        committed_while_sending = not release.is_set()
+    finally:
+        release.set()
+        deliverer.join(SAFETY_S)
+    assert committed_while_sending
+    assert sent == ["slow-1"] and reports[0].sent == 1
+    with read_transaction(engine) as session:
+        rows = {n.dedup_key: n for n in session.scalars(select(models.Notification))}
+    assert rows["slow-1"].status == "sent" and rows["slow-1"].attempts == 1 and rows["slow-1"].read_at is not None
+    assert rows["concurrent-write"].status == "sent"
+
+
+def test_a_claimed_row_is_not_sent_twice_by_a_concurrent_deliverer(engine):
+    _alert(engine, "claimed-1")
+    in_send, release = threading.Event(), threading.Event()
+    first_sends: list[str] = []
+
+    def held_send(row: models.Notification) -> None:
+        in_send.set()
+        assert release.wait(SAFETY_S)
+        first_sends.append(row.dedup_key)
+
+    second_sends: list[str] = []
+    deliverer = threading.Thread(target=lambda: deliver_due(engine, held_send))
+    deliverer.start()
+    try:
+        assert in_send.wait(SAFETY_S)
+        report = deliver_due(engine, lambda row: second_sends.append(row.dedup_key))
+    finally:
+        release.set()
+        deliverer.join(SAFETY_S)
+    assert second_sends == [] and report.sent == 0
+    assert first_sends == ["claimed-1"]
+
+
+def test_a_read_transaction_does_not_wait_for_an_open_writer(engine):
+    _alert(engine, "before")
+    writer_holding, release_writer, read_done = threading.Event(), threading.Event(), threading.Event()
+    counts: list[int] = []
+
+    def writer() -> None:
+        with transaction(engine) as session:
+            ops_alert(session, "ops@wrk.test", summary="w", details="d", dedup_key="during")
+            session.flush()  # on SQLite the write lock is now held until commit
+            writer_holding.set()
+            assert release_writer.wait(SAFETY_S)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert writer_holding.wait(SAFETY_S)
+
+        def reader() -> None:
+            with read_transaction(engine) as session:
+                counts.append(session.scalar(select(func.count()).select_from(models.Notification)) or 0)
+            read_done.set()
+
+        threading.Thread(target=reader, daemon=True).start()
+        assert read_done.wait(SAFETY_S)
+        read_while_writer_open = not release_writer.is_set()
+    finally:
+        release_writer.set()
+        thread.join(SAFETY_S)
+    assert read_while_writer_open
+    assert counts == [1]  # the writer's uncommitted row is not seen
+
+
+def test_a_write_inside_a_read_transaction_is_refused_on_postgresql(engine, backend):
+    if backend != "postgresql":
+        pytest.skip("SQLite has no read-only transaction; DEFERRED only avoids taking the write lock up front")
+    with pytest.raises(DBAPIError, match="read-only"), read_transaction(engine) as session:
+        ops_alert(session, "ops@wrk.test", summary="x", details="d", dedup_key="refused")
+
+
+def test_api_reads_answer_while_a_writer_holds_the_store(engine, demo_settings):
+    from starlette.testclient import TestClient
+
+    from api.app import create_app
+    from tests.api.conftest import bearer, make_token
+
+    with transaction(engine) as session:
+        tenant_id = factories.tenant(session).id
+    writer_holding, release_writer = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with transaction(engine) as session:
+            ops_alert(session, "ops@wrk.test", summary="w", details="d", dedup_key="held")
+            session.flush()
+            writer_holding.set()
+            assert release_writer.wait(SAFETY_S)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert writer_holding.wait(SAFETY_S)
+        token = make_token(demo_settings, tenants=[tenant_id], roles=["ops_admin"])
+        with TestClient(create_app(demo_settings, engine), raise_server_exceptions=False) as client:
+            ready = client.get("/ready")
+            missing = client.get("/v1/automation-versions/nope", headers=bearer(token))
+        answered_while_writer_open = not release_writer.is_set()
+    finally:
+        release_writer.set()
+        thread.join(SAFETY_S)
+    assert answered_while_writer_open
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    assert missing.status_code == 404  # read (in a read transaction), not stuck behind the writer
+
+
+@pytest.fixture
+def demo_settings():
+    from domain.settings import Settings
+
+    return Settings(environment="test")

@@ -1,0 +1,92 @@
+"""The queue_sweeper job, run in process against a store: it records the runs of claimed rows, rescues
+claims whose lease expired without a run, and prunes finished rows past their retention only."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import dagster as dg
+import pytest
+from sqlalchemy import update
+
+from domain import queue
+from domain.models import TriggerQueue
+from domain.store import transaction
+from orchestration_defs.build import build_automation_version
+from resources.database import DatabaseResource
+from schedules.sweeper import queue_sweeper, queue_sweeper_schedule
+from sensors.queue import TAG_ID, TAG_TOKEN
+from tests.domain import factories
+
+
+@pytest.fixture
+def instance(tmp_path):
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        yield instance
+
+
+def _payload(tenant_id: str, n: int) -> dict[str, str]:
+    return {
+        "tenant_id": tenant_id,
+        "project_id": f"p{n}",
+        "automation_version_id": f"v{n}",
+        "workflow_binding_id": f"b{n}",
+    }
+
+
+def _row(engine, row_id: int) -> TriggerQueue | None:
+    with transaction(engine) as session:
+        return session.get(TriggerQueue, row_id)
+
+
+def test_the_sweeper_records_launches_rescues_expired_claims_and_prunes_old_rows(engine, database_url, instance):
+    with transaction(engine) as session:
+        tenant = factories.tenant(session).id
+        ids = [queue.enqueue(session, "build", tenant, _payload(tenant, n), dedup_key=f"build:v{n}") for n in range(4)]
+    launched_id, expired_id, old_done_id, new_done_id = ids
+    with transaction(engine) as session:
+        claimed = {c.id: c for c in queue.claim(session, ["build"], 4, 60, "sensor")}
+    # a claim whose run exists: the sweeper records the run (it must not be rescued)
+    config = {"config": _payload(tenant, 0)}
+    run = instance.create_run_for_job(
+        build_automation_version,
+        run_config={"ops": {"load": config, "create": config}},
+        tags={TAG_ID: str(launched_id), TAG_TOKEN: claimed[launched_id].claim_token},
+        status=dg.DagsterRunStatus.STARTED,
+    )
+    with transaction(engine) as session:
+        # a claim whose lease ran out with no run: the sweeper rescues it
+        session.execute(
+            update(TriggerQueue)
+            .where(TriggerQueue.id == expired_id)
+            .values(lease_expires_at=queue.now_utc() - timedelta(minutes=1))
+        )
+        for row_id in (old_done_id, new_done_id):
+            queue.ack(session, row_id, claimed[row_id].claim_token)
+        # finished 8 days ago: past the 7-day retention
+        session.execute(
+            update(TriggerQueue)
+            .where(TriggerQueue.id == old_done_id)
+            .values(finished_at=queue.now_utc() - timedelta(days=8))
+        )
+
+    result = queue_sweeper.execute_in_process(
+        instance=instance, resources={"database": DatabaseResource(url=database_url)}
+    )
+
+    assert result.success
+    assert result.output_for_node("sweep_queue") == {"launched": 1, "reaped": 1, "pruned": 1}
+    launched = _row(engine, launched_id)
+    assert launched.state == "launched" and launched.run_id == run.run_id
+    rescued = _row(engine, expired_id)
+    assert rescued.state == "available" and rescued.claim_token is None
+    assert _row(engine, old_done_id) is None
+    assert _row(engine, new_done_id).state == "done"
+
+
+def test_the_sweeper_schedule_targets_the_sweeper_and_runs_by_default():
+    assert queue_sweeper_schedule.job_name == queue_sweeper.name
+    assert queue_sweeper_schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    context = dg.build_schedule_context()
+    [request] = queue_sweeper_schedule.evaluate_tick(context).run_requests
+    assert isinstance(request, dg.RunRequest)

@@ -1,0 +1,107 @@
+"""`make run`'s supervisor (scripts/supervise.py) with stand-in services: a service that exits is
+restarted with a growing backoff while the others keep running, and stopping leaves no process of any
+service's group, including what a service started itself. Ordered by process states, never by time."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(10**6)"]
+# A service that starts a child of its own, as the webserver starts code servers.
+PARENT = [sys.executable, "-c", "import subprocess, time; subprocess.Popen(['sleep', '1000000']); time.sleep(10**6)"]
+
+
+@pytest.fixture
+def supervise():
+    spec = importlib.util.spec_from_file_location("supervise", ROOT / "scripts" / "supervise.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["supervise"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def supervisor(supervise, tmp_path):
+    env = {**os.environ, "LOG_DIR": str(tmp_path / "logs"), "DAGSTER_HOME": str(tmp_path / "dagster")}
+    (tmp_path / "logs").mkdir()
+    sup = supervise.Supervisor(env)
+    sup.parent.watched = []  # the test runner is not `make`
+    yield sup
+    sup.stop()
+
+
+def _until(condition, step=None) -> None:
+    while not condition():
+        if step:
+            step()
+        time.sleep(0.05)
+
+
+def test_a_killed_service_is_restarted_and_the_others_keep_running(supervise, supervisor, capsys):
+    supervisor.add("steady", *SLEEPER)
+    supervisor.add("parent", *PARENT)
+    supervisor.add("flaky", *SLEEPER)
+    for service in supervisor.services:
+        supervisor.start(service)
+    steady, parent, flaky = supervisor.services
+    steady_pid, flaky_pid = steady.process.pid, flaky.process.pid
+    _until(lambda: len(supervise.group_members(parent.process.pid)) == 2)  # its child is up
+    os.kill(flaky_pid, signal.SIGKILL)
+    _until(lambda: flaky.restarts == 1, supervisor.watch)
+    assert flaky.process.pid != flaky_pid and flaky.process.poll() is None
+    assert steady.process.pid == steady_pid and steady.process.poll() is None
+    assert len(supervise.group_members(parent.process.pid)) == 2
+    out = capsys.readouterr().out
+    assert "flaky exited with code -9; restarting in 0.5 s" in out and "restarting flaky (restart 1)" in out
+
+    groups = {pgid for s in supervisor.services for pgid in s.pgids}
+    supervisor.stop()
+    assert all(not supervise.group_members(pgid) for pgid in groups)  # the parent's child went too
+
+
+def test_a_service_that_keeps_failing_backs_off_longer_each_time(supervisor, capsys):
+    supervisor.add("broken", sys.executable, "-c", "raise SystemExit(3)")
+    [broken] = supervisor.services
+    supervisor.start(broken)
+    _until(lambda: broken.restarts == 2 and broken.process.poll() is not None, supervisor.watch)
+    supervisor.watch()
+    out = capsys.readouterr().out
+    delays = [line.split("restarting in ")[1] for line in out.splitlines() if "exited with code 3" in line]
+    assert delays == [f"{d} s (see {broken.log_path})" for d in ("0.5", "1.0", "2.0")]
+
+
+def test_the_parent_watch_sees_a_stop_signal_that_make_only_waits_on(supervise, tmp_path):
+    """GNU make, given SIGHUP, only waits for its children: the supervisor must notice by itself."""
+    makefile = tmp_path / "Makefile"
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(ROOT / 'scripts')!r})\n"
+        "import supervise\n"
+        "watch = supervise.ParentWatch()\n"
+        "print('watching', [s.name for s in watch.watched], flush=True)\n"
+        "while not (reason := watch.signalled()):\n"
+        "    time.sleep(0.05)\n"
+        "print('stop:', reason, flush=True)\n"
+    )
+    makefile.write_text(f"probe:\n\t@exec {sys.executable} {probe}\n")
+    out = tmp_path / "out"
+    with open(out, "w") as sink:
+        make = subprocess.Popen(
+            ["make", "--no-print-directory", "-f", str(makefile)], stdout=sink, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
+        )  # fmt: skip
+        _until(lambda: "watching" in out.read_text())
+        assert "SIGHUP" in out.read_text()
+        make.send_signal(signal.SIGHUP)
+        make.wait()
+    assert "stop: SIGHUP to the parent" in out.read_text()
