@@ -197,7 +197,6 @@ def claim(session: Session, kinds: Sequence[str], limit: int, lease_seconds: flo
         "state": S.CLAIMED.value,
         "attempts": Q.c.attempts + 1,
         "claim_token": _token_sql(session),
-        "run_id": None,  # the run of this claim is recorded at launch (or ack); never an older one
         "claimed_at": now,
         "lease_expires_at": now + timedelta(seconds=lease_seconds),
         "worker": worker,

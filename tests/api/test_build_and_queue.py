@@ -64,6 +64,7 @@ def test_queue_stats_and_requeue_of_a_dead_trigger(client, settings, demo, engin
     trigger_id = client.post(f"/v1/automation-versions/{version}/build", headers=headers).json()["trigger_id"]
     stats = client.get("/v1/queue/stats", headers=headers).json()
     assert stats["kinds"]["build"]["states"]["available"] == 1
+    assert stats["kinds"]["build"]["oldest_launched_age_s"] is None  # nothing launched yet
     not_dead = client.post(f"/v1/queue/{trigger_id}/requeue", headers=headers)
     assert not_dead.status_code == 409 and not_dead.json()["code"] == "conflict"
     with transaction(engine) as session:
@@ -102,4 +103,6 @@ def test_cli_queue_stats_prints_json(engine, database_url):
         check=True,
         env={**os.environ, "DATABASE_URL": database_url},
     )
-    assert set(json.loads(out.stdout)["kinds"]) >= {"build", "release", "phase", "approval"}
+    kinds = json.loads(out.stdout)["kinds"]
+    assert set(kinds) >= {"build", "release", "phase", "approval"}
+    assert all("oldest_launched_age_s" in kind for kind in kinds.values())
