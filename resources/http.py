@@ -81,7 +81,14 @@ class HttpClient:
                 retry_after=parse_retry_after(response.headers.get("retry-after")),
             )
         if status >= 500:
-            return RetryableError(self.service, message, status=status, details=details)
+            # 503 may say when to come back (RFC 9110 §10.2.3); the retry policy honours it, capped.
+            return RetryableError(
+                self.service,
+                message,
+                status=status,
+                details=details,
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
+            )
         if status == 404:
             return NotFound(self.service, message, status=status, details=details)
         if status == 422:

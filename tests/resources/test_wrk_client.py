@@ -81,6 +81,12 @@ def test_429_waits_for_retry_after(client, sandbox, sleeps):
     assert sleeps == [7.0]
 
 
+def test_503_waits_for_retry_after(client, sandbox, sleeps):
+    sandbox.fault("GET", "/wrk-api/workflows/wf_demo_1", count=1, status=503, headers={"Retry-After": "11"})
+    assert client.get_workflow("wf_demo_1").id == "wf_demo_1"
+    assert sleeps == [11.0]
+
+
 def test_404_and_other_4xx_are_permanent(client, sandbox, sleeps):
     with pytest.raises(NotFound):
         client.activate_workflow("wf_nope")
