@@ -199,9 +199,7 @@ def record_result(
     session: Session, claimed: OutboundMessage, error: Exception | None, *, base_delay_s: float, max_delay_s: float
 ) -> bool | None:
     """Published (True), backed off (False), or None when the row is no longer the claimed pending row."""
-    row = session.get(
-        OutboundMessage, claimed.id, with_for_update=session.get_bind().dialect.name == "postgresql"
-    )
+    row = session.get(OutboundMessage, claimed.id, with_for_update=session.get_bind().dialect.name == "postgresql")
     if row is None or row.status != OutboundMessageStatus.PENDING.value or row.attempts != claimed.attempts:
         return None
     now = datetime.now(UTC)
@@ -245,9 +243,7 @@ def alert_stuck(session: Session, ops_email: str, *, older_than_s: float) -> int
         dedup_key=f"batch_outbox_stuck:{oldest.message_id}",
     )
     session.execute(
-        update(OutboundMessage)
-        .where(OutboundMessage.id.in_([row.id for row in stuck]))
-        .values(alerted_at=now)
+        update(OutboundMessage).where(OutboundMessage.id.in_([row.id for row in stuck])).values(alerted_at=now)
     )
     return len(stuck)
 

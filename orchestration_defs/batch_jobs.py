@@ -86,7 +86,9 @@ class BatchPublisherResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         url, queue, exchange = self._settings()
         return AmqpPublisher(url, queue=queue, exchange=exchange, policy=RetryPolicy.from_settings(get_settings()))
 
-    def publish(self, engine: Engine, messages: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> list[OutboundMessage]:
+    def publish(
+        self, engine: Engine, messages: list[tuple[str, dict[str, Any], dict[str, Any]]]
+    ) -> list[OutboundMessage]:
         """Add (message_id, body, headers) to the outbox in one transaction; with a broker, publish them
         after the commit. Returns the rows as they stand after (published or still pending)."""
         _url, queue, exchange = self._settings()
@@ -152,9 +154,7 @@ def batch_asset(job: BatchJob, partitions_def: dg.TimeWindowPartitionsDefinition
     ) -> dg.MaterializeResult:  # type: ignore[type-arg]
         tags = dict(context.run.tags)
         reissue = tags.get(batch_jobs.REISSUE_TAG)
-        windows = sorted(
-            (partitions_def.time_window_for_partition_key(key), key) for key in context.partition_keys
-        )
+        windows = sorted((partitions_def.time_window_for_partition_key(key), key) for key in context.partition_keys)
         extra = {"cron": partitions_def.cron_schedule, "timezone": partitions_def.timezone, **_source(tags)}
         messages = []
         for window, key in windows:
@@ -198,9 +198,7 @@ def batch_asset(job: BatchJob, partitions_def: dg.TimeWindowPartitionsDefinition
     return _asset
 
 
-def build_batch_jobs(settings: Settings | None = None) -> tuple[
-    list[dg.AssetsDefinition], list[Any], list[Any]
-]:
+def build_batch_jobs(settings: Settings | None = None) -> tuple[list[dg.AssetsDefinition], list[Any], list[Any]]:
     """The seven assets, their partitioned jobs and their schedules (default RUNNING). Raises
     BatchConfigError naming the variable when a cron, the time zone or the start cannot be used."""
     settings = settings or get_settings()
@@ -212,7 +210,8 @@ def build_batch_jobs(settings: Settings | None = None) -> tuple[
             f"{job.asset_name}_job",
             selection=[asset.key],
             partitions_def=partitions_def,
-            description=f"One `{batch_jobs.TRIGGER_TYPE}` for `{job.name}` per period ({partitions_def.cron_schedule}).",
+            description=f"One `{batch_jobs.TRIGGER_TYPE}` for `{job.name}` per period "
+            f"({partitions_def.cron_schedule}).",
         )
         assets.append(asset)
         jobs.append(asset_job)

@@ -71,7 +71,8 @@ class AmqpPublisher:
             )
         except (pika.exceptions.AMQPError, OSError) as exc:
             self.close()
-            raise BrokerUnavailable("rabbitmq", f"publish of {message.message_id} failed: {type(exc).__name__}: {exc}") from exc
+            detail = f"publish of {message.message_id} failed: {type(exc).__name__}: {exc}"
+            raise BrokerUnavailable("rabbitmq", detail) from exc
 
     def publish(self, message: OutboundMessage) -> None:
         """Publish one message, confirmed by the broker; retried by the policy, then raised."""

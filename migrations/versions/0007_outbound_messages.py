@@ -40,9 +40,7 @@ def upgrade() -> None:
         sa.Column("alerted_at", domain.models.UTCDateTime(timezone=True), nullable=True),
         sa.Column("created_at", domain.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("published_at", domain.models.UTCDateTime(timezone=True), nullable=True),
-        sa.CheckConstraint(
-            "status IN ('pending', 'published')", name=op.f("ck_outbound_messages_status_valid")
-        ),
+        sa.CheckConstraint("status IN ('pending', 'published')", name=op.f("ck_outbound_messages_status_valid")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_outbound_messages")),
         sa.UniqueConstraint("message_id", name=op.f("uq_outbound_messages_message_id")),
     )
