@@ -159,7 +159,7 @@ def batch_asset(job: BatchJob, partitions_def: dg.TimeWindowPartitionsDefinition
         messages = []
         for window, key in windows:
             body = batch_jobs.trigger_body(
-                job.name, key, window.start, window.end, run_id=context.run_id, metadata=extra
+                job.name, key, window.start, window.end, run_id=context.run.run_id, metadata=extra
             )
             headers = {"job": job.name, "partition_key": key}
             messages.append((batch_jobs.message_id(job.name, key, reissue), body, headers))
@@ -208,8 +208,7 @@ def build_batch_jobs(settings: Settings | None = None) -> tuple[list[dg.AssetsDe
         asset = batch_asset(job, partitions_def)
         asset_job = dg.define_asset_job(
             f"{job.asset_name}_job",
-            selection=[asset.key],
-            partitions_def=partitions_def,
+            selection=[asset.key],  # partitioned like its asset
             description=f"One `{batch_jobs.TRIGGER_TYPE}` for `{job.name}` per period "
             f"({partitions_def.cron_schedule}).",
         )
