@@ -170,9 +170,16 @@ class RelayReport:
     alerted: int
 
 
-def claim_due(session: Session, *, limit: int = 500, claim_s: float = CLAIM_S) -> list[OutboundMessage]:
-    """Claim due pending rows, oldest first, in the caller's short transaction: count the attempt (the
-    intent, before the broker is called) and hide the row for `claim_s`. Returns detached copies."""
+def claim_due(
+    session: Session,
+    *,
+    limit: int = 500,
+    claim_s: float = CLAIM_S,
+    message_ids: Sequence[str] | None = None,
+) -> list[OutboundMessage]:
+    """Claim due pending rows (of `message_ids` only, when given), oldest first, in the caller's short
+    transaction: count the attempt (the intent, before the broker is called) and hide the row for
+    `claim_s`. Returns detached copies."""
     now = datetime.now(UTC)
     query = (
         select(OutboundMessage)
@@ -183,6 +190,8 @@ def claim_due(session: Session, *, limit: int = 500, claim_s: float = CLAIM_S) -
         .order_by(OutboundMessage.id)
         .limit(limit)
     )
+    if message_ids is not None:
+        query = query.where(OutboundMessage.message_id.in_(list(message_ids)))
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     rows = list(session.scalars(query).all())
@@ -264,20 +273,7 @@ def relay_due(
     broker is down or refusing): they are backed off with the same error, and order is kept for the next
     pass. `message_ids` limits the pass to those rows (a run publishing its own messages)."""
     with transaction(engine) as session:
-        claimed = claim_due(session, limit=limit)
-    if message_ids is not None:
-        wanted = set(message_ids)
-        mine = [row for row in claimed if row.message_id in wanted]
-        others = [row for row in claimed if row.message_id not in wanted]
-        if others:  # not this pass's: give them back untouched, due now
-            with transaction(engine) as session:
-                for row in others:
-                    session.execute(
-                        update(OutboundMessage)
-                        .where(OutboundMessage.id == row.id, OutboundMessage.attempts == row.attempts)
-                        .values(attempts=row.attempts - 1, next_attempt_at=datetime.now(UTC))
-                    )
-        claimed = mine
+        claimed = claim_due(session, limit=limit, message_ids=message_ids)
     published = failed = 0
     error: Exception | None = None
     for row in claimed:

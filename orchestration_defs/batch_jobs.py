@@ -27,6 +27,7 @@ from resources.retry import RetryPolicy
 GROUP = "batch_jobs"
 # Partition keys carry the period's start to the minute: one format for hourly, daily and weekly crons.
 PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
+RELAY_CHUNK = 500  # messages a run publishes per relay pass (one claim, one connection)
 
 
 class BatchConfigError(ValueError):
@@ -99,7 +100,10 @@ class BatchPublisherResource(dg.ConfigurableResource):  # type: ignore[type-arg]
                 )
         ids = [message_id for message_id, _body, _headers in messages]
         if self.broker_configured:
-            relay(engine, self, message_ids=ids)
+            for start in range(0, len(ids), RELAY_CHUNK):  # in time order; a failure leaves the rest to the relay
+                report = relay(engine, self, message_ids=ids[start : start + RELAY_CHUNK])
+                if report.failed:
+                    break
         with read_transaction(engine) as session:
             rows = {
                 row.message_id: row

@@ -26,6 +26,8 @@ from resources.amqp import AmqpPublisher
 from resources.database import DatabaseResource
 from resources.retry import RetryPolicy
 
+pytestmark = pytest.mark.xdist_group("rabbitmq")  # one broker: the outage test stops it for everyone
+
 FAST = RetryPolicy(max_attempts=2, base_delay_s=0.01, max_delay_s=0.02)
 WINDOW = (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC))
 
