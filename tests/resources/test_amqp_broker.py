@@ -205,3 +205,35 @@ def test_the_relay_sensor_asks_for_a_run_when_messages_are_due(engine, database_
         after = defs_module.batch_messages_relay_sensor(dg.build_sensor_context(instance=instance, resources=resources))
     assert not after.run_requests
     assert len(consume(rabbitmq_url, queue_name, 1)) == 1
+
+
+def test_a_relay_that_died_before_recording_publishes_again_with_the_same_id(engine, rabbitmq_url, queue_name):
+    """At least once: the broker took the message but the relay died before marking it published; the
+    claim lapses, the next pass publishes it again with the same id, and a consumer that did not ack
+    gets it redelivered, still with that id. Deduping on message_id leaves one."""
+    (mid,) = _enqueue(engine, queue_name, "risk-clustering", ["2026-03-01-04:00"])
+    amqp = AmqpPublisher(rabbitmq_url, queue=queue_name, policy=FAST)
+    try:
+        with transaction(engine) as session:
+            (claimed,) = batch_jobs.claim_due(session, claim_s=0)  # its claim lapses at once
+        amqp.publish(claimed)  # ... and the relay dies here, before recording it
+        report = batch_jobs.relay_due(
+            engine, amqp.publish, base_delay_s=0.01, max_delay_s=0.02, ops_email="ops@wrk.test", alert_after_s=3600
+        )
+    finally:
+        amqp.close()
+    assert report.published == 1
+
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    try:
+        channel = connection.channel()
+        first, properties, _body = channel.basic_get(queue_name, auto_ack=False)
+        assert first is not None and properties.message_id == mid and not first.redelivered
+    finally:
+        connection.close()  # the consumer dies without acking: the broker redelivers
+    received = consume(rabbitmq_url, queue_name, 2)
+    assert [properties.message_id for properties, _body in received] == [mid, mid]
+    assert len({properties.message_id for properties, _body in received}) == 1
+    with read_transaction(engine) as session:
+        row = session.scalars(select(OutboundMessage)).one()
+    assert row.status == "published" and row.attempts == 2
