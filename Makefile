@@ -21,9 +21,10 @@ install: $(STAMP)
 run: $(STAMP)
 	@exec scripts/run
 
-## make test: the whole suite on SQLite and on a throwaway PostgreSQL 15 cluster.
+## make test: the whole suite on SQLite and on a throwaway PostgreSQL 15 cluster, with a throwaway
+## RabbitMQ (tests that need PostgreSQL or the broker fail here rather than skip: WRK_TEST_REQUIRE_SERVICES).
 test: $(STAMP)
-	@scripts/with-postgres $(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	@WRK_TEST_REQUIRE_SERVICES=1 scripts/with-postgres scripts/with-rabbitmq $(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -31,7 +32,7 @@ lint: $(STAMP)
 
 ## make bench [BENCH=name]: benchmarks in bench/, JSON lines, on their own throwaway PostgreSQL.
 bench: $(STAMP)
-	@scripts/with-postgres scripts/bench $(BENCH)
+	@scripts/with-postgres scripts/with-rabbitmq scripts/bench $(BENCH)
 
 clean:
 	rm -rf var .pytest_cache

@@ -31,6 +31,7 @@ class Endpoint:
     errors: Sequence[int] = ()
     tags: Sequence[str] = ()
     headers: Sequence[str] = field(default=())
+    query: Sequence[str] = field(default=())  # optional query parameters (strings)
 
     def route(self) -> Route:
         return Route(self.path, self.handler, methods=[self.method])
@@ -63,6 +64,8 @@ def build_openapi(endpoints: Sequence[Endpoint], title: str, version: str) -> di
             params.append({"name": "X-Tenant-ID", "in": "header", "required": False, "schema": {"type": "string"}})
         for header in ep.headers:
             params.append({"name": header, "in": "header", "required": False, "schema": {"type": "string"}})
+        for name in ep.query:
+            params.append({"name": name, "in": "query", "required": False, "schema": {"type": "string"}})
         if params:
             operation["parameters"] = params
         if ep.request is not None:

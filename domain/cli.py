@@ -13,12 +13,12 @@ from pathlib import Path
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from domain import deploy, lifecycle, migrate, models, queue
+from domain import batch_jobs, deploy, lifecycle, migrate, models, queue
 from domain.demo import FRESH_STATUSES, demo_tenant_ids, demo_version, describe, reset_demo, seed_demo
 from domain.lifecycle import Status
 from domain.release_graph import InvalidGraph, load_graph
 from domain.settings import get_settings
-from domain.store import engine_for, transaction
+from domain.store import engine_for, read_transaction, transaction
 from domain.tokens import InvalidTokenRequest, mint_dev_token
 
 
@@ -90,6 +90,33 @@ def _cmd_queue_stats(_args: argparse.Namespace) -> int:
     engine = engine_for(get_settings().database_url)
     with transaction(engine) as session:
         print(json.dumps(queue.stats(session), indent=2))
+    return 0
+
+
+def _cmd_messages_list(args: argparse.Namespace) -> int:
+    job = args.job.replace("_", "-") if args.job else None
+    if job is not None and job not in {j.name for j in batch_jobs.JOBS}:
+        print(f"wrk-orch: unknown batch job {args.job!r}", file=sys.stderr)
+        return 2
+    engine = engine_for(get_settings().database_url)
+    with read_transaction(engine) as session:
+        rows = batch_jobs.latest(session, job=job, limit=args.limit)
+        messages = [
+            {
+                "message_id": row.message_id,
+                "type": row.type,
+                "job": row.job,
+                "queue": row.queue,
+                "status": row.status,
+                "body": row.body,
+                "attempts": row.attempts,
+                "last_error": row.last_error,
+                "created_at": row.created_at.isoformat(),
+                "published_at": row.published_at.isoformat() if row.published_at else None,
+            }
+            for row in rows
+        ]
+    print(json.dumps({"messages": messages}, indent=2))
     return 0
 
 
@@ -210,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("queue", help="the trigger queue").add_subparsers(dest="queue_command", required=True)
     p = q.add_parser("stats", help="rows per kind and state, the oldest available and oldest launched age (JSON)")
     p.set_defaults(func=_cmd_queue_stats)
+
+    m = sub.add_parser("messages", help="batch-job messages").add_subparsers(dest="messages_command", required=True)
+    p = m.add_parser("list", help="the latest workflow.job.trigger messages in the outbox, newest first (JSON)")
+    p.add_argument("--job", help="only this job (e.g. industry-benchmarks)")
+    p.add_argument("--limit", type=int, default=50, help="how many (default 50)")
+    p.set_defaults(func=_cmd_messages_list)
 
     r = sub.add_parser("release", help="release builds").add_subparsers(dest="release_command", required=True)
     p = r.add_parser("plan", help="the release graph's build order and parallel groups (JSON)")

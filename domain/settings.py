@@ -89,6 +89,22 @@ class Settings(BaseSettings):
     # included; past it the API answers 503 with Retry-After and reconciliation finishes the deploy.
     deploy_deadline_s: float = Field(default=30.0, gt=0)
 
+    # Batch jobs (domain/batch_jobs.py): each job's cron (BATCH_<JOB>_CRON), the crons' time zone, the
+    # first partition; where the triggers go (RABBITMQ_URL unset: they stay in the store's outbox).
+    batch_timezone: str = "UTC"
+    batch_start: str = "2026-01-01"
+    batch_risk_snapshot_backfill_cron: str = "0 2 * * *"
+    batch_outcome_sync_cron: str = "0 * * * *"
+    batch_industry_benchmarks_cron: str = "0 3 * * 1"
+    batch_risk_clustering_cron: str = "0 4 * * *"
+    batch_account_health_cron: str = "0 */6 * * *"
+    batch_propagation_cron: str = "30 * * * *"
+    batch_model_monitoring_cron: str = "0 6 * * *"
+    rabbitmq_url: SecretStr | None = None
+    bi_batch_jobs_queue: str = "bi_batch_jobs"
+    bi_batch_jobs_exchange: str = ""  # "" is AMQP's default exchange (routing key = queue name)
+    outbox_alert_after_s: float = Field(default=900.0, gt=0)
+
     @model_validator(mode="after")
     def _defaults_and_production_guard(self) -> Settings:
         if not self.release_dir:

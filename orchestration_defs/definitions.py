@@ -2,6 +2,12 @@
 
 import dagster as dg
 
+from orchestration_defs.batch_jobs import (
+    BatchPublisherResource,
+    batch_messages_relay_sensor,
+    build_batch_jobs,
+    relay_batch_messages,
+)
 from orchestration_defs.build import build_automation_version, build_queue_sensor
 from orchestration_defs.deploy import reconcile_deployments, reconcile_deployments_schedule
 from orchestration_defs.release import (
@@ -19,10 +25,21 @@ from sensors.queue import QUEUE_STATUS_SENSORS
 
 
 def build_definitions() -> dg.Definitions:
+    batch_assets, batch_asset_jobs, batch_schedules = build_batch_jobs()
     return dg.Definitions(
-        jobs=[build_automation_version, release_build, reconcile_deployments, queue_sweeper, deliver_notifications],
-        schedules=[queue_sweeper_schedule, reconcile_deployments_schedule],
+        assets=batch_assets,
+        jobs=[
+            build_automation_version,
+            release_build,
+            reconcile_deployments,
+            queue_sweeper,
+            deliver_notifications,
+            relay_batch_messages,
+            *batch_asset_jobs,
+        ],
+        schedules=[queue_sweeper_schedule, reconcile_deployments_schedule, *batch_schedules],
         sensors=[
+            batch_messages_relay_sensor,
             build_queue_sensor,
             release_queue_sensor,
             release_failure_sensor,
@@ -35,6 +52,7 @@ def build_definitions() -> dg.Definitions:
             "wrk": WrkPlatformResource(),
             "github": GitHubResource(),
             "notifications": NotificationsResource(),
+            "batch_publisher": BatchPublisherResource(),
         },
     )
 

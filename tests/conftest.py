@@ -27,7 +27,10 @@ PG_URL_ENV = "TEST_POSTGRES_URL"
 def _pg_admin_url() -> str:
     url = os.environ.get(PG_URL_ENV)
     if not url:
-        pytest.skip(f"{PG_URL_ENV} is not set: run the suite with `make test`, which starts PostgreSQL")
+        message = f"{PG_URL_ENV} is not set: run the suite with `make test`, which starts PostgreSQL"
+        if os.environ.get("WRK_TEST_REQUIRE_SERVICES"):
+            pytest.fail(message)
+        pytest.skip(message)
     return url
 
 
@@ -170,3 +173,26 @@ def flow_env(monkeypatch, sandbox, database_url, tmp_path):
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()
+
+
+RABBITMQ_URL_ENV = "TEST_RABBITMQ_URL"
+# `make test` sets this: there, a test that needs the broker fails instead of skipping when it is missing.
+REQUIRE_SERVICES_ENV = "WRK_TEST_REQUIRE_SERVICES"
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    """The throwaway RabbitMQ `make test` starts (scripts/with-rabbitmq); skipped under plain pytest."""
+    url = os.environ.get(RABBITMQ_URL_ENV)
+    if not url:
+        message = f"{RABBITMQ_URL_ENV} is not set: run the suite with `make test`, which starts RabbitMQ"
+        if os.environ.get(REQUIRE_SERVICES_ENV):
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_ctl(rabbitmq_url: str) -> str:
+    """A script running rabbitmqctl against the test broker (`stop_app`, `start_app`)."""
+    return os.environ["TEST_RABBITMQ_CTL"]

@@ -11,14 +11,33 @@ ROOT = Path(__file__).resolve().parents[2]
 # The code location's surface, as the Dagster UI lists it. A change here is a change users see.
 EXPECTED = {
     "jobs": [
+        "account_health_job",
         "build_automation_version",
         "deliver_notifications",
+        "industry_benchmarks_job",
+        "model_monitoring_job",
+        "outcome_sync_job",
+        "propagation_job",
         "queue_sweeper",
         "reconcile_deployments",
+        "relay_batch_messages",
         "release_build",
+        "risk_clustering_job",
+        "risk_snapshot_backfill_job",
     ],
-    "schedules": ["queue_sweeper_schedule", "reconcile_deployments_schedule"],
+    "schedules": [
+        "account_health_schedule",
+        "industry_benchmarks_schedule",
+        "model_monitoring_schedule",
+        "outcome_sync_schedule",
+        "propagation_schedule",
+        "queue_sweeper_schedule",
+        "reconcile_deployments_schedule",
+        "risk_clustering_schedule",
+        "risk_snapshot_backfill_schedule",
+    ],
     "sensors": [
+        "batch_messages_relay_sensor",
         "build_queue_sensor",
         "outbox_sensor",
         "queue_ack_sensor",
@@ -43,6 +62,16 @@ def test_definitions_load_and_list_the_expected_jobs_schedules_and_sensors():
         "schedules": _names(repo.schedule_defs),
         "sensors": _names(repo.sensor_defs),
     } == EXPECTED
+    batch = sorted(key.path[-1] for key in defs.resolve_asset_graph().get_all_asset_keys())
+    assert batch == [
+        "account_health",
+        "industry_benchmarks",
+        "model_monitoring",
+        "outcome_sync",
+        "propagation",
+        "risk_clustering",
+        "risk_snapshot_backfill",
+    ]
 
 
 def test_dagster_cli_validates_the_workspace(tmp_path):

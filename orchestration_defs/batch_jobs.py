@@ -1,0 +1,280 @@
+"""Batch jobs as assets: seven time-partitioned assets (group `batch_jobs`), each on its own cron, each
+with a schedule built from its partitioned job. Materializing a period publishes that period's
+`workflow.job.trigger` message through the publisher resource (domain/batch_jobs.py); a backfill over a
+range is one run (single-run backfill policy) publishing one message per period, in time order.
+
+The schedules are the single scheduler: they run in the Dagster daemon, one per deployment (the
+seed's node-cron ran in one "single scheduler instance" too).
+"""
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import dagster as dg
+from dagster._utils.schedules import is_valid_cron_string  # Dagster's own cron check (no public alias)
+from sqlalchemy import Engine, select
+
+from domain import batch_jobs
+from domain.batch_jobs import JOBS, BatchJob
+from domain.models import OutboundMessage
+from domain.settings import Settings, get_settings
+from domain.store import read_transaction, transaction
+from resources.amqp import AmqpPublisher
+from resources.database import DatabaseResource
+from resources.retry import RetryPolicy
+
+GROUP = "batch_jobs"
+# Partition keys carry the period's start to the minute: one format for hourly, daily and weekly crons.
+PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
+RELAY_CHUNK = 500  # messages a run publishes per relay pass (one claim, one connection)
+
+
+class BatchConfigError(ValueError):
+    """A batch-job setting that cannot be used; the message names the environment variable."""
+
+
+def _start(settings: Settings, tz: ZoneInfo) -> datetime:
+    try:
+        start = datetime.fromisoformat(settings.batch_start)
+    except ValueError as exc:
+        raise BatchConfigError(f"BATCH_START={settings.batch_start!r} is not an ISO date or date-time") from exc
+    return start if start.tzinfo else start.replace(tzinfo=tz)
+
+
+def partitions_for(job: BatchJob, settings: Settings) -> dg.TimeWindowPartitionsDefinition:
+    """The job's periods: one per tick of its cron, from BATCH_START, in BATCH_TIMEZONE."""
+    cron = str(getattr(settings, job.cron_setting)).strip()
+    if not is_valid_cron_string(cron):
+        raise BatchConfigError(f"{job.cron_variable}={cron!r} is not a valid cron expression (5 fields)")
+    try:
+        tz = ZoneInfo(settings.batch_timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise BatchConfigError(f"BATCH_TIMEZONE={settings.batch_timezone!r} is not a known time zone") from exc
+    return dg.TimeWindowPartitionsDefinition(
+        cron_schedule=cron,
+        start=_start(settings, tz),
+        timezone=settings.batch_timezone,
+        fmt=PARTITION_FORMAT,
+    )
+
+
+class BatchPublisherResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """Where batch-job triggers go. Always the store's outbox first (in one transaction); with a broker
+    URL (RABBITMQ_URL by default), the run then publishes its own messages, after the commit, and the
+    relay sensor publishes whatever it could not. Empty fields mean the settings."""
+
+    rabbitmq_url: str = ""
+    queue: str = ""
+    exchange: str | None = None
+
+    def _settings(self) -> tuple[str, str, str]:
+        settings = get_settings()
+        url = self.rabbitmq_url or (settings.rabbitmq_url.get_secret_value() if settings.rabbitmq_url else "")
+        queue = self.queue or settings.bi_batch_jobs_queue
+        exchange = settings.bi_batch_jobs_exchange if self.exchange is None else self.exchange
+        return url, queue, exchange
+
+    @property
+    def broker_configured(self) -> bool:
+        return bool(self._settings()[0])
+
+    @property
+    def queue_name(self) -> str:
+        return self._settings()[1]
+
+    def amqp(self) -> AmqpPublisher:
+        url, queue, exchange = self._settings()
+        return AmqpPublisher(url, queue=queue, exchange=exchange, policy=RetryPolicy.from_settings(get_settings()))
+
+    def publish(
+        self, engine: Engine, messages: list[tuple[str, dict[str, Any], dict[str, Any]]]
+    ) -> list[OutboundMessage]:
+        """Add (message_id, body, headers) to the outbox in one transaction; with a broker, publish them
+        after the commit. Returns the rows as they stand after (published or still pending)."""
+        _url, queue, exchange = self._settings()
+        with transaction(engine) as session:
+            for message_id, body, headers in messages:
+                batch_jobs.enqueue(
+                    session, queue=queue, exchange=exchange, message_id=message_id, body=body, headers=headers
+                )
+        ids = [message_id for message_id, _body, _headers in messages]
+        if self.broker_configured:
+            for start in range(0, len(ids), RELAY_CHUNK):  # in time order; a failure leaves the rest to the relay
+                report = relay(engine, self, message_ids=ids[start : start + RELAY_CHUNK])
+                if report.failed:
+                    break
+        with read_transaction(engine) as session:
+            rows = {
+                row.message_id: row
+                for row in session.scalars(select(OutboundMessage).where(OutboundMessage.message_id.in_(ids)))
+            }
+        return [rows[message_id] for message_id in ids]
+
+
+def relay(
+    engine: Engine, publisher: BatchPublisherResource, message_ids: list[str] | None = None
+) -> batch_jobs.RelayReport:
+    settings = get_settings()
+    amqp = publisher.amqp()
+    try:
+        return batch_jobs.relay_due(
+            engine,
+            amqp.publish,
+            base_delay_s=settings.retry_base_delay_s,
+            max_delay_s=settings.retry_max_delay_s,
+            ops_email=settings.ops_email,
+            alert_after_s=settings.outbox_alert_after_s,
+            message_ids=message_ids,
+        )
+    finally:
+        amqp.close()
+
+
+def _source(tags: dict[str, str]) -> dict[str, Any]:
+    if "dagster/backfill" in tags:
+        return {"source": "backfill", "backfill_id": tags["dagster/backfill"]}
+    if "dagster/schedule_name" in tags:
+        return {"source": "schedule", "schedule": tags["dagster/schedule_name"]}
+    return {"source": "manual"}
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def batch_asset(job: BatchJob, partitions_def: dg.TimeWindowPartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=job.asset_name,
+        group_name=GROUP,
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        description=f"{job.description}: publishes `{batch_jobs.TRIGGER_TYPE}` for `{job.name}`, one per period.",
+        kinds={"rabbitmq"},
+        metadata={"cron": partitions_def.cron_schedule, "timezone": partitions_def.timezone, "job": job.name},
+    )
+    def _asset(
+        context: dg.AssetExecutionContext, database: DatabaseResource, batch_publisher: BatchPublisherResource
+    ) -> dg.MaterializeResult:  # type: ignore[type-arg]
+        tags = dict(context.run.tags)
+        reissue = tags.get(batch_jobs.REISSUE_TAG)
+        windows = sorted((partitions_def.time_window_for_partition_key(key), key) for key in context.partition_keys)
+        extra = {"cron": partitions_def.cron_schedule, "timezone": partitions_def.timezone, **_source(tags)}
+        messages = []
+        for window, key in windows:
+            body = batch_jobs.trigger_body(
+                job.name, key, window.start, window.end, run_id=context.run.run_id, metadata=extra
+            )
+            headers = {"job": job.name, "partition_key": key}
+            messages.append((batch_jobs.message_id(job.name, key, reissue), body, headers))
+        rows = batch_publisher.publish(database.engine, messages)
+        published = [row for row in rows if row.published_at is not None]
+        context.log.info(
+            f"{job.name}: {len(rows)} period(s) {windows[0][1]}..{windows[-1][1]} to {batch_publisher.queue_name}; "
+            f"{len(published)} published to the broker"
+            if batch_publisher.broker_configured
+            else f"{job.name}: {len(rows)} period(s) {windows[0][1]}..{windows[-1][1]} in the outbox"
+        )
+        first = rows[0]
+        metadata: dict[str, Any] = {
+            "queue": first.queue,
+            "transport": "rabbitmq" if batch_publisher.broker_configured else "outbox",
+            "message_count": len(rows),
+            "message_id": first.message_id if len(rows) == 1 else f"{first.message_id} .. {rows[-1].message_id}",
+            # Embedded transport: in the outbox is published. With a broker: when the broker confirmed it.
+            "published_at": _iso(first.published_at if batch_publisher.broker_configured else first.created_at)
+            or "pending (the relay publishes it)",
+            "enqueued_at": _iso(first.created_at),
+            "messages": dg.MetadataValue.json(
+                [
+                    {
+                        "partition_key": row.body["partition_key"],
+                        "message_id": row.message_id,
+                        "enqueued_at": _iso(row.created_at),
+                        "published_at": _iso(row.published_at),
+                    }
+                    for row in rows
+                ]
+            ),
+        }
+        return dg.MaterializeResult(metadata=metadata)
+
+    return _asset
+
+
+def build_batch_jobs(settings: Settings | None = None) -> tuple[list[dg.AssetsDefinition], list[Any], list[Any]]:
+    """The seven assets, their partitioned jobs and their schedules (default RUNNING). Raises
+    BatchConfigError naming the variable when a cron, the time zone or the start cannot be used."""
+    settings = settings or get_settings()
+    assets, jobs, schedules = [], [], []
+    for job in JOBS:
+        partitions_def = partitions_for(job, settings)
+        asset = batch_asset(job, partitions_def)
+        asset_job = dg.define_asset_job(
+            f"{job.asset_name}_job",
+            selection=[asset.key],  # partitioned like its asset
+            description=f"One `{batch_jobs.TRIGGER_TYPE}` for `{job.name}` per period "
+            f"({partitions_def.cron_schedule}).",
+        )
+        assets.append(asset)
+        jobs.append(asset_job)
+        schedules.append(
+            dg.build_schedule_from_partitioned_job(
+                asset_job,
+                name=f"{job.asset_name}_schedule",
+                default_status=dg.DefaultScheduleStatus.RUNNING,
+                description=f"{job.name} on `{partitions_def.cron_schedule}` ({partitions_def.timezone})",
+            )
+        )
+    return assets, jobs, schedules
+
+
+# ---------------------------------------------------------------------------------------------------
+# The relay: publishes what runs left in the outbox (broker down, or a run that died after its commit)
+
+
+@dg.op(description="Publish due outbox messages to RabbitMQ (publisher confirms), in order; back off on failure.")
+def relay_outbox_messages(
+    context: dg.OpExecutionContext, database: DatabaseResource, batch_publisher: BatchPublisherResource
+) -> dict[str, int]:
+    report = relay(database.engine, batch_publisher)
+    summary = {"published": report.published, "failed": report.failed, "alerted": report.alerted}
+    context.add_output_metadata(summary)
+    return summary
+
+
+@dg.job(description="Publish the batch-job messages still in the outbox to RabbitMQ.")
+def relay_batch_messages() -> None:
+    relay_outbox_messages()
+
+
+@dg.sensor(
+    job=relay_batch_messages,
+    minimum_interval_seconds=15,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="With RABBITMQ_URL set: launches a relay run when outbox messages are due and none is in flight.",
+)
+def batch_messages_relay_sensor(
+    context: dg.SensorEvaluationContext, database: DatabaseResource, batch_publisher: BatchPublisherResource
+) -> dg.SensorResult:
+    if not batch_publisher.broker_configured:
+        return dg.SensorResult(skip_reason="RABBITMQ_URL is not set: messages stay in the outbox")
+    in_flight = context.instance.get_runs(
+        filters=dg.RunsFilter(
+            job_name=relay_batch_messages.name,
+            statuses=[
+                dg.DagsterRunStatus.QUEUED,
+                dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED,
+                dg.DagsterRunStatus.NOT_STARTED,
+            ],
+        ),
+        limit=1,
+    )
+    if in_flight:
+        return dg.SensorResult(skip_reason="a relay run is in flight")
+    with read_transaction(database.engine) as session:
+        due = batch_jobs.due_count(session)
+    if not due:
+        return dg.SensorResult(skip_reason="nothing due")
+    return dg.SensorResult(run_requests=[dg.RunRequest(tags={"wrk/outbox_due": str(due)})])

@@ -1,0 +1,88 @@
+"""RabbitMQ (AMQP 0-9-1) through pika: publishes outbox rows with publisher confirms, persistently, to a
+durable queue. One connection per relay pass; a connection found closed is opened again on the next
+attempt. Every broker failure is a RetryableError, so the one retry policy (resources/retry.py) applies.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pika
+import pika.exceptions
+
+from domain.models import OutboundMessage
+from resources.errors import RetryableError
+from resources.retry import RetryPolicy
+
+CONNECT_TIMEOUT_S = 5.0
+
+
+class BrokerUnavailable(RetryableError):
+    pass
+
+
+class AmqpPublisher:
+    """Publishes to `queue` through `exchange` ("" = the default exchange, routing key = queue name)."""
+
+    def __init__(self, url: str, *, queue: str, exchange: str = "", policy: RetryPolicy | None = None) -> None:
+        self.url = url
+        self.queue = queue
+        self.exchange = exchange
+        self.policy = policy or RetryPolicy()
+        self._connection: Any = None
+        self._channel: Any = None
+
+    def _open(self) -> Any:
+        if self._channel is not None and self._channel.is_open and self._connection.is_open:
+            return self._channel
+        self.close()
+        params = pika.URLParameters(self.url)
+        params.socket_timeout = CONNECT_TIMEOUT_S
+        params.blocked_connection_timeout = 30
+        params.connection_attempts = 1
+        self._connection = pika.BlockingConnection(params)
+        channel = self._connection.channel()
+        channel.confirm_delivery()  # basic_publish now waits for the broker's ack (or raises on nack)
+        channel.queue_declare(queue=self.queue, durable=True)
+        if self.exchange:
+            channel.exchange_declare(exchange=self.exchange, exchange_type="direct", durable=True)
+            channel.queue_bind(queue=self.queue, exchange=self.exchange, routing_key=self.queue)
+        self._channel = channel
+        return channel
+
+    def _publish_once(self, message: OutboundMessage) -> None:
+        try:
+            channel = self._open()
+            channel.basic_publish(
+                exchange=self.exchange,
+                routing_key=self.queue,
+                body=json.dumps(message.body, separators=(",", ":")).encode(),
+                properties=pika.BasicProperties(
+                    content_type="application/json",
+                    delivery_mode=pika.DeliveryMode.Persistent,
+                    message_id=message.message_id,
+                    type=message.type,
+                    timestamp=int(message.created_at.timestamp()),
+                    headers=dict(message.headers or {}),
+                    app_id="wrk-orchestration",
+                ),
+                mandatory=True,  # an unroutable message is refused, not dropped
+            )
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            self.close()
+            detail = f"publish of {message.message_id} failed: {type(exc).__name__}: {exc}"
+            raise BrokerUnavailable("rabbitmq", detail) from exc
+
+    def publish(self, message: OutboundMessage) -> None:
+        """Publish one message, confirmed by the broker; retried by the policy, then raised."""
+        self.policy.call(lambda: self._publish_once(message))
+
+    def close(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None:
+            try:
+                if connection.is_open:
+                    connection.close()
+            except Exception:  # closing a dead connection: nothing left to release
+                pass
