@@ -1,7 +1,7 @@
 """outbound messages (the batch-job triggers' transactional outbox)
 
-Revision ID: 0007
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-11-23 06:20:00
 """
 
@@ -13,8 +13,8 @@ from sqlalchemy.dialects import postgresql
 
 import domain.models
 
-revision: str = "0007"
-down_revision: str | None = "0001"
+revision: str = "0003"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,6 +1,6 @@
 """deployments
 
-Revision ID: 0004
+Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-23 05:38:32
 """
@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql
 
 import domain.models
 
-revision: str = "0004"
+revision: str = "0002"
 down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
