@@ -62,8 +62,7 @@ def test_the_outbox_uses_it(calls, engine):
 
     with transaction(engine) as session:
         ops_alert(session, "ops@wrk.test", summary="s", details="d", dedup_key="k")
-    with transaction(engine) as session:
-        report = deliver_due(session, refuse, base_delay_s=30.0)
+    report = deliver_due(engine, refuse, base_delay_s=30.0)
     assert report.failed == 1 and calls == [(1, 30.0, 3600.0)]
     with transaction(engine) as session:
         row = session.query(Notification).one()

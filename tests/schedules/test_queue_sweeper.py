@@ -75,7 +75,8 @@ def test_the_sweeper_records_launches_rescues_expired_claims_and_prunes_old_rows
     )
 
     assert result.success
-    assert result.output_for_node("sweep_queue") == {"launched": 1, "reaped": 1, "pruned": 1}
+    summary = result.output_for_node("sweep_queue")
+    assert (summary["launched"], summary["reaped"], summary["pruned"]) == (1, 1, 1)
     launched = _row(engine, launched_id)
     assert launched.state == "launched" and launched.run_id == run.run_id
     rescued = _row(engine, expired_id)
