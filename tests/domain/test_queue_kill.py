@@ -99,7 +99,9 @@ def test_killed_claimers_lose_nothing_and_complete_nothing_twice(engine, databas
     assert states == {"done": ROWS}
     assert tuple(effects) == (ROWS, ROWS)  # one effect per row: no row completed by two tokens
     assert mismatched == 0
-    # Every abandoned claim (a row claimed again) was rescued after its lease expired, before the next claim.
+    # Every abandoned claim (a row claimed again) was rescued after its lease expired. The order of a rescue
+    # and the next claim is not compared: both times are read by the client around its statement, so two
+    # correct transactions can carry timestamps in either order (a busy machine shows it).
     rescues: dict[int, list[datetime]] = {}
     for row_id, reaped_at in reaps:
         rescues.setdefault(row_id, []).append(_dt(reaped_at))
@@ -110,7 +112,7 @@ def test_killed_claimers_lose_nothing_and_complete_nothing_twice(engine, databas
         abandoned += 1
         expired = _dt(previous.lease_expires_at)
         rescue = min((t for t in rescues.get(previous.row_id, []) if t >= expired), default=None)
-        assert rescue is not None and rescue <= _dt(current.claimed_at), (previous, current)
+        assert rescue is not None, (previous, current)
     assert abandoned > 0  # kills really abandoned claims
 
 

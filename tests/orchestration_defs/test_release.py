@@ -3,6 +3,7 @@
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -170,19 +171,25 @@ def test_dispatch_falls_back_to_the_correlation_id_when_run_details_are_refused(
 
 
 def _gpg_verify(tmp_path, public_key: bytes, sums: bytes, signature: bytes) -> subprocess.CompletedProcess:
-    home = tmp_path / "gnupg"
-    home.mkdir(mode=0o700)
     (tmp_path / "pub.asc").write_bytes(public_key)
     (tmp_path / "SHA256SUMS").write_bytes(sums)
     (tmp_path / "SHA256SUMS.asc").write_bytes(signature)
-    env = {**os.environ, "GNUPGHOME": str(home)}
-    subprocess.run(["gpg", "--batch", "--import", str(tmp_path / "pub.asc")], env=env, check=True, capture_output=True)
-    return subprocess.run(
-        ["gpg", "--batch", "--verify", str(tmp_path / "SHA256SUMS.asc"), str(tmp_path / "SHA256SUMS")],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    # A short GNUPGHOME: gpg's agent sockets live there, and a Unix socket path may not pass 107 bytes
+    # (pytest's per-worker tmp paths do).
+    with tempfile.TemporaryDirectory(prefix="gpg", dir="/tmp") as home:
+        env = {**os.environ, "GNUPGHOME": home}
+        imported = subprocess.run(
+            ["gpg", "--batch", "--import", str(tmp_path / "pub.asc")], env=env, capture_output=True, text=True
+        )
+        assert imported.returncode == 0, imported.stderr
+        verified = subprocess.run(
+            ["gpg", "--batch", "--verify", str(tmp_path / "SHA256SUMS.asc"), str(tmp_path / "SHA256SUMS")],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        subprocess.run(["gpgconf", "--kill", "all"], env=env, capture_output=True)
+        return verified
 
 
 def test_sha256sums_carry_an_openpgp_signature_that_gpg_verifies(
