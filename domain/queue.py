@@ -456,6 +456,13 @@ def held_by_kind(session: Session, kind: str, state: QueueState, limit: int = 50
     )
 
 
+def live_id(session: Session, kind: str, dedup_key: str) -> int | None:
+    """The id of the live trigger holding `dedup_key` for `kind`, if any (what a redelivery is told)."""
+    return session.scalars(
+        select(Q.c.id).where(Q.c.kind == kind, Q.c.dedup_key == dedup_key, Q.c.state.in_(LIVE))
+    ).first()
+
+
 def stats(session: Session, tenant_ids: Iterable[str] | None = None, tenantless: bool = True) -> dict[str, Any]:
     """Rows per kind and state, with the age of the oldest available row and of the oldest launched row
     (since its launch) per kind: a launched row that grows old is a run nobody reconciled. With

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from domain.release import validate_tag
 
 
 class Payload(BaseModel):
@@ -30,6 +32,11 @@ class ReleaseTrigger(Payload):
     repositories: list[str] | None = None  # None: every repository of the graph
     source: Literal["webhook", "api", "ui"] = "webhook"
     delivery_id: str | None = None
+
+    @field_validator("tag")
+    @classmethod
+    def _git_ref_name(cls, tag: str) -> str:
+        return validate_tag(tag)  # the queue refuses what the webhook and the launch config refuse
 
 
 class PhaseTrigger(Payload):

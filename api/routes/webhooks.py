@@ -21,7 +21,7 @@ from api.problems import Problem, validation_problem
 from api.requests import engine
 from domain import queue
 from domain import release as rel
-from domain.models import BuildStatus, ReleaseBuild, TriggerQueue, WebhookDelivery
+from domain.models import BuildStatus, ReleaseBuild, WebhookDelivery
 from domain.settings import Settings
 from domain.store import transaction
 from domain.triggers import ReleaseTrigger
@@ -164,13 +164,7 @@ def _dispatch(session: Any, event: str, payload: Any, delivery: str) -> tuple[in
 
 def _already_queued(session: Any, tag: str) -> dict[str, Any] | None:
     """The answer for a tag whose release trigger is live or whose release is pending or running."""
-    trigger_id = session.scalars(
-        select(TriggerQueue.id).where(
-            TriggerQueue.kind == "release",
-            TriggerQueue.dedup_key == f"release:{tag}",
-            TriggerQueue.state.in_(queue.LIVE),
-        )
-    ).first()
+    trigger_id = queue.live_id(session, "release", f"release:{tag}")
     release = session.scalars(select(ReleaseBuild).where(ReleaseBuild.tag == tag)).one_or_none()
     in_flight = release is not None and release.status in (BuildStatus.PENDING.value, BuildStatus.RUNNING.value)
     if trigger_id is None and not in_flight:

@@ -53,7 +53,17 @@ def test_unknown_kind_or_invalid_payload_is_refused_naming_the_field_and_stores_
         assert [e["field"] for e in extra.value.errors] == ["surprise"]
         with pytest.raises(queue.InvalidTrigger):
             queue.enqueue(session, "build", None, _build_payload(tenant_id))
+        with pytest.raises(queue.InvalidTrigger) as tag:
+            queue.enqueue(session, "release", None, {"tag": "../../etc"})
+        assert [e["field"] for e in tag.value.errors] == ["tag"]
     assert _count(engine) == 0
+
+
+def test_live_id_names_the_live_trigger_of_a_dedup_key(engine):
+    with transaction(engine) as session:
+        trigger = queue.enqueue(session, "release", None, {"tag": "app/v2.0.0"}, dedup_key="release:app/v2.0.0")
+        assert queue.live_id(session, "release", "release:app/v2.0.0") == trigger
+        assert queue.live_id(session, "release", "release:v9") is None
 
 
 def test_dedup_key_returns_the_live_trigger_or_refuses_another_payload(engine, tenant_id):
