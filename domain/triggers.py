@@ -68,7 +68,9 @@ class KindPolicy:
 
 
 KINDS: dict[str, KindPolicy] = {
-    "build": KindPolicy(BuildTrigger, max_attempts=3, backoff_base_s=30.0),
+    # A build run that failed as a whole (a run that never started and was failed by run monitoring, a
+    # crash) comes back after 5-10 s: its platform calls already had their own retries inside the run.
+    "build": KindPolicy(BuildTrigger, max_attempts=3, backoff_base_s=10.0),
     "release": KindPolicy(ReleaseTrigger, max_attempts=2, backoff_base_s=60.0, tenant_scoped=False),
     "phase": KindPolicy(PhaseTrigger, max_attempts=5, backoff_base_s=10.0),
     "approval": KindPolicy(ApprovalTrigger, max_attempts=5, backoff_base_s=10.0),
