@@ -10,6 +10,7 @@ from sqlalchemy import func, select, update
 from domain import queue
 from domain.models import TriggerQueue
 from domain.store import transaction
+from domain.triggers import KINDS
 from tests.domain import factories
 
 
@@ -140,7 +141,8 @@ def test_fail_backs_off_then_dies_after_max_attempts(engine, tenant_id):
                 )
         else:
             assert state == "dead" and row.state == "dead" and row.last_error == "boom 3"
-    assert 15 <= waits[0] <= 30 and 30 <= waits[1] <= 60  # build: 30 s base, doubling, jitter 0.5-1x
+    base = KINDS["build"].backoff_base_s  # doubling, jitter 0.5-1x
+    assert base / 2 <= waits[0] <= base and base <= waits[1] <= 2 * base
 
 
 def test_permanent_failure_dies_at_once(engine, tenant_id):
