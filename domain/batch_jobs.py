@@ -27,7 +27,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from domain import backoff, notifications
+from domain import backoff, notifications, outbox
 from domain.models import OutboundMessage, OutboundMessageStatus
 from domain.store import transaction
 
@@ -192,16 +192,7 @@ def claim_due(
     )
     if message_ids is not None:
         query = query.where(OutboundMessage.message_id.in_(list(message_ids)))
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    rows = list(session.scalars(query).all())
-    for row in rows:
-        row.attempts += 1
-        row.next_attempt_at = now + timedelta(seconds=claim_s)
-    session.flush()
-    for row in rows:
-        session.expunge(row)
-    return rows
+    return outbox.claim(session, query, now=now, claim_s=claim_s)
 
 
 def record_result(

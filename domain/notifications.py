@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from domain import backoff
+from domain import backoff, outbox
 from domain.models import Notification, NotificationChannel, NotificationStatus, new_id
 from domain.store import transaction
 
@@ -173,16 +173,7 @@ def claim_due(session: Session, *, limit: int = 100, claim_s: float = CLAIM_S) -
         .order_by(Notification.next_attempt_at)
         .limit(limit)
     )
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    rows = list(session.scalars(query).all())
-    for row in rows:
-        row.attempts += 1  # the intent, recorded before the outside world is called
-        row.next_attempt_at = now + timedelta(seconds=claim_s)
-    session.flush()
-    for row in rows:
-        session.expunge(row)
-    return rows
+    return outbox.claim(session, query, now=now, claim_s=claim_s)
 
 
 def record_result(
