@@ -3,10 +3,8 @@ DagsterGraphQLClient launches build_automation_version, follows the run, and re-
 from failure. Runs on PostgreSQL, the production store; SQLite is covered in process."""
 
 import time
-from pathlib import Path
 
 import httpx
-import pytest
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 from sqlalchemy import text
@@ -15,9 +13,7 @@ from domain import build, models, queue
 from domain.lifecycle import Actor
 from domain.store import transaction
 from tests.domain import factories
-from tests.servers import Processes, free_port, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 REEXECUTE = """
 mutation Reexecute($parentRunId: String!) {
   launchRunReexecution(reexecutionParams: {parentRunId: $parentRunId, strategy: FROM_FAILURE}) {
@@ -27,35 +23,6 @@ mutation Reexecute($parentRunId: String!) {
   }
 }
 """
-
-
-@pytest.fixture
-def stack(backend, database_url, tmp_path):
-    if backend != "postgresql":
-        pytest.skip("the end-to-end stack runs on PostgreSQL; SQLite is covered in process")
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
-    env = {
-        "DAGSTER_HOME": str(home),
-        "DATABASE_URL": database_url,
-        "SMTP_PORT": str(free_port()),
-        "SENSOR_INTERVAL_SECONDS": "1",
-        "RETRY_BASE_DELAY_S": "0.05",
-        "RETRY_MAX_DELAY_S": "0.2",
-    }
-    log_path = tmp_path / "stack.log"
-    with log_path.open("w") as log:
-        stack = Processes(env, log)
-        try:
-            sandbox = stack.env["WRK_API_URL"] = stack.uvicorn("resources.sandbox.app:create_app")
-            web_port = free_port()
-            stack.dagster_webserver(web_port)
-            stack.dagster_daemon()
-            wait_for(f"http://127.0.0.1:{web_port}/server_info", why=lambda: log_path.read_text()[-3000:])
-            yield {"graphql": DagsterGraphQLClient("127.0.0.1", port_number=web_port), "sandbox": sandbox}
-        finally:
-            stack.stop()
 
 
 def _version_to_build(engine) -> dict:
@@ -127,7 +94,7 @@ def test_launch_follow_and_reexecute_from_failure_through_graphql(stack, engine)
         version = session.get(models.AutomationVersion, crashing["automation_version_id"])
         binding = session.get(models.WorkflowBinding, crashing["workflow_binding_id"])
     assert version.status == "QA & Testing" and binding.status == "active"
-    workflows = httpx.get(f"{stack['sandbox']}/_sandbox/wrk/workflows").json()
+    workflows = httpx.get(f"{stack['sandbox_url']}/_sandbox/wrk/workflows").json()
     assert [w["id"] for w in workflows].count(binding.wrk_workflow_id) == 1
     assert len(workflows) == 2  # one per version: the re-execution made no second workflow
 
@@ -139,7 +106,7 @@ def test_an_errored_build_completes_on_reexecution_and_a_ui_launch_needs_only_th
     client = stack["graphql"]
     errored = _version_to_build(engine)
     fault = {"method": "POST", "path": "/wrk-api/workflows", "count": 4, "action": "error", "status": 503}
-    httpx.post(f"{stack['sandbox']}/_sandbox/faults", json=fault).raise_for_status()
+    httpx.post(f"{stack['sandbox_url']}/_sandbox/faults", json=fault).raise_for_status()
     failed = client.submit_job_execution("build_automation_version", run_config=_config(errored))
     assert _wait(client, failed) == DagsterRunStatus.FAILURE
     with transaction(engine) as session:
@@ -152,7 +119,7 @@ def test_an_errored_build_completes_on_reexecution_and_a_ui_launch_needs_only_th
         binding = session.get(models.WorkflowBinding, errored["workflow_binding_id"])
         assert (version.status, binding.status) == ("QA & Testing", "active")
         workflow_id = binding.wrk_workflow_id
-    workflows = httpx.get(f"{stack['sandbox']}/_sandbox/wrk/workflows").json()
+    workflows = httpx.get(f"{stack['sandbox_url']}/_sandbox/wrk/workflows").json()
     assert [w["id"] for w in workflows] == [workflow_id]
 
     with transaction(engine) as session:

@@ -3,9 +3,7 @@ a requeued dead trigger runs at once under a new run key and ends done with its 
 of a build for the same automation version run one after the other. On PostgreSQL, the production store."""
 
 import time
-from pathlib import Path
 
-import pytest
 from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 from sqlalchemy import text, update
@@ -14,9 +12,7 @@ from domain import build, models, queue
 from domain.lifecycle import Actor
 from domain.store import transaction
 from tests.domain import factories
-from tests.servers import Processes, Sandbox, free_port, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 FINISHED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 RUN = """
 query Run($runId: ID!) {
@@ -26,40 +22,6 @@ query Run($runId: ID!) {
   }
 }
 """
-
-
-@pytest.fixture
-def stack(backend, database_url, tmp_path):
-    if backend != "postgresql":
-        pytest.skip("the end-to-end stack runs on PostgreSQL; SQLite is covered in process")
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
-    smtp_port = free_port()
-    env = {
-        "DAGSTER_HOME": str(home),
-        "DATABASE_URL": database_url,
-        "SMTP_PORT": str(smtp_port),
-        "SENSOR_INTERVAL_SECONDS": "1",
-        "RETRY_BASE_DELAY_S": "0.05",
-        "RETRY_MAX_DELAY_S": "0.2",
-    }
-    log_path = tmp_path / "stack.log"
-    with log_path.open("w") as log:
-        stack = Processes(env, log)
-        try:
-            sandbox = stack.env["WRK_API_URL"] = stack.uvicorn("resources.sandbox.app:create_app")
-            web_port = free_port()
-            stack.dagster_webserver(web_port)
-            stack.dagster_daemon()
-            wait_for(f"http://127.0.0.1:{web_port}/server_info", why=lambda: log_path.read_text()[-3000:])
-            yield {
-                "graphql": DagsterGraphQLClient("127.0.0.1", port_number=web_port),
-                "sandbox": Sandbox(sandbox, smtp_port),
-                "log": log_path,
-            }
-        finally:
-            stack.stop()
 
 
 def _version(session) -> models.AutomationVersion:

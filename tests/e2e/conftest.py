@@ -1,0 +1,46 @@
+"""The running stack the end-to-end tests drive: the sandbox, a Dagster webserver and a daemon, each a
+real process, on PostgreSQL (the production store; SQLite is covered in process)."""
+
+from pathlib import Path
+
+import pytest
+from dagster_graphql import DagsterGraphQLClient
+
+from tests.servers import Processes, Sandbox, free_port, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def stack(backend, database_url, tmp_path):
+    if backend != "postgresql":
+        pytest.skip("the end-to-end stack runs on PostgreSQL; SQLite is covered in process")
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    smtp_port = free_port()
+    env = {
+        "DAGSTER_HOME": str(home),
+        "DATABASE_URL": database_url,
+        "SMTP_PORT": str(smtp_port),
+        "SENSOR_INTERVAL_SECONDS": "1",
+        "RETRY_BASE_DELAY_S": "0.05",
+        "RETRY_MAX_DELAY_S": "0.2",
+    }
+    log_path = tmp_path / "stack.log"
+    with log_path.open("w") as log:
+        stack = Processes(env, log)
+        try:
+            sandbox_url = stack.env["WRK_API_URL"] = stack.uvicorn("resources.sandbox.app:create_app")
+            web_port = free_port()
+            stack.dagster_webserver(web_port)
+            stack.dagster_daemon()
+            wait_for(f"http://127.0.0.1:{web_port}/server_info", why=lambda: log_path.read_text()[-3000:])
+            yield {
+                "graphql": DagsterGraphQLClient("127.0.0.1", port_number=web_port),
+                "sandbox": Sandbox(sandbox_url, smtp_port),
+                "sandbox_url": sandbox_url,
+                "log": log_path,
+            }
+        finally:
+            stack.stop()
