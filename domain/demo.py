@@ -91,9 +91,11 @@ def demo_id(*parts: str) -> str:
     return str(uuid.uuid5(DEMO_NAMESPACE, "/".join(parts)))
 
 
-def workflow_id_for(version_id: str) -> str:
-    """The demo's platform workflow id of a version (the sandbox knows these after seeding)."""
-    return "wf_demo_" + version_id.replace("-", "")[:16]
+def workflow_id_for(version_id: str, live: bool = False) -> str:
+    """The demo's platform workflow id of a version. The sandbox knows every `wf_demo_` id from the start,
+    inactive, except those of versions seeded Live (`wf_demo_live_`), which start active: a fresh sandbox
+    and a fresh seed agree, so the first deploy reconciliation has nothing to do and alerts no one."""
+    return ("wf_demo_live_" if live else "wf_demo_") + version_id.replace("-", "")[:16]
 
 
 def demo_tenant_ids() -> list[str]:
@@ -181,14 +183,15 @@ def _seed_version(session: Session, project: models.Project, number: int, status
     if binding_status is None:
         return
     has_workflow = binding_status in (models.BindingStatus.ACTIVE, models.BindingStatus.INACTIVE)
+    workflow_id = workflow_id_for(version.id, live=status is S.LIVE)
     session.add(
         models.WorkflowBinding(
             id=demo_id(version.id, "binding"),
             tenant_id=project.tenant_id,
             automation_version_id=version.id,
             status=binding_status.value,
-            wrk_workflow_id=workflow_id_for(version.id) if has_workflow else None,
-            wrk_workflow_url=f"/workflows/{workflow_id_for(version.id)}" if has_workflow else None,
+            wrk_workflow_id=workflow_id if has_workflow else None,
+            wrk_workflow_url=f"/workflows/{workflow_id}" if has_workflow else None,
             error={"message": "demo: blueprint rejected"} if binding_status is models.BindingStatus.ERROR else None,
         )
     )

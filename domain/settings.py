@@ -107,6 +107,14 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _defaults_and_production_guard(self) -> Settings:
+        # As under `make run` (scripts/supervise.py): the sandbox's URLs and SMTP sink follow SANDBOX_PORT
+        # unless set themselves, so `wrk-orch` beside a stack on other ports talks to that stack's sandbox.
+        if "wrk_api_url" not in self.model_fields_set:
+            self.wrk_api_url = f"http://127.0.0.1:{self.sandbox_port}"
+        if "github_api_url" not in self.model_fields_set:
+            self.github_api_url = f"http://127.0.0.1:{self.sandbox_port}/github"
+        if "smtp_port" not in self.model_fields_set:
+            self.smtp_port = self.sandbox_port + 25
         if not self.release_dir:
             self.release_dir = str((default_data_dir() / "releases").resolve())
         if not self.database_url:

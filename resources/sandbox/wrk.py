@@ -11,8 +11,10 @@ from starlette.routing import Route
 
 from resources.sandbox.state import SandboxState
 
-# Workflow ids the demo data (`wrk-orch seed-demo`) refers to exist on this platform from the start.
+# Workflow ids the demo data (`wrk-orch seed-demo`) refers to exist on this platform from the start;
+# those of versions seeded Live are active, as a platform that ran them would have them.
 DEMO_WORKFLOW_PREFIX = "wf_demo_"
+DEMO_LIVE_WORKFLOW_PREFIX = "wf_demo_live_"
 
 
 def validate_blueprint(blueprint: Any) -> list[dict[str, str]]:
@@ -65,7 +67,7 @@ def _get(state: SandboxState, request: Request, workflow_id: str) -> dict[str, A
                 "id": workflow_id,
                 "name": workflow_id,
                 "tenant_id": "",
-                "active": False,
+                "active": workflow_id.startswith(DEMO_LIVE_WORKFLOW_PREFIX),
                 "url": f"{str(request.base_url).rstrip('/')}/workflows/{workflow_id}",
                 "blueprint": {"steps": [{"id": "demo", "type": "noop"}]},
             }
@@ -96,7 +98,7 @@ def routes(state: SandboxState) -> list[Route]:
                 "id": workflow_id,
                 "name": body["name"],
                 "tenant_id": body["tenant_id"],
-                "active": False,
+                "active": workflow_id.startswith(DEMO_LIVE_WORKFLOW_PREFIX),
                 "url": f"{str(request.base_url).rstrip('/')}/workflows/{workflow_id}",
                 "blueprint": body["blueprint"],
             }

@@ -219,6 +219,21 @@ def test_reconciliation_deactivates_active_workflows_of_versions_that_are_not_li
     assert len(_alerts(engine)) == 1
 
 
+def test_a_fresh_seed_on_a_fresh_sandbox_gives_reconciliation_nothing_to_do(
+    engine, demo, sandbox, database_url, tmp_path, flow_env
+):
+    """`make run` seeds the demo and starts a fresh sandbox: the seeded Live versions' workflows are
+    already active there, so the first scheduled reconciliation neither acts nor alerts ops."""
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        result = reconcile_deployments.execute_in_process(
+            instance=instance, resources={"database": DatabaseResource(url=database_url), "wrk": WrkPlatformResource()}
+        )
+    output = result.output_for_node("reconcile_platform_workflows")
+    assert (output["activated"], output["deactivated"], output["failed"]) == ([], [], [])
+    assert _active_on_platform(sandbox) == _live_workflows(engine) != set()
+    assert _alerts(engine) == []
+
+
 # --- 2. hints before any platform call; every action compensates ----------------------------------
 
 

@@ -72,3 +72,29 @@ def test_development_accepts_the_sandbox(monkeypatch):
     for name in ("ENVIRONMENT", "WRK_API_URL", "WRK_API_TOKEN", "GITHUB_API_URL", "GITHUB_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     assert Settings().wrk_api_url == "http://127.0.0.1:8900"
+
+
+def test_the_sandbox_urls_and_smtp_port_follow_sandbox_port_as_under_make_run(monkeypatch):
+    """`wrk-orch deploy`, `rollback` or `reconcile-deployments` beside a stack started with another
+    SANDBOX_PORT talk to that stack's sandbox (not to whatever listens on :8900); set ones are kept."""
+    for name in ("WRK_API_URL", "GITHUB_API_URL", "SMTP_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SANDBOX_PORT", "8990")
+    derived = Settings()
+    assert (derived.wrk_api_url, derived.github_api_url, derived.smtp_port) == (
+        "http://127.0.0.1:8990",
+        "http://127.0.0.1:8990/github",
+        9015,
+    )
+    monkeypatch.setenv("WRK_API_URL", "http://127.0.0.1:7000")
+    monkeypatch.setenv("SMTP_PORT", "2525")
+    explicit = Settings()
+    assert (explicit.wrk_api_url, explicit.github_api_url, explicit.smtp_port) == (
+        "http://127.0.0.1:7000",
+        "http://127.0.0.1:8990/github",
+        2525,
+    )
+    monkeypatch.delenv("SANDBOX_PORT")
+    monkeypatch.delenv("WRK_API_URL")
+    monkeypatch.delenv("SMTP_PORT")
+    assert (Settings().wrk_api_url, Settings().smtp_port) == ("http://127.0.0.1:8900", 8925)
