@@ -4,6 +4,7 @@ consumer sees it, a broker stopped in the middle of a relay pass, and a retried 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 import uuid
@@ -30,6 +31,27 @@ pytestmark = pytest.mark.xdist_group("rabbitmq")  # one broker: the outage test 
 
 FAST = RetryPolicy(max_attempts=2, base_delay_s=0.01, max_delay_s=0.02)
 WINDOW = (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC))
+
+
+def _wait_until_accepting(url: str, hang_guard_s: float = 300.0) -> None:
+    """Wait until the broker accepts AMQP connections: a restarted broker (the outage test) opens its
+    listener last, and on a busy machine a while after `start_app` returns. The bound only stops a dead
+    broker from hanging the suite; it is not a speed check."""
+    params = pika.URLParameters(url)
+    deadline = time.monotonic() + hang_guard_s
+    while True:
+        try:
+            socket.create_connection((params.host, params.port), timeout=5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+@pytest.fixture(autouse=True)
+def broker_accepting(rabbitmq_url: str) -> None:
+    _wait_until_accepting(rabbitmq_url)
 
 
 @pytest.fixture
@@ -125,6 +147,8 @@ def test_broker_stopped_mid_publish_then_started_every_message_arrives_once_per_
         first = batch_jobs.relay_due(engine, publish_then_stop_the_broker, **relay)
     finally:
         subprocess.run([rabbitmq_ctl, "start_app"], check=True, capture_output=True)
+        subprocess.run([rabbitmq_ctl, "await_startup"], check=True, capture_output=True)
+        _wait_until_accepting(rabbitmq_url)
         amqp.close()
     assert (first.published, first.failed) == (4, 6)
     with read_transaction(engine) as session:
