@@ -279,8 +279,11 @@ def backoff(kind_policy: KindPolicy, attempts: int) -> timedelta:
     )
 
 
-def fail(session: Session, row_id: int, token: str, error: str, retryable: bool = True) -> QueueState:
-    """claimed | launched -> available (retry after backoff) or dead. Returns the new state."""
+def fail(
+    session: Session, row_id: int, token: str, error: str, retryable: bool = True, run_id: str | None = None
+) -> QueueState:
+    """claimed | launched -> available (retry after backoff) or dead. Returns the new state. `run_id`, the
+    run that failed, is recorded: its launch may not have been recorded yet when a run fails fast."""
     row = session.execute(
         select(Q.c.kind, Q.c.attempts, Q.c.max_attempts).where(_held(row_id, token)).with_for_update()
     ).one_or_none()
@@ -294,6 +297,8 @@ def fail(session: Session, row_id: int, token: str, error: str, retryable: bool 
         "last_error": error[:4000],
         "updated_at": now,
     }
+    if run_id is not None:
+        changes["run_id"] = run_id
     if retry:
         changes |= {"state": S.AVAILABLE.value, "available_at": now + backoff(policy(row.kind), row.attempts)}
     else:

@@ -88,7 +88,9 @@ def on_failure(session: Any, row: tuple[int, str], run: dg.DagsterRun, error: st
     left) kill it, audited and alerted once. None when the run's claim no longer holds the row."""
     retryable = run.tags.get(TAG_RETRYABLE) != "false"
     try:
-        state = queue.fail(session, row[0], row[1], f"run {run.run_id}: {error}", retryable=retryable)
+        state = queue.fail(
+            session, row[0], row[1], f"run {run.run_id}: {error}", retryable=retryable, run_id=run.run_id
+        )
     except queue.StaleClaim:
         return None
     if state is QueueState.DEAD:

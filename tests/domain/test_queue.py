@@ -145,6 +145,16 @@ def test_fail_backs_off_then_dies_after_max_attempts(engine, tenant_id):
     assert base / 2 <= waits[0] <= base and base <= waits[1] <= 2 * base
 
 
+def test_a_failure_records_the_run_that_failed_even_before_its_launch_was_recorded(engine, tenant_id):
+    with transaction(engine) as session:
+        row_id = queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id))
+    with transaction(engine) as session:
+        [claimed] = queue.claim(session, ["build"], 1, 60, "w")  # claimed, not yet launched
+        assert queue.fail(session, row_id, claimed.claim_token, "boom", retryable=False, run_id="run-1") == "dead"
+    row = _row(engine, row_id)
+    assert (row.state, row.run_id) == ("dead", "run-1")
+
+
 def test_permanent_failure_dies_at_once(engine, tenant_id):
     with transaction(engine) as session:
         row_id = queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id))
