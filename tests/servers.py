@@ -91,6 +91,33 @@ def wait_for(url: str, timeout: float = 600, why: Any = "") -> None:
         time.sleep(0.2)
 
 
+WORKSPACE = """
+{ workspaceOrError { __typename ... on Workspace {
+    locationEntries { name loadStatus locationOrLoadError { __typename } } } } }
+"""
+
+
+def wait_for_code_location(webserver_url: str, timeout: float = 600, why: Any = "") -> None:
+    """Until the webserver serves a loaded code location: it answers `/server_info` before its code server
+    has loaded the definitions, and a launch in between finds no job."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            answer = httpx.post(f"{webserver_url}/graphql", json={"query": WORKSPACE}, timeout=5).json()
+            entries = answer["data"]["workspaceOrError"]["locationEntries"]
+            if entries and all(
+                e["loadStatus"] == "LOADED" and e["locationOrLoadError"]["__typename"] == "RepositoryLocation"
+                for e in entries
+            ):
+                return
+        except (httpx.HTTPError, KeyError, TypeError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            detail = why() if callable(why) else why
+            raise RuntimeError(f"{webserver_url}: no loaded code location in {timeout:.0f} s {detail}")
+        time.sleep(0.2)
+
+
 class Processes:
     """Processes of the project (uvicorn apps, dagster-webserver, dagster-daemon), stopped together."""
 

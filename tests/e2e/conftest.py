@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from dagster_graphql import DagsterGraphQLClient
 
-from tests.servers import Processes, Sandbox, free_port, wait_for
+from tests.servers import Processes, Sandbox, free_port, wait_for, wait_for_code_location
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,6 +36,7 @@ def stack(backend, database_url, tmp_path):
             stack.dagster_webserver(web_port)
             stack.dagster_daemon()
             wait_for(f"http://127.0.0.1:{web_port}/server_info", why=lambda: log_path.read_text()[-3000:])
+            wait_for_code_location(f"http://127.0.0.1:{web_port}", why=lambda: log_path.read_text()[-3000:])
             yield {
                 "graphql": DagsterGraphQLClient("127.0.0.1", port_number=web_port),
                 "sandbox": Sandbox(sandbox_url, smtp_port),
