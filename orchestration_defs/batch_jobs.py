@@ -23,6 +23,7 @@ from domain.store import read_transaction, transaction
 from resources.amqp import AmqpPublisher
 from resources.database import DatabaseResource
 from resources.retry import RetryPolicy
+from sensors.runs import in_flight
 
 GROUP = "batch_jobs"
 # Partition keys carry the period's start to the minute: one format for hourly, daily and weekly crons.
@@ -259,19 +260,7 @@ def batch_messages_relay_sensor(
 ) -> dg.SensorResult:
     if not batch_publisher.broker_configured:
         return dg.SensorResult(skip_reason="RABBITMQ_URL is not set: messages stay in the outbox")
-    in_flight = context.instance.get_runs(
-        filters=dg.RunsFilter(
-            job_name=relay_batch_messages.name,
-            statuses=[
-                dg.DagsterRunStatus.QUEUED,
-                dg.DagsterRunStatus.STARTING,
-                dg.DagsterRunStatus.STARTED,
-                dg.DagsterRunStatus.NOT_STARTED,
-            ],
-        ),
-        limit=1,
-    )
-    if in_flight:
+    if in_flight(context.instance, relay_batch_messages.name):
         return dg.SensorResult(skip_reason="a relay run is in flight")
     with read_transaction(database.engine) as session:
         due = batch_jobs.due_count(session)

@@ -17,6 +17,7 @@ from domain.triggers import KINDS
 from resources.database import DatabaseResource
 from resources.notifications import NotificationsResource, is_retryable
 from sensors.queue import reconcile_launched, record_launches, rescue_expired
+from sensors.runs import in_flight
 
 
 @dg.op(
@@ -89,19 +90,7 @@ def deliver_notifications() -> None:
     description="Launches a delivery run when notifications are due and none is in flight.",
 )
 def outbox_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SensorResult:
-    in_flight = context.instance.get_runs(
-        filters=dg.RunsFilter(
-            job_name=deliver_notifications.name,
-            statuses=[
-                dg.DagsterRunStatus.QUEUED,
-                dg.DagsterRunStatus.STARTING,
-                dg.DagsterRunStatus.STARTED,
-                dg.DagsterRunStatus.NOT_STARTED,
-            ],
-        ),
-        limit=1,
-    )
-    if in_flight:
+    if in_flight(context.instance, deliver_notifications.name):
         return dg.SensorResult(skip_reason="a delivery run is in flight")
     with read_transaction(database.engine) as session:
         due = session.scalar(
