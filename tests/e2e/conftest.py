@@ -4,6 +4,7 @@ real process, on PostgreSQL (the production store; SQLite is covered in process)
 from pathlib import Path
 
 import pytest
+from dagster import DagsterInstance
 from dagster_graphql import DagsterGraphQLClient
 
 from tests.servers import Processes, Sandbox, free_port, wait_for, wait_for_code_location
@@ -18,6 +19,11 @@ def stack(backend, database_url, tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    # Create the instance's storage once, before the webserver and the daemon open it: started
+    # together on an empty DAGSTER_HOME they race to create the SQLite schedule storage, and the loser
+    # finds two Alembic heads (a CI run failed so). `make run` does the same (scripts/supervise.py).
+    with DagsterInstance.from_config(str(home)):
+        pass
     smtp_port = free_port()
     env = {
         "DAGSTER_HOME": str(home),
