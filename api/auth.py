@@ -200,3 +200,18 @@ def tenant_scope(request: Request, principal: Principal) -> frozenset[str]:
     if len(principal.tenants) == 1:
         request.state.tenant_id = next(iter(principal.tenants))
     return scope
+
+
+def tenant_from_header(request: Request, principal: Principal) -> str:
+    """The tenant of the workflow and HITL APIs, which always name it: `X-Tenant-ID` is required (400
+    naming the header when missing), must be one of the token's tenants and the caller must hold a
+    required role there (403). Rows of other tenants are then simply not found (404)."""
+    header = request.headers.get("x-tenant-id", "").strip()
+    if not header:
+        raise Problem(
+            400,
+            "tenant_required",
+            "the X-Tenant-ID header is required",
+            errors=[{"field": "X-Tenant-ID", "message": "header required"}],
+        )
+    return _acting_in(request, principal, header)
