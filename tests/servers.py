@@ -55,7 +55,7 @@ class Sandbox:
         self.url = url
         self.github_url = url + "/github"
         self.smtp_port = smtp_port
-        self.http = httpx.Client(base_url=url, timeout=10)
+        self.http = httpx.Client(base_url=url, timeout=60)
 
     def reset(self) -> None:
         self.http.post("/_sandbox/reset").raise_for_status()
