@@ -313,6 +313,16 @@ def list_approvals(
     return Page(rows[:limit], offset + limit if more else None)
 
 
+def roles_of(session: Session, tenant_id: str, user_id: str) -> frozenset[str]:
+    """A member's roles in a tenant, from the store (for a signed link, which carries no token)."""
+    roles = session.scalar(
+        select(TenantMembership.roles).where(
+            TenantMembership.tenant_id == tenant_id, TenantMembership.user_id == user_id
+        )
+    )
+    return frozenset(roles or [])
+
+
 def may_decide(approval: HitlApproval, user_id: str, roles: Iterable[str]) -> bool:
     """An assignee (by id or by one of their roles in the tenant), or ops_admin/admin there."""
     roles = frozenset(roles)
@@ -473,6 +483,7 @@ def decide(
     roles: Iterable[str] = (),
     comment: str | None = None,
     via: str = "api",
+    metadata: dict[str, Any] | None = None,
     now: dt.datetime | None = None,
 ) -> Decided:
     """A person's decision, in the caller's transaction. Raises ApprovalNotFound (not in this tenant),
@@ -496,7 +507,7 @@ def decide(
         comment=comment,
         decided_by=user_id,
         also=T.c.expires_at > now,
-        metadata={"via": via},
+        metadata={"via": via, **(metadata or {})},
     )
     if moved is not None:
         return Decided(moved, True)
