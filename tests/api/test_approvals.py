@@ -259,7 +259,7 @@ def test_the_emailed_link_shows_a_page_then_decides_once_then_is_gone(client, en
 
 def test_a_tampered_link_is_401_and_decides_nothing(client, engine, settings, world):
     token = _link(settings, engine, world["approval"], world["alice"], "approve")
-    header, claims, signature = token.split(".")
+    header, _claims, signature = token.split(".")
     forged = _link(settings, engine, world["approval"], world["alice"], "reject").split(".")[1]
     for bad in [
         f"{header}.{forged}.{signature}",
