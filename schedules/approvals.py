@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 
 from domain import approval_callbacks, approvals
 from domain.models import ApprovalStatus, HitlApproval
+from domain.settings import get_settings
 from domain.store import read_transaction, transaction
 from resources.approval_callbacks import callback_client, is_retryable
 from resources.database import DatabaseResource
@@ -64,7 +65,7 @@ def work_waiting(database: DatabaseResource) -> tuple[int, int]:
 
 @dg.sensor(
     job=approval_sweeper,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=get_settings().sensor_interval_seconds,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Launches an approval sweep when approvals are overdue or callbacks are due, none in flight.",
 )
