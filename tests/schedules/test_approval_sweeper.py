@@ -220,3 +220,31 @@ def test_a_standalone_request_through_the_api_calls_back_on_decision(engine, ins
         assert received["name"] == "api" and received["body"]["outcome"] == "approve"
         detail = client.get(f"/hitl/approvals/{approval_id}", headers={**alice, "X-Tenant-ID": world["tenant"]})
         assert detail.json()["callback"]["status"] == "delivered"
+
+
+def test_the_emailed_links_arrive_and_decide_from_the_inbox(engine, instance, database_url, flow_env, world, sandbox):
+    import re
+
+    from resources.notifications import NotificationsResource
+    from schedules.sweeper import deliver_notifications
+
+    approval_id = _standalone(engine, world, sandbox)
+    sent = deliver_notifications.execute_in_process(
+        instance=instance,
+        resources={"database": DatabaseResource(url=database_url), "notifications": NotificationsResource()},
+    )
+    assert sent.success
+    [mail] = sandbox.mail()
+    assert mail["subject"] == "Approval needed: Refund 120 EUR?"
+    assert "billing-service asks for your decision" in mail["body"]
+    links = dict(re.findall(r"^(Approve|Reject): (\S+)\r?$", mail["body"], re.MULTILINE))
+    settings = Settings(environment="test")
+    assert set(links) == {"Approve", "Reject"}
+    with TestClient(create_app(settings, engine), raise_server_exceptions=False) as client:
+        path = links["Reject"][len(settings.hitl_link_base_url) :]
+        assert client.get(path).status_code == 200
+        assert client.post(path).status_code == 200
+        assert client.post(links["Approve"][len(settings.hitl_link_base_url) :]).status_code == 410
+    with transaction(engine) as session:
+        row = session.get(HitlApproval, approval_id)
+        assert (row.status, row.decided_by) == ("rejected", world["alice"])
