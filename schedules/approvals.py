@@ -16,39 +16,37 @@ from sensors.runs import in_flight
 BATCH = 200
 
 
-@dg.op(description="Mark overdue pending approvals expired, applying each one's on_timeout.")
-def expire_approvals(context: dg.OpExecutionContext, database: DatabaseResource) -> int:
-    total = 0
+@dg.op(
+    description="Mark overdue pending approvals expired (each one's on_timeout applied), then call the due "
+    "callback URLs of standalone approvals (at least once each)."
+)
+def sweep_approvals(context: dg.OpExecutionContext, database: DatabaseResource) -> dict:
+    # One op, not two: each step of a run is a process of its own, and both halves are quick.
+    expired = 0
     while True:
         # Short transactions of a bounded batch: a decision waits for at most one batch.
         with transaction(database.engine) as session:
-            expired = approvals.expire_overdue(session, limit=BATCH)
-            ids = [row.id for row in expired]
-        total += len(ids)
+            ids = [row.id for row in approvals.expire_overdue(session, limit=BATCH)]
+        expired += len(ids)
         for approval_id in ids:
             context.log.info(f"approval {approval_id} expired")
         if len(ids) < BATCH:
             break
-    context.add_output_metadata({"expired": total})
-    return total
-
-
-@dg.op(description="Call the due callback URLs of standalone approvals (at least once each).")
-def deliver_approval_callbacks(context: dg.OpExecutionContext, database: DatabaseResource, _expired: int) -> dict:
+    # After the expiries: an expired standalone approval's callback is due at once.
     client = callback_client()
     try:
         # deliver_due opens its own short transactions: none is open while a callback URL answers.
         report = approval_callbacks.deliver_due(database.engine, client, is_retryable=is_retryable)
     finally:
         client.close()
-    summary = {"delivered": report.delivered, "failed": report.failed, "dead": report.dead}
+    summary = {"expired": expired, "delivered": report.delivered, "failed": report.failed, "dead": report.dead}
     context.add_output_metadata(summary)
     return summary
 
 
 @dg.job(description="Expire overdue approvals (on_timeout applied) and call standalone approvals' callbacks.")
 def approval_sweeper() -> None:
-    deliver_approval_callbacks(expire_approvals())
+    sweep_approvals()
 
 
 def work_waiting(database: DatabaseResource) -> tuple[int, int]:

@@ -107,7 +107,7 @@ def test_a_decided_standalone_approval_calls_its_callback_once_signed(engine, in
     assert request.tags["wrk/callbacks"] == "1"
     result = approval_sweeper.execute_in_process(instance=instance, resources=resources)
     assert result.success
-    assert result.output_for_node("deliver_approval_callbacks") == {"delivered": 1, "failed": 0, "dead": 0}
+    assert result.output_for_node("sweep_approvals") == {"expired": 0, "delivered": 1, "failed": 0, "dead": 0}
     [received] = _callbacks(sandbox)
     body = received["body"]
     assert received["name"] == "billing"
@@ -124,7 +124,7 @@ def test_a_decided_standalone_approval_calls_its_callback_once_signed(engine, in
     with transaction(engine) as session:
         assert session.scalars(select(HitlApprovalCallback.status)).one() == "delivered"
     again = approval_sweeper.execute_in_process(instance=instance, resources=resources)
-    assert again.output_for_node("deliver_approval_callbacks") == {"delivered": 0, "failed": 0, "dead": 0}
+    assert again.output_for_node("sweep_approvals") == {"expired": 0, "delivered": 0, "failed": 0, "dead": 0}
     assert len(_callbacks(sandbox)) == 1
     assert not _tick(instance, resources).run_requests
 
@@ -134,7 +134,7 @@ def test_a_failing_callback_is_retried_by_the_one_policy(engine, instance, resou
     _decide(engine, world, approval_id, "reject")
     sandbox.fault("POST", "/callbacks/.*", status=503, count=2)
     result = approval_sweeper.execute_in_process(instance=instance, resources=resources)
-    assert result.output_for_node("deliver_approval_callbacks") == {"delivered": 1, "failed": 0, "dead": 0}
+    assert result.output_for_node("sweep_approvals") == {"expired": 0, "delivered": 1, "failed": 0, "dead": 0}
     assert [c["status"] for c in sandbox.calls("POST", "/callbacks/.*")] == [503, 503, 200]
     [received] = _callbacks(sandbox)
     assert received["body"]["outcome"] == "reject"
@@ -150,7 +150,7 @@ def test_a_callback_refused_for_good_is_dead_and_one_still_failing_backs_off(
     sandbox.fault("POST", "/callbacks/gone", status=404, count=1)
     sandbox.fault("POST", "/callbacks/down", status=503, count=100)
     result = approval_sweeper.execute_in_process(instance=instance, resources=resources)
-    assert result.output_for_node("deliver_approval_callbacks") == {"delivered": 0, "failed": 1, "dead": 1}
+    assert result.output_for_node("sweep_approvals") == {"expired": 0, "delivered": 0, "failed": 1, "dead": 1}
     with transaction(engine) as session:
         rows = {r.hitl_approval_id: r for r in session.scalars(select(HitlApprovalCallback))}
         assert rows[refused].status == "dead" and "404" in rows[refused].last_error
@@ -169,7 +169,7 @@ def test_a_delivery_that_died_after_calling_calls_again_with_the_same_key(engine
     with transaction(engine) as session:  # its claim lapses
         session.execute(update(HitlApprovalCallback).values(next_attempt_at=dt.datetime.now(dt.UTC)))
     result = approval_sweeper.execute_in_process(instance=instance, resources=resources)
-    assert result.output_for_node("deliver_approval_callbacks") == {"delivered": 1, "failed": 0, "dead": 0}
+    assert result.output_for_node("sweep_approvals") == {"expired": 0, "delivered": 1, "failed": 0, "dead": 0}
     keys = [c["headers"]["idempotency-key"] for c in _callbacks(sandbox)]
     assert keys == [f"hitl-approval:{approval_id}"] * 2  # at least once; the receiver dedupes on the key
 
@@ -185,7 +185,7 @@ def test_the_sweep_expires_a_standalone_approval_and_calls_back_with_on_timeout(
             .values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
         )
     result = approval_sweeper.execute_in_process(instance=instance, resources=resources)
-    assert result.output_for_node("expire_approvals") == 1
+    assert result.output_for_node("sweep_approvals")["expired"] == 1
     [received] = _callbacks(sandbox)
     assert (received["body"]["status"], received["body"]["outcome"]) == ("expired", "approve")
 
