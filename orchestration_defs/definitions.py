@@ -20,6 +20,7 @@ from resources.database import DatabaseResource
 from resources.github import GitHubResource
 from resources.notifications import NotificationsResource
 from resources.wrk import WrkPlatformResource
+from schedules.approvals import approval_sweeper, approval_sweeper_sensor
 from schedules.sweeper import deliver_notifications, outbox_sensor, queue_sweeper, queue_sweeper_schedule
 from sensors.queue import QUEUE_STATUS_SENSORS
 
@@ -35,6 +36,7 @@ def build_definitions() -> dg.Definitions:
             queue_sweeper,
             deliver_notifications,
             relay_batch_messages,
+            approval_sweeper,
             *batch_asset_jobs,
         ],
         schedules=[queue_sweeper_schedule, reconcile_deployments_schedule, *batch_schedules],
@@ -45,6 +47,7 @@ def build_definitions() -> dg.Definitions:
             release_failure_sensor,
             release_cancel_sensor,
             outbox_sensor,
+            approval_sweeper_sensor,
             *QUEUE_STATUS_SENSORS,
         ],
         resources={

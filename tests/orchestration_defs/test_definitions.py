@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {
     "jobs": [
         "account_health_job",
+        "approval_sweeper",
         "build_automation_version",
         "deliver_notifications",
         "industry_benchmarks_job",
@@ -37,6 +38,7 @@ EXPECTED = {
         "risk_snapshot_backfill_schedule",
     ],
     "sensors": [
+        "approval_sweeper_sensor",
         "batch_messages_relay_sensor",
         "build_queue_sensor",
         "outbox_sensor",
