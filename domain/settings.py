@@ -105,6 +105,18 @@ class Settings(BaseSettings):
     bi_batch_jobs_exchange: str = ""  # "" is AMQP's default exchange (routing key = queue name)
     outbox_alert_after_s: float = Field(default=900.0, gt=0)
 
+    # Workflow executions (issue 14): the six services' base URLs (SERVICE_<NAME>_URL; empty: the
+    # sandbox's emulator at <sandbox>/services/<name>), how many ready steps of one execution run at once,
+    # and the RabbitMQ queues of consumed events (comma-separated; drained when RABBITMQ_URL is set).
+    service_integration_manager_url: str = ""
+    service_risk_analytics_url: str = ""
+    service_ml_service_url: str = ""
+    service_forecasting_url: str = ""
+    service_recommendations_url: str = ""
+    service_adaptive_learning_url: str = ""
+    workflow_max_parallel_steps: int = Field(default=4, ge=1, le=64)
+    workflow_event_queues: str = "workflow_orchestrator_events"
+
     @model_validator(mode="after")
     def _defaults_and_production_guard(self) -> Settings:
         # As under `make run` (scripts/supervise.py): the sandbox's URLs and SMTP sink follow SANDBOX_PORT

@@ -49,6 +49,13 @@ class PhaseTrigger(Payload):
     input: dict[str, Any] = Field(default_factory=dict)
 
 
+class WorkflowTrigger(Payload):
+    """Run (or resume) a workflow execution from its state in the store (issue 14)."""
+
+    tenant_id: str = Field(min_length=1)
+    workflow_execution_id: str = Field(min_length=1)
+
+
 class ApprovalTrigger(Payload):
     """A human decision (or a timeout's default) that resumes a paused workflow execution."""
 
@@ -73,5 +80,7 @@ KINDS: dict[str, KindPolicy] = {
     "build": KindPolicy(BuildTrigger, max_attempts=3, backoff_base_s=10.0),
     "release": KindPolicy(ReleaseTrigger, max_attempts=2, backoff_base_s=60.0, tenant_scoped=False),
     "phase": KindPolicy(PhaseTrigger, max_attempts=5, backoff_base_s=10.0),
+    # A workflow run resumes from the store, so a failed run is simply tried again.
+    "workflow": KindPolicy(WorkflowTrigger, max_attempts=5, backoff_base_s=5.0),
     "approval": KindPolicy(ApprovalTrigger, max_attempts=5, backoff_base_s=10.0),
 }

@@ -16,9 +16,16 @@ from orchestration_defs.release import (
     release_failure_sensor,
     release_queue_sensor,
 )
+from orchestration_defs.workflows import (
+    approval_queue_sensor,
+    workflow_events_sensor,
+    workflow_execution,
+    workflow_queue_sensor,
+)
 from resources.database import DatabaseResource
 from resources.github import GitHubResource
 from resources.notifications import NotificationsResource
+from resources.services import ServicesResource
 from resources.wrk import WrkPlatformResource
 from schedules.sweeper import deliver_notifications, outbox_sensor, queue_sweeper, queue_sweeper_schedule
 from sensors.queue import QUEUE_STATUS_SENSORS
@@ -35,6 +42,7 @@ def build_definitions() -> dg.Definitions:
             queue_sweeper,
             deliver_notifications,
             relay_batch_messages,
+            workflow_execution,
             *batch_asset_jobs,
         ],
         schedules=[queue_sweeper_schedule, reconcile_deployments_schedule, *batch_schedules],
@@ -45,6 +53,9 @@ def build_definitions() -> dg.Definitions:
             release_failure_sensor,
             release_cancel_sensor,
             outbox_sensor,
+            workflow_queue_sensor,
+            approval_queue_sensor,
+            workflow_events_sensor,
             *QUEUE_STATUS_SENSORS,
         ],
         resources={
@@ -53,6 +64,7 @@ def build_definitions() -> dg.Definitions:
             "github": GitHubResource(),
             "notifications": NotificationsResource(),
             "batch_publisher": BatchPublisherResource(),
+            "services": ServicesResource(),
         },
     )
 

@@ -35,9 +35,7 @@ NEW_EXECUTION_STATUSES = (
 )
 OLD_KINDS = "kind IN ('action', 'approval', 'batch_job')"
 NEW_KINDS = "kind IN ('service_call', 'approval', 'publish')"
-STEP_STATUSES = (
-    "status IN ('pending', 'running', 'waiting', 'succeeded', 'failed', 'rejected', 'skipped', 'cancelled')"
-)
+STEP_STATUSES = "status IN ('pending', 'running', 'waiting', 'succeeded', 'failed', 'rejected', 'skipped', 'cancelled')"
 
 
 def upgrade() -> None:
@@ -90,9 +88,7 @@ def upgrade() -> None:
     with op.batch_alter_table("workflow_definitions") as batch:
         batch.alter_column("workflow_id", existing_type=sa.String(length=36), nullable=False)
         batch.alter_column("trigger_on", existing_type=JSON, nullable=False)
-        batch.create_unique_constraint(
-            op.f("uq_workflow_definitions_workflow_id_version"), ["workflow_id", "version"]
-        )
+        batch.create_unique_constraint(op.f("uq_workflow_definitions_workflow_id_version"), ["workflow_id", "version"])
         batch.create_foreign_key(
             op.f("fk_workflow_definitions_tenant_id_workflow_id_workflows"),
             "workflows",
@@ -110,7 +106,9 @@ def upgrade() -> None:
     with op.batch_alter_table("workflow_steps") as batch:
         batch.alter_column("depends_on", existing_type=JSON, nullable=False)
         batch.create_check_constraint(op.f("ck_workflow_steps_kind_valid"), NEW_KINDS)
-        batch.create_unique_constraint(op.f("uq_workflow_steps_workflow_definition_id_name"), ["workflow_definition_id", "name"])
+        batch.create_unique_constraint(
+            op.f("uq_workflow_steps_workflow_definition_id_name"), ["workflow_definition_id", "name"]
+        )
 
     # Executions: queued instead of pending, rejected added; input, trigger, dedup key, error.
     with op.batch_alter_table("workflow_executions") as batch:
@@ -191,7 +189,16 @@ def downgrade() -> None:
         batch.drop_index("ix_workflow_executions_tenant_id_workflow_id_created_at")
         batch.drop_constraint(op.f("uq_workflow_executions_dedup_key"), type_="unique")
         batch.drop_constraint(op.f("ck_workflow_executions_status_valid"), type_="check")
-        for column in ("updated_at", "error", "requested_by", "dedup_key", "trigger", "input", "version", "workflow_id"):
+        for column in (
+            "updated_at",
+            "error",
+            "requested_by",
+            "dedup_key",
+            "trigger",
+            "input",
+            "version",
+            "workflow_id",
+        ):
             batch.drop_column(column)
     connection.execute(sa.text("UPDATE workflow_executions SET status = 'pending' WHERE status = 'queued'"))
     connection.execute(sa.text("UPDATE workflow_executions SET status = 'failed' WHERE status = 'rejected'"))
