@@ -15,6 +15,7 @@ from api.middleware import RequestContext
 from api.openapi import Endpoint, build_openapi
 from api.problems import EXCEPTION_HANDLERS
 from api.routes import (  # issue 14 (wf)
+    approvals,
     automation_versions,
     batch_jobs,
     deploy,
@@ -41,6 +42,7 @@ ENDPOINTS: list[Endpoint] = [
     *webhooks.ENDPOINTS,
     *workflows.ENDPOINTS,
     *events.ENDPOINTS,
+    *approvals.ENDPOINTS,
 ]
 
 

@@ -186,10 +186,26 @@ STEP_KINDS = ("service_call", "approval", "publish")
 
 
 class ApprovalStatus(enum.StrEnum):
+    """A human approval (domain.approvals owns the moves): pending -> approved | rejected | expired |
+    cancelled, never back."""
+
     PENDING = "pending"
     APPROVED = "approved"
     REJECTED = "rejected"
-    TIMED_OUT = "timed_out"
+    EXPIRED = "expired"  # timed out: `outcome` is the on_timeout that was applied
+    CANCELLED = "cancelled"  # its execution was cancelled
+
+
+APPROVAL_OUTCOMES = ("approve", "reject", "fail")
+APPROVAL_ON_REJECT = ("stop", "continue")
+
+
+class CallbackStatus(enum.StrEnum):
+    """A standalone approval's callback: pending -> delivered | dead, never back."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
 
 
 class PhaseStatus(enum.StrEnum):
@@ -701,38 +717,81 @@ class ConsumedEvent(Base):
 
 
 class HitlApproval(Base):
+    """A request for a person's decision: an approval step of a workflow execution, or a standalone
+    request from another service (no execution; an optional callback). Exactly one decision wins."""
+
     __tablename__ = "hitl_approvals"
     __table_args__ = (
         ForeignKeyConstraint(
             ["tenant_id", "workflow_execution_id"],
             ["workflow_executions.tenant_id", "workflow_executions.id"],
         ),
-        ForeignKeyConstraint(["tenant_id", "workflow_step_id"], ["workflow_steps.tenant_id", "workflow_steps.id"]),
-        UniqueConstraint("workflow_execution_id", "workflow_step_id"),
+        UniqueConstraint("tenant_id", "id"),
+        # A re-executed run asking again for its step's approval finds the first one.
+        UniqueConstraint("workflow_execution_id", "step_name"),
         status_check("status", list(ApprovalStatus)),
-        CheckConstraint(one_of("default_decision", ["approve", "reject"]), name="default_decision_valid"),
+        CheckConstraint(one_of("on_timeout", APPROVAL_OUTCOMES), name="on_timeout_valid"),
+        CheckConstraint(one_of("on_reject", APPROVAL_ON_REJECT), name="on_reject_valid"),
+        CheckConstraint(f"outcome IS NULL OR {one_of('outcome', APPROVAL_OUTCOMES)}", name="outcome_valid"),
+        # An outcome exactly when decided or expired (a cancelled approval has none).
+        CheckConstraint("(status IN ('pending', 'cancelled')) = (outcome IS NULL)", name="outcome_consistent"),
+        CheckConstraint("step_name IS NULL OR workflow_execution_id IS NOT NULL", name="step_needs_execution"),
         Index(
-            "ix_hitl_approvals_pending_timeout",
-            "timeout_at",
+            "ix_hitl_approvals_pending_expires_at",
+            "expires_at",
             sqlite_where=text("status = 'pending'"),
             postgresql_where=text("status = 'pending'"),
         ),
-        Index("ix_hitl_approvals_tenant_id_status", "tenant_id", "status"),
+        Index("ix_hitl_approvals_tenant_id_created_at", "tenant_id", "created_at"),
+        Index("ix_hitl_approvals_tenant_id_workflow_execution_id", "tenant_id", "workflow_execution_id"),
     )
     id: Mapped[str] = id_column()
-    tenant_id: Mapped[str] = mapped_column(String(36))
-    workflow_execution_id: Mapped[str] = mapped_column(String(36))
-    workflow_step_id: Mapped[str] = mapped_column(String(36))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    workflow_execution_id: Mapped[str | None] = mapped_column(String(36))
+    step_name: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default=ApprovalStatus.PENDING.value)
-    title: Mapped[str] = mapped_column(String(300))
+    outcome: Mapped[str | None] = mapped_column(String(8))
+    requested_by: Mapped[str] = mapped_column(String(200))
+    # User ids, and roles as "role:<name>" (any member of the tenant holding the role).
+    assignees: Mapped[list[Any]] = mapped_column(default=list)
+    message: Mapped[str] = mapped_column(Text)
     context: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    approvers: Mapped[list[Any]] = mapped_column(default=list)
-    timeout_at: Mapped[datetime] = mapped_column()
-    default_decision: Mapped[str] = mapped_column(String(8), default="reject")
+    expires_at: Mapped[datetime] = mapped_column()
+    on_timeout: Mapped[str] = mapped_column(String(8))
+    on_reject: Mapped[str] = mapped_column(String(8), default="stop")
+    callback_url: Mapped[str | None] = mapped_column(String(2000))
     decided_by: Mapped[str | None] = mapped_column(String(200))
+    decided_at: Mapped[datetime | None] = mapped_column()
     decision_comment: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = created_column()
-    decided_at: Mapped[datetime | None] = mapped_column()
+
+
+class HitlApprovalCallback(Base):
+    """The recorded intent to call a standalone approval's callback URL, written in the decision's own
+    transaction (a crash between the decision and the call loses nothing); delivered at least once."""
+
+    __tablename__ = "hitl_approval_callbacks"
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant_id", "hitl_approval_id"], ["hitl_approvals.tenant_id", "hitl_approvals.id"]),
+        status_check("status", list(CallbackStatus)),
+        Index(
+            "ix_hitl_approval_callbacks_pending",
+            "next_attempt_at",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    hitl_approval_id: Mapped[str] = mapped_column(String(36), unique=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    body: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=CallbackStatus.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = created_column()
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_column()
+    delivered_at: Mapped[datetime | None] = mapped_column()
 
 
 # ---------------------------------------------------------------------------------------------------

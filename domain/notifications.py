@@ -52,6 +52,12 @@ TEMPLATES: Mapping[str, Template] = {
         "Version {version_number} of {project_name} was paused by {actor}. Reason: {reason}",
     ),
     "ops_alert": Template("[{severity}] {summary}", "{summary}\n\n{details}"),
+    "approval_requested": Template(
+        "Approval needed: {summary}",
+        "{requested_by} asks for your decision:\n\n{message}\n\nApprove: {approve_url}\nReject: {reject_url}\n\n"
+        "Each link works once and asks you to confirm. The request expires at {expires_at}; then "
+        "'{on_timeout}' applies. Details: {approval_url}",
+    ),
 }
 
 

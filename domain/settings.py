@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Development defaults. Only ENVIRONMENT=development or test accepts them; production refuses to start.
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"
 DEV_GITHUB_WEBHOOK_SECRET = "dev-only-github-webhook-secret"
+DEV_HITL_LINK_SECRET = "dev-only-hitl-link-secret-change-me-0123456789"
 # The sandbox's token (it accepts any); production must talk to the real services with real tokens.
 SANDBOX_TOKEN = "sandbox-token"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0"})
@@ -116,6 +117,11 @@ class Settings(BaseSettings):
     service_adaptive_learning_url: str = ""
     workflow_max_parallel_steps: int = Field(default=4, ge=1, le=64)
     workflow_event_queues: str = "workflow_orchestrator_events"
+    # Approvals (HITL): the secret signing the e-mails' decision links, and the base URL they point at
+    # (default: this API on API_PORT); how long a standalone request waits when it names no timeout.
+    hitl_link_secret: SecretStr = SecretStr(DEV_HITL_LINK_SECRET)
+    hitl_link_base_url: str = ""
+    hitl_default_timeout_s: float = Field(default=86400.0, gt=0)
 
     @model_validator(mode="after")
     def _defaults_and_production_guard(self) -> Settings:
@@ -127,6 +133,8 @@ class Settings(BaseSettings):
             self.github_api_url = f"http://127.0.0.1:{self.sandbox_port}/github"
         if "smtp_port" not in self.model_fields_set:
             self.smtp_port = self.sandbox_port + 25
+        if not self.hitl_link_base_url:
+            self.hitl_link_base_url = f"http://127.0.0.1:{self.api_port}"
         if not self.release_dir:
             self.release_dir = str((default_data_dir() / "releases").resolve())
         if not self.database_url:
@@ -137,6 +145,8 @@ class Settings(BaseSettings):
                 dev.append("JWT_SECRET")
             if self.github_webhook_secret.get_secret_value() == DEV_GITHUB_WEBHOOK_SECRET:
                 dev.append("GITHUB_WEBHOOK_SECRET")
+            if self.hitl_link_secret.get_secret_value() == DEV_HITL_LINK_SECRET:
+                dev.append("HITL_LINK_SECRET")
             dev.extend(self._sandbox_settings())
             if dev:
                 raise ValueError(

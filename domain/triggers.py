@@ -57,12 +57,13 @@ class WorkflowTrigger(Payload):
 
 
 class ApprovalTrigger(Payload):
-    """A human decision (or a timeout's default) that resumes a paused workflow execution."""
+    """An approval of a workflow execution left pending (a decision, or the timeout's on_timeout): the
+    workflow engine resumes the execution with this outcome (domain.approvals enqueues it)."""
 
     tenant_id: str = Field(min_length=1)
     hitl_approval_id: str = Field(min_length=1)
     workflow_execution_id: str = Field(min_length=1)
-    decision: Literal["approve", "reject"]
+    outcome: Literal["approve", "reject", "fail"]
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql
 import domain.models
 
 revision: str = "0005"
-down_revision: str | None = "0003"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -24,6 +24,7 @@ def _production_env(monkeypatch, **overrides: str) -> None:
         "ENVIRONMENT": "production",
         "JWT_SECRET": "a-real-secret-of-enough-length-0123456789",
         "GITHUB_WEBHOOK_SECRET": "another-real-secret",
+        "HITL_LINK_SECRET": "a-third-real-secret-for-approval-links",
         "WRK_API_URL": "https://api.wrk.example",
         "WRK_API_TOKEN": "wrk-real-token",
         "GITHUB_API_URL": "https://api.github.com",
@@ -32,6 +33,13 @@ def _production_env(monkeypatch, **overrides: str) -> None:
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
+
+
+def test_production_refuses_the_development_approval_link_secret(monkeypatch):
+    _production_env(monkeypatch)
+    monkeypatch.delenv("HITL_LINK_SECRET")
+    with pytest.raises(ValidationError, match="HITL_LINK_SECRET"):
+        Settings()
 
 
 def test_production_starts_with_its_own_secrets_and_services(monkeypatch):
