@@ -82,10 +82,14 @@ def _name_taken(session: Session, tenant_id: str, name: str, but: str | None = N
     return session.scalar(query) is not None
 
 
-def create_workflow(session: Session, tenant_id: str, spec: WorkflowSpec, actor: Actor) -> Workflow:
+def create_workflow(
+    session: Session, tenant_id: str, spec: WorkflowSpec, actor: Actor, workflow_id: str | None = None
+) -> Workflow:
     if _name_taken(session, tenant_id, spec.name):
         raise NameTaken(spec.name)
     workflow = Workflow(tenant_id=tenant_id, name=spec.name, active=spec.active, latest_version=1, created_by=actor.id)
+    if workflow_id is not None:
+        workflow.id = workflow_id  # the demo's fixed id
     session.add(workflow)
     session.flush()
     _add_version(session, workflow, spec, 1, actor)

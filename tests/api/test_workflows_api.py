@@ -205,3 +205,17 @@ def test_events_refuse_unknown_types_and_callers_without_the_role(client, settin
     ops_in_acme = bearer(make_token(settings, tenants=[acme], roles=OPS))
     _problem(client.post("/v1/events", json=_event(globex), headers=ops_in_acme), 403, "forbidden")
     assert client.post("/v1/events", json=_event(acme), headers=ops_in_acme).status_code == 202
+
+
+def test_seed_demo_adds_the_account_review_workflow_once(client, headers, engine):
+    from domain.demo import reset_demo, seed_demo
+
+    with transaction(engine) as session:
+        seed_demo(session)
+    with transaction(engine) as session:
+        reset_demo(session)
+    listed = client.get("/v1/workflows", headers=headers).json()
+    assert listed["total"] == 1
+    demo = listed["items"][0]
+    assert demo["name"] == "account-review"
+    assert [s["kind"] for s in demo["steps"]] == ["service_call", "service_call", "approval", "publish"]
