@@ -17,8 +17,14 @@ OPS = ["ops_admin"]
 
 
 def _step(name: str, depends_on=(), **extra):
-    return {"name": name, "kind": "service_call", "service": "ml_service", "path": f"/v1/{name}",
-            "depends_on": list(depends_on), **extra}
+    return {
+        "name": name,
+        "kind": "service_call",
+        "service": "ml_service",
+        "path": f"/v1/{name}",
+        "depends_on": list(depends_on),
+        **extra,
+    }
 
 
 def _definition(name: str = "scoring", **extra):
@@ -27,11 +33,23 @@ def _definition(name: str = "scoring", **extra):
         "trigger_on": ["shard.updated"],
         "steps": [
             _step("score", body={"account": {"$ref": "/input/account_id"}}),
-            {"name": "review", "kind": "approval", "assignees": ["role:approver"], "message": "ok?",
-             "timeout": "PT30M", "on_timeout": "reject", "depends_on": ["score"]},
+            {
+                "name": "review",
+                "kind": "approval",
+                "assignees": ["role:approver"],
+                "message": "ok?",
+                "timeout": "PT30M",
+                "on_timeout": "reject",
+                "depends_on": ["score"],
+            },
             _step("apply", ["review"], body={"score": {"$ref": "/steps/score/output/value"}}),
-            {"name": "announce", "kind": "publish", "queue": "bi_batch_jobs", "depends_on": ["apply"],
-             "body": {"job": "scoring"}},
+            {
+                "name": "announce",
+                "kind": "publish",
+                "queue": "bi_batch_jobs",
+                "depends_on": ["apply"],
+                "body": {"job": "scoring"},
+            },
         ],
         **extra,
     }
@@ -95,7 +113,9 @@ def test_a_bad_definition_is_422_naming_the_field_and_nothing_is_written(client,
 
 def test_put_makes_a_new_version_and_executions_keep_theirs(client, headers, engine):
     created = _create(client, headers)
-    started = client.post(f"/v1/workflows/{created['id']}/executions", json={"input": {"account_id": "a"}}, headers=headers)
+    started = client.post(
+        f"/v1/workflows/{created['id']}/executions", json={"input": {"account_id": "a"}}, headers=headers
+    )
     assert started.status_code == 202
     first = started.json()
     assert first["status"] == "queued" and first["version"] == 1
@@ -120,24 +140,31 @@ def test_put_makes_a_new_version_and_executions_keep_theirs(client, headers, eng
 def test_executions_are_listed_by_status_and_workflow_and_cancelled(client, headers):
     a = _create(client, headers)
     b = _create(client, headers, _definition("other"))
-    ids = [client.post(f"/v1/workflows/{w['id']}/executions", json={}, headers=headers).json()["execution_id"]
-           for w in (a, a, b)]
+    ids = [
+        client.post(f"/v1/workflows/{w['id']}/executions", json={}, headers=headers).json()["execution_id"]
+        for w in (a, a, b)
+    ]
     page = client.get(f"/v1/workflow-executions?workflow_id={a['id']}&limit=1", headers=headers).json()
     assert page["total"] == 2 and len(page["items"]) == 1
     cancelled = client.post(f"/v1/workflow-executions/{ids[0]}/cancel", headers=headers)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     assert {s["status"] for s in cancelled.json()["steps"]} == {"cancelled"}
-    again = _problem(client.post(f"/v1/workflow-executions/{ids[0]}/cancel", headers=headers), 409,
-                     "invalid_status_transition")
+    again = _problem(
+        client.post(f"/v1/workflow-executions/{ids[0]}/cancel", headers=headers), 409, "invalid_status_transition"
+    )
     assert "cancelled" in again["detail"]
     queued = client.get("/v1/workflow-executions?status=queued", headers=headers).json()
     assert {e["id"] for e in queued["items"]} == {ids[1], ids[2]}
     _problem(client.get("/v1/workflow-executions?status=paused", headers=headers), 422, "validation_error")
 
 
-def test_every_workflow_route_needs_x_tenant_id_and_sees_only_its_tenant(client, settings, headers, other_headers, tenants):
+def test_every_workflow_route_needs_x_tenant_id_and_sees_only_its_tenant(
+    client, settings, headers, other_headers, tenants
+):
     created = _create(client, headers)
-    execution = client.post(f"/v1/workflows/{created['id']}/executions", json={}, headers=headers).json()["execution_id"]
+    execution = client.post(f"/v1/workflows/{created['id']}/executions", json={}, headers=headers).json()[
+        "execution_id"
+    ]
     routes = [
         ("GET", "/v1/workflows", None),
         ("POST", "/v1/workflows", _definition("x")),
@@ -148,7 +175,7 @@ def test_every_workflow_route_needs_x_tenant_id_and_sees_only_its_tenant(client,
         ("GET", f"/v1/workflow-executions/{execution}", None),
         ("POST", f"/v1/workflow-executions/{execution}/cancel", None),
     ]
-    acme, globex = tenants
+    _acme, globex = tenants
     no_header = {k: v for k, v in headers.items() if k != "X-Tenant-ID"}
     not_mine = {**headers, "X-Tenant-ID": globex}
     for method, path, body in routes:
@@ -163,8 +190,13 @@ def test_every_workflow_route_needs_x_tenant_id_and_sees_only_its_tenant(client,
 
 
 def _event(tenant: str, type_: str = "shard.updated", event_id: str | None = None):
-    return {"id": event_id or str(uuid.uuid4()), "type": type_, "tenant_id": tenant,
-            "occurred_at": "2026-11-23T08:00:00Z", "data": {"shard": "s-1"}}
+    return {
+        "id": event_id or str(uuid.uuid4()),
+        "type": type_,
+        "tenant_id": tenant,
+        "occurred_at": "2026-11-23T08:00:00Z",
+        "data": {"shard": "s-1"},
+    }
 
 
 def test_an_event_starts_one_execution_per_matching_workflow_and_a_repeat_is_a_duplicate(
@@ -189,7 +221,9 @@ def test_an_event_starts_one_execution_per_matching_workflow_and_a_repeat_is_a_d
     assert again.status_code == 200
     assert again.json()["duplicate"] is True and again.json()["executions"] == first.json()["executions"]
     with transaction(engine) as session:
-        count = session.scalar(select(func.count()).select_from(WorkflowExecution).where(WorkflowExecution.tenant_id == acme))
+        count = session.scalar(
+            select(func.count()).select_from(WorkflowExecution).where(WorkflowExecution.tenant_id == acme)
+        )
     assert count == 1
     assert inactive["active"] is False
 
@@ -197,8 +231,9 @@ def test_an_event_starts_one_execution_per_matching_workflow_and_a_repeat_is_a_d
 def test_events_refuse_unknown_types_and_callers_without_the_role(client, settings, tenants):
     acme, globex = tenants
     service = bearer(make_token(settings, tenants=[], roles=["service"]))
-    problem = _problem(client.post("/v1/events", json=_event(acme, "user.created"), headers=service), 422,
-                       "validation_error")
+    problem = _problem(
+        client.post("/v1/events", json=_event(acme, "user.created"), headers=service), 422, "validation_error"
+    )
     assert problem["errors"][0]["field"] == "type"
     viewer = bearer(make_token(settings, tenants=[acme], roles=["viewer"]))
     _problem(client.post("/v1/events", json=_event(acme), headers=viewer), 403, "forbidden")

@@ -182,9 +182,8 @@ def test_cancel_stops_a_waiting_execution_and_cancels_its_approval(wf_env, engin
     assert run_directly(instance, database_url, execution).success
     assert state(engine, execution)["status"] == "cancelled"
     assert len(sandbox.calls()) == before
-    with pytest.raises(workflows.NotCancellable):
-        with transaction(engine) as session:
-            workflows.cancel_execution(session, workflows.find_execution(session, tenant, execution), Actor.user("x"))
+    with pytest.raises(workflows.NotCancellable), transaction(engine) as session:
+        workflows.cancel_execution(session, workflows.find_execution(session, tenant, execution), Actor.user("x"))
 
 
 def test_cancel_of_a_queued_execution_means_its_run_does_nothing(wf_env, engine, database_url, instance, sandbox):

@@ -58,7 +58,13 @@ def _tick(database_url: str) -> None:
 
 def _event(tenant: str, event_id: str) -> bytes:
     return json.dumps(
-        {"id": event_id, "type": "shard.updated", "tenant_id": tenant, "occurred_at": "2026-11-23T08:00:00Z", "data": {}}
+        {
+            "id": event_id,
+            "type": "shard.updated",
+            "tenant_id": tenant,
+            "occurred_at": "2026-11-23T08:00:00Z",
+            "data": {},
+        }
     ).encode()
 
 

@@ -54,7 +54,11 @@ def test_a_workflow_runs_through_the_queue_sensor_and_the_job(wf_env, engine, da
     body = {"account": {"$ref": "/input/account_id"}, "score": {"$ref": "/steps/score/output/value"}}
     tenant, workflow = new_workflow(
         engine,
-        [call("score", "ml_service"), call("forecast", "forecasting", ["score"], body), publish("notify", ["forecast"])],
+        [
+            call("score", "ml_service"),
+            call("forecast", "forecasting", ["score"], body),
+            publish("notify", ["forecast"]),
+        ],
     )
     execution = start(engine, tenant, workflow, {"account_id": "acc-7"})
     assert state(engine, execution)["status"] == "queued"
@@ -86,7 +90,9 @@ def test_a_workflow_runs_through_the_queue_sensor_and_the_job(wf_env, engine, da
     assert run.tags["wrk/tenant_id"] == tenant and run.tags["wrk/workflow_id"] == workflow
 
 
-def test_ready_steps_run_concurrently_bounded_by_the_setting(wf_env, engine, database_url, instance, sandbox, monkeypatch):
+def test_ready_steps_run_concurrently_bounded_by_the_setting(
+    wf_env, engine, database_url, instance, sandbox, monkeypatch
+):
     monkeypatch.setenv("WORKFLOW_MAX_PARALLEL_STEPS", "2")
     get_settings.cache_clear()
     configure(sandbox, latency_s=0.3)

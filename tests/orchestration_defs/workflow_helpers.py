@@ -132,6 +132,8 @@ def steps(view: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def audit_moves(engine, entity_id: str) -> list[tuple[str | None, str | None]]:
     with transaction(engine) as session:
         rows = session.scalars(
-            select(AuditLog).where(AuditLog.entity_id == entity_id, AuditLog.action == "status_change").order_by(AuditLog.id)
+            select(AuditLog)
+            .where(AuditLog.entity_id == entity_id, AuditLog.action == "status_change")
+            .order_by(AuditLog.id)
         ).all()
         return [(r.previous_status, r.new_status) for r in rows]
