@@ -107,3 +107,32 @@ def test_a_message_whose_commit_failed_is_not_acked_and_comes_back(
     _tick(database_url)
     assert _executions(engine, tenant) == 1
     assert _depth(rabbitmq_url, events_queue) == 0
+
+
+def test_a_publish_step_reaches_its_own_queue_through_the_batch_jobs_relay(rabbitmq_url, engine):
+    from domain import batch_jobs
+    from domain.workflow_engine import run
+    from resources.amqp import AmqpPublisher
+    from tests.orchestration_defs.workflow_helpers import publish, start
+
+    _wait_until_accepting(rabbitmq_url)
+    target = f"results-{uuid.uuid4().hex[:8]}"
+    tenant, workflow = new_workflow(engine, [publish("announce", [], queue=target)])
+    execution = start(engine, tenant, workflow, {"account_id": "acc-9"})
+    assert run(engine, execution, call=lambda _call: None) == "succeeded"  # no service call in this workflow
+
+    amqp = AmqpPublisher(rabbitmq_url, queue=f"batch-{uuid.uuid4().hex[:8]}")
+    try:
+        report = batch_jobs.relay_due(
+            engine, amqp.publish, base_delay_s=0.01, max_delay_s=0.05, ops_email="ops@wrk.test", alert_after_s=900
+        )
+    finally:
+        amqp.close()
+    assert report.published == 1
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    try:
+        method, properties, body = connection.channel().basic_get(target, auto_ack=True)
+    finally:
+        connection.close()
+    assert method is not None and json.loads(body) == {"account": "acc-9"}
+    assert properties.headers["workflow_execution_id"] == execution
