@@ -27,6 +27,7 @@ from resources.github import GitHubResource
 from resources.notifications import NotificationsResource
 from resources.services import ServicesResource
 from resources.wrk import WrkPlatformResource
+from schedules.approvals import approval_sweeper, approval_sweeper_sensor
 from schedules.sweeper import deliver_notifications, outbox_sensor, queue_sweeper, queue_sweeper_schedule
 from sensors.queue import QUEUE_STATUS_SENSORS
 
@@ -43,6 +44,7 @@ def build_definitions() -> dg.Definitions:
             deliver_notifications,
             relay_batch_messages,
             workflow_execution,
+            approval_sweeper,
             *batch_asset_jobs,
         ],
         schedules=[queue_sweeper_schedule, reconcile_deployments_schedule, *batch_schedules],
@@ -56,6 +58,7 @@ def build_definitions() -> dg.Definitions:
             workflow_queue_sensor,
             approval_queue_sensor,
             workflow_events_sensor,
+            approval_sweeper_sensor,
             *QUEUE_STATUS_SENSORS,
         ],
         resources={

@@ -6,6 +6,7 @@ Control endpoints live under `/_sandbox/`:
   counts left)
 - `GET /_sandbox/calls?method=&path=` (every emulated call, with its answer's status)
 - `GET /_sandbox/mail`, `GET /_sandbox/slack` (received messages); `POST /_sandbox/reset`
+- `POST /callbacks/<name>` (an approval callback receiver), `GET /_sandbox/callbacks` (what it received)
 - `POST /_sandbox/github/config`, `GET /_sandbox/wrk/workflows`
 """
 
@@ -150,6 +151,18 @@ def create_app(state: SandboxState | None = None, smtp_port: int | None = None) 
             state.slack.append({"hook": request.path_params["hook"], "text": body.get("text", ""), "body": body})
         return Response("ok", media_type="text/plain")
 
+    # Approval callbacks (a standalone approval's callback_url): a receiver that records what it gets.
+    async def callback_sink(request: Request) -> JSONResponse:
+        body = await request.json()
+        headers = {k: v for k, v in request.headers.items() if k in ("idempotency-key", "x-wrk-signature")}
+        with state.lock:
+            state.callbacks.append({"name": request.path_params["name"], "body": body, "headers": headers})
+        return JSONResponse({"received": True})
+
+    async def callbacks(_request: Request) -> JSONResponse:
+        with state.lock:
+            return JSONResponse(list(state.callbacks))
+
     async def index(_request: Request) -> JSONResponse:
         return JSONResponse({"sandbox": "wrk-orchestration", "smtp_port": smtp_port, "control": CONTROL_PREFIX})
 
@@ -179,6 +192,8 @@ def create_app(state: SandboxState | None = None, smtp_port: int | None = None) 
             Route(CONTROL_PREFIX + "/reset", reset, methods=["POST"]),
             Route(CONTROL_PREFIX + "/mail", mail, methods=["GET"]),
             Route(CONTROL_PREFIX + "/slack", slack_messages, methods=["GET"]),
+            Route("/callbacks/{name:path}", callback_sink, methods=["POST"]),
+            Route(CONTROL_PREFIX + "/callbacks", callbacks, methods=["GET"]),
         ],
         lifespan=lifespan,
     )

@@ -69,6 +69,7 @@ class SandboxState:
         # Sinks
         self.mail: list[dict[str, Any]] = []
         self.slack: list[dict[str, Any]] = []
+        self.callbacks: list[dict[str, Any]] = []  # approval callbacks received (POST /callbacks/...)
 
     def next_id(self) -> int:
         with self.lock:

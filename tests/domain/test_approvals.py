@@ -163,3 +163,207 @@ def test_list_is_newest_first_paginated_and_filters_mine_by_id_or_role(engine, w
         of_run = approvals.list_approvals(session, world["tenant"], execution_id=world["execution"])
         assert {r.id for r in of_run.items} == {to_carol, to_role}
         assert approvals.list_approvals(session, "another-tenant").items == []
+
+
+@pytest.mark.parametrize("on_timeout", ["approve", "reject", "fail"])
+def test_an_overdue_approval_expires_applying_its_on_timeout(engine, world, on_timeout):
+    with transaction(engine) as session:
+        row = open_step(session, world, on_timeout=on_timeout)
+        approval_id, expires_at = row.id, row.expires_at
+        later = open_step(session, world, step_name="later", timeout=HOUR * 3).id
+    with transaction(engine) as session:
+        assert approvals.expire_overdue(session, now=expires_at - dt.timedelta(seconds=1)) == []
+    with transaction(engine) as session:
+        expired = approvals.expire_overdue(session, now=expires_at)
+        assert [r.id for r in expired] == [approval_id]
+    with transaction(engine) as session:
+        row = session.get(HitlApproval, approval_id)
+        assert (row.status, row.outcome, row.decided_by) == ("expired", on_timeout, None)
+        assert session.get(HitlApproval, later).status == "pending"
+        audit = session.scalars(
+            select(AuditLog).where(AuditLog.entity_id == approval_id, AuditLog.action == "approval_expired")
+        ).one()
+        assert (audit.actor_type, audit.actor_id, audit.new_status) == ("system", "approval_sweeper", "expired")
+        assert audit.details["outcome"] == on_timeout
+        trigger = session.scalars(select(TriggerQueue).where(TriggerQueue.kind == "approval")).one()
+        assert trigger.payload["outcome"] == on_timeout and trigger.dedup_key == f"approval:{approval_id}"
+    with transaction(engine) as session:
+        assert approvals.expire_overdue(session, now=expires_at + HOUR) == []  # never twice, never back
+
+
+def test_moves_out_of_a_final_state_are_refused(engine, world):
+    with transaction(engine) as session:
+        row = open_step(session, world)
+        approval_id = row.id
+        assert approvals.decide(
+            session, tenant_id=world["tenant"], approval_id=approval_id, decision="reject", user_id=world["carol"]
+        ).won
+    for decision in ("approve", "reject"):
+        with transaction(engine) as session:
+            again = approvals.decide(
+                session, tenant_id=world["tenant"], approval_id=approval_id, decision=decision, user_id=world["carol"]
+            )
+            assert not again.won and again.approval.status == "rejected"
+    with transaction(engine) as session:
+        assert approvals.expire_overdue(session, now=dt.datetime.now(dt.UTC) + HOUR * 2) == []
+        assert (
+            approvals.cancel_for_execution(
+                session, tenant_id=world["tenant"], workflow_execution_id=world["execution"], actor="ops-1"
+            )
+            == 0
+        )
+        moves = session.scalars(
+            select(AuditLog).where(AuditLog.entity_id == approval_id, AuditLog.new_status.is_not(None))
+        ).all()
+        assert [(m.previous_status, m.new_status) for m in moves] == [("pending", "rejected")]
+
+
+# -- a decision racing the expiry: real concurrent transactions, exactly one winner --------------------
+
+
+def _lock_waiters(engine) -> int:
+    with engine.connect() as connection:
+        return connection.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ).scalar_one()
+
+
+def _outcomes(engine, approval_id):
+    with transaction(engine) as session:
+        row = session.get(HitlApproval, approval_id)
+        moves = session.scalars(
+            select(AuditLog).where(AuditLog.entity_id == approval_id, AuditLog.new_status.is_not(None))
+        ).all()
+        triggers = session.scalars(
+            select(TriggerQueue).where(TriggerQueue.dedup_key == f"approval:{approval_id}")
+        ).all()
+        return row, moves, triggers
+
+
+@pytest.mark.parametrize("first", ["decision", "sweeper"])
+def test_a_decision_racing_the_expiry_has_exactly_one_winner(engine, backend, world, first):
+    """The first party moves the row inside an open transaction; the second runs in its own transaction
+    meanwhile (on PostgreSQL we wait until it is blocked on the row's lock, when it gets there), then the
+    first commits. Both parties are entitled in their own view: the decision is made before
+    `expires_at`, the sweeper runs after it."""
+    import threading
+
+    with transaction(engine) as session:
+        row = open_step(session, world, on_timeout="fail")
+        approval_id, expires_at = row.id, row.expires_at
+    results: dict[str, bool] = {}
+    moved, release, errors = threading.Event(), threading.Event(), []
+
+    def decision() -> bool:
+        with transaction(engine) as session:
+            outcome = approvals.decide(
+                session,
+                tenant_id=world["tenant"],
+                approval_id=approval_id,
+                decision="approve",
+                user_id=world["alice"],
+                roles=["approver"],
+                now=expires_at - dt.timedelta(milliseconds=1),
+            )
+            if first == "decision":
+                moved.set()
+                release.wait()
+            return outcome.won
+
+    def sweeper() -> bool:
+        with transaction(engine) as session:
+            expired = approvals.expire_overdue(session, now=expires_at + dt.timedelta(milliseconds=1))
+            if first == "sweeper":
+                moved.set()
+                release.wait()
+            return [r.id for r in expired] == [approval_id]
+
+    def run(name, fn):
+        try:
+            results[name] = fn()
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+            moved.set()
+
+    parties = {"decision": decision, "sweeper": sweeper}
+    second = "sweeper" if first == "decision" else "decision"
+    one = threading.Thread(target=run, args=(first, parties[first]))
+    one.start()
+    moved.wait()
+    two = threading.Thread(target=run, args=(second, parties[second]))
+    two.start()
+    if backend == "postgresql" and first == "sweeper":
+        # The decision's conditional UPDATE waits on the sweeper's row lock (no time bound: it gets there).
+        while _lock_waiters(engine) == 0 and two.is_alive():
+            threading.Event().wait(0.01)
+    release.set()
+    one.join()
+    two.join()
+    assert errors == []
+    assert sorted(results.values()) == [False, True], results
+    row, moves, triggers = _outcomes(engine, approval_id)
+    winner = next(name for name, won in results.items() if won)
+    assert winner == first  # the one that moved the row first
+    expected = ("approved", "approve") if winner == "decision" else ("expired", "fail")
+    assert (row.status, row.outcome) == expected
+    assert [(m.previous_status, m.new_status) for m in moves] == [("pending", row.status)]
+    assert [t.payload["outcome"] for t in triggers] == [row.outcome]
+
+
+def _race_round(engine, world, step_name: str) -> tuple[str, list[str]]:
+    """Two decisions and the sweeper released together by one barrier; returns the approval and who won."""
+    import threading
+
+    with transaction(engine) as session:
+        row = open_step(session, world, step_name=step_name)
+        approval_id, expires_at = row.id, row.expires_at
+    barrier = threading.Barrier(3)
+    wins: list[str] = []
+    errors: list[Exception] = []
+
+    def decide(decision: str) -> None:
+        try:
+            barrier.wait()
+            with transaction(engine) as session:
+                if approvals.decide(
+                    session,
+                    tenant_id=world["tenant"],
+                    approval_id=approval_id,
+                    decision=decision,
+                    user_id=world["bob"],
+                    roles=["approver"],
+                    now=expires_at - dt.timedelta(milliseconds=1),
+                ).won:
+                    wins.append(decision)
+        except Exception as exc:
+            errors.append(exc)
+
+    def sweep() -> None:
+        try:
+            barrier.wait()
+            with transaction(engine) as session:
+                if approvals.expire_overdue(session, now=expires_at + dt.timedelta(milliseconds=1)):
+                    wins.append("expired")
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=decide, args=("approve",)),
+        threading.Thread(target=decide, args=("reject",)),
+        threading.Thread(target=sweep),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    return approval_id, wins
+
+
+def test_decisions_and_sweeps_started_together_always_leave_one_outcome(engine, world):
+    for round_ in range(8):
+        approval_id, wins = _race_round(engine, world, f"race-{round_}")
+        assert len(wins) == 1, wins
+        row, moves, triggers = _outcomes(engine, approval_id)
+        assert row.status == {"approve": "approved", "reject": "rejected", "expired": "expired"}[wins[0]]
+        assert len(moves) == 1 and len(triggers) == 1

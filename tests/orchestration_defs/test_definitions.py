@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {
     "jobs": [
         "account_health_job",
+        "approval_sweeper",
         "build_automation_version",
         "deliver_notifications",
         "industry_benchmarks_job",
@@ -24,6 +25,7 @@ EXPECTED = {
         "release_build",
         "risk_clustering_job",
         "risk_snapshot_backfill_job",
+        "workflow_execution",
     ],
     "schedules": [
         "account_health_schedule",
@@ -37,6 +39,8 @@ EXPECTED = {
         "risk_snapshot_backfill_schedule",
     ],
     "sensors": [
+        "approval_queue_sensor",
+        "approval_sweeper_sensor",
         "batch_messages_relay_sensor",
         "build_queue_sensor",
         "outbox_sensor",
@@ -46,6 +50,8 @@ EXPECTED = {
         "release_cancel_sensor",
         "release_failure_sensor",
         "release_queue_sensor",
+        "workflow_events_sensor",
+        "workflow_queue_sensor",
     ],
 }
 
