@@ -203,3 +203,54 @@ def test_an_unresolvable_reference_fails_the_step_naming_it(wf_env, engine, data
     assert view["status"] == "failed"
     assert "/input/missing" in steps(view)["score"]["error"]
     assert sandbox.calls("POST", "/services/.*") == []
+
+
+def test_two_overlapping_runs_of_one_execution_start_each_step_once(wf_env, engine, sandbox):
+    """A decision's run can start while an earlier run is still finishing another branch."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from resources.services import Services
+
+    configure(sandbox, latency_s=0.2)
+    tenant, workflow = new_workflow(
+        engine,
+        [
+            call("a"),
+            call("b", "ml_service", ["a"]),
+            call("c", "forecasting", ["a"]),
+            call("d", "recommendations", ["b", "c"]),
+        ],
+    )
+    execution = start(engine, tenant, workflow)
+    services = Services()
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            ends = list(
+                pool.map(
+                    lambda n: workflow_engine.run(engine, execution, call=services.call, run_id=f"run-{n}"), [1, 2]
+                )
+            )
+    finally:
+        services.close()
+    assert "succeeded" in ends
+    view = state(engine, execution)
+    assert view["status"] == "succeeded"
+    assert effects(sandbox)["effects"] == {
+        f"risk_analytics:{execution}:a": 1,
+        f"ml_service:{execution}:b": 1,
+        f"forecasting:{execution}:c": 1,
+        f"recommendations:{execution}:d": 1,
+    }
+    for step in view["steps"]:
+        with transaction(engine) as session:
+            from domain.models import AuditLog, WorkflowExecutionStep
+
+            step_id = session.scalars(
+                select(WorkflowExecutionStep.id).where(
+                    WorkflowExecutionStep.workflow_execution_id == execution, WorkflowExecutionStep.name == step["name"]
+                )
+            ).one()
+            moves = session.execute(
+                select(AuditLog.previous_status, AuditLog.new_status).where(AuditLog.entity_id == step_id)
+            ).all()
+        assert sorted(tuple(m) for m in moves) == [("pending", "running"), ("running", "succeeded")], step["name"]
