@@ -335,6 +335,26 @@ def _settle(session: Session, execution_id: str) -> str:
     return execution.status
 
 
+def abandon(session: Session, execution_id: str, reason: str) -> bool:
+    """The execution's runs kept failing (the queue gave up on its trigger): it ends `failed` with the
+    reason, its running steps failed, the rest skipped or cancelled, its open approvals cancelled."""
+    from domain import approvals
+
+    execution = _lock(session, execution_id)
+    if _final(execution):
+        return False
+    steps = execution_steps(session, execution_id)
+    for step in steps:
+        if step.status == T.RUNNING.value:
+            step.error = reason[:4000]
+            move_step(session, step, T.FAILED, actor=ENGINE, reason=reason)
+    _end(session, execution, steps, E.FAILED, reason)
+    approvals.cancel_for_execution(
+        session, tenant_id=execution.tenant_id, workflow_execution_id=execution.id, actor=ENGINE.id
+    )
+    return True
+
+
 def run(
     engine: Engine,
     execution_id: str,

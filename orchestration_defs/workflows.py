@@ -18,14 +18,14 @@ from typing import Any
 import dagster as dg
 from pydantic import ValidationError
 
-from domain import workflow_engine
+from domain import queue, workflow_engine
 from domain.lifecycle import Actor
 from domain.settings import get_settings
 from domain.store import transaction
 from domain.workflow_events import EventIn, UnknownTenant, consume
 from resources.database import DatabaseResource
 from resources.services import ServicesResource
-from sensors.queue import queue_sensor
+from sensors.queue import TAG_ATTEMPT, TAG_KIND, queue_sensor
 
 TAG_EXECUTION = "wrk/workflow_execution_id"
 TAG_WORKFLOW = "wrk/workflow_id"
@@ -72,6 +72,18 @@ def run_workflow_execution(
             max_parallel=get_settings().workflow_max_parallel_steps,
             exchange_for=_exchange_for,
         )
+    except Exception as exc:
+        # The queue retries a failed run (the next one resumes); on the trigger's last attempt the
+        # execution ends `failed` here, so it does not stay `running` with no owner.
+        kind, attempt = context.run.tags.get(TAG_KIND), int(context.run.tags.get(TAG_ATTEMPT, "0") or 0)
+        if kind in ("workflow", "approval") and attempt >= queue.policy(kind).max_attempts:
+            with transaction(database.engine) as session:
+                workflow_engine.abandon(
+                    session,
+                    config.workflow_execution_id,
+                    f"run failed on its last attempt: {type(exc).__name__}: {exc}",
+                )
+        raise
     finally:
         clients.close()
     context.log.info(f"workflow execution {config.workflow_execution_id} is {status}")

@@ -254,3 +254,33 @@ def test_two_overlapping_runs_of_one_execution_start_each_step_once(wf_env, engi
                 select(AuditLog.previous_status, AuditLog.new_status).where(AuditLog.entity_id == step_id)
             ).all()
         assert sorted(tuple(m) for m in moves) == [("pending", "running"), ("running", "succeeded")], step["name"]
+
+
+def test_a_run_failing_on_its_triggers_last_attempt_ends_the_execution_failed(
+    wf_env, engine, database_url, instance, sandbox, monkeypatch
+):
+    from orchestration_defs.workflows import workflow_execution
+    from sensors.queue import TAG_ATTEMPT, TAG_KIND
+    from tests.orchestration_defs.workflow_helpers import resources
+
+    tenant, workflow = new_workflow(engine, [call("a"), call("b", depends_on=["a"])])
+    execution = start(engine, tenant, workflow)
+    config = {"ops": {"run_workflow_execution": {"config": {"workflow_execution_id": execution}}}}
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("engine broke")
+
+    monkeypatch.setattr(workflow_engine, "run", broken)
+    for attempt, expected in (("4", "queued"), ("5", "failed")):  # the workflow kind has 5 attempts
+        result = workflow_execution.execute_in_process(
+            run_config=config,
+            instance=instance,
+            resources=resources(database_url),
+            tags={TAG_KIND: "workflow", TAG_ATTEMPT: attempt},
+            raise_on_error=False,
+        )
+        assert not result.success
+        assert state(engine, execution)["status"] == expected
+    view = state(engine, execution)
+    assert "engine broke" in view["error"]
+    assert {s["status"] for s in view["steps"]} == {"skipped"}
