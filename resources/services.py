@@ -7,6 +7,7 @@ Base URL of each: `SERVICE_<NAME>_URL`, the sandbox's emulator (`<sandbox>/servi
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import dagster as dg
@@ -67,31 +68,37 @@ class ServiceClient(HttpClient):
 
 
 class Services:
-    """A client per service, made on first use; `call` is the engine's Caller."""
+    """A client per service, made on first use (an httpx client costs an SSL context); `call` is the
+    engine's Caller, safe to use from the engine's threads."""
 
     def __init__(self, settings: Settings | None = None, retry: RetryPolicy | None = None) -> None:
         self.settings = settings or get_settings()
         self.retry = retry or RetryPolicy.from_settings(self.settings)
-        self._clients: dict[str, ServiceClient] = {
-            name: ServiceClient(
-                name,
-                service_url(self.settings, name),
-                connect_timeout_s=self.settings.http_connect_timeout_s,
-                read_timeout_s=self.settings.http_read_timeout_s,
-                retry=self.retry,
-            )
-            for name in SERVICES
-        }
+        self._clients: dict[str, ServiceClient] = {}
+        self._lock = threading.Lock()
+
+    def client(self, service: str) -> ServiceClient:
+        with self._lock:
+            if service not in self._clients:
+                self._clients[service] = ServiceClient(
+                    service,
+                    service_url(self.settings, service),
+                    connect_timeout_s=self.settings.http_connect_timeout_s,
+                    read_timeout_s=self.settings.http_read_timeout_s,
+                    retry=self.retry,
+                )
+            return self._clients[service]
 
     def call(self, call: ServiceCall) -> CallResult:
-        client = self._clients.get(call.service)
-        if client is None:
+        if call.service not in SERVICES:
             return CallResult(output=None, attempts=0, error=f"unknown service {call.service!r}")
-        return client.call(call)
+        return self.client(call.service).call(call)
 
     def close(self) -> None:
-        for client in self._clients.values():
-            client.close()
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
 
 
 class ServicesResource(dg.ConfigurableResource):  # type: ignore[type-arg]
