@@ -5,6 +5,8 @@ sandbox's six services served over real HTTP on loopback (no added latency).
   service calls), each one `workflow` trigger claimed by the queue sensor and run by the job
   `workflow_execution` in process, one after the other. Dagster's launch of a run process (about 2.7 s
   of this machine per run, DESIGN.md) is not included: through the daemon that cost comes on top.
+- workflow_engine_executions_per_min: the same executions run by domain.workflow_engine.run directly
+  (the store's commits and the HTTP calls, no Dagster).
 - approval_to_next_step_p95_s: a decision committed -> the step after the approval started
   (`started_at` of that step minus the approval's `decided_at`), with the approval sensor ticked right
   after the decision and the run in process; the sensor's interval (SENSOR_INTERVAL_SECONDS, 5 s by
@@ -23,7 +25,7 @@ import dagster as dg
 from sqlalchemy import select
 
 from bench.common import emit, postgres_engine, sqlite_engine
-from domain import approvals, workflows
+from domain import approvals, workflow_engine, workflows
 from domain.lifecycle import Actor
 from domain.models import HitlApproval, Tenant, WorkflowExecutionStep
 from domain.settings import get_settings
@@ -32,7 +34,7 @@ from domain.workflow_definitions import parse
 from orchestration_defs.workflows import approval_queue_sensor, workflow_execution, workflow_queue_sensor
 from resources.database import DatabaseResource
 from resources.sandbox.app import create_app
-from resources.services import ServicesResource
+from resources.services import Services, ServicesResource
 from tests.servers import ServerThread
 
 BENCH = "workflows"
@@ -129,6 +131,25 @@ def main() -> None:
                 executions=EXECUTIONS,
                 steps=5,
                 launch="in process (no run process start)",
+            )
+
+            # The engine alone (no sensor tick, no Dagster run): what the store and the calls cost.
+            services = Services()
+            started = time.perf_counter()
+            for i in range(EXECUTIONS):
+                workflow_engine.run(engine, _start(engine, tenant_id, five, 1000 + i), call=services.call)
+            elapsed = time.perf_counter() - started
+            services.close()
+            emit(
+                BENCH,
+                "workflow_engine_executions_per_min",
+                EXECUTIONS / elapsed * 60,
+                "executions/min",
+                "none set",
+                backend=backend,
+                executions=EXECUTIONS,
+                steps=5,
+                launch="engine only",
             )
 
             gated = _workflow(engine, tenant_id, "with-approval", WITH_APPROVAL)
