@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Boolean, String, Table, bindparam, exists, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -82,16 +83,6 @@ class ApprovalNotFound(ApprovalError):
 
 class NotAnAssignee(ApprovalError):
     pass
-
-
-class ApprovalAlreadyDecided(ApprovalError):
-    """The approval has left `pending` (decided, expired or cancelled): `status` and `outcome` say how."""
-
-    def __init__(self, approval: HitlApproval) -> None:
-        super().__init__(f"approval {approval.id} is already {approval.status}")
-        self.status = approval.status
-        self.outcome = approval.outcome
-        self.decided_by = approval.decided_by
 
 
 def now_utc() -> dt.datetime:
@@ -163,7 +154,7 @@ def open_approval(
             with session.begin_nested():
                 session.add(row)
                 session.flush()
-        except Exception:
+        except IntegrityError:
             existing = _of_step(session, tenant_id, workflow_execution_id, step_name)
             if existing is None:
                 raise

@@ -367,3 +367,40 @@ def test_decisions_and_sweeps_started_together_always_leave_one_outcome(engine, 
         row, moves, triggers = _outcomes(engine, approval_id)
         assert row.status == {"approve": "approved", "reject": "rejected", "expired": "expired"}[wins[0]]
         assert len(moves) == 1 and len(triggers) == 1
+
+
+def test_two_runs_opening_one_steps_approval_at_once_get_the_same_row(engine, backend, world):
+    """A re-executed run racing the first one: the second insert waits on the first (PostgreSQL: on the
+    unique index; SQLite: on the write lock), then finds its row."""
+    import threading
+
+    opened, release, ids, errors = threading.Event(), threading.Event(), [], []
+
+    def first() -> None:
+        with transaction(engine) as session:
+            ids.append(open_step(session, world).id)
+            opened.set()
+            release.wait()
+
+    def second() -> None:
+        try:
+            with transaction(engine) as session:
+                ids.append(open_step(session, world).id)
+        except Exception as exc:
+            errors.append(exc)
+
+    one = threading.Thread(target=first)
+    one.start()
+    opened.wait()
+    two = threading.Thread(target=second)
+    two.start()
+    if backend == "postgresql":
+        while _lock_waiters(engine) == 0 and two.is_alive():
+            threading.Event().wait(0.01)
+    release.set()
+    one.join()
+    two.join()
+    assert errors == [] and len(ids) == 2 and ids[0] == ids[1]
+    with transaction(engine) as session:
+        assert len(session.scalars(select(HitlApproval)).all()) == 1
+        assert len(session.scalars(select(AuditLog).where(AuditLog.action == "approval_requested")).all()) == 1
