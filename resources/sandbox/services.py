@@ -5,8 +5,8 @@ for it). Faults come from the sandbox's fault injection (`POST /_sandbox/faults`
 `/services/ml_service/.*`): a faulted call never reaches the service, so nothing is done.
 
 Control: `POST /_sandbox/services/config {"latency_s": 0.05, "services": {"ml_service": {"latency_s": 1}}}`,
-`GET /_sandbox/services/effects` (how many times each idempotency key's effect was done, and the most
-calls the services served at once).
+`GET /_sandbox/services/effects` (how many times each idempotency key's effect was done, how many
+calls with it arrived, and the most calls the services served at once).
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ def routes(state: SandboxState) -> list[Route]:
         key = request.headers.get("idempotency-key")
         if key:
             scoped = f"{service}:{key}"
+            with state.lock:
+                state.service_arrivals[scoped] = state.service_arrivals.get(scoped, 0) + 1
             while True:
                 with state.lock:
                     answer = state.service_answers.get(scoped)
@@ -105,7 +107,13 @@ def routes(state: SandboxState) -> list[Route]:
 
     async def effects(_request: Request) -> JSONResponse:
         with state.lock:
-            return JSONResponse({"effects": dict(state.service_effects), "max_in_flight": state.service_max_in_flight})
+            return JSONResponse(
+                {
+                    "effects": dict(state.service_effects),
+                    "arrivals": dict(state.service_arrivals),
+                    "max_in_flight": state.service_max_in_flight,
+                }
+            )
 
     return [
         Route("/services/{service}/{path:path}", serve, methods=METHODS),

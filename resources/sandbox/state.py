@@ -63,6 +63,7 @@ class SandboxState:
         # done per key, latency per service
         self.service_answers: dict[str, Any] = {}
         self.service_effects: dict[str, int] = {}
+        self.service_arrivals: dict[str, int] = {}
         self.service_config: dict[str, Any] = {"latency_s": 0.0, "services": {}}
         self.service_in_flight = 0
         self.service_max_in_flight = 0

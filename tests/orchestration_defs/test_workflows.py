@@ -181,6 +181,7 @@ def test_a_crash_between_the_call_and_its_record_resumes_without_doing_the_call_
     # the finished step was not called again; the one in flight was sent again with its key and the
     # service answered with the first call's result instead of doing it twice
     assert len(sandbox.calls("POST", "/services/risk_analytics/v1/prepare")) == 1
+    assert effects(sandbox)["arrivals"][f"ml_service:{execution}:score"] == 2  # sent again, done once
     assert len(sandbox.calls("POST", "/services/ml_service/.*")) == 2
     assert effects(sandbox)["effects"] == {
         f"risk_analytics:{execution}:prepare": 1,
@@ -284,3 +285,55 @@ def test_a_run_failing_on_its_triggers_last_attempt_ends_the_execution_failed(
     view = state(engine, execution)
     assert "engine broke" in view["error"]
     assert {s["status"] for s in view["steps"]} == {"skipped"}
+
+
+def test_a_run_process_killed_during_a_call_is_resumed_without_doing_the_call_twice(
+    wf_env, engine, database_url, sandbox
+):
+    """SIGKILL of a real process running the engine while its service call is in flight."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from resources.services import Services
+
+    configure(sandbox, services={"ml_service": {"latency_s": 5.0}})  # room to kill it mid-call
+    tenant, workflow = new_workflow(
+        engine, [call("prepare"), call("score", "ml_service", ["prepare"]), call("after", depends_on=["score"])]
+    )
+    execution = start(engine, tenant, workflow)
+    script = (
+        "import sys; from domain.store import engine_for; from domain import workflow_engine; "
+        "from resources.services import Services; "
+        "workflow_engine.run(engine_for(sys.argv[1]), sys.argv[2], call=Services().call)"
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-c", script, database_url, execution], cwd=root, env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 600  # a hang guard only
+        key = f"ml_service:{execution}:score"
+        while effects(sandbox)["arrivals"].get(key, 0) < 1:  # the call reached the service
+            assert proc.poll() is None, "the run ended before its call was made"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert steps(state(engine, execution))["score"]["status"] == "running"
+
+    services = Services()
+    try:
+        assert workflow_engine.run(engine, execution, call=services.call) == "succeeded"
+    finally:
+        services.close()
+    assert effects(sandbox)["effects"] == {
+        f"risk_analytics:{execution}:prepare": 1,
+        f"ml_service:{execution}:score": 1,
+        f"risk_analytics:{execution}:after": 1,
+    }
+    assert len(sandbox.calls("POST", "/services/risk_analytics/v1/prepare")) == 1
