@@ -54,6 +54,7 @@ class WorkflowTrigger(Payload):
 
     tenant_id: str = Field(min_length=1)
     workflow_execution_id: str = Field(min_length=1)
+    workflow_id: str | None = None  # for the run's tags
 
 
 class ApprovalTrigger(Payload):

@@ -271,7 +271,7 @@ def enqueue_run(session: Session, execution: WorkflowExecution) -> int:
         session,
         TRIGGER_KIND,
         execution.tenant_id,
-        {"tenant_id": execution.tenant_id, "workflow_execution_id": execution.id},
+        {"tenant_id": execution.tenant_id, "workflow_execution_id": execution.id, "workflow_id": execution.workflow_id},
         dedup_key=f"workflow:{execution.id}",
     )
 

@@ -110,7 +110,12 @@ def _run_config(payload: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _tags(payload: Mapping[str, Any]) -> dict[str, str]:
-    return {TAG_EXECUTION: str(payload["workflow_execution_id"])}
+    """With the queue sensor's own (row, token, tenant): the execution, and the workflow when known (an
+    approval trigger does not name it; the run adds it when it starts)."""
+    tags = {TAG_EXECUTION: str(payload["workflow_execution_id"])}
+    if payload.get("workflow_id"):
+        tags[TAG_WORKFLOW] = str(payload["workflow_id"])
+    return tags
 
 
 workflow_queue_sensor = queue_sensor("workflow", workflow_execution, _run_config, _tags)

@@ -21,9 +21,11 @@ from tests.orchestration_defs.workflow_helpers import (
     new_workflow,
     publish,
     run_directly,
+    run_request,
     start,
     state,
     steps,
+    tick,
 )
 
 
@@ -63,7 +65,11 @@ def test_a_workflow_runs_through_the_queue_sensor_and_the_job(wf_env, engine, da
     execution = start(engine, tenant, workflow, {"account_id": "acc-7"})
     assert state(engine, execution)["status"] == "queued"
 
-    assert drive(instance, database_url) == 1
+    (request,) = tick(instance, database_url)
+    assert request.tags["wrk/tenant_id"] == tenant
+    assert request.tags["wrk/workflow_id"] == workflow
+    assert request.tags["wrk/workflow_execution_id"] == execution
+    assert run_request(instance, database_url, request).success
     view = state(engine, execution)
     assert view["status"] == "succeeded"
     assert view["progress"] == {"total": 3, "done": 3, "failed": 0, "waiting": 0}
