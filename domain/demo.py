@@ -147,6 +147,69 @@ def _seed_tenant(session: Session, spec: dict[str, Any]) -> None:
         for number, status in enumerate(version_statuses, start=1):
             _seed_version(session, project, number, status)
             session.flush()  # one version at a time, so the one-Live index sees each step
+    if spec is DEMO[0]:
+        seed_demo_workflow(session, tenant_id)
+
+
+# Issue 14: a workflow with two service calls, an approval and a publish (README: "Workflow executions").
+DEMO_WORKFLOW = {
+    "name": "account-review",
+    "description": "Score an account, forecast it, ask ops to approve, publish the result",
+    "trigger_on": ["shard.updated"],
+    "steps": [
+        {
+            "name": "score",
+            "kind": "service_call",
+            "service": "ml_service",
+            "method": "POST",
+            "path": "/v1/score",
+            "body": {"account_id": {"$ref": "/input/account_id"}},
+        },
+        {
+            "name": "forecast",
+            "kind": "service_call",
+            "service": "forecasting",
+            "method": "POST",
+            "path": "/v1/forecast",
+            "body": {"account_id": {"$ref": "/input/account_id"}, "score": {"$ref": "/steps/score/output/value"}},
+            "depends_on": ["score"],
+        },
+        {
+            "name": "review",
+            "kind": "approval",
+            "assignees": ["role:ops_admin"],
+            "message": "Apply the forecast for this account?",
+            "timeout": "PT1H",
+            "on_timeout": "reject",
+            "depends_on": ["forecast"],
+        },
+        {
+            "name": "announce",
+            "kind": "publish",
+            "queue": "workflow_results",
+            "body": {
+                "job": "account-review",
+                "account_id": {"$ref": "/input/account_id"},
+                "forecast": {"$ref": "/steps/forecast/output/value"},
+            },
+            "depends_on": ["review"],
+        },
+    ],
+}
+
+
+def demo_workflow_id(tenant_id: str) -> str:
+    return demo_id(tenant_id, "workflow", str(DEMO_WORKFLOW["name"]))
+
+
+def seed_demo_workflow(session: Session, tenant_id: str) -> None:
+    from domain import workflows
+    from domain.workflow_definitions import parse
+
+    if session.get(models.Workflow, demo_workflow_id(tenant_id)) is None:
+        spec = parse(DEMO_WORKFLOW)
+        workflows.create_workflow(session, tenant_id, spec, SEED_ACTOR, workflow_id=demo_workflow_id(tenant_id))
+        session.flush()
 
 
 def _seed_version(session: Session, project: models.Project, number: int, status: Status) -> None:

@@ -158,12 +158,31 @@ class BuildStatus(enum.StrEnum):
 
 
 class ExecutionStatus(enum.StrEnum):
-    PENDING = "pending"
+    """A workflow execution; the moves between them are written down in domain.workflow_states."""
+
+    QUEUED = "queued"
     RUNNING = "running"
     WAITING_APPROVAL = "waiting_approval"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    REJECTED = "rejected"
     CANCELLED = "cancelled"
+
+
+class StepStatus(enum.StrEnum):
+    """One step of one execution (domain.workflow_states)."""
+
+    PENDING = "pending"
+    RUNNING = "running"  # its service call was (or is being) made: the intent is recorded
+    WAITING = "waiting"  # an approval is open
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    REJECTED = "rejected"  # an approval said no (with on_reject=continue the workflow goes on)
+    SKIPPED = "skipped"  # never started: the execution ended first
+    CANCELLED = "cancelled"
+
+
+STEP_KINDS = ("service_call", "approval", "publish")
 
 
 class ApprovalStatus(enum.StrEnum):
@@ -556,18 +575,45 @@ class RepoBuild(Base):
 # Workflows, executions and human-in-the-loop approvals
 
 
-class WorkflowDefinition(Base):
-    __tablename__ = "workflow_definitions"
-    __table_args__ = (UniqueConstraint("tenant_id", "id"), UniqueConstraint("tenant_id", "name", "version"))
+class Workflow(Base):
+    """A named workflow of a tenant; its definitions are its versions (`latest_version` is current)."""
+
+    __tablename__ = "workflows"
+    __table_args__ = (UniqueConstraint("tenant_id", "id"), UniqueConstraint("tenant_id", "name"))
     id: Mapped[str] = id_column()
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
     name: Mapped[str] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    latest_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_by: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = created_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class WorkflowDefinition(Base):
+    """One version of a workflow: never changed once written (a PUT adds the next version)."""
+
+    __tablename__ = "workflow_definitions"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "id"),
+        UniqueConstraint("tenant_id", "name", "version"),
+        UniqueConstraint("workflow_id", "version"),
+        ForeignKeyConstraint(["tenant_id", "workflow_id"], ["workflows.tenant_id", "workflows.id"]),
+    )
+    id: Mapped[str] = id_column()
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    workflow_id: Mapped[str] = mapped_column(String(36))
+    name: Mapped[str] = mapped_column(String(200))
     version: Mapped[int] = mapped_column(Integer, default=1)
     description: Mapped[str | None] = mapped_column(Text)
+    trigger_on: Mapped[list[Any]] = mapped_column(default=list)
+    created_by: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = created_column()
 
 
 class WorkflowStep(Base):
+    """A step of one workflow version, as defined (`config` holds the kind's fields)."""
+
     __tablename__ = "workflow_steps"
     __table_args__ = (
         ForeignKeyConstraint(
@@ -577,7 +623,8 @@ class WorkflowStep(Base):
         ),
         UniqueConstraint("tenant_id", "id"),
         UniqueConstraint("workflow_definition_id", "position"),
-        CheckConstraint(one_of("kind", ["action", "approval", "batch_job"]), name="kind_valid"),
+        UniqueConstraint("workflow_definition_id", "name"),
+        CheckConstraint(one_of("kind", STEP_KINDS), name="kind_valid"),
     )
     id: Mapped[str] = id_column()
     tenant_id: Mapped[str] = mapped_column(String(36))
@@ -585,6 +632,7 @@ class WorkflowStep(Base):
     position: Mapped[int] = mapped_column(Integer)
     name: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(16))
+    depends_on: Mapped[list[Any]] = mapped_column(default=list)
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
@@ -598,17 +646,74 @@ class WorkflowExecution(Base):
         UniqueConstraint("tenant_id", "id"),
         status_check("status", list(ExecutionStatus)),
         Index("ix_workflow_executions_tenant_id_status", "tenant_id", "status"),
+        Index("ix_workflow_executions_tenant_id_workflow_id_created_at", "tenant_id", "workflow_id", "created_at"),
+        # One execution per (event, workflow): a redelivered or replayed event starts nothing new.
+        UniqueConstraint("dedup_key"),
     )
     id: Mapped[str] = id_column()
     tenant_id: Mapped[str] = mapped_column(String(36))
     workflow_definition_id: Mapped[str] = mapped_column(String(36))
-    status: Mapped[str] = mapped_column(String(20), default=ExecutionStatus.PENDING.value)
+    workflow_id: Mapped[str | None] = mapped_column(String(36))
+    version: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20), default=ExecutionStatus.QUEUED.value)
     current_step: Mapped[int] = mapped_column(Integer, default=0)
     context: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    input: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    trigger: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"source": "api"|"event", ...}
+    dedup_key: Mapped[str | None] = mapped_column(String(300))
+    requested_by: Mapped[str | None] = mapped_column(String(200))
+    error: Mapped[str | None] = mapped_column(Text)
     dagster_run_id: Mapped[str | None] = mapped_column(String(64))
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = created_column()
+    updated_at: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class WorkflowExecutionStep(Base):
+    """The saved state of one step of one execution: a run resumes from these rows."""
+
+    __tablename__ = "workflow_execution_steps"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["tenant_id", "workflow_execution_id"],
+            ["workflow_executions.tenant_id", "workflow_executions.id"],
+            ondelete="CASCADE",
+        ),
+        UniqueConstraint("workflow_execution_id", "name"),
+        status_check("status", list(StepStatus)),
+        CheckConstraint(one_of("kind", STEP_KINDS), name="kind_valid"),
+    )
+    id: Mapped[str] = id_column()
+    tenant_id: Mapped[str] = mapped_column(String(36))
+    workflow_execution_id: Mapped[str] = mapped_column(String(36))
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    depends_on: Mapped[list[Any]] = mapped_column(default=list)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=StepStatus.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    output: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ConsumedEvent(Base):
+    """An event the orchestrator consumed (HTTP or RabbitMQ), kept by id so a repeat is recognised."""
+
+    __tablename__ = "consumed_events"
+    __table_args__ = (Index("ix_consumed_events_tenant_id_received_at", "tenant_id", "received_at"),)
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    type: Mapped[str] = mapped_column(String(100))
+    occurred_at: Mapped[datetime] = mapped_column()
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    source: Mapped[str] = mapped_column(String(16))
+    executions: Mapped[list[Any]] = mapped_column(default=list)
+    received_at: Mapped[datetime] = created_column()
 
 
 class HitlApproval(Base):

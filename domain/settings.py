@@ -106,6 +106,17 @@ class Settings(BaseSettings):
     bi_batch_jobs_exchange: str = ""  # "" is AMQP's default exchange (routing key = queue name)
     outbox_alert_after_s: float = Field(default=900.0, gt=0)
 
+    # Workflow executions (issue 14): the six services' base URLs (SERVICE_<NAME>_URL; empty: the
+    # sandbox's emulator at <sandbox>/services/<name>), how many ready steps of one execution run at once,
+    # and the RabbitMQ queues of consumed events (comma-separated; drained when RABBITMQ_URL is set).
+    service_integration_manager_url: str = ""
+    service_risk_analytics_url: str = ""
+    service_ml_service_url: str = ""
+    service_forecasting_url: str = ""
+    service_recommendations_url: str = ""
+    service_adaptive_learning_url: str = ""
+    workflow_max_parallel_steps: int = Field(default=4, ge=1, le=64)
+    workflow_event_queues: str = "workflow_orchestrator_events"
     # Approvals (HITL): the secret signing the e-mails' decision links, and the base URL they point at
     # (default: this API on API_PORT); how long a standalone request waits when it names no timeout.
     hitl_link_secret: SecretStr = SecretStr(DEV_HITL_LINK_SECRET)

@@ -49,6 +49,14 @@ class PhaseTrigger(Payload):
     input: dict[str, Any] = Field(default_factory=dict)
 
 
+class WorkflowTrigger(Payload):
+    """Run (or resume) a workflow execution from its state in the store (issue 14)."""
+
+    tenant_id: str = Field(min_length=1)
+    workflow_execution_id: str = Field(min_length=1)
+    workflow_id: str | None = None  # for the run's tags
+
+
 class ApprovalTrigger(Payload):
     """An approval of a workflow execution left pending (a decision, or the timeout's on_timeout): the
     workflow engine resumes the execution with this outcome (domain.approvals enqueues it)."""
@@ -74,5 +82,7 @@ KINDS: dict[str, KindPolicy] = {
     "build": KindPolicy(BuildTrigger, max_attempts=3, backoff_base_s=10.0),
     "release": KindPolicy(ReleaseTrigger, max_attempts=2, backoff_base_s=60.0, tenant_scoped=False),
     "phase": KindPolicy(PhaseTrigger, max_attempts=5, backoff_base_s=10.0),
+    # A workflow run resumes from the store, so a failed run is simply tried again.
+    "workflow": KindPolicy(WorkflowTrigger, max_attempts=5, backoff_base_s=5.0),
     "approval": KindPolicy(ApprovalTrigger, max_attempts=5, backoff_base_s=10.0),
 }

@@ -16,9 +16,16 @@ from orchestration_defs.release import (
     release_failure_sensor,
     release_queue_sensor,
 )
+from orchestration_defs.workflows import (
+    approval_queue_sensor,
+    workflow_events_sensor,
+    workflow_execution,
+    workflow_queue_sensor,
+)
 from resources.database import DatabaseResource
 from resources.github import GitHubResource
 from resources.notifications import NotificationsResource
+from resources.services import ServicesResource
 from resources.wrk import WrkPlatformResource
 from schedules.approvals import approval_sweeper, approval_sweeper_sensor
 from schedules.sweeper import deliver_notifications, outbox_sensor, queue_sweeper, queue_sweeper_schedule
@@ -36,6 +43,7 @@ def build_definitions() -> dg.Definitions:
             queue_sweeper,
             deliver_notifications,
             relay_batch_messages,
+            workflow_execution,
             approval_sweeper,
             *batch_asset_jobs,
         ],
@@ -47,6 +55,9 @@ def build_definitions() -> dg.Definitions:
             release_failure_sensor,
             release_cancel_sensor,
             outbox_sensor,
+            workflow_queue_sensor,
+            approval_queue_sensor,
+            workflow_events_sensor,
             approval_sweeper_sensor,
             *QUEUE_STATUS_SENSORS,
         ],
@@ -56,6 +67,7 @@ def build_definitions() -> dg.Definitions:
             "github": GitHubResource(),
             "notifications": NotificationsResource(),
             "batch_publisher": BatchPublisherResource(),
+            "services": ServicesResource(),
         },
     )
 

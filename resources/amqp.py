@@ -32,6 +32,7 @@ class AmqpPublisher:
         self.policy = policy or RetryPolicy()
         self._connection: Any = None
         self._channel: Any = None
+        self._declared: set[tuple[str, str]] = set()
 
     def _open(self) -> Any:
         if self._channel is not None and self._channel.is_open and self._connection.is_open:
@@ -44,19 +45,32 @@ class AmqpPublisher:
         self._connection = pika.BlockingConnection(params)
         channel = self._connection.channel()
         channel.confirm_delivery()  # basic_publish now waits for the broker's ack (or raises on nack)
-        channel.queue_declare(queue=self.queue, durable=True)
-        if self.exchange:
-            channel.exchange_declare(exchange=self.exchange, exchange_type="direct", durable=True)
-            channel.queue_bind(queue=self.queue, exchange=self.exchange, routing_key=self.queue)
         self._channel = channel
+        self._declared = set()
+        self._declare(self.queue, self.exchange)
         return channel
 
+    def _declare(self, queue: str, exchange: str) -> None:
+        """The durable queue a message goes to (and its named exchange, bound), once per connection."""
+        if (queue, exchange) in self._declared:
+            return
+        self._channel.queue_declare(queue=queue, durable=True)
+        if exchange:
+            self._channel.exchange_declare(exchange=exchange, exchange_type="direct", durable=True)
+            self._channel.queue_bind(queue=queue, exchange=exchange, routing_key=queue)
+        self._declared.add((queue, exchange))
+
     def _publish_once(self, message: OutboundMessage) -> None:
+        # A row names its own queue and exchange (workflow publish steps use other queues than the batch
+        # jobs'); rows without them go where this publisher was made for.
+        queue = message.queue or self.queue
+        exchange = message.exchange if message.queue else self.exchange
         try:
             channel = self._open()
+            self._declare(queue, exchange)
             channel.basic_publish(
-                exchange=self.exchange,
-                routing_key=self.queue,
+                exchange=exchange,
+                routing_key=queue,
                 body=json.dumps(message.body, separators=(",", ":")).encode(),
                 properties=pika.BasicProperties(
                     content_type="application/json",

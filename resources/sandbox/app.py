@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from resources.sandbox import github, wrk
+from resources.sandbox import github, services, wrk
 from resources.sandbox.state import Fault, SandboxState
 
 CONTROL_PREFIX = "/_sandbox"
@@ -183,6 +183,7 @@ def create_app(state: SandboxState | None = None, smtp_port: int | None = None) 
             Route("/", index, methods=["GET"]),
             *wrk.routes(state),
             *github.routes(state),
+            *services.routes(state),  # the six workflow services (issue 14)
             Route("/slack/webhook/{hook:path}", slack_webhook, methods=["POST"]),
             Route(CONTROL_PREFIX + "/faults", add_fault, methods=["POST"]),
             Route(CONTROL_PREFIX + "/faults", clear_faults, methods=["DELETE"]),

@@ -59,6 +59,14 @@ class SandboxState:
         self.blobs: dict[int, bytes] = {}
         self.releases: dict[int, dict[str, Any]] = {}
         self.assets: dict[int, dict[str, Any]] = {}
+        # The six workflow services (resources/sandbox/services.py): answers by idempotency key, effects
+        # done per key, latency per service
+        self.service_answers: dict[str, Any] = {}
+        self.service_effects: dict[str, int] = {}
+        self.service_arrivals: dict[str, int] = {}
+        self.service_config: dict[str, Any] = {"latency_s": 0.0, "services": {}}
+        self.service_in_flight = 0
+        self.service_max_in_flight = 0
         # Sinks
         self.mail: list[dict[str, Any]] = []
         self.slack: list[dict[str, Any]] = []

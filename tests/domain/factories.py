@@ -44,3 +44,19 @@ def put_in_status(session: Session, entity: models.AutomationVersion | models.Pr
     models.allow_status_write(entity, status)
     entity.status = status.value
     session.flush()
+
+
+def workflow_execution(session: Session, tenant_id: str) -> models.WorkflowExecution:
+    """A queued execution of a one-step workflow (issue 14): a row to hang approvals on."""
+    workflow = models.Workflow(tenant_id=tenant_id, name=f"wf-{uuid.uuid4().hex[:8]}")
+    session.add(workflow)
+    session.flush()
+    definition = models.WorkflowDefinition(tenant_id=tenant_id, workflow_id=workflow.id, name=workflow.name)
+    session.add(definition)
+    session.flush()
+    row = models.WorkflowExecution(
+        tenant_id=tenant_id, workflow_definition_id=definition.id, workflow_id=workflow.id, version=1
+    )
+    session.add(row)
+    session.flush()
+    return row

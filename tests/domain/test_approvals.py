@@ -16,7 +16,6 @@ from domain.models import (
     TenantMembership,
     TriggerQueue,
     User,
-    WorkflowDefinition,
     WorkflowExecution,
 )
 from domain.settings import Settings
@@ -38,13 +37,7 @@ def member(session, tenant_id: str, roles: list[str], name: str) -> User:
 
 def execution(session, tenant_id: str) -> WorkflowExecution:
     """A workflow execution row to hang approvals on (the workflow engine makes the real ones)."""
-    definition = WorkflowDefinition(tenant_id=tenant_id, name=f"wf-{tenant_id[:8]}")
-    session.add(definition)
-    session.flush()
-    row = WorkflowExecution(tenant_id=tenant_id, workflow_definition_id=definition.id)
-    session.add(row)
-    session.flush()
-    return row
+    return factories.workflow_execution(session, tenant_id)
 
 
 @pytest.fixture

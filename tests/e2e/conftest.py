@@ -8,6 +8,7 @@ import yaml
 from dagster import DagsterInstance
 from dagster_graphql import DagsterGraphQLClient
 
+from domain.workflow_definitions import SERVICES
 from tests.servers import Processes, Sandbox, free_port, wait_for, wait_for_code_location
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,6 +45,8 @@ def stack(backend, database_url, tmp_path):
         stack = Processes(env, log)
         try:
             sandbox_url = stack.env["WRK_API_URL"] = stack.uvicorn("resources.sandbox.app:create_app")
+            for service in SERVICES:  # the workflow steps' six services, on this sandbox (issue 14)
+                stack.env[f"SERVICE_{service.upper()}_URL"] = f"{sandbox_url}/services/{service}"
             web_port = free_port()
             stack.dagster_webserver(web_port)
             stack.dagster_daemon()

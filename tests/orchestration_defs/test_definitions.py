@@ -25,6 +25,7 @@ EXPECTED = {
         "release_build",
         "risk_clustering_job",
         "risk_snapshot_backfill_job",
+        "workflow_execution",
     ],
     "schedules": [
         "account_health_schedule",
@@ -38,6 +39,7 @@ EXPECTED = {
         "risk_snapshot_backfill_schedule",
     ],
     "sensors": [
+        "approval_queue_sensor",
         "approval_sweeper_sensor",
         "batch_messages_relay_sensor",
         "build_queue_sensor",
@@ -48,6 +50,8 @@ EXPECTED = {
         "release_cancel_sensor",
         "release_failure_sensor",
         "release_queue_sensor",
+        "workflow_events_sensor",
+        "workflow_queue_sensor",
     ],
 }
 

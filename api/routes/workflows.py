@@ -1,0 +1,446 @@
+"""Workflows and their executions (issue 14). Every route names its tenant in `X-Tenant-ID`
+(api.auth.tenant_from_header: missing -> 400, not one of the token's tenants -> 403); another tenant's
+rows are not found (404)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from api.auth import OPS_ROLES, require, tenant_from_header
+from api.openapi import Endpoint
+from api.problems import Problem
+from api.requests import engine
+from domain import workflows
+from domain.lifecycle import Actor
+from domain.models import ExecutionStatus, TriggerQueue
+from domain.store import read_transaction, transaction
+from domain.workflow_definitions import DefinitionInvalid, parse
+
+WORKFLOW_ROLES = OPS_ROLES | frozenset({"workflow_operator"})
+MAX_LIMIT = 200
+
+
+class StepOut(BaseModel):
+    name: str
+    kind: str
+    depends_on: list[str]
+    model_config = {"extra": "allow"}
+
+
+class WorkflowOut(BaseModel):
+    id: str
+    tenant_id: str
+    name: str
+    description: str | None
+    version: int
+    latest_version: int
+    active: bool
+    trigger_on: list[str]
+    steps: list[StepOut]
+    created_at: datetime
+    updated_at: datetime
+
+
+class WorkflowList(BaseModel):
+    items: list[WorkflowOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class ExecutionRequest(BaseModel):
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExecutionAccepted(BaseModel):
+    execution_id: str
+    status: str
+    workflow_id: str
+    version: int
+    trigger_id: int | None
+    follow: dict[str, str]
+
+
+class Progress(BaseModel):
+    total: int
+    done: int
+    failed: int
+    waiting: int
+
+
+class ExecutionStepOut(BaseModel):
+    name: str
+    kind: str
+    status: str
+    attempts: int
+    depends_on: list[str]
+    started_at: datetime | None
+    finished_at: datetime | None
+    output: Any
+    error: str | None
+
+
+class ExecutionOut(BaseModel):
+    id: str
+    execution_id: str
+    tenant_id: str
+    workflow_id: str | None
+    version: int | None
+    status: str
+    input: dict[str, Any]
+    trigger: dict[str, Any]
+    error: str | None
+    dagster_run_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    progress: Progress
+    steps: list[ExecutionStepOut]
+
+
+class ExecutionList(BaseModel):
+    items: list[ExecutionOut]
+    total: int
+    limit: int
+    offset: int
+
+
+def _tenant(request: Request) -> tuple[str, str]:
+    principal = require(request, WORKFLOW_ROLES)
+    return tenant_from_header(request, principal), principal.sub
+
+
+async def _json(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError as exc:
+        raise Problem(
+            422,
+            "validation_error",
+            f"body is not valid JSON: {exc}",
+            errors=[{"field": "body", "message": "invalid JSON"}],
+        ) from exc
+
+
+def _spec(body: Any) -> Any:
+    try:
+        return parse(body)
+    except DefinitionInvalid as exc:
+        raise Problem(422, "validation_error", str(exc), errors=exc.errors) from exc
+
+
+def _page(request: Request) -> tuple[int, int]:
+    values = []
+    for name, default, low, high in (("limit", 50, 1, MAX_LIMIT), ("offset", 0, 0, 10**9)):
+        raw = request.query_params.get(name)
+        if raw in (None, ""):
+            values.append(default)
+            continue
+        if not raw.isdigit() or not low <= int(raw) <= high:
+            raise Problem(
+                422,
+                "validation_error",
+                f"{name} must be an integer from {low} to {high}",
+                errors=[{"field": name, "message": f"an integer from {low} to {high}"}],
+            )
+        values.append(int(raw))
+    return values[0], values[1]
+
+
+def _workflow_not_found(workflow_id: str) -> Problem:
+    return Problem(404, "not_found", f"workflow {workflow_id} not found")
+
+
+def _name_taken(name: str) -> Problem:
+    return Problem(
+        409, "conflict", f"a workflow named {name!r} exists", errors=[{"field": "name", "message": "already used"}]
+    )
+
+
+async def create_workflow(request: Request) -> JSONResponse:
+    tenant, actor = _tenant(request)
+    spec = _spec(await _json(request))
+
+    def apply() -> dict[str, Any]:
+        with transaction(engine(request)) as session:
+            workflow = workflows.create_workflow(session, tenant, spec, Actor.user(actor))
+            return workflows.workflow_view(session, workflow)
+
+    try:
+        view = await run_in_threadpool(apply)
+    except workflows.NameTaken as exc:
+        raise _name_taken(str(exc)) from exc
+    return JSONResponse(
+        WorkflowOut.model_validate(view).model_dump(mode="json"),
+        status_code=201,
+        headers={"Location": f"/v1/workflows/{view['id']}"},
+    )
+
+
+async def update_workflow(request: Request) -> JSONResponse:
+    tenant, actor = _tenant(request)
+    workflow_id = request.path_params["workflow_id"]
+    spec = _spec(await _json(request))
+
+    def apply() -> dict[str, Any] | None:
+        with transaction(engine(request)) as session:
+            workflow = workflows.find_workflow(session, tenant, workflow_id, for_update=True)
+            if workflow is None:
+                return None
+            workflows.update_workflow(session, workflow, spec, Actor.user(actor))
+            return workflows.workflow_view(session, workflow)
+
+    try:
+        view = await run_in_threadpool(apply)
+    except workflows.NameTaken as exc:
+        raise _name_taken(str(exc)) from exc
+    if view is None:
+        raise _workflow_not_found(workflow_id)
+    return JSONResponse(WorkflowOut.model_validate(view).model_dump(mode="json"))
+
+
+async def get_workflow(request: Request) -> JSONResponse:
+    tenant, _actor = _tenant(request)
+    workflow_id = request.path_params["workflow_id"]
+    raw_version = request.query_params.get("version")
+    version = int(raw_version) if raw_version and raw_version.isdigit() else None
+
+    def load() -> dict[str, Any] | None:
+        with read_transaction(engine(request)) as session:
+            workflow = workflows.find_workflow(session, tenant, workflow_id)
+            if workflow is None or (version is not None and not 1 <= version <= workflow.latest_version):
+                return None
+            return workflows.workflow_view(session, workflow, version)
+
+    view = await run_in_threadpool(load)
+    if view is None:
+        raise _workflow_not_found(workflow_id)
+    return JSONResponse(WorkflowOut.model_validate(view).model_dump(mode="json"))
+
+
+async def list_workflows(request: Request) -> JSONResponse:
+    tenant, _actor = _tenant(request)
+    limit, offset = _page(request)
+
+    def load() -> dict[str, Any]:
+        with read_transaction(engine(request)) as session:
+            rows, total = workflows.list_workflows(session, tenant, limit=limit, offset=offset)
+            return {"items": [workflows.workflow_view(session, w) for w in rows], "total": total}
+
+    page = await run_in_threadpool(load)
+    body = WorkflowList.model_validate(page | {"limit": limit, "offset": offset})
+    return JSONResponse(body.model_dump(mode="json"))
+
+
+async def start_execution(request: Request) -> JSONResponse:
+    tenant, actor = _tenant(request)
+    workflow_id = request.path_params["workflow_id"]
+    body = await _json(request)
+    try:
+        wanted = ExecutionRequest.model_validate(body if body is not None else {})
+    except Exception as exc:
+        raise Problem(
+            422, "validation_error", "input must be a JSON object", errors=[{"field": "input", "message": "an object"}]
+        ) from exc
+
+    def apply() -> dict[str, Any] | None:
+        with transaction(engine(request)) as session:
+            workflow = workflows.find_workflow(session, tenant, workflow_id)
+            if workflow is None:
+                return None
+            started = workflows.start_execution(
+                session, workflow, input=wanted.input, actor=Actor.user(actor), trigger={"source": "api"}
+            )
+            execution = started.execution
+            queue_state = session.get(TriggerQueue, started.trigger_id) if started.trigger_id else None
+            return {
+                "execution_id": execution.id,
+                "status": execution.status,
+                "workflow_id": workflow.id,
+                "version": execution.version,
+                "trigger_id": started.trigger_id,
+                "follow": {
+                    "execution": f"/v1/workflow-executions/{execution.id}",
+                    **({"trigger": f"/v1/queue/{queue_state.id}"} if queue_state else {}),
+                },
+            }
+
+    accepted = await run_in_threadpool(apply)
+    if accepted is None:
+        raise _workflow_not_found(workflow_id)
+    return JSONResponse(
+        ExecutionAccepted.model_validate(accepted).model_dump(mode="json"),
+        status_code=202,
+        headers={"Location": accepted["follow"]["execution"]},
+    )
+
+
+def _execution_not_found(execution_id: str) -> Problem:
+    return Problem(404, "not_found", f"workflow execution {execution_id} not found")
+
+
+async def get_execution(request: Request) -> JSONResponse:
+    tenant, _actor = _tenant(request)
+    execution_id = request.path_params["execution_id"]
+
+    def load() -> dict[str, Any] | None:
+        with read_transaction(engine(request)) as session:
+            execution = workflows.find_execution(session, tenant, execution_id)
+            if execution is None:
+                return None
+            return workflows.execution_view(execution, workflows.execution_steps(session, execution.id))
+
+    view = await run_in_threadpool(load)
+    if view is None:
+        raise _execution_not_found(execution_id)
+    return JSONResponse(ExecutionOut.model_validate(view).model_dump(mode="json"))
+
+
+async def list_executions(request: Request) -> JSONResponse:
+    tenant, _actor = _tenant(request)
+    limit, offset = _page(request)
+    statuses = [s for s in (request.query_params.get("status") or "").split(",") if s]
+    known = {s.value for s in ExecutionStatus}
+    for status in statuses:
+        if status not in known:
+            raise Problem(
+                422,
+                "validation_error",
+                f"unknown status {status!r}",
+                errors=[{"field": "status", "message": f"one of {sorted(known)}"}],
+            )
+    workflow_id = request.query_params.get("workflow_id") or None
+
+    def load() -> dict[str, Any]:
+        with read_transaction(engine(request)) as session:
+            rows, total = workflows.list_executions(
+                session, tenant, statuses=statuses, workflow_id=workflow_id, limit=limit, offset=offset
+            )
+            return {"items": [workflows.execution_view(e, steps) for e, steps in rows], "total": total}
+
+    page = await run_in_threadpool(load)
+    return JSONResponse(ExecutionList.model_validate(page | {"limit": limit, "offset": offset}).model_dump(mode="json"))
+
+
+async def cancel_execution(request: Request) -> JSONResponse:
+    tenant, actor = _tenant(request)
+    execution_id = request.path_params["execution_id"]
+
+    def apply() -> dict[str, Any] | None:
+        with transaction(engine(request)) as session:
+            execution = workflows.find_execution(session, tenant, execution_id, for_update=True)
+            if execution is None:
+                return None
+            workflows.cancel_execution(session, execution, Actor.user(actor))
+            return workflows.execution_view(execution, workflows.execution_steps(session, execution.id))
+
+    try:
+        view = await run_in_threadpool(apply)
+    except workflows.NotCancellable as exc:
+        raise Problem(
+            409,
+            "invalid_status_transition",
+            f"the execution is {exc.status}: only a live one can be cancelled",
+            extra={"current_status": exc.status},
+        ) from exc
+    if view is None:
+        raise _execution_not_found(execution_id)
+    return JSONResponse(ExecutionOut.model_validate(view).model_dump(mode="json"))
+
+
+TAGS = ["workflows"]
+ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/v1/workflows",
+        create_workflow,
+        "Define a workflow (version 1)",
+        response=WorkflowOut,
+        status=201,
+        tenant_header=True,
+        errors=[400, 403, 409, 422],
+        tags=TAGS,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/workflows",
+        list_workflows,
+        "The tenant's workflows (current versions), newest first",
+        response=WorkflowList,
+        tenant_header=True,
+        errors=[400, 403],
+        query=["limit", "offset"],
+        tags=TAGS,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/workflows/{workflow_id}",
+        get_workflow,
+        "A workflow (its current version, or ?version=N)",
+        response=WorkflowOut,
+        tenant_header=True,
+        errors=[400, 403, 404],
+        query=["version"],
+        tags=TAGS,
+    ),
+    Endpoint(
+        "PUT",
+        "/v1/workflows/{workflow_id}",
+        update_workflow,
+        "A new version of the workflow (executions keep the version they started with)",
+        response=WorkflowOut,
+        tenant_header=True,
+        errors=[400, 403, 404, 409, 422],
+        tags=TAGS,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/workflows/{workflow_id}/executions",
+        start_execution,
+        "Start an execution of the current version: queued, a run resumes it step by step",
+        response=ExecutionAccepted,
+        status=202,
+        tenant_header=True,
+        errors=[400, 403, 404, 422],
+        tags=TAGS,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/workflow-executions",
+        list_executions,
+        "Executions, newest first (?status=&workflow_id=)",
+        response=ExecutionList,
+        tenant_header=True,
+        errors=[400, 403, 422],
+        query=["status", "workflow_id", "limit", "offset"],
+        tags=TAGS,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/workflow-executions/{execution_id}",
+        get_execution,
+        "An execution: status, progress and each step's state",
+        response=ExecutionOut,
+        tenant_header=True,
+        errors=[400, 403, 404],
+        tags=TAGS,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/workflow-executions/{execution_id}/cancel",
+        cancel_execution,
+        "Cancel an execution (open approvals are cancelled too)",
+        response=ExecutionOut,
+        tenant_header=True,
+        errors=[400, 403, 404, 409],
+        tags=TAGS,
+    ),
+]
