@@ -1,0 +1,86 @@
+"""`GET /metrics`: Prometheus text format that prometheus_client's own parser reads, with the numbers
+other processes make read from the store, and who may scrape it."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
+from starlette.testclient import TestClient
+
+from api.app import create_app
+from domain import queue
+from domain.models import Tenant
+from domain.settings import Settings
+from domain.store import transaction
+from tests.api.conftest import bearer, make_token
+from tests.servers import ServerThread
+
+METRICS_TOKEN = "scraper-secret-0123456789"
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(environment="test", metrics_token=SecretStr(METRICS_TOKEN))
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the exposition, by name and sorted labels (parsed by prometheus_client)."""
+    found: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def enqueue_phases(engine, n: int) -> str:
+    tenant_id = str(uuid.uuid4())
+    with transaction(engine) as session:
+        session.add(Tenant(id=tenant_id, name=f"metrics-{tenant_id[:8]}"))
+        session.flush()
+        for k in range(n):
+            payload: dict[str, Any] = {"tenant_id": tenant_id, "user_id": f"u{k}", "sync_id": "s", "phase": 1}
+            queue.enqueue(session, "phase", tenant_id, payload, dedup_key=f"m:{k}")
+    return tenant_id
+
+
+def test_metrics_parse_and_show_the_queue_depth_after_enqueues(client, engine):
+    scraper = bearer(METRICS_TOKEN)
+    before = samples(client.get("/metrics", headers=scraper).text)
+    assert before[("wrk_queue_depth", (("kind", "phase"), ("state", "available")))] == 0
+    assert before[("wrk_queue_oldest_available_age_seconds", (("kind", "phase"),))] == 0
+
+    enqueue_phases(engine, 3)
+    answer = client.get("/metrics", headers=scraper)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain; version=")
+    after = samples(answer.text)
+    assert after[("wrk_queue_depth", (("kind", "phase"), ("state", "available")))] == 3
+    assert after[("wrk_queue_depth", (("kind", "build"), ("state", "available")))] == 0
+    assert after[("wrk_queue_oldest_available_age_seconds", (("kind", "phase"),))] >= 0
+    assert after[("wrk_live_connections", (("transport", "websocket"),))] == 0
+
+
+def test_metrics_need_the_scrape_token_or_a_platform_ops_token(client, settings):
+    assert client.get("/metrics").status_code == 401  # the test client is not on loopback
+    assert client.get("/metrics", headers=bearer("wrong")).status_code == 401
+    platform = make_token(settings, tenants=["t1"], roles=["ops_admin"])
+    assert client.get("/metrics", headers=bearer(platform)).status_code == 200
+    tenant_only = make_token(settings, tenants=["t1", "t2"], roles=[], tenant_roles={"t1": ["ops_admin"]})
+    answer = client.get("/metrics", headers=bearer(tenant_only))
+    assert answer.status_code == 403 and answer.json()["code"] == "forbidden"
+
+
+def test_without_a_scrape_token_metrics_are_open_on_loopback_only(engine):
+    app = create_app(Settings(environment="test"), engine)
+    server = ServerThread(app).start()
+    try:
+        assert httpx.get(f"{server.url}/metrics", timeout=60).status_code == 200
+    finally:
+        server.stop()
+    with TestClient(app) as client:  # a client that is not on loopback
+        assert client.get("/metrics").status_code == 401
