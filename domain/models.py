@@ -657,6 +657,47 @@ class SyncProgress(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class PhaseEventType(enum.StrEnum):
+    """What a user's live stream carries (domain.phase_events appends, the live side reads)."""
+
+    PHASE_STARTED = "phase_started"
+    PHASE_COMPLETED = "phase_completed"
+    PHASE_FAILED = "phase_failed"
+    PROMPT = "prompt"
+
+
+class PhaseEvent(Base):
+    """One event of a user's stream, numbered `seq` per (tenant, user) from 1 with no reuse (the counter
+    lives in phase_event_sequences, so pruning old events never lets a number come back)."""
+
+    __tablename__ = "phase_events"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "user_id", "seq"),
+        CheckConstraint("phase BETWEEN 1 AND 7", name="phase_range"),
+        status_check("type", list(PhaseEventType), name="type_valid"),
+        Index("ix_phase_events_created_at", "created_at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    user_id: Mapped[str] = mapped_column(String(200))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    type: Mapped[str] = mapped_column(String(20))
+    sync_id: Mapped[str] = mapped_column(String(200))
+    phase: Mapped[int] = mapped_column(Integer)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = created_column()
+
+
+class PhaseEventSequence(Base):
+    """The last `seq` handed out per (tenant, user): an upsert on this row serialises concurrent appends
+    for one user on both backends (a row lock on PostgreSQL, the write lock on SQLite)."""
+
+    __tablename__ = "phase_event_sequences"
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+
+
 # ---------------------------------------------------------------------------------------------------
 # HTTP idempotency and webhook deliveries
 

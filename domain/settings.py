@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -82,6 +83,8 @@ class Settings(BaseSettings):
     idempotency_key_retention_days: float = 1.0  # a retried request within this window gets its answer again
     webhook_delivery_retention_days: float = 7.0  # GitHub redelivers for 3 days; a repeat within 7 is dropped
     release_dir_retention_days: float = 14.0  # release working folders untouched this long are removed
+    # Users' phase event streams (replay after a reconnect): seconds, or an ISO 8601 duration (P7D)
+    phase_events_retention: timedelta = Field(default=timedelta(days=7), gt=timedelta(0))
 
     # Flow policy
     project_live_on_deploy: bool = True
