@@ -31,7 +31,8 @@ HANG = 120  # seconds: only a stream that never delivers reaches this
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(environment="test", phase_stream_poll_s=0.05)
+    # No resync: only NOTIFY (PostgreSQL) or the poller (SQLite) can deliver a live event here.
+    return Settings(environment="test", phase_stream_poll_s=0.05, phase_stream_resync_s=3600)
 
 
 @pytest.fixture
@@ -93,23 +94,28 @@ def user_token(settings: Settings, tenant_id: str, user_id: str, roles: list[str
     return make_token(settings, tenants=[tenant_id], roles=roles or ["user"], sub=user_id)
 
 
-def sse_events(response: httpx.Response, n: int) -> list[dict[str, str]]:
-    """The next `n` events of a text/event-stream (comment lines, the pings, skipped)."""
-    events: list[dict[str, str]] = []
-    fields: dict[str, str] = {}
-    for line in response.iter_lines():
-        if not line:
-            if "data" in fields:
-                events.append(fields)
-                if len(events) == n:
-                    return events
-            fields = {}
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(":")
-        fields[name] = value.removeprefix(" ")
-    raise AssertionError(f"stream ended after {events}")
+class SseReader:
+    """Reads the events of one text/event-stream response (comment lines, the pings, skipped)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.lines = response.iter_lines()
+
+    def next(self, n: int) -> list[dict[str, str]]:
+        events: list[dict[str, str]] = []
+        fields: dict[str, str] = {}
+        for line in self.lines:
+            if not line:
+                if "data" in fields:
+                    events.append(fields)
+                    if len(events) == n:
+                        return events
+                fields = {}
+                continue
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")
+        raise AssertionError(f"stream ended after {events}")
 
 
 def test_websocket_delivers_in_seq_order_and_replays_what_was_missed_after_a_reconnect(api, engine, settings, tenants):
@@ -181,9 +187,10 @@ def test_sse_resumes_after_last_event_id(api, engine, settings, tenants):
     with httpx.stream("GET", url, headers=bearer(token) | {"Last-Event-ID": "2"}, timeout=timeout) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        replayed = sse_events(response, 2)
+        reader = SseReader(response)
+        replayed = reader.next(2)
         append(engine, tenant, "alice", 1, type="phase_completed")
-        (live,) = sse_events(response, 1)
+        (live,) = reader.next(1)
     assert [e["id"] for e in [*replayed, live]] == ["3", "4", "5"]
     assert [e["event"] for e in [*replayed, live]] == ["phase_started", "phase_started", "phase_completed"]
     assert json.loads(live["data"])["seq"] == 5
@@ -191,7 +198,7 @@ def test_sse_resumes_after_last_event_id(api, engine, settings, tenants):
     # An EventSource reconnecting sends the last id it saw; `?after=` and `?access_token=` serve browsers.
     append(engine, tenant, "alice", 1, type="prompt")
     with httpx.stream("GET", f"{url}?after=4&access_token={token}", timeout=timeout) as response:
-        assert [e["id"] for e in sse_events(response, 2)] == ["5", "6"]
+        assert [e["id"] for e in SseReader(response).next(2)] == ["5", "6"]
 
 
 def test_a_user_cannot_read_another_users_stream(api, engine, settings, tenants):
@@ -258,7 +265,14 @@ def test_events_appended_by_another_process_reach_a_separate_api_process_live(
     PostgreSQL, the API's poller finds it on SQLite."""
     tenant, _ = tenants
     token = user_token(settings, tenant, "carol")
-    processes = Processes({"DATABASE_URL": database_url, "ENVIRONMENT": "test", "PHASE_STREAM_POLL_S": "0.05"})
+    processes = Processes(
+        {
+            "DATABASE_URL": database_url,
+            "ENVIRONMENT": "test",
+            "PHASE_STREAM_POLL_S": "0.05",
+            "PHASE_STREAM_RESYNC_S": "3600",
+        }
+    )
     try:
         api = processes.uvicorn("api.app:create_app")
         with (
@@ -269,7 +283,7 @@ def test_events_appended_by_another_process_reach_a_separate_api_process_live(
                 [sys.executable, "-c", APPEND_SCRIPT, database_url, tenant, "carol", "10"], cwd=ROOT, check=True
             )
             over_ws = receive(ws, 10)
-            over_sse = sse_events(sse, 10)
+            over_sse = SseReader(sse).next(10)
     finally:
         processes.stop()
     assert [e["seq"] for e in over_ws] == list(range(1, 11))
