@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
@@ -29,7 +29,8 @@ from starlette.responses import Response
 from api.auth import Authenticator
 from api.openapi import Endpoint
 from api.problems import Problem
-from domain import queue
+from domain import phase_metrics, queue
+from domain.models import PhaseOutcome
 from domain.phase_stream import PhaseStream
 from domain.settings import LOOPBACK_HOSTS, Settings
 from domain.store import read_transaction
@@ -44,8 +45,11 @@ class StoreCollector(Collector):
         self.engine = engine
 
     def collect(self) -> Iterator[Metric]:
-        with read_transaction(self.engine) as session:
+        with read_transaction(self.engine) as session:  # one snapshot for every figure of a scrape
             stats: dict[str, Any] = queue.stats(session)
+            transitions = phase_metrics.transitions(session)
+            durations = phase_metrics.durations(session)
+            latencies = phase_metrics.latencies(session)
         depth = GaugeMetricFamily("wrk_queue_depth", "Trigger queue rows per kind and state", labels=["kind", "state"])
         oldest = GaugeMetricFamily(
             "wrk_queue_oldest_available_age_seconds",
@@ -65,6 +69,34 @@ class StoreCollector(Collector):
         yield depth
         yield oldest
         yield launched
+
+        counter = CounterMetricFamily(
+            "wrk_phase_transitions",
+            "Phase runs per phase and outcome (completed; failed: back to the queue with backoff; dead)",
+            labels=["phase", "outcome"],
+        )
+        for phase in range(1, 8):
+            for outcome in PhaseOutcome:
+                counter.add_metric([str(phase), outcome.value], transitions.get((phase, outcome.value), 0))
+        yield counter
+        yield _histogram(
+            "wrk_phase_duration_seconds", "Run time of one phase for one trigger (all outcomes)", durations
+        )
+        yield _histogram(
+            "wrk_phase_latency_seconds", "Phase trigger enqueued -> phase completed (end to end)", latencies
+        )
+
+
+def _histogram(name: str, documentation: str, by_phase: dict[int, phase_metrics.Histogram]) -> Metric:
+    family = HistogramMetricFamily(name, documentation, labels=["phase"])
+    for phase, histogram in sorted(by_phase.items()):
+        buckets = [(_bound(b), float(c)) for b, c in zip(histogram.bounds, histogram.buckets, strict=True)]
+        family.add_metric([str(phase)], [*buckets, ("+Inf", float(histogram.count))], histogram.total)
+    return family
+
+
+def _bound(bound: float) -> str:
+    return repr(float(bound))
 
 
 class ConnectionsCollector(Collector):
