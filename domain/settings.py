@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     jwt_issuer: str = "wrk-orchestration-dev"
     jwt_audience: str = "wrk-orchestration"
     github_webhook_secret: SecretStr = SecretStr(DEV_GITHUB_WEBHOOK_SECRET)
+    # Users' live updates and /metrics (api/routes/live.py, api/routes/metrics.py)
+    phase_stream_poll_s: float = Field(default=0.5, gt=0)  # SQLite: how often the API looks for new events
+    phase_stream_resync_s: float = Field(default=30.0, gt=0)  # a subscriber re-reads this often regardless
+    metrics_token: SecretStr | None = None  # a scraper's bearer token; unset: /metrics open on loopback only
 
     # Outside world (the sandbox on :8900 by default)
     sandbox_port: int = 8900
@@ -107,11 +111,6 @@ class Settings(BaseSettings):
     bi_batch_jobs_queue: str = "bi_batch_jobs"
     bi_batch_jobs_exchange: str = ""  # "" is AMQP's default exchange (routing key = queue name)
     outbox_alert_after_s: float = Field(default=900.0, gt=0)
-
-    # Users' live updates and /metrics (api/routes/live.py, api/routes/metrics.py)
-    phase_stream_poll_s: float = Field(default=0.5, gt=0)  # SQLite: how often the API looks for new events
-    phase_stream_resync_s: float = Field(default=30.0, gt=0)  # a subscriber re-reads this often regardless
-    metrics_token: SecretStr | None = None  # a scraper's bearer token; unset: /metrics open on loopback only
 
     @model_validator(mode="after")
     def _defaults_and_production_guard(self) -> Settings:
