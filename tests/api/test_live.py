@@ -9,12 +9,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import text
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -22,7 +23,7 @@ from api.app import create_app
 from domain import phase_events
 from domain.models import Tenant
 from domain.settings import Settings
-from domain.store import transaction
+from domain.store import is_postgres, transaction
 from tests.api.conftest import bearer, make_token
 from tests.servers import ROOT, Processes, ServerThread
 
@@ -158,14 +159,19 @@ def test_a_websocket_without_after_starts_live_and_takes_the_token_as_a_query_pa
         append(engine, tenant, "alice", 1, phase=3)
         (event,) = receive(ws, 1)
     assert event["seq"] == 3 and event["phase"] == 3
+    _wait_connections(api, "websocket", lambda n: n == 0)  # a client that leaves is no longer counted
 
 
 def _wait_subscribed(api: str, transport: str) -> None:
     """Until this API process counts an open connection of `transport` (its subscription is registered
     by then, so an append after this is delivered live, not as a replay)."""
+    _wait_connections(api, transport, lambda n: n >= 1)
+
+
+def _wait_connections(api: str, transport: str, wanted: Callable[[float], bool]) -> None:
     deadline = time.monotonic() + HANG
-    while open_connections(api, transport) < 1:
-        assert time.monotonic() < deadline, f"no open {transport} connection counted in {HANG} s"
+    while not wanted(open_connections(api, transport)):
+        assert time.monotonic() < deadline, f"open {transport} connections never as wanted in {HANG} s"
         time.sleep(0.05)
 
 
@@ -289,3 +295,24 @@ def test_events_appended_by_another_process_reach_a_separate_api_process_live(
     assert [e["seq"] for e in over_ws] == list(range(1, 11))
     assert [int(e["id"]) for e in over_sse] == list(range(1, 11))
     assert [e["data"]["n"] for e in over_ws] == list(range(10))
+
+
+def test_a_lost_listen_connection_is_reopened_and_nothing_appended_meanwhile_is_missed(api, engine, settings, tenants):
+    """PostgreSQL: the API's LISTEN connection is killed; its listener reconnects and wakes every
+    subscriber to re-read, so the event appended while it was down still arrives (resync is off here)."""
+    if not is_postgres(engine):
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite polls")
+    tenant, _ = tenants
+    with open_ws(api, "dora", user_token(settings, tenant, "dora"), after=0) as ws:
+        _wait_subscribed(api, "websocket")
+        with engine.connect() as conn:
+            killed = conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+                )
+            ).all()
+        assert killed == [(True,)]
+        append(engine, tenant, "dora", 2)
+        events = receive(ws, 2)
+    assert [e["seq"] for e in events] == [1, 2]
