@@ -52,6 +52,11 @@ TEMPLATES: Mapping[str, Template] = {
         "Version {version_number} of {project_name} was paused by {actor}. Reason: {reason}",
     ),
     "ops_alert": Template("[{severity}] {summary}", "{summary}\n\n{details}"),
+    # Seven-phase pipeline, phase 4: a match in the smart-prompt band asks the user to confirm.
+    "claim_prompt": Template(
+        "Confirm claim {claim_id}: {amount} {currency}",
+        "We matched evidence to claim {claim_id} ({amount} {currency}, confidence {confidence}). Confirm to submit it.",
+    ),
 }
 
 

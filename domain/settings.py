@@ -112,6 +112,19 @@ class Settings(BaseSettings):
     bi_batch_jobs_exchange: str = ""  # "" is AMQP's default exchange (routing key = queue name)
     outbox_alert_after_s: float = Field(default=900.0, gt=0)
 
+    # Seven-phase pipeline (domain/phases.py, orchestration_defs/phases.py)
+    integrations_api_url: str = ""  # default: the sandbox's emulator, http://127.0.0.1:SANDBOX_PORT/integrations
+    integrations_api_token: SecretStr = SecretStr(SANDBOX_TOKEN)
+    payments_api_url: str = ""  # a Stripe-like API; default: the sandbox's, http://127.0.0.1:SANDBOX_PORT/payments
+    payments_api_key: SecretStr = SecretStr("sk_test_sandbox")
+    phase_callback_url: str = ""  # this API as the integrations backend reaches it; default http://127.0.0.1:API_PORT
+    proof_packet_dir: str = ""  # default: $DAGSTER_HOME/proof-packets (or ./var/proof-packets)
+    phase_batch_size: int = Field(default=100, ge=1, le=1000)  # triggers one phase run takes
+    phase_row_workers: int = Field(default=4, ge=1, le=32)  # triggers of one run processed at once
+    phase_runs_in_flight: int = Field(default=2, ge=1)  # the phase sensor launches no more while this many run
+    phase_sensor_interval_s: int = Field(default=1, ge=1)
+    sandbox_phase_delay_s: float = Field(default=1.0, ge=0)  # the sandbox's integrations call the next phase back
+
     @model_validator(mode="after")
     def _defaults_and_production_guard(self) -> Settings:
         # As under `make run` (scripts/supervise.py): the sandbox's URLs and SMTP sink follow SANDBOX_PORT
@@ -122,6 +135,14 @@ class Settings(BaseSettings):
             self.github_api_url = f"http://127.0.0.1:{self.sandbox_port}/github"
         if "smtp_port" not in self.model_fields_set:
             self.smtp_port = self.sandbox_port + 25
+        if not self.integrations_api_url:
+            self.integrations_api_url = f"http://127.0.0.1:{self.sandbox_port}/integrations"
+        if not self.payments_api_url:
+            self.payments_api_url = f"http://127.0.0.1:{self.sandbox_port}/payments"
+        if not self.phase_callback_url:
+            self.phase_callback_url = f"http://127.0.0.1:{self.api_port}"
+        if not self.proof_packet_dir:
+            self.proof_packet_dir = str((default_data_dir() / "proof-packets").resolve())
         if not self.release_dir:
             self.release_dir = str((default_data_dir() / "releases").resolve())
         if not self.database_url:

@@ -10,6 +10,7 @@ from orchestration_defs.batch_jobs import (
 )
 from orchestration_defs.build import build_automation_version, build_queue_sensor
 from orchestration_defs.deploy import reconcile_deployments, reconcile_deployments_schedule
+from orchestration_defs.phases import phase_batch, phase_queue_sensor
 from orchestration_defs.release import (
     release_build,
     release_cancel_sensor,
@@ -18,7 +19,9 @@ from orchestration_defs.release import (
 )
 from resources.database import DatabaseResource
 from resources.github import GitHubResource
+from resources.integrations import IntegrationsResource
 from resources.notifications import NotificationsResource
+from resources.payments import PaymentsResource
 from resources.wrk import WrkPlatformResource
 from schedules.sweeper import deliver_notifications, outbox_sensor, queue_sweeper, queue_sweeper_schedule
 from sensors.queue import QUEUE_STATUS_SENSORS
@@ -35,6 +38,7 @@ def build_definitions() -> dg.Definitions:
             queue_sweeper,
             deliver_notifications,
             relay_batch_messages,
+            phase_batch,
             *batch_asset_jobs,
         ],
         schedules=[queue_sweeper_schedule, reconcile_deployments_schedule, *batch_schedules],
@@ -45,6 +49,7 @@ def build_definitions() -> dg.Definitions:
             release_failure_sensor,
             release_cancel_sensor,
             outbox_sensor,
+            phase_queue_sensor,
             *QUEUE_STATUS_SENSORS,
         ],
         resources={
@@ -53,6 +58,8 @@ def build_definitions() -> dg.Definitions:
             "github": GitHubResource(),
             "notifications": NotificationsResource(),
             "batch_publisher": BatchPublisherResource(),
+            "integrations": IntegrationsResource(),
+            "payments": PaymentsResource(),
         },
     )
 

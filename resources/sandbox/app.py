@@ -7,6 +7,8 @@ Control endpoints live under `/_sandbox/`:
 - `GET /_sandbox/calls?method=&path=` (every emulated call, with its answer's status)
 - `GET /_sandbox/mail`, `GET /_sandbox/slack` (received messages); `POST /_sandbox/reset`
 - `POST /_sandbox/github/config`, `GET /_sandbox/wrk/workflows`
+- `POST /_sandbox/integrations/config` `{"delay_s", "callbacks_enabled", "matches"}`,
+  `GET /_sandbox/integrations/callbacks`, `GET /_sandbox/payments/intents`
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from resources.sandbox import github, wrk
+from resources.sandbox import github, integrations, payments, wrk
 from resources.sandbox.state import Fault, SandboxState
 
 CONTROL_PREFIX = "/_sandbox"
@@ -170,6 +172,8 @@ def create_app(state: SandboxState | None = None, smtp_port: int | None = None) 
             Route("/", index, methods=["GET"]),
             *wrk.routes(state),
             *github.routes(state),
+            *integrations.routes(state),  # the seven-phase pipeline's backend and payments
+            *payments.routes(state),
             Route("/slack/webhook/{hook:path}", slack_webhook, methods=["POST"]),
             Route(CONTROL_PREFIX + "/faults", add_fault, methods=["POST"]),
             Route(CONTROL_PREFIX + "/faults", clear_faults, methods=["DELETE"]),

@@ -59,6 +59,9 @@ class SandboxState:
         self.blobs: dict[int, bytes] = {}
         self.releases: dict[int, dict[str, Any]] = {}
         self.assets: dict[int, dict[str, Any]] = {}
+        # Integrations backend and payments (resources/sandbox/integrations.py, payments.py)
+        self.phases: dict[str, Any] = {}
+        self.payment_intents: dict[str, dict[str, Any]] = {}
         # Sinks
         self.mail: list[dict[str, Any]] = []
         self.slack: list[dict[str, Any]] = []
