@@ -14,7 +14,7 @@ from api.auth import Authenticator
 from api.middleware import RequestContext
 from api.openapi import Endpoint, build_openapi
 from api.problems import EXCEPTION_HANDLERS
-from api.routes import automation_versions, batch_jobs, deploy, projects, queue, releases, system, webhooks
+from api.routes import automation_versions, batch_jobs, deploy, phases, projects, queue, releases, system, webhooks
 from domain.settings import Settings, get_settings
 from domain.store import engine_for
 from resources.wrk import wrk_client
@@ -28,6 +28,7 @@ ENDPOINTS: list[Endpoint] = [
     *releases.ENDPOINTS,
     *batch_jobs.ENDPOINTS,
     *webhooks.ENDPOINTS,
+    *phases.ENDPOINTS,
 ]
 
 
