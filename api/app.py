@@ -20,6 +20,7 @@ from api.routes import (
     deploy,
     live,
     metrics,
+    phases,
     projects,
     queue,
     releases,
@@ -40,6 +41,7 @@ ENDPOINTS: list[Endpoint] = [
     *releases.ENDPOINTS,
     *batch_jobs.ENDPOINTS,
     *webhooks.ENDPOINTS,
+    *phases.ENDPOINTS,
     *live.ENDPOINTS,
     *metrics.ENDPOINTS,
 ]
