@@ -17,6 +17,7 @@ import asyncio
 import math
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,7 +54,7 @@ class Stack:
     """Sandbox, API and Dagster daemon as processes on one throwaway PostgreSQL database."""
 
     def __init__(self, engine: Engine) -> None:
-        from tests.servers import Processes, free_port, wait_for
+        from tests.servers import Processes, free_port
 
         self.engine = engine
         url = engine.url.render_as_string(hide_password=False)
@@ -77,18 +78,21 @@ class Stack:
         self.sandbox = f"http://127.0.0.1:{sandbox_port}"
         self.api = f"http://127.0.0.1:{api_port}"
         python = sys.executable
-        self.processes.spawn(
+        sandbox = self.processes.spawn(
             python, "-m", "uvicorn", "resources.sandbox.app:create_app", "--factory", "--port", str(sandbox_port),
             "--no-access-log", "--log-level", "warning",
         )  # fmt: skip
-        self.processes.spawn(
+        api = self.processes.spawn(
             python, "-m", "uvicorn", "api.app:create_app", "--factory", "--port", str(api_port),
             "--workers", os.environ.get("API_WORKERS", "1"), "--no-access-log", "--log-level", "warning",
         )  # fmt: skip
-        wait_for(self.sandbox + "/", why=self.tail)
-        wait_for(self.api + "/health", why=self.tail)
+        self.wait_up(self.sandbox + "/", sandbox)
+        self.wait_up(self.api + "/health", api)
         # The chain's call backs off: the figures are about the triggers posted here.
-        httpx.post(f"{self.sandbox}/_sandbox/integrations/config", json={"callbacks_enabled": False}, timeout=30)
+        answer = httpx.post(
+            f"{self.sandbox}/_sandbox/integrations/config", json={"callbacks_enabled": False}, timeout=30
+        )
+        answer.raise_for_status()
         with transaction(engine) as session:
             self.tenant_id = str(uuid.uuid4())
             session.add(Tenant(id=self.tenant_id, name=f"bench-{self.tenant_id[:8]}"))
@@ -100,6 +104,19 @@ class Stack:
             ttl_seconds=7200,
         )
         self.processes.dagster_daemon()
+
+    def wait_up(self, url: str, process: subprocess.Popen[Any]) -> None:
+        """Until `url` answers; a process that exits first ends the bench at once, with its log."""
+        while True:
+            if process.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"{url}: the process exited ({process.returncode}): {self.tail()}")
+            try:
+                if httpx.get(url, timeout=2).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
 
     def tail(self) -> str:
         return self.log_path.read_text()[-3000:]

@@ -2,9 +2,10 @@
 Events at `GET /v1/users/{user_id}/events`.
 
 Who reads which stream: a user reads their own (token `sub` == `user_id`) in one of the token's tenants;
-a holder of an ops role in a tenant reads any user's stream of that tenant. The tenant is the token's
-only one, or the one named by `X-Tenant-ID` (or `?tenant_id=`, since browsers cannot set headers on a
-WebSocket or an EventSource); rows of other tenants are never read.
+a holder of an ops role (or the `service` role) in a tenant reads any user's stream of that tenant: the
+same readers as the user's syncs and proof packets (api/routes/phases.py READ_ROLES). The tenant is the
+token's only one, or the one named by `X-Tenant-ID` (or `?tenant_id=`, since browsers cannot set headers
+on a WebSocket or an EventSource); rows of other tenants are never read.
 
 Where to start: `?after=<seq>` (WebSocket, SSE) or `Last-Event-ID` (SSE; it wins over `after`) replays
 the events after that number, then goes on live; without either the stream starts live, after the last
@@ -12,7 +13,7 @@ event already recorded. Numbers are contiguous per stream, so a jump means event
 PHASE_EVENTS_RETENTION were pruned.
 
 A refused WebSocket is accepted and closed at once with a code that says why: 4401 (no or bad token),
-4403 (another user's stream, a tenant not in the token, no ops role there), 4400 (several tenants and
+4403 (another user's stream without a reader role there, a tenant not in the token), 4400 (several tenants and
 none named), 4422 (bad `after`); the reason text carries the problem's code and detail. The HTTP
 endpoint answers the same refusals as problem+json.
 """
@@ -30,9 +31,10 @@ from starlette.requests import Request
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from api.auth import OPS_ROLES, Authenticator, Principal
+from api.auth import Authenticator, Principal
 from api.openapi import Endpoint
 from api.problems import Problem
+from api.routes.phases import READ_ROLES
 from domain.phase_stream import PhaseStream
 
 log = logging.getLogger("wrk.api.live")
@@ -53,12 +55,12 @@ def stream_tenant(principal: Principal, user_id: str, tenant_hint: str | None) -
         tenant = next(iter(principal.tenants))
     else:
         raise Problem(400, "tenant_required", "your token has several tenants: send X-Tenant-ID or ?tenant_id=")
-    if principal.sub == user_id or principal.roles_in(tenant) & OPS_ROLES:
+    if principal.sub == user_id or principal.roles_in(tenant) & READ_ROLES:
         return tenant
     raise Problem(
         403,
         "forbidden",
-        f"you may read only your own stream; reading user {user_id}'s needs an ops role in tenant {tenant}",
+        f"you may read only your own stream; user {user_id}'s needs one of {sorted(READ_ROLES)} in tenant {tenant}",
     )
 
 

@@ -247,7 +247,11 @@ def test_an_ops_user_reads_any_user_of_its_tenant_but_not_another_tenants(api, e
     assert refusal(ws_url(api, "bob", access_token=ops, tenant_id=other))[0] == 4403
     answer = httpx.get(f"{api}/v1/users/bob/events", headers=bearer(ops) | {"X-Tenant-ID": other}, timeout=HANG)
     assert answer.status_code == 403
-    # A role outside the ops roles reads only its own stream.
+    # The service role reads any user's stream of its tenant too (as it reads their syncs).
+    service = make_token(settings, tenants=[tenant], roles=["service"], sub="main-api")
+    with open_ws(api, "bob", service, after=1) as ws:
+        assert [e["seq"] for e in receive(ws, 1)] == [2]
+    # A role outside the ops and service roles reads only its own stream.
     viewer = make_token(settings, tenants=[tenant], roles=["viewer"], sub="vera")
     assert refusal(ws_url(api, "bob", access_token=viewer))[0] == 4403
 
