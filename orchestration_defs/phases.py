@@ -10,7 +10,6 @@ itself (the run id is known only there); a run that dies leaves them launched an
 reconciliation (sensors/queue.py reconcile_launched) sends them back to the queue with backoff.
 """
 
-
 import hashlib
 import json
 import re
