@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -202,6 +203,8 @@ def low_rate(stack: Stack) -> list[float]:
 
 
 def main() -> None:
+    # SIGTERM (a stopped `make bench`) ends through `finally`, so the stack's processes are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     stack = Stack(postgres_engine())
     try:
         warm_up(stack)
