@@ -114,7 +114,6 @@ class PhaseStream:
         self.resync_s = resync_s  # a subscriber re-reads this often even when nothing woke it
         self._subscribers: dict[StreamKey, set[_Subscriber]] = {}
         self._task: asyncio.Task[None] | None = None
-        self.listening = asyncio.Event()  # PostgreSQL: LISTEN is active (SQLite: the poller runs)
         self.connections: dict[str, int] = {"websocket": 0, "sse": 0}
 
     # -- subscribers -------------------------------------------------------------------------------
@@ -204,7 +203,6 @@ class PhaseStream:
                     listen_conninfo(self.engine), autocommit=True
                 ) as connection:
                     await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    self.listening.set()
                     delay = 0.5
                     # Whatever was committed while no LISTEN was active is read now.
                     self._wake_all()
@@ -213,14 +211,11 @@ class PhaseStream:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the store went away: reconnect with backoff, subscribers keep waiting
-                self.listening.clear()
                 log.warning(
                     json.dumps({"event": "phase_stream_listen_failed", "error": repr(exc)[:300], "retry_in_s": delay})
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
-            finally:
-                self.listening.clear()
 
     # -- SQLite: one poller -------------------------------------------------------------------------
 
@@ -231,7 +226,6 @@ class PhaseStream:
             with read_transaction(self.engine) as session:
                 return last_seqs(session, keys)
 
-        self.listening.set()
         while True:
             keys = list(self._subscribers)
             if keys:
