@@ -10,7 +10,7 @@ from orchestration_defs.batch_jobs import (
 )
 from orchestration_defs.build import build_automation_version, build_queue_sensor
 from orchestration_defs.deploy import reconcile_deployments, reconcile_deployments_schedule
-from orchestration_defs.phases import phase_batch, phase_queue_sensor
+from orchestration_defs.phases import phase_batch, phase_batch_failure_sensor, phase_queue_sensor
 from orchestration_defs.release import (
     release_build,
     release_cancel_sensor,
@@ -50,6 +50,7 @@ def build_definitions() -> dg.Definitions:
             release_cancel_sensor,
             outbox_sensor,
             phase_queue_sensor,
+            phase_batch_failure_sensor,
             *QUEUE_STATUS_SENSORS,
         ],
         resources={

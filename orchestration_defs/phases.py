@@ -31,7 +31,15 @@ from resources.database import DatabaseResource
 from resources.errors import PermanentError
 from resources.integrations import IntegrationsClient, IntegrationsResource
 from resources.payments import PaymentsClient, PaymentsResource
-from sensors.queue import LEASE_SECONDS, TAG_KIND, TAG_TENANT, dead, reconcile_launched, rescue_expired
+from sensors.queue import (
+    LEASE_SECONDS,
+    TAG_KIND,
+    TAG_TENANT,
+    dead,
+    on_failure,
+    reconcile_launched,
+    rescue_expired,
+)
 from sensors.runs import IN_FLIGHT
 
 JOB = "phase_batch"
@@ -293,3 +301,29 @@ def phase_queue_sensor(context: dg.SensorEvaluationContext, database: DatabaseRe
         tags=run_tags(claimed),
     )
     return dg.SensorResult(run_requests=[request])
+
+
+def rows_of(run: dg.DagsterRun) -> list[tuple[int, str]]:
+    """The (trigger id, claim token) pairs a phase_batch run was launched with."""
+    config = (run.run_config or {}).get("ops", {}).get("process_phase_triggers", {}).get("config", {})
+    return [(int(r["trigger_id"]), str(r["claim_token"])) for r in config.get("rows", [])]
+
+
+@dg.run_failure_sensor(
+    name="phase_batch_failure_sensor",
+    monitored_jobs=[phase_batch],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=5,
+    description="A phase_batch run failed: its triggers still held by it go back to the queue with backoff.",
+)
+def phase_batch_failure_sensor(context: dg.RunFailureSensorContext, database: DatabaseResource) -> None:
+    """A run that failed before it took its triggers (its worker never started: run monitoring's start
+    timeout) leaves them claimed; each one still held by this run's claim goes back to the queue with the
+    kind's backoff (dead on its last attempt, alerted), as a failed single-trigger run's would. Triggers
+    the run already finished are left alone (their claim is gone). Lost reactions: the claims' lease
+    expires and the sweeper puts them back, and launched ones are reconciled with the run's status."""
+    run = context.dagster_run
+    message = context.failure_event.message or "run failed"
+    with transaction(database.engine) as session:
+        for row in rows_of(run):
+            on_failure(session, row, run, message)

@@ -139,6 +139,7 @@ ENDPOINTS = [
         trigger_phase,
         "Trigger phase 1-7 of a user's recovery pipeline (service token): queued, answered at once",
         response=PhaseAccepted,
+        request=phases.PhaseRequest,  # plus each phase's fields (domain.phases.REQUESTS)
         status=202,
         tenant_header=True,
         errors=[400, 409, 422],

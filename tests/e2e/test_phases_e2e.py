@@ -35,7 +35,7 @@ def _log(stack) -> str:
     return "\n" + "\n".join(line for line in lines if "SensorDaemon" not in line)[-6000:]
 
 
-def _until(predicate, why, timeout: float = 600.0):
+def _until(predicate, why, timeout: float = 900.0):
     """Poll until truthy: a bound against a hang, not a speed requirement."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -41,6 +41,7 @@ EXPECTED = {
         "batch_messages_relay_sensor",
         "build_queue_sensor",
         "outbox_sensor",
+        "phase_batch_failure_sensor",
         "phase_queue_sensor",
         "queue_ack_sensor",
         "queue_cancel_sensor",

@@ -385,3 +385,36 @@ def test_one_phase_one_post_drives_the_chain_to_phase_seven(
 def _other_tenant(engine) -> str:
     with transaction(engine) as session:
         return factories.tenant(session).id
+
+
+def test_a_batch_run_that_never_started_sends_its_triggers_back_with_backoff(
+    phase_env, sandbox, engine, tenant, database_url
+):
+    from orchestration_defs.phases import phase_batch_failure_sensor
+
+    instance = dg.DagsterInstance.ephemeral()
+    ids = [_accept(engine, tenant, 1, user_id=f"ns{i}", sync_id="s") for i in range(3)]
+    (request,) = _tick(instance, database_url)
+    run = instance.create_run_for_job(
+        phase_batch, run_config=request.run_config, tags=request.tags, status=dg.DagsterRunStatus.STARTING
+    )
+    # What run monitoring does to a run whose worker never came up: the failure, then the sensor.
+    instance.report_run_failed(run)
+    event = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records[-1]
+    context = dg.build_run_status_sensor_context(
+        sensor_name=phase_batch_failure_sensor.name,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(run.run_id),
+        dagster_event=event.event_log_entry.dagster_event,
+        resources={"database": DatabaseResource(url=database_url)},
+    )
+    phase_batch_failure_sensor(context.for_run_failure())
+    for trigger_id in ids:
+        row = _state(engine, trigger_id)
+        assert (row.state, row.attempts, row.run_id) == ("available", 1, run.run_id)
+        assert row.available_at - row.updated_at >= timedelta(seconds=5)
+    with transaction(engine) as session:  # the backoff has passed: one new batch takes all three
+        session.execute(update(TriggerQueue).where(TriggerQueue.id.in_(ids)).values(available_at=row.updated_at))
+    (again,) = _tick(instance, database_url)
+    assert _run(instance, database_url, again)["completed"] == 3
+    assert all(_state(engine, i).state == "done" for i in ids)
