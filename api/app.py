@@ -14,12 +14,15 @@ from api.auth import Authenticator
 from api.middleware import RequestContext
 from api.openapi import Endpoint, build_openapi
 from api.problems import EXCEPTION_HANDLERS
-from api.routes import (  # issue 14 (wf)
+from api.routes import (
     approvals,
     automation_versions,
     batch_jobs,
     deploy,
     events,
+    live,
+    metrics,
+    phases,
     projects,
     queue,
     releases,
@@ -27,6 +30,7 @@ from api.routes import (  # issue 14 (wf)
     webhooks,
     workflows,
 )
+from domain.phase_stream import PhaseStream
 from domain.settings import Settings, get_settings
 from domain.store import engine_for
 from resources.wrk import wrk_client
@@ -43,6 +47,9 @@ ENDPOINTS: list[Endpoint] = [
     *workflows.ENDPOINTS,
     *events.ENDPOINTS,
     *approvals.ENDPOINTS,
+    *phases.ENDPOINTS,
+    *live.ENDPOINTS,
+    *metrics.ENDPOINTS,
 ]
 
 
@@ -53,6 +60,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await app.state.phase_stream.close()
         app.state.wrk.close()
         if app.state.owns_engine:
             app.state.engine.dispose()
@@ -63,7 +71,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # outbound calls are logged by the clients' retries
     app = Starlette(
-        routes=[endpoint.route() for endpoint in ENDPOINTS],
+        routes=[*(endpoint.route() for endpoint in ENDPOINTS), *live.WEBSOCKET_ROUTES],
         middleware=[Middleware(RequestContext)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
@@ -73,5 +81,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.engine = engine or engine_for(settings.database_url)
     app.state.authenticator = Authenticator(settings)
     app.state.wrk = wrk_client(settings)
+    app.state.phase_stream = PhaseStream(
+        app.state.engine, poll_interval_s=settings.phase_stream_poll_s, resync_s=settings.phase_stream_resync_s
+    )
+    app.state.metrics_registry = metrics.metrics_registry(app.state.engine, app.state.phase_stream)
     app.state.openapi = build_openapi(ENDPOINTS, "WRK orchestration API", "0.1.0")
     return app

@@ -109,6 +109,13 @@ class Authenticator:
             raise _unauthorized("missing bearer token")
         if scheme.lower() != "bearer" or not token:
             raise _unauthorized("malformed Authorization header; expected 'Bearer <token>'")
+        return self.verify(token)
+
+    def verify(self, token: str) -> Principal:
+        """The principal of a bearer token however it came (a header, or a WebSocket's subprotocol or
+        query parameter, where browsers cannot send headers); Problem 401 saying why when it is refused."""
+        if token.startswith(CUSTOMER_KEY_PREFIX):
+            raise _unauthorized("customer API keys are not accepted on ops endpoints; use an ops session token")
         try:
             claims = jwt.decode(
                 token,

@@ -55,6 +55,8 @@ DEMO: list[dict[str, Any]] = [
             ("bruno.build@wrk.local", "Bruno Build", ["ops_build"]),
             ("rita.release@wrk.local", "Rita Release", ["ops_release"]),
             ("carla.client@acme.example", "Carla Client", ["client"]),
+            # The seven-phase pipeline's demo user (user_id "demo"): a seller reading their own sync.
+            ("demo@acme.example", "Demo Seller", ["seller"]),
         ],
         "projects": [
             # One version in every lifecycle status; Paused before Live so the one Live version is last.
@@ -98,6 +100,14 @@ def workflow_id_for(version_id: str, live: bool = False) -> str:
     return ("wf_demo_live_" if live else "wf_demo_") + version_id.replace("-", "")[:16]
 
 
+# Users whose id is fixed rather than derived from the e-mail (the README's phase recipe names "demo").
+FIXED_USER_IDS = {"demo@acme.example": "demo"}
+
+
+def demo_user_id(email: str) -> str:
+    return FIXED_USER_IDS.get(email) or demo_id(email)
+
+
 def demo_tenant_ids() -> list[str]:
     return [demo_id(spec["name"]) for spec in DEMO]
 
@@ -121,7 +131,8 @@ def _seed_tenant(session: Session, spec: dict[str, Any]) -> None:
         session.add(models.Tenant(id=tenant_id, name=spec["name"]))
     users: list[models.User] = []
     for email, name, _roles in spec["users"]:
-        user = session.get(models.User, demo_id(email)) or models.User(id=demo_id(email), email=email, name=name)
+        user_id = demo_user_id(email)
+        user = session.get(models.User, user_id) or models.User(id=user_id, email=email, name=name)
         session.add(user)
         users.append(user)
     session.flush()  # the models declare no relationships, so parents are flushed before children

@@ -1,4 +1,5 @@
-"""Pruning what is finished and old: idempotency keys, webhook deliveries, release working folders.
+"""Pruning what is finished and old: idempotency keys, webhook deliveries, phase events, release working
+folders.
 (Finished queue rows are pruned by domain/queue.py, which holds every statement of the queue.) The sweeper
 (schedules/sweeper.py) calls these with the retention settings."""
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from domain.models import IdempotencyKey, WebhookDelivery
+from domain.models import IdempotencyKey, PhaseEvent, WebhookDelivery
 
 
 def prune_idempotency_keys(session: Session, older_than: timedelta, limit: int = 10_000) -> int:
@@ -29,6 +30,15 @@ def prune_webhook_deliveries(session: Session, older_than: timedelta, limit: int
     key = WebhookDelivery.delivery_id
     ids = select(key).where(WebhookDelivery.received_at < cutoff).limit(limit).scalar_subquery()
     return len(session.execute(delete(WebhookDelivery).where(key.in_(ids)).returning(key)).all())
+
+
+def prune_phase_events(session: Session, older_than: timedelta, limit: int = 10_000) -> int:
+    """Delete users' stream events older than `older_than` (PHASE_EVENTS_RETENTION): a client reconnecting
+    with an older `after` misses them. Their numbers are not reused (phase_event_sequences keeps counting)."""
+    cutoff = datetime.now(UTC) - older_than
+    key = PhaseEvent.id
+    ids = select(key).where(PhaseEvent.created_at < cutoff).limit(limit).scalar_subquery()
+    return len(session.execute(delete(PhaseEvent).where(key.in_(ids)).returning(key)).all())
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,11 @@ TEMPLATES: Mapping[str, Template] = {
         "Each link works once and asks you to confirm. The request expires at {expires_at}; then "
         "'{on_timeout}' applies. Details: {approval_url}",
     ),
+    # Seven-phase pipeline, phase 4: a match in the smart-prompt band asks the user to confirm.
+    "claim_prompt": Template(
+        "Confirm claim {claim_id}: {amount} {currency}",
+        "We matched evidence to claim {claim_id} ({amount} {currency}, confidence {confidence}). Confirm to submit it.",
+    ),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -44,6 +45,10 @@ class Settings(BaseSettings):
     jwt_issuer: str = "wrk-orchestration-dev"
     jwt_audience: str = "wrk-orchestration"
     github_webhook_secret: SecretStr = SecretStr(DEV_GITHUB_WEBHOOK_SECRET)
+    # Users' live updates and /metrics (api/routes/live.py, api/routes/metrics.py)
+    phase_stream_poll_s: float = Field(default=0.5, gt=0)  # SQLite: how often the API looks for new events
+    phase_stream_resync_s: float = Field(default=30.0, gt=0)  # a subscriber re-reads this often regardless
+    metrics_token: SecretStr | None = None  # a scraper's bearer token; unset: /metrics open on loopback only
 
     # Outside world (the sandbox on :8900 by default)
     sandbox_port: int = 8900
@@ -83,6 +88,8 @@ class Settings(BaseSettings):
     idempotency_key_retention_days: float = 1.0  # a retried request within this window gets its answer again
     webhook_delivery_retention_days: float = 7.0  # GitHub redelivers for 3 days; a repeat within 7 is dropped
     release_dir_retention_days: float = 14.0  # release working folders untouched this long are removed
+    # Users' phase event streams (replay after a reconnect): seconds, or an ISO 8601 duration (P7D)
+    phase_events_retention: timedelta = Field(default=timedelta(days=7), gt=timedelta(0))
 
     # Flow policy
     project_live_on_deploy: bool = True
@@ -122,6 +129,18 @@ class Settings(BaseSettings):
     hitl_link_secret: SecretStr = SecretStr(DEV_HITL_LINK_SECRET)
     hitl_link_base_url: str = ""
     hitl_default_timeout_s: float = Field(default=86400.0, gt=0)
+    # Seven-phase pipeline (domain/phases.py, orchestration_defs/phases.py)
+    integrations_api_url: str = ""  # default: the sandbox's emulator, http://127.0.0.1:SANDBOX_PORT/integrations
+    integrations_api_token: SecretStr = SecretStr(SANDBOX_TOKEN)
+    payments_api_url: str = ""  # a Stripe-like API; default: the sandbox's, http://127.0.0.1:SANDBOX_PORT/payments
+    payments_api_key: SecretStr = SecretStr("sk_test_sandbox")
+    phase_callback_url: str = ""  # this API as the integrations backend reaches it; default http://127.0.0.1:API_PORT
+    proof_packet_dir: str = ""  # default: $DAGSTER_HOME/proof-packets (or ./var/proof-packets)
+    phase_batch_size: int = Field(default=100, ge=1, le=1000)  # triggers one phase run takes
+    phase_row_workers: int = Field(default=4, ge=1, le=32)  # triggers of one run processed at once
+    phase_runs_in_flight: int = Field(default=2, ge=1)  # the phase sensor launches no more while this many run
+    phase_sensor_interval_s: int = Field(default=1, ge=1)
+    sandbox_phase_delay_s: float = Field(default=1.0, ge=0)  # the sandbox's integrations call the next phase back
 
     @model_validator(mode="after")
     def _defaults_and_production_guard(self) -> Settings:
@@ -135,6 +154,14 @@ class Settings(BaseSettings):
             self.smtp_port = self.sandbox_port + 25
         if not self.hitl_link_base_url:
             self.hitl_link_base_url = f"http://127.0.0.1:{self.api_port}"
+        if not self.integrations_api_url:
+            self.integrations_api_url = f"http://127.0.0.1:{self.sandbox_port}/integrations"
+        if not self.payments_api_url:
+            self.payments_api_url = f"http://127.0.0.1:{self.sandbox_port}/payments"
+        if not self.phase_callback_url:
+            self.phase_callback_url = f"http://127.0.0.1:{self.api_port}"
+        if not self.proof_packet_dir:
+            self.proof_packet_dir = str((default_data_dir() / "proof-packets").resolve())
         if not self.release_dir:
             self.release_dir = str((default_data_dir() / "releases").resolve())
         if not self.database_url:

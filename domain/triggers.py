@@ -81,7 +81,9 @@ KINDS: dict[str, KindPolicy] = {
     # crash) comes back after 5-10 s: its platform calls already had their own retries inside the run.
     "build": KindPolicy(BuildTrigger, max_attempts=3, backoff_base_s=10.0),
     "release": KindPolicy(ReleaseTrigger, max_attempts=2, backoff_base_s=60.0, tenant_scoped=False),
-    "phase": KindPolicy(PhaseTrigger, max_attempts=5, backoff_base_s=10.0),
+    # A phase trigger's run can fail before it starts (run monitoring's start timeout on a loaded
+    # machine): eight attempts, 10 s doubling, give it some 20 minutes before it is dead.
+    "phase": KindPolicy(PhaseTrigger, max_attempts=8, backoff_base_s=10.0),
     # A workflow run resumes from the store, so a failed run is simply tried again.
     "workflow": KindPolicy(WorkflowTrigger, max_attempts=5, backoff_base_s=5.0),
     "approval": KindPolicy(ApprovalTrigger, max_attempts=5, backoff_base_s=10.0),

@@ -10,6 +10,7 @@ from orchestration_defs.batch_jobs import (
 )
 from orchestration_defs.build import build_automation_version, build_queue_sensor
 from orchestration_defs.deploy import reconcile_deployments, reconcile_deployments_schedule
+from orchestration_defs.phases import phase_batch, phase_batch_failure_sensor, phase_queue_sensor
 from orchestration_defs.release import (
     release_build,
     release_cancel_sensor,
@@ -24,8 +25,10 @@ from orchestration_defs.workflows import (
 )
 from resources.database import DatabaseResource
 from resources.github import GitHubResource
+from resources.integrations import IntegrationsResource
 from resources.notifications import NotificationsResource
 from resources.services import ServicesResource
+from resources.payments import PaymentsResource
 from resources.wrk import WrkPlatformResource
 from schedules.approvals import approval_sweeper, approval_sweeper_sensor
 from schedules.sweeper import deliver_notifications, outbox_sensor, queue_sweeper, queue_sweeper_schedule
@@ -45,6 +48,7 @@ def build_definitions() -> dg.Definitions:
             relay_batch_messages,
             workflow_execution,
             approval_sweeper,
+            phase_batch,
             *batch_asset_jobs,
         ],
         schedules=[queue_sweeper_schedule, reconcile_deployments_schedule, *batch_schedules],
@@ -59,6 +63,8 @@ def build_definitions() -> dg.Definitions:
             approval_queue_sensor,
             workflow_events_sensor,
             approval_sweeper_sensor,
+            phase_queue_sensor,
+            phase_batch_failure_sensor,
             *QUEUE_STATUS_SENSORS,
         ],
         resources={
@@ -68,6 +74,8 @@ def build_definitions() -> dg.Definitions:
             "notifications": NotificationsResource(),
             "batch_publisher": BatchPublisherResource(),
             "services": ServicesResource(),
+            "integrations": IntegrationsResource(),
+            "payments": PaymentsResource(),
         },
     )
 

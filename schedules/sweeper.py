@@ -37,6 +37,7 @@ def sweep_queue(context: dg.OpExecutionContext, database: DatabaseResource) -> d
         deliveries = housekeeping.prune_webhook_deliveries(
             session, timedelta(days=settings.webhook_delivery_retention_days)
         )
+        phase_events = housekeeping.prune_phase_events(session, settings.phase_events_retention)
     folders = housekeeping.prune_release_dirs(
         Path(settings.release_dir), timedelta(days=settings.release_dir_retention_days)
     )
@@ -47,6 +48,7 @@ def sweep_queue(context: dg.OpExecutionContext, database: DatabaseResource) -> d
         "pruned": pruned,
         "idempotency_keys_pruned": keys,
         "webhook_deliveries_pruned": deliveries,
+        "phase_events_pruned": phase_events,
         "release_dirs_pruned": len(folders.removed),
     }
     context.add_output_metadata(summary)

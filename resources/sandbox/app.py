@@ -8,6 +8,8 @@ Control endpoints live under `/_sandbox/`:
 - `GET /_sandbox/mail`, `GET /_sandbox/slack` (received messages); `POST /_sandbox/reset`
 - `POST /callbacks/<name>` (an approval callback receiver), `GET /_sandbox/callbacks` (what it received)
 - `POST /_sandbox/github/config`, `GET /_sandbox/wrk/workflows`
+- `POST /_sandbox/integrations/config` `{"delay_s", "callbacks_enabled", "matches"}`,
+  `GET /_sandbox/integrations/callbacks`, `GET /_sandbox/payments/intents`
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from resources.sandbox import github, services, wrk
+from resources.sandbox import github, integrations, payments, services, wrk
 from resources.sandbox.state import Fault, SandboxState
 
 CONTROL_PREFIX = "/_sandbox"
@@ -184,6 +186,8 @@ def create_app(state: SandboxState | None = None, smtp_port: int | None = None) 
             *wrk.routes(state),
             *github.routes(state),
             *services.routes(state),  # the six workflow services (issue 14)
+            *integrations.routes(state),  # the seven-phase pipeline's backend and payments
+            *payments.routes(state),
             Route("/slack/webhook/{hook:path}", slack_webhook, methods=["POST"]),
             Route(CONTROL_PREFIX + "/faults", add_fault, methods=["POST"]),
             Route(CONTROL_PREFIX + "/faults", clear_faults, methods=["DELETE"]),

@@ -67,6 +67,9 @@ class SandboxState:
         self.service_config: dict[str, Any] = {"latency_s": 0.0, "services": {}}
         self.service_in_flight = 0
         self.service_max_in_flight = 0
+        # Integrations backend and payments (resources/sandbox/integrations.py, payments.py)
+        self.phases: dict[str, Any] = {}
+        self.payment_intents: dict[str, dict[str, Any]] = {}
         # Sinks
         self.mail: list[dict[str, Any]] = []
         self.slack: list[dict[str, Any]] = []

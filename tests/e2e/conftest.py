@@ -47,6 +47,15 @@ def stack(backend, database_url, tmp_path):
             sandbox_url = stack.env["WRK_API_URL"] = stack.uvicorn("resources.sandbox.app:create_app")
             for service in SERVICES:  # the workflow steps' six services, on this sandbox (issue 14)
                 stack.env[f"SERVICE_{service.upper()}_URL"] = f"{sandbox_url}/services/{service}"
+            # The seven-phase pipeline: its backends are the sandbox's; the API the sandbox calls back is
+            # started by the test that needs it, on this port (tests/e2e/test_phases_e2e.py).
+            api_port = free_port()
+            stack.env |= {
+                "INTEGRATIONS_API_URL": sandbox_url + "/integrations",
+                "PAYMENTS_API_URL": sandbox_url + "/payments",
+                "PHASE_CALLBACK_URL": f"http://127.0.0.1:{api_port}",
+                "PROOF_PACKET_DIR": str(home / "proof-packets"),
+            }
             web_port = free_port()
             stack.dagster_webserver(web_port)
             stack.dagster_daemon()
@@ -56,6 +65,8 @@ def stack(backend, database_url, tmp_path):
                 "graphql": DagsterGraphQLClient("127.0.0.1", port_number=web_port),
                 "sandbox": Sandbox(sandbox_url, smtp_port),
                 "sandbox_url": sandbox_url,
+                "api_port": api_port,
+                "proof_packet_dir": home / "proof-packets",
                 "log": log_path,
             }
         finally:

@@ -1,0 +1,168 @@
+"""The seven-phase pipeline's HTTP side: the phase endpoint the callers already use (unchanged), a
+sync's progress and audit, and proof packet downloads.
+
+`POST /api/v1/workflow/phase/{phaseNumber}` only queues: one short transaction, 202 at once (callers do
+not wait). Service-to-service: a token with role `service`; the tenant comes from the token (or
+`X-Tenant-ID` when the token has several). Reads are for the user themselves (token `sub` = user id),
+the service, or ops, within their tenants: another tenant's rows are simply not found.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+
+from api.auth import OPS_ROLES, Principal, require, tenant_of, tenant_scope
+from api.openapi import Endpoint
+from api.problems import Problem
+from api.requests import engine, json_body
+from domain import phases, phases_proof
+from domain.store import read_transaction, transaction
+
+SERVICE_ROLES = frozenset({"service"})
+READ_ROLES = OPS_ROLES | SERVICE_ROLES
+
+
+class PhaseAccepted(BaseModel):
+    trigger_id: int
+    sync_id: str
+    phase: int
+
+
+async def trigger_phase(request: Request) -> JSONResponse:
+    principal = require(request, SERVICE_ROLES)
+    tenant_id = tenant_of(request, principal)
+    raw = request.path_params["phase_number"]
+    try:
+        phase = phases.parse_phase(raw)
+    except phases.InvalidPhase as exc:
+        raise Problem(
+            400, "invalid_phase", str(exc), errors=[{"field": "phaseNumber", "message": "must be an integer 1-7"}]
+        ) from None
+    body = await json_body(request, phases.REQUESTS[phase])
+
+    def accept() -> phases.Accepted:
+        with transaction(engine(request)) as session:
+            return phases.accept(session, tenant_id=tenant_id, phase=phase, request=body)
+
+    accepted = await run_in_threadpool(accept)
+    out = PhaseAccepted(trigger_id=accepted.trigger_id, sync_id=accepted.sync_id, phase=accepted.phase)
+    return JSONResponse(
+        out.model_dump(),
+        status_code=202,
+        headers={"Location": f"/v1/users/{body.user_id}/syncs/{accepted.sync_id}"},
+    )
+
+
+def reader_tenants(request: Request, user_id: str) -> frozenset[str]:
+    """The tenants in which the caller may read `user_id`'s pipeline: their own (sub = user id, any role),
+    or where they hold a service or ops role."""
+    principal: Principal = request.app.state.authenticator.authenticate(request)
+    if principal.sub == user_id:
+        request.state.actor = principal.sub
+        header = request.headers.get("x-tenant-id")
+        if header:
+            if header not in principal.tenants:
+                raise Problem(403, "forbidden", "X-Tenant-ID is not one of your tenants")
+            return frozenset({header})
+        return frozenset(principal.tenants)
+    principal = require(request, READ_ROLES)
+    return tenant_scope(request, principal)
+
+
+class SyncView(BaseModel):
+    user_id: str
+    sync_id: str
+    seller_id: str | None
+    progress: dict[str, Any]
+    phases: dict[str, str]
+    audit: list[dict[str, Any]]
+    proof_packets: list[dict[str, Any]]
+
+
+async def get_sync(request: Request) -> JSONResponse:
+    user_id, sync_id = request.path_params["user_id"], request.path_params["sync_id"]
+    tenants = reader_tenants(request, user_id)
+
+    def load() -> dict[str, Any] | None:
+        with read_transaction(engine(request)) as session:
+            for tenant_id in sorted(tenants):
+                view = phases.sync_view(session, tenant_id, user_id, sync_id)
+                if view is not None:
+                    return view
+        return None
+
+    view = await run_in_threadpool(load)
+    if view is None:
+        raise Problem(404, "not_found", f"sync {sync_id} of user {user_id} not found")
+    return JSONResponse(SyncView.model_validate(view).model_dump(mode="json"))
+
+
+async def get_proof_packet(request: Request) -> Response:
+    user_id, packet_id = request.path_params["user_id"], request.path_params["packet_id"]
+    tenants = reader_tenants(request, user_id)
+
+    def load() -> tuple[str, str, str, str] | None:
+        with read_transaction(engine(request)) as session:
+            packet = phases.find_packet(session, tenants, user_id, packet_id)
+            if packet is None or not packet.pdf_path or not packet.json_path or not packet.json_sha256:
+                return None
+            return packet.tenant_id, packet.pdf_path, packet.json_path, packet.json_sha256
+
+    found = await run_in_threadpool(load)
+    if found is None:
+        raise Problem(404, "not_found", f"proof packet {packet_id} of user {user_id} not found")
+    tenant_id, pdf_path, json_path, digest = found
+    root = Path(request.app.state.settings.proof_packet_dir)
+    wanted = Path(json_path if request.query_params.get("format") == "json" else pdf_path)
+    # Only files inside the tenant's own folder under PROOF_PACKET_DIR are served.
+    if wanted.resolve().parent != phases_proof.folder(root, tenant_id) or not wanted.is_file():
+        raise Problem(404, "not_found", f"proof packet {packet_id}'s file is missing")
+    media = "application/json" if wanted.suffix == ".json" else "application/pdf"
+    return FileResponse(
+        wanted,
+        media_type=media,
+        filename=f"proof-packet-{packet_id}{wanted.suffix}",
+        headers={"X-Proof-Json-SHA256": digest},
+    )
+
+
+ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/api/v1/workflow/phase/{phase_number}",
+        trigger_phase,
+        "Trigger phase 1-7 of a user's recovery pipeline (service token): queued, answered at once",
+        response=PhaseAccepted,
+        request=phases.PhaseRequest,  # plus each phase's fields (domain.phases.REQUESTS)
+        status=202,
+        tenant_header=True,
+        errors=[400, 409, 422],
+        tags=["phases"],
+    ),
+    Endpoint(
+        "GET",
+        "/v1/users/{user_id}/syncs/{sync_id}",
+        get_sync,
+        "A sync's progress (never backwards), each phase's outcome and the phase audit rows",
+        response=SyncView,
+        tenant_header=True,
+        errors=[404],
+        tags=["phases"],
+    ),
+    Endpoint(
+        "GET",
+        "/v1/users/{user_id}/proof-packets/{packet_id}",
+        get_proof_packet,
+        "A proof packet: the PDF, or its JSON twin with ?format=json (X-Proof-Json-SHA256: the twin's hash)",
+        tenant_header=True,
+        errors=[404],
+        tags=["phases"],
+        query=["format"],
+    ),
+]

@@ -1,0 +1,329 @@
+"""The seven-phase pipeline's batch job: the phase sensor claims up to PHASE_BATCH_SIZE triggers and
+launches ONE run of `phase_batch` for them; the run processes each trigger in transactions of its own
+(domain/phases.py), calling the integrations backend and the payment API between them, with no
+transaction open. Each trigger has its own outcome: a failed one goes back to the queue with the
+queue's backoff (or is dead, audited and alerted), the others finish.
+
+Runs are tagged with the phase(s), the count and one tag per user (`wrk/user.<user id>`), so a user's
+runs are found in the Dagster UI by that tag. The rows of a run are moved claimed -> launched by the run
+itself (the run id is known only there); a run that dies leaves them launched and the sensor's
+reconciliation (sensors/queue.py reconcile_launched) sends them back to the queue with backoff.
+"""
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from domain import phases, phases_proof, queue
+from domain.models import QueueState, utcnow
+from domain.phases_money import Route
+from domain.settings import get_settings
+from domain.store import read_transaction, transaction
+from domain.triggers import PhaseTrigger
+from resources.database import DatabaseResource
+from resources.errors import PermanentError
+from resources.integrations import IntegrationsClient, IntegrationsResource
+from resources.payments import PaymentsClient, PaymentsResource
+from sensors.queue import (
+    LEASE_SECONDS,
+    TAG_KIND,
+    TAG_TENANT,
+    dead,
+    on_failure,
+    reconcile_launched,
+    rescue_expired,
+)
+from sensors.runs import IN_FLIGHT
+
+JOB = "phase_batch"
+TAG_COUNT = "wrk/phase_count"
+TAG_PHASES = "wrk/phases"
+TAG_PHASE = "wrk/phase"  # when every trigger of the run is of one phase
+USER_TAG_PREFIX = "wrk/user."
+MAX_USER_TAGS = 200
+
+
+def user_tag(user_id: str) -> str:
+    """The tag key naming one user (Dagster tag keys: [A-Za-z0-9_.-], at most 63 after the slash); an id
+    that had to be changed to fit gets a short hash, so two users never share a key."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", user_id)
+    if safe != user_id or len(safe) > 50:
+        safe = f"{safe[:40]}-{hashlib.sha1(user_id.encode()).hexdigest()[:8]}"
+    return USER_TAG_PREFIX + safe
+
+
+class PhaseRowConfig(dg.Config):
+    trigger_id: int
+    claim_token: str
+    attempt: int
+    payload_json: str  # the PhaseTrigger, as the queue holds it
+
+
+class PhaseBatchConfig(dg.Config):
+    rows: list[PhaseRowConfig]
+
+
+def run_config(claimed: Sequence[queue.Claimed]) -> dict[str, Any]:
+    rows = [
+        {
+            "trigger_id": c.id,
+            "claim_token": c.claim_token,
+            "attempt": c.attempts,
+            "payload_json": json.dumps(c.payload, sort_keys=True),
+        }
+        for c in claimed
+    ]
+    return {"ops": {"process_phase_triggers": {"config": {"rows": rows}}}}
+
+
+def run_tags(claimed: Sequence[queue.Claimed]) -> dict[str, str]:
+    numbers = sorted({int(c.payload["phase"]) for c in claimed})
+    tenants = sorted({c.tenant_id for c in claimed if c.tenant_id})
+    tags = {TAG_KIND: phases.KIND, TAG_COUNT: str(len(claimed)), TAG_PHASES: ",".join(map(str, numbers))}
+    if len(numbers) == 1:
+        tags[TAG_PHASE] = str(numbers[0])
+    if len(tenants) == 1:
+        tags[TAG_TENANT] = tenants[0]
+    for user in sorted({str(c.payload["user_id"]) for c in claimed})[:MAX_USER_TAGS]:
+        tags[user_tag(user)] = user
+    return tags
+
+
+# -- one trigger ---------------------------------------------------------------------------------------
+
+
+class Outside:
+    """The clients a phase calls, and where proof packets go."""
+
+    def __init__(self, integrations: IntegrationsClient, payments: PaymentsClient, packet_dir: Path) -> None:
+        self.integrations, self.payments, self.packet_dir = integrations, payments, packet_dir
+
+
+def act(engine: Any, row: phases.PhaseRow, plan: phases.Plan, outside: Outside) -> dict[str, Any]:
+    """The phase's action on the outside world; returns what `complete` records."""
+    t = row.trigger
+    seller = t.input.get("seller_id")
+    who = {"tenant_id": t.tenant_id, "user_id": t.user_id, "sync_id": t.sync_id, "seller_id": seller}
+    key = f"phase{t.phase}:trigger:{row.trigger_id}"
+    api = outside.integrations
+    if t.phase == 1:
+        return {"sync_job": api.start_sync(**who, key=key).get("id")}
+    if t.phase == 2:
+        return {"detection_job": api.start_detection(**who, key=key).get("id")}
+    if t.phase == 3:
+        return {"matching_job": api.start_evidence_matching(**who, key=key).get("id")}
+    if t.phase == 4:
+        routed: dict[str, list[str]] = {r.value: [] for r in Route}
+        for match in plan.routes:
+            if match["route"] == Route.AUTO_SUBMIT.value:
+                claim = {k: match[k] for k in ("claim_id", "amount", "currency", "evidence_ids", "confidence")}
+                api.submit_claim(**who, claim=claim, key=f"submit:{t.tenant_id}:{t.user_id}:{match['claim_id']}")
+            routed[match["route"]].append(match["claim_id"])
+        return routed
+    if t.phase == 5:
+        claim = {k: t.input[k] for k in ("claim_id", "amount", "currency")}
+        return {"monitoring_job": api.start_payout_monitoring(**who, claim=claim, key=key).get("id")}
+    if t.phase == 6:
+        assert plan.learning_record_id is not None
+        record = {
+            "learning_record_id": plan.learning_record_id,
+            "sync_id": t.sync_id,
+            "claim_id": t.input["claim_id"],
+            "reason_code": t.input["reason_code"],
+        }
+        job = api.trigger_learning_pipeline(
+            tenant_id=t.tenant_id, user_id=t.user_id, record=record, key=f"learning:{plan.learning_record_id}"
+        )
+        return {"learning_record_id": plan.learning_record_id, "pipeline_job_id": job.get("id")}
+    return _payout(engine, row, plan, outside)
+
+
+def _payout(engine: Any, row: phases.PhaseRow, plan: phases.Plan, outside: Outside) -> dict[str, Any]:
+    """Phase 7: charge the fee (the packet's own idempotency key), record the charge, write the packet."""
+    assert plan.packet_id is not None and plan.fee_idempotency_key is not None and plan.fee_minor is not None
+    if plan.packet_status == "ready":
+        return {"already_ready": True}
+    with read_transaction(engine) as session:
+        document = phases.packet_document(session, plan.packet_id)
+    if document["fee"]["payment_intent_id"] is None and plan.fee_minor > 0:
+        intent = outside.payments.create_payment_intent(
+            amount_minor=plan.fee_minor,
+            currency=document["fee"]["currency"],
+            idempotency_key=plan.fee_idempotency_key,
+            description=f"Platform fee (20%) on payout {document['payout']['payout_id']}",
+            metadata={"proof_packet_id": plan.packet_id, "claim_id": document["claim"]["claim_id"]},
+        )
+        with transaction(engine) as session:
+            phases.record_charge(session, plan.packet_id, intent.id)
+        document["fee"]["payment_intent_id"] = intent.id
+    written = phases_proof.write(outside.packet_dir, row.trigger.tenant_id, document)
+    return {
+        "payment_intent_id": document["fee"]["payment_intent_id"],
+        "json_sha256": written.json_sha256,
+        "pdf_path": str(written.pdf_path),
+        "json_path": str(written.json_path),
+    }
+
+
+def process_row(engine: Any, row: phases.PhaseRow, run_id: str, outside: Outside, log: Any) -> str:
+    """One trigger, start to end: "completed", "failed" (back in the queue), "dead", "stale" (this run no
+    longer holds it) or "unrecorded" (its failure could not be written: the run must fail)."""
+    started_at, clock = utcnow(), time.perf_counter()
+    try:
+        with transaction(engine) as session:
+            plan = phases.begin(session, row)
+        result = act(engine, row, plan, outside)
+        with transaction(engine) as session:
+            phases.complete(
+                session,
+                row,
+                plan,
+                run_id=run_id,
+                started_at=started_at,
+                duration_s=time.perf_counter() - clock,
+                result=result,
+            )
+        return "completed"
+    except queue.StaleClaim:
+        log.warning(f"phase trigger {row.trigger_id}: no longer held by this run; left to its new claim")
+        return "stale"
+    except Exception as exc:  # each trigger has its own outcome: record this one, go on with the others
+        error = f"{type(exc).__name__}: {exc}"
+        log.warning(f"phase trigger {row.trigger_id} (phase {row.trigger.phase}) failed: {error}")
+        try:
+            with transaction(engine) as session:
+                state = phases.fail(
+                    session,
+                    row,
+                    run_id=run_id,
+                    error=error,
+                    retryable=not isinstance(exc, PermanentError),
+                    started_at=started_at,
+                    duration_s=time.perf_counter() - clock,
+                )
+                if state is QueueState.DEAD:
+                    dead(session, row.trigger_id, phases.KIND, row.trigger.tenant_id, error, alert=True, run_id=run_id)
+        except Exception as record_error:
+            log.error(f"phase trigger {row.trigger_id}: its failure could not be recorded: {record_error!r}")
+            return "unrecorded"
+        if state is None:
+            return "stale"
+        return "dead" if state is QueueState.DEAD else "failed"
+
+
+def launch_rows(engine: Any, rows: Sequence[phases.PhaseRow], run_id: str) -> list[phases.PhaseRow]:
+    """claimed -> launched with this run's id; rows this run no longer holds are left out."""
+    held = []
+    with transaction(engine) as session:
+        for row in rows:
+            try:
+                queue.launch(session, row.trigger_id, row.claim_token, run_id)
+                held.append(row)
+            except queue.StaleClaim:
+                continue
+    return held
+
+
+@dg.op(description="Process each claimed phase trigger in transactions of its own; one outcome per trigger.")
+def process_phase_triggers(
+    context: dg.OpExecutionContext,
+    config: PhaseBatchConfig,
+    database: DatabaseResource,
+    integrations: IntegrationsResource,
+    payments: PaymentsResource,
+) -> dict[str, int]:
+    settings = get_settings()
+    rows = [
+        phases.PhaseRow(r.trigger_id, r.claim_token, r.attempt, PhaseTrigger.model_validate_json(r.payload_json))
+        for r in config.rows
+    ]
+    engine = database.engine
+    held = launch_rows(engine, rows, context.run_id)
+    outside = Outside(integrations.client(), payments.client(), Path(settings.proof_packet_dir))
+    try:
+        with ThreadPoolExecutor(max_workers=settings.phase_row_workers) as pool:
+            outcomes = list(pool.map(lambda r: process_row(engine, r, context.run_id, outside, context.log), held))
+    finally:
+        outside.integrations.close()
+        outside.payments.close()
+    counts = {name: outcomes.count(name) for name in ("completed", "failed", "dead", "stale", "unrecorded")}
+    counts["not_held"] = len(rows) - len(held)
+    context.add_output_metadata(counts)
+    if counts["unrecorded"]:
+        # The run fails; reconciliation sends the triggers still launched back to the queue with backoff.
+        raise dg.Failure(description=f"{counts['unrecorded']} phase trigger(s) failed and could not be recorded")
+    return counts
+
+
+@dg.job(name=JOB, description="Seven-phase pipeline: a batch of phase triggers, each with its own outcome.")
+def phase_batch() -> None:
+    process_phase_triggers()
+
+
+# -- the sensor ----------------------------------------------------------------------------------------
+
+
+def _in_flight(instance: dg.DagsterInstance) -> int:
+    return int(instance.get_runs_count(filters=dg.RunsFilter(job_name=JOB, statuses=IN_FLIGHT)))
+
+
+@dg.sensor(
+    name="phase_queue_sensor",
+    job=phase_batch,
+    minimum_interval_seconds=get_settings().phase_sensor_interval_s,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Claims up to PHASE_BATCH_SIZE phase triggers and launches one phase_batch run for them.",
+)
+def phase_queue_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SensorResult:
+    settings = get_settings()
+    engine = database.engine
+    with transaction(engine) as session:
+        rescue_expired(session, [phases.KIND])
+    reconcile_launched(context.instance, engine, [phases.KIND])
+    running = _in_flight(context.instance)
+    if running >= settings.phase_runs_in_flight:
+        return dg.SensorResult(skip_reason=f"{running} phase runs in flight (PHASE_RUNS_IN_FLIGHT)")
+    with transaction(engine) as session:
+        claimed = queue.claim(session, [phases.KIND], settings.phase_batch_size, LEASE_SECONDS, context.sensor_name)
+    if not claimed:
+        return dg.SensorResult(skip_reason="no phase triggers are due")
+    first = claimed[0]
+    request = dg.RunRequest(
+        run_key=f"{phases.KIND}:{first.id}:{first.claim_token}",  # new for every claim
+        run_config=run_config(claimed),
+        tags=run_tags(claimed),
+    )
+    return dg.SensorResult(run_requests=[request])
+
+
+def rows_of(run: dg.DagsterRun) -> list[tuple[int, str]]:
+    """The (trigger id, claim token) pairs a phase_batch run was launched with."""
+    config = (run.run_config or {}).get("ops", {}).get("process_phase_triggers", {}).get("config", {})
+    return [(int(r["trigger_id"]), str(r["claim_token"])) for r in config.get("rows", [])]
+
+
+@dg.run_failure_sensor(
+    name="phase_batch_failure_sensor",
+    monitored_jobs=[phase_batch],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=5,
+    description="A phase_batch run failed: its triggers still held by it go back to the queue with backoff.",
+)
+def phase_batch_failure_sensor(context: dg.RunFailureSensorContext, database: DatabaseResource) -> None:
+    """A run that failed before it took its triggers (its worker never started: run monitoring's start
+    timeout) leaves them claimed; each one still held by this run's claim goes back to the queue with the
+    kind's backoff (dead on its last attempt, alerted), as a failed single-trigger run's would. Triggers
+    the run already finished are left alone (their claim is gone). Lost reactions: the claims' lease
+    expires and the sweeper puts them back, and launched ones are reconciled with the run's status."""
+    run = context.dagster_run
+    message = context.failure_event.message or "run failed"
+    with transaction(database.engine) as session:
+        for row in rows_of(run):
+            on_failure(session, row, run, message)

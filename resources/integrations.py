@@ -1,0 +1,137 @@
+"""The integrations backend's client (sync, detection, evidence matching, claim submission, payout
+monitoring, learning pipeline) and its Dagster resource. Each call starts work over there and returns at
+once; the backend reports the end of that work by calling our phase endpoint back (`callback_url`).
+Every call carries an idempotency key derived from the trigger, so a retried phase starts nothing twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+from domain.settings import Settings, get_settings
+from resources.http import HttpClient
+from resources.retry import RetryPolicy
+
+
+class IntegrationsClient(HttpClient):
+    service = "integrations"
+
+    def __init__(self, base_url: str, token: str, callback_url: str, **kwargs: Any) -> None:
+        super().__init__(base_url, headers={"Authorization": f"Bearer {token}"}, **kwargs)
+        self.callback_url = callback_url.rstrip("/")
+
+    def _start(
+        self, path: str, body: dict[str, Any], idempotency_key: str, retry: RetryPolicy | None
+    ) -> dict[str, Any]:
+        response = self.request(
+            "POST",
+            path,
+            json={**body, "callback_url": self.callback_url},
+            headers={"Idempotency-Key": idempotency_key},
+            retry=retry,
+        )
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    def start_sync(
+        self,
+        *,
+        tenant_id: str,
+        user_id: str,
+        sync_id: str,
+        seller_id: str | None,
+        key: str,
+        retry: RetryPolicy | None = None,
+    ) -> dict[str, Any]:
+        """Phase 1: the OAuth is done; sync the seller's data (the backend calls phase 2 when it ends)."""
+        body = {"tenant_id": tenant_id, "user_id": user_id, "sync_id": sync_id, "seller_id": seller_id}
+        return self._start("/v1/syncs", body, key, retry)
+
+    def start_detection(
+        self,
+        *,
+        tenant_id: str,
+        user_id: str,
+        sync_id: str,
+        seller_id: str | None,
+        key: str,
+        retry: RetryPolicy | None = None,
+    ) -> dict[str, Any]:
+        """Phase 2: the sync is done; detect claimable discrepancies (then phase 3)."""
+        body = {"tenant_id": tenant_id, "user_id": user_id, "sync_id": sync_id, "seller_id": seller_id}
+        return self._start("/v1/detections", body, key, retry)
+
+    def start_evidence_matching(
+        self,
+        *,
+        tenant_id: str,
+        user_id: str,
+        sync_id: str,
+        seller_id: str | None,
+        key: str,
+        retry: RetryPolicy | None = None,
+    ) -> dict[str, Any]:
+        """Phase 3: detection is done; match evidence to the claims (then phase 4 with the matches)."""
+        body = {"tenant_id": tenant_id, "user_id": user_id, "sync_id": sync_id, "seller_id": seller_id}
+        return self._start("/v1/evidence-matching", body, key, retry)
+
+    def submit_claim(
+        self,
+        *,
+        tenant_id: str,
+        user_id: str,
+        sync_id: str,
+        seller_id: str | None,
+        claim: dict[str, Any],
+        key: str,
+        retry: RetryPolicy | None = None,
+    ) -> dict[str, Any]:
+        """Phase 4, auto-submit: file the claim (then phase 5)."""
+        body = {"tenant_id": tenant_id, "user_id": user_id, "sync_id": sync_id, "seller_id": seller_id, **claim}
+        return self._start("/v1/claims", body, key, retry)
+
+    def start_payout_monitoring(
+        self,
+        *,
+        tenant_id: str,
+        user_id: str,
+        sync_id: str,
+        seller_id: str | None,
+        claim: dict[str, Any],
+        key: str,
+        retry: RetryPolicy | None = None,
+    ) -> dict[str, Any]:
+        """Phase 5: watch the submitted claim (then phase 7 on payout, or phase 6 on rejection)."""
+        body = {"tenant_id": tenant_id, "user_id": user_id, "sync_id": sync_id, "seller_id": seller_id, **claim}
+        return self._start("/v1/payout-monitoring", body, key, retry)
+
+    def trigger_learning_pipeline(
+        self, *, tenant_id: str, user_id: str, record: dict[str, Any], key: str, retry: RetryPolicy | None = None
+    ) -> dict[str, Any]:
+        """Phase 6: feed a rejection to the learning pipeline (no call back)."""
+        return self._start("/v1/learning-pipeline", {"tenant_id": tenant_id, "user_id": user_id, **record}, key, retry)
+
+
+def integrations_client(settings: Settings | None = None) -> IntegrationsClient:
+    settings = settings or get_settings()
+    return IntegrationsClient(
+        settings.integrations_api_url,
+        settings.integrations_api_token.get_secret_value(),
+        settings.phase_callback_url,
+        connect_timeout_s=settings.http_connect_timeout_s,
+        read_timeout_s=settings.http_read_timeout_s,
+        retry=RetryPolicy.from_settings(settings),
+    )
+
+
+class IntegrationsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """Empty fields fall back to the settings (INTEGRATIONS_API_URL, INTEGRATIONS_API_TOKEN, ...)."""
+
+    base_url: str = ""
+    token: str = ""
+
+    def client(self) -> IntegrationsClient:
+        settings = get_settings().with_overrides(integrations_api_url=self.base_url, integrations_api_token=self.token)
+        return integrations_client(settings)

@@ -1,0 +1,142 @@
+"""`GET /metrics`: Prometheus text format that prometheus_client's own parser reads, with the numbers
+other processes make read from the store, and who may scrape it."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
+from sqlalchemy import select
+from starlette.testclient import TestClient
+
+from api.app import create_app
+from domain import queue
+from domain.models import PhaseAudit, Tenant, TriggerQueue
+from domain.settings import Settings
+from domain.store import transaction
+from tests.api.conftest import bearer, make_token
+from tests.servers import ServerThread
+
+METRICS_TOKEN = "scraper-secret-0123456789"
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(environment="test", metrics_token=SecretStr(METRICS_TOKEN))
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the exposition, by name and sorted labels (parsed by prometheus_client)."""
+    found: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def enqueue_phases(engine, n: int) -> str:
+    tenant_id = str(uuid.uuid4())
+    with transaction(engine) as session:
+        session.add(Tenant(id=tenant_id, name=f"metrics-{tenant_id[:8]}"))
+        session.flush()
+        for k in range(n):
+            payload: dict[str, Any] = {"tenant_id": tenant_id, "user_id": f"u{k}", "sync_id": "s", "phase": 1}
+            queue.enqueue(session, "phase", tenant_id, payload, dedup_key=f"m:{k}")
+    return tenant_id
+
+
+def test_metrics_parse_and_show_the_queue_depth_after_enqueues(client, engine):
+    scraper = bearer(METRICS_TOKEN)
+    before = samples(client.get("/metrics", headers=scraper).text)
+    assert before[("wrk_queue_depth", (("kind", "phase"), ("state", "available")))] == 0
+    assert before[("wrk_queue_oldest_available_age_seconds", (("kind", "phase"),))] == 0
+
+    enqueue_phases(engine, 3)
+    answer = client.get("/metrics", headers=scraper)
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain; version=")
+    after = samples(answer.text)
+    assert after[("wrk_queue_depth", (("kind", "phase"), ("state", "available")))] == 3
+    assert after[("wrk_queue_depth", (("kind", "build"), ("state", "available")))] == 0
+    assert after[("wrk_queue_oldest_available_age_seconds", (("kind", "phase"),))] >= 0
+    assert after[("wrk_live_connections", (("transport", "websocket"),))] == 0
+
+
+def test_metrics_need_the_scrape_token_or_a_platform_ops_token(client, settings):
+    assert client.get("/metrics").status_code == 401  # the test client is not on loopback
+    assert client.get("/metrics", headers=bearer("wrong")).status_code == 401
+    platform = make_token(settings, tenants=["t1"], roles=["ops_admin"])
+    assert client.get("/metrics", headers=bearer(platform)).status_code == 200
+    tenant_only = make_token(settings, tenants=["t1", "t2"], roles=[], tenant_roles={"t1": ["ops_admin"]})
+    answer = client.get("/metrics", headers=bearer(tenant_only))
+    assert answer.status_code == 403 and answer.json()["code"] == "forbidden"
+
+
+def test_without_a_scrape_token_metrics_are_open_on_loopback_only(engine):
+    app = create_app(Settings(environment="test"), engine)
+    server = ServerThread(app).start()
+    try:
+        assert httpx.get(f"{server.url}/metrics", timeout=60).status_code == 200
+    finally:
+        server.stop()
+    with TestClient(app) as client:  # a client that is not on loopback
+        assert client.get("/metrics").status_code == 401
+
+
+def test_phase_transitions_and_latency_histograms_come_from_the_phase_audit_rows(client, engine):
+    tenant_id = enqueue_phases(engine, 2)
+    with transaction(engine) as session:
+        first, second = session.scalars(
+            select(TriggerQueue).where(TriggerQueue.tenant_id == tenant_id).order_by(TriggerQueue.id)
+        ).all()
+
+        def audit(trigger: TriggerQueue, phase: int, outcome: str, duration: float, after_enqueue: float) -> None:
+            finished = trigger.created_at + timedelta(seconds=after_enqueue)
+            session.add(
+                PhaseAudit(
+                    tenant_id=tenant_id,
+                    user_id="u",
+                    sync_id="s",
+                    phase=phase,
+                    trigger_id=trigger.id,
+                    outcome=outcome,
+                    duration_s=duration,
+                    started_at=finished - timedelta(seconds=duration),
+                    finished_at=finished,
+                )
+            )
+
+        audit(first, 1, "failed", 0.02, 0.2)  # then retried with backoff
+        audit(first, 1, "completed", 0.3, 12.5)
+        audit(second, 1, "completed", 0.03, 1.5)
+        audit(second, 7, "dead", 4.0, 40.0)
+
+    found = samples(client.get("/metrics", headers=bearer(METRICS_TOKEN)).text)
+    transitions = {
+        (labels[1][1], labels[0][1]): value
+        for (name, labels), value in found.items()
+        if name == "wrk_phase_transitions_total"
+    }
+    assert transitions[("1", "completed")] == 2 and transitions[("1", "failed")] == 1
+    assert transitions[("7", "dead")] == 1 and transitions[("2", "completed")] == 0
+    assert len(transitions) == 7 * 3  # every phase and outcome, zeros included
+
+    def bucket(name: str, phase: str, le: str) -> float:
+        return found[(f"{name}_bucket", (("le", le), ("phase", phase)))]
+
+    # Run time of phase 1: 0.02, 0.3, 0.03 s.
+    assert bucket("wrk_phase_duration_seconds", "1", "0.025") == 1
+    assert bucket("wrk_phase_duration_seconds", "1", "0.05") == 2
+    assert bucket("wrk_phase_duration_seconds", "1", "+Inf") == 3
+    assert found[("wrk_phase_duration_seconds_count", (("phase", "1"),))] == 3
+    # End to end, completed runs only: phase 1 took 12.5 s and 1.5 s from enqueue; phase 7 never completed.
+    assert bucket("wrk_phase_latency_seconds", "1", "1.0") == 0
+    assert bucket("wrk_phase_latency_seconds", "1", "2.0") == 1
+    assert bucket("wrk_phase_latency_seconds", "1", "15.0") == 2
+    assert found[("wrk_phase_latency_seconds_sum", (("phase", "1"),))] == pytest.approx(14.0, abs=0.01)
+    assert ("wrk_phase_latency_seconds_count", (("phase", "7"),)) not in found

@@ -1,0 +1,140 @@
+"""The phase endpoint as callers use it: service role, tenant from the token, 400 invalid_phase, 422
+naming the field, 202 {trigger_id, sync_id, phase}, the same trigger for a retry while pending; reads
+scoped to the caller's tenants."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from domain.models import TriggerQueue
+from domain.store import transaction
+from tests.api.conftest import bearer, make_token
+from tests.domain import factories
+
+
+@pytest.fixture
+def tenants(engine) -> list[str]:
+    with transaction(engine) as session:
+        return [factories.tenant(session).id, factories.tenant(session).id]
+
+
+def service(settings, tenant: str) -> dict[str, str]:
+    return bearer(make_token(settings, tenants=[tenant], roles=["service"], sub="main-api"))
+
+
+def test_phase_one_is_queued_and_answered_202(client, settings, tenants, engine):
+    body = {"user_id": "user_123", "seller_id": "seller_456", "sync_id": "oauth_user_123_1234567890"}
+    response = client.post("/api/v1/workflow/phase/1", json=body, headers=service(settings, tenants[0]))
+    assert response.status_code == 202, response.text
+    out = response.json()
+    assert out == {"trigger_id": out["trigger_id"], "sync_id": "oauth_user_123_1234567890", "phase": 1}
+    with transaction(engine) as session:
+        row = session.get(TriggerQueue, out["trigger_id"])
+        assert row.kind == "phase" and row.tenant_id == tenants[0] and row.state == "available"
+        assert row.payload["user_id"] == "user_123" and row.payload["input"]["seller_id"] == "seller_456"
+
+
+def test_a_retry_while_pending_returns_the_same_trigger(client, settings, tenants, engine):
+    body = {"user_id": "u1", "sync_id": "s1"}
+    first = client.post("/api/v1/workflow/phase/2", json=body, headers=service(settings, tenants[0])).json()
+    again = client.post("/api/v1/workflow/phase/2", json=body, headers=service(settings, tenants[0])).json()
+    assert again == first
+    other_phase = client.post("/api/v1/workflow/phase/3", json=body, headers=service(settings, tenants[0])).json()
+    other_tenant = client.post("/api/v1/workflow/phase/2", json=body, headers=service(settings, tenants[1])).json()
+    assert len({first["trigger_id"], other_phase["trigger_id"], other_tenant["trigger_id"]}) == 3
+    with transaction(engine) as session:
+        assert (
+            session.scalar(select(TriggerQueue.tenant_id).where(TriggerQueue.id == other_tenant["trigger_id"]))
+            == tenants[1]
+        )
+
+
+def test_without_sync_id_one_is_generated(client, settings, tenants):
+    out = client.post("/api/v1/workflow/phase/1", json={"user_id": "u9"}, headers=service(settings, tenants[0])).json()
+    assert out["sync_id"].startswith("oauth_u9_") and out["sync_id"].split("_")[-1].isdigit()
+
+
+@pytest.mark.parametrize("phase", ["0", "8", "abc", "1.5", "-1"])
+def test_an_invalid_phase_is_400_naming_it(client, settings, tenants, phase):
+    response = client.post(
+        f"/api/v1/workflow/phase/{phase}", json={"user_id": "u"}, headers=service(settings, tenants[0])
+    )
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "invalid_phase" and body["errors"][0]["field"] == "phaseNumber"
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+@pytest.mark.parametrize(
+    ("phase", "body", "field"),
+    [
+        (1, {"seller_id": "s"}, "user_id"),
+        (1, {"user_id": ""}, "user_id"),
+        (4, {"user_id": "u"}, "matches"),
+        (
+            4,
+            {"user_id": "u", "matches": [{"claim_id": "c", "confidence": 1.2, "amount": 1, "currency": "USD"}]},
+            "matches.0.confidence",
+        ),
+        (
+            4,
+            {"user_id": "u", "matches": [{"claim_id": "c", "confidence": 0.9, "amount": 1, "currency": "ZZZ"}]},
+            "matches.0.currency",
+        ),
+        (5, {"user_id": "u", "claim_id": "c", "currency": "USD"}, "amount"),
+        (6, {"user_id": "u", "claim_id": "c"}, "reason_code"),
+        (7, {"user_id": "u", "claim_id": "c", "payout_id": "p", "amount": "-1", "currency": "USD"}, "amount"),
+        (7, {"user_id": "u", "claim_id": "c", "amount": "10", "currency": "USD"}, "payout_id"),
+    ],
+)
+def test_a_bad_field_is_422_naming_it_and_nothing_is_queued(client, settings, tenants, engine, phase, body, field):
+    response = client.post(f"/api/v1/workflow/phase/{phase}", json=body, headers=service(settings, tenants[0]))
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["code"] == "validation_error" and field in [e["field"] for e in problem["errors"]]
+    with transaction(engine) as session:
+        assert session.scalar(select(TriggerQueue.id).where(TriggerQueue.tenant_id == tenants[0])) is None
+
+
+def test_phase_four_keeps_decimals_exact(client, settings, tenants, engine):
+    matches = [{"claim_id": "c1", "confidence": 0.8499, "amount": "12.345", "currency": "usd", "evidence_ids": ["e"]}]
+    out = client.post(
+        "/api/v1/workflow/phase/4",
+        json={"user_id": "u", "sync_id": "s", "matches": matches},
+        headers=service(settings, tenants[0]),
+    ).json()
+    with transaction(engine) as session:
+        stored = session.get(TriggerQueue, out["trigger_id"]).payload["input"]["matches"][0]
+    assert stored["confidence"] == "0.8499" and stored["amount"] == "12.345" and stored["currency"] == "USD"
+
+
+def test_the_service_role_is_required(client, settings, tenants):
+    ops = bearer(make_token(settings, tenants=[tenants[0]], roles=["ops_admin"]))
+    assert client.post("/api/v1/workflow/phase/1", json={"user_id": "u"}, headers=ops).status_code == 403
+    assert client.post("/api/v1/workflow/phase/1", json={"user_id": "u"}).status_code == 401
+
+
+def test_a_token_of_several_tenants_names_one(client, settings, tenants):
+    both = bearer(make_token(settings, tenants=tenants, roles=[], tenant_roles={t: ["service"] for t in tenants}))
+    assert client.post("/api/v1/workflow/phase/1", json={"user_id": "u"}, headers=both).status_code == 400
+    chosen = client.post("/api/v1/workflow/phase/1", json={"user_id": "u"}, headers={**both, "X-Tenant-ID": tenants[1]})
+    assert chosen.status_code == 202
+
+
+def test_reads_are_tenant_scoped(client, settings, tenants, engine):
+    from domain import phases
+
+    with transaction(engine) as session:
+        phases.advance_progress(
+            session, tenant_id=tenants[0], user_id="u", sync_id="s", phase=1, status=phases.P.RUNNING
+        )
+    own = client.get("/v1/users/u/syncs/s", headers=service(settings, tenants[0]))
+    assert own.status_code == 200 and own.json()["progress"]["phase"] == 1
+    user_self = bearer(make_token(settings, tenants=[tenants[0]], roles=["client"], sub="u"))
+    assert client.get("/v1/users/u/syncs/s", headers=user_self).status_code == 200
+    other_user = bearer(make_token(settings, tenants=[tenants[0]], roles=["client"], sub="v"))
+    assert client.get("/v1/users/u/syncs/s", headers=other_user).status_code == 403
+    foreign = client.get("/v1/users/u/syncs/s", headers=service(settings, tenants[1]))
+    assert foreign.status_code == 404 and foreign.json()["code"] == "not_found"
+    assert client.get("/v1/users/u/proof-packets/nope", headers=service(settings, tenants[0])).status_code == 404

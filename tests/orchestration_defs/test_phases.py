@@ -1,0 +1,420 @@
+"""The seven-phase pipeline in process: the phase sensor claims a batch and launches ONE run for it; each
+phase's action goes through the integrations and payments resources (the sandbox over real HTTP); each
+trigger has its own outcome (one failing row goes back to the queue alone, with the queue's backoff);
+progress never moves backwards and every phase run leaves an audit row; and one phase-1 POST drives the
+chain 1 -> 7 through the sandbox's call backs, ending with a proof packet whose hash checks out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from domain import phases
+from domain.models import (
+    LearningRecord,
+    Notification,
+    PhaseAudit,
+    PhaseEvent,
+    ProofPacket,
+    SyncProgress,
+    TriggerQueue,
+)
+from domain.settings import get_settings
+from domain.store import transaction
+from orchestration_defs.phases import phase_batch, phase_queue_sensor, user_tag
+from resources.database import DatabaseResource
+from resources.integrations import IntegrationsResource
+from resources.payments import PaymentsResource
+from tests.api.conftest import bearer, make_token
+from tests.domain import factories
+from tests.servers import ServerThread
+
+
+@pytest.fixture
+def phase_env(flow_env, sandbox, tmp_path, monkeypatch):
+    for name, value in {
+        "INTEGRATIONS_API_URL": sandbox.url + "/integrations",
+        "PAYMENTS_API_URL": sandbox.url + "/payments",
+        "PROOF_PACKET_DIR": str(tmp_path / "packets"),
+        "PHASE_ROW_WORKERS": "4",
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    sandbox.http.post("/_sandbox/integrations/config", json={"callbacks_enabled": False}).raise_for_status()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def tenant(engine) -> str:
+    with transaction(engine) as session:
+        return factories.tenant(session).id
+
+
+def _resources(database_url: str) -> dict:
+    return {
+        "database": DatabaseResource(url=database_url),
+        "integrations": IntegrationsResource(),
+        "payments": PaymentsResource(),
+    }
+
+
+def _tick(instance, database_url) -> list[dg.RunRequest]:
+    context = dg.build_sensor_context(
+        instance=instance, resources={"database": DatabaseResource(url=database_url)}, sensor_name="phase_queue_sensor"
+    )
+    return list(phase_queue_sensor.evaluate_tick(context).run_requests or [])
+
+
+def _run(instance, database_url, request: dg.RunRequest) -> dict:
+    result = phase_batch.execute_in_process(
+        run_config=request.run_config, instance=instance, tags=request.tags, resources=_resources(database_url)
+    )
+    assert result.success
+    return result.output_for_node("process_phase_triggers")
+
+
+def _accept(engine, tenant, phase, **body) -> int:
+    with transaction(engine) as session:
+        request = phases.parse_request(phase, body)
+        return phases.accept(session, tenant_id=tenant, phase=phase, request=request).trigger_id
+
+
+def _state(engine, trigger_id) -> TriggerQueue:
+    with transaction(engine) as session:
+        return session.get(TriggerQueue, trigger_id)
+
+
+def _audit(engine, user) -> list[PhaseAudit]:
+    with transaction(engine) as session:
+        return list(session.scalars(select(PhaseAudit).where(PhaseAudit.user_id == user).order_by(PhaseAudit.id)))
+
+
+def _events(engine, user) -> list[PhaseEvent]:
+    with transaction(engine) as session:
+        return list(session.scalars(select(PhaseEvent).where(PhaseEvent.user_id == user).order_by(PhaseEvent.seq)))
+
+
+def _calls(sandbox, path):
+    return sandbox.calls("POST", path)
+
+
+def test_one_run_takes_the_batch_tagged_with_phases_count_and_users(phase_env, sandbox, engine, tenant, database_url):
+    instance = dg.DagsterInstance.ephemeral()
+    ids = [
+        _accept(engine, tenant, 1, user_id="alice", sync_id="s1", seller_id="sel"),
+        _accept(engine, tenant, 2, user_id="bob", sync_id="s2"),
+        _accept(engine, tenant, 3, user_id="carol@example.com", sync_id="s3"),
+    ]
+    requests = _tick(instance, database_url)
+    assert len(requests) == 1
+    tags = requests[0].tags
+    assert tags["wrk/phase_count"] == "3" and tags["wrk/phases"] == "1,2,3" and "wrk/phase" not in tags
+    assert tags["wrk/user.alice"] == "alice" and tags["wrk/user.bob"] == "bob"
+    assert tags[user_tag("carol@example.com")] == "carol@example.com"
+    assert tags["wrk/tenant_id"] == tenant
+    assert _tick(instance, database_url) == []  # claimed rows are not claimed again
+    counts = _run(instance, database_url, requests[0])
+    assert counts["completed"] == 3
+    assert all(_state(engine, i).state == "done" for i in ids)
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"wrk/user.alice": "alice"}))
+    assert len(runs) == 1 and all(_state(engine, i).run_id == runs[0].run_id for i in ids)
+    # each phase's action: one backend call, with the trigger's idempotency key and our call-back URL
+    for path, trigger_id in (
+        ("/integrations/v1/syncs", ids[0]),
+        ("/integrations/v1/detections", ids[1]),
+        ("/integrations/v1/evidence-matching", ids[2]),
+    ):
+        calls = _calls(sandbox, path)
+        assert len(calls) == 1 and calls[0]["idempotency_key"].endswith(f":trigger:{trigger_id}")
+    for user, phase in (("alice", 1), ("bob", 2), ("carol@example.com", 3)):
+        audit = _audit(engine, user)
+        assert [(a.phase, a.outcome, a.error) for a in audit] == [(phase, "completed", None)]
+        assert audit[0].duration_s >= 0 and audit[0].run_id == runs[0].run_id
+        assert [(e.seq, e.type, e.phase) for e in _events(engine, user)] == [
+            (1, "phase_started", phase),
+            (2, "phase_completed", phase),
+        ]
+    with transaction(engine) as session:
+        progress = session.scalars(select(SyncProgress).where(SyncProgress.user_id == "alice")).one()
+        assert (progress.phase, progress.status, progress.percent, progress.seller_id) == (1, "completed", 14, "sel")
+
+
+def test_phase_four_routes_at_the_exact_boundaries(phase_env, sandbox, engine, tenant, database_url):
+    instance = dg.DagsterInstance.ephemeral()
+    matches = [
+        {"claim_id": c, "confidence": conf, "amount": "10.00", "currency": "USD", "evidence_ids": [f"ev-{c}"]}
+        for c, conf in (("auto", "0.85"), ("ask-high", "0.8499"), ("ask-low", "0.50"), ("drop", "0.4999"))
+    ]
+    trigger = _accept(engine, tenant, 4, user_id="u4", sync_id="s4", matches=matches)
+    (request,) = _tick(instance, database_url)
+    assert request.tags["wrk/phase"] == "4" and request.tags["wrk/phase_count"] == "1"
+    _run(instance, database_url, request)
+    assert _state(engine, trigger).state == "done"
+    submitted = _calls(sandbox, "/integrations/v1/claims")
+    assert len(submitted) == 1 and submitted[0]["idempotency_key"] == f"submit:{tenant}:u4:auto"
+    prompts = [e for e in _events(engine, "u4") if e.type == "prompt"]
+    assert sorted(e.data["claim_id"] for e in prompts) == ["ask-high", "ask-low"]
+    with transaction(engine) as session:
+        notes = session.scalars(select(Notification).where(Notification.recipient == "u4")).all()
+        assert sorted(n.payload["claim_id"] for n in notes) == ["ask-high", "ask-low"]
+        assert all(n.template == "claim_prompt" and n.tenant_id == tenant for n in notes)
+    (audit,) = _audit(engine, "u4")
+    assert {m["claim_id"]: m["route"] for m in audit.details["routes"]} == {
+        "auto": "auto_submit",
+        "ask-high": "smart_prompt",
+        "ask-low": "smart_prompt",
+        "drop": "none",
+    }
+    assert audit.details["result"] == {
+        "auto_submit": ["auto"],
+        "smart_prompt": ["ask-high", "ask-low"],
+        "none": ["drop"],
+    }
+
+
+def test_phases_five_and_six_start_monitoring_and_record_the_rejection(
+    phase_env, sandbox, engine, tenant, database_url
+):
+    instance = dg.DagsterInstance.ephemeral()
+    five = _accept(engine, tenant, 5, user_id="u5", sync_id="s5", claim_id="c1", amount="48.20", currency="USD")
+    six = _accept(engine, tenant, 6, user_id="u5", sync_id="s5", claim_id="c2", reason_code="insufficient_evidence")
+    _run(instance, database_url, _tick(instance, database_url)[0])
+    assert _state(engine, five).state == "done" and _state(engine, six).state == "done"
+    assert len(_calls(sandbox, "/integrations/v1/payout-monitoring")) == 1
+    learning = _calls(sandbox, "/integrations/v1/learning-pipeline")
+    with transaction(engine) as session:
+        record = session.scalars(select(LearningRecord).where(LearningRecord.user_id == "u5")).one()
+    assert (record.claim_id, record.reason_code, record.tenant_id) == ("c2", "insufficient_evidence", tenant)
+    assert record.pipeline_triggered_at is not None and record.pipeline_job_id
+    assert len(learning) == 1 and learning[0]["idempotency_key"] == f"learning:{record.id}"
+
+
+def _packet_files(packet: ProofPacket) -> tuple[bytes, bytes]:
+    return Path(packet.pdf_path).read_bytes(), Path(packet.json_path).read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "fee", "minor"), [("10.025", "USD", "2.01", 201), ("2.5", "JPY", "1", 1)]
+)
+def test_phase_seven_charges_the_fee_once_and_writes_a_verifiable_proof_packet(
+    phase_env, sandbox, engine, tenant, database_url, amount, currency, fee, minor
+):
+    instance = dg.DagsterInstance.ephemeral()
+    match = {
+        "claim_id": "c7",
+        "confidence": "0.9",
+        "amount": amount,
+        "currency": currency,
+        "evidence_ids": ["inv-1", "bol-2"],
+    }
+    _accept(engine, tenant, 4, user_id="u7", sync_id="s7", matches=[match])
+    _run(instance, database_url, _tick(instance, database_url)[0])
+    body = {
+        "user_id": "u7",
+        "sync_id": "s7",
+        "claim_id": "c7",
+        "payout_id": "po-7",
+        "amount": amount,
+        "currency": currency,
+    }
+    first = _accept(engine, tenant, 7, **body)
+    _run(instance, database_url, _tick(instance, database_url)[0])
+    assert _state(engine, first).state == "done"
+    with transaction(engine) as session:
+        packet = session.scalars(select(ProofPacket).where(ProofPacket.user_id == "u7")).one()
+    assert (packet.status, packet.fee_amount, packet.fee_minor, packet.currency) == ("ready", fee, minor, currency)
+    pdf, twin = _packet_files(packet)
+    digest = hashlib.sha256(twin).hexdigest()
+    assert packet.json_sha256 == digest and pdf.startswith(b"%PDF") and digest.encode() in pdf
+    document = json.loads(twin)
+    assert document["fee"]["amount"] == fee and document["payout"]["amount"] == str(Decimal(amount))
+    assert document["evidence"] == ["inv-1", "bol-2"] and document["claim"]["claim_id"] == "c7"
+    assert document["fee"]["payment_intent_id"] == packet.payment_intent_id
+    intents = sandbox.http.get("/_sandbox/payments/intents").json()
+    assert [(i["amount"], i["currency"], i["id"]) for i in intents] == [
+        (minor, currency.lower(), packet.payment_intent_id)
+    ]
+    assert _calls(sandbox, "/payments/v1/payment_intents")[0]["idempotency_key"] == packet.fee_idempotency_key
+    # The same payout reported again: the same packet, no second charge.
+    _accept(engine, tenant, 7, **body)
+    _run(instance, database_url, _tick(instance, database_url)[0])
+    assert len(sandbox.http.get("/_sandbox/payments/intents").json()) == 1
+    with transaction(engine) as session:
+        assert len(session.scalars(select(ProofPacket).where(ProofPacket.user_id == "u7")).all()) == 1
+
+
+def test_a_failing_row_goes_back_to_the_queue_alone_with_the_queues_backoff(
+    phase_env, sandbox, engine, tenant, database_url
+):
+    instance = dg.DagsterInstance.ephemeral()
+    ok_a = _accept(engine, tenant, 1, user_id="fa", sync_id="sa")
+    ok_b = _accept(engine, tenant, 1, user_id="fb", sync_id="sb")
+    bad = _accept(engine, tenant, 2, user_id="fc", sync_id="sc")
+    sandbox.fault("POST", "/integrations/v1/detections", count=1000, status=503)
+    (request,) = _tick(instance, database_url)
+    counts = _run(instance, database_url, request)
+    assert (counts["completed"], counts["failed"]) == (2, 1)
+    assert _state(engine, ok_a).state == "done" and _state(engine, ok_b).state == "done"
+    row = _state(engine, bad)
+    assert (row.state, row.attempts) == ("available", 1) and "503" in row.last_error
+    # the kind's backoff (10 s base, jitter down to half), measured on the row's own clock
+    assert row.available_at - row.updated_at >= timedelta(seconds=5)
+    (audit,) = _audit(engine, "fc")
+    assert (audit.phase, audit.outcome, audit.attempt) == (2, "failed", 1) and "503" in audit.error
+    assert [e.type for e in _events(engine, "fc")] == ["phase_started", "phase_failed"]
+    assert _tick(instance, database_url) == []  # not due before its backoff
+    sandbox.http.delete("/_sandbox/faults").raise_for_status()
+    with transaction(engine) as session:  # the backoff has passed
+        session.execute(update(TriggerQueue).where(TriggerQueue.id == bad).values(available_at=row.updated_at))
+    (retry,) = _tick(instance, database_url)
+    assert retry.tags["wrk/phase_count"] == "1" and retry.tags["wrk/user.fc"] == "fc"
+    assert _run(instance, database_url, retry)["completed"] == 1
+    assert _state(engine, bad).state == "done" and _state(engine, bad).attempts == 2
+    assert [a.outcome for a in _audit(engine, "fc")] == ["failed", "completed"]
+    with transaction(engine) as session:
+        progress = session.scalars(select(SyncProgress).where(SyncProgress.user_id == "fc")).one()
+        assert (progress.phase, progress.status) == (2, "completed")
+
+
+def test_progress_never_moves_backwards(engine, tenant):
+    P = phases.P
+    moves = [
+        (1, P.RUNNING, True),
+        (1, P.COMPLETED, True),
+        (1, P.RUNNING, False),
+        (3, P.RUNNING, True),
+        (2, P.COMPLETED, False),
+        (3, P.FAILED, True),
+        (3, P.RUNNING, True),
+        (3, P.COMPLETED, True),
+        (7, P.COMPLETED, True),
+        (6, P.RUNNING, False),
+        (7, P.RUNNING, False),
+    ]
+    seen = []
+    for phase, status, expected in moves:
+        with transaction(engine) as session:
+            moved = phases.advance_progress(
+                session, tenant_id=tenant, user_id="p", sync_id="s", phase=phase, status=status
+            )
+            row = session.scalars(select(SyncProgress).where(SyncProgress.user_id == "p")).one()
+            seen.append((row.phase, row.percent))
+        assert moved is expected, (phase, status)
+    assert seen == sorted(seen) and seen[-1] == (7, 100)
+    assert row.completed_at is not None
+
+
+def _until(predicate, why, timeout: float = 600.0):
+    """Poll until truthy: a bound against a hang, not a speed requirement."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting: {why()}")
+
+
+def test_one_phase_one_post_drives_the_chain_to_phase_seven(
+    phase_env, sandbox, engine, tenant, database_url, monkeypatch
+):
+    from api.app import create_app
+
+    other = _other_tenant(engine)
+    api = ServerThread(create_app(get_settings(), engine))
+    monkeypatch.setenv("PHASE_CALLBACK_URL", api.url)
+    get_settings.cache_clear()
+    api.start()
+    try:
+        sandbox.http.post(
+            "/_sandbox/integrations/config", json={"callbacks_enabled": True, "delay_s": 0}
+        ).raise_for_status()
+        settings = get_settings()
+        service = bearer(make_token(settings, tenants=[tenant], roles=["service"], sub="main-api"))
+        http = httpx.Client(base_url=api.url, timeout=30)
+        accepted = http.post(
+            "/api/v1/workflow/phase/1", json={"user_id": "chain", "seller_id": "sel-1"}, headers=service
+        )
+        assert accepted.status_code == 202, accepted.text
+        sync_id = accepted.json()["sync_id"]
+        instance = dg.DagsterInstance.ephemeral()
+
+        def step():
+            for request in _tick(instance, database_url):
+                _run(instance, database_url, request)
+            view = http.get(f"/v1/users/chain/syncs/{sync_id}", headers=service).json()
+            return view if all(v == "completed" for v in view["phases"].values()) else None
+
+        view = _until(step, lambda: http.get(f"/v1/users/chain/syncs/{sync_id}", headers=service).text)
+    finally:
+        api.stop()
+    assert view["progress"]["phase"] == 7 and view["progress"]["percent"] == 100
+    assert view["progress"]["status"] == "completed" and view["progress"]["completed_at"]
+    assert {a["phase"] for a in view["audit"]} == set(range(1, 8))
+    assert all(a["outcome"] == "completed" for a in view["audit"])
+    (packet,) = view["proof_packets"]
+    api2 = ServerThread(create_app(get_settings(), engine)).start()
+    try:
+        http = httpx.Client(base_url=api2.url, timeout=30)
+        pdf = http.get(packet["href"], headers=service)
+        twin = http.get(packet["href"], params={"format": "json"}, headers=service)
+        foreign = http.get(packet["href"], headers=bearer(make_token(settings, tenants=[other], roles=["service"])))
+    finally:
+        api2.stop()
+    assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+    digest = hashlib.sha256(twin.content).hexdigest()
+    assert pdf.headers["x-proof-json-sha256"] == digest and digest.encode() in pdf.content
+    assert json.loads(twin.content)["fee"] == {**json.loads(twin.content)["fee"], "amount": "25.10", "currency": "USD"}
+    assert foreign.status_code == 404
+    events = _events(engine, "chain")
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert {e.phase for e in events if e.type == "phase_completed"} == set(range(1, 8))
+    assert any(e.type == "prompt" for e in events)
+
+
+def _other_tenant(engine) -> str:
+    with transaction(engine) as session:
+        return factories.tenant(session).id
+
+
+def test_a_batch_run_that_never_started_sends_its_triggers_back_with_backoff(
+    phase_env, sandbox, engine, tenant, database_url
+):
+    from orchestration_defs.phases import phase_batch_failure_sensor
+
+    instance = dg.DagsterInstance.ephemeral()
+    ids = [_accept(engine, tenant, 1, user_id=f"ns{i}", sync_id="s") for i in range(3)]
+    (request,) = _tick(instance, database_url)
+    run = instance.create_run_for_job(
+        phase_batch, run_config=request.run_config, tags=request.tags, status=dg.DagsterRunStatus.STARTING
+    )
+    # What run monitoring does to a run whose worker never came up: the failure, then the sensor.
+    instance.report_run_failed(run)
+    event = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records[-1]
+    context = dg.build_run_status_sensor_context(
+        sensor_name=phase_batch_failure_sensor.name,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(run.run_id),
+        dagster_event=event.event_log_entry.dagster_event,
+        resources={"database": DatabaseResource(url=database_url)},
+    )
+    phase_batch_failure_sensor(context.for_run_failure())
+    for trigger_id in ids:
+        row = _state(engine, trigger_id)
+        assert (row.state, row.attempts, row.run_id) == ("available", 1, run.run_id)
+        assert row.available_at - row.updated_at >= timedelta(seconds=5)
+    with transaction(engine) as session:  # the backoff has passed: one new batch takes all three
+        session.execute(update(TriggerQueue).where(TriggerQueue.id.in_(ids)).values(available_at=row.updated_at))
+    (again,) = _tick(instance, database_url)
+    assert _run(instance, database_url, again)["completed"] == 3
+    assert all(_state(engine, i).state == "done" for i in ids)
