@@ -246,6 +246,28 @@ ACK_SQL = (
     "AND claim_token = (SELECT json_extract(value, '$[1]') FROM json_each(:held) "
     "WHERE json_extract(value, '$[0]') = trigger_queue.id) RETURNING id",
 )
+
+
+def _ack_and_claim_sql(kinds: str) -> str:
+    """PostgreSQL: the ack and the next claim as one statement (one round trip). Its two updates touch
+    disjoint rows (held ones; available ones), and the claim's pick cannot see the rows just acked."""
+    pick = _PICK.format(kinds=kinds)
+    ack = ACK_SQL[0]
+    claim = (
+        f"UPDATE trigger_queue SET {_CLAIM_SET.format(token='gen_random_uuid()::text')} "
+        f"FROM picked WHERE trigger_queue.id = picked.id {_CLAIM_RETURNING}"
+    )
+    return (
+        f"WITH acked AS ({ack}), picked AS ({pick} FOR UPDATE SKIP LOCKED), claimed AS ({claim}) "
+        "SELECT true, id, NULL, NULL, NULL::jsonb, NULL::integer, NULL::integer, NULL FROM acked "
+        "UNION ALL SELECT false, id, kind, tenant_id, payload, attempts, max_attempts, claim_token FROM claimed"
+    )
+
+
+ACK_AND_CLAIM_ONE_KIND_SQL = _ack_and_claim_sql("kind = %(kind)s")
+ACK_AND_CLAIM_KINDS_SQL = _ack_and_claim_sql("kind = ANY(%(kinds)s)")
+
+
 LAUNCH_SQL = _sql(
     "UPDATE trigger_queue SET state = 'launched', run_id = %(run_id)s, lease_expires_at = NULL, "
     "updated_at = %(now)s WHERE id = %(id)s AND claim_token = %(token)s AND state = 'claimed' RETURNING id"
@@ -389,11 +411,31 @@ def ack_and_claim(
     run_id: str | None = None,
 ) -> tuple[set[int], list[Claimed]]:
     """A worker's loop step in one transaction (one commit, one fsync): ack the batch it finished (as
-    ack_many) and claim the next (as claim). Returns the ids acked and the new claims. On SQLite both run
-    under the one write lock the transaction took at its BEGIN IMMEDIATE."""
+    ack_many) and claim the next (as claim). Returns the ids acked and the new claims. On PostgreSQL both
+    are one statement; on SQLite two, under the one write lock the transaction took at BEGIN IMMEDIATE."""
     db = _Driver(session)
-    acked = _ack(db, list(held), run_id)
-    return acked, _claim(db, kinds, limit, lease_seconds, worker)
+    pairs = list(held)
+    if not db.pg or not pairs:
+        return _ack(db, pairs, run_id), _claim(db, kinds, limit, lease_seconds, worker)
+    now = db.now()
+    params: dict[str, Any] = {
+        "now": now,
+        "expires": now + timedelta(seconds=lease_seconds),
+        "worker": worker,
+        "limit": limit,
+        "run_id": run_id,
+        "ids": [p[0] for p in pairs],
+        "tokens": [p[1] for p in pairs],
+    }
+    kinds = list(kinds)
+    if len(kinds) == 1:
+        sql, params["kind"] = ACK_AND_CLAIM_ONE_KIND_SQL, kinds[0]
+    else:
+        sql, params["kinds"] = ACK_AND_CLAIM_KINDS_SQL, kinds
+    rows = db.raw.execute(sql, params, prepare=True).fetchall()
+    acked = {int(r[1]) for r in rows if r[0]}
+    claimed = sorted((Claimed(*r[1:]) for r in rows if not r[0]), key=lambda c: c.id)
+    return acked, claimed
 
 
 def ack(session: Store, row_id: int, token: str) -> None:

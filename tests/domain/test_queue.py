@@ -367,7 +367,11 @@ TYPES = {
 
 @pytest.mark.parametrize(
     ("statement", "index"),
-    [("CLAIM_ONE_KIND_SQL", "ix_trigger_queue_available"), ("ACK_SQL", "pk_trigger_queue")],
+    [
+        ("CLAIM_ONE_KIND_SQL", "ix_trigger_queue_available"),
+        ("ACK_SQL", "pk_trigger_queue"),
+        ("ACK_AND_CLAIM_ONE_KIND_SQL", "ix_trigger_queue_available"),
+    ],
 )
 def test_prepared_hot_statements_keep_using_their_indexes_under_a_generic_plan(engine, tenant_id, statement, index):
     """psycopg prepares the queue's statements server-side; PostgreSQL then plans them once for any
@@ -377,7 +381,8 @@ def test_prepared_hot_statements_keep_using_their_indexes_under_a_generic_plan(e
         pytest.skip("server-side prepared statements are PostgreSQL's")
     with transaction(engine) as session:
         ids = [queue.enqueue(session, "phase", tenant_id, _phase(tenant_id, n)) for n in range(20)]
-    sql, names = _positional(getattr(queue, statement)[0])
+    text = getattr(queue, statement)
+    sql, names = _positional(text if isinstance(text, str) else text[0])  # (PostgreSQL, SQLite) or PostgreSQL's
     now = datetime.now(UTC)
     values = {
         "now": now,
