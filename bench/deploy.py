@@ -1,10 +1,13 @@
 """Deploy benchmark: real deploys (Ready to Launch -> Live) through uvicorn on loopback, the sandbox
 activating without delay, 16 and 64 concurrent clients; a plain Starlette endpoint in the same run as
-the reference. Each client deploys the versions of its own project one after another, so every
+the reference. The API runs as `make run` runs it: API_WORKERS uvicorn workers (default: one per core).
+Each client deploys the versions of its own project one after another, so every
 measured request is a real deploy that archives the previous one."""
 
 import logging
+import os
 import statistics
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +24,7 @@ from domain import lifecycle, models
 from domain.lifecycle import Actor, Status
 from domain.settings import Settings
 from domain.store import transaction
-from tests.servers import Processes
+from tests.servers import Processes, free_port, wait_for
 
 BENCH = "deploy"
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,6 +92,25 @@ def _p(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] * 1000
 
 
+def api_workers() -> int:
+    """As `make run` has it (scripts/supervise.py): API_WORKERS, by default one per core."""
+    value = os.environ.get("API_WORKERS")
+    return int(value) if value else len(os.sched_getaffinity(0))
+
+
+def _api(servers: Processes, workers: int, env: dict[str, str]) -> str:
+    """The API as `make run` serves it: uvicorn with `workers` worker processes."""
+    port = free_port()
+    servers.spawn(
+        sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--port", str(port),
+        "--workers", str(workers), "--no-access-log", "--log-level", "warning",
+        env=env,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    wait_for(url + "/health")
+    return url
+
+
 async def ping(_request):  # the reference: a plain Starlette JSON endpoint
     return JSONResponse({"status": "Live"})
 
@@ -102,9 +124,11 @@ def main() -> None:
     engine = postgres_engine()
     servers = Processes()
     sandbox_url = servers.uvicorn("resources.sandbox.app:create_app", env={"SMTP_PORT": "0"})
-    api_url = servers.uvicorn(
-        "api.app:create_app",
-        env={
+    workers = api_workers()
+    api_url = _api(
+        servers,
+        workers,
+        {
             "DATABASE_URL": engine.url.render_as_string(hide_password=False),
             "WRK_API_URL": sandbox_url,
             "ENVIRONMENT": "test",
@@ -136,6 +160,7 @@ def main() -> None:
                 "<= 100" if clients == 16 else "-",
                 p50_ms=round(_p(latencies, 50), 2),
                 requests=len(latencies),
+                api_workers=workers,
             )
             emit(BENCH, f"deploy_per_s.c{clients}", len(latencies) / elapsed, "req/s", "-")
             if clients == 16:

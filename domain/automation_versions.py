@@ -35,11 +35,9 @@ def workflow_binding_of(session: Session, version: models.AutomationVersion) -> 
 
 
 def version_detail(session: Session, version: models.AutomationVersion, audit_limit: int = 20) -> dict[str, Any]:
-    project = session.scalars(
-        select(models.Project).where(
-            models.Project.tenant_id == version.tenant_id, models.Project.id == version.project_id
-        )
-    ).one()
+    # By primary key: no round trip when the session already holds the project (a deploy's commit does).
+    project = session.get(models.Project, version.project_id)
+    assert project is not None and project.tenant_id == version.tenant_id  # the (tenant, project) foreign key
     binding = workflow_binding_of(session, version)
     audit = session.scalars(
         select(models.AuditLog)

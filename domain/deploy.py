@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -550,11 +550,11 @@ def _commit(saga: Saga, session: Session, plan: Route, row: Deployment) -> _Comm
             deployment_id=row.id,
         )
         audit_id, previous_workflow_id = live.audit_id, live.previous_workflow_id
-    version = session.scalars(
-        select(models.AutomationVersion).where(
-            models.AutomationVersion.tenant_id == plan.tenant_id, models.AutomationVersion.id == plan.version_id
-        )
-    ).one()
+    # The answer is read inside the commit: the version is the one the commit locked and changed (the
+    # session's identity map holds it; flushed, so the render reads what the commit wrote).
+    session.flush()
+    version = session.get(models.AutomationVersion, plan.version_id)
+    assert version is not None and version.tenant_id == plan.tenant_id
     body = saga.render(session, version)
     _finish(session, row, D.COMMITTED, 200, body)
     return _Committed(previous_workflow_id, audit_id, body)
@@ -700,16 +700,27 @@ def _lock_row(session: Session, deployment_id: str) -> Deployment:
     return session.scalars(select(Deployment).where(Deployment.id == deployment_id).with_for_update()).one()
 
 
-def _move(session: Session, deployment_id: str, to: DeploymentStatus) -> Deployment:
-    row = _lock_row(session, deployment_id)
-    if to not in DEPLOYMENT_TRANSITIONS[DeploymentStatus(row.status)]:
-        raise RuntimeError(f"deployment {row.id}: {row.status} cannot move to {to.value}")
-    row.status = to.value
-    return row
+def _move(session: Session, deployment_id: str, to: DeploymentStatus) -> None:
+    """One guarded statement (one round trip): the row moves only from a status the table allows."""
+    allowed_from = [s.value for s, moves in DEPLOYMENT_TRANSITIONS.items() if to in moves]
+    moved = session.execute(
+        update(Deployment)
+        .where(Deployment.id == deployment_id, Deployment.status.in_(allowed_from))
+        .values(status=to.value)
+        .returning(Deployment.id)
+        .execution_options(synchronize_session=False)
+    ).scalar_one_or_none()
+    if moved is None:
+        status = session.scalar(select(Deployment.status).where(Deployment.id == deployment_id))
+        raise RuntimeError(f"deployment {deployment_id}: {status} cannot move to {to.value}")
 
 
 def _finish(session: Session, row: Deployment, to: DeploymentStatus, status: int, body: dict[str, Any]) -> None:
-    _move(session, row.id, to)
+    """`row` is locked by the caller's transaction (_lock_row): the move is checked on it and written
+    with the answer in one UPDATE."""
+    if to not in DEPLOYMENT_TRANSITIONS[DeploymentStatus(row.status)]:
+        raise RuntimeError(f"deployment {row.id}: {row.status} cannot move to {to.value}")
+    row.status = to.value
     row.response_status, row.response_body, row.finished_at = status, body, datetime.now(UTC)
 
 

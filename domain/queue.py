@@ -25,15 +25,16 @@ the table holds.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from psycopg.types.json import Jsonb
 from pydantic import ValidationError
-from sqlalchemy import Table, and_, delete, func, or_, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, Table, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from domain import backoff as backoff_formula
@@ -113,18 +114,184 @@ def _is_pg(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def _token_sql(session: Session) -> Any:
-    # A fresh token per row, made by the database in the claiming statement itself.
-    if _is_pg(session):
-        return func.gen_random_uuid().cast(Q.c.claim_token.type)
-    return func.lower(func.hex(func.randomblob(16)))
+# -- the hot paths: driver SQL ---------------------------------------------------------------------------
+#
+# enqueue, claim, launch, ack and fail run as plain SQL on the driver's connection (psycopg 3 or sqlite3),
+# inside the caller's transaction: no ORM, no statement compilation, one round trip per statement. On
+# PostgreSQL every statement is prepared server-side on first use (one fixed text per statement: lists
+# travel as arrays). The live states are literals in the SQL, never parameters, so a prepared statement's
+# generic plan still matches the partial indexes (`state = 'available'` ...), and ON CONFLICT still finds
+# the partial unique index (tests/domain/test_queue.py proves both).
+
+Store = Session | Connection
+
+
+class _Driver:
+    """The caller's transaction, as its driver connection."""
+
+    __slots__ = ("pg", "raw")
+
+    def __init__(self, store: Store) -> None:
+        connection = store.connection() if isinstance(store, Session) else store  # begins the transaction
+        self.pg = connection.dialect.name == "postgresql"
+        self.raw: Any = connection.connection.driver_connection
+
+    def rows(self, sql: tuple[str, str], params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        if self.pg:
+            return list(self.raw.execute(sql[0], params, prepare=True).fetchall())
+        return list(self.raw.execute(sql[1], {k: _sqlite_value(v) for k, v in params.items()}).fetchall())
+
+    def run(self, sql: tuple[str, str], params: Mapping[str, Any]) -> None:
+        if self.pg:
+            self.raw.execute(sql[0], params, prepare=True)
+        else:
+            self.raw.execute(sql[1], {k: _sqlite_value(v) for k, v in params.items()})
+
+    def now(self) -> datetime:
+        return now_utc()  # read once the transaction has begun (on SQLite: under the write lock)
+
+
+def _sqlite_value(value: Any) -> Any:
+    # The storage SQLAlchemy uses for these columns on SQLite: UTC text, JSON text.
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return value
+
+
+def _json_param(driver: _Driver, value: dict[str, Any]) -> Any:
+    return Jsonb(value) if driver.pg else value
+
+
+def _json_value(value: Any) -> dict[str, Any]:
+    return json.loads(value) if isinstance(value, str | bytes) else value  # type: ignore[no-any-return]
+
+
+def _sql(pg: str, sqlite: str | None = None) -> tuple[str, str]:
+    """One statement for both backends, written with `%(name)s` parameters; SQLite's text, unless given,
+    is derived (`:name` parameters, no `::type` casts)."""
+    if sqlite is None:
+        sqlite = re.sub(r"%\((\w+)\)s", r":\1", re.sub(r"::\w+", "", pg))
+    return pg, sqlite
+
+
+_COLUMNS = "kind, tenant_id, payload, dedup_key, state, attempts, max_attempts, available_at, created_at, updated_at"
+_VALUES = (
+    "%(kind)s, %(tenant_id)s, %(payload)s, %(dedup_key)s, 'available', 0, %(max_attempts)s, %(available_at)s, "
+    "%(now)s, %(now)s"
+)
+ENQUEUE_SQL = _sql(f"INSERT INTO trigger_queue ({_COLUMNS}) VALUES ({_VALUES}) RETURNING id")
+# The conflict target names the partial unique index by its columns and its predicate, written out.
+ENQUEUE_DEDUP_SQL = _sql(
+    f"INSERT INTO trigger_queue ({_COLUMNS}) VALUES ({_VALUES}) "
+    f"ON CONFLICT (kind, dedup_key) WHERE {LIVE_DEDUP_PREDICATE} DO NOTHING RETURNING id"
+)
+LIVE_TWIN_SQL = _sql(
+    "SELECT id, payload, tenant_id FROM trigger_queue WHERE kind = %(kind)s AND dedup_key = %(dedup_key)s "
+    "AND state IN ('available', 'claimed', 'launched')"
+)
+
+_CLAIM_SET = (
+    "state = 'claimed', attempts = trigger_queue.attempts + 1, claim_token = {token}, claimed_at = %(now)s, "
+    "lease_expires_at = %(expires)s, worker = %(worker)s, updated_at = %(now)s"
+)
+_CLAIM_RETURNING = (
+    "RETURNING trigger_queue.id, trigger_queue.kind, trigger_queue.tenant_id, trigger_queue.payload, "
+    "trigger_queue.attempts, trigger_queue.max_attempts, trigger_queue.claim_token"
+)
+# One kind (every sensor): `kind = $1` lets the partial index (kind, available_at, id) give the rows in
+# order, so the claim reads `limit` index entries; several kinds go through an array.
+_PICK = (
+    "SELECT id FROM trigger_queue WHERE state = 'available' AND {kinds} AND available_at <= %(now)s "
+    "ORDER BY available_at, id LIMIT %(limit)s"
+)
+
+
+def _claim_sql(kinds: str) -> tuple[str, str]:
+    pick = _PICK.format(kinds=kinds)
+    pg = (
+        f"WITH picked AS ({pick} FOR UPDATE SKIP LOCKED) "
+        f"UPDATE trigger_queue SET {_CLAIM_SET.format(token='gen_random_uuid()::text')} "
+        f"FROM picked WHERE trigger_queue.id = picked.id {_CLAIM_RETURNING}"
+    )
+    # SQLite: the transaction began IMMEDIATE (domain/store.py), so this runs under the write lock.
+    sqlite = (
+        f"UPDATE trigger_queue SET {_CLAIM_SET.format(token='lower(hex(randomblob(16)))')} "
+        f"WHERE id IN ({pick}) {_CLAIM_RETURNING}"
+    )
+    return pg, _sql(sqlite)[1]
+
+
+CLAIM_ONE_KIND_SQL = _claim_sql("kind = %(kind)s")
+CLAIM_KINDS_SQL = (
+    _claim_sql("kind = ANY(%(kinds)s)")[0],
+    _claim_sql("kind IN (SELECT value FROM json_each(%(kinds)s))")[1],
+)
+
+_DONE_SET = (
+    "state = 'done', claim_token = NULL, lease_expires_at = NULL, finished_at = %(now)s, updated_at = %(now)s, "
+    "run_id = COALESCE({run_id}, trigger_queue.run_id)"
+)
+# PostgreSQL: the (id, token) pairs as two arrays, one statement text whatever the batch size.
+ACK_SQL = (
+    f"UPDATE trigger_queue SET {_DONE_SET.format(run_id='%(run_id)s::varchar')} "
+    "FROM unnest(%(ids)s::bigint[], %(tokens)s::varchar[]) AS held(id, token) "
+    "WHERE trigger_queue.id = held.id AND trigger_queue.claim_token = held.token "
+    "AND trigger_queue.state IN ('claimed', 'launched') RETURNING trigger_queue.id",
+    # SQLite: the pairs as a JSON array of [id, token]; the primary key finds each row.
+    f"UPDATE trigger_queue SET {_sql(_DONE_SET.format(run_id='%(run_id)s'))[1]} "
+    "WHERE id IN (SELECT json_extract(value, '$[0]') FROM json_each(:held)) "
+    "AND state IN ('claimed', 'launched') "
+    "AND claim_token = (SELECT json_extract(value, '$[1]') FROM json_each(:held) "
+    "WHERE json_extract(value, '$[0]') = trigger_queue.id) RETURNING id",
+)
+
+
+def _ack_and_claim_sql(kinds: str) -> str:
+    """PostgreSQL: the ack and the next claim as one statement (one round trip). Its two updates touch
+    disjoint rows (held ones; available ones), and the claim's pick cannot see the rows just acked."""
+    pick = _PICK.format(kinds=kinds)
+    ack = ACK_SQL[0]
+    claim = (
+        f"UPDATE trigger_queue SET {_CLAIM_SET.format(token='gen_random_uuid()::text')} "
+        f"FROM picked WHERE trigger_queue.id = picked.id {_CLAIM_RETURNING}"
+    )
+    return (
+        f"WITH acked AS ({ack}), picked AS ({pick} FOR UPDATE SKIP LOCKED), claimed AS ({claim}) "
+        "SELECT true, id, NULL, NULL, NULL::jsonb, NULL::integer, NULL::integer, NULL FROM acked "
+        "UNION ALL SELECT false, id, kind, tenant_id, payload, attempts, max_attempts, claim_token FROM claimed"
+    )
+
+
+ACK_AND_CLAIM_ONE_KIND_SQL = _ack_and_claim_sql("kind = %(kind)s")
+ACK_AND_CLAIM_KINDS_SQL = _ack_and_claim_sql("kind = ANY(%(kinds)s)")
+
+
+LAUNCH_SQL = _sql(
+    "UPDATE trigger_queue SET state = 'launched', run_id = %(run_id)s, lease_expires_at = NULL, "
+    "updated_at = %(now)s WHERE id = %(id)s AND claim_token = %(token)s AND state = 'claimed' RETURNING id"
+)
+HELD_ROW_SQL = _sql(
+    "SELECT kind, attempts, max_attempts FROM trigger_queue WHERE id = %(id)s AND claim_token = %(token)s "
+    "AND state IN ('claimed', 'launched') FOR UPDATE",
+    "SELECT kind, attempts, max_attempts FROM trigger_queue WHERE id = :id AND claim_token = :token "
+    "AND state IN ('claimed', 'launched')",
+)
+_FAIL_SET = (
+    "UPDATE trigger_queue SET claim_token = NULL, lease_expires_at = NULL, last_error = %(error)s, "
+    "updated_at = %(now)s, run_id = COALESCE(%(run_id)s::varchar, trigger_queue.run_id), "
+)
+_FAIL_WHERE = " WHERE id = %(id)s AND claim_token = %(token)s AND state IN ('claimed', 'launched')"
+RETRY_SQL = _sql(_FAIL_SET + "state = 'available', available_at = %(available_at)s" + _FAIL_WHERE)
+DIE_SQL = _sql(_FAIL_SET + "state = 'dead', finished_at = %(now)s" + _FAIL_WHERE)
 
 
 # -- enqueue -------------------------------------------------------------------------------------------
 
 
 def enqueue(
-    session: Session,
+    session: Store,
     kind: str,
     tenant_id: str | None,
     payload: Mapping[str, Any],
@@ -137,95 +304,66 @@ def enqueue(
     body = validate(kind, payload)
     if kind_policy.tenant_scoped and not tenant_id:
         raise InvalidTrigger(f"{kind} triggers need a tenant", [{"field": "tenant_id", "message": "required"}])
-    now = _now(session)
+    db = _Driver(session)
+    now = db.now()
     values = {
         "kind": kind,
         "tenant_id": tenant_id,
-        "payload": body,
+        "payload": _json_param(db, body),
         "dedup_key": dedup_key,
-        "state": S.AVAILABLE.value,
-        "attempts": 0,
         "max_attempts": kind_policy.max_attempts,
         "available_at": available_at or now,
-        "created_at": now,
-        "updated_at": now,
+        "now": now,
     }
     if dedup_key is None:
-        return int(session.execute(Q.insert().values(**values).returning(Q.c.id)).scalar_one())
-    insert = pg_insert if _is_pg(session) else sqlite_insert
-    statement = (
-        insert(Q)
-        .values(**values)
-        .on_conflict_do_nothing(
-            index_elements=["kind", "dedup_key"],
-            # Literal, not bound: with server-side prepared statements (psycopg after 5 uses) a bound
-            # predicate no longer matches the partial index and PostgreSQL refuses the ON CONFLICT.
-            index_where=text(LIVE_DEDUP_PREDICATE),
-        )
-        .returning(Q.c.id)
-    )
+        return int(db.rows(ENQUEUE_SQL, values)[0][0])
     for _ in range(5):
-        new_id = session.execute(statement).scalar_one_or_none()
-        if new_id is not None:
-            return int(new_id)
-        existing = session.execute(
-            select(Q.c.id, Q.c.payload, Q.c.tenant_id).where(
-                Q.c.kind == kind, Q.c.dedup_key == dedup_key, Q.c.state.in_(LIVE)
-            )
-        ).one_or_none()
-        if existing is None:
+        inserted = db.rows(ENQUEUE_DEDUP_SQL, values)
+        if inserted:
+            return int(inserted[0][0])
+        existing = db.rows(LIVE_TWIN_SQL, {"kind": kind, "dedup_key": dedup_key})
+        if not existing:
             continue  # it finished between the two statements: insert again
-        if existing.payload != body or existing.tenant_id != tenant_id:
-            raise DedupConflict(kind, dedup_key, existing.id)
-        return int(existing.id)
+        existing_id, existing_payload, existing_tenant = existing[0]
+        if _json_value(existing_payload) != body or existing_tenant != tenant_id:
+            raise DedupConflict(kind, dedup_key, existing_id)
+        return int(existing_id)
     raise QueueError(f"could not enqueue {kind} {dedup_key!r}: the key kept changing hands")
 
 
 # -- claim, launch, extend -----------------------------------------------------------------------------
 
 
-def claim(session: Session, kinds: Sequence[str], limit: int, lease_seconds: float, worker: str) -> list[Claimed]:
-    """available -> claimed, for up to `limit` due rows of `kinds`, oldest first."""
-    now = _now(session)
-    pick = (
-        select(Q.c.id)
-        .where(Q.c.state == S.AVAILABLE.value, Q.c.kind.in_(list(kinds)), Q.c.available_at <= now)
-        .order_by(Q.c.available_at, Q.c.id)
-        .limit(limit)
-    )
-    changes = {
-        "state": S.CLAIMED.value,
-        "attempts": Q.c.attempts + 1,
-        "claim_token": _token_sql(session),
-        "claimed_at": now,
-        "lease_expires_at": now + timedelta(seconds=lease_seconds),
+def claim(session: Store, kinds: Sequence[str], limit: int, lease_seconds: float, worker: str) -> list[Claimed]:
+    """available -> claimed, for up to `limit` due rows of `kinds`, oldest first: one statement."""
+    return _claim(_Driver(session), kinds, limit, lease_seconds, worker)
+
+
+def _claim(db: _Driver, kinds: Sequence[str], limit: int, lease_seconds: float, worker: str) -> list[Claimed]:
+    now = db.now()
+    params: dict[str, Any] = {
+        "now": now,
+        "expires": now + timedelta(seconds=lease_seconds),
         "worker": worker,
-        "updated_at": now,
+        "limit": limit,
     }
-    returning = (Q.c.id, Q.c.kind, Q.c.tenant_id, Q.c.payload, Q.c.attempts, Q.c.max_attempts, Q.c.claim_token)
-    if _is_pg(session):
-        picked = pick.with_for_update(skip_locked=True).cte("picked")
-        statement = update(Q).where(Q.c.id == picked.c.id).values(**changes).returning(*returning)
+    kinds = list(kinds)
+    if len(kinds) == 1:
+        sql, params["kind"] = CLAIM_ONE_KIND_SQL, kinds[0]
     else:
-        # SQLite: the engine begins every transaction IMMEDIATE, so this runs under the write lock.
-        statement = update(Q).where(Q.c.id.in_(pick.scalar_subquery())).values(**changes).returning(*returning)
-    rows = session.execute(statement).all()
-    return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
+        sql, params["kinds"] = CLAIM_KINDS_SQL, kinds if db.pg else json.dumps(kinds)
+    rows = db.rows(sql, params)
+    return sorted((Claimed(r[0], r[1], r[2], _json_value(r[3]), r[4], r[5], r[6]) for r in rows), key=lambda c: c.id)
 
 
 def _held(row_id: int, token: str, states: Sequence[str] = HELD) -> Any:
     return and_(Q.c.id == row_id, Q.c.claim_token == token, Q.c.state.in_(list(states)))
 
 
-def launch(session: Session, row_id: int, token: str, run_id: str) -> None:
+def launch(session: Store, row_id: int, token: str, run_id: str) -> None:
     """claimed -> launched: a Dagster run now carries the row; its run-status sensor will ack or fail it."""
-    result = session.execute(
-        update(Q)
-        .where(_held(row_id, token, [S.CLAIMED.value]))
-        .values(state=S.LAUNCHED.value, run_id=run_id, lease_expires_at=None, updated_at=now_utc())
-        .returning(Q.c.id)
-    )
-    if result.scalar_one_or_none() is None:
+    db = _Driver(session)
+    if not db.rows(LAUNCH_SQL, {"id": row_id, "token": token, "run_id": run_id, "now": db.now()}):
         raise StaleClaim(f"trigger {row_id} is not claimed by this token")
 
 
@@ -246,28 +384,61 @@ def extend(session: Session, row_id: int, token: str, lease_seconds: float) -> d
 # -- ack, fail -----------------------------------------------------------------------------------------
 
 
-def ack_many(session: Session, held: Iterable[tuple[int, str]], run_id: str | None = None) -> set[int]:
-    """claimed | launched -> done, for each (id, token) still held; returns the ids acked. `run_id`
-    names the run that did it (the run of this claim: it carries the claim's token)."""
-    pairs = list(held)
+def ack_many(session: Store, held: Iterable[tuple[int, str]], run_id: str | None = None) -> set[int]:
+    """claimed | launched -> done, for each (id, token) still held: one statement; returns the ids acked.
+    `run_id` names the run that did it (the run of this claim: it carries the claim's token)."""
+    return _ack(_Driver(session), list(held), run_id)
+
+
+def _ack(db: _Driver, pairs: list[tuple[int, str]], run_id: str | None) -> set[int]:
     if not pairs:
         return set()
-    now = _now(session)
-    match = tuple_(Q.c.id, Q.c.claim_token).in_(pairs)
-    changes: dict[str, Any] = {
-        "state": S.DONE.value,
-        "claim_token": None,
-        "lease_expires_at": None,
-        "finished_at": now,
-        "updated_at": now,
+    params: dict[str, Any] = {"now": db.now(), "run_id": run_id}
+    if db.pg:
+        params["ids"], params["tokens"] = [p[0] for p in pairs], [p[1] for p in pairs]
+    else:
+        params["held"] = json.dumps(pairs)
+    return {int(r[0]) for r in db.rows(ACK_SQL, params)}
+
+
+def ack_and_claim(
+    session: Store,
+    held: Iterable[tuple[int, str]],
+    kinds: Sequence[str],
+    limit: int,
+    lease_seconds: float,
+    worker: str,
+    run_id: str | None = None,
+) -> tuple[set[int], list[Claimed]]:
+    """A worker's loop step in one transaction (one commit, one fsync): ack the batch it finished (as
+    ack_many) and claim the next (as claim). Returns the ids acked and the new claims. On PostgreSQL both
+    are one statement; on SQLite two, under the one write lock the transaction took at BEGIN IMMEDIATE."""
+    db = _Driver(session)
+    pairs = list(held)
+    if not db.pg or not pairs:
+        return _ack(db, pairs, run_id), _claim(db, kinds, limit, lease_seconds, worker)
+    now = db.now()
+    params: dict[str, Any] = {
+        "now": now,
+        "expires": now + timedelta(seconds=lease_seconds),
+        "worker": worker,
+        "limit": limit,
+        "run_id": run_id,
+        "ids": [p[0] for p in pairs],
+        "tokens": [p[1] for p in pairs],
     }
-    if run_id is not None:
-        changes["run_id"] = run_id
-    result = session.execute(update(Q).where(match, Q.c.state.in_(HELD)).values(**changes).returning(Q.c.id))
-    return {int(r) for r in result.scalars()}
+    kinds = list(kinds)
+    if len(kinds) == 1:
+        sql, params["kind"] = ACK_AND_CLAIM_ONE_KIND_SQL, kinds[0]
+    else:
+        sql, params["kinds"] = ACK_AND_CLAIM_KINDS_SQL, kinds
+    rows = db.raw.execute(sql, params, prepare=True).fetchall()
+    acked = {int(r[1]) for r in rows if r[0]}
+    claimed = sorted((Claimed(*r[1:]) for r in rows if not r[0]), key=lambda c: c.id)
+    return acked, claimed
 
 
-def ack(session: Session, row_id: int, token: str) -> None:
+def ack(session: Store, row_id: int, token: str) -> None:
     if row_id not in ack_many(session, [(row_id, token)]):
         raise StaleClaim(f"trigger {row_id} is not held by this token")
 
@@ -280,31 +451,23 @@ def backoff(kind_policy: KindPolicy, attempts: int) -> timedelta:
 
 
 def fail(
-    session: Session, row_id: int, token: str, error: str, retryable: bool = True, run_id: str | None = None
+    session: Store, row_id: int, token: str, error: str, retryable: bool = True, run_id: str | None = None
 ) -> QueueState:
     """claimed | launched -> available (retry after backoff) or dead. Returns the new state. `run_id`, the
     run that failed, is recorded: its launch may not have been recorded yet when a run fails fast."""
-    row = session.execute(
-        select(Q.c.kind, Q.c.attempts, Q.c.max_attempts).where(_held(row_id, token)).with_for_update()
-    ).one_or_none()
-    if row is None:
+    db = _Driver(session)
+    held = {"id": row_id, "token": token}
+    row = db.rows(HELD_ROW_SQL, held)  # locks the row on PostgreSQL; SQLite holds the write lock
+    if not row:
         raise StaleClaim(f"trigger {row_id} is not held by this token")
-    now = _now(session)
-    retry = retryable and row.attempts < row.max_attempts
-    changes: dict[str, Any] = {
-        "claim_token": None,
-        "lease_expires_at": None,
-        "last_error": error[:4000],
-        "updated_at": now,
-    }
-    if run_id is not None:
-        changes["run_id"] = run_id
-    if retry:
-        changes |= {"state": S.AVAILABLE.value, "available_at": now + backoff(policy(row.kind), row.attempts)}
-    else:
-        changes |= {"state": S.DEAD.value, "finished_at": now}
-    session.execute(update(Q).where(_held(row_id, token)).values(**changes))
-    return S.AVAILABLE if retry else S.DEAD
+    kind, attempts, max_attempts = row[0]
+    now = db.now()
+    params = held | {"error": error[:4000], "now": now, "run_id": run_id}
+    if retryable and attempts < max_attempts:
+        db.run(RETRY_SQL, params | {"available_at": now + backoff(policy(kind), attempts)})
+        return S.AVAILABLE
+    db.run(DIE_SQL, params)
+    return S.DEAD
 
 
 # -- sweeping ------------------------------------------------------------------------------------------

@@ -62,6 +62,20 @@ def die_with_parent(signum: int = signal.SIGTERM) -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
 
 
+def api_workers(value: str | None) -> int:
+    """API_WORKERS: the API's worker processes (uvicorn --workers); by default one per core this process
+    may run on. The API's Python is bound by one core per process (the GIL); several processes use all."""
+    if not value:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        workers = int(value)
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        raise SystemExit(f"run: API_WORKERS must be a whole number of at least 1, not {value!r}")
+    return workers
+
+
 def environment() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("DAGSTER_HOME", str(ROOT / "var" / "dagster"))
@@ -70,6 +84,7 @@ def environment() -> dict[str, str]:
     env.setdefault("DAGSTER_PORT", "3000")
     env.setdefault("API_PORT", "8000")
     env.setdefault("SANDBOX_PORT", "8900")
+    env["API_WORKERS"] = str(api_workers(env.get("API_WORKERS")))
     env.setdefault("DAGSTER_GRPC_PORT", str(int(env["DAGSTER_PORT"]) + 1))
     # The sandbox's SMTP sink listens on SMTP_PORT: derived from SANDBOX_PORT so a second stack with
     # other ports does not collide on it.
@@ -96,6 +111,9 @@ class Service:
     # Dagster's gRPC code server does not exit on SIGTERM; it is stateless, so it is killed once the
     # runs in its group have stopped.
     deaf_to_term: bool = False
+    # The API with several workers: its workers are children of the uvicorn process and would outlive it
+    # (still holding the port) if it died; its group is stopped before it starts again.
+    stop_group_on_exit: bool = False
 
 
 class Supervisor:
@@ -138,8 +156,16 @@ class Supervisor:
 
     # -- services --------------------------------------------------------------------------------------
 
-    def add(self, name: str, *argv: str, deaf_to_term: bool = False) -> None:
-        self.services.append(Service(name, list(argv), self.log_dir / f"{name}.log", deaf_to_term=deaf_to_term))
+    def add(self, name: str, *argv: str, deaf_to_term: bool = False, stop_group_on_exit: bool = False) -> None:
+        self.services.append(
+            Service(
+                name,
+                list(argv),
+                self.log_dir / f"{name}.log",
+                deaf_to_term=deaf_to_term,
+                stop_group_on_exit=stop_group_on_exit,
+            )
+        )
 
     def start(self, service: Service) -> None:
         log = open(service.log_path, "ab")  # noqa: SIM115 - the child owns it; closed below
@@ -183,6 +209,8 @@ class Supervisor:
                 continue
             if now - service.started_at > STABLE_AFTER_S:
                 service.backoff_s = BACKOFF_FIRST_S
+            if service.stop_group_on_exit:
+                signal_group(process.pid, signal.SIGKILL)
             say(
                 f"{service.name} exited with code {process.returncode}; restarting in {service.backoff_s:.1f} s "
                 f"(see {service.log_path})"
@@ -403,8 +431,9 @@ def main() -> int:
             "--host", host, "--port", env["SANDBOX_PORT"], "--no-access-log",
         )  # fmt: skip
     supervisor.add(
-        "api", uvicorn, "api.app:create_app", "--factory", "--host", host, "--port", env["API_PORT"], "--no-access-log"
-    )
+        "api", uvicorn, "api.app:create_app", "--factory", "--host", host, "--port", env["API_PORT"], "--no-access-log",
+        "--workers", env["API_WORKERS"], stop_group_on_exit=True,
+    )  # fmt: skip
     supervisor.add(
         "dagster-code-server", str(BIN / "dagster"), "api", "grpc", "-m", "orchestration_defs.definitions",
         "-a", "defs", "--location-name", LOCATION, "-h", host, "-p", env["DAGSTER_GRPC_PORT"],

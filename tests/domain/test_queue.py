@@ -1,14 +1,16 @@
 from __future__ import annotations
 
+import re
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from sqlalchemy import func, select, update
 
 from domain import queue
-from domain.models import TriggerQueue
+from domain.models import QueueState, TriggerQueue
 from domain.store import transaction
 from domain.triggers import KINDS
 from tests.domain import factories
@@ -287,3 +289,120 @@ def test_dedup_enqueue_keeps_working_once_statements_are_server_side_prepared(en
         ]
         again = queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id, 11), dedup_key="build:p11")
     assert len(set(ids)) == 12 and again == ids[-1]
+
+
+def _phase(tenant_id: str, n: int) -> dict:
+    return {"tenant_id": tenant_id, "user_id": f"u{n}", "sync_id": "s", "phase": 1}
+
+
+def test_ack_and_claim_acks_the_finished_batch_and_claims_the_next_in_one_transaction(engine, tenant_id):
+    with transaction(engine) as session:
+        ids = [queue.enqueue(session, "phase", tenant_id, _phase(tenant_id, n)) for n in range(5)]
+        first = queue.claim(session, ["phase"], 2, 60, "w")
+    held = [(c.id, c.claim_token) for c in first]
+    stale = (ids[4], "not-a-token")  # a pair the worker does not hold is not acked
+    # A transaction that fails after both moves leaves neither: the ack and the claim are one commit.
+    with pytest.raises(RuntimeError), transaction(engine) as session:
+        queue.ack_and_claim(session, [*held, stale], ["phase"], 2, 60, "w")
+        raise RuntimeError("the worker died before its commit")
+    assert [_row(engine, i).state for i in ids] == ["claimed", "claimed", "available", "available", "available"]
+    with transaction(engine) as session:
+        acked, second = queue.ack_and_claim(session, [*held, stale], ["phase"], 2, 60, "w", run_id="run-1")
+    assert acked == set(ids[:2])
+    assert [c.id for c in second] == ids[2:4] and all(c.claim_token and c.attempts == 1 for c in second)
+    assert second[0].payload == {**_phase(tenant_id, 2), "input": {}}
+    rows = [_row(engine, i) for i in ids]
+    assert [r.state for r in rows] == ["done", "done", "claimed", "claimed", "available"]
+    assert [r.run_id for r in rows[:2]] == ["run-1", "run-1"] and rows[0].claim_token is None
+    assert rows[0].finished_at is not None and rows[2].lease_expires_at > rows[2].claimed_at
+    with transaction(engine) as session:  # the last step: nothing left to claim
+        acked, third = queue.ack_and_claim(session, [(c.id, c.claim_token) for c in second], ["phase"], 2, 60, "w")
+    assert acked == set(ids[2:4]) and [c.id for c in third] == [ids[4]]
+
+
+def test_a_claim_over_several_kinds_takes_the_oldest_due_rows_of_those_kinds(engine, tenant_id):
+    with transaction(engine) as session:
+        build = queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id))
+        phase = queue.enqueue(session, "phase", tenant_id, _phase(tenant_id, 1))
+        queue.enqueue(session, "release", None, {"tag": "v1.0.0"})
+        claimed = queue.claim(session, ["build", "phase"], 10, 60, "w")
+    assert [(c.id, c.kind) for c in claimed] == [(build, "build"), (phase, "phase")]
+
+
+def test_the_queue_works_on_a_core_connection_as_on_a_session(engine, tenant_id):
+    with engine.begin() as connection:
+        row_id = queue.enqueue(connection, "phase", tenant_id, _phase(tenant_id, 1), dedup_key="phase:core")
+        assert queue.enqueue(connection, "phase", tenant_id, _phase(tenant_id, 1), dedup_key="phase:core") == row_id
+        [claimed] = queue.claim(connection, ["phase"], 5, 60, "w")
+        queue.launch(connection, claimed.id, claimed.claim_token, "run-9")
+        assert queue.fail(connection, claimed.id, claimed.claim_token, "boom", run_id="run-9") is QueueState.AVAILABLE
+    row = _row(engine, row_id)
+    assert (row.state, row.run_id, row.last_error, row.claim_token) == ("available", "run-9", "boom", None)
+    assert row.available_at > row.updated_at  # its backoff
+
+
+def _positional(sql: str) -> tuple[str, list[str]]:
+    """The statement as psycopg prepares it: each `%(name)s` becomes `$n`, in order of first use."""
+    names: list[str] = []
+
+    def number(match: re.Match) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    return re.sub(r"%\((\w+)\)s", number, sql), names
+
+
+TYPES = {
+    "now": "timestamptz",
+    "expires": "timestamptz",
+    "worker": "text",
+    "limit": "int8",
+    "kind": "text",
+    "run_id": "text",
+    "ids": "int8[]",
+    "tokens": "text[]",
+}
+
+
+@pytest.mark.parametrize(
+    ("statement", "index"),
+    [
+        ("CLAIM_ONE_KIND_SQL", "ix_trigger_queue_available"),
+        ("ACK_SQL", "pk_trigger_queue"),
+        ("ACK_AND_CLAIM_ONE_KIND_SQL", "ix_trigger_queue_available"),
+    ],
+)
+def test_prepared_hot_statements_keep_using_their_indexes_under_a_generic_plan(engine, tenant_id, statement, index):
+    """psycopg prepares the queue's statements server-side; PostgreSQL then plans them once for any
+    parameters (a generic plan). The live state is a literal in the SQL, so that plan still matches the
+    partial index; were it a parameter, the index could not be used and every claim would scan."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("server-side prepared statements are PostgreSQL's")
+    with transaction(engine) as session:
+        ids = [queue.enqueue(session, "phase", tenant_id, _phase(tenant_id, n)) for n in range(20)]
+    text = getattr(queue, statement)
+    sql, names = _positional(text if isinstance(text, str) else text[0])  # (PostgreSQL, SQLite) or PostgreSQL's
+    now = datetime.now(UTC)
+    values = {
+        "now": now,
+        "expires": now + timedelta(seconds=60),
+        "worker": "w",
+        "limit": 5,
+        "kind": "phase",
+        "run_id": None,
+        "ids": ids[:3],
+        "tokens": ["a", "b", "c"],
+    }
+    with engine.connect() as connection:
+        raw = connection.connection.driver_connection
+        raw.execute("SET plan_cache_mode = force_generic_plan")
+        raw.execute("SET enable_seqscan = off")  # a seq scan then only when no index can answer
+        types = ", ".join(TYPES[n] for n in names)  # the types psycopg sends with its own prepare
+        raw.execute(f"PREPARE hot ({types}) AS {sql}")
+        placeholders = ", ".join(["%s"] * len(names))
+        with psycopg.ClientCursor(raw) as cursor:  # EXECUTE's arguments as literals
+            cursor.execute(f"EXPLAIN EXECUTE hot({placeholders})", [values[n] for n in names])
+            plan = "\n".join(r[0] for r in cursor.fetchall())
+        connection.rollback()
+    assert index in plan and "Seq Scan on trigger_queue" not in plan, plan

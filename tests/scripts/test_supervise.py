@@ -105,3 +105,28 @@ def test_the_parent_watch_sees_a_stop_signal_that_make_only_waits_on(supervise, 
         make.send_signal(signal.SIGHUP)
         make.wait()
     assert "stop: SIGHUP to the parent" in out.read_text()
+
+
+def test_api_workers_default_to_the_cores_and_refuse_nonsense(supervise, monkeypatch):
+    monkeypatch.delenv("API_WORKERS", raising=False)
+    assert supervise.environment()["API_WORKERS"] == str(len(os.sched_getaffinity(0)))
+    monkeypatch.setenv("API_WORKERS", "3")
+    assert supervise.environment()["API_WORKERS"] == "3"
+    for bad in ("0", "-1", "two"):
+        monkeypatch.setenv("API_WORKERS", bad)
+        with pytest.raises(SystemExit, match="API_WORKERS"):
+            supervise.environment()
+
+
+def test_a_dead_api_takes_its_workers_with_it_before_it_starts_again(supervise, supervisor):
+    # The API's workers are children of its uvicorn process; left behind, they would hold the port.
+    supervisor.add("api", *PARENT, stop_group_on_exit=True)
+    [api] = supervisor.services
+    supervisor.start(api)
+    first = api.process.pid
+    _until(lambda: len(supervise.group_members(first)) == 2)  # its worker is up
+    os.kill(first, signal.SIGKILL)
+    _until(lambda: api.restart_at is not None, supervisor.watch)
+    _until(lambda: not supervise.group_members(first))  # the orphaned worker went with it
+    _until(lambda: api.restarts == 1, supervisor.watch)
+    assert api.process.pid != first and api.process.poll() is None
