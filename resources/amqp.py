@@ -8,9 +8,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pika
-import pika.exceptions
-
 from domain.models import OutboundMessage
 from resources.errors import RetryableError
 from resources.retry import RetryPolicy
@@ -37,6 +34,8 @@ class AmqpPublisher:
         if self._channel is not None and self._channel.is_open and self._connection.is_open:
             return self._channel
         self.close()
+        import pika  # imported where used: only the relay job publishes, not every step (README)
+
         params = pika.URLParameters(self.url)
         params.socket_timeout = CONNECT_TIMEOUT_S
         params.blocked_connection_timeout = 30
@@ -52,6 +51,9 @@ class AmqpPublisher:
         return channel
 
     def _publish_once(self, message: OutboundMessage) -> None:
+        import pika
+        import pika.exceptions
+
         try:
             channel = self._open()
             channel.basic_publish(
