@@ -125,8 +125,7 @@ PARTS: dict[str, str] = {
     # Each snippet runs in a new interpreter; marks are cumulative from the snippet's start.
     "import_dagster": "import dagster\nmark('import_dagster')",
     "step_path": (
-        "import dagster\nmark('import_dagster')\n"
-        "import orchestration_defs.release\nmark('import_release_module')"
+        "import dagster\nmark('import_dagster')\nimport orchestration_defs.release\nmark('import_release_module')"
     ),
     "code_location": (
         "import dagster\nmark('import_dagster')\n"

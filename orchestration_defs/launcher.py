@@ -30,6 +30,7 @@ Dagster internals used (tests/orchestration/test_launcher.py fails if an upgrade
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -37,20 +38,36 @@ import socket
 import sys
 import threading
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from dagster import Array, Field
 from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, LaunchRunContext, WorkerStatus
 from dagster._core.storage.dagster_run import DagsterRun
-from dagster._serdes import ConfigurableClassData
-from dagster._serdes import serialize_value
+from dagster._serdes import ConfigurableClassData, serialize_value
 
 PID_TAG = "wrk/run_worker_pid"
 # The worker's start time in clock ticks since boot (/proc/<pid>/stat): a pid reused by another process
 # after the worker died is not mistaken for it.
 STARTED_TAG = "wrk/run_worker_started"
 HOST_TAG = "wrk/run_worker_host"
-DEFAULT_PRELOAD = ("orchestration_defs.preload",)
+DEFAULT_PRELOAD = ("orchestration_defs.preload", "orchestration_defs.preload_code")
+ROOT = Path(__file__).resolve().parents[1]
+# Not the project's code: a change there does not change what a run imports.
+SKIP_DIRS = {".venv", ".git", "var", "tests", "bench", "scripts", "migrations", "node_modules", "__pycache__"}
+
+
+def code_stamp(root: Path = ROOT) -> tuple[int, int]:
+    """(newest mtime, number) of the project's .py files: changes when a file is edited, added or removed."""
+    newest, count = 0, 0
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.startswith(".")]
+        for name in files:
+            if name.endswith(".py"):
+                with contextlib.suppress(OSError):
+                    newest = max(newest, os.stat(os.path.join(folder, name)).st_mtime_ns)
+                    count += 1
+    return newest, count
 
 
 def _run_worker(serialized_args: str) -> None:
@@ -79,14 +96,18 @@ class WarmRunLauncher(DefaultRunLauncher):
         super().__init__(inst_data=inst_data)
         self._preload = list(preload_modules or DEFAULT_PRELOAD)
         self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
         self._context: Any = None
+        self._stamp: tuple[int, int] | None = None
+        self.restarts = 0  # fork server restarts after a code change (tests)
 
     @classmethod
     def config_type(cls) -> dict[str, Any]:
         return {
             "preload_modules": Field(
-                Array(str), is_required=False, description="Modules the fork server imports once (default: "
-                "orchestration_defs.preload)."
+                Array(str),
+                is_required=False,
+                description="Modules the fork server imports once (default: orchestration_defs.preload).",
             ),
         }
 
@@ -102,19 +123,27 @@ class WarmRunLauncher(DefaultRunLauncher):
             threading.Thread(target=self.warm_up, name="warm-run-launcher", daemon=True).start()
 
     def _fork_context(self) -> Any:
+        """The fork server's context; the server is restarted when the project's code changed since it
+        imported it, so a run always runs the code on disk (as a new interpreter would)."""
+        from multiprocessing import forkserver
+
         with self._lock:
             if self._context is None:
                 context = multiprocessing.get_context("forkserver")
                 context.set_forkserver_preload(self._preload)
                 self._context = context
+            stamp = code_stamp()
+            if self._stamp is not None and stamp != self._stamp:
+                forkserver._forkserver._stop()  # type: ignore[attr-defined]
+                self.restarts += 1
+            if self._stamp != stamp:
+                self._stamp = stamp
+            forkserver.ensure_running()  # started (and preloaded) once; a server that died is started again
             return self._context
 
     def warm_up(self) -> None:
         """Start the fork server and wait until it has imported its preload."""
-        from multiprocessing import forkserver
-
         self._fork_context()
-        forkserver.ensure_running()
 
     def launch_run(self, context: LaunchRunContext) -> None:
         from dagster._grpc.types import ExecuteRunArgs
@@ -125,7 +154,7 @@ class WarmRunLauncher(DefaultRunLauncher):
             return
         args = ExecuteRunArgs(job_origin=run.job_code_origin, run_id=run.run_id, instance_ref=self._instance.get_ref())
         fork = self._fork_context()
-        with self._lock:
+        with self._start_lock:
             process = fork.Process(target=_run_worker, args=(serialize_value(args),), name=f"run-{run.run_id}")
             process.start()
             # Not a child multiprocessing waits for or kills when this process exits: a daemon restart
