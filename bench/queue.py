@@ -165,7 +165,7 @@ def trigger_to_run_start(samples: int = 15) -> tuple[list[float], list[float], d
             versions.append(v.id)
     stack = Processes(env)
     stack.env["WRK_API_URL"] = stack.uvicorn("resources.sandbox.app:create_app")
-    stack.dagster_daemon()
+    stack.dagster_daemon(stack.dagster_code_server(home))  # one code server, as `make run` has
     waits: list[float] = []
     launches: list[float] = []
     parts: dict[str, list[float]] = {}

@@ -89,11 +89,31 @@ def process_start_ticks(pid: int) -> str | None:
     return fields[19]
 
 
+def set_sensor_loop_seconds(seconds: float | None) -> None:
+    """The daemon's sensor loop looks for due sensors every MIN_INTERVAL_LOOP_TIME (5 s) whatever a
+    sensor's minimum_interval_seconds, so a queue sensor at 1 s still ticks every 5 s, and a trigger waits
+    up to 5 s before its run is requested. Dagster has no setting for it; the daemon loads this launcher
+    from dagster.yaml at start-up, so it sets the constant the loop reads on every pass (a sensor still
+    ticks no more often than its own minimum interval). tests/orchestration_defs/test_launcher.py fails
+    if an upgrade renames it or stops reading it."""
+    if seconds is None:
+        return
+    from dagster._daemon import sensor
+
+    sensor.MIN_INTERVAL_LOOP_TIME = seconds  # type: ignore[assignment]
+
+
 class WarmRunLauncher(DefaultRunLauncher):
     """DefaultRunLauncher whose run workers are forked from a warm fork server (module docstring)."""
 
-    def __init__(self, inst_data: ConfigurableClassData | None = None, preload_modules: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        inst_data: ConfigurableClassData | None = None,
+        preload_modules: Sequence[str] = (),
+        sensor_loop_seconds: float | None = None,
+    ) -> None:
         super().__init__(inst_data=inst_data)
+        self._sensor_loop_s = sensor_loop_seconds
         self._preload = list(preload_modules or DEFAULT_PRELOAD)
         self._lock = threading.Lock()
         self._start_lock = threading.Lock()
@@ -109,15 +129,25 @@ class WarmRunLauncher(DefaultRunLauncher):
                 is_required=False,
                 description="Modules the fork server imports once (default: orchestration_defs.preload).",
             ),
+            "sensor_loop_seconds": Field(
+                float,
+                is_required=False,
+                description="How often the daemon's sensor loop looks for due sensors (Dagster: 5 s).",
+            ),
         }
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]) -> WarmRunLauncher:
-        return cls(inst_data=inst_data, preload_modules=config_value.get("preload_modules") or ())
+        return cls(
+            inst_data=inst_data,
+            preload_modules=config_value.get("preload_modules") or (),
+            sensor_loop_seconds=config_value.get("sensor_loop_seconds"),
+        )
 
     def register_instance(self, instance: Any) -> None:
         super().register_instance(instance)
         if os.path.basename(sys.argv[0]).startswith("dagster-daemon"):
+            set_sensor_loop_seconds(self._sensor_loop_s)
             # The daemon launches every run: start the fork server now, not on the first launch (the
             # webserver, which only terminates runs, never starts one).
             threading.Thread(target=self.warm_up, name="warm-run-launcher", daemon=True).start()

@@ -173,3 +173,19 @@ def test_the_instance_configs_use_the_warm_launcher():
     for name in ("dagster.yaml", "dagster.postgres.yaml"):
         text = (ROOT / name).read_text()
         assert "module: orchestration_defs.launcher" in text and "class: WarmRunLauncher" in text, name
+
+
+def test_the_sensor_loop_setting_reaches_the_loop_dagster_runs(monkeypatch):
+    import inspect
+
+    from dagster._daemon import sensor
+
+    # The loop sleeps MIN_INTERVAL_LOOP_TIME minus its own duration, reading the module's value each pass.
+    assert "MIN_INTERVAL_LOOP_TIME - loop_duration" in inspect.getsource(sensor.execute_sensor_iteration_loop)
+    monkeypatch.setattr(sensor, "MIN_INTERVAL_LOOP_TIME", sensor.MIN_INTERVAL_LOOP_TIME)
+    warm.set_sensor_loop_seconds(1)
+    assert sensor.MIN_INTERVAL_LOOP_TIME == 1
+    warm.set_sensor_loop_seconds(None)  # not configured: Dagster's own value stays
+    assert sensor.MIN_INTERVAL_LOOP_TIME == 1
+    launcher = warm.WarmRunLauncher.from_config_value(None, {"sensor_loop_seconds": 2})  # type: ignore[arg-type]
+    assert launcher._sensor_loop_s == 2
