@@ -141,7 +141,8 @@ def trigger_to_run_start(samples: int = 15) -> tuple[list[float], list[float], d
     engine = postgres_engine()
     url = engine.url.render_as_string(hide_password=False)
     home = Path(tempfile.mkdtemp(prefix="wrk-bench-dagster-"))
-    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    # BENCH_DAGSTER_YAML: another instance file, for a before/after (e.g. `git show REV:dagster.yaml`).
+    (home / "dagster.yaml").write_text((ROOT / os.environ.get("BENCH_DAGSTER_YAML", "dagster.yaml")).read_text())
     env = {
         "DAGSTER_HOME": str(home),
         "DATABASE_URL": url,

@@ -189,3 +189,23 @@ def test_the_sensor_loop_setting_reaches_the_loop_dagster_runs(monkeypatch):
     assert sensor.MIN_INTERVAL_LOOP_TIME == 1
     launcher = warm.WarmRunLauncher.from_config_value(None, {"sensor_loop_seconds": 2})  # type: ignore[arg-type]
     assert launcher._sensor_loop_s == 2
+
+
+def test_single_step_jobs_run_their_step_in_the_run_worker():
+    """A one-step job under the default multiprocess executor starts a second interpreter for its step
+    (seconds here) for nothing; only the release job, whose steps run side by side, forks step workers,
+    and from a preloaded fork server."""
+    from orchestration_defs.definitions import defs
+    from orchestration_defs.release import STEP_PRELOAD
+
+    repository = defs.get_repository_def()
+    for job in repository.get_all_jobs():
+        if job.name.startswith("__"):
+            continue
+        if job.name == "release_build":
+            assert job.executor_def.name == "multiprocess"
+            assert STEP_PRELOAD[0] == "orchestration_defs.preload"
+            continue
+        steps = len(job.graph.node_defs)
+        if steps == 1:
+            assert job.executor_def.name == "in_process", job.name
