@@ -18,7 +18,9 @@ from tests.servers import Processes
 BENCH = "release"
 BUILD_S = 3.0
 # Imported once in the fork server, so each step process starts without importing them again.
-PRELOAD = ["orchestration_defs.preload", "orchestration_defs.release", "bench.release"]
+PRELOAD = os.environ.get(  # BENCH_RELEASE_PRELOAD: another list, for a before/after ("dagster,..." was main's)
+    "BENCH_RELEASE_PRELOAD", "orchestration_defs.preload,orchestration_defs.release,bench.release"
+).split(",")
 
 
 def wide_graph() -> ReleaseGraph:
