@@ -27,3 +27,23 @@ def wait_to_be_terminated() -> None:
 @dg.job(executor_def=dg.in_process_executor)
 def slow() -> None:
     wait_to_be_terminated()
+
+
+@dg.op
+def one() -> int:
+    return 1
+
+
+@dg.op
+def add_one(value: int) -> int:
+    return value + 1
+
+
+@dg.job(
+    executor_def=dg.multiprocess_executor.configured(
+        {"start_method": {"forkserver": {"preload_modules": ["orchestration_defs.preload"]}}}
+    )
+)
+def forked_steps() -> None:
+    """Steps in processes of their own, from the run worker's own fork server (the release job's shape)."""
+    add_one(one())

@@ -209,3 +209,16 @@ def test_single_step_jobs_run_their_step_in_the_run_worker():
         steps = len(job.graph.node_defs)
         if steps == 1:
             assert job.executor_def.name == "in_process", job.name
+
+
+def test_a_run_worker_from_the_fork_server_runs_steps_in_a_fork_server_of_its_own(instance):
+    run = _launch(instance, launcher_jobs.forked_steps)
+    done = _wait(instance, run.run_id, {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE})
+    assert done.status == dg.DagsterRunStatus.SUCCESS
+    worker = int(done.tags[warm.PID_TAG])
+    step_pids = {
+        r.dagster_event.pid
+        for r in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
+        if r.dagster_event is not None
+    }
+    assert len(step_pids) == 2 and worker not in step_pids
