@@ -21,6 +21,7 @@ from pathlib import Path
 from sqlalchemy import Engine, text
 
 from bench.common import emit, postgres_engine, sqlite_engine
+from bench.startup import run_parts, spread
 from domain import queue
 from domain.models import TriggerQueue
 from domain.store import make_engine, transaction
@@ -150,8 +151,10 @@ def latency_ratio() -> tuple[float, float, float]:
     return small, large, large / small
 
 
-def trigger_to_run_start(samples: int = 15) -> tuple[list[float], list[float]]:
-    """Build requests against the demo data through `dagster-daemon` and the sandbox, one at a time."""
+def trigger_to_run_start(samples: int = 15) -> tuple[list[float], list[float], dict[str, list[float]]]:
+    """Build requests against the demo data through `dagster-daemon` and the sandbox, one at a time.
+    Returns the waits (committed -> RUN_START), the launches (committed -> run created) and each run's
+    start-up parts (bench/startup.py run_parts: launched -> worker up -> RUN_START)."""
     import dagster as dg
 
     from domain import build, models
@@ -162,7 +165,8 @@ def trigger_to_run_start(samples: int = 15) -> tuple[list[float], list[float]]:
     engine = postgres_engine()
     url = engine.url.render_as_string(hide_password=False)
     home = Path(tempfile.mkdtemp(prefix="wrk-bench-dagster-"))
-    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    # BENCH_DAGSTER_YAML: another instance file, for a before/after (e.g. `git show REV:dagster.yaml`).
+    (home / "dagster.yaml").write_text((ROOT / os.environ.get("BENCH_DAGSTER_YAML", "dagster.yaml")).read_text())
     env = {
         "DAGSTER_HOME": str(home),
         "DATABASE_URL": url,
@@ -186,9 +190,10 @@ def trigger_to_run_start(samples: int = 15) -> tuple[list[float], list[float]]:
             versions.append(v.id)
     stack = Processes(env)
     stack.env["WRK_API_URL"] = stack.uvicorn("resources.sandbox.app:create_app")
-    stack.dagster_daemon()
+    stack.dagster_daemon(stack.dagster_code_server(home))  # one code server, as `make run` has
     waits: list[float] = []
     launches: list[float] = []
+    parts: dict[str, list[float]] = {}
     try:
         with dg.DagsterInstance.from_config(str(home)) as instance:
             _warm_up(instance)
@@ -197,13 +202,15 @@ def trigger_to_run_start(samples: int = 15) -> tuple[list[float], list[float]]:
                     version = session.get(models.AutomationVersion, version_id)
                     trigger_id = build.request_build(session, version, Actor.system("bench"))
                 committed = time.time()
-                created, started = _run_start(instance, trigger_id)
+                created, started, run_id = _run_start(instance, trigger_id)
                 launches.append(created - committed)
                 waits.append(started - committed)
+                for part, value in run_parts(instance, run_id).items():
+                    parts.setdefault(part, []).append(value)
                 time.sleep(0.5)
     finally:
         stack.stop()
-    return waits, launches
+    return waits, launches, parts
 
 
 def _warm_up(instance) -> None:
@@ -222,8 +229,8 @@ def _ticked(instance) -> bool:
     return any(instance.get_ticks(s.instigator_origin_id, s.selector_id, limit=1) for s in states)
 
 
-def _run_start(instance, trigger_id: int, timeout: float = 60) -> tuple[float, float]:
-    """When the run was created (the sensor's request became a run) and when it started."""
+def _run_start(instance, trigger_id: int, timeout: float = 60) -> tuple[float, float, str]:
+    """When the run was created (the sensor's request became a run), when it started, and its id."""
     import dagster as dg
 
     deadline = time.time() + timeout
@@ -233,7 +240,7 @@ def _run_start(instance, trigger_id: int, timeout: float = 60) -> tuple[float, f
             records = instance.get_records_for_run(runs[0].run_id, of_type=dg.DagsterEventType.RUN_START).records
             if records:
                 created = instance.get_run_record_by_id(runs[0].run_id).create_timestamp.timestamp()
-                return created, records[0].timestamp
+                return created, records[0].timestamp, runs[0].run_id
         time.sleep(0.05)
     raise RuntimeError(f"trigger {trigger_id}: no run start within {timeout} s")
 
@@ -257,7 +264,10 @@ def main() -> None:
         median_ms_1m=round(large * 1000, 3),
     )
     if os.environ.get("BENCH_SKIP_DAEMON") != "1":
-        waits = trigger_to_run_start()
+        waits, _, parts = trigger_to_run_start()
+        starts = parts.get("launch_to_run_start_s") or [float("nan")]
+        emit(BENCH, "run_start_p50_s", statistics.median(starts), "s", "<= 1.5",
+             **{part: spread(values) for part, values in parts.items()})  # fmt: skip
         p95 = statistics.quantiles(waits, n=20)[18] if len(waits) >= 2 else waits[0]
         emit(
             BENCH,

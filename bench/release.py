@@ -3,6 +3,7 @@
 Makespan: first repository step start to last repository step success."""
 
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -10,13 +11,16 @@ from pathlib import Path
 import dagster as dg
 
 from bench.common import emit, postgres_engine
+from bench.startup import spread, step_parts
 from domain.release_graph import ReleaseGraph, Repository, build_graph, load_graph
 from tests.servers import Processes
 
 BENCH = "release"
 BUILD_S = 3.0
 # Imported once in the fork server, so each step process starts without importing them again.
-PRELOAD = ["dagster", "orchestration_defs.release", "bench.release"]
+PRELOAD = os.environ.get(  # BENCH_RELEASE_PRELOAD: another list, for a before/after ("dagster,..." was main's)
+    "BENCH_RELEASE_PRELOAD", "orchestration_defs.preload,orchestration_defs.release,bench.release"
+).split(",")
 
 
 def wide_graph() -> ReleaseGraph:
@@ -50,7 +54,9 @@ def wide_job() -> dg.JobDefinition:
     return _bound(wide_graph(), "release_build_wide")
 
 
-def measure(job_fn, graph: ReleaseGraph, instance: dg.DagsterInstance, tag: str) -> float:
+def measure(
+    job_fn, graph: ReleaseGraph, instance: dg.DagsterInstance, tag: str
+) -> tuple[float, dict[str, list[float]]]:
     run_config = {
         "ops": {"start_release": {"config": {"tag": tag, "poll_initial_s": 0.2, "poll_max_s": 0.4}}},
         "execution": {"config": {"max_concurrent": 8, "start_method": {"forkserver": {"preload_modules": PRELOAD}}}},
@@ -67,7 +73,7 @@ def measure(job_fn, graph: ReleaseGraph, instance: dg.DagsterInstance, tag: str)
             starts.append(record.timestamp)
         elif event.event_type == dg.DagsterEventType.STEP_SUCCESS:
             ends.append(record.timestamp)
-    return max(ends) - min(starts)
+    return max(ends) - min(starts), step_parts(instance, result.run_id)
 
 
 def main() -> None:
@@ -87,8 +93,16 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="wrk-bench-dagster-"))
     try:
         with dg.instance_for_test(temp_dir=str(home)) as instance:
+            worker_start: list[float] = []
+            parts: dict[str, list[float]] = {}
+            only = os.environ.get("BENCH_RELEASE_GRAPHS")  # "shipped" or "wide" (scripts/profile-startup)
             for label, job_fn, graph in (("shipped", shipped_job, load_graph()), ("wide", wide_job, wide_graph())):
-                makespan = measure(job_fn, graph, instance, f"bench-{label}-{time.time_ns()}")
+                if only and label not in only.split(","):
+                    continue
+                makespan, steps = measure(job_fn, graph, instance, f"bench-{label}-{time.time_ns()}")
+                worker_start += steps["worker_start_s"]
+                for part, values in steps.items():
+                    parts.setdefault(part, []).extend(values)
                 critical = graph.critical_path(dict.fromkeys(graph.order, BUILD_S))
                 emit(
                     BENCH,
@@ -103,6 +117,15 @@ def main() -> None:
                     emit(BENCH, "makespan_s.wide", makespan, "s", "-")
                     emit(BENCH, "critical_path_s.wide", critical, "s", "-")
                     emit(BENCH, "sequential_s.wide", BUILD_S * len(graph.order), "s", "-")
+            # A step's worker starting -> started, over every step of both runs (bench/startup.py, the parts).
+            emit(
+                BENCH,
+                "step_start_p50_s",
+                statistics.median(worker_start),
+                "s",
+                "<= 1.0",
+                **{part: spread(values) for part, values in parts.items()},
+            )
     finally:
         servers.stop()
 

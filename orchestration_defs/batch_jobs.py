@@ -214,6 +214,7 @@ def build_batch_jobs(settings: Settings | None = None) -> tuple[list[dg.AssetsDe
         asset_job = dg.define_asset_job(
             f"{job.asset_name}_job",
             selection=[asset.key],  # partitioned like its asset
+            executor_def=dg.in_process_executor,  # one asset, one step: no second process to start
             description=f"One `{batch_jobs.TRIGGER_TYPE}` for `{job.name}` per period "
             f"({partitions_def.cron_schedule}).",
         )
@@ -244,7 +245,10 @@ def relay_outbox_messages(
     return summary
 
 
-@dg.job(description="Publish the batch-job messages still in the outbox to RabbitMQ.")
+@dg.job(
+    description="Publish the batch-job messages still in the outbox to RabbitMQ.",
+    executor_def=dg.in_process_executor,  # one step: no second process to start (issue 16)
+)
 def relay_batch_messages() -> None:
     relay_outbox_messages()
 

@@ -8,9 +8,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pika
-import pika.exceptions
-
 from domain.models import OutboundMessage
 from resources.errors import RetryableError
 from resources.retry import RetryPolicy
@@ -38,6 +35,8 @@ class AmqpPublisher:
         if self._channel is not None and self._channel.is_open and self._connection.is_open:
             return self._channel
         self.close()
+        import pika  # imported where used: only the relay job publishes, not every step (README)
+
         params = pika.URLParameters(self.url)
         params.socket_timeout = CONNECT_TIMEOUT_S
         params.blocked_connection_timeout = 30
@@ -61,6 +60,9 @@ class AmqpPublisher:
         self._declared.add((queue, exchange))
 
     def _publish_once(self, message: OutboundMessage) -> None:
+        import pika
+        import pika.exceptions
+
         # A row names its own queue and exchange (workflow publish steps use other queues than the batch
         # jobs'); rows without them go where this publisher was made for.
         queue = message.queue or self.queue

@@ -18,7 +18,6 @@ from urllib.parse import quote
 
 import dagster as dg
 import httpx
-import jwt
 
 from domain.settings import Settings, get_settings
 from resources.errors import RateLimited, RetryableError
@@ -62,6 +61,8 @@ class AppInstallationAuth(httpx.Auth):
 
     def app_jwt(self) -> str:
         # GitHub checks these against its own clock: the real time, whatever `clock` the cache uses.
+        import jwt  # only GitHub App authentication signs JWTs: not on every step's import path
+
         now = int(time.time())
         claims = {"iat": now - 60, "exp": now + self.JWT_TTL_S, "iss": self.app_id}
         return jwt.encode(claims, self._key, algorithm="RS256")

@@ -55,7 +55,10 @@ def sweep_queue(context: dg.OpExecutionContext, database: DatabaseResource) -> d
     return summary
 
 
-@dg.job(description="Housekeeping: reconcile the queue with its runs, reap expired claims, prune finished rows.")
+@dg.job(
+    description="Housekeeping: reconcile the queue with its runs, reap expired claims, prune finished rows.",
+    executor_def=dg.in_process_executor,  # one step: no second process to start (issue 16)
+)
 def queue_sweeper() -> None:
     sweep_queue()
 
@@ -80,7 +83,10 @@ def deliver_outbox(
     return summary
 
 
-@dg.job(description="Deliver pending outbox notifications.")
+@dg.job(
+    description="Deliver pending outbox notifications.",
+    executor_def=dg.in_process_executor,  # one step: no second process to start (issue 16)
+)
 def deliver_notifications() -> None:
     deliver_outbox()
 

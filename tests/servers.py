@@ -125,6 +125,7 @@ class Processes:
         self.env = {**os.environ, **(env or {})}
         self.out: Any = log if log is not None else subprocess.DEVNULL
         self.procs: list[subprocess.Popen[Any]] = []
+        self.deaf: list[subprocess.Popen[Any]] = []
 
     def spawn(self, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[Any]:
         proc = subprocess.Popen(list(args), cwd=ROOT, env={**self.env, **(env or {})}, stdout=self.out, stderr=self.out)
@@ -151,17 +152,46 @@ class Processes:
         wait_for(url + "/")
         return url
 
-    def dagster_webserver(self, port: int) -> None:
-        self.spawn(str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port))
+    def dagster_code_server(self, home: Path) -> str:
+        """The one code server the webserver and the daemon share, as `make run` starts it
+        (scripts/supervise.py); returns the workspace file that points them to it."""
+        port = free_port()
+        proc = self.spawn(
+            str(BIN / "dagster"), "api", "grpc", "-m", "orchestration_defs.definitions", "-a", "defs",
+            "--location-name", "wrk_orchestration", "-h", "127.0.0.1", "-p", str(port),
+        )  # fmt: skip
+        self.deaf.append(proc)  # it does not exit on SIGTERM; stateless, it is killed (supervise.py does too)
+        workspace = home / "workspace.yaml"
+        workspace.write_text(
+            f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {port}\n"
+            "      location_name: wrk_orchestration\n"
+        )
+        while True:  # no deadline: it either listens or exits
+            if proc.poll() is not None:
+                raise RuntimeError(f"the code server exited with {proc.returncode}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return str(workspace)
+            time.sleep(0.1)
 
-    def dagster_daemon(self) -> None:
-        self.spawn(str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml")
+    def dagster_webserver(self, port: int, workspace: str = "workspace.yaml") -> None:
+        self.spawn(str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1", "-p", str(port))
+
+    def dagster_daemon(self, workspace: str = "workspace.yaml") -> None:
+        self.spawn(str(BIN / "dagster-daemon"), "run", "-w", workspace)
 
     def stop(self) -> None:
         for proc in self.procs:
+            if proc in self.deaf:
+                continue
             proc.terminate()
         for proc in self.procs:
+            if proc in self.deaf:
+                continue
             try:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        for proc in self.deaf:  # after the daemon and the webserver, which talk to it while stopping
+            proc.kill()
+            proc.wait()

@@ -57,8 +57,10 @@ def stack(backend, database_url, tmp_path):
                 "PROOF_PACKET_DIR": str(home / "proof-packets"),
             }
             web_port = free_port()
-            stack.dagster_webserver(web_port)
-            stack.dagster_daemon()
+            # One code server shared by the webserver and the daemon, the shape `make run` has.
+            workspace = stack.dagster_code_server(home)
+            stack.dagster_webserver(web_port, workspace)
+            stack.dagster_daemon(workspace)
             wait_for(f"http://127.0.0.1:{web_port}/server_info", why=lambda: log_path.read_text()[-3000:])
             wait_for_code_location(f"http://127.0.0.1:{web_port}", why=lambda: log_path.read_text()[-3000:])
             yield {
