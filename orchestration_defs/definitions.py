@@ -27,8 +27,8 @@ from resources.database import DatabaseResource
 from resources.github import GitHubResource
 from resources.integrations import IntegrationsResource
 from resources.notifications import NotificationsResource
-from resources.services import ServicesResource
 from resources.payments import PaymentsResource
+from resources.services import ServicesResource
 from resources.wrk import WrkPlatformResource
 from schedules.approvals import approval_sweeper, approval_sweeper_sensor
 from schedules.sweeper import deliver_notifications, outbox_sensor, queue_sweeper, queue_sweeper_schedule

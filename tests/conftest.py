@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from domain import migrate
+from domain import migrate, store
 from domain.settings import get_settings
 from domain.store import make_engine
 from tests.servers import Sandbox
@@ -196,3 +196,11 @@ def rabbitmq_url() -> str:
 def rabbitmq_ctl(rabbitmq_url: str) -> str:
     """A script running rabbitmqctl against the test broker (`stop_app`, `start_app`)."""
     return os.environ["TEST_RABBITMQ_CTL"]
+
+
+@pytest.fixture(autouse=True)
+def _dispose_store_engines():
+    """Engines made by `engine_for` (resources, the API) are closed after each test: the test's database
+    is dropped, and pools left open would exhaust the shared PostgreSQL's connections."""
+    yield
+    store.dispose_engines()

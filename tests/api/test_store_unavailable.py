@@ -40,9 +40,7 @@ def test_a_connection_lost_mid_service_is_503_then_the_store_recovers(engine, ba
     if backend != "postgresql":
         pytest.skip("a server-side disconnect needs a server")
     token = make_token(settings, tenants=[demo["tenants"][0]["id"]], roles=["ops_admin"])
-    version = next(
-        v["id"] for p in demo["tenants"][0]["projects"] for v in p["versions"] if v["status"] == "Draft"
-    )
+    version = next(v["id"] for p in demo["tenants"][0]["projects"] for v in p["versions"] if v["status"] == "Draft")
     app = create_app(settings, engine)
     with TestClient(app, raise_server_exceptions=False) as client:
         assert client.get(f"/v1/automation-versions/{version}", headers=bearer(token)).status_code == 200
