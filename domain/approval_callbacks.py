@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from domain import backoff, outbox
+from domain import outbox
 from domain.models import CallbackStatus, HitlApprovalCallback
-from domain.store import transaction
 
 # How long a claimed callback is hidden from other deliverers (the retry policy's attempts fit in it).
 CLAIM_S = 300.0
@@ -75,21 +74,19 @@ def record_result(
     is_retryable: Callable[[Exception], bool] = lambda _e: True,
 ) -> CallbackStatus | None:
     """Delivered, backed off, or dead; None when the row is no longer the claim we made."""
-    row = session.get(HitlApprovalCallback, claimed.id, with_for_update=session.get_bind().dialect.name == "postgresql")
-    if row is None or row.status != CallbackStatus.PENDING.value or row.attempts != claimed.attempts:
-        return None
-    now = dt.datetime.now(dt.UTC)
-    if error is None:
-        row.status = CallbackStatus.DELIVERED.value
-        row.delivered_at = now
-        row.last_error = None
-        return CallbackStatus.DELIVERED
-    row.last_error = f"{type(error).__name__}: {error}"[:2000]
-    if row.attempts >= max_attempts or not is_retryable(error):
-        row.status = CallbackStatus.DEAD.value
-        return CallbackStatus.DEAD
-    row.next_attempt_at = now + dt.timedelta(seconds=backoff.backoff_seconds(row.attempts, base_delay_s, 3600.0))
-    return CallbackStatus.PENDING
+    status = outbox.record(
+        session,
+        claimed,
+        error,
+        pending=CallbackStatus.PENDING.value,
+        done=CallbackStatus.DELIVERED.value,
+        done_at="delivered_at",
+        dead=CallbackStatus.DEAD.value,
+        max_attempts=max_attempts,
+        base_delay_s=base_delay_s,
+        is_retryable=is_retryable,
+    )
+    return None if status is None else CallbackStatus(status)
 
 
 def deliver_due(
@@ -101,20 +98,16 @@ def deliver_due(
     base_delay_s: float = BASE_DELAY_S,
     is_retryable: Callable[[Exception], bool] = lambda _e: True,
 ) -> CallbackReport:
-    with transaction(engine) as session:
-        claimed = claim_due(session, limit=limit)
-    delivered = failed = dead = 0
-    for row in claimed:
-        error: Exception | None = None
-        try:
-            post(row)
-        except Exception as exc:
-            error = exc
-        with transaction(engine) as session:
-            outcome = record_result(
-                session, row, error, max_attempts=max_attempts, base_delay_s=base_delay_s, is_retryable=is_retryable
-            )
-        delivered += outcome is CallbackStatus.DELIVERED
-        dead += outcome is CallbackStatus.DEAD
-        failed += outcome is CallbackStatus.PENDING
-    return CallbackReport(delivered=delivered, failed=failed, dead=dead)
+    outcomes = outbox.deliver(
+        engine,
+        lambda session: claim_due(session, limit=limit),
+        post,
+        lambda session, row, error: record_result(
+            session, row, error, max_attempts=max_attempts, base_delay_s=base_delay_s, is_retryable=is_retryable
+        ),
+    )
+    return CallbackReport(
+        delivered=outcomes[CallbackStatus.DELIVERED],
+        failed=outcomes[CallbackStatus.PENDING],
+        dead=outcomes[CallbackStatus.DEAD],
+    )

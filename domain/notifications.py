@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -19,9 +19,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from domain import backoff, outbox
+from domain import outbox
 from domain.models import Notification, NotificationChannel, NotificationStatus, new_id
-from domain.store import transaction
 
 
 @dataclass(frozen=True)
@@ -198,21 +197,19 @@ def record_result(
 ) -> NotificationStatus | None:
     """Record one send's outcome in the caller's transaction: sent, backed off, or dead. None when the row
     is no longer the pending row that was claimed (another deliverer finished it)."""
-    row = session.get(Notification, claimed.id, with_for_update=session.get_bind().dialect.name == "postgresql")
-    if row is None or row.status != NotificationStatus.PENDING.value or row.attempts != claimed.attempts:
-        return None
-    now = datetime.now(UTC)
-    if error is None:
-        row.status = NotificationStatus.SENT.value
-        row.sent_at = now
-        return NotificationStatus.SENT
-    row.last_error = f"{type(error).__name__}: {error}"[:2000]
-    if row.attempts >= max_attempts or not is_retryable(error):
-        row.status = NotificationStatus.DEAD.value
-        return NotificationStatus.DEAD
-    delay = backoff.backoff_seconds(row.attempts, base_delay_s, 3600.0)
-    row.next_attempt_at = now + timedelta(seconds=delay)
-    return NotificationStatus.PENDING
+    status = outbox.record(
+        session,
+        claimed,
+        error,
+        pending=NotificationStatus.PENDING.value,
+        done=NotificationStatus.SENT.value,
+        done_at="sent_at",
+        dead=NotificationStatus.DEAD.value,
+        max_attempts=max_attempts,
+        base_delay_s=base_delay_s,
+        is_retryable=is_retryable,
+    )
+    return None if status is None else NotificationStatus(status)
 
 
 def deliver_due(
@@ -224,22 +221,18 @@ def deliver_due(
     base_delay_s: float = 30.0,
     is_retryable: Callable[[Exception], bool] = lambda _e: True,
 ) -> DeliveryReport:
-    """Send due pending rows: claim them and commit, send each with no transaction open, then record
-    each result in a transaction of its own. No store lock is held while a mail server or Slack answers."""
-    with transaction(engine) as session:
-        claimed = claim_due(session, limit=limit)
-    sent = failed = dead = 0
-    for row in claimed:
-        error: Exception | None = None
-        try:
-            send(row)
-        except Exception as exc:
-            error = exc
-        with transaction(engine) as session:
-            outcome = record_result(
-                session, row, error, max_attempts=max_attempts, base_delay_s=base_delay_s, is_retryable=is_retryable
-            )
-        sent += outcome is NotificationStatus.SENT
-        dead += outcome is NotificationStatus.DEAD
-        failed += outcome is NotificationStatus.PENDING
-    return DeliveryReport(sent=sent, failed=failed, dead=dead)
+    """Send due pending rows (claim and commit, send with no transaction open, record each result in
+    its own transaction): no store lock is held while a mail server or Slack answers."""
+    outcomes = outbox.deliver(
+        engine,
+        lambda session: claim_due(session, limit=limit),
+        send,
+        lambda session, row, error: record_result(
+            session, row, error, max_attempts=max_attempts, base_delay_s=base_delay_s, is_retryable=is_retryable
+        ),
+    )
+    return DeliveryReport(
+        sent=outcomes[NotificationStatus.SENT],
+        failed=outcomes[NotificationStatus.PENDING],
+        dead=outcomes[NotificationStatus.DEAD],
+    )

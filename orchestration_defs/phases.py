@@ -114,22 +114,22 @@ def act(engine: Any, row: phases.PhaseRow, plan: phases.Plan, outside: Outside) 
     key = f"phase{t.phase}:trigger:{row.trigger_id}"
     api = outside.integrations
     if t.phase == 1:
-        return {"sync_job": api.start_sync(**who, key=key).get("id")}
+        return {"sync_job": api.start_sync(who, key).get("id")}
     if t.phase == 2:
-        return {"detection_job": api.start_detection(**who, key=key).get("id")}
+        return {"detection_job": api.start_detection(who, key).get("id")}
     if t.phase == 3:
-        return {"matching_job": api.start_evidence_matching(**who, key=key).get("id")}
+        return {"matching_job": api.start_evidence_matching(who, key).get("id")}
     if t.phase == 4:
         routed: dict[str, list[str]] = {r.value: [] for r in Route}
         for match in plan.routes:
             if match["route"] == Route.AUTO_SUBMIT.value:
                 claim = {k: match[k] for k in ("claim_id", "amount", "currency", "evidence_ids", "confidence")}
-                api.submit_claim(**who, claim=claim, key=f"submit:{t.tenant_id}:{t.user_id}:{match['claim_id']}")
+                api.submit_claim(who, claim, key=f"submit:{t.tenant_id}:{t.user_id}:{match['claim_id']}")
             routed[match["route"]].append(match["claim_id"])
         return routed
     if t.phase == 5:
         claim = {k: t.input[k] for k in ("claim_id", "amount", "currency")}
-        return {"monitoring_job": api.start_payout_monitoring(**who, claim=claim, key=key).get("id")}
+        return {"monitoring_job": api.start_payout_monitoring(who, claim, key).get("id")}
     if t.phase == 6:
         assert plan.learning_record_id is not None
         record = {

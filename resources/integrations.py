@@ -6,6 +6,7 @@ Every call carries an idempotency key derived from the trigger, so a retried pha
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
@@ -35,77 +36,33 @@ class IntegrationsClient(HttpClient):
         answer: dict[str, Any] = response.json()
         return answer
 
-    def start_sync(
-        self,
-        *,
-        tenant_id: str,
-        user_id: str,
-        sync_id: str,
-        seller_id: str | None,
-        key: str,
-        retry: RetryPolicy | None = None,
-    ) -> dict[str, Any]:
-        """Phase 1: the OAuth is done; sync the seller's data (the backend calls phase 2 when it ends)."""
-        body = {"tenant_id": tenant_id, "user_id": user_id, "sync_id": sync_id, "seller_id": seller_id}
-        return self._start("/v1/syncs", body, key, retry)
+    # `journey` is whose work it is: tenant_id, user_id, sync_id and seller_id.
 
-    def start_detection(
-        self,
-        *,
-        tenant_id: str,
-        user_id: str,
-        sync_id: str,
-        seller_id: str | None,
-        key: str,
-        retry: RetryPolicy | None = None,
-    ) -> dict[str, Any]:
+    def start_sync(self, journey: Mapping[str, Any], key: str, retry: RetryPolicy | None = None) -> dict[str, Any]:
+        """Phase 1: the OAuth is done; sync the seller's data (the backend calls phase 2 when it ends)."""
+        return self._start("/v1/syncs", dict(journey), key, retry)
+
+    def start_detection(self, journey: Mapping[str, Any], key: str, retry: RetryPolicy | None = None) -> dict[str, Any]:
         """Phase 2: the sync is done; detect claimable discrepancies (then phase 3)."""
-        body = {"tenant_id": tenant_id, "user_id": user_id, "sync_id": sync_id, "seller_id": seller_id}
-        return self._start("/v1/detections", body, key, retry)
+        return self._start("/v1/detections", dict(journey), key, retry)
 
     def start_evidence_matching(
-        self,
-        *,
-        tenant_id: str,
-        user_id: str,
-        sync_id: str,
-        seller_id: str | None,
-        key: str,
-        retry: RetryPolicy | None = None,
+        self, journey: Mapping[str, Any], key: str, retry: RetryPolicy | None = None
     ) -> dict[str, Any]:
         """Phase 3: detection is done; match evidence to the claims (then phase 4 with the matches)."""
-        body = {"tenant_id": tenant_id, "user_id": user_id, "sync_id": sync_id, "seller_id": seller_id}
-        return self._start("/v1/evidence-matching", body, key, retry)
+        return self._start("/v1/evidence-matching", dict(journey), key, retry)
 
     def submit_claim(
-        self,
-        *,
-        tenant_id: str,
-        user_id: str,
-        sync_id: str,
-        seller_id: str | None,
-        claim: dict[str, Any],
-        key: str,
-        retry: RetryPolicy | None = None,
+        self, journey: Mapping[str, Any], claim: Mapping[str, Any], key: str, retry: RetryPolicy | None = None
     ) -> dict[str, Any]:
         """Phase 4, auto-submit: file the claim (then phase 5)."""
-        body = {"tenant_id": tenant_id, "user_id": user_id, "sync_id": sync_id, "seller_id": seller_id, **claim}
-        return self._start("/v1/claims", body, key, retry)
+        return self._start("/v1/claims", {**journey, **claim}, key, retry)
 
     def start_payout_monitoring(
-        self,
-        *,
-        tenant_id: str,
-        user_id: str,
-        sync_id: str,
-        seller_id: str | None,
-        claim: dict[str, Any],
-        key: str,
-        retry: RetryPolicy | None = None,
+        self, journey: Mapping[str, Any], claim: Mapping[str, Any], key: str, retry: RetryPolicy | None = None
     ) -> dict[str, Any]:
         """Phase 5: watch the submitted claim (then phase 7 on payout, or phase 6 on rejection)."""
-        body = {"tenant_id": tenant_id, "user_id": user_id, "sync_id": sync_id, "seller_id": seller_id, **claim}
-        return self._start("/v1/payout-monitoring", body, key, retry)
+        return self._start("/v1/payout-monitoring", {**journey, **claim}, key, retry)
 
     def trigger_learning_pipeline(
         self, *, tenant_id: str, user_id: str, record: dict[str, Any], key: str, retry: RetryPolicy | None = None

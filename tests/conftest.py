@@ -11,6 +11,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -86,6 +87,16 @@ class DatabaseFactory:
             self._template = name
         return self._engine(self._create(self._template))
 
+    def release(self, engine: Engine) -> None:
+        """Close a test's store and, on PostgreSQL, drop its database (WITH FORCE: a server the test
+        started may still hold a connection). Per-test pools left open ran PostgreSQL out of clients."""
+        engine.dispose()
+        self._engines.remove(engine)
+        if self._admin is not None and engine.url.database in self._pg_databases:
+            with self._admin.connect() as conn:
+                conn.execute(text(f"DROP DATABASE IF EXISTS {engine.url.database} WITH (FORCE)"))
+            self._pg_databases.remove(engine.url.database)
+
     def close(self) -> None:
         for engine in self._engines:
             engine.dispose()
@@ -104,9 +115,11 @@ def databases(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 
 
 @pytest.fixture
-def engine(databases: DatabaseFactory) -> Engine:
+def engine(databases: DatabaseFactory) -> Iterator[Engine]:
     """A migrated store of its own, on each backend."""
-    return databases.migrated()
+    engine = databases.migrated()
+    yield engine
+    databases.release(engine)
 
 
 @pytest.fixture
@@ -120,9 +133,11 @@ def database_url(databases: DatabaseFactory, engine: Engine) -> str:
 
 
 @pytest.fixture(scope="module")
-def shared_engine(databases: DatabaseFactory) -> Engine:
+def shared_engine(databases: DatabaseFactory) -> Iterator[Engine]:
     """A migrated store shared by one module's tests, each of which makes its own rows."""
-    return databases.migrated()
+    engine = databases.migrated()
+    yield engine
+    databases.release(engine)
 
 
 @pytest.fixture(scope="session")
@@ -178,6 +193,16 @@ def flow_env(monkeypatch, sandbox, database_url, tmp_path):
 RABBITMQ_URL_ENV = "TEST_RABBITMQ_URL"
 # `make test` sets this: there, a test that needs the broker fails instead of skipping when it is missing.
 REQUIRE_SERVICES_ENV = "WRK_TEST_REQUIRE_SERVICES"
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[Any]:
+    """A throwaway Dagster instance (its own directory under the test's tmp_path)."""
+    import dagster as dg  # here: the API's tests do not need Dagster
+
+    (tmp_path / "dagster").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+        yield instance
 
 
 @pytest.fixture(scope="session")

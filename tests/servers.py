@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -75,6 +75,18 @@ class Sandbox:
 
     def configure_github(self, **config: Any) -> None:
         self.http.post("/_sandbox/github/config", json=config).raise_for_status()
+
+
+def until(predicate: Callable[[], Any], why: Any, timeout: float = 900.0, interval: float = 0.2) -> Any:
+    """Poll until `predicate()` is truthy and return it. The timeout only stops a broken system from
+    hanging the suite; no speed is asserted. `why` (or its result, when callable) explains a give-up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"gave up waiting: {why() if callable(why) else why}")
 
 
 def wait_for(url: str, timeout: float = 600, why: Any = "") -> None:

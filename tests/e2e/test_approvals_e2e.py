@@ -3,7 +3,6 @@ expires an overdue approval (on_timeout applied, the execution's continuation qu
 decided standalone approval's callback URL on the sandbox."""
 
 import datetime as dt
-import time
 
 from sqlalchemy import select, update
 
@@ -13,17 +12,7 @@ from domain.settings import Settings
 from domain.store import transaction
 from tests.domain import factories
 from tests.domain.test_approvals import execution, member
-
-
-def _until(predicate, why, timeout: float = 600.0):
-    """Poll until `predicate()` is truthy (a bound against a hang, not a speed requirement)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"gave up waiting: {why() if callable(why) else why}")
+from tests.servers import until
 
 
 def test_the_daemon_sweeps_overdue_approvals_and_calls_callbacks(stack, engine):
@@ -73,8 +62,8 @@ def test_the_daemon_sweeps_overdue_approvals_and_calls_callbacks(stack, engine):
             return session.get(HitlApproval, overdue).status == "expired"
 
     log = lambda: stack["log"].read_text()[-3000:]  # noqa: E731
-    _until(expired, log)
-    [received] = _until(callbacks, log)
+    until(expired, log)
+    [received] = until(callbacks, log)
     assert received["body"]["approval_id"] == standalone and received["body"]["outcome"] == "approve"
     with transaction(engine) as session:
         row = session.get(HitlApproval, overdue)

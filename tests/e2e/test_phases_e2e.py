@@ -4,7 +4,6 @@ phases are completed and the proof packet is downloadable with its hash verified
 found by their tag, as in the UI."""
 
 import hashlib
-import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -15,7 +14,7 @@ from domain.settings import Settings
 from domain.store import transaction
 from tests.api.conftest import bearer, make_token
 from tests.domain import factories
-from tests.servers import ServerThread
+from tests.servers import ServerThread, until
 
 RUNS = """
 query Runs($filter: RunsFilter) {
@@ -33,17 +32,6 @@ def _queue(engine, tenant) -> str:
 def _log(stack) -> str:
     lines = stack["log"].read_text().splitlines()
     return "\n" + "\n".join(line for line in lines if "SensorDaemon" not in line)[-6000:]
-
-
-def _until(predicate, why, timeout: float = 900.0):
-    """Poll until truthy: a bound against a hang, not a speed requirement."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"gave up waiting: {why()}")
 
 
 def test_one_phase_one_post_ends_with_seven_phases_and_a_proof_packet(stack, engine):
@@ -66,7 +54,7 @@ def test_one_phase_one_post_ends_with_seven_phases_and_a_proof_packet(stack, eng
             body = view.json()
             return body if all(v == "completed" for v in body["phases"].values()) else None
 
-        view = _until(done, lambda: http.get(sync, headers=service).text + _queue(engine, tenant) + _log(stack))
+        view = until(done, lambda: http.get(sync, headers=service).text + _queue(engine, tenant) + _log(stack))
         assert view["progress"] == {**view["progress"], "phase": 7, "status": "completed", "percent": 100}
         (packet,) = view["proof_packets"]
         pdf = http.get(packet["href"], headers=service)

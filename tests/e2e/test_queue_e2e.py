@@ -12,6 +12,7 @@ from domain import build, models, queue
 from domain.lifecycle import Actor
 from domain.store import transaction
 from tests.domain import factories
+from tests.servers import until
 
 FINISHED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
 RUN = """
@@ -33,17 +34,6 @@ def _version(session) -> models.AutomationVersion:
     session.add(version)
     session.flush()
     return version
-
-
-def _until(predicate, why, timeout: float = 240.0):
-    """Poll until `predicate()` is truthy (a generous bound against a hang, not a speed requirement)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"gave up waiting: {why() if callable(why) else why}")
 
 
 def _row(engine, row_id) -> models.TriggerQueue:
@@ -84,7 +74,7 @@ def test_a_requeued_dead_trigger_runs_at_once_and_ends_done_with_its_new_run(sta
         # one attempt, so the first failure kills the trigger (the kind's backoff is not under test here)
         session.execute(update(models.TriggerQueue).where(models.TriggerQueue.id == row_id).values(max_attempts=1))
         version_id = version.id
-    dead = _until(lambda: (r := _row(engine, row_id)).state == "dead" and r, lambda: _row(engine, row_id).state)
+    dead = until(lambda: (r := _row(engine, row_id)).state == "dead" and r, lambda: _row(engine, row_id).state)
     first_run = dead.run_id
     assert first_run and first_run in dead.last_error
     assert _run(client, first_run)["status"] == "FAILURE"
@@ -93,7 +83,7 @@ def test_a_requeued_dead_trigger_runs_at_once_and_ends_done_with_its_new_run(sta
     with transaction(engine) as session:
         assert queue.requeue(session, row_id)
     requeued_at = time.monotonic()
-    done = _until(
+    done = until(
         lambda: (r := _row(engine, row_id)).state == "done" and r,
         lambda: f"{_row(engine, row_id).state}; daemon log: {stack['log'].read_text()[-2000:]}",
     )
@@ -116,7 +106,7 @@ def test_two_launches_of_one_versions_build_run_one_after_the_other(stack, engin
     first = client.submit_job_execution("build_automation_version", run_config=config)
     second = client.submit_job_execution("build_automation_version", run_config=config)
     runs = {
-        run_id: _until(
+        run_id: until(
             lambda run_id=run_id: (r := _run(client, run_id))["status"] in {s.value for s in FINISHED} and r,
             f"run {run_id} did not finish",
         )

@@ -4,8 +4,6 @@ and the execution completes. Runs on PostgreSQL (SQLite is covered in process)."
 
 from __future__ import annotations
 
-import time
-
 import dagster as dg
 from sqlalchemy import select
 
@@ -13,18 +11,7 @@ from domain import approvals
 from domain.models import HitlApproval, QueueState, TriggerQueue
 from domain.store import transaction
 from tests.orchestration_defs.workflow_helpers import approval, call, new_workflow, start, state, steps
-
-HANG_GUARD_S = 900.0  # only stops a broken stack from hanging; no speed is asserted
-
-
-def _until(what, check):
-    deadline = time.monotonic() + HANG_GUARD_S
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"never happened: {what}")
+from tests.servers import until
 
 
 def test_start_approval_decision_completion_through_the_daemon(stack, engine):
@@ -38,14 +25,14 @@ def test_start_approval_decision_completion_through_the_daemon(stack, engine):
     )
     execution = start(engine, tenant, workflow)
 
-    _until("the execution waits for its approval", lambda: state(engine, execution)["status"] == "waiting_approval")
+    until(lambda: state(engine, execution)["status"] == "waiting_approval", "the execution waits for its approval")
     with transaction(engine) as session:
         row = session.scalars(select(HitlApproval).where(HitlApproval.workflow_execution_id == execution)).one()
         assert approvals.decide(
             session, tenant_id=tenant, approval_id=row.id, decision="approve", user_id="approver-e2e"
         ).won
 
-    _until("the execution succeeds", lambda: state(engine, execution)["status"] == "succeeded")
+    until(lambda: state(engine, execution)["status"] == "succeeded", "the execution succeeds")
     view = state(engine, execution)
     assert steps(view)["apply"]["status"] == "succeeded"
     assert steps(view)["review"]["output"]["outcome"] == "approve"
@@ -59,7 +46,7 @@ def test_start_approval_decision_completion_through_the_daemon(stack, engine):
             rows = session.scalars(select(TriggerQueue).where(TriggerQueue.tenant_id == tenant)).all()
         return len(rows) == 2 and all(r.state == QueueState.DONE.value for r in rows) and rows
 
-    rows = _until("both triggers are done", both_done)
+    rows = until(both_done, "both triggers are done")
     assert sorted(r.kind for r in rows) == ["approval", "workflow"]
     client = stack["graphql"]
     for row in rows:

@@ -3,7 +3,6 @@
 from typing import Any
 
 import dagster as dg
-import pytest
 from sqlalchemy import select
 
 from domain import build, models
@@ -19,12 +18,6 @@ from tests.domain import factories
 
 BLUEPRINT = {"steps": [{"id": "fetch", "type": "http"}, {"id": "store", "type": "db", "depends_on": ["fetch"]}]}
 CREATE = "/wrk-api/workflows"
-
-
-@pytest.fixture
-def instance(tmp_path):
-    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        yield instance
 
 
 def _resources(database_url: str) -> dict[str, Any]:

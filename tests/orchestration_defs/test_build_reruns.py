@@ -17,12 +17,6 @@ from orchestration_defs.build import TAG_SKIPPED, build_automation_version
 from tests.orchestration_defs.test_build import BLUEPRINT, CREATE, _job, _new_version, _resources, _run, _state
 
 
-@pytest.fixture
-def instance(tmp_path):
-    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        yield instance
-
-
 def _counts(engine) -> dict[str, int]:
     with transaction(engine) as session:
         return {

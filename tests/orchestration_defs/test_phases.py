@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -36,7 +35,7 @@ from resources.integrations import IntegrationsResource
 from resources.payments import PaymentsResource
 from tests.api.conftest import bearer, make_token
 from tests.domain import factories
-from tests.servers import ServerThread
+from tests.servers import ServerThread, until
 
 
 @pytest.fixture
@@ -314,17 +313,6 @@ def test_progress_never_moves_backwards(engine, tenant):
     assert row.completed_at is not None
 
 
-def _until(predicate, why, timeout: float = 600.0):
-    """Poll until truthy: a bound against a hang, not a speed requirement."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"gave up waiting: {why()}")
-
-
 def test_one_phase_one_post_drives_the_chain_to_phase_seven(
     phase_env, sandbox, engine, tenant, database_url, monkeypatch
 ):
@@ -355,7 +343,7 @@ def test_one_phase_one_post_drives_the_chain_to_phase_seven(
             view = http.get(f"/v1/users/chain/syncs/{sync_id}", headers=service).json()
             return view if all(v == "completed" for v in view["phases"].values()) else None
 
-        view = _until(step, lambda: http.get(f"/v1/users/chain/syncs/{sync_id}", headers=service).text)
+        view = until(step, lambda: http.get(f"/v1/users/chain/syncs/{sync_id}", headers=service).text)
     finally:
         api.stop()
     assert view["progress"]["phase"] == 7 and view["progress"]["percent"] == 100

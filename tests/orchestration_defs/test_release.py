@@ -6,7 +6,6 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import dagster as dg
 import pysequoia
 import pytest
 from sqlalchemy import select
@@ -19,13 +18,6 @@ from resources.database import DatabaseResource
 from resources.github import GitHubResource
 
 ALL = load_graph().order
-
-
-@pytest.fixture
-def instance(tmp_path):
-    (tmp_path / "dagster").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
-        yield instance
 
 
 def _release(database_url, instance, tag="v1.0.0", **config):

@@ -13,13 +13,6 @@ from resources.retry import RetryPolicy
 from tests.orchestration_defs.test_release import _audit, _dispatches, _release, _release_error, _repo_states
 
 
-@pytest.fixture
-def instance(tmp_path):
-    (tmp_path / "dagster").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
-        yield instance
-
-
 def test_a_poll_timeout_fails_the_repository_skips_its_dependents_and_fails_the_release(
     engine, database_url, sandbox, flow_env, instance
 ):

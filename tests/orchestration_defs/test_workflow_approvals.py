@@ -4,16 +4,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from urllib.parse import urlsplit
 
-import dagster as dg
 import pytest
 from sqlalchemy import select
 
 from domain import approvals, workflows
 from domain.lifecycle import Actor
 from domain.models import HitlApproval, Notification, TriggerQueue
-from domain.settings import get_settings
 from domain.store import transaction
 from tests.orchestration_defs.workflow_helpers import (
     approval,
@@ -27,20 +24,6 @@ from tests.orchestration_defs.workflow_helpers import (
     state,
     steps,
 )
-
-
-@pytest.fixture
-def instance(tmp_path):
-    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        yield instance
-
-
-@pytest.fixture
-def wf_env(flow_env, monkeypatch, sandbox):
-    monkeypatch.setenv("SANDBOX_PORT", str(urlsplit(sandbox.url).port))
-    get_settings.cache_clear()
-    yield get_settings()
-    get_settings.cache_clear()
 
 
 def _approval(engine, execution_id: str, step: str = "review") -> HitlApproval:

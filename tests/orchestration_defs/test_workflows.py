@@ -3,11 +3,8 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 import dagster as dg
 import httpx
-import pytest
 from sqlalchemy import select
 
 from domain import workflow_engine
@@ -27,21 +24,6 @@ from tests.orchestration_defs.workflow_helpers import (
     steps,
     tick,
 )
-
-
-@pytest.fixture
-def instance(tmp_path):
-    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        yield instance
-
-
-@pytest.fixture
-def wf_env(flow_env, monkeypatch, sandbox):
-    """The flows' settings, with the six services on the test sandbox (as SANDBOX_PORT does under make run)."""
-    monkeypatch.setenv("SANDBOX_PORT", str(urlsplit(sandbox.url).port))
-    get_settings.cache_clear()
-    yield get_settings()
-    get_settings.cache_clear()
 
 
 def effects(sandbox) -> dict:

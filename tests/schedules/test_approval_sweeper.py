@@ -26,12 +26,6 @@ from tests.domain.test_approvals import member
 
 
 @pytest.fixture
-def instance(tmp_path):
-    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        yield instance
-
-
-@pytest.fixture
 def resources(database_url, flow_env):
     return {"database": DatabaseResource(url=database_url)}
 

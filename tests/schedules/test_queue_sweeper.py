@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import dagster as dg
-import pytest
 from sqlalchemy import update
 
 from domain import queue
@@ -17,12 +16,6 @@ from resources.database import DatabaseResource
 from schedules.sweeper import queue_sweeper, queue_sweeper_schedule
 from sensors.queue import TAG_ID, TAG_TOKEN
 from tests.domain import factories
-
-
-@pytest.fixture
-def instance(tmp_path):
-    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        yield instance
 
 
 def _payload(tenant_id: str, n: int) -> dict[str, str]:
