@@ -44,7 +44,10 @@ def sweep_approvals(context: dg.OpExecutionContext, database: DatabaseResource) 
     return summary
 
 
-@dg.job(description="Expire overdue approvals (on_timeout applied) and call standalone approvals' callbacks.")
+@dg.job(
+    description="Expire overdue approvals (on_timeout applied) and call standalone approvals' callbacks.",
+    executor_def=dg.in_process_executor,  # one step: no second process to start (issue 16)
+)
 def approval_sweeper() -> None:
     sweep_approvals()
 
