@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from sqlalchemy import Engine
 from starlette.applications import Starlette
@@ -66,10 +68,34 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             app.state.engine.dispose()
 
 
+class RedactAccessTokens(logging.Filter):
+    """Uvicorn logs each accepted WebSocket as `"WebSocket <path?query>" [accepted]` on `uvicorn.error`
+    (`--no-access-log` does not silence it), so a `?access_token=` would land in the API's log: mask it."""
+
+    _token = re.compile(r"(access_token=)[^&\s]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._redact(arg) for arg in record.args)
+        if isinstance(record.msg, str):
+            record.msg = self._redact(record.msg)
+        return True
+
+    def _redact(self, value: Any) -> Any:
+        return self._token.sub(r"\1[redacted]", value) if isinstance(value, str) else value
+
+
+def _redact_uvicorn_tokens() -> None:
+    uvicorn_logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, RedactAccessTokens) for f in uvicorn_logger.filters):
+        uvicorn_logger.addFilter(RedactAccessTokens())
+
+
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Starlette:
     settings = settings or get_settings()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # outbound calls are logged by the clients' retries
+    _redact_uvicorn_tokens()
     app = Starlette(
         routes=[*(endpoint.route() for endpoint in ENDPOINTS), *live.WEBSOCKET_ROUTES],
         middleware=[Middleware(RequestContext)],
