@@ -71,7 +71,9 @@ def consume(session: Session, event: EventIn, *, source: Literal["http", "amqp"]
         result = start_execution(
             session,
             workflow,
-            input={"event": event.model_dump(mode="json")},
+            # The event's data is the input (so `/input/account_id` reads it as from an API start), and
+            # the whole event is under `event` (which wins over a data field of that name).
+            input={**event.data, "event": event.model_dump(mode="json")},
             actor=actor,
             trigger={"source": "event", "event_id": event.id, "event_type": event.type, "via": source},
             dedup_key=f"event:{event.id}:{workflow.id}",

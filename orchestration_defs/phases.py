@@ -262,7 +262,11 @@ def process_phase_triggers(
     return counts
 
 
-@dg.job(name=JOB, description="Seven-phase pipeline: a batch of phase triggers, each with its own outcome.")
+@dg.job(
+    name=JOB,
+    description="Seven-phase pipeline: a batch of phase triggers, each with its own outcome.",
+    executor_def=dg.in_process_executor,  # one op: no second process to start (issue 16)
+)
 def phase_batch() -> None:
     process_phase_triggers()
 

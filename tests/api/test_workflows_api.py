@@ -217,6 +217,7 @@ def test_an_event_starts_one_execution_per_matching_workflow_and_a_repeat_is_a_d
     assert execution["workflow_id"] == matching["id"]
     assert execution["trigger"]["event_id"] == event["id"]
     assert execution["input"]["event"]["data"] == {"shard": "s-1"}
+    assert execution["input"]["shard"] == "s-1"  # the data is the input, as an API start's body is
 
     again = client.post("/v1/events", json=event, headers=service)
     assert again.status_code == 200
