@@ -1,9 +1,11 @@
 """Shared by the benchmarks: fresh databases on the throwaway PostgreSQL, or SQLite files, and output."""
 
 import json
+import math
 import os
 import tempfile
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, text
@@ -37,3 +39,9 @@ def sqlite_engine() -> Engine:
     engine = make_engine(f"sqlite:///{path}")
     migrate.upgrade(engine)
     return engine
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The q-quantile (0 < q < 1), nearest rank: no interpolation beyond the samples."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]

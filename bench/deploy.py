@@ -6,7 +6,6 @@ measured request is a real deploy that archives the previous one."""
 
 import logging
 import os
-import statistics
 import sys
 import threading
 import time
@@ -19,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bench.common import emit, postgres_engine
+from bench.common import emit, postgres_engine, quantile
 from domain import lifecycle, models
 from domain.lifecycle import Actor, Status
 from domain.settings import Settings
@@ -89,7 +88,7 @@ def _drive(url: str, clients: int, requests_for: list[list[tuple[str, str, dict]
 
 
 def _p(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100)[q - 1] * 1000
+    return quantile(values, q / 100) * 1000
 
 
 def api_workers() -> int:

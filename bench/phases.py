@@ -14,7 +14,6 @@ BENCH_PHASE_LOW_RATE_SAMPLES (30), BENCH_PHASE_C32_POSTS (1000), API_WORKERS (uv
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import signal
 import statistics
@@ -30,7 +29,7 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine, text
 
-from bench.common import emit, postgres_engine
+from bench.common import emit, postgres_engine, quantile
 from domain.models import Tenant
 from domain.settings import Settings
 from domain.store import transaction
@@ -43,12 +42,6 @@ CLIENTS = int(os.environ.get("BENCH_PHASE_CLIENTS", "16"))
 LOW_RATE_SAMPLES = int(os.environ.get("BENCH_PHASE_LOW_RATE_SAMPLES", "30"))
 C32_POSTS = int(os.environ.get("BENCH_PHASE_C32_POSTS", "1000"))
 DRAIN_LIMIT_S = float(os.environ.get("BENCH_PHASE_DRAIN_LIMIT_S", "900"))  # a stalled pipeline ends the bench
-
-
-def quantile(values: Sequence[float], q: float) -> float:
-    """The q-quantile (0 < q < 1), nearest rank: no interpolation beyond the samples."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
 class Stack:

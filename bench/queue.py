@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-from bench.common import emit, postgres_engine, sqlite_engine
+from bench.common import emit, postgres_engine, quantile, sqlite_engine
 from bench.startup import run_parts, spread
 from domain import queue
 from domain.models import TriggerQueue
@@ -151,7 +151,7 @@ def latency_ratio() -> tuple[float, float, float]:
     return small, large, large / small
 
 
-def trigger_to_run_start(samples: int = 15) -> tuple[list[float], list[float], dict[str, list[float]]]:
+def trigger_to_run_start(samples: int = 40) -> tuple[list[float], list[float], dict[str, list[float]]]:
     """Build requests against the demo data through `dagster-daemon` and the sandbox, one at a time.
     Returns the waits (committed -> RUN_START), the launches (committed -> run created) and each run's
     start-up parts (bench/startup.py run_parts: launched -> worker up -> RUN_START)."""
@@ -268,7 +268,7 @@ def main() -> None:
         starts = parts.get("launch_to_run_start_s") or [float("nan")]
         emit(BENCH, "run_start_p50_s", statistics.median(starts), "s", "<= 1.5",
              **{part: spread(values) for part, values in parts.items()})  # fmt: skip
-        p95 = statistics.quantiles(waits, n=20)[18] if len(waits) >= 2 else waits[0]
+        p95 = quantile(waits, 0.95)
         emit(
             BENCH,
             "trigger_to_run_start_p95_s",

@@ -12,7 +12,6 @@ import itertools
 import os
 import random
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-from bench.common import emit, postgres_engine, sqlite_engine
+from bench.common import emit, postgres_engine, quantile, sqlite_engine
 from domain.models import TriggerQueue
 from domain.store import transaction
 
@@ -104,7 +103,7 @@ def main() -> None:
         if not delays:
             emit(BENCH, f"rescued_claims.{backend}", 0, "claims", "> 0")
             continue
-        p95 = statistics.quantiles(delays, n=20)[-1] if len(delays) > 1 else delays[0]
+        p95 = quantile(delays, 0.95)
         emit(BENCH, f"rescue_after_expiry_p95_s.{backend}", p95, "s", "<= 5", samples=len(delays))
         emit(BENCH, f"rescue_after_expiry_max_s.{backend}", max(delays), "s", "<= 5", samples=len(delays))
 

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import dagster as dg
 from sqlalchemy import select
 
-from bench.common import emit, postgres_engine, sqlite_engine
+from bench.common import emit, postgres_engine, quantile, sqlite_engine
 from domain import approvals, queue, workflow_engine, workflows
 from domain.lifecycle import Actor
 from domain.models import HitlApproval, Tenant, WorkflowExecutionStep
@@ -178,7 +178,7 @@ def main() -> None:
                     ).one()
                     assert after.started_at is not None and decided.decided_at is not None
                     delays.append((after.started_at - decided.decided_at).total_seconds())
-            p95 = statistics.quantiles(delays, n=20)[-1] if len(delays) >= 2 else delays[0]
+            p95 = quantile(delays, 0.95)
             emit(
                 BENCH,
                 "approval_to_next_step_p95_s",
