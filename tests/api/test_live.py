@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -25,7 +24,7 @@ from domain.models import Tenant
 from domain.settings import Settings
 from domain.store import is_postgres, transaction
 from tests.api.conftest import bearer, make_token
-from tests.servers import ROOT, Processes, ServerThread
+from tests.servers import ROOT, Processes, ServerThread, until
 
 HANG = 120  # seconds: only a stream that never delivers reaches this
 
@@ -169,10 +168,7 @@ def _wait_subscribed(api: str, transport: str) -> None:
 
 
 def _wait_connections(api: str, transport: str, wanted: Callable[[float], bool]) -> None:
-    deadline = time.monotonic() + HANG
-    while not wanted(open_connections(api, transport)):
-        assert time.monotonic() < deadline, f"open {transport} connections never as wanted in {HANG} s"
-        time.sleep(0.05)
+    until(lambda: wanted(open_connections(api, transport)), f"open {transport} connections as wanted", HANG, 0.05)
 
 
 def open_connections(api: str, transport: str) -> float:

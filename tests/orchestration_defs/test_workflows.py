@@ -283,10 +283,10 @@ def test_a_run_process_killed_during_a_call_is_resumed_without_doing_the_call_tw
     import signal
     import subprocess
     import sys
-    import time
     from pathlib import Path
 
     from resources.services import Services
+    from tests.servers import until
 
     configure(sandbox, services={"ml_service": {"latency_s": 5.0}})  # room to kill it mid-call
     tenant, workflow = new_workflow(
@@ -301,12 +301,13 @@ def test_a_run_process_killed_during_a_call_is_resumed_without_doing_the_call_tw
     root = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen([sys.executable, "-c", script, database_url, execution], cwd=root, env=dict(os.environ))
     try:
-        deadline = time.monotonic() + 600  # a hang guard only
         key = f"ml_service:{execution}:score"
-        while effects(sandbox)["arrivals"].get(key, 0) < 1:  # the call reached the service
+
+        def call_arrived() -> bool:
             assert proc.poll() is None, "the run ended before its call was made"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+            return effects(sandbox)["arrivals"].get(key, 0) >= 1
+
+        until(call_arrived, f"the call {key} to reach the service", interval=0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     finally:
