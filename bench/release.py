@@ -11,47 +11,19 @@ from pathlib import Path
 import dagster as dg
 
 from bench.common import emit, postgres_engine
+from bench.release_jobs import shipped_job, wide_graph, wide_job
 from bench.startup import spread, step_parts
-from domain.release_graph import ReleaseGraph, Repository, build_graph, load_graph
+from domain.release_graph import ReleaseGraph, load_graph
+from orchestration_defs.release import STEP_PRELOAD
 from tests.servers import Processes
 
 BENCH = "release"
 BUILD_S = 3.0
-# Imported once in the fork server, so each step process starts without importing them again.
+# Imported once in the fork server, so each step process starts without importing them again: the
+# job's own list, and the benchmark's jobs (a module, not __main__, so the workers find it imported).
 PRELOAD = os.environ.get(  # BENCH_RELEASE_PRELOAD: another list, for a before/after ("dagster,..." was main's)
-    "BENCH_RELEASE_PRELOAD", "orchestration_defs.preload,orchestration_defs.release,bench.release"
+    "BENCH_RELEASE_PRELOAD", ",".join([*STEP_PRELOAD, "bench.release_jobs"])
 ).split(",")
-
-
-def wide_graph() -> ReleaseGraph:
-    repos = {}
-    for level in range(4):
-        for i in range(4):
-            deps = () if level == 0 else (f"r{level - 1}{i}", f"r{level - 1}{(i + 1) % 4}")
-            repos[f"r{level}{i}"] = Repository(
-                name=f"r{level}{i}", owner="bench", workflow="build.yml", depends_on=deps
-            )
-    graph = build_graph(repos)
-    return ReleaseGraph(graph.repositories, graph.groups, "bench/release")
-
-
-def _bound(graph: ReleaseGraph, name: str) -> dg.JobDefinition:
-    from orchestration_defs.release import build_release_job
-    from resources.database import DatabaseResource
-    from resources.github import GitHubResource
-
-    defs = dg.Definitions(
-        jobs=[build_release_job(graph, name)], resources={"database": DatabaseResource(), "github": GitHubResource()}
-    )
-    return defs.get_job_def(name)
-
-
-def shipped_job() -> dg.JobDefinition:
-    return _bound(load_graph(), "release_build")
-
-
-def wide_job() -> dg.JobDefinition:
-    return _bound(wide_graph(), "release_build_wide")
 
 
 def measure(

@@ -1,10 +1,24 @@
 """The code location too, for the warm run launcher's fork server (orchestration_defs/launcher.py), which
-restarts it when the project's code changes. A code location that fails to import is not an error here:
-the run worker imports it again and reports the error in the run, as Dagster's own launcher does."""
+restarts it when the project's code changes, and for the release job's step fork server (one per run).
+A code location that fails to import is not an error here: the worker imports it again and reports the
+error in the run, as Dagster's own launcher does.
+
+Besides the imports, what every worker would otherwise build again, once per process, and that a forked
+process can share (none of it holds a connection, a file or a thread): the resolved repository (the
+worker reconstructs its job from the same `defs` object), SQLAlchemy's configured mappers (the first
+ORM query of a process configures them: about a tenth of a release step's CPU under py-spy, issue 16)
+and the TLS context of the HTTP clients (the CA bundle, loaded once: resources/http.py)."""
 
 import contextlib
 
 import orchestration_defs.preload
 
 with contextlib.suppress(Exception):
-    import orchestration_defs.definitions  # noqa: F401
+    import sqlalchemy.orm
+
+    import orchestration_defs.definitions
+    from resources.http import tls_context
+
+    orchestration_defs.definitions.defs.get_repository_def()
+    sqlalchemy.orm.configure_mappers()
+    tls_context()

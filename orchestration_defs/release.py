@@ -31,7 +31,7 @@ from sensors.queue import queue_sensor
 
 SUCCESS = "success"
 # The release job's fork server imports these once (see build_release_job).
-STEP_PRELOAD = ["orchestration_defs.preload", "orchestration_defs.definitions"]
+STEP_PRELOAD = ["orchestration_defs.preload", "orchestration_defs.preload_code"]
 
 
 class ReleaseConfig(dg.Config):
