@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import yaml
 
 from bench.common import emit, postgres_engine
 from bench.release_jobs import shipped_job, wide_graph, wide_job
@@ -64,7 +65,9 @@ def main() -> None:
     httpx.post(sandbox_url + "/_sandbox/github/config", json={"default_duration_s": BUILD_S}).raise_for_status()
     home = Path(tempfile.mkdtemp(prefix="wrk-bench-dagster-"))
     try:
-        with dg.instance_for_test(temp_dir=str(home)) as instance:
+        # The shipped instance's compute log manager (dagster.yaml), as make run's release runs use.
+        shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
+        with dg.instance_for_test(temp_dir=str(home), overrides={"compute_logs": shipped["compute_logs"]}) as instance:
             worker_start: list[float] = []
             parts: dict[str, list[float]] = {}
             only = os.environ.get("BENCH_RELEASE_GRAPHS")  # "shipped" or "wide" (scripts/profile-startup)

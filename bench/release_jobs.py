@@ -2,6 +2,8 @@
 builds the shipped job: the step fork server imports this module (bench/release.py PRELOAD), so every
 forked step worker reconstructs its job from these objects instead of building the job again."""
 
+import gc
+
 import dagster as dg
 
 from domain.release_graph import ReleaseGraph, Repository, build_graph, load_graph
@@ -41,3 +43,6 @@ def shipped_job() -> dg.JobDefinition:
 
 def wide_job() -> dg.JobDefinition:
     return WIDE
+
+
+gc.freeze()  # as orchestration_defs/preload_code.py: the jobs above are shared with the forked workers

@@ -1,15 +1,18 @@
 """The shipped Dagster instance configs really run a job: SQLite (dagster.yaml) and PostgreSQL."""
 
 import os
+import sys
 import uuid
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.execution import compute_logs
 from sqlalchemy import create_engine, text
 
 from domain import models
 from domain.store import transaction
+from orchestration_defs.compute_logs import StepLogFiles
 from resources.database import DatabaseResource
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,3 +72,42 @@ def test_shipped_instance_config_runs_a_job(config, engine, database_url, tmp_pa
             assert events.scalar() == 1
         with admin.connect() as conn:
             conn.execute(text(f"DROP DATABASE {db_name} WITH (FORCE)"))
+
+
+@dg.op
+def say_hello() -> None:
+    print("hello from the step")
+    print("and a warning", file=sys.stderr)
+
+
+@dg.job(executor_def=dg.in_process_executor)
+def noisy() -> None:
+    say_hello()
+
+
+def test_a_steps_output_is_in_its_log_files_and_no_echo_process_starts(tmp_path, monkeypatch):
+    """dagster.yaml's compute log manager (orchestration_defs/compute_logs.py): what a step prints is
+    read back as the UI reads it, from files under the instance's folder, and Dagster's echo to the
+    console (a `tail` and a Python watcher per stream) is not started."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    started: list[object] = []
+    real_popen = compute_logs.subprocess.Popen
+    monkeypatch.setattr(compute_logs.subprocess, "Popen", lambda *a, **k: started.append(a) or real_popen(*a, **k))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert isinstance(instance.compute_log_manager, StepLogFiles)
+        result = noisy.execute_in_process(instance=instance)
+        assert result.success
+        captured = [
+            r.dagster_event.logs_captured_data
+            for r in instance.all_logs(result.run_id, of_type=dg.DagsterEventType.LOGS_CAPTURED)
+            if r.dagster_event is not None
+        ]
+        assert captured
+        manager = instance.compute_log_manager
+        data = manager.get_log_data(manager.build_log_key_for_run(result.run_id, captured[0].file_key))
+        assert b"hello from the step" in (data.stdout or b"")
+        assert b"and a warning" in (data.stderr or b"")
+    assert list((home / "storage").rglob("*.out"))
+    assert started == []
