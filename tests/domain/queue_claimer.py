@@ -1,4 +1,5 @@
-"""A claimer process for the kill test: claim, do the effect and ack in one transaction, repeat.
+"""A claimer process for the kill test: claim, work, then ack with the effect and claim the next batch
+in one transaction (queue.ack_and_claim), repeat.
 
 `python -m tests.domain.queue_claimer DATABASE_URL NAME LEASE_SECONDS MARKER`; MARKER is a file it
 creates once it holds its first claim (the test kills only claimers past start-up). It records each
@@ -23,6 +24,7 @@ from domain.store import make_engine, transaction
 def main(url: str, name: str, lease: float, marker: str) -> None:
     engine = make_engine(url)
     last_reap = 0.0
+    finished: list[queue.Claimed] = []  # worked, not yet acked
     while True:
         if time.monotonic() - last_reap > 0.25:
             with transaction(engine) as session:
@@ -33,8 +35,15 @@ def main(url: str, name: str, lease: float, marker: str) -> None:
                         [{"r": r.id, "t": queue.now_utc().replace(tzinfo=None)} for r in reaped],
                     )
             last_reap = time.monotonic()
+        # The ack of the batch just worked (with its effects) and the next claim: one transaction, as
+        # a worker loops (queue.ack_and_claim; its commit does not wait for the WAL flush on PostgreSQL).
         with transaction(engine) as session:
-            claimed = queue.claim(session, ["phase"], 50, lease, name)
+            acked, claimed = queue.ack_and_claim(
+                session, [(c.id, c.claim_token) for c in finished], ["phase"], 50, lease, name
+            )
+            effects = [{"r": c.id, "t": c.claim_token} for c in finished if c.id in acked]
+            if effects:
+                session.execute(text("INSERT INTO effects (row_id, token) VALUES (:r, :t)"), effects)
             if claimed:
                 session.execute(
                     text(
@@ -44,6 +53,7 @@ def main(url: str, name: str, lease: float, marker: str) -> None:
                     ),
                     {"w": name},
                 )
+        finished = []
         if claimed and not os.path.exists(marker):
             open(marker, "w").close()
         if not claimed:
@@ -56,11 +66,7 @@ def main(url: str, name: str, lease: float, marker: str) -> None:
             time.sleep(0.05)
             continue
         time.sleep(random.uniform(0.05, 0.15))  # the work; a kill here abandons the claim
-        with transaction(engine) as session:
-            acked = queue.ack_many(session, [(c.id, c.claim_token) for c in claimed])
-            effects = [{"r": c.id, "t": c.claim_token} for c in claimed if c.id in acked]
-            if effects:
-                session.execute(text("INSERT INTO effects (row_id, token) VALUES (:r, :t)"), effects)
+        finished = claimed
 
 
 if __name__ == "__main__":

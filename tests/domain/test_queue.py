@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from domain import queue
 from domain.models import QueueState, TriggerQueue
@@ -318,6 +318,29 @@ def test_ack_and_claim_acks_the_finished_batch_and_claims_the_next_in_one_transa
     with transaction(engine) as session:  # the last step: nothing left to claim
         acked, third = queue.ack_and_claim(session, [(c.id, c.claim_token) for c in second], ["phase"], 2, 60, "w")
     assert acked == set(ids[2:4]) and [c.id for c in third] == [ids[4]]
+
+
+def test_only_the_ack_and_claim_transaction_skips_the_wal_flush_wait(engine, tenant_id):
+    """PostgreSQL: ack_and_claim's commit does not wait for its flush (README, "Durability"); the
+    session's other transactions, enqueue's and a plain ack's, still do."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("synchronous_commit is PostgreSQL's")
+
+    def flush_wait(session) -> str:
+        return session.execute(text("SHOW synchronous_commit")).scalar_one()
+
+    with transaction(engine) as session:
+        queue.enqueue(session, "phase", tenant_id, _phase(tenant_id, 1))
+        queue.enqueue(session, "phase", tenant_id, _phase(tenant_id, 2))
+        held = [(c.id, c.claim_token) for c in queue.claim(session, ["phase"], 1, 60, "w")]
+        assert flush_wait(session) == "on"
+    with transaction(engine) as session:
+        acked, claimed = queue.ack_and_claim(session, held, ["phase"], 1, 60, "w")
+        assert acked == {held[0][0]} and len(claimed) == 1
+        assert flush_wait(session) == "off"
+    with transaction(engine) as session:
+        assert queue.ack_many(session, [(claimed[0].id, claimed[0].claim_token)]) == {claimed[0].id}
+        assert flush_wait(session) == "on"
 
 
 def test_a_claim_over_several_kinds_takes_the_oldest_due_rows_of_those_kinds(engine, tenant_id):
