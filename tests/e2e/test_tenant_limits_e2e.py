@@ -9,7 +9,7 @@ import pytest
 from dagster_graphql import DagsterGraphQLClient
 
 from domain import build, models
-from domain.lifecycle import Actor
+from domain.lifecycle import Actor, Status
 from domain.store import transaction
 from tests.domain import factories
 from tests.servers import until
@@ -91,3 +91,23 @@ def test_a_second_tenants_run_starts_while_the_first_tenants_burst_waits_queued(
     waiting = [r for r in burst_runs if r["startTime"] > other_run["startTime"]]
     assert len(waiting) >= 2, [(r["startTime"], r["endTime"]) for r in in_order] + [other_run["startTime"]]
     print(f"other tenant's run started with {len(waiting)} of the burst's {BURST} runs still queued")
+
+
+def test_a_ui_launch_naming_only_the_version_is_queued_with_its_tenant_from_the_store(stack, engine):
+    """The tag is the run coordinator's, at submit time: this launch is refused inside its first op (the
+    version is not buildable), before the op could tag the run itself."""
+    client = stack["graphql"]
+    with transaction(engine) as session:
+        (version,) = _versions(session, 1)
+        factories.put_in_status(session, version, Status.QA_AND_TESTING)
+        version_id, tenant_id = version.id, version.tenant_id
+    run_id = client.submit_job_execution(
+        "build_automation_version", run_config={"ops": {"load": {"config": {"automation_version_id": version_id}}}}
+    )
+    run = until(
+        lambda: (r := _run(client, run_id))["status"] in ("SUCCESS", "FAILURE", "CANCELED") and r,
+        lambda: f"run {run_id} did not finish; daemon log: {stack['log'].read_text()[-3000:]}",
+    )
+    assert run["status"] == "FAILURE"  # refused: nothing to build
+    assert run["tags"]["wrk/tenant_id"] == tenant_id and run["tags"]["wrk/flow"] == "build"
+    assert "wrk/project_id" not in run["tags"]  # the op's own tagging never ran

@@ -139,6 +139,7 @@ def test_a_ui_launch_naming_no_tenant_is_tagged_with_the_tenant_the_store_holds(
         session.add(version)
         session.flush()
         tenant_id, version_id = tenant.id, version.id
+        execution_id = factories.workflow_execution(session, tenant.id).id
     monkeypatch.setenv("DATABASE_URL", database_url)
     get_settings.cache_clear()
     try:
@@ -146,6 +147,8 @@ def test_a_ui_launch_naming_no_tenant_is_tagged_with_the_tenant_the_store_holds(
         assert run_limit_tags("build_automation_version", ui_launch)["wrk/tenant_id"] == tenant_id
         unknown = {"ops": {"load": {"config": {"automation_version_id": "no-such-version"}}}}
         assert "wrk/tenant_id" not in run_limit_tags("build_automation_version", unknown)
+        workflow = {"ops": {"run_workflow_execution": {"config": {"workflow_execution_id": execution_id}}}}
+        assert run_limit_tags("workflow_execution", workflow)["wrk/tenant_id"] == tenant_id
     finally:
         get_settings.cache_clear()
 
