@@ -68,10 +68,15 @@ TENANT_IN_STORE: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
-def _at(run_config: Mapping[str, Any], path: tuple[str, ...]) -> str | None:
+def _walk(run_config: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     value: Any = run_config
     for part in path:
         value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def _at(run_config: Mapping[str, Any], path: tuple[str, ...]) -> str | None:
+    value = _walk(run_config, path)
     return str(value) if isinstance(value, str | int) and not isinstance(value, bool) and str(value) else None
 
 
@@ -102,17 +107,23 @@ def tenant_in_config(job_name: str, run_config: Mapping[str, Any]) -> str | None
     if job_name in TENANT_IN_CONFIG:
         return _at(run_config, TENANT_IN_CONFIG[job_name])
     if job_name == "phase_batch":
-        rows = _at_rows(run_config)
-        tenants = {json.loads(row.get("payload_json") or "{}").get("tenant_id") for row in rows}
-        tenants.discard(None)
-        return str(tenants.pop()) if len(tenants) == 1 else None
+        tenants = _phase_tenants(run_config)
+        return tenants.pop() if len(tenants) == 1 else None
     return None
 
 
-def _at_rows(run_config: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    config = run_config.get("ops", {}).get("process_phase_triggers", {}).get("config", {})
-    rows = config.get("rows") if isinstance(config, Mapping) else None
-    return [r for r in rows or [] if isinstance(r, Mapping)]
+def _phase_tenants(run_config: Mapping[str, Any]) -> set[str]:
+    """The tenants of a phase batch's triggers (each row carries its trigger's payload as JSON)."""
+    rows = _walk(run_config, ("ops", "process_phase_triggers", "config", "rows"))
+    tenants = set()
+    for row in rows if isinstance(rows, list) else []:
+        try:
+            payload = json.loads(row["payload_json"])
+        except (TypeError, KeyError, ValueError):  # a malformed row fails the run's config, not its launch
+            continue
+        if isinstance(payload, Mapping) and payload.get("tenant_id"):
+            tenants.add(str(payload["tenant_id"]))
+    return tenants
 
 
 def tenant_in_store(job_name: str, run_config: Mapping[str, Any]) -> str | None:

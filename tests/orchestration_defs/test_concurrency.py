@@ -125,6 +125,8 @@ def test_every_flows_runs_carry_their_kind_and_tenant_runs_their_tenant_from_the
 
     assert run_limit_tags("phase_batch", phases("t3", "t3")) == {"wrk/flow": "phase", "wrk/tenant_id": "t3"}
     assert run_limit_tags("phase_batch", phases("t3", "t4")) == {"wrk/flow": "phase"}  # several: its kind only
+    malformed = {"ops": {"process_phase_triggers": {"config": {"rows": [{"payload_json": "{not json"}, 7]}}}}
+    assert run_limit_tags("phase_batch", malformed) == {"wrk/flow": "phase"}  # submitted; Dagster rejects it
     # platform-wide work: no tenant, its kind only
     assert run_limit_tags("release_build", _release_config("v1")) == {"wrk/release_tag": "v1", "wrk/flow": "release"}
     assert run_limit_tags("outcome_sync_job", {}) == {"wrk/flow": "batch"}
