@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     # Dagster
     dagster_port: int = 3000
     sensor_interval_seconds: int = 5
+    # Runs of one tenant in progress at once (the run coordinator, orchestration_defs/concurrency.py); the
+    # rest wait queued while other tenants' runs start. -1: no per-tenant limit.
+    tenant_max_concurrent_runs: int = Field(default=4, ge=-1)
 
     # Release builds
     release_dir: str = ""  # default: $DAGSTER_HOME/releases (or ./var/releases)

@@ -1,22 +1,29 @@
-"""One release per tag, one build per automation version at a time, on the shipped instance configs: the
-run coordinator tags every submitted run from its config (so UI launches count too), and Dagster's tag
-concurrency limits keep a second run for the same tag or version queued while the first is in progress.
-(tests/e2e/test_queue_e2e.py proves the same through a real daemon.)"""
+"""One release per tag, one build per automation version at a time, and per-kind and per-tenant limits, on
+the shipped instance configs: the run coordinator tags every submitted run from its config (so UI launches
+count too), and Dagster's tag concurrency limits keep a run queued while its tag, version, kind or tenant
+is at its limit. (tests/e2e/test_queue_e2e.py and tests/e2e/test_tenant_limits_e2e.py prove the same
+through a real daemon.)"""
 
+import json
 import os
 import uuid
 from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.run_coordinator import SubmitRunContext
 from dagster._utils.tags import TagConcurrencyLimitsCounter
 from sqlalchemy import create_engine, text
 
+from domain import models
+from domain.settings import get_settings
+from domain.store import transaction
 from orchestration_defs.build import build_automation_version
-from orchestration_defs.concurrency import FlowRunCoordinator, concurrency_tags
+from orchestration_defs.concurrency import FlowRunCoordinator, concurrency_tags, run_limit_tags
 from orchestration_defs.release import release_build
+from tests.domain import factories
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,8 +54,8 @@ def instance(request, tmp_path, monkeypatch):
         admin.dispose()
 
 
-def _build_config(version: str) -> dict:
-    payload = {"tenant_id": "t", "project_id": "p", "automation_version_id": version, "workflow_binding_id": "b"}
+def _build_config(version: str, tenant: str = "t") -> dict:
+    payload = {"tenant_id": tenant, "project_id": "p", "automation_version_id": version, "workflow_binding_id": "b"}
     return {"ops": {"load": {"config": payload}, "create": {"config": payload}}}
 
 
@@ -73,10 +80,10 @@ def _submit(instance, job, run_config) -> dg.DagsterRun:
 def test_runs_are_tagged_when_submitted_and_a_second_one_for_the_same_tag_or_version_waits(instance):
     assert isinstance(instance.run_coordinator, FlowRunCoordinator)
     limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
-    assert {(lim["key"], lim["limit"], lim["value"]["applyLimitPerUniqueValue"]) for lim in limits} == {
-        ("wrk/release_tag", 1, True),
-        ("wrk/automation_version_id", 1, True),
-    }
+    per_value = {(lim["key"], lim["limit"]) for lim in limits if isinstance(lim.get("value"), dict)}
+    assert per_value == {("wrk/release_tag", 1), ("wrk/automation_version_id", 1), ("wrk/tenant_id", 4)}
+    per_kind = {lim["value"]: lim["limit"] for lim in limits if lim["key"] == "wrk/flow"}
+    assert per_kind == {"release": 2, "build": 6, "workflow": 6, "phase": 2, "batch": 4}
     first_build = _submit(instance, build_automation_version, _build_config("v1"))
     first_release = _submit(instance, release_build, _release_config("app/v2.0.0"))
     assert first_build.status == dg.DagsterRunStatus.QUEUED
@@ -98,3 +105,82 @@ def test_concurrency_tags_come_from_the_run_config_of_the_limited_flows_only():
     assert concurrency_tags(release, _release_config("v1")) == {"wrk/release_tag": "v1"}
     assert concurrency_tags(release, {}) == {}
     assert concurrency_tags("queue_sweeper", _build_config("v9")) == {}
+
+
+def test_every_flows_runs_carry_their_kind_and_tenant_runs_their_tenant_from_the_run_config():
+    assert run_limit_tags("build_automation_version", _build_config("v9")) == {
+        "wrk/automation_version_id": "v9",
+        "wrk/flow": "build",
+        "wrk/tenant_id": "t",
+    }
+    workflow = {"ops": {"run_workflow_execution": {"config": {"workflow_execution_id": "e1", "tenant_id": "t2"}}}}
+    assert run_limit_tags("workflow_execution", workflow) == {"wrk/flow": "workflow", "wrk/tenant_id": "t2"}
+
+    def phases(*tenants: str) -> dict:
+        rows = [
+            {"trigger_id": i, "claim_token": "c", "attempt": 1, "payload_json": json.dumps({"tenant_id": t})}
+            for i, t in enumerate(tenants)
+        ]
+        return {"ops": {"process_phase_triggers": {"config": {"rows": rows}}}}
+
+    assert run_limit_tags("phase_batch", phases("t3", "t3")) == {"wrk/flow": "phase", "wrk/tenant_id": "t3"}
+    assert run_limit_tags("phase_batch", phases("t3", "t4")) == {"wrk/flow": "phase"}  # several: its kind only
+    malformed = {"ops": {"process_phase_triggers": {"config": {"rows": [{"payload_json": "{not json"}, 7]}}}}
+    assert run_limit_tags("phase_batch", malformed) == {"wrk/flow": "phase"}  # submitted; Dagster rejects it
+    # platform-wide work: no tenant, its kind only
+    assert run_limit_tags("release_build", _release_config("v1")) == {"wrk/release_tag": "v1", "wrk/flow": "release"}
+    assert run_limit_tags("outcome_sync_job", {}) == {"wrk/flow": "batch"}
+    assert run_limit_tags("queue_sweeper", {}) == {"wrk/flow": "housekeeping"}
+
+
+def test_a_ui_launch_naming_no_tenant_is_tagged_with_the_tenant_the_store_holds(engine, database_url, monkeypatch):
+    with transaction(engine) as session:
+        tenant = factories.tenant(session)
+        project = factories.project(session, tenant.id)
+        version = models.AutomationVersion(tenant_id=tenant.id, project_id=project.id, version_number=1, blueprint={})
+        session.add(version)
+        session.flush()
+        tenant_id, version_id = tenant.id, version.id
+        execution_id = factories.workflow_execution(session, tenant.id).id
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    try:
+        ui_launch = {"ops": {"load": {"config": {"automation_version_id": version_id}}}}
+        assert run_limit_tags("build_automation_version", ui_launch)["wrk/tenant_id"] == tenant_id
+        unknown = {"ops": {"load": {"config": {"automation_version_id": "no-such-version"}}}}
+        assert "wrk/tenant_id" not in run_limit_tags("build_automation_version", unknown)
+        workflow = {"ops": {"run_workflow_execution": {"config": {"workflow_execution_id": execution_id}}}}
+        assert run_limit_tags("workflow_execution", workflow)["wrk/tenant_id"] == tenant_id
+    finally:
+        get_settings.cache_clear()
+
+
+def test_the_tenant_limit_comes_from_tenant_max_concurrent_runs_or_the_coordinators_own_config(tmp_path, monkeypatch):
+    def tenant_limits(extra: dict) -> list:
+        home = tmp_path / uuid.uuid4().hex
+        home.mkdir()
+        config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+        config["run_coordinator"]["config"] |= extra
+        (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+        return [lim["limit"] for lim in limits if lim["key"] == "wrk/tenant_id"]
+
+    monkeypatch.setenv("TENANT_MAX_CONCURRENT_RUNS", "3")
+    get_settings.cache_clear()
+    try:
+        assert tenant_limits({}) == [3]
+        assert tenant_limits({"tenant_max_concurrent_runs": 1}) == [1]
+        monkeypatch.setenv("WRK_TENANT_LIMIT", "5")
+        assert tenant_limits({"tenant_max_concurrent_runs": {"env": "WRK_TENANT_LIMIT"}}) == [5]
+        assert tenant_limits({"tenant_max_concurrent_runs": -1}) == []
+    finally:
+        get_settings.cache_clear()
+
+
+def test_one_tenants_runs_wait_for_its_limit_while_another_tenants_run_may_start(instance):
+    limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+    busy = [_submit(instance, build_automation_version, _build_config(f"v{i}", tenant="a")) for i in (1, 2, 3, 4)]
+    in_progress = TagConcurrencyLimitsCounter(limits, busy)  # four of tenant a in progress (the default limit)
+    assert in_progress.is_blocked(_submit(instance, build_automation_version, _build_config("v5", tenant="a")))
+    assert not in_progress.is_blocked(_submit(instance, build_automation_version, _build_config("v6", tenant="b")))
