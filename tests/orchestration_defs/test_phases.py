@@ -148,6 +148,21 @@ def test_one_run_takes_the_batch_tagged_with_phases_count_and_users(phase_env, s
         assert (progress.phase, progress.status, progress.percent, progress.seller_id) == (1, "completed", 14, "sel")
 
 
+def test_a_tick_fills_every_free_run_slot_with_a_batch_of_its_own(
+    phase_env, engine, tenant, database_url, monkeypatch
+):
+    monkeypatch.setenv("PHASE_BATCH_SIZE", "2")
+    monkeypatch.setenv("PHASE_RUNS_IN_FLIGHT", "2")
+    get_settings.cache_clear()
+    instance = dg.DagsterInstance.ephemeral()
+    ids = [_accept(engine, tenant, 1, user_id=f"u{n}", sync_id="s") for n in range(5)]
+    requests = _tick(instance, database_url)
+    rows = [r.run_config["ops"]["process_phase_triggers"]["config"]["rows"] for r in requests]
+    assert [[row["trigger_id"] for row in batch] for batch in rows] == [ids[0:2], ids[2:4]]  # one per slot
+    assert len({r.run_key for r in requests}) == 2
+    assert [_state(engine, i).state for i in ids] == ["claimed"] * 4 + ["available"]  # the fifth waits
+
+
 def test_phase_four_routes_at_the_exact_boundaries(phase_env, sandbox, engine, tenant, database_url):
     instance = dg.DagsterInstance.ephemeral()
     matches = [
