@@ -67,7 +67,9 @@ def _versions(engine: Engine, clients: int) -> tuple[str, list[list[str]]]:
         return tenant.id, plan
 
 
-def _drive(url: str, clients: int, requests_for: list[list[tuple[str, str, dict]]]) -> tuple[list[float], float]:
+def _drive(
+    url: str, clients: int, requests_for: list[list[tuple[str, str, dict]]]
+) -> tuple[list[float], float, float]:
     latencies: list[float] = []
     lock = threading.Lock()
 
@@ -81,10 +83,13 @@ def _drive(url: str, clients: int, requests_for: list[list[tuple[str, str, dict]
                 with lock:
                     latencies.append(elapsed)
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(max_workers=clients) as pool:
         list(pool.map(client, requests_for))
-    return latencies, time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    # The load generator runs on the same cores as the API: its share of them is printed with the figure.
+    share = (time.process_time() - cpu) / (elapsed * len(os.sched_getaffinity(0)))
+    return latencies, elapsed, round(share, 3)
 
 
 def _p(values: list[float], q: int) -> float:
@@ -150,7 +155,7 @@ def main() -> None:
                 ]
                 for ids in plan
             ]
-            latencies, elapsed = _drive(api_url, clients, work)
+            latencies, elapsed, client_share = _drive(api_url, clients, work)
             emit(
                 BENCH,
                 f"deploy_p99_ms.c{clients}",
@@ -160,11 +165,12 @@ def main() -> None:
                 p50_ms=round(_p(latencies, 50), 2),
                 requests=len(latencies),
                 api_workers=workers,
+                client_cpu_share=client_share,
             )
             emit(BENCH, f"deploy_per_s.c{clients}", len(latencies) / elapsed, "req/s", "-")
             if clients == 16:
                 ref_work = [[("PATCH", "/ping", {})] * PER_CLIENT for _ in range(clients)]
-                ref_latencies, ref_elapsed = _drive(reference_url, clients, ref_work)
+                ref_latencies, ref_elapsed, ref_share = _drive(reference_url, clients, ref_work)
                 emit(
                     BENCH,
                     "reference_per_s.c16",
@@ -173,6 +179,7 @@ def main() -> None:
                     "-",
                     p50_ms=round(_p(ref_latencies, 50), 2),
                     p99_ms=round(_p(ref_latencies, 99), 2),
+                    client_cpu_share=ref_share,
                 )
     finally:
         servers.stop()
