@@ -85,17 +85,25 @@ def _dispatch(gh: GitHubClient, repo: Repository, config: ReleaseConfig, correla
     return int(_find_run(gh, repo, correlation_id, deadline)["id"])
 
 
-def _poll(gh: GitHubClient, repo: Repository, run_id: int, config: ReleaseConfig) -> dict[str, Any]:
-    deadline = time.monotonic() + config.build_timeout_s
-    wait = config.poll_initial_s
+def _poll(
+    gh: GitHubClient, repo: Repository, run_id: int, config: ReleaseConfig, usual_s: float | None
+) -> dict[str, Any]:
+    """Until the run completes: backoff, and closer looks around the time the repository's builds usually
+    end (rel.poll_wait; `usual_s` from its recent builds, None for a first build)."""
+    started = time.monotonic()
+    deadline = started + config.build_timeout_s
+    # Around the usual end: every poll_initial_s, or a hundredth of the usual duration for long builds.
+    fine = max(config.poll_initial_s, (usual_s or 0.0) / 100)
+    backoff = config.poll_initial_s
     while True:
         run = gh.get_workflow_run(repo.owner, repo.name, run_id)
         if run.get("status") == "completed":
             return run
+        wait = rel.poll_wait(time.monotonic() - started, backoff, usual_s, fine)
         if time.monotonic() + wait > deadline:
             raise dg.Failure(f"{repo.name}: run {run_id} did not complete within {config.build_timeout_s:.0f} s")
         time.sleep(wait)
-        wait = min(config.poll_max_s, wait * 1.5)
+        backoff = min(config.poll_max_s, backoff * 1.5)
 
 
 def _reuse(gh: GitHubClient, repo: Repository, tag: str, row: Any) -> list[Path]:
@@ -126,13 +134,14 @@ def repository_op(repo: Repository, graph: ReleaseGraph) -> dg.OpDefinition:
         with transaction(database.engine) as session:
             row = rel.repo_build(session, release_id, repo.name)
             session.expunge(row)
+            usual_s = rel.usual_build_seconds(session, repo.name)
         gh = github.client()
         try:
             if row.status == BuildStatus.SUCCEEDED.value:
                 paths = _reuse(gh, repo, config.tag, row)
                 context.log.info(f"{repo.name} already built for this release (run {row.github_run_id}); skipped")
                 return {"repository": repo.name, "artifacts": [str(p) for p in paths]}
-            return _build(context, gh, repo, config, database, release_id)
+            return _build(context, gh, repo, config, database, release_id, usual_s)
         except Exception as exc:
             reason = str(exc) if isinstance(exc, dg.Failure) else f"{type(exc).__name__}: {exc}"
             dependents = [d for d in graph.dependents(repo.name) if d in plan["repositories"]]
@@ -152,6 +161,7 @@ def _build(
     config: ReleaseConfig,
     database: DatabaseResource,
     release_id: str,
+    usual_s: float | None,
 ) -> dict[str, Any]:
     """Dispatch, find, poll, collect; a failed run is dispatched again after the one policy's backoff."""
     last = "no attempt"
@@ -173,7 +183,7 @@ def _build(
                 correlation_id=correlation_id,
                 github_run_id=str(run_id),
             )
-        run = _poll(gh, repo, run_id, config)
+        run = _poll(gh, repo, run_id, config, usual_s)
         conclusion = run.get("conclusion")
         if conclusion == SUCCESS:
             paths = _download(gh, repo, run_id, config.tag)
