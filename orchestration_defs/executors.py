@@ -20,6 +20,9 @@ repository whose build succeeded is never dispatched again: orchestration_defs/r
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
@@ -83,17 +86,20 @@ def executor_for(kind: Kind, local: dg.ExecutorDefinition) -> dg.ExecutorDefinit
     return celery_executor.configured(celery_config(kind, settings), name=f"celery_{kind}")
 
 
-def worker_command(queues: tuple[str, ...] = QUEUES, name: str | None = None) -> list[str]:
-    """dagster-celery's own worker command (it writes the config module the workers import and starts
-    `celery worker`); the caller adds `-y <worker_config file>`."""
+def worker_command(config_path: Path, name: str | None = None, queues: tuple[str, ...] = QUEUES) -> list[str]:
+    """dagster-celery's own worker command: it writes the config module the worker imports (from the
+    `worker_config` YAML at `config_path`) and starts `celery worker` on `queues`, with
+    CELERY_WORKER_CONCURRENCY step processes forked from it (Celery's prefork pool)."""
     # One `-q` with the queues comma-separated: dagster-celery turns each `-q` into a `-Q`, and Celery 5
     # keeps only the last `-Q` (a worker given three consumed one queue; the others' steps waited forever).
-    argv = ["dagster-celery", "worker", "start", "-A", "dagster_celery.app", "--loglevel", "INFO"]
-    argv += ["-q", ",".join(queues)]
+    argv = ["dagster-celery", "worker", "start", "-A", "dagster_celery.app", "-y", str(config_path)]
+    argv += ["-q", ",".join(queues), "--loglevel", "INFO"]
+    # Dagster's modules imported once by the worker, before it forks its step processes (preload.py).
+    argv += ["-i", "orchestration_defs.preload"]
     if name:
         argv += ["-n", name]
     concurrency = get_settings().celery_worker_concurrency
-    # After `--`: Celery's own worker options.
+    # After `--`: Celery's own worker options. No gossip or mingle: workers need not know each other.
     return [*argv, "--", f"--concurrency={concurrency}", "--without-gossip", "--without-mingle"]
 
 
@@ -106,3 +112,17 @@ def redacted(url: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return parts._replace(netloc=netloc).geturl()
     return url
+
+
+def write_worker_config(path: Path) -> None:
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(worker_config()))
+
+
+if __name__ == "__main__":
+    # `python -m orchestration_defs.executors CONFIG_PATH NAME`: writes the workers' config and prints the
+    # command of worker NAME as JSON (scripts/supervise.py, which imports nothing of the project's).
+    write_worker_config(Path(sys.argv[1]))
+    print(json.dumps(worker_command(Path(sys.argv[1]), name=sys.argv[2])))
