@@ -216,3 +216,81 @@ def test_a_worker_killed_mid_step_the_other_runs_the_step_and_no_succeeded_repos
     dispatches = _dispatches(sandbox)
     assert dispatches == Counter(ALL) + Counter(["bllvm-node"])
     assert all(dispatches[r] == 1 for r in built_before)
+
+
+# -- the choice of executor and the workers' command (no broker needed) -------------------------------
+
+
+@pytest.fixture
+def settings_env(monkeypatch):
+    def apply(**values: str) -> None:
+        for name in ("EXECUTOR", "CELERY_BROKER_URL", "RABBITMQ_URL"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+
+    yield apply
+    get_settings.cache_clear()
+
+
+def test_multiprocess_by_default_and_celery_per_kind_with_its_queue_and_redelivery_settings(settings_env):
+    from orchestration_defs.executors import celery_config, executor_for
+
+    local = dg.in_process_executor
+    settings_env()
+    assert executor_for("phases", local) is local
+    settings_env(EXECUTOR="celery", CELERY_BROKER_URL="amqp://u:secret@broker:5672/wrk")
+    for kind in ("releases", "workflows", "phases"):
+        assert executor_for(kind, local).name == f"celery_{kind}"
+        config = celery_config(kind)
+        assert config["broker"] == {"env": "CELERY_BROKER_URL"}  # by name: no password in the snapshot
+        assert "secret" not in str(config)
+        assert config["config_source"] == {
+            "task_default_queue": kind,
+            "task_acks_late": True,
+            "task_reject_on_worker_lost": True,
+            "worker_prefetch_multiplier": 1,
+        }
+
+
+def test_the_broker_defaults_to_rabbitmq_url_and_celery_without_a_broker_is_refused(settings_env):
+    from orchestration_defs.executors import broker_env, executor_for
+
+    settings_env(EXECUTOR="celery", RABBITMQ_URL="amqp://guest:guest@127.0.0.1:5672/%2F")
+    assert broker_env() == "RABBITMQ_URL"
+    settings_env(EXECUTOR="celery")
+    with pytest.raises(ValueError, match="CELERY_BROKER_URL"):
+        executor_for("releases", dg.in_process_executor)
+
+
+def test_the_worker_command_gives_its_queues_in_one_argument_and_the_same_redelivery_settings(settings_env, tmp_path):
+    from orchestration_defs.executors import worker_command, write_worker_config
+
+    settings_env(EXECUTOR="celery", CELERY_BROKER_URL="amqp://guest:guest@127.0.0.1:5672/%2F")
+    write_worker_config(tmp_path / "worker.yaml")
+    written = yaml.safe_load((tmp_path / "worker.yaml").read_text())["execution"]["config"]
+    assert written["broker"] == {"env": "CELERY_BROKER_URL"}
+    assert written["config_source"]["task_acks_late"] is True
+    argv = worker_command(tmp_path / "worker.yaml", name="w1")
+    # Celery 5 keeps only the last -Q that dagster-celery makes of each -q: one -q, comma-separated.
+    assert argv.count("-q") == 1 and argv[argv.index("-q") + 1] == "releases,workflows,phases"
+    assert argv[:3] == ["dagster-celery", "worker", "start"] and argv[argv.index("-y") + 1] == str(
+        tmp_path / "worker.yaml"
+    )
+
+
+def test_make_run_starts_celery_workers_only_with_executor_celery_and_refuses_without_a_broker():
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("supervise", ROOT / "scripts" / "supervise.py")
+    assert spec is not None and spec.loader is not None
+    supervise = importlib.util.module_from_spec(spec)
+    sys.modules["supervise"] = supervise
+    spec.loader.exec_module(supervise)
+    assert supervise.celery_workers({}) == 0
+    assert supervise.celery_workers({"EXECUTOR": "celery", "RABBITMQ_URL": "amqp://h"}) == 2
+    assert supervise.celery_workers({"EXECUTOR": "celery", "CELERY_BROKER_URL": "amqp://h", "CELERY_WORKERS": "3"}) == 3
+    with pytest.raises(SystemExit, match="with-rabbitmq"):
+        supervise.celery_workers({"EXECUTOR": "celery"})
