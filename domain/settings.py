@@ -76,6 +76,15 @@ class Settings(BaseSettings):
     # rest wait queued while other tenants' runs start. -1: no per-tenant limit.
     tenant_max_concurrent_runs: int = Field(default=4, ge=-1)
 
+    # Where steps run (issue 18): `multiprocess` (this machine: the release job's fork-server executor),
+    # or `celery` (dagster-celery: steps on Celery workers, on any machine, over CELERY_BROKER_URL,
+    # default RABBITMQ_URL); CELERY_WORKERS is how many local workers `make run` starts (0: none, run
+    # them elsewhere), each with CELERY_WORKER_CONCURRENCY step processes (orchestration_defs/executors.py).
+    executor: Literal["multiprocess", "celery"] = "multiprocess"
+    celery_broker_url: SecretStr | None = None
+    celery_workers: int = Field(default=2, ge=0, le=64)
+    celery_worker_concurrency: int = Field(default=2, ge=1, le=64)
+
     # Release builds
     release_dir: str = ""  # default: $DAGSTER_HOME/releases (or ./var/releases)
     release_gpg_key: str | None = None  # path to an OpenPGP secret key (armored): signs SHA256SUMS.asc

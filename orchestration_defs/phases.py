@@ -27,6 +27,7 @@ from domain.phases_money import Route
 from domain.settings import get_settings
 from domain.store import read_transaction, transaction
 from domain.triggers import PhaseTrigger
+from orchestration_defs.executors import executor_for
 from resources.database import DatabaseResource
 from resources.errors import PermanentError
 from resources.integrations import IntegrationsClient, IntegrationsResource
@@ -265,7 +266,8 @@ def process_phase_triggers(
 @dg.job(
     name=JOB,
     description="Seven-phase pipeline: a batch of phase triggers, each with its own outcome.",
-    executor_def=dg.in_process_executor,  # one op: no second process to start (issue 16)
+    # one op: no second process to start (issue 16); EXECUTOR=celery: on the `phases` queue
+    executor_def=executor_for("phases", dg.in_process_executor),
 )
 def phase_batch() -> None:
     process_phase_triggers()

@@ -24,6 +24,7 @@ from domain.models import BuildStatus
 from domain.release_graph import ReleaseGraph, Repository, load_graph
 from domain.settings import get_settings
 from domain.store import transaction
+from orchestration_defs.executors import executor_for
 from resources.database import DatabaseResource
 from resources.errors import NotFound, ValidationRejected
 from resources.github import GitHubClient, GitHubResource
@@ -344,8 +345,12 @@ def build_release_job(graph: ReleaseGraph, name: str = "release_build") -> dg.Jo
     # Several steps at once, each its own process forked from one fork server per run, which imports
     # Dagster, the instance's storage modules and the code location once (orchestration_defs/preload.py):
     # a step's worker then starts in a fraction of a second instead of importing them again (issue 16).
-    executor = dg.multiprocess_executor.configured(
-        {"max_concurrent": 8, "start_method": {"forkserver": {"preload_modules": STEP_PRELOAD}}}
+    # EXECUTOR=celery: each step on a Celery worker instead, on the `releases` queue (executors.py).
+    executor = executor_for(
+        "releases",
+        dg.multiprocess_executor.configured(
+            {"max_concurrent": 8, "start_method": {"forkserver": {"preload_modules": STEP_PRELOAD}}}
+        ),
     )
 
     start_release = start_release_op(graph)

@@ -23,6 +23,7 @@ from domain.lifecycle import Actor
 from domain.settings import get_settings
 from domain.store import transaction
 from domain.workflow_events import EventIn, UnknownTenant, consume
+from orchestration_defs.executors import executor_for
 from resources.database import DatabaseResource
 from resources.services import ServicesResource
 from sensors.queue import TAG_ATTEMPT, TAG_KIND, queue_sensor
@@ -91,7 +92,7 @@ def run_workflow_execution(
 
 
 @dg.job(
-    executor_def=dg.in_process_executor,  # one op; the steps run on its thread pool
+    executor_def=executor_for("workflows", dg.in_process_executor),  # one op; steps on its thread pool
     description="Run or resume one workflow execution from the store (issue 14).",
     tags={"wrk/flow": "workflow"},
 )

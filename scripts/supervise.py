@@ -94,7 +94,28 @@ def environment() -> dict[str, str]:
     env.setdefault("GITHUB_API_URL", f"http://127.0.0.1:{env['SANDBOX_PORT']}/github")
     # Not under $DAGSTER_HOME/logs: Dagster owns that folder and clears it.
     env.setdefault("LOG_DIR", str(ROOT / "var" / "logs"))
+    # The venv first: dagster-celery's worker command starts `celery` from the PATH.
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+def celery_workers(env: dict[str, str]) -> int:
+    """How many local Celery workers to start: CELERY_WORKERS (default 2) when EXECUTOR=celery, else none.
+    A broker is required; `make run` starts none of its own (see the README, "Scaling out: Celery")."""
+    if env.get("EXECUTOR", "multiprocess").lower() != "celery":
+        return 0
+    if not (env.get("CELERY_BROKER_URL") or env.get("RABBITMQ_URL")):
+        raise SystemExit(
+            "run: EXECUTOR=celery needs a broker: set CELERY_BROKER_URL (or RABBITMQ_URL), or start a throwaway "
+            "one with the run: scripts/with-rabbitmq sh -c 'CELERY_BROKER_URL=$TEST_RABBITMQ_URL make run'"
+        )
+    try:
+        workers = int(env.get("CELERY_WORKERS") or "2")
+    except ValueError:
+        workers = -1
+    if workers < 0:
+        raise SystemExit(f"run: CELERY_WORKERS must be a whole number, not {env.get('CELERY_WORKERS')!r}")
+    return workers
 
 
 @dataclass
@@ -144,6 +165,13 @@ class Supervisor:
             f"      port: {self.env['DAGSTER_GRPC_PORT']}\n"
             f"      location_name: {LOCATION}\n"
         )
+        for service in self.services:
+            if service.name.startswith("celery-worker-"):
+                # Its command and config from the code (orchestration_defs/executors.py); this script
+                # imports nothing of the project's.
+                config = home / "celery-worker.yaml"
+                argv = [str(BIN / "python"), "-m", "orchestration_defs.executors", str(config), service.name]
+                service.argv = json.loads(self.check("Celery worker config", argv))
         say(f"store and Dagster instance ready (DAGSTER_HOME={home})")
 
     def check(self, what: str, argv: list[str]) -> str:
@@ -410,6 +438,13 @@ def _bit(signum: int) -> int:
     return 1 << (signum - 1)
 
 
+def steps_where(supervisor: Supervisor) -> str:
+    workers = [s.name for s in supervisor.services if s.name.startswith("celery-worker-")]
+    if supervisor.env.get("EXECUTOR", "").lower() == "celery":
+        return f"on Celery ({len(workers)} local worker(s): queues releases, workflows, phases)"
+    return "on this machine (EXECUTOR=multiprocess)"
+
+
 def main() -> int:
     die_with_parent()
     env = environment()
@@ -443,6 +478,11 @@ def main() -> int:
     webserver = [str(BIN / "dagster-webserver"), "-w", workspace, "-h", host, "-p", env["DAGSTER_PORT"]]
     supervisor.add("dagster-webserver", *webserver)
     supervisor.add("dagster-daemon", str(BIN / "dagster-daemon"), "run", "-w", workspace)
+    # EXECUTOR=celery: N workers, each its own process group as it would be on its own machine; the
+    # command is filled in by prepare(). A worker stopped mid-step leaves the step to the broker, which
+    # gives it to another worker (acks late).
+    for number in range(1, celery_workers(env) + 1):
+        supervisor.add(f"celery-worker-{number}")
 
     code = 0
     try:
@@ -459,6 +499,7 @@ def main() -> int:
                 f"  Dagster UI   http://127.0.0.1:{env['DAGSTER_PORT']}\n"
                 f"  API          http://127.0.0.1:{env['API_PORT']}/health   (openapi: /openapi.json)\n"
                 f"  Sandbox      http://127.0.0.1:{env['SANDBOX_PORT']}   (SMTP sink on port {env['SMTP_PORT']})\n"
+                f"  Steps        {steps_where(supervisor)}\n"
                 f"  Demo data    {supervisor.log_dir}/seed-demo.json\n"
                 f"  Logs         {supervisor.log_dir}/\n"
                 f"A service that exits is restarted. Ctrl-C (or SIGTERM, SIGHUP) stops everything.",

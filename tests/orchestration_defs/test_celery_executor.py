@@ -1,0 +1,296 @@
+"""EXECUTOR=celery: a release run's steps on two real Celery workers over the real broker (issue 18).
+
+Each test starts its own processes, as they would run on other machines: two workers (dagster-celery's
+own `worker start`, each its own process group with one step process), and the run itself with
+Dagster's CLI (`dagster job execute`, the run worker), all on the test's store, Dagster instance and a
+RabbitMQ virtual host of its own (so tests in parallel never take each other's steps). The sandbox
+plays GitHub. The store is PostgreSQL, the one processes on several machines can share.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import dagster as dg
+import pytest
+import yaml
+from sqlalchemy import select
+
+from domain.models import ReleaseBuild, RepoBuild
+from domain.release_graph import load_graph
+from domain.settings import get_settings
+from domain.store import transaction
+from orchestration_defs.executors import write_worker_config
+from tests.servers import BIN, ROOT, until
+
+pytestmark = pytest.mark.xdist_group("celery")
+ALL = load_graph().order
+RUN_CONFIG = {"poll_initial_s": 0.1, "poll_max_s": 0.3}
+
+
+class CeleryCluster:
+    """Two Celery workers and the runs of one test, on one store, instance and virtual host."""
+
+    def __init__(self, home: Path, env: dict[str, str], logs: Path) -> None:
+        self.home, self.env, self.logs = home, env, logs
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.runs: list[subprocess.Popen[bytes]] = []
+
+    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
+        from orchestration_defs.executors import worker_command
+
+        config = self.home / "celery-worker.yaml"
+        write_worker_config(config)
+        log = self.logs / f"{name}.log"
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                worker_command(config, name=name),
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own group: killing it kills its step processes, as a lost machine
+            )
+        self.workers[name] = proc
+        until(lambda: f"{name}@" in log.read_text() and " ready." in log.read_text(), lambda: self.tail(name))
+        return proc
+
+    def tail(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text()[-3000:]
+
+    def run_release(self, tag: str) -> subprocess.Popen[bytes]:
+        config = self.home / f"run-{tag}.yaml"
+        config.write_text(yaml.safe_dump({"ops": {"start_release": {"config": {"tag": tag, **RUN_CONFIG}}}}))
+        with (self.logs / f"run-{tag}.log").open("ab") as out:
+            proc = subprocess.Popen(
+                [str(BIN / "dagster"), "job", "execute", "-m", "orchestration_defs.definitions", "-a", "defs",
+                 "-j", "release_build", "-c", str(config)],
+                cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        self.runs.append(proc)
+        return proc
+
+    def wait(self, proc: subprocess.Popen[bytes], tag: str) -> int:
+        # Only a hang guard: a release of 1 s builds takes well under a minute here.
+        until(lambda: proc.poll() is not None, lambda: (self.logs / f"run-{tag}.log").read_text()[-3000:])
+        return proc.returncode
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the worker's whole group (the worker and its step process): a machine lost mid-step."""
+        proc = self.workers[name]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def stop(self) -> None:
+        for proc in [*self.runs, *self.workers.values()]:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def _vhost_url(broker_url: str, vhost: str) -> str:
+    return urlsplit(broker_url)._replace(path="/" + quote(vhost, safe="")).geturl()
+
+
+@pytest.fixture
+def celery(
+    backend, database_url, sandbox, flow_env, rabbitmq_url, rabbitmq_ctl, tmp_path, monkeypatch
+) -> Iterator[CeleryCluster]:
+    if backend != "postgresql":
+        pytest.skip("workers on other machines share a PostgreSQL store; SQLite is covered in process")
+    vhost = f"wrk-test-{uuid.uuid4().hex[:8]}"
+    for argv in (["add_vhost", vhost], ["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]):
+        subprocess.run([rabbitmq_ctl, *argv], check=True, capture_output=True)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.DagsterInstance.from_config(str(home)):  # its storage made once, before processes open it
+        pass
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # dagster-celery starts `celery`
+        "DAGSTER_HOME": str(home),
+        "EXECUTOR": "celery",
+        "CELERY_BROKER_URL": _vhost_url(rabbitmq_url, vhost),
+        "CELERY_WORKER_CONCURRENCY": "1",  # one step per worker: two ready steps go to two workers
+    }
+    monkeypatch.setenv("CELERY_BROKER_URL", env["CELERY_BROKER_URL"])  # for write_worker_config here
+    get_settings.cache_clear()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cluster = CeleryCluster(home, env, logs)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        subprocess.run([rabbitmq_ctl, "delete_vhost", vhost], capture_output=True)
+
+
+def _events(home: Path, *types: dg.DagsterEventType) -> tuple[str, list[dg.EventLogEntry]]:
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        [run] = instance.get_runs()
+        return run.run_id, list(instance.all_logs(run.run_id, of_type=set(types)))
+
+
+def _step_pids(home: Path, step_key: str | None = None) -> list[tuple[str, int]]:
+    _, events = _events(home, dg.DagsterEventType.STEP_START)
+    return [
+        (e.step_key or "", e.dagster_event.pid)
+        for e in events
+        if e.dagster_event is not None and e.dagster_event.pid is not None and step_key in (None, e.step_key)
+    ]
+
+
+def _run_pid(home: Path) -> int | None:
+    _, events = _events(home, dg.DagsterEventType.RUN_START)
+    return events[0].dagster_event.pid if events and events[0].dagster_event else None
+
+
+def _dispatches(sandbox) -> Counter[str]:
+    return Counter(c["path"].split("/")[4] for c in sandbox.calls("POST", r"/github/repos/.*/dispatches"))
+
+
+def _repo_states(engine, tag) -> dict[str, Any]:
+    with transaction(engine) as session:
+        release = session.scalars(select(ReleaseBuild).where(ReleaseBuild.tag == tag)).one()
+        rows = session.scalars(select(RepoBuild).where(RepoBuild.release_build_id == release.id)).all()
+        return {r.repository: r.status for r in rows} | {"_release": release.status}
+
+
+def test_release_steps_run_on_two_celery_workers_not_in_the_run_worker(celery, sandbox, engine):
+    sandbox.configure_github(default_duration_s=1.0)
+    workers = {name: celery.start_worker(name) for name in ("worker-a", "worker-b")}
+    run = celery.run_release("v18.1.0")
+
+    assert celery.wait(run, "v18.1.0") == 0
+    assert _repo_states(engine, "v18.1.0") == dict.fromkeys([*ALL, "_release"], "succeeded")
+    # The run worker is the CLI's process; no step ran in it.
+    run_pid = _run_pid(celery.home)
+    assert run_pid == run.pid
+    steps = _step_pids(celery.home)
+    assert {step for step, _ in steps} == {"start_release", *(f"build_{r.replace('-', '_')}" for r in ALL)} | {
+        "package",
+        "publish",
+    }
+    assert run_pid not in {pid for _, pid in steps}
+    # Each step ran in a step process of one of the two workers (their groups), and both took steps:
+    # with one step process each and prefetch 1, two ready steps cannot both go to one worker.
+    groups = {os.getpgid(pid) for _, pid in steps}
+    assert groups == {proc.pid for proc in workers.values()}
+    assert _dispatches(sandbox) == Counter(ALL)
+
+
+def test_a_worker_killed_mid_step_the_other_runs_the_step_and_no_succeeded_repository_is_dispatched_again(
+    celery, sandbox, engine
+):
+    # bllvm-node's first build never ends: its step is surely mid-poll when its worker is killed.
+    sandbox.configure_github(default_duration_s=0.5, repos={"bllvm-node": {"duration_s": 3600}})
+    workers = {name: celery.start_worker(name) for name in ("worker-a", "worker-b")}
+    run = celery.run_release("v18.2.0")
+
+    until(lambda: _dispatches(sandbox)["bllvm-node"] == 1, "bllvm-node dispatched")
+    [(_, first_pid)] = until(lambda: _step_pids(celery.home, "build_bllvm_node"), "build_bllvm_node started")
+    [victim] = [name for name, proc in workers.items() if os.getpgid(first_pid) == proc.pid]
+    [survivor] = [name for name in workers if name != victim]
+    built_before = {r for r, status in _repo_states(engine, "v18.2.0").items() if status == "succeeded"}
+    assert {"bllvm-consensus", "bllvm-protocol"} <= built_before  # bllvm-node's dependencies
+    sandbox.configure_github(repos={"bllvm-node": {"duration_s": 0.5}})  # its next build ends
+    celery.kill(victim)
+
+    assert celery.wait(run, "v18.2.0") == 0
+    assert _repo_states(engine, "v18.2.0") == dict.fromkeys([*ALL, "_release"], "succeeded")
+    # The broker gave the unacknowledged step to the other worker, which ran it again from the start.
+    node_steps = _step_pids(celery.home, "build_bllvm_node")
+    assert len(node_steps) == 2
+    assert os.getpgid(node_steps[1][1]) == workers[survivor].pid
+    # The killed build was dispatched again; every other repository once, including those built before
+    # the kill (their steps had finished: the broker never gives a finished step out again).
+    dispatches = _dispatches(sandbox)
+    assert dispatches == Counter(ALL) + Counter(["bllvm-node"])
+    assert all(dispatches[r] == 1 for r in built_before)
+
+
+# -- the choice of executor and the workers' command (no broker needed) -------------------------------
+
+
+@pytest.fixture
+def settings_env(monkeypatch):
+    def apply(**values: str) -> None:
+        for name in ("EXECUTOR", "CELERY_BROKER_URL", "RABBITMQ_URL"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+
+    yield apply
+    get_settings.cache_clear()
+
+
+def test_multiprocess_by_default_and_celery_per_kind_with_its_queue_and_redelivery_settings(settings_env):
+    from orchestration_defs.executors import celery_config, executor_for
+
+    local = dg.in_process_executor
+    settings_env()
+    assert executor_for("phases", local) is local
+    settings_env(EXECUTOR="celery", CELERY_BROKER_URL="amqp://u:secret@broker:5672/wrk")
+    for kind in ("releases", "workflows", "phases"):
+        assert executor_for(kind, local).name == f"celery_{kind}"
+        config = celery_config(kind)
+        assert config["broker"] == {"env": "CELERY_BROKER_URL"}  # by name: no password in the snapshot
+        assert "secret" not in str(config)
+        assert config["config_source"] == {
+            "task_default_queue": kind,
+            "task_acks_late": True,
+            "task_reject_on_worker_lost": True,
+            "worker_prefetch_multiplier": 1,
+        }
+
+
+def test_the_broker_defaults_to_rabbitmq_url_and_celery_without_a_broker_is_refused(settings_env):
+    from orchestration_defs.executors import broker_env, executor_for
+
+    settings_env(EXECUTOR="celery", RABBITMQ_URL="amqp://guest:guest@127.0.0.1:5672/%2F")
+    assert broker_env() == "RABBITMQ_URL"
+    settings_env(EXECUTOR="celery")
+    with pytest.raises(ValueError, match="CELERY_BROKER_URL"):
+        executor_for("releases", dg.in_process_executor)
+
+
+def test_the_worker_command_gives_its_queues_in_one_argument_and_the_same_redelivery_settings(settings_env, tmp_path):
+    from orchestration_defs.executors import worker_command, write_worker_config
+
+    settings_env(EXECUTOR="celery", CELERY_BROKER_URL="amqp://guest:guest@127.0.0.1:5672/%2F")
+    write_worker_config(tmp_path / "worker.yaml")
+    written = yaml.safe_load((tmp_path / "worker.yaml").read_text())["execution"]["config"]
+    assert written["broker"] == {"env": "CELERY_BROKER_URL"}
+    assert written["config_source"]["task_acks_late"] is True
+    argv = worker_command(tmp_path / "worker.yaml", name="w1")
+    # Celery 5 keeps only the last -Q that dagster-celery makes of each -q: one -q, comma-separated.
+    assert argv.count("-q") == 1 and argv[argv.index("-q") + 1] == "releases,workflows,phases"
+    assert argv[:3] == ["dagster-celery", "worker", "start"] and argv[argv.index("-y") + 1] == str(
+        tmp_path / "worker.yaml"
+    )
+
+
+def test_make_run_starts_celery_workers_only_with_executor_celery_and_refuses_without_a_broker():
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("supervise", ROOT / "scripts" / "supervise.py")
+    assert spec is not None and spec.loader is not None
+    supervise = importlib.util.module_from_spec(spec)
+    sys.modules["supervise"] = supervise
+    spec.loader.exec_module(supervise)
+    assert supervise.celery_workers({}) == 0
+    assert supervise.celery_workers({"EXECUTOR": "celery", "RABBITMQ_URL": "amqp://h"}) == 2
+    assert supervise.celery_workers({"EXECUTOR": "celery", "CELERY_BROKER_URL": "amqp://h", "CELERY_WORKERS": "3"}) == 3
+    with pytest.raises(SystemExit, match="with-rabbitmq"):
+        supervise.celery_workers({"EXECUTOR": "celery"})
