@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Development defaults. Only ENVIRONMENT=development or test accepts them; production refuses to start.
@@ -24,6 +24,13 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0"})
 def default_data_dir() -> Path:
     home = os.environ.get("DAGSTER_HOME")
     return Path(home) if home else Path("var")
+
+
+def tenant_limit_value(value: int) -> int:
+    """A per-tenant run limit: at least 1, or -1 for none (0 would keep every tenant's runs queued)."""
+    if value == 0 or value < -1:
+        raise ValueError("TENANT_MAX_CONCURRENT_RUNS must be -1 (no limit) or at least 1")
+    return value
 
 
 class Settings(BaseSettings):
@@ -75,6 +82,11 @@ class Settings(BaseSettings):
     # Runs of one tenant in progress at once (the run coordinator, orchestration_defs/concurrency.py); the
     # rest wait queued while other tenants' runs start. -1: no per-tenant limit.
     tenant_max_concurrent_runs: int = Field(default=4, ge=-1)
+
+    @field_validator("tenant_max_concurrent_runs")
+    @classmethod
+    def _a_limit_or_none(cls, value: int) -> int:
+        return tenant_limit_value(value)
 
     # Where steps run (issue 18): `multiprocess` (this machine: the release job's fork-server executor),
     # or `celery` (dagster-celery: steps on Celery workers, on any machine, over CELERY_BROKER_URL,

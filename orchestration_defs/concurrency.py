@@ -22,8 +22,8 @@ settings and, for that lookup only, the store.
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -103,27 +103,13 @@ def flow_of(job_name: str) -> str:
 
 
 def tenant_in_config(job_name: str, run_config: Mapping[str, Any]) -> str | None:
-    """The tenant a run works for, from its run config alone (None: none named, or several)."""
+    """The tenant a run works for, from its run config alone (None: none named). A phase batch has
+    none: it holds several tenants' triggers and is limited per kind (and by PHASE_RUNS_IN_FLIGHT); a
+    tenant tag would let one tenant's builds, holding its runs at the tenant limit, hold every tenant's
+    phase batches queued behind it (the phase sensor counts queued batches as in flight)."""
     if job_name in TENANT_IN_CONFIG:
         return _at(run_config, TENANT_IN_CONFIG[job_name])
-    if job_name == "phase_batch":
-        tenants = _phase_tenants(run_config)
-        return tenants.pop() if len(tenants) == 1 else None
     return None
-
-
-def _phase_tenants(run_config: Mapping[str, Any]) -> set[str]:
-    """The tenants of a phase batch's triggers (each row carries its trigger's payload as JSON)."""
-    rows = _walk(run_config, ("ops", "process_phase_triggers", "config", "rows"))
-    tenants = set()
-    for row in rows if isinstance(rows, list) else []:
-        try:
-            payload = json.loads(row["payload_json"])
-        except (TypeError, KeyError, ValueError):  # a malformed row fails the run's config, not its launch
-            continue
-        if isinstance(payload, Mapping) and payload.get("tenant_id"):
-            tenants.add(str(payload["tenant_id"]))
-    return tenants
 
 
 def tenant_in_store(job_name: str, run_config: Mapping[str, Any]) -> str | None:
@@ -180,12 +166,16 @@ class FlowRunCoordinator(QueuedRunCoordinator):
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]) -> Any:
-        from domain.settings import get_settings
+        from domain.settings import Settings, tenant_limit_value
 
         config = dict(config_value)
         limit = config.pop("tenant_max_concurrent_runs", None)
         if limit is None:
-            limit = get_settings().tenant_max_concurrent_runs
+            # This one variable, not the whole Settings: every process that loads dagster.yaml (webserver,
+            # daemon, run workers, `dagster instance migrate`) must not fail on an unrelated setting.
+            default = Settings.model_fields["tenant_max_concurrent_runs"].default
+            limit = int(os.environ.get("TENANT_MAX_CONCURRENT_RUNS", default))
+        limit = tenant_limit_value(int(limit))
         limits = [lim for lim in config.get("tag_concurrency_limits") or [] if lim.get("key") != TAG_TENANT]
         if limit >= 0:
             limits.append(tenant_limit(int(limit)))

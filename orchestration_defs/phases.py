@@ -35,7 +35,6 @@ from resources.payments import PaymentsClient, PaymentsResource
 from sensors.queue import (
     LEASE_SECONDS,
     TAG_KIND,
-    TAG_TENANT,
     dead,
     on_failure,
     reconcile_launched,
@@ -47,7 +46,9 @@ JOB = "phase_batch"
 TAG_COUNT = "wrk/phase_count"
 TAG_PHASES = "wrk/phases"
 TAG_PHASE = "wrk/phase"  # when every trigger of the run is of one phase
+TAG_PHASE_TENANTS = "wrk/tenants"
 USER_TAG_PREFIX = "wrk/user."
+MAX_TAG_VALUE = 4096
 MAX_USER_TAGS = 200
 
 
@@ -90,8 +91,10 @@ def run_tags(claimed: Sequence[queue.Claimed]) -> dict[str, str]:
     tags = {TAG_KIND: phases.KIND, TAG_COUNT: str(len(claimed)), TAG_PHASES: ",".join(map(str, numbers))}
     if len(numbers) == 1:
         tags[TAG_PHASE] = str(numbers[0])
-    if len(tenants) == 1:
-        tags[TAG_TENANT] = tenants[0]
+    # Their tenants, but not as wrk/tenant_id: a phase batch is limited per kind (and by
+    # PHASE_RUNS_IN_FLIGHT), not per tenant, or one tenant's builds holding its runs at the tenant limit
+    # would hold every tenant's phases queued behind its batch (orchestration_defs/concurrency.py).
+    tags[TAG_PHASE_TENANTS] = ",".join(tenants)[:MAX_TAG_VALUE]
     for user in sorted({str(c.payload["user_id"]) for c in claimed})[:MAX_USER_TAGS]:
         tags[user_tag(user)] = user
     return tags

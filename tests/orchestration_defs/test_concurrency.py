@@ -123,8 +123,10 @@ def test_every_flows_runs_carry_their_kind_and_tenant_runs_their_tenant_from_the
         ]
         return {"ops": {"process_phase_triggers": {"config": {"rows": rows}}}}
 
-    assert run_limit_tags("phase_batch", phases("t3", "t3")) == {"wrk/flow": "phase", "wrk/tenant_id": "t3"}
-    assert run_limit_tags("phase_batch", phases("t3", "t4")) == {"wrk/flow": "phase"}  # several: its kind only
+    # A phase batch counts against its kind only, even with one tenant's triggers: at the tenant limit it
+    # would wait queued, and the phase sensor, which counts queued batches, would stop every tenant's phases.
+    assert run_limit_tags("phase_batch", phases("t3", "t3")) == {"wrk/flow": "phase"}
+    assert run_limit_tags("phase_batch", phases("t3", "t4")) == {"wrk/flow": "phase"}
     malformed = {"ops": {"process_phase_triggers": {"config": {"rows": [{"payload_json": "{not json"}, 7]}}}}
     assert run_limit_tags("phase_batch", malformed) == {"wrk/flow": "phase"}  # submitted; Dagster rejects it
     # platform-wide work: no tenant, its kind only
@@ -174,6 +176,14 @@ def test_the_tenant_limit_comes_from_tenant_max_concurrent_runs_or_the_coordinat
         monkeypatch.setenv("WRK_TENANT_LIMIT", "5")
         assert tenant_limits({"tenant_max_concurrent_runs": {"env": "WRK_TENANT_LIMIT"}}) == [5]
         assert tenant_limits({"tenant_max_concurrent_runs": -1}) == []
+        # 0 would keep every tenant's runs queued for ever: refused, as in the settings
+        with pytest.raises(ValueError, match="TENANT_MAX_CONCURRENT_RUNS"):
+            tenant_limits({"tenant_max_concurrent_runs": 0})
+        # The instance loads with an unrelated setting broken (the coordinator reads its one variable)
+        monkeypatch.setenv("ENVIRONMENT", "production")
+        monkeypatch.delenv("JWT_SECRET", raising=False)
+        get_settings.cache_clear()
+        assert tenant_limits({}) == [3]
     finally:
         get_settings.cache_clear()
 

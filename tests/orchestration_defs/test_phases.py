@@ -120,7 +120,7 @@ def test_one_run_takes_the_batch_tagged_with_phases_count_and_users(phase_env, s
     assert tags["wrk/phase_count"] == "3" and tags["wrk/phases"] == "1,2,3" and "wrk/phase" not in tags
     assert tags["wrk/user.alice"] == "alice" and tags["wrk/user.bob"] == "bob"
     assert tags[user_tag("carol@example.com")] == "carol@example.com"
-    assert tags["wrk/tenant_id"] == tenant
+    assert tags["wrk/tenants"] == tenant and "wrk/tenant_id" not in tags  # limited per kind, not per tenant
     assert _tick(instance, database_url) == []  # claimed rows are not claimed again
     counts = _run(instance, database_url, requests[0])
     assert counts["completed"] == 3
