@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 from dagster import DagsterRun, DagsterRunStatus, Field, IntSource
@@ -91,13 +91,16 @@ def concurrency_tags(job_name: str, run_config: Mapping[str, Any]) -> dict[str, 
     return {key: value} if value else {}
 
 
-def flow_of(job_name: str) -> str:
-    """The kind of work a job does (the wrk/flow tag the per-kind limits count)."""
+def flow_of(job_name: str, asset_names: Iterable[str] = ()) -> str:
+    """The kind of work a job does (the wrk/flow tag the per-kind limits count). A batch asset
+    materialized from the asset graph or a backfill runs as Dagster's own asset job: its assets say."""
     if job_name in FLOWS:
         return FLOWS[job_name]
     from domain import batch_jobs  # the seven batch jobs' asset jobs (orchestration_defs/batch_jobs.py)
 
     if job_name in {f"{job.asset_name}_job" for job in batch_jobs.JOBS}:
+        return "batch"
+    if set(asset_names) & {job.asset_name for job in batch_jobs.JOBS}:
         return "batch"
     return HOUSEKEEPING
 
@@ -133,9 +136,9 @@ def tenant_in_store(job_name: str, run_config: Mapping[str, Any]) -> str | None:
         return None
 
 
-def run_limit_tags(job_name: str, run_config: Mapping[str, Any]) -> dict[str, str]:
-    """Every tag the limits count, for a run of this job with this config."""
-    tags = concurrency_tags(job_name, run_config) | {TAG_FLOW: flow_of(job_name)}
+def run_limit_tags(job_name: str, run_config: Mapping[str, Any], asset_names: Iterable[str] = ()) -> dict[str, str]:
+    """Every tag the limits count, for a run of this job with this config (and these assets)."""
+    tags = concurrency_tags(job_name, run_config) | {TAG_FLOW: flow_of(job_name, asset_names)}
     tenant = tenant_in_config(job_name, run_config) or tenant_in_store(job_name, run_config)
     if tenant:
         tags[TAG_TENANT] = tenant
@@ -184,7 +187,9 @@ class FlowRunCoordinator(QueuedRunCoordinator):
 
     def submit_run(self, context: SubmitRunContext) -> DagsterRun:
         run = context.dagster_run
-        missing = {k: v for k, v in run_limit_tags(run.job_name, run.run_config).items() if run.tags.get(k) != v}
+        assets = [key.to_user_string() for key in run.asset_selection or ()]
+        wanted = run_limit_tags(run.job_name, run.run_config, assets)
+        missing = {k: v for k, v in wanted.items() if run.tags.get(k) != v}
         if missing and run.status == DagsterRunStatus.NOT_STARTED:
             self._instance.add_run_tags(run.run_id, missing)
             tagged = self._instance.get_run_by_id(run.run_id)

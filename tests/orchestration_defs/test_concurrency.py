@@ -132,6 +132,9 @@ def test_every_flows_runs_carry_their_kind_and_tenant_runs_their_tenant_from_the
     # platform-wide work: no tenant, its kind only
     assert run_limit_tags("release_build", _release_config("v1")) == {"wrk/release_tag": "v1", "wrk/flow": "release"}
     assert run_limit_tags("outcome_sync_job", {}) == {"wrk/flow": "batch"}
+    # a batch asset materialized from the asset graph (Dagster's own asset job) is batch work too
+    assert run_limit_tags("__ASSET_JOB", {}, ["outcome_sync"]) == {"wrk/flow": "batch"}
+    assert run_limit_tags("__ASSET_JOB", {}, []) == {"wrk/flow": "housekeeping"}
     assert run_limit_tags("queue_sweeper", {}) == {"wrk/flow": "housekeeping"}
 
 
@@ -194,3 +197,23 @@ def test_one_tenants_runs_wait_for_its_limit_while_another_tenants_run_may_start
     in_progress = TagConcurrencyLimitsCounter(limits, busy)  # four of tenant a in progress (the default limit)
     assert in_progress.is_blocked(_submit(instance, build_automation_version, _build_config("v5", tenant="a")))
     assert not in_progress.is_blocked(_submit(instance, build_automation_version, _build_config("v6", tenant="b")))
+
+
+def test_a_batch_asset_launched_from_the_asset_graph_counts_as_batch_work(instance):
+    from orchestration_defs.definitions import defs
+
+    asset_job = defs.get_repository_def().get_implicit_global_asset_job_def()
+    origin = RemoteJobOrigin(
+        repository_origin=RemoteRepositoryOrigin(
+            code_location_origin=RegisteredCodeLocationOrigin(location_name="wrk"), repository_name="__repository__"
+        ),
+        job_name=asset_job.name,
+    )
+    run = instance.create_run_for_job(
+        asset_job,
+        asset_selection=frozenset({dg.AssetKey("outcome_sync")}),
+        status=dg.DagsterRunStatus.NOT_STARTED,
+        remote_job_origin=origin,
+    )
+    submitted = instance.run_coordinator.submit_run(SubmitRunContext(run, workspace=None))  # type: ignore[arg-type]
+    assert submitted.tags["wrk/flow"] == "batch"
