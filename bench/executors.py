@@ -58,6 +58,7 @@ def main() -> None:
     import httpx
 
     from bench.release import BUILD_S
+    from domain.settings import get_settings
     from orchestration_defs.executors import worker_command, write_worker_config
 
     engine = postgres_engine()
@@ -82,6 +83,7 @@ def main() -> None:
         env["GITHUB_API_URL"] = sandbox_url + "/github"
         httpx.post(sandbox_url + "/_sandbox/github/config", json={"default_duration_s": BUILD_S}).raise_for_status()
         os.environ.update(env)
+        get_settings.cache_clear()  # importing bench.release built its jobs, reading the settings before this
         config = home / "celery-worker.yaml"
         write_worker_config(config)
         for number in range(1, WORKERS + 1):
