@@ -153,10 +153,13 @@ class Supervisor:
         home.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ROOT / self.env.get("DAGSTER_INSTANCE_YAML", "dagster.yaml"), home / "dagster.yaml")
+        # Dagster's instance and the store are independent: the instance is migrated beside the store's
+        # two steps (2.5 s of a 5.3 s preparation on this machine, issue 16).
+        instance = self.begin("Dagster instance", [str(BIN / "dagster"), "instance", "migrate"])
         self.check("store migrations", [str(BIN / "wrk-orch"), "migrate"])
         seed = self.check("demo seed", [str(BIN / "wrk-orch"), "seed-demo", "--if-empty"])
         (self.log_dir / "seed-demo.json").write_text(seed)
-        self.check("Dagster instance", [str(BIN / "dagster"), "instance", "migrate"])
+        self.finish(*instance)
         self.workspace.write_text(
             "# Written by scripts/supervise.py: the webserver and the daemon use the one code server.\n"
             "load_from:\n"
@@ -175,12 +178,21 @@ class Supervisor:
         say(f"store and Dagster instance ready (DAGSTER_HOME={home})")
 
     def check(self, what: str, argv: list[str]) -> str:
-        done = subprocess.run(argv, cwd=ROOT, env=self.env, capture_output=True, text=True)
-        if done.returncode != 0:
-            say(f"{what} failed ({' '.join(argv[-2:])}, exit {done.returncode}):")
-            sys.stderr.write(done.stderr or done.stdout)
+        return self.finish(*self.begin(what, argv))
+
+    def begin(self, what: str, argv: list[str]) -> tuple[str, list[str], subprocess.Popen[str]]:
+        process = subprocess.Popen(
+            argv, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        return what, argv, process
+
+    def finish(self, what: str, argv: list[str], process: subprocess.Popen[str]) -> str:
+        stdout, stderr = process.communicate()
+        if process.returncode != 0:
+            say(f"{what} failed ({' '.join(argv[-2:])}, exit {process.returncode}):")
+            sys.stderr.write(stderr or stdout)
             raise SystemExit(1)
-        return done.stdout
+        return stdout
 
     # -- services --------------------------------------------------------------------------------------
 
