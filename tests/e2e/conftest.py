@@ -12,6 +12,16 @@ from domain.workflow_definitions import SERVICES
 from tests.servers import Processes, Sandbox, free_port, wait_for, wait_for_code_location
 
 ROOT = Path(__file__).resolve().parents[2]
+# Re-execution from failure, as the UI's button launches it (tests that re-execute a failed run).
+REEXECUTE = """
+mutation Reexecute($parentRunId: String!) {
+  launchRunReexecution(reexecutionParams: {parentRunId: $parentRunId, strategy: FROM_FAILURE}) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}
+"""
 
 
 @pytest.fixture

@@ -13,16 +13,7 @@ from domain import build, models, queue
 from domain.lifecycle import Actor
 from domain.store import transaction
 from tests.domain import factories
-
-REEXECUTE = """
-mutation Reexecute($parentRunId: String!) {
-  launchRunReexecution(reexecutionParams: {parentRunId: $parentRunId, strategy: FROM_FAILURE}) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-  }
-}
-"""
+from tests.e2e.conftest import REEXECUTE
 
 
 def _version_to_build(engine) -> dict:

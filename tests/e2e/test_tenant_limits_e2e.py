@@ -12,6 +12,7 @@ from domain import build, models
 from domain.lifecycle import Actor, Status
 from domain.store import transaction
 from tests.domain import factories
+from tests.e2e.conftest import REEXECUTE
 from tests.servers import until
 
 RUN = """
@@ -19,15 +20,6 @@ query Run($runId: ID!) {
   runOrError(runId: $runId) {
     __typename
     ... on Run { runId status creationTime startTime endTime tags { key value } }
-  }
-}
-"""
-REEXECUTE = """
-mutation Reexecute($parentRunId: String!) {
-  launchRunReexecution(reexecutionParams: {parentRunId: $parentRunId, strategy: ALL_STEPS}) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
   }
 }
 """
