@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
@@ -20,6 +21,13 @@ from domain import migrate, store
 from domain.settings import get_settings
 from domain.store import make_engine
 from tests.servers import Sandbox
+
+# anyio imports its parts lazily on first use, which in these tests is often inside a server thread
+# (FileResponse's anyio.open_file), while the main thread imports too; pytest's import hook compiles
+# anyio's modules, and CPython 3.11's compiler is not safe from two threads at once ("SystemError: AST
+# constructor recursion depth mismatch", seen once in CI). Import them all here, in the main thread.
+for _name in dir(anyio):
+    getattr(anyio, _name)
 
 BACKENDS = ["sqlite", "postgresql"]
 PG_URL_ENV = "TEST_POSTGRES_URL"
