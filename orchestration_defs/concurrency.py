@@ -29,6 +29,7 @@ from typing import Any, cast
 
 from dagster import DagsterRun, DagsterRunStatus, Field, IntSource
 from dagster._core.run_coordinator import QueuedRunCoordinator, SubmitRunContext
+from dagster._core.storage.tags import PRIORITY_TAG
 from dagster._serdes import ConfigurableClassData
 
 TAG_RELEASE = "wrk/release_tag"
@@ -53,6 +54,7 @@ FLOWS = {
     "phase_batch": "phase",
 }
 HOUSEKEEPING = "housekeeping"
+HOUSEKEEPING_PRIORITY = "1"  # above the default 0 of every other run
 
 # job name -> where the tenant is in its run config (the queue sensors always set it; a hint the store
 # checks, and the right value to count: a build or execution of another tenant is refused by the run).
@@ -190,6 +192,11 @@ class FlowRunCoordinator(QueuedRunCoordinator):
         assets = [key.to_user_string() for key in run.asset_selection or ()]
         wanted = run_limit_tags(run.job_name, run.run_config, assets)
         missing = {k: v for k, v in wanted.items() if run.tags.get(k) != v}
+        if wanted[TAG_FLOW] == HOUSEKEEPING and PRIORITY_TAG not in run.tags:
+            # Sweepers, notifications, reconciliation: short, and what gets a stuck flow moving again.
+            # Dequeued first (Dagster's run priority), so a burst of builds or phases holding every slot
+            # does not hold them queued behind it; a priority set at launch is kept.
+            missing[PRIORITY_TAG] = HOUSEKEEPING_PRIORITY
         if missing and run.status == DagsterRunStatus.NOT_STARTED:
             self._instance.add_run_tags(run.run_id, missing)
             tagged = self._instance.get_run_by_id(run.run_id)

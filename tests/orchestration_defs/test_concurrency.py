@@ -14,6 +14,7 @@ import pytest
 import yaml
 from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 from dagster._core.run_coordinator import SubmitRunContext
+from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 from dagster._utils.tags import TagConcurrencyLimitsCounter
 from sqlalchemy import create_engine, text
 
@@ -217,3 +218,27 @@ def test_a_batch_asset_launched_from_the_asset_graph_counts_as_batch_work(instan
     )
     submitted = instance.run_coordinator.submit_run(SubmitRunContext(run, workspace=None))  # type: ignore[arg-type]
     assert submitted.tags["wrk/flow"] == "batch"
+
+
+def test_housekeeping_runs_are_dequeued_before_a_burst_and_keep_a_priority_set_at_launch(instance):
+    """A sweeper queued behind a burst of builds gets the next free slot (Dagster's run priority)."""
+    from orchestration_defs.definitions import defs
+
+    sweeper = defs.get_job_def("queue_sweeper")
+    burst = [_submit(instance, build_automation_version, _build_config(f"v{i}", tenant="a")) for i in (1, 2)]
+    swept = _submit(instance, sweeper, {})
+    assert swept.tags["wrk/flow"] == "housekeeping" and swept.tags["dagster/priority"] == "1"
+    assert all("dagster/priority" not in run.tags for run in burst)
+    dequeue_order = QueuedRunCoordinatorDaemon(interval_seconds=1)._priority_sort([*burst, swept])
+    assert dequeue_order[0].run_id == swept.run_id
+    origin = RemoteJobOrigin(
+        repository_origin=RemoteRepositoryOrigin(
+            code_location_origin=RegisteredCodeLocationOrigin(location_name="wrk"), repository_name="__repository__"
+        ),
+        job_name=sweeper.name,
+    )
+    own = instance.create_run_for_job(
+        sweeper, status=dg.DagsterRunStatus.NOT_STARTED, remote_job_origin=origin, tags={"dagster/priority": "-5"}
+    )
+    kept = instance.run_coordinator.submit_run(SubmitRunContext(own, workspace=None))  # type: ignore[arg-type]
+    assert kept.tags["dagster/priority"] == "-5"
