@@ -53,14 +53,6 @@ def broker_env(settings: Settings | None = None) -> str:
     raise ValueError(f"EXECUTOR=celery needs a broker: set {BROKER_ENV} (or {FALLBACK_BROKER_ENV})")
 
 
-def broker_url(settings: Settings | None = None) -> str:
-    settings = settings or get_settings()
-    url = settings.celery_broker_url or settings.rabbitmq_url
-    if url is None:
-        raise ValueError(f"EXECUTOR=celery needs a broker: set {BROKER_ENV} (or {FALLBACK_BROKER_ENV})")
-    return url.get_secret_value()
-
-
 def celery_config(queue: str | None = None, settings: Settings | None = None) -> dict[str, Any]:
     """dagster-celery's executor config: the broker (by variable), results over the same broker (rpc),
     the redelivery settings, and for a job, the queue its steps go to."""
@@ -101,17 +93,6 @@ def worker_command(config_path: Path, name: str | None = None, queues: tuple[str
     concurrency = get_settings().celery_worker_concurrency
     # After `--`: Celery's own worker options. No gossip or mingle: workers need not know each other.
     return [*argv, "--", f"--concurrency={concurrency}", "--without-gossip", "--without-mingle"]
-
-
-def redacted(url: str) -> str:
-    """A broker URL for logs, without its password."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
 
 
 def write_worker_config(path: Path) -> None:

@@ -20,13 +20,13 @@ from domain.lifecycle import Actor
 from domain.models import QueueState
 from domain.settings import get_settings
 from domain.store import transaction
+from orchestration_defs.concurrency import TAG_TENANT  # the tag the run coordinator's tenant limit counts
 from resources.database import DatabaseResource
 
 TAG_ID = "wrk/queue_id"
 TAG_KIND = "wrk/queue_kind"
 TAG_TOKEN = "wrk/claim_token"
 TAG_ATTEMPT = "wrk/attempt"
-TAG_TENANT = "wrk/tenant_id"
 TAG_RETRYABLE = "wrk/retryable"  # a run sets "false" when retrying cannot help (see mark_permanent)
 TAG_ALERTED = "wrk/alerted"  # a run sets "true" when it already told ops what went wrong
 
