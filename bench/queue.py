@@ -2,7 +2,7 @@
 
 - claim_ack_per_s.{postgresql,sqlite}: claim batches of 50 and ack them, one connection.
 - claim_ack_per_s: each transaction acks the last batch and claims the next (queue.ack_and_claim).
-- enqueue_per_s.postgresql.{c1,c8}: single-row enqueue with a dedup key, one transaction each, from 1
+- enqueue_per_s.postgresql.{c1,c8}: single-row enqueue with a dedup key, a statement that commits itself, from 1
   and from 8 concurrent clients (threads, a connection each).
 - claim_latency_ratio.1m_vs_1k: median claim+ack latency with 1,000,000 finished rows vs 1,000.
 - trigger_to_run_start_p95_s: build request committed -> RUN_START, through a running Dagster daemon
@@ -24,7 +24,7 @@ from bench.common import emit, postgres_engine, quantile, sqlite_engine
 from bench.startup import run_parts, spread
 from domain import queue
 from domain.models import TriggerQueue
-from domain.store import make_engine, transaction
+from domain.store import autocommit, make_engine, transaction
 
 BENCH = "queue"
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,8 +75,8 @@ def claim_ack_rate(engine: Engine, rows: int = 50_000, batch: int = 50) -> float
     held: list[tuple[int, str]] = []
     started = time.perf_counter()
     while True:
-        with transaction(engine) as session:
-            acked, claimed = queue.ack_and_claim(session, held, ["phase"], batch, 60, "bench")
+        with engine.begin() as connection:  # SQLAlchemy Core: a worker loop needs no ORM session
+            acked, claimed = queue.ack_and_claim(connection, held, ["phase"], batch, 60, "bench")
         done += len(acked)
         if not claimed:
             break
@@ -87,17 +87,17 @@ def claim_ack_rate(engine: Engine, rows: int = 50_000, batch: int = 50) -> float
 
 
 def enqueue_rate(engine: Engine, clients: int = 1, rows: int = 10_000) -> float:
-    """Single-row enqueue with a dedup key, one transaction (one fsync'd commit) each, from `clients`
-    threads with a connection each, as the API's request threads enqueue: with several, PostgreSQL
-    flushes their commits together (group commit)."""
+    """Single-row enqueue with a dedup key, from `clients` threads with a connection each, as the API's
+    phase endpoint enqueues (store.autocommit: the insert commits itself, one fsync'd commit each): with
+    several, PostgreSQL flushes their commits together (group commit)."""
     tenant_id = _tenant(engine)
     per_client = rows // clients
 
     def client(c: int) -> None:
         for n in range(c * per_client, (c + 1) * per_client):
-            with transaction(engine) as session:
+            with autocommit(engine) as connection:
                 queue.enqueue(
-                    session,
+                    connection,
                     "phase",
                     tenant_id,
                     {"tenant_id": tenant_id, "user_id": f"u{n}", "sync_id": "s", "phase": 1},

@@ -504,7 +504,13 @@ class TriggerQueue(Base):
             sqlite_where=text("state = 'launched'"),
             postgresql_where=text("state = 'launched'"),
         ),
-        Index("ix_trigger_queue_finished_at", "finished_at"),
+        # Pruning's index; finished rows only, so a claim (a new row version) writes no NULL entry.
+        Index(
+            "ix_trigger_queue_finished_at",
+            "finished_at",
+            sqlite_where=text("finished_at IS NOT NULL"),
+            postgresql_where=text("finished_at IS NOT NULL"),
+        ),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(32))

@@ -164,7 +164,7 @@ def dedup_key(tenant_id: str, user_id: str, sync_id: str, phase: int, request: P
     return ":".join(parts)[:300]
 
 
-def accept(session: Session, *, tenant_id: str, phase: int, request: PhaseRequest) -> Accepted:
+def accept(session: queue.Store, *, tenant_id: str, phase: int, request: PhaseRequest) -> Accepted:
     """Queue the trigger in the caller's transaction. The same (user, sync, phase[, claim]) with the same
     body while its trigger is pending returns that trigger; with another body, queue.DedupConflict."""
     sync_id = request.sync_id or default_sync_id(phase, request.user_id, utcnow())

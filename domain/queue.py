@@ -299,7 +299,8 @@ def enqueue(
     available_at: datetime | None = None,
 ) -> int:
     """Add a trigger in the caller's transaction; returns its id. A live trigger with the same dedup key
-    and payload is returned instead; with another payload, DedupConflict."""
+    and payload is returned instead; with another payload, DedupConflict. Each statement is safe alone
+    (the insert is the only write), so an autocommit connection (store.autocommit) will do."""
     kind_policy = policy(kind)
     body = validate(kind, payload)
     if kind_policy.tenant_scoped and not tenant_id:
@@ -421,8 +422,6 @@ def ack_and_claim(
     never lost (enqueue keeps waiting for its flush); a batch can run twice, as after a worker's crash."""
     db = _Driver(session)
     pairs = list(held)
-    if db.pg and pairs:
-        db.raw.execute("SET LOCAL synchronous_commit = off")
     if not db.pg or not pairs:
         return _ack(db, pairs, run_id), _claim(db, kinds, limit, lease_seconds, worker)
     now = db.now()
@@ -440,6 +439,7 @@ def ack_and_claim(
         sql, params["kind"] = ACK_AND_CLAIM_ONE_KIND_SQL, kinds[0]
     else:
         sql, params["kinds"] = ACK_AND_CLAIM_KINDS_SQL, kinds
+    db.raw.execute("SET LOCAL synchronous_commit = off")
     rows = db.raw.execute(sql, params, prepare=True).fetchall()
     acked = {int(r[1]) for r in rows if r[0]}
     claimed = sorted((Claimed(*r[1:]) for r in rows if not r[0]), key=lambda c: c.id)

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -106,6 +106,20 @@ def transaction(engine: Engine) -> Iterator[Session]:
     the write lock from its first statement to its end: never make a network call inside it."""
     with session_factory(engine)() as session, session.begin():
         yield session
+
+
+@contextmanager
+def autocommit(engine: Engine) -> Iterator[Connection]:
+    """A connection whose every statement is a transaction of its own, for work each of whose
+    statements stands alone (queue.enqueue from the API). On PostgreSQL the statement and its commit
+    are one round trip instead of three (BEGIN, statement, COMMIT); the commit still waits for its WAL
+    flush. On SQLite, an ordinary transaction (BEGIN IMMEDIATE)."""
+    if is_postgres(engine):
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            yield connection
+    else:
+        with engine.begin() as connection:
+            yield connection
 
 
 @contextmanager

@@ -1,7 +1,7 @@
 """The seven-phase pipeline's HTTP side: the phase endpoint the callers already use (unchanged), a
 sync's progress and audit, and proof packet downloads.
 
-`POST /api/v1/workflow/phase/{phaseNumber}` only queues: one short transaction, 202 at once (callers do
+`POST /api/v1/workflow/phase/{phaseNumber}` only queues: one statement, 202 at once (callers do
 not wait). Service-to-service: a token with role `service`; the tenant comes from the token (or
 `X-Tenant-ID` when the token has several). Reads are for the user themselves (token `sub` = user id),
 the service, or ops, within their tenants: another tenant's rows are simply not found.
@@ -22,7 +22,7 @@ from api.openapi import Endpoint
 from api.problems import Problem
 from api.requests import engine, json_body
 from domain import phases, phases_proof
-from domain.store import read_transaction, transaction
+from domain.store import autocommit, read_transaction
 
 SERVICE_ROLES = frozenset({"service"})
 READ_ROLES = OPS_ROLES | SERVICE_ROLES
@@ -47,8 +47,8 @@ async def trigger_phase(request: Request) -> JSONResponse:
     body = await json_body(request, phases.REQUESTS[phase])
 
     def accept() -> phases.Accepted:
-        with transaction(engine(request)) as session:
-            return phases.accept(session, tenant_id=tenant_id, phase=phase, request=body)
+        with autocommit(engine(request)) as connection:  # one statement: the enqueue (its commit fsync'd)
+            return phases.accept(connection, tenant_id=tenant_id, phase=phase, request=body)
 
     accepted = await run_in_threadpool(accept)
     out = PhaseAccepted(trigger_id=accepted.trigger_id, sync_id=accepted.sync_id, phase=accepted.phase)

@@ -11,7 +11,7 @@ from sqlalchemy import func, select, text, update
 
 from domain import queue
 from domain.models import QueueState, TriggerQueue
-from domain.store import transaction
+from domain.store import autocommit, transaction
 from domain.triggers import KINDS
 from tests.domain import factories
 
@@ -429,3 +429,37 @@ def test_prepared_hot_statements_keep_using_their_indexes_under_a_generic_plan(e
             plan = "\n".join(r[0] for r in cursor.fetchall())
         connection.rollback()
     assert index in plan and "Seq Scan on trigger_queue" not in plan, plan
+
+
+def test_pruning_finds_finished_rows_through_the_partial_finished_at_index(engine, tenant_id):
+    """The finished_at index holds finished rows only (a claim writes no entry into it); pruning's
+    `finished_at < cutoff` implies its predicate, so the index still answers it."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's planner")
+    with engine.connect() as connection:
+        connection.exec_driver_sql("SET enable_seqscan = off")
+        plan = "\n".join(
+            r[0]
+            for r in connection.exec_driver_sql(
+                "EXPLAIN SELECT id FROM trigger_queue WHERE state IN ('done', 'cancelled') "
+                "AND finished_at < now() - interval '7 days' LIMIT 1000"
+            )
+        )
+        connection.rollback()
+    assert "ix_trigger_queue_finished_at" in plan, plan
+
+
+def test_an_enqueue_on_an_autocommit_connection_is_committed_when_it_returns(engine, tenant_id):
+    """The API's phase endpoint enqueues through store.autocommit: on PostgreSQL the insert is its own
+    (fsync'd) transaction, visible to every other connection at once (SQLite: one transaction, as
+    before); the same key again returns the same row, and a conflicting body is refused, nothing written."""
+    with autocommit(engine) as connection:
+        first = queue.enqueue(connection, "phase", tenant_id, _phase(tenant_id, 1), dedup_key="k")
+        if engine.dialect.name == "postgresql":
+            with engine.connect() as other:
+                assert other.execute(select(TriggerQueue.id).where(TriggerQueue.id == first)).scalar_one() == first
+        assert queue.enqueue(connection, "phase", tenant_id, _phase(tenant_id, 1), dedup_key="k") == first
+        with pytest.raises(queue.DedupConflict):
+            queue.enqueue(connection, "phase", tenant_id, _phase(tenant_id, 2), dedup_key="k")
+    with engine.connect() as other:
+        assert other.execute(select(func.count()).select_from(TriggerQueue)).scalar_one() == 1
