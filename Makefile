@@ -32,7 +32,7 @@ lint: $(STAMP)
 
 ## make bench [BENCH=name]: benchmarks in bench/, JSON lines, on their own throwaway PostgreSQL.
 bench: $(STAMP)
-	@scripts/with-postgres scripts/with-rabbitmq scripts/bench $(BENCH)
+	@scripts/with-postgres scripts/bench $(BENCH)
 
 clean:
 	rm -rf var .pytest_cache
