@@ -64,8 +64,6 @@ class Stack:
             "API_PORT": str(api_port),
             "SANDBOX_PORT": str(sandbox_port),
             "SMTP_PORT": str(free_port()),
-            "SENSOR_INTERVAL_SECONDS": "1",
-            "PHASE_SENSOR_INTERVAL_S": "1",
             "PROOF_PACKET_DIR": str(home / "proof-packets"),
         }
         self.processes = Processes(env, self.log)

@@ -7,16 +7,20 @@ lock on PostgreSQL held to the end of the transaction, the write lock SQLite's B
 holds), so two transactions can never take the same number, and a rolled-back one gives its number back.
 
 On PostgreSQL the append also sends `NOTIFY phase_events` (delivered at commit, dropped on rollback) with
-{tenant_id, user_id, seq}: the live side (domain/phase_stream.py) listens; on SQLite it polls.
+{tenant_id, user_id, seq}: the live side (domain/phase_stream.py) listens; on SQLite it polls. There the
+number, the row and the notice are one statement (one round trip: a phase run appends two events per
+trigger); SQLite, which has no INSERT inside WITH, takes two.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, text
-from sqlalchemy.dialects import postgresql, sqlite
+from psycopg.types.json import Jsonb
+from sqlalchemy import Table
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from domain.models import PhaseEvent, PhaseEventSequence, PhaseEventType, utcnow
@@ -24,14 +28,34 @@ from domain.models import PhaseEvent, PhaseEventSequence, PhaseEventType, utcnow
 NOTIFY_CHANNEL = "phase_events"
 TYPES = frozenset(t.value for t in PhaseEventType)
 
+# PostgreSQL: the next number, the event and its notice in one statement, prepared once per connection.
+APPEND_SQL = (
+    "WITH next AS ("
+    "INSERT INTO phase_event_sequences (tenant_id, user_id, last_seq) VALUES (%(tenant_id)s, %(user_id)s, 1) "
+    "ON CONFLICT (tenant_id, user_id) DO UPDATE SET last_seq = phase_event_sequences.last_seq + 1 "
+    "RETURNING last_seq), "
+    "event AS ("
+    "INSERT INTO phase_events (tenant_id, user_id, seq, type, sync_id, phase, data, created_at) "
+    "SELECT %(tenant_id)s, %(user_id)s, last_seq, %(type)s, %(sync_id)s, %(phase)s, %(data)s, %(created_at)s "
+    "FROM next RETURNING id, seq) "
+    f"SELECT id, seq, pg_notify('{NOTIFY_CHANNEL}', "
+    "json_build_object('tenant_id', %(tenant_id)s::text, 'user_id', %(user_id)s::text, 'seq', seq)::text) "
+    "FROM event"
+)
+
+
+@dataclass(frozen=True)
+class Appended:
+    id: int
+    seq: int
+
 
 def _next_seq(session: Session, tenant_id: str, user_id: str) -> int:
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    """SQLite: the next number (APPEND_SQL's first half)."""
     table = PhaseEventSequence.__table__
     assert isinstance(table, Table)
     statement = (
-        insert(table)
+        sqlite.insert(table)
         .values(tenant_id=tenant_id, user_id=user_id, last_seq=1)
         .on_conflict_do_update(
             index_elements=[table.c.tenant_id, table.c.user_id], set_={"last_seq": table.c.last_seq + 1}
@@ -50,15 +74,28 @@ def append(
     phase: int,
     type: str,  # the event's field name, as the stream shows it
     data: dict[str, Any] | None = None,
-) -> PhaseEvent:
-    """Add the next event of (tenant, user)'s stream in the caller's transaction and return it (flushed:
-    id and seq set). `type` is one of PhaseEventType's values; `data` must be JSON-serialisable."""
+) -> Appended:
+    """Add the next event of (tenant, user)'s stream in the caller's transaction; its id and seq.
+    `type` is one of PhaseEventType's values; `data` must be JSON-serialisable."""
     if type not in TYPES:
         raise ValueError(f"unknown phase event type {type!r}")
     if not 1 <= phase <= 7:
         raise ValueError(f"phase {phase} is not 1-7")
     payload = dict(data or {})
     json.dumps(payload)  # refuse what the stream could not send, before anything is written
+    if session.get_bind().dialect.name == "postgresql":
+        values = {
+            "tenant_id": tenant_id,
+            "user_id": user_id,
+            "type": type,
+            "sync_id": sync_id,
+            "phase": phase,
+            "data": Jsonb(payload),
+            "created_at": utcnow(),
+        }
+        raw: Any = session.connection().connection.driver_connection
+        event_id, seq, _ = raw.execute(APPEND_SQL, values, prepare=True).fetchone()
+        return Appended(int(event_id), int(seq))
     seq = _next_seq(session, tenant_id, user_id)
     event = PhaseEvent(
         tenant_id=tenant_id,
@@ -72,7 +109,4 @@ def append(
     )
     session.add(event)
     session.flush()
-    if session.get_bind().dialect.name == "postgresql":
-        notice = json.dumps({"tenant_id": tenant_id, "user_id": user_id, "seq": seq})
-        session.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": NOTIFY_CHANNEL, "payload": notice})
-    return event
+    return Appended(event.id, seq)

@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import Table, select
+from sqlalchemy import Table, and_, case, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -214,44 +214,45 @@ def advance_progress(
     status: PhaseStatus,
     seller_id: str | None = None,
 ) -> bool:
-    """Move the sync's progress to (phase, status) if that is forward; True if it moved."""
+    """Move the sync's progress to (phase, status) if that is forward; True if it moved. One statement:
+    the row is created, or updated where `progress_allowed` (written as SQL from the same table) says so."""
     now = utcnow()
     table: Table = SyncProgress.__table__  # type: ignore[assignment]
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    created = session.execute(
-        insert(table)
-        .values(
-            id=new_id(),
-            tenant_id=tenant_id,
-            user_id=user_id,
-            sync_id=sync_id,
-            seller_id=seller_id,
-            phase=phase,
-            status=status.value,
-            percent=percent(phase, status),
-            started_at=now,
-            updated_at=now,
-            completed_at=now if (phase, status) == (7, P.COMPLETED) else None,
+    statement = insert(table).values(
+        id=new_id(),
+        tenant_id=tenant_id,
+        user_id=user_id,
+        sync_id=sync_id,
+        seller_id=seller_id,
+        phase=phase,
+        status=status.value,
+        percent=percent(phase, status),
+        started_at=now,
+        updated_at=now,
+        completed_at=now if (phase, status) == (7, P.COMPLETED) else None,
+    )
+    stored, proposed = table.c, statement.excluded
+    same_phase = or_(
+        *(
+            and_(stored.status == current.value, proposed.status.in_([s.value for s in moves]))
+            for current, moves in SAME_PHASE_MOVES.items()
+            if moves
         )
-        .on_conflict_do_nothing(index_elements=["tenant_id", "user_id", "sync_id"])
-        .returning(table.c.id)
-    ).scalar_one_or_none()
-    if created is not None:
-        return True
-    row = session.scalars(
-        select(SyncProgress)
-        .where(SyncProgress.tenant_id == tenant_id, SyncProgress.user_id == user_id, SyncProgress.sync_id == sync_id)
-        .with_for_update()
-    ).one()
-    if not progress_allowed(row.phase, PhaseStatus(row.status), phase, status):
-        return False
-    row.phase, row.status, row.updated_at = phase, status.value, now
-    row.percent = max(row.percent, percent(phase, status))
-    if seller_id and not row.seller_id:
-        row.seller_id = seller_id
-    if (phase, status) == (7, P.COMPLETED):
-        row.completed_at = now
-    return True
+    )
+    upsert = statement.on_conflict_do_update(
+        index_elements=[stored.tenant_id, stored.user_id, stored.sync_id],
+        set_={
+            "phase": proposed.phase,
+            "status": proposed.status,
+            "updated_at": proposed.updated_at,
+            "percent": case((proposed.percent > stored.percent, proposed.percent), else_=stored.percent),
+            "seller_id": func.coalesce(func.nullif(stored.seller_id, ""), proposed.seller_id),
+            "completed_at": func.coalesce(proposed.completed_at, stored.completed_at),
+        },
+        where=or_(proposed.phase > stored.phase, and_(proposed.phase == stored.phase, same_phase)),
+    ).returning(stored.id)
+    return session.execute(upsert).scalar_one_or_none() is not None
 
 
 # -- one trigger's run ---------------------------------------------------------------------------------

@@ -328,6 +328,27 @@ def test_progress_never_moves_backwards(engine, tenant):
     assert row.completed_at is not None
 
 
+def test_the_stores_progress_rule_is_progress_allowed_for_every_pair_of_states(engine, tenant):
+    """advance_progress decides in SQL (one upsert); it must agree with progress_allowed everywhere."""
+    states = [(phase, status) for phase in phases.PHASES for status in phases.P]
+    syncs = {}
+    with transaction(engine) as session:
+        for n, (phase, status) in enumerate(states):
+            for m in range(len(states)):
+                key = f"s{n}-{m}"
+                syncs[key] = (phase, status, states[m])
+                phases.advance_progress(
+                    session, tenant_id=tenant, user_id="rule", sync_id=key, phase=phase, status=status
+                )
+    with transaction(engine) as session:
+        for key, (phase, status, (to_phase, to_status)) in syncs.items():
+            moved = phases.advance_progress(
+                session, tenant_id=tenant, user_id="rule", sync_id=key, phase=to_phase, status=to_status
+            )
+            allowed = phases.progress_allowed(phase, status, to_phase, to_status)
+            assert moved is allowed, (phase, status, to_phase, to_status)
+
+
 def test_one_phase_one_post_drives_the_chain_to_phase_seven(
     phase_env, sandbox, engine, tenant, database_url, monkeypatch
 ):
