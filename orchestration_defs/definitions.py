@@ -9,6 +9,7 @@ from orchestration_defs.batch_jobs import (
     relay_batch_messages,
 )
 from orchestration_defs.build import build_automation_version, build_queue_sensor
+from orchestration_defs.dagster_migrations import share_dagster_migrations
 from orchestration_defs.deploy import reconcile_deployments, reconcile_deployments_schedule
 from orchestration_defs.phases import phase_batch, phase_batch_failure_sensor, phase_queue_sensor
 from orchestration_defs.release import (
@@ -79,5 +80,9 @@ def build_definitions() -> dg.Definitions:
         },
     )
 
+
+# The code server makes a DagsterInstance from its ref for every sensor tick: Dagster's migration
+# scripts are parsed once, not on each tick.
+share_dagster_migrations()
 
 defs = build_definitions()
