@@ -163,6 +163,7 @@ class Settings(BaseSettings):
     phase_batch_size: int = Field(default=100, ge=1, le=1000)  # triggers one phase run takes
     phase_row_workers: int = Field(default=4, ge=1, le=32)  # triggers of one run processed at once
     phase_runs_in_flight: int = Field(default=2, ge=1)  # the phase sensor launches no more while this many run
+    phase_run_max_triggers: int = Field(default=500, ge=1, le=1000)  # a run under a burst takes more, up to this
     phase_sensor_interval_s: int = Field(default=1, ge=1)
     sandbox_phase_delay_s: float = Field(default=1.0, ge=0)  # the sandbox's integrations call the next phase back
 

@@ -49,7 +49,7 @@ TAG_PHASE = "wrk/phase"  # when every trigger of the run is of one phase
 TAG_PHASE_TENANTS = "wrk/tenants"
 USER_TAG_PREFIX = "wrk/user."
 MAX_TAG_VALUE = 4096
-MAX_USER_TAGS = 200
+MAX_USER_TAGS = 1000  # PHASE_BATCH_SIZE and PHASE_RUN_MAX_TRIGGERS are at most this: every user is tagged
 
 
 def user_tag(user_id: str) -> str:
@@ -86,17 +86,33 @@ def run_config(claimed: Sequence[queue.Claimed]) -> dict[str, Any]:
 
 
 def run_tags(claimed: Sequence[queue.Claimed]) -> dict[str, str]:
-    numbers = sorted({int(c.payload["phase"]) for c in claimed})
-    tenants = sorted({c.tenant_id for c in claimed if c.tenant_id})
-    tags = {TAG_KIND: phases.KIND, TAG_COUNT: str(len(claimed)), TAG_PHASES: ",".join(map(str, numbers))}
+    return _tags([(int(c.payload["phase"]), c.tenant_id, str(c.payload["user_id"])) for c in claimed])
+
+
+def _tags(triggers: Sequence[tuple[int, str | None, str]]) -> dict[str, str]:
+    """A run's tags for its (phase, tenant, user) triggers."""
+    numbers = sorted({phase for phase, _, _ in triggers})
+    tenants = sorted({tenant for _, tenant, _ in triggers if tenant})
+    phase_list = ",".join(map(str, numbers))
+    tags = {TAG_KIND: phases.KIND, TAG_COUNT: str(len(triggers)), TAG_PHASES: phase_list}
     if len(numbers) == 1:
-        tags[TAG_PHASE] = str(numbers[0])
+        tags[TAG_PHASE] = phase_list
     # Their tenants, but not as wrk/tenant_id: a phase batch is limited per kind (and by
     # PHASE_RUNS_IN_FLIGHT), not per tenant, or one tenant's builds holding its runs at the tenant limit
     # would hold every tenant's phases queued behind its batch (orchestration_defs/concurrency.py).
     tags[TAG_PHASE_TENANTS] = ",".join(tenants)[:MAX_TAG_VALUE]
-    for user in sorted({str(c.payload["user_id"]) for c in claimed})[:MAX_USER_TAGS]:
+    for user in sorted({user for _, _, user in triggers})[:MAX_USER_TAGS]:
         tags[user_tag(user)] = user
+    return tags
+
+
+def retag(taken: Sequence[tuple[int, str | None, str]], more: Sequence[tuple[int, str | None, str]]) -> dict[str, str]:
+    """The tags a run adds when it took `more` triggers (all it took: `taken`): the new count, phases and
+    tenants, and the new users' tags (Dagster adds tags; it never removes one). A run that now holds
+    several phases has them all in wrk/phase too, so no filter on its first phase finds it wrongly."""
+    tags = {k: v for k, v in _tags(taken).items() if not k.startswith(USER_TAG_PREFIX)}
+    tags.setdefault(TAG_PHASE, tags[TAG_PHASES])
+    tags.update({k: v for k, v in _tags(more).items() if k.startswith(USER_TAG_PREFIX)})
     return tags
 
 
@@ -222,6 +238,16 @@ def process_row(engine: Any, row: phases.PhaseRow, run_id: str, outside: Outside
         return "dead" if state is QueueState.DEAD else "failed"
 
 
+def claim_more(engine: Any, limit: int, run_id: str) -> list[phases.PhaseRow]:
+    """Up to `limit` more due phase triggers for this run: claimed and launched with its id in one
+    transaction, so a run that dies leaves them launched, for reconciliation like its first batch."""
+    with transaction(engine) as session:
+        claimed = queue.claim(session, [phases.KIND], limit, LEASE_SECONDS, f"{JOB}:{run_id}")
+        for c in claimed:
+            queue.launch(session, c.id, c.claim_token, run_id)
+    return [phases.PhaseRow(c.id, c.claim_token, c.attempts, PhaseTrigger.model_validate(c.payload)) for c in claimed]
+
+
 def launch_rows(engine: Any, rows: Sequence[phases.PhaseRow], run_id: str) -> list[phases.PhaseRow]:
     """claimed -> launched with this run's id; rows this run no longer holds are left out."""
     held = []
@@ -251,14 +277,34 @@ def process_phase_triggers(
     engine = database.engine
     held = launch_rows(engine, rows, context.run_id)
     outside = Outside(integrations.client(), payments.client(), Path(settings.proof_packet_dir))
+    taken = [(r.trigger.phase, r.trigger.tenant_id, r.trigger.user_id) for r in rows]
+    outcomes: list[str] = []
     try:
         with ThreadPoolExecutor(max_workers=settings.phase_row_workers) as pool:
-            outcomes = list(pool.map(lambda r: process_row(engine, r, context.run_id, outside, context.log), held))
+            batch, full = held, len(rows) >= settings.phase_batch_size
+            while True:
+                outcomes += pool.map(lambda r: process_row(engine, r, context.run_id, outside, context.log), batch)
+                # A burst: while full batches keep coming, this run takes the next one itself instead of
+                # ending and leaving it to a new run (a run's launch and start, and the sensor noticing
+                # its end, took as long as its batch's work: half of a burst's drain time).
+                limit = min(settings.phase_batch_size, settings.phase_run_max_triggers - len(taken))
+                if not full or limit <= 0:
+                    break
+                batch = claim_more(engine, limit, context.run_id)
+                if not batch:
+                    break
+                full = len(batch) == limit
+                more = [(r.trigger.phase, r.trigger.tenant_id, r.trigger.user_id) for r in batch]
+                taken += more
+                context.instance.add_run_tags(context.run_id, retag(taken, more))
+                ids = f"{batch[0].trigger_id}..{batch[-1].trigger_id}"
+                context.log.info(f"took {len(batch)} more phase triggers ({ids}); {len(taken)} in this run")
     finally:
         outside.integrations.close()
         outside.payments.close()
     counts = {name: outcomes.count(name) for name in ("completed", "failed", "dead", "stale", "unrecorded")}
     counts["not_held"] = len(rows) - len(held)
+    counts["taken_by_the_run"] = len(taken) - len(rows)
     context.add_output_metadata(counts)
     if counts["unrecorded"]:
         # The run fails; reconciliation sends the triggers still launched back to the queue with backoff.

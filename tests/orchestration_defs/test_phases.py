@@ -163,6 +163,30 @@ def test_a_tick_fills_every_free_run_slot_with_a_batch_of_its_own(
     assert [_state(engine, i).state for i in ids] == ["claimed"] * 4 + ["available"]  # the fifth waits
 
 
+@pytest.mark.parametrize(("max_triggers", "done"), [(1000, 5), (3, 3)])
+def test_a_run_under_a_burst_takes_the_next_batches_itself(
+    phase_env, engine, tenant, database_url, monkeypatch, max_triggers, done
+):
+    """A full batch means more may be due: the run claims the next batches itself (launched with its id,
+    its tags updated so the UI finds every user), until a batch comes back short or it holds
+    PHASE_RUN_MAX_TRIGGERS."""
+    monkeypatch.setenv("PHASE_BATCH_SIZE", "2")
+    monkeypatch.setenv("PHASE_RUNS_IN_FLIGHT", "1")
+    monkeypatch.setenv("PHASE_RUN_MAX_TRIGGERS", str(max_triggers))
+    get_settings.cache_clear()
+    instance = dg.DagsterInstance.ephemeral()
+    ids = [_accept(engine, tenant, 1 + n % 2, user_id=f"b{n}", sync_id="s") for n in range(5)]
+    (request,) = _tick(instance, database_url)
+    counts = _run(instance, database_url, request)
+    assert counts["completed"] == done and counts["taken_by_the_run"] == done - 2
+    (run,) = instance.get_runs()
+    assert [_state(engine, i).state for i in ids] == ["done"] * done + ["available"] * (5 - done)
+    assert {_state(engine, i).run_id for i in ids[:done]} == {run.run_id}
+    assert run.tags["wrk/phase_count"] == str(done) and run.tags["wrk/phases"] == "1,2"
+    assert run.tags["wrk/phase"] == "1,2"  # no longer one phase: no filter on phase 1 alone finds it
+    assert all(run.tags[user_tag(f"b{n}")] == f"b{n}" for n in range(done))
+
+
 def test_phase_four_routes_at_the_exact_boundaries(phase_env, sandbox, engine, tenant, database_url):
     instance = dg.DagsterInstance.ephemeral()
     matches = [
