@@ -18,6 +18,7 @@ from orchestration_defs.release import (
     release_failure_sensor,
     release_queue_sensor,
 )
+from orchestration_defs.schedule_storage import keep_schedule_schema
 from orchestration_defs.workflows import (
     approval_queue_sensor,
     workflow_events_sensor,
@@ -82,7 +83,8 @@ def build_definitions() -> dg.Definitions:
 
 
 # The code server makes a DagsterInstance from its ref for every sensor tick: Dagster's migration
-# scripts are parsed once, not on each tick.
+# scripts are parsed once, not on each tick, and the schedule storage's schema is not read again.
 share_dagster_migrations()
+keep_schedule_schema()
 
 defs = build_definitions()

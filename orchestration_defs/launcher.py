@@ -46,6 +46,11 @@ from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, Lau
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._serdes import ConfigurableClassData, serialize_value
 
+from orchestration_defs.schedule_storage import keep_schedule_schema
+
+# The daemon and the webserver load this module (dagster.yaml names it) before they tick sensors.
+keep_schedule_schema()
+
 PID_TAG = "wrk/run_worker_pid"
 # The worker's start time in clock ticks since boot (/proc/<pid>/stat): a pid reused by another process
 # after the worker died is not mistaken for it.
