@@ -45,3 +45,9 @@ def quantile(values: Sequence[float], q: float) -> float:
     """The q-quantile (0 < q < 1), nearest rank: no interpolation beyond the samples."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def api_workers() -> int:
+    """As `make run` has it (scripts/supervise.py): API_WORKERS, by default one per core."""
+    value = os.environ.get("API_WORKERS")
+    return int(value) if value else len(os.sched_getaffinity(0))

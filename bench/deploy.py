@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bench.common import emit, postgres_engine, quantile
+from bench.common import api_workers, emit, postgres_engine, quantile
 from domain import lifecycle, models
 from domain.lifecycle import Actor, Status
 from domain.settings import Settings
@@ -94,12 +94,6 @@ def _drive(
 
 def _p(values: list[float], q: int) -> float:
     return quantile(values, q / 100) * 1000
-
-
-def api_workers() -> int:
-    """As `make run` has it (scripts/supervise.py): API_WORKERS, by default one per core."""
-    value = os.environ.get("API_WORKERS")
-    return int(value) if value else len(os.sched_getaffinity(0))
 
 
 def _api(servers: Processes, workers: int, env: dict[str, str]) -> str:

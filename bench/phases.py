@@ -8,7 +8,8 @@ process), the Dagster daemon with the phase sensor, the sandbox's integrations b
 
 The sandbox's call backs (phase 1 -> 2 -> ... -> 7) are switched off, so every figure is about the
 phase-1 triggers the bench posted. Environment: BENCH_PHASE_TRIGGERS (2000), BENCH_PHASE_CLIENTS (16),
-BENCH_PHASE_LOW_RATE_SAMPLES (30), BENCH_PHASE_C32_POSTS (1000), API_WORKERS (uvicorn workers, 1).
+BENCH_PHASE_LOW_RATE_SAMPLES (30), BENCH_PHASE_C32_POSTS (1000), API_WORKERS (uvicorn workers; as `make run`:
+one per core). The sensors run at their shipped intervals (SENSOR_INTERVAL_SECONDS, PHASE_SENSOR_INTERVAL_S).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine, text
 
-from bench.common import emit, postgres_engine, quantile
+from bench.common import api_workers, emit, postgres_engine, quantile
 from domain.models import Tenant
 from domain.settings import Settings
 from domain.store import transaction
@@ -76,7 +77,7 @@ class Stack:
         )  # fmt: skip
         api = self.processes.spawn(
             python, "-m", "uvicorn", "api.app:create_app", "--factory", "--port", str(api_port),
-            "--workers", os.environ.get("API_WORKERS", "1"), "--no-access-log", "--log-level", "warning",
+            "--workers", str(api_workers()), "--no-access-log", "--log-level", "warning",
         )  # fmt: skip
         self.wait_up(self.sandbox + "/", sandbox)
         self.wait_up(self.api + "/health", api)
