@@ -25,8 +25,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import Table, and_, case, func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
 from domain import notifications, phase_events, queue
@@ -40,6 +39,7 @@ from domain.models import (
     ProofPacketStatus,
     QueueState,
     SyncProgress,
+    UTCDateTime,
     new_id,
     utcnow,
 )
@@ -204,6 +204,33 @@ def progress_allowed(current_phase: int, current: PhaseStatus, phase: int, statu
     return status in SAME_PHASE_MOVES[current]
 
 
+def _quoted(values: Any) -> str:
+    return ", ".join(f"'{v.value}'" for v in values)
+
+
+# progress_allowed as SQL over the stored row (sync_progress) and the proposed one (excluded), written
+# from the same table of moves; one text for both backends (both have ON CONFLICT ... DO UPDATE ...
+# WHERE and RETURNING), compiled once (the dialects' insert() constructs are never cached).
+_FORWARD = " OR ".join(
+    f"(sync_progress.status = '{current.value}' AND excluded.status IN ({_quoted(moves)}))"
+    for current, moves in SAME_PHASE_MOVES.items()
+    if moves
+)
+PROGRESS_UPSERT = text(
+    "INSERT INTO sync_progress (id, tenant_id, user_id, sync_id, seller_id, phase, status, percent, started_at, "
+    "updated_at, completed_at) VALUES (:id, :tenant_id, :user_id, :sync_id, :seller_id, :phase, :status, :percent, "
+    ":now, :now, :completed_at) "
+    "ON CONFLICT (tenant_id, user_id, sync_id) DO UPDATE SET phase = excluded.phase, status = excluded.status, "
+    "updated_at = excluded.updated_at, "
+    "percent = CASE WHEN excluded.percent > sync_progress.percent THEN excluded.percent "
+    "ELSE sync_progress.percent END, "
+    "seller_id = COALESCE(NULLIF(sync_progress.seller_id, ''), excluded.seller_id), "
+    "completed_at = COALESCE(excluded.completed_at, sync_progress.completed_at) "
+    f"WHERE excluded.phase > sync_progress.phase OR (excluded.phase = sync_progress.phase AND ({_FORWARD})) "
+    "RETURNING id"
+).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("completed_at", type_=UTCDateTime()))
+
+
 def advance_progress(
     session: Session,
     *,
@@ -214,45 +241,22 @@ def advance_progress(
     status: PhaseStatus,
     seller_id: str | None = None,
 ) -> bool:
-    """Move the sync's progress to (phase, status) if that is forward; True if it moved. One statement:
-    the row is created, or updated where `progress_allowed` (written as SQL from the same table) says so."""
+    """Move the sync's progress to (phase, status) if that is forward; True if it moved. One statement
+    (PROGRESS_UPSERT): the row is created, or updated where `progress_allowed` says so."""
     now = utcnow()
-    table: Table = SyncProgress.__table__  # type: ignore[assignment]
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    statement = insert(table).values(
-        id=new_id(),
-        tenant_id=tenant_id,
-        user_id=user_id,
-        sync_id=sync_id,
-        seller_id=seller_id,
-        phase=phase,
-        status=status.value,
-        percent=percent(phase, status),
-        started_at=now,
-        updated_at=now,
-        completed_at=now if (phase, status) == (7, P.COMPLETED) else None,
-    )
-    stored, proposed = table.c, statement.excluded
-    same_phase = or_(
-        *(
-            and_(stored.status == current.value, proposed.status.in_([s.value for s in moves]))
-            for current, moves in SAME_PHASE_MOVES.items()
-            if moves
-        )
-    )
-    upsert = statement.on_conflict_do_update(
-        index_elements=[stored.tenant_id, stored.user_id, stored.sync_id],
-        set_={
-            "phase": proposed.phase,
-            "status": proposed.status,
-            "updated_at": proposed.updated_at,
-            "percent": case((proposed.percent > stored.percent, proposed.percent), else_=stored.percent),
-            "seller_id": func.coalesce(func.nullif(stored.seller_id, ""), proposed.seller_id),
-            "completed_at": func.coalesce(proposed.completed_at, stored.completed_at),
-        },
-        where=or_(proposed.phase > stored.phase, and_(proposed.phase == stored.phase, same_phase)),
-    ).returning(stored.id)
-    return session.execute(upsert).scalar_one_or_none() is not None
+    values = {
+        "id": new_id(),
+        "tenant_id": tenant_id,
+        "user_id": user_id,
+        "sync_id": sync_id,
+        "seller_id": seller_id,
+        "phase": phase,
+        "status": status.value,
+        "percent": percent(phase, status),
+        "now": now,
+        "completed_at": now if (phase, status) == (7, P.COMPLETED) else None,
+    }
+    return session.execute(PROGRESS_UPSERT, values).scalar_one_or_none() is not None
 
 
 # -- one trigger's run ---------------------------------------------------------------------------------
