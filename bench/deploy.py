@@ -114,7 +114,7 @@ async def ping(_request):  # the reference: a plain Starlette JSON endpoint
 
 
 def reference_app() -> Starlette:
-    return Starlette(routes=[Route("/ping", ping, methods=["PATCH"])])
+    return Starlette(routes=[Route("/ping", ping, methods=["PATCH", "POST"])])
 
 
 def main() -> None:

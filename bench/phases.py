@@ -114,29 +114,47 @@ class Stack:
     def tail(self) -> str:
         return self.log_path.read_text()[-3000:]
 
+    def reference_app(self) -> str:
+        """bench/deploy.py's plain Starlette app, served as the API is (uvicorn, API_WORKERS workers)."""
+        from tests.servers import free_port, wait_for
+
+        port = free_port()
+        self.processes.spawn(
+            sys.executable, "-m", "uvicorn", "bench.deploy:reference_app", "--factory", "--port", str(port),
+            "--workers", str(api_workers()), "--no-access-log", "--log-level", "warning",
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        wait_for(url + "/ping")  # 405 to a GET: up
+        return url
+
     def stop(self) -> None:
         self.processes.stop()
         self.log.close()
 
 
-async def post_all(stack: Stack, prefix: str, count: int, clients: int) -> tuple[list[int], list[float]]:
-    """`count` phase-1 POSTs by `clients` concurrent clients; the trigger ids and each POST's seconds."""
+async def post_all(
+    stack: Stack, prefix: str, count: int, clients: int, reference: str | None = None
+) -> tuple[list[int], list[float]]:
+    """`count` phase-1 POSTs by `clients` concurrent clients; the trigger ids and each POST's seconds.
+    With `reference` (a plain Starlette app's URL), the same POSTs to its one route instead."""
     ids: list[int] = []
     latencies: list[float] = []
     numbers = iter(range(count))
     headers = {"Authorization": f"Bearer {stack.token}"}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=stack.api, headers=headers, limits=limits, timeout=60) as client:
+    url, path = (reference, "/ping") if reference else (stack.api, "/api/v1/workflow/phase/1")
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as client:
 
         async def worker() -> None:
             for n in numbers:
                 body = {"user_id": f"{prefix}-u{n}", "sync_id": f"{prefix}-s{n}", "seller_id": "bench-seller"}
                 started = time.perf_counter()
-                answer = await client.post("/api/v1/workflow/phase/1", json=body)
+                answer = await client.post(path, json=body)
                 latencies.append(time.perf_counter() - started)
-                if answer.status_code != 202:
-                    raise RuntimeError(f"POST phase 1: {answer.status_code} {answer.text[:300]}")
-                ids.append(int(answer.json()["trigger_id"]))
+                if answer.status_code not in (200, 202):
+                    raise RuntimeError(f"POST {path}: {answer.status_code} {answer.text[:300]}")
+                if not reference:
+                    ids.append(int(answer.json()["trigger_id"]))
 
         await asyncio.gather(*(worker() for _ in range(clients)))
     return ids, latencies
@@ -232,16 +250,23 @@ def main() -> None:
             post_p99_ms_c16=round(quantile(posts, 0.99) * 1000, 3),
         )
 
-        _, posts = asyncio.run(post_all(stack, "c32", C32_POSTS, 32))
-        emit(
-            BENCH,
-            "phase_post_p99_ms.c32",
-            quantile(posts, 0.99) * 1000,
-            "ms",
-            "<= 50",
-            posts=len(posts),
-            median_ms=round(statistics.median(posts) * 1000, 3),
-        )
+        if C32_POSTS:
+            _, posts = asyncio.run(post_all(stack, "c32", C32_POSTS, 32))
+            # The floor under that figure: the same client and POSTs against a plain Starlette route
+            # (bench/deploy.py's reference app, as many workers as the API), with nothing else running.
+            reference = stack.reference_app()
+            _, floor = asyncio.run(post_all(stack, "ref", C32_POSTS, 32, reference=reference))
+            emit(
+                BENCH,
+                "phase_post_p99_ms.c32",
+                quantile(posts, 0.99) * 1000,
+                "ms",
+                "<= 50",
+                posts=len(posts),
+                median_ms=round(statistics.median(posts) * 1000, 3),
+                reference_p99_ms=round(quantile(floor, 0.99) * 1000, 3),
+                reference_median_ms=round(statistics.median(floor) * 1000, 3),
+            )
     finally:
         stack.stop()
 
