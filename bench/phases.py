@@ -253,7 +253,8 @@ def main() -> None:
         if C32_POSTS:
             _, posts = asyncio.run(post_all(stack, "c32", C32_POSTS, 32))
             # The floor under that figure: the same client and POSTs against a plain Starlette route
-            # (bench/deploy.py's reference app, as many workers as the API), with nothing else running.
+            # (bench/deploy.py's reference app, as many workers as the API) on the same machine, the
+            # stack idle.
             reference = stack.reference_app()
             _, floor = asyncio.run(post_all(stack, "ref", C32_POSTS, 32, reference=reference))
             emit(

@@ -7,9 +7,9 @@ lock on PostgreSQL held to the end of the transaction, the write lock SQLite's B
 holds), so two transactions can never take the same number, and a rolled-back one gives its number back.
 
 On PostgreSQL the append also sends `NOTIFY phase_events` (delivered at commit, dropped on rollback) with
-{tenant_id, user_id, seq}: the live side (domain/phase_stream.py) listens; on SQLite it polls. There the
-number, the row and the notice are one statement (one round trip: a phase run appends two events per
-trigger); SQLite, which has no INSERT inside WITH, takes two.
+{tenant_id, user_id, seq}: the live side (domain/phase_stream.py) listens; on SQLite it polls. On
+PostgreSQL the number, the row and the notice are one statement (one round trip: a phase run appends two
+events per trigger); SQLite, which has no INSERT inside WITH, takes two.
 """
 
 from __future__ import annotations

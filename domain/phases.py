@@ -165,7 +165,8 @@ def dedup_key(tenant_id: str, user_id: str, sync_id: str, phase: int, request: P
 
 
 def accept(session: queue.Store, *, tenant_id: str, phase: int, request: PhaseRequest) -> Accepted:
-    """Queue the trigger in the caller's transaction. The same (user, sync, phase[, claim]) with the same
+    """Queue the trigger on the caller's connection (a transaction, or autocommit: queue.enqueue is safe
+    statement by statement). The same (user, sync, phase[, claim]) with the same
     body while its trigger is pending returns that trigger; with another body, queue.DedupConflict."""
     sync_id = request.sync_id or default_sync_id(phase, request.user_id, utcnow())
     trigger = PhaseTrigger(

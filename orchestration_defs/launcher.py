@@ -48,7 +48,7 @@ from dagster._serdes import ConfigurableClassData, serialize_value
 
 from orchestration_defs.schedule_storage import keep_schedule_schema
 
-# The daemon and the webserver load this module (dagster.yaml names it) before they tick sensors.
+# The daemon loads this module (dagster.yaml names it) when it starts, before it ticks sensors.
 keep_schedule_schema()
 
 PID_TAG = "wrk/run_worker_pid"

@@ -1,5 +1,6 @@
 """The seven-phase pipeline's batch job: the phase sensor claims up to PHASE_BATCH_SIZE triggers and
-launches ONE run of `phase_batch` for them; the run processes each trigger in transactions of its own
+launches ONE run of `phase_batch` for them (under a burst, the run then takes the next batches itself, up
+to PHASE_RUN_MAX_TRIGGERS); the run processes each trigger in transactions of its own
 (domain/phases.py), calling the integrations backend and the payment API between them, with no
 transaction open. Each trigger has its own outcome: a failed one goes back to the queue with the
 queue's backoff (or is dead, audited and alerted), the others finish.
@@ -45,7 +46,7 @@ from sensors.runs import IN_FLIGHT
 JOB = "phase_batch"
 TAG_COUNT = "wrk/phase_count"
 TAG_PHASES = "wrk/phases"
-TAG_PHASE = "wrk/phase"  # when every trigger of the run is of one phase
+TAG_PHASE = "wrk/phase"  # one phase; a run that took triggers of several later: their list, as wrk/phases
 TAG_PHASE_TENANTS = "wrk/tenants"
 USER_TAG_PREFIX = "wrk/user."
 MAX_TAG_VALUE = 4096
@@ -248,6 +249,13 @@ def claim_more(engine: Any, limit: int, run_id: str) -> list[phases.PhaseRow]:
     return [phases.PhaseRow(c.id, c.claim_token, c.attempts, PhaseTrigger.model_validate(c.payload)) for c in claimed]
 
 
+def _still_running(context: dg.OpExecutionContext) -> bool:
+    """A run being cancelled (or otherwise ending) takes no more triggers: those it holds would be
+    cancelled with it (sensors/queue.py reconcile_launched)."""
+    run = context.instance.get_run_by_id(context.run_id)
+    return run is None or run.status == dg.DagsterRunStatus.STARTED
+
+
 def launch_rows(engine: Any, rows: Sequence[phases.PhaseRow], run_id: str) -> list[phases.PhaseRow]:
     """claimed -> launched with this run's id; rows this run no longer holds are left out."""
     held = []
@@ -288,7 +296,7 @@ def process_phase_triggers(
                 # ending and leaving it to a new run (a run's launch and start, and the sensor noticing
                 # its end, took as long as its batch's work: half of a burst's drain time).
                 limit = min(settings.phase_batch_size, settings.phase_run_max_triggers - len(taken))
-                if not full or limit <= 0:
+                if not full or limit <= 0 or not _still_running(context):
                     break
                 batch = claim_more(engine, limit, context.run_id)
                 if not batch:
@@ -296,7 +304,10 @@ def process_phase_triggers(
                 full = len(batch) == limit
                 more = [(r.trigger.phase, r.trigger.tenant_id, r.trigger.user_id) for r in batch]
                 taken += more
-                context.instance.add_run_tags(context.run_id, retag(taken, more))
+                try:  # the tags only help the UI find the run: a failed write must not fail the batch
+                    context.instance.add_run_tags(context.run_id, retag(taken, more))
+                except Exception as exc:
+                    context.log.warning(f"could not tag the run with its new triggers' users: {exc!r}")
                 ids = f"{batch[0].trigger_id}..{batch[-1].trigger_id}"
                 context.log.info(f"took {len(batch)} more phase triggers ({ids}); {len(taken)} in this run")
     finally:

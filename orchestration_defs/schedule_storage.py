@@ -9,8 +9,8 @@ runs before the daemon starts, and a table or a finished migration never goes aw
 object keeps an answer once it is yes (a no is asked again), and builds its engine once (still a new
 SQLite connection per operation, as Dagster's NullPool has it). Same file, same statements otherwise.
 
-Applied in the daemon and the webserver (orchestration_defs/launcher.py, which dagster.yaml names) and
-in the code server (orchestration_defs/definitions.py: its sensor ticks open the instance too). The
+Applied where orchestration_defs/launcher.py is loaded (dagster.yaml names it: the daemon loads it at
+start) and in the code server (orchestration_defs/definitions.py: its sensor ticks open the instance too). The
 storage's configuration is untouched (Dagster's default, under DAGSTER_HOME). PostgreSQL storage
 (dagster.postgres.yaml) is not concerned. tests/orchestration_defs/test_schedule_storage.py fails if
 Dagster stops going through these methods.

@@ -1,7 +1,7 @@
 """The seven-phase pipeline's HTTP side: the phase endpoint the callers already use (unchanged), a
 sync's progress and audit, and proof packet downloads.
 
-`POST /api/v1/workflow/phase/{phaseNumber}` only queues: one statement, 202 at once (callers do
+`POST /api/v1/workflow/phase/{phaseNumber}` only queues: one insert (a repeat: its lookup), 202 at once (callers do
 not wait). Service-to-service: a token with role `service`; the tenant comes from the token (or
 `X-Tenant-ID` when the token has several). Reads are for the user themselves (token `sub` = user id),
 the service, or ops, within their tenants: another tenant's rows are simply not found.
@@ -47,7 +47,7 @@ async def trigger_phase(request: Request) -> JSONResponse:
     body = await json_body(request, phases.REQUESTS[phase])
 
     def accept() -> phases.Accepted:
-        with autocommit(engine(request)) as connection:  # one statement: the enqueue (its commit fsync'd)
+        with autocommit(engine(request)) as connection:  # each statement commits itself (fsync'd)
             return phases.accept(connection, tenant_id=tenant_id, phase=phase, request=body)
 
     accepted = await run_in_threadpool(accept)
