@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Engine, bindparam, select, text
 from sqlalchemy.orm import Session
 
 from domain import outbox
@@ -107,14 +105,32 @@ def notify(
         # In-app notifications are the rows themselves: stored is delivered.
         values["status"] = NotificationStatus.SENT.value
         values["sent_at"] = now
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = (
-        insert(Notification)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["dedup_key"])
-        .returning(Notification.id)
-    )
-    return session.execute(statement).scalar_one_or_none() is not None
+    else:
+        values["sent_at"] = None
+    return session.execute(ADD, values).scalar_one_or_none() is not None
+
+
+_COLUMNS = (
+    "id",
+    "tenant_id",
+    "channel",
+    "template",
+    "recipient",
+    "payload",
+    "dedup_key",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+    "sent_at",
+)
+# One text for both backends, compiled once: SQLAlchemy never caches the dialects' ON CONFLICT inserts,
+# and a deploy or a phase-4 trigger adds several notifications.
+_TABLE = Notification.__table__.c
+ADD = text(
+    f"INSERT INTO notifications ({', '.join(_COLUMNS)}) VALUES ({', '.join(':' + c for c in _COLUMNS)}) "
+    "ON CONFLICT (dedup_key) DO NOTHING RETURNING id"
+).bindparams(*(bindparam(c, type_=_TABLE[c].type) for c in ("payload", "next_attempt_at", "created_at", "sent_at")))
 
 
 Message = tuple[NotificationChannel, str, "str | None", str]  # channel, template, recipient, dedup key
