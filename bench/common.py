@@ -3,10 +3,12 @@
 import json
 import math
 import os
+import sys
 import tempfile
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
 
@@ -51,3 +53,19 @@ def api_workers() -> int:
     """As `make run` has it (scripts/supervise.py): API_WORKERS, by default one per core."""
     value = os.environ.get("API_WORKERS")
     return int(value) if value else len(os.sched_getaffinity(0))
+
+
+def serve(processes: Any, factory: str, ready: str, env: dict[str, str] | None = None) -> str:
+    """An app factory served as `make run` serves the API (uvicorn, api_workers() workers); its URL once
+    `ready` answers. `processes`: a tests.servers.Processes."""
+    from tests.servers import free_port, wait_for
+
+    port = free_port()
+    processes.spawn(
+        sys.executable, "-m", "uvicorn", factory, "--factory", "--port", str(port),
+        "--workers", str(api_workers()), "--no-access-log", "--log-level", "warning",
+        env=env,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    wait_for(url + ready)
+    return url

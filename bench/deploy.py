@@ -6,7 +6,6 @@ measured request is a real deploy that archives the previous one."""
 
 import logging
 import os
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,12 +17,12 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bench.common import api_workers, emit, postgres_engine, quantile
+from bench.common import api_workers, emit, postgres_engine, quantile, serve
 from domain import lifecycle, models
 from domain.lifecycle import Actor, Status
 from domain.settings import Settings
 from domain.store import transaction
-from tests.servers import Processes, free_port, wait_for
+from tests.servers import Processes
 
 BENCH = "deploy"
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,19 +95,6 @@ def _p(values: list[float], q: int) -> float:
     return quantile(values, q / 100) * 1000
 
 
-def _api(servers: Processes, workers: int, env: dict[str, str]) -> str:
-    """The API as `make run` serves it: uvicorn with `workers` worker processes."""
-    port = free_port()
-    servers.spawn(
-        sys.executable, "-m", "uvicorn", "api.app:create_app", "--factory", "--port", str(port),
-        "--workers", str(workers), "--no-access-log", "--log-level", "warning",
-        env=env,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    wait_for(url + "/health")
-    return url
-
-
 async def ping(_request):  # the reference: a plain Starlette JSON endpoint
     return JSONResponse({"status": "Live"})
 
@@ -123,9 +109,10 @@ def main() -> None:
     servers = Processes()
     sandbox_url = servers.uvicorn("resources.sandbox.app:create_app", env={"SMTP_PORT": "0"})
     workers = api_workers()
-    api_url = _api(
+    api_url = serve(
         servers,
-        workers,
+        "api.app:create_app",
+        "/health",
         {
             "DATABASE_URL": engine.url.render_as_string(hide_password=False),
             "WRK_API_URL": sandbox_url,

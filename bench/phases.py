@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine, text
 
-from bench.common import api_workers, emit, postgres_engine, quantile
+from bench.common import api_workers, emit, postgres_engine, quantile, serve
 from domain.models import Tenant
 from domain.settings import Settings
 from domain.store import transaction
@@ -113,19 +113,6 @@ class Stack:
 
     def tail(self) -> str:
         return self.log_path.read_text()[-3000:]
-
-    def reference_app(self) -> str:
-        """bench/deploy.py's plain Starlette app, served as the API is (uvicorn, API_WORKERS workers)."""
-        from tests.servers import free_port, wait_for
-
-        port = free_port()
-        self.processes.spawn(
-            sys.executable, "-m", "uvicorn", "bench.deploy:reference_app", "--factory", "--port", str(port),
-            "--workers", str(api_workers()), "--no-access-log", "--log-level", "warning",
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
-        wait_for(url + "/ping")  # 405 to a GET: up
-        return url
 
     def stop(self) -> None:
         self.processes.stop()
@@ -255,7 +242,7 @@ def main() -> None:
             # The floor under that figure: the same client and POSTs against a plain Starlette route
             # (bench/deploy.py's reference app, as many workers as the API) on the same machine, the
             # stack idle.
-            reference = stack.reference_app()
+            reference = serve(stack.processes, "bench.deploy:reference_app", "/ping")  # 405 to a GET: up
             _, floor = asyncio.run(post_all(stack, "ref", C32_POSTS, 32, reference=reference))
             emit(
                 BENCH,

@@ -75,6 +75,29 @@ def render(template: str, payload: Mapping[str, Any]) -> tuple[str, str]:
     return t.subject.format_map(payload), t.body.format_map(payload)
 
 
+_COLUMNS = (
+    "id",
+    "tenant_id",
+    "channel",
+    "template",
+    "recipient",
+    "payload",
+    "dedup_key",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+    "sent_at",
+)
+# One text for both backends, compiled once: SQLAlchemy never caches the dialects' ON CONFLICT inserts,
+# and a deploy or a phase-4 trigger adds several notifications.
+_TABLE = Notification.__table__.c
+ADD = text(
+    f"INSERT INTO notifications ({', '.join(_COLUMNS)}) VALUES ({', '.join(':' + c for c in _COLUMNS)}) "
+    "ON CONFLICT (dedup_key) DO NOTHING RETURNING id"
+).bindparams(*(bindparam(c, type_=_TABLE[c].type) for c in ("payload", "next_attempt_at", "created_at", "sent_at")))
+
+
 def notify(
     session: Session,
     *,
@@ -100,37 +123,13 @@ def notify(
         "attempts": 0,
         "next_attempt_at": now,
         "created_at": now,
+        "sent_at": None,
     }
     if channel is NotificationChannel.IN_APP:
         # In-app notifications are the rows themselves: stored is delivered.
         values["status"] = NotificationStatus.SENT.value
         values["sent_at"] = now
-    else:
-        values["sent_at"] = None
     return session.execute(ADD, values).scalar_one_or_none() is not None
-
-
-_COLUMNS = (
-    "id",
-    "tenant_id",
-    "channel",
-    "template",
-    "recipient",
-    "payload",
-    "dedup_key",
-    "status",
-    "attempts",
-    "next_attempt_at",
-    "created_at",
-    "sent_at",
-)
-# One text for both backends, compiled once: SQLAlchemy never caches the dialects' ON CONFLICT inserts,
-# and a deploy or a phase-4 trigger adds several notifications.
-_TABLE = Notification.__table__.c
-ADD = text(
-    f"INSERT INTO notifications ({', '.join(_COLUMNS)}) VALUES ({', '.join(':' + c for c in _COLUMNS)}) "
-    "ON CONFLICT (dedup_key) DO NOTHING RETURNING id"
-).bindparams(*(bindparam(c, type_=_TABLE[c].type) for c in ("payload", "next_attempt_at", "created_at", "sent_at")))
 
 
 Message = tuple[NotificationChannel, str, "str | None", str]  # channel, template, recipient, dedup key

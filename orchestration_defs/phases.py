@@ -86,11 +86,18 @@ def run_config(claimed: Sequence[queue.Claimed]) -> dict[str, Any]:
     return {"ops": {"process_phase_triggers": {"config": {"rows": rows}}}}
 
 
+Tagged = tuple[int, str | None, str]  # what a run's tags say of one trigger: phase, tenant, user
+
+
 def run_tags(claimed: Sequence[queue.Claimed]) -> dict[str, str]:
     return _tags([(int(c.payload["phase"]), c.tenant_id, str(c.payload["user_id"])) for c in claimed])
 
 
-def _tags(triggers: Sequence[tuple[int, str | None, str]]) -> dict[str, str]:
+def _tagged(rows: Sequence[phases.PhaseRow]) -> list[Tagged]:
+    return [(r.trigger.phase, r.trigger.tenant_id, r.trigger.user_id) for r in rows]
+
+
+def _tags(triggers: Sequence[Tagged]) -> dict[str, str]:
     """A run's tags for its (phase, tenant, user) triggers."""
     numbers = sorted({phase for phase, _, _ in triggers})
     tenants = sorted({tenant for _, tenant, _ in triggers if tenant})
@@ -107,7 +114,7 @@ def _tags(triggers: Sequence[tuple[int, str | None, str]]) -> dict[str, str]:
     return tags
 
 
-def retag(taken: Sequence[tuple[int, str | None, str]], more: Sequence[tuple[int, str | None, str]]) -> dict[str, str]:
+def retag(taken: Sequence[Tagged], more: Sequence[Tagged]) -> dict[str, str]:
     """The tags a run adds when it took `more` triggers (all it took: `taken`): the new count, phases and
     tenants, and the new users' tags (Dagster adds tags; it never removes one). A run that now holds
     several phases has them all in wrk/phase too, so no filter on its first phase finds it wrongly."""
@@ -285,7 +292,7 @@ def process_phase_triggers(
     engine = database.engine
     held = launch_rows(engine, rows, context.run_id)
     outside = Outside(integrations.client(), payments.client(), Path(settings.proof_packet_dir))
-    taken = [(r.trigger.phase, r.trigger.tenant_id, r.trigger.user_id) for r in rows]
+    taken = _tagged(rows)
     outcomes: list[str] = []
     try:
         with ThreadPoolExecutor(max_workers=settings.phase_row_workers) as pool:
@@ -302,7 +309,7 @@ def process_phase_triggers(
                 if not batch:
                     break
                 full = len(batch) == limit
-                more = [(r.trigger.phase, r.trigger.tenant_id, r.trigger.user_id) for r in batch]
+                more = _tagged(batch)
                 taken += more
                 try:  # the tags only help the UI find the run: a failed write must not fail the batch
                     context.instance.add_run_tags(context.run_id, retag(taken, more))

@@ -1,5 +1,6 @@
 """How closely a running build is watched: the backoff, and closer looks around the time the
-repository's recent builds took (domain/release.py usual_build_seconds, poll_wait)."""
+repository's recent builds took (domain/release.py usual_build_seconds, poll_wait). poll_wait is pure
+arithmetic on the seconds it is given: these tests read no clock and time nothing."""
 
 from datetime import timedelta
 
