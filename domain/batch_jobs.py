@@ -47,6 +47,11 @@ class BatchJob:
         return self.name.replace("-", "_")
 
     @property
+    def job_name(self) -> str:
+        """The Dagster asset job that materializes it (orchestration_defs/batch_jobs.py)."""
+        return f"{self.asset_name}_job"
+
+    @property
     def cron_setting(self) -> str:
         """The Settings field holding its cron; the environment variable is its upper case."""
         return f"batch_{self.asset_name}_cron"

@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     sensor_interval_seconds: int = 5
     # Runs of one tenant in progress at once (the run coordinator, orchestration_defs/concurrency.py); the
     # rest wait queued while other tenants' runs start. -1: no per-tenant limit.
-    tenant_max_concurrent_runs: int = Field(default=4, ge=-1)
+    tenant_max_concurrent_runs: int = 4  # checked by tenant_limit_value
 
     @field_validator("tenant_max_concurrent_runs")
     @classmethod

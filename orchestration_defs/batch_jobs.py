@@ -212,7 +212,7 @@ def build_batch_jobs(settings: Settings | None = None) -> tuple[list[dg.AssetsDe
         partitions_def = partitions_for(job, settings)
         asset = batch_asset(job, partitions_def)
         asset_job = dg.define_asset_job(
-            f"{job.asset_name}_job",
+            job.job_name,
             selection=[asset.key],  # partitioned like its asset
             executor_def=dg.in_process_executor,  # one asset, one step: no second process to start
             description=f"One `{batch_jobs.TRIGGER_TYPE}` for `{job.name}` per period "

@@ -100,7 +100,7 @@ def flow_of(job_name: str, asset_names: Iterable[str] = ()) -> str:
         return FLOWS[job_name]
     from domain import batch_jobs  # the seven batch jobs' asset jobs (orchestration_defs/batch_jobs.py)
 
-    if job_name in {f"{job.asset_name}_job" for job in batch_jobs.JOBS}:
+    if job_name in {job.job_name for job in batch_jobs.JOBS}:
         return "batch"
     if set(asset_names) & {job.asset_name for job in batch_jobs.JOBS}:
         return "batch"
@@ -182,8 +182,8 @@ class FlowRunCoordinator(QueuedRunCoordinator):
             limit = int(os.environ.get("TENANT_MAX_CONCURRENT_RUNS", default))
         limit = tenant_limit_value(int(limit))
         limits = [lim for lim in config.get("tag_concurrency_limits") or [] if lim.get("key") != TAG_TENANT]
-        if limit >= 0:
-            limits.append(tenant_limit(int(limit)))
+        if limit != -1:  # -1: no per-tenant limit
+            limits.append(tenant_limit(limit))
         config["tag_concurrency_limits"] = limits
         return super().from_config_value(inst_data, config)
 

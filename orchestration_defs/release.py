@@ -135,7 +135,8 @@ def repository_op(repo: Repository, graph: ReleaseGraph) -> dg.OpDefinition:
         with transaction(database.engine) as session:
             row = rel.repo_build(session, release_id, repo.name)
             session.expunge(row)
-            usual_s = rel.usual_build_seconds(session, repo.name)
+            # How long this repository's builds usually take: only a build to watch needs it.
+            usual_s = None if row.status == BuildStatus.SUCCEEDED.value else rel.usual_build_seconds(session, repo.name)
         gh = github.client()
         try:
             if row.status == BuildStatus.SUCCEEDED.value:
