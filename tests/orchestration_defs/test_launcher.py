@@ -72,17 +72,18 @@ def test_a_run_starts_from_the_fork_server_and_runs_through_dagsters_execute_run
     assert done.status == dg.DagsterRunStatus.SUCCESS
     pid = int(done.tags[warm.PID_TAG])
     assert pid != os.getpid()
+    # The run is SUCCESS before its worker process has quite exited (the worker writes its "exited"
+    # event after the run's last one): wait for the process to go before reading its logs.
+    deadline = time.monotonic() + PATIENCE_S
+    while warm.process_start_ticks(pid) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert instance.run_launcher.check_run_worker_health(done).status == warm.WorkerStatus.FAILED  # gone now
     messages = _messages(instance, run.run_id)
     # Dagster's execute_run body ran in the forked worker, with its logs and the job's own tags.
     assert f"Started process for run (pid: {pid})." in messages
     assert f"Process for run exited (pid: {pid})." in messages
     assert "hello from a warm run worker" in messages
     assert done.tags["wrk/flow"] == "launcher-test" and done.tags["wrk/queue_id"] == "7"  # run tags kept
-    # The run is SUCCESS before its worker process has quite exited: wait for the process to go.
-    deadline = time.monotonic() + PATIENCE_S
-    while warm.process_start_ticks(pid) is not None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert instance.run_launcher.check_run_worker_health(done).status == warm.WorkerStatus.FAILED  # gone now
 
 
 def test_terminate_interrupts_the_worker_and_the_run_ends_canceled(instance):
