@@ -16,6 +16,9 @@ that belong to no tenant: releases, tenant-less triggers).
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,11 +82,45 @@ def _unauthorized(detail: str) -> Problem:
     return Problem(401, "unauthorized", detail, headers=BEARER_CHALLENGE)
 
 
+class VerifiedTokens:
+    """Tokens already verified, with their principal, each for at most `ttl_s` and never past its own
+    expiry: a service posting with one token pays the signature check once a minute, not per request.
+    Least recently used tokens go first beyond `size`."""
+
+    def __init__(self, ttl_s: float = 60.0, size: int = 1024) -> None:
+        self.ttl_s, self.size = ttl_s, size
+        self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> Principal | None:
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is None:
+                return None
+            if time.monotonic() >= entry[0]:
+                del self._entries[token]
+                return None
+            self._entries.move_to_end(token)
+            return entry[1]
+
+    def put(self, token: str, principal: Principal) -> None:
+        # The token stays good for `exp - now` more seconds (the wall clock: `exp` is a timestamp).
+        left = float(principal.claims["exp"]) - time.time()
+        if left <= 0:
+            return
+        with self._lock:
+            self._entries[token] = (time.monotonic() + min(self.ttl_s, left), principal)
+            self._entries.move_to_end(token)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
 class Authenticator:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.algorithms = list(settings.jwt_algorithms)
         self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True) if settings.jwt_jwks_url else None
+        self.verified = VerifiedTokens()
 
     def _key(self, token: str) -> Any:
         header = jwt.get_unverified_header(token)
@@ -116,6 +153,13 @@ class Authenticator:
         query parameter, where browsers cannot send headers); Problem 401 saying why when it is refused."""
         if token.startswith(CUSTOMER_KEY_PREFIX):
             raise _unauthorized("customer API keys are not accepted on ops endpoints; use an ops session token")
+        principal = self.verified.get(token)
+        if principal is None:
+            principal = self._verify(token)
+            self.verified.put(token, principal)
+        return principal
+
+    def _verify(self, token: str) -> Principal:
         try:
             claims = jwt.decode(
                 token,

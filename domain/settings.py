@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     # Store
     database_url: str = Field(default="")
     database_echo: bool = False
+    # PostgreSQL connections per process (engine_for): kept open, and extra ones beyond them opened and
+    # closed again when more are busy at once. The API's workers run up to 40 store calls at once each.
+    database_pool_size: int = Field(default=16, ge=1, le=200)
+    database_max_overflow: int = Field(default=16, ge=0, le=200)
 
     # HTTP API
     api_host: str = "127.0.0.1"

@@ -182,3 +182,54 @@ def test_malformed_tenant_roles_are_refused(client, settings):
     token = make_token(settings, tenants=["t1"], roles=OPS, tenant_roles={"t1": "ops_admin"})
     body = _problem(client.get("/v1/me", headers=bearer(token)), 401, "unauthorized")
     assert "tenant_roles" in body["detail"]
+
+
+def test_a_verified_token_is_checked_once_until_its_cache_entry_ends(monkeypatch, settings):
+    from api import auth
+
+    authenticator = auth.Authenticator(settings)
+    decoded: list[str] = []
+    real_decode = auth.jwt.decode
+    monkeypatch.setattr(auth.jwt, "decode", lambda token, *a, **k: decoded.append(token) or real_decode(token, *a, **k))
+    clock = {"mono": 1000.0}
+    monkeypatch.setattr(auth.time, "monotonic", lambda: clock["mono"])
+    token = make_token(settings, tenants=["t1"], roles=OPS)
+    first = authenticator.verify(token)
+    assert authenticator.verify(token) is first and decoded == [token]  # the second: from the cache
+    clock["mono"] += authenticator.verified.ttl_s  # the entry's minute is over: checked again
+    assert authenticator.verify(token) == first and decoded == [token, token]
+    # A refused token is refused every time (nothing cached), with its reason.
+    with pytest.raises(auth.Problem):
+        authenticator.verify(token[:-4] + "AAAA")
+    with pytest.raises(auth.Problem):
+        authenticator.verify(token[:-4] + "AAAA")
+
+
+def test_a_cached_token_never_outlives_its_exp(monkeypatch):
+    from api import auth
+
+    principal = auth.principal_from_claims({"sub": "s", "tenants": ["t1"], "roles": OPS, "exp": 1_000_010})
+    cache = auth.VerifiedTokens(ttl_s=60, size=2)
+    monkeypatch.setattr(auth.time, "time", lambda: 1_000_000.0)  # exp is 10 s away
+    clock = {"mono": 50.0}
+    monkeypatch.setattr(auth.time, "monotonic", lambda: clock["mono"])
+    cache.put("a", principal)
+    clock["mono"] += 9.9
+    assert cache.get("a") is principal
+    clock["mono"] += 0.1  # exp reached, long before the minute
+    assert cache.get("a") is None
+    monkeypatch.setattr(auth.time, "time", lambda: 1_000_011.0)
+    cache.put("b", principal)  # already expired: not kept
+    assert cache.get("b") is None
+
+
+def test_the_token_cache_keeps_the_most_recently_used(monkeypatch):
+    from api import auth
+
+    principal = auth.principal_from_claims({"sub": "s", "tenants": ["t1"], "roles": OPS, "exp": 2_000_000_000})
+    cache = auth.VerifiedTokens(ttl_s=60, size=2)
+    cache.put("a", principal)
+    cache.put("b", principal)
+    assert cache.get("a") is principal  # "a" used last: "b" goes first
+    cache.put("c", principal)
+    assert cache.get("b") is None and cache.get("a") is principal and cache.get("c") is principal

@@ -24,3 +24,12 @@ def test_an_engine_passed_in_stays_open(engine):
     assert app.state.wrk.http.is_closed
     with engine.connect() as conn:  # still usable: it belongs to the caller
         assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+
+
+def test_start_up_freezes_what_it_made_out_of_the_garbage_collector(engine):
+    import gc
+
+    app = create_app(Settings(environment="test"), engine)
+    with TestClient(app):
+        # Once per process: the objects of imports and app building are never walked by a collection.
+        assert gc.get_freeze_count() > 0

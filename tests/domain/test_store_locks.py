@@ -167,3 +167,27 @@ def demo_settings():
     from domain.settings import Settings
 
     return Settings(environment="test")
+
+
+def test_engine_for_keeps_the_configured_pool_of_postgresql_connections(monkeypatch, database_url, backend):
+    """A pool smaller than the API's concurrent requests opened and closed a PostgreSQL backend per request
+    (SQLAlchemy's default: 5 kept, 10 more opened and closed again)."""
+    from domain.settings import get_settings
+    from domain.store import dispose_engines, engine_for
+
+    monkeypatch.setenv("DATABASE_POOL_SIZE", "3")
+    monkeypatch.setenv("DATABASE_MAX_OVERFLOW", "2")
+    get_settings.cache_clear()
+    try:
+        engine = engine_for(database_url)
+        if backend == "postgresql":
+            assert engine.pool.size() == 3 and engine.pool._max_overflow == 2  # type: ignore[attr-defined]
+            held = [engine.connect() for _ in range(5)]  # three kept and two more
+            for connection in held:
+                connection.close()
+            assert engine.pool.checkedin() == 3  # type: ignore[attr-defined]
+        with engine.connect() as connection:  # SQLite's pool is SQLAlchemy's own; both answer
+            assert connection.exec_driver_sql("SELECT 1").scalar() == 1
+    finally:
+        dispose_engines()
+        get_settings.cache_clear()
