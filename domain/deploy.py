@@ -828,7 +828,7 @@ def commit_live(
             reason=f"version {version.version_number} is live",
         )
     session.flush()
-    _notify_live(session, project, version, actor, reason, ops_email, entry.id, slack)
+    _notify_live(session, project, version, actor, reason, ops_email, entry.id, slack, plan.action)
     return Committed(
         previous.id if previous else None, previous_binding.wrk_workflow_id if previous_binding else None, entry.id
     )
@@ -889,6 +889,14 @@ def _payload(
     }
 
 
+# The deployment e-mail's words per action that makes a version Live (its subject, then its sentence).
+LIVE_ACTION_WORDS: dict[str, tuple[str, str]] = {
+    "deploy": ("Deployed", "deployed"),
+    "resume": ("Resumed", "resumed"),
+    "rollback": ("Rolled back", "rolled back to"),
+}
+
+
 def _notify_live(
     session: Session,
     project: models.Project,
@@ -898,6 +906,7 @@ def _notify_live(
     ops_email: str,
     audit_id: int,
     slack: bool,
+    action: str,
 ) -> None:
     key = f"{version.id}:{audit_id}"
     collaborators = session.scalars(
@@ -916,9 +925,9 @@ def _notify_live(
     ]
     if slack:
         messages.append((NotificationChannel.SLACK, "deployment_success", "slack", f"deployment_success_slack:{key}"))
-    notifications.notify_all(
-        session, tenant_id=version.tenant_id, payload=_payload(project, version, actor, reason), messages=messages
-    )
+    title, done = LIVE_ACTION_WORDS.get(action, LIVE_ACTION_WORDS["deploy"])
+    payload = {**_payload(project, version, actor, reason), "action_title": title, "action_done": done}
+    notifications.notify_all(session, tenant_id=version.tenant_id, payload=payload, messages=messages)
 
 
 def live_versions(session: Session, tenant_id: str, project_id: str) -> list[str]:

@@ -10,7 +10,7 @@ carry the key as Message-ID so a receiver can drop the repeat). Failed sends bac
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +25,8 @@ from domain.models import Notification, NotificationChannel, NotificationStatus,
 class Template:
     subject: str
     body: str
+    # Values for fields a payload may lack: rows queued before the field existed still render.
+    defaults: Mapping[str, str] = field(default_factory=dict)
 
 
 TEMPLATES: Mapping[str, Template] = {
@@ -41,8 +43,9 @@ TEMPLATES: Mapping[str, Template] = {
         "Version {version_number} of {project_name} is now live in production.",
     ),
     "deployment_success": Template(
-        "Deployed: {project_name} v{version_number}",
-        "{actor} deployed {project_name} v{version_number} ({automation_version_id}). Reason: {reason}",
+        "{action_title}: {project_name} v{version_number}",
+        "{actor} {action_done} {project_name} v{version_number} ({automation_version_id}). Reason: {reason}",
+        defaults={"action_title": "Deployed", "action_done": "deployed"},
     ),
     "automation_paused": Template(
         "{project_name} is paused",
@@ -72,7 +75,8 @@ def render(template: str, payload: Mapping[str, Any]) -> tuple[str, str]:
     if template not in TEMPLATES:
         raise UnknownTemplate(f"unknown notification template {template!r}")
     t = TEMPLATES[template]
-    return t.subject.format_map(payload), t.body.format_map(payload)
+    values = {**t.defaults, **payload}
+    return t.subject.format_map(values), t.body.format_map(values)
 
 
 _COLUMNS = (

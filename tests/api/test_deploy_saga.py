@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy import select
 
 from api.app import create_app
-from domain import deploy, lifecycle, models
+from domain import deploy, lifecycle, models, notifications
 from domain.lifecycle import Actor, Status
 from domain.settings import Settings
-from domain.store import transaction
+from domain.store import read_transaction, transaction
 from orchestration_defs.deploy import reconcile_deployments
 from resources.database import DatabaseResource
 from resources.retry import RetryPolicy
@@ -500,6 +500,15 @@ def test_rollback_makes_the_previous_live_version_live_again(client, settings, d
         "v2 breaks invoices",
     )
     assert entry.details["previous_live_version_id"] == second
+    # The ops e-mail says what happened: a rollback, not a deployment (the earlier two: deployments).
+    with read_transaction(engine) as session:
+        mails = session.scalars(
+            select(models.Notification).where(models.Notification.template == "deployment_success")
+        ).all()
+        rendered = [notifications.render(m.template, m.payload) for m in mails]
+    assert sorted(subject.split(":")[0] for subject, _ in rendered) == ["Deployed", "Deployed", "Rolled back"]
+    [(subject, body)] = [mail for mail in rendered if mail[0].startswith("Rolled back")]
+    assert " rolled back to Order Sync v" in body and first in body
 
     # Rolling back again returns to the version that was Live before; an explicit target works too.
     assert _rollback(client, settings, tenant, project, {}).json()["id"] == second

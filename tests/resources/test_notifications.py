@@ -108,3 +108,23 @@ def test_unknown_template_or_missing_field_is_refused_at_enqueue(engine):
                 payload={"project_name": "p", "version_number": 1},
                 dedup_key="k2",
             )
+
+
+def test_a_template_field_added_later_has_a_default_for_rows_queued_before_it():
+    from domain.notifications import render
+
+    queued_before = {
+        "project_name": "Order Sync",
+        "version_number": 3,
+        "automation_version_id": "v3",
+        "actor": "rita",
+        "reason": "-",
+    }
+    assert render("deployment_success", queued_before) == (
+        "Deployed: Order Sync v3",
+        "rita deployed Order Sync v3 (v3). Reason: -",
+    )
+    resumed = {**queued_before, "action_title": "Resumed", "action_done": "resumed"}
+    assert render("deployment_success", resumed)[0] == "Resumed: Order Sync v3"
+    with pytest.raises(KeyError, match="actor"):  # a field without a default is still required
+        render("deployment_success", {k: v for k, v in queued_before.items() if k != "actor"})
