@@ -10,7 +10,9 @@ reconciles every launched row with its run's status (a run-status reaction can b
 down when it fired, and Dagster does not try it again).
 """
 
+import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC
 from typing import Any
 
 import dagster as dg
@@ -120,18 +122,34 @@ def _failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
     return (event.message if event is not None else None) or "run failed"
 
 
-def reconcile_launched(instance: dg.DagsterInstance, engine: Any, kinds: Sequence[str] | None = None) -> dict[str, int]:
+def _never_started(instance: dg.DagsterInstance, record: dg.RunRecord, now: float) -> dg.DagsterRun:
+    """A run still NOT_STARTED LEASE_SECONDS after it was created was never submitted (the process that
+    created it died first): nothing will ever start it, so it is failed, saying so, and its row takes
+    the failure path (back to the queue with backoff, or dead)."""
+    run = record.dagster_run
+    created = record.create_timestamp
+    age = now - (created if created.tzinfo else created.replace(tzinfo=UTC)).timestamp()
+    if run.status != dg.DagsterRunStatus.NOT_STARTED or age < LEASE_SECONDS:
+        return run
+    instance.report_run_failed(run, f"never started: created {age:.0f} s ago and never submitted")
+    return instance.get_run_by_id(run.run_id) or run
+
+
+def reconcile_launched(
+    instance: dg.DagsterInstance, engine: Any, kinds: Sequence[str] | None = None, now: float | None = None
+) -> dict[str, int]:
     """Every launched row against its run in Dagster: finished runs ack, fail or cancel the row as their
-    run-status sensor would have; a run that no longer exists releases the row; queued and running runs
-    are left alone. Reads the rows, asks Dagster (outside any store transaction), then applies each
-    outcome in a short transaction of its own, guarded by the claim token, so a reaction that arrives at
-    the same time finishes the row once."""
+    run-status sensor would have; a run that no longer exists releases the row; a run never started
+    fails (_never_started); queued and running runs are left alone. Reads the rows, asks Dagster
+    (outside any store transaction), then applies each outcome in a short transaction of its own,
+    guarded by the claim token, so a reaction that arrives at the same time finishes the row once."""
     with transaction(engine) as session:
         rows = queue.launched(session, kinds)
     counts = {"acked": 0, "failed": 0, "cancelled": 0, "released": 0}
     if not rows:
         return counts
-    runs = {r.run_id: r for r in instance.get_runs(filters=dg.RunsFilter(run_ids=[row.run_id for row in rows]))}
+    records = instance.get_run_records(filters=dg.RunsFilter(run_ids=[row.run_id for row in rows]))
+    runs = {r.dagster_run.run_id: _never_started(instance, r, now or time.time()) for r in records}
     for row in rows:
         run = runs.get(row.run_id)
         if run is not None and run.status not in FINISHED:

@@ -507,7 +507,7 @@ def test_rollback_makes_the_previous_live_version_live_again(client, settings, d
         ).all()
         rendered = [notifications.render(m.template, m.payload) for m in mails]
     assert sorted(subject.split(":")[0] for subject, _ in rendered) == ["Deployed", "Deployed", "Rolled back"]
-    [(subject, body)] = [mail for mail in rendered if mail[0].startswith("Rolled back")]
+    [body] = [body for subject, body in rendered if subject.startswith("Rolled back")]
     assert " rolled back to Order Sync v" in body and first in body
 
     # Rolling back again returns to the version that was Live before; an explicit target works too.

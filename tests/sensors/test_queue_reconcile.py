@@ -217,3 +217,28 @@ def test_the_done_row_names_the_run_that_acked_it_even_before_its_launch_was_rec
     with transaction(engine) as session:
         assert queue.ack_many(session, [(row_id, claimed.claim_token)], run_id="the-new-run") == {row_id}
     assert _rows(engine, [row_id])[0].run_id == "the-new-run"
+
+
+def test_a_run_created_but_never_submitted_is_failed_and_its_trigger_retried(engine, instance, resources):
+    """The daemon created the run and died before submitting it: the run stays NOT_STARTED for ever and
+    its row `launched`, unless reconciliation fails it once it is older than a claim's lease."""
+    import time
+
+    from sensors.queue import LEASE_SECONDS, reconcile_launched
+
+    [row_id] = _enqueue(engine, 1)
+    [request] = _tick(instance, resources)
+    run = instance.create_run_for_job(
+        build_automation_version,
+        run_config=request.run_config,
+        tags=request.tags,
+        status=dg.DagsterRunStatus.NOT_STARTED,
+    )
+    _tick(instance, resources)  # records the launch
+    assert reconcile_launched(instance, engine)["failed"] == 0  # just created: it may still be submitted
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.NOT_STARTED
+    later = time.time() + LEASE_SECONDS + 1
+    assert reconcile_launched(instance, engine, now=later)["failed"] == 1
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+    [row] = _rows(engine, [row_id])
+    assert row.state == "available" and run.run_id in row.last_error and "never started" in row.last_error
