@@ -1,5 +1,5 @@
-"""Pruning what is finished and old: idempotency keys, webhook deliveries, phase events, release working
-folders.
+"""Pruning what is finished and old: idempotency keys, webhook deliveries, consumed events, phase events,
+release working folders.
 (Finished queue rows are pruned by domain/queue.py, which holds every statement of the queue.) The sweeper
 (schedules/sweeper.py) calls these with the retention settings."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from domain.models import IdempotencyKey, PhaseEvent, WebhookDelivery
+from domain.models import ConsumedEvent, IdempotencyKey, PhaseEvent, WebhookDelivery
 
 
 def prune_idempotency_keys(session: Session, older_than: timedelta, limit: int = 10_000) -> int:
@@ -30,6 +30,15 @@ def prune_webhook_deliveries(session: Session, older_than: timedelta, limit: int
     key = WebhookDelivery.delivery_id
     ids = select(key).where(WebhookDelivery.received_at < cutoff).limit(limit).scalar_subquery()
     return len(session.execute(delete(WebhookDelivery).where(key.in_(ids)).returning(key)).all())
+
+
+def prune_consumed_events(session: Session, older_than: timedelta, limit: int = 10_000) -> int:
+    """Delete the ids of events consumed longer ago than `older_than` (CONSUMED_EVENT_RETENTION_DAYS): a
+    redelivery after that starts its executions again."""
+    cutoff = datetime.now(UTC) - older_than
+    key = ConsumedEvent.id
+    ids = select(key).where(ConsumedEvent.received_at < cutoff).limit(limit).scalar_subquery()
+    return len(session.execute(delete(ConsumedEvent).where(key.in_(ids)).returning(key)).all())
 
 
 def prune_phase_events(session: Session, older_than: timedelta, limit: int = 10_000) -> int:

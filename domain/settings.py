@@ -115,6 +115,7 @@ class Settings(BaseSettings):
     queue_retention_days: float = 7.0  # done and cancelled triggers (dead ones stay until requeued)
     idempotency_key_retention_days: float = 1.0  # a retried request within this window gets its answer again
     webhook_delivery_retention_days: float = 7.0  # GitHub redelivers for 3 days; a repeat within 7 is dropped
+    consumed_event_retention_days: float = 7.0  # consumed event ids: a repeat within this window is recognised
     release_dir_retention_days: float = 14.0  # release working folders untouched this long are removed
     # Users' phase event streams (replay after a reconnect): seconds, or an ISO 8601 duration (P7D)
     phase_events_retention: timedelta = Field(default=timedelta(days=7), gt=timedelta(0))

@@ -1,6 +1,6 @@
 """Housekeeping on a schedule: reconcile the queue with its runs, rescue expired claims, prune what is
-finished (queue rows, idempotency keys, webhook deliveries, release working folders) after the retention
-settings, deliver the outbox."""
+finished (queue rows, idempotency keys, webhook deliveries, consumed events, phase events, release working
+folders) after the retention settings, deliver the outbox."""
 
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +22,8 @@ from sensors.runs import in_flight
 
 @dg.op(
     description="Record runs of claimed triggers, reconcile launched triggers with their runs, rescue "
-    "expired claims; prune finished triggers, idempotency keys, webhook deliveries, release folders."
+    "expired claims; prune finished triggers, idempotency keys, webhook deliveries, consumed events, phase "
+    "events, release folders."
 )
 def sweep_queue(context: dg.OpExecutionContext, database: DatabaseResource) -> dict:
     settings = get_settings()
@@ -37,6 +38,7 @@ def sweep_queue(context: dg.OpExecutionContext, database: DatabaseResource) -> d
         deliveries = housekeeping.prune_webhook_deliveries(
             session, timedelta(days=settings.webhook_delivery_retention_days)
         )
+        events = housekeeping.prune_consumed_events(session, timedelta(days=settings.consumed_event_retention_days))
         phase_events = housekeeping.prune_phase_events(session, settings.phase_events_retention)
     folders = housekeeping.prune_release_dirs(
         Path(settings.release_dir), timedelta(days=settings.release_dir_retention_days)
@@ -48,6 +50,7 @@ def sweep_queue(context: dg.OpExecutionContext, database: DatabaseResource) -> d
         "pruned": pruned,
         "idempotency_keys_pruned": keys,
         "webhook_deliveries_pruned": deliveries,
+        "consumed_events_pruned": events,
         "phase_events_pruned": phase_events,
         "release_dirs_pruned": len(folders.removed),
     }

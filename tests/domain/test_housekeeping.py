@@ -136,3 +136,26 @@ def test_retention_settings_have_documented_defaults():
         "RELEASE_DIR_RETENTION_DAYS",
     ):
         assert f"`{name}`" in readme
+
+
+def test_prune_consumed_events_older_than_their_retention(engine):
+    from domain.models import ConsumedEvent
+    from tests.domain import factories
+
+    with transaction(engine) as session:
+        tenant = factories.tenant(session).id
+        for event_id, received in (("old-event", OLD), ("new-event", datetime.now(UTC))):
+            session.add(
+                ConsumedEvent(
+                    id=event_id,
+                    tenant_id=tenant,
+                    type="order.created",
+                    occurred_at=received,
+                    source="http",
+                    received_at=received,
+                )
+            )
+    with transaction(engine) as session:
+        assert housekeeping.prune_consumed_events(session, timedelta(days=7)) == 1
+    with transaction(engine) as session:
+        assert session.scalars(select(ConsumedEvent.id)).all() == ["new-event"]
