@@ -4,7 +4,9 @@ process), the Dagster daemon with the phase sensor, the sandbox's integrations b
 - phase_drain_per_s: 2,000 phase-1 triggers POSTed by 16 clients; triggers done per second, from the
   first trigger's enqueue to the last one's completion (the rows' own timestamps, the database's clock).
 - phase_latency_p95_s.low_rate: one phase-1 trigger a second; p95 of enqueue -> done per trigger.
-- phase_post_p99_ms.c32: p99 of the POST's answer time with 32 clients posting at once.
+- phase_post_p99_ms.c32: p99 of the POST's answer time with 32 clients posting at once, after the drain,
+  while the pipeline works off what they post; beside it, the same with the API alone (measured first,
+  before the daemon starts) and a plain Starlette route's (the floor of this client on these cores).
 
 The sandbox's call backs (phase 1 -> 2 -> ... -> 7) are switched off, so every figure is about the
 phase-1 triggers the bench posted. Environment: BENCH_PHASE_TRIGGERS (2000), BENCH_PHASE_CLIENTS (16),
@@ -99,6 +101,8 @@ class Stack:
             sub="bench",
             ttl_seconds=7200,
         )
+
+    def start_daemon(self) -> None:
         self.processes.dagster_daemon()
 
     def wait_up(self, url: str, process: subprocess.Popen[Any]) -> None:
@@ -212,6 +216,15 @@ def main() -> None:
     # objects, a 50 ms full collection) leaves the garbage collector's view before any POST is timed.
     gc.freeze()
     try:
+        alone: list[float] = []
+        if C32_POSTS:
+            # The API alone first, as on machines of its own (the daemon not started yet: the triggers wait
+            # in the queue), after a few POSTs that open its pools' connections.
+            asyncio.run(post_all(stack, "alone-warm", 64, 32))
+            queued, alone = asyncio.run(post_all(stack, "alone", C32_POSTS, 32))
+        stack.start_daemon()
+        if alone:
+            wait_finished(stack.engine, queued)
         warm_up(stack)
 
         latencies = low_rate(stack)
@@ -262,6 +275,8 @@ def main() -> None:
                 median_ms=round(statistics.median(posts) * 1000, 3),
                 reference_p99_ms=round(quantile(floor, 0.99) * 1000, 3),
                 reference_median_ms=round(statistics.median(floor) * 1000, 3),
+                api_alone_p99_ms=round(quantile(alone, 0.99) * 1000, 3),
+                api_alone_median_ms=round(statistics.median(alone) * 1000, 3),
             )
     finally:
         stack.stop()
