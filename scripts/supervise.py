@@ -49,11 +49,33 @@ LOCATION = "wrk_orchestration"
 READY_TIMEOUT_S = float(os.environ.get("RUN_READY_TIMEOUT_S", "300"))
 STOP_GRACE_S = 8.0
 BACKOFF_FIRST_S, BACKOFF_MAX_S, STABLE_AFTER_S = 0.5, 30.0, 60.0
+# A service's log beyond LOG_MAX_MB is rotated (<name>.log.1 .. .LOG_KEEP), looked at every LOG_CHECK_S.
+LOG_MAX_BYTES = int(float(os.environ.get("LOG_MAX_MB", "50")) * 1024 * 1024)
+LOG_KEEP, LOG_CHECK_S = 3, 30.0
 PR_SET_PDEATHSIG = 1
 
 
 def say(message: str) -> None:
     print(f"run: {message}", flush=True)
+
+
+def rotate(path: Path, max_bytes: int = LOG_MAX_BYTES, keep: int = LOG_KEEP) -> bool:
+    """Rotate `path` once it is larger than `max_bytes`, as logrotate's copytruncate does: the service
+    keeps its file open (O_APPEND), so the file is copied to `<name>.1` (older copies shift up to
+    `<name>.<keep>`) and emptied; the service's next line starts it again. Lines written between the copy
+    and the truncation are lost (a few, at most)."""
+    try:
+        if path.stat().st_size <= max_bytes:
+            return False
+    except FileNotFoundError:
+        return False
+    for n in range(keep - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{n}")
+        if older.exists():
+            older.replace(path.with_name(f"{path.name}.{n + 1}"))
+    shutil.copyfile(path, path.with_name(f"{path.name}.1"))
+    os.truncate(path, 0)
+    return True
 
 
 def die_with_parent(signum: int = signal.SIGTERM) -> None:
@@ -143,6 +165,7 @@ class Supervisor:
         self.log_dir = Path(env["LOG_DIR"])
         self.services: list[Service] = []
         self.stopping = False
+        self.logs_checked_at = time.monotonic()
         self.parent = ParentWatch()
         self.workspace = Path(env["DAGSTER_HOME"]) / "workspace.yaml"
 
@@ -237,6 +260,11 @@ class Supervisor:
             self.stopping = True
             raise Stop(reason)
         now = time.monotonic()
+        if now >= self.logs_checked_at + LOG_CHECK_S:
+            self.logs_checked_at = now
+            for service in self.services:
+                if rotate(service.log_path):
+                    say(f"rotated {service.log_path} (over {LOG_MAX_BYTES // (1024 * 1024)} MB)")
         for service in self.services:
             process = service.process
             if service.restart_at is not None:

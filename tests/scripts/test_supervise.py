@@ -130,3 +130,24 @@ def test_a_dead_api_takes_its_workers_with_it_before_it_starts_again(supervise, 
     _until(lambda: not supervise.group_members(first))  # the orphaned worker went with it
     _until(lambda: api.restarts == 1, supervisor.watch)
     assert api.process.pid != first and api.process.poll() is None
+
+
+def test_a_log_over_its_limit_is_rotated_while_its_service_keeps_writing(supervise, tmp_path):
+    path = tmp_path / "daemon.log"
+    with open(path, "ab", buffering=0) as service:  # as a service holds its log: O_APPEND
+        service.write(b"a" * 100)
+        assert not supervise.rotate(path, max_bytes=100, keep=2)  # at the limit: kept
+        service.write(b"b")
+        assert supervise.rotate(path, max_bytes=100, keep=2)
+        assert path.stat().st_size == 0 and (tmp_path / "daemon.log.1").read_bytes() == b"a" * 100 + b"b"
+        service.write(b"after")  # the service's next line starts the emptied file
+        assert path.read_bytes() == b"after"
+        service.write(b"c" * 100)
+        assert supervise.rotate(path, max_bytes=100, keep=2)
+        service.write(b"x" * 101)
+        assert supervise.rotate(path, max_bytes=100, keep=2)
+    # keep=2: the two newest copies, the oldest gone
+    assert (tmp_path / "daemon.log.1").read_bytes() == b"x" * 101
+    assert (tmp_path / "daemon.log.2").read_bytes() == b"after" + b"c" * 100
+    assert not (tmp_path / "daemon.log.3").exists()
+    assert not supervise.rotate(tmp_path / "missing.log", max_bytes=1)
