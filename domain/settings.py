@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     hitl_link_secret: SecretStr = SecretStr(DEV_HITL_LINK_SECRET)
     hitl_link_base_url: str = ""
     hitl_default_timeout_s: float = Field(default=86400.0, gt=0)
+    # The hosts a standalone request's callback_url may name (the orchestrator POSTs there): "host" exactly,
+    # or ".example.com" for its subdomains. Empty: any host.
+    approval_callback_hosts: list[str] = []
     # Seven-phase pipeline (domain/phases.py, orchestration_defs/phases.py)
     integrations_api_url: str = ""  # default: the sandbox's emulator, http://127.0.0.1:SANDBOX_PORT/integrations
     integrations_api_token: SecretStr = SecretStr(SANDBOX_TOKEN)

@@ -6,7 +6,9 @@ import datetime as dt
 
 import pytest
 from sqlalchemy import select, update
+from starlette.testclient import TestClient
 
+from api.app import create_app
 from domain import approvals
 from domain.approval_links import sign
 from domain.models import AuditLog, HitlApproval, Notification, TriggerQueue
@@ -293,3 +295,26 @@ def test_a_link_for_someone_no_longer_assigned_is_refused(client, engine, settin
     token = _link(settings, engine, world["approval"], world["carol"], "approve")
     response = client.post(f"/hitl/approval-links?token={token}")
     assert response.status_code == 403
+
+
+def test_a_callback_url_must_name_an_allowed_host_when_hosts_are_listed(engine, settings, world):
+    from api.routes.approvals import callback_host_allowed
+
+    assert callback_host_allowed("anything.example", [])  # none listed: any host
+    allowed = ["billing.internal", ".corp.example"]
+    assert callback_host_allowed("billing.internal", allowed) and callback_host_allowed("BILLING.internal.", allowed)
+    assert callback_host_allowed("a.corp.example", allowed) and callback_host_allowed("b.a.corp.example", allowed)
+    assert not callback_host_allowed("evilcorp.example", allowed)  # not under ".corp.example"
+    assert not callback_host_allowed("corp.example", allowed) and not callback_host_allowed("169.254.169.254", allowed)
+
+    listed = settings.model_copy(update={"approval_callback_hosts": allowed})
+    with TestClient(create_app(listed, engine), raise_server_exceptions=False) as client:
+        h = world["headers"]("svc", ["service"])
+        body = {"message": "m", "assignees": ["u"], "callback_url": "http://169.254.169.254/latest/meta-data"}
+        refused = client.post("/hitl/approvals", headers=h, json=body)
+        assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "callback_url"
+        assert "APPROVAL_CALLBACK_HOSTS" in refused.json()["errors"][0]["message"]
+        with transaction(engine) as session:
+            assert len(session.scalars(select(HitlApproval)).all()) == 1  # nothing written: only the fixture's
+        body["callback_url"] = "https://hooks.corp.example/approvals"
+        assert client.post("/hitl/approvals", headers=h, json=body).status_code == 201
