@@ -18,6 +18,7 @@ DEV_GITHUB_WEBHOOK_SECRET = "dev-only-github-webhook-secret"
 DEV_HITL_LINK_SECRET = "dev-only-hitl-link-secret-change-me-0123456789"
 # The sandbox's token (it accepts any); production must talk to the real services with real tokens.
 SANDBOX_TOKEN = "sandbox-token"
+SANDBOX_PAYMENTS_KEY = "sk_test_sandbox"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0"})
 
 
@@ -165,7 +166,7 @@ class Settings(BaseSettings):
     integrations_api_url: str = ""  # default: the sandbox's emulator, http://127.0.0.1:SANDBOX_PORT/integrations
     integrations_api_token: SecretStr = SecretStr(SANDBOX_TOKEN)
     payments_api_url: str = ""  # a Stripe-like API; default: the sandbox's, http://127.0.0.1:SANDBOX_PORT/payments
-    payments_api_key: SecretStr = SecretStr("sk_test_sandbox")
+    payments_api_key: SecretStr = SecretStr(SANDBOX_PAYMENTS_KEY)
     phase_callback_url: str = ""  # this API as the integrations backend reaches it; default http://127.0.0.1:API_PORT
     proof_packet_dir: str = ""  # default: $DAGSTER_HOME/proof-packets (or ./var/proof-packets)
     phase_batch_size: int = Field(default=100, ge=1, le=1000)  # triggers one phase run takes
@@ -215,19 +216,43 @@ class Settings(BaseSettings):
         return self
 
     def _sandbox_settings(self) -> list[str]:
-        """The outside-world settings that still point at the sandbox: its token, or a loopback URL on
-        the sandbox's port (a production process must not quietly build and deploy against an emulator)."""
+        """The outside-world settings that still point at the sandbox: its token or key, a loopback URL on
+        the sandbox's port, or a workflow step service left unset (it falls back to the sandbox's): a
+        production process must not quietly build, deploy, charge fees or call services against an
+        emulator."""
         found = []
-        for url_name, url, token_name, token in (
-            ("WRK_API_URL", self.wrk_api_url, "WRK_API_TOKEN", self.wrk_api_token),
-            ("GITHUB_API_URL", self.github_api_url, "GITHUB_TOKEN", self.github_token),
+        for url_name, url, token_name, token, sandbox_value in (
+            ("WRK_API_URL", self.wrk_api_url, "WRK_API_TOKEN", self.wrk_api_token, SANDBOX_TOKEN),
+            ("GITHUB_API_URL", self.github_api_url, "GITHUB_TOKEN", self.github_token, SANDBOX_TOKEN),
+            (
+                "INTEGRATIONS_API_URL",
+                self.integrations_api_url,
+                "INTEGRATIONS_API_TOKEN",
+                self.integrations_api_token,
+                SANDBOX_TOKEN,
+            ),
+            (
+                "PAYMENTS_API_URL",
+                self.payments_api_url,
+                "PAYMENTS_API_KEY",
+                self.payments_api_key,
+                SANDBOX_PAYMENTS_KEY,
+            ),
         ):
-            parts = urlsplit(url)
-            if (parts.hostname or "").lower() in LOOPBACK_HOSTS and parts.port == self.sandbox_port:
+            if self._on_the_sandbox(url):
                 found.append(url_name)
-            if token.get_secret_value() == SANDBOX_TOKEN:
+            if token.get_secret_value() == sandbox_value:
                 found.append(token_name)
+        for name in type(self).model_fields:
+            if name.startswith("service_") and name.endswith("_url"):
+                url = str(getattr(self, name) or "").strip()
+                if not url or self._on_the_sandbox(url):
+                    found.append(name.upper())
         return found
+
+    def _on_the_sandbox(self, url: str) -> bool:
+        parts = urlsplit(url)
+        return (parts.hostname or "").lower() in LOOPBACK_HOSTS and parts.port == self.sandbox_port
 
     def with_overrides(self, **values: object) -> Settings:
         """A copy with the given non-empty values (resources' config, tests); secrets wrapped."""

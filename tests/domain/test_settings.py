@@ -5,6 +5,10 @@ from pydantic import ValidationError
 
 from domain.settings import Settings
 
+STEP_SERVICES = [
+    "INTEGRATION_MANAGER", "RISK_ANALYTICS", "ML_SERVICE", "FORECASTING", "RECOMMENDATIONS", "ADAPTIVE_LEARNING",
+]  # fmt: skip
+
 
 def test_database_url_defaults_to_sqlite_under_dagster_home(monkeypatch, tmp_path):
     monkeypatch.delenv("DATABASE_URL", raising=False)
@@ -29,6 +33,11 @@ def _production_env(monkeypatch, **overrides: str) -> None:
         "WRK_API_TOKEN": "wrk-real-token",
         "GITHUB_API_URL": "https://api.github.com",
         "GITHUB_TOKEN": "ghp_real",
+        "INTEGRATIONS_API_URL": "https://integrations.example",
+        "INTEGRATIONS_API_TOKEN": "integrations-real-token",
+        "PAYMENTS_API_URL": "https://payments.example",
+        "PAYMENTS_API_KEY": "sk_live_real",
+        **{f"SERVICE_{name}_URL": f"http://{name.lower()}.svc" for name in STEP_SERVICES},
         **overrides,
     }
     for name, value in env.items():
@@ -62,6 +71,11 @@ def test_production_refuses_the_sandbox_defaults(monkeypatch):
         ("GITHUB_API_URL", "http://127.0.0.1:8900/github"),
         ("WRK_API_TOKEN", "sandbox-token"),
         ("GITHUB_TOKEN", "sandbox-token"),
+        ("INTEGRATIONS_API_URL", "http://127.0.0.1:8900/integrations"),
+        ("INTEGRATIONS_API_TOKEN", "sandbox-token"),
+        ("PAYMENTS_API_URL", "http://localhost:8900/payments"),
+        ("PAYMENTS_API_KEY", "sk_test_sandbox"),
+        ("SERVICE_ML_SERVICE_URL", "http://127.0.0.1:8900/services/ml_service"),
     ],
 )
 def test_production_refuses_each_sandbox_setting(monkeypatch, name, value):
@@ -106,3 +120,12 @@ def test_the_sandbox_urls_and_smtp_port_follow_sandbox_port_as_under_make_run(mo
     monkeypatch.delenv("WRK_API_URL")
     monkeypatch.delenv("SMTP_PORT")
     assert (Settings().wrk_api_url, Settings().smtp_port) == ("http://127.0.0.1:8900", 8925)
+
+
+def test_production_refuses_a_step_service_left_to_the_sandbox(monkeypatch):
+    """An unset SERVICE_<NAME>_URL falls back to the sandbox's emulator (resources/services.py)."""
+    _production_env(monkeypatch)
+    monkeypatch.delenv("SERVICE_FORECASTING_URL")
+    monkeypatch.delenv("PAYMENTS_API_KEY")
+    with pytest.raises(ValidationError, match="PAYMENTS_API_KEY, SERVICE_FORECASTING_URL"):
+        Settings()
