@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     # PostgreSQL connections per process (engine_for): kept open, and extra ones beyond them opened and
     # closed again when more are busy at once. The API's workers run up to 40 store calls at once each.
     database_pool_size: int = Field(default=16, ge=1, le=200)
-    database_max_overflow: int = Field(default=16, ge=0, le=200)
+    database_max_overflow: int = Field(default=4, ge=0, le=200)
 
     # HTTP API
     api_host: str = "127.0.0.1"
