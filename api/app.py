@@ -65,6 +65,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     (their connection pools), and the store engine when the app made it (an engine passed in belongs to
     the caller)."""
     if gc.get_freeze_count() == 0:  # once per process (a test process builds many apps)
+        gc.collect()  # start-up's garbage first: what is frozen is never collected
         gc.freeze()
     try:
         yield
@@ -111,7 +112,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     )
     app.state.settings = settings
     app.state.owns_engine = engine is None
-    app.state.engine = engine or engine_for(settings.database_url)
+    app.state.engine = engine or engine_for(settings.database_url, settings)
     app.state.authenticator = Authenticator(settings)
     app.state.wrk = wrk_client(settings)
     app.state.phase_stream = PhaseStream(

@@ -119,7 +119,13 @@ class Authenticator:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.algorithms = list(settings.jwt_algorithms)
-        self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True) if settings.jwt_jwks_url else None
+        # The key set is cached for 5 minutes (PyJWT's lifespan), the keys no longer than it: cache_keys
+        # would keep a key withdrawn from the JWKS for the process's life.
+        self._jwks = (
+            jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=False, cache_jwk_set=True, lifespan=300)
+            if settings.jwt_jwks_url
+            else None
+        )
         self.verified = VerifiedTokens()
 
     def _key(self, token: str) -> Any:

@@ -220,11 +220,14 @@ def main() -> None:
         if C32_POSTS:
             # The API alone first, as on machines of its own (the daemon not started yet: the triggers wait
             # in the queue), after a few POSTs that open its pools' connections.
-            asyncio.run(post_all(stack, "alone-warm", 64, 32))
+            warm, _ = asyncio.run(post_all(stack, "alone-warm", 64, 32))
             queued, alone = asyncio.run(post_all(stack, "alone", C32_POSTS, 32))
+            queued += warm
         stack.start_daemon()
-        if alone:
-            wait_finished(stack.engine, queued)
+        if alone:  # worked off before anything else is measured
+            backlog = wait_finished(stack.engine, queued)
+            if backlog["done"] != len(queued):
+                raise RuntimeError(f"the API-alone triggers did not all finish: {backlog} {stack.tail()}")
         warm_up(stack)
 
         latencies = low_rate(stack)

@@ -85,6 +85,14 @@ class NotAnAssignee(ApprovalError):
     pass
 
 
+def callback_host_allowed(host: str, allowed: list[str]) -> bool:
+    """APPROVAL_CALLBACK_HOSTS: `host` exactly, or `.domain` for any host under it; none listed: any."""
+    host = host.lower().rstrip(".")
+    return not allowed or any(
+        host.endswith(entry.lower()) if entry.startswith(".") else host == entry.lower() for entry in allowed
+    )
+
+
 def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 

@@ -34,7 +34,8 @@ def prune_webhook_deliveries(session: Session, older_than: timedelta, limit: int
 
 def prune_consumed_events(session: Session, older_than: timedelta, limit: int = 10_000) -> int:
     """Delete the ids of events consumed longer ago than `older_than` (CONSUMED_EVENT_RETENTION_DAYS): a
-    redelivery after that starts its executions again."""
+    redelivery after that is answered as a new event (202, not 200 `duplicate`); the executions it had
+    started are still found by their own key, so only workflows activated since then start."""
     cutoff = datetime.now(UTC) - older_than
     key = ConsumedEvent.id
     ids = select(key).where(ConsumedEvent.received_at < cutoff).limit(limit).scalar_subquery()

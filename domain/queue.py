@@ -530,6 +530,7 @@ class Launched:
     run_id: str
     attempts: int
     max_attempts: int
+    launched_at: datetime  # UTC; a launched row's updated_at is its launch time (nothing else writes one)
 
 
 def launched(session: Session, kinds: Sequence[str] | None = None, limit: int = 1000) -> list[Launched]:
@@ -538,12 +539,26 @@ def launched(session: Session, kinds: Sequence[str] | None = None, limit: int = 
     if kinds is not None:
         filters.append(Q.c.kind.in_(list(kinds)))
     rows = session.execute(
-        select(Q.c.id, Q.c.kind, Q.c.tenant_id, Q.c.claim_token, Q.c.run_id, Q.c.attempts, Q.c.max_attempts)
+        select(
+            Q.c.id, Q.c.kind, Q.c.tenant_id, Q.c.claim_token, Q.c.run_id, Q.c.attempts, Q.c.max_attempts, Q.c.updated_at
+        )
         .where(*filters)
         .order_by(Q.c.updated_at, Q.c.id)
         .limit(limit)
     ).all()
-    return [Launched(*row) for row in rows]
+    return [
+        Launched(
+            id=row.id,
+            kind=row.kind,
+            tenant_id=row.tenant_id,
+            claim_token=row.claim_token,
+            run_id=row.run_id,
+            attempts=row.attempts,
+            max_attempts=row.max_attempts,
+            launched_at=row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=UTC),
+        )
+        for row in rows
+    ]
 
 
 def release_lost(session: Session, row_id: int, token: str, error: str) -> QueueState | None:

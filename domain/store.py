@@ -13,7 +13,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain.settings import get_settings
+from domain.settings import Settings, get_settings
 
 
 def normalise_url(url: str) -> str:
@@ -72,16 +72,16 @@ _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
 
 
-def engine_for(url: str) -> Engine:
+def engine_for(url: str, settings: Settings | None = None) -> Engine:
     """One engine (one pool) per URL and process; on PostgreSQL its pool is DATABASE_POOL_SIZE connections
     kept open (a connection opened per request is a backend started per request) and at most
-    DATABASE_MAX_OVERFLOW more while that many are busy."""
+    DATABASE_MAX_OVERFLOW more while that many are busy (of `settings`, by default the process's)."""
     with _engines_lock:
         engine = _engines.get(url)
         if engine is None:
             pool: dict[str, Any] = {}
             if make_url(normalise_url(url)).get_backend_name() == "postgresql":
-                settings = get_settings()
+                settings = settings or get_settings()
                 pool = {"pool_size": settings.database_pool_size, "max_overflow": settings.database_max_overflow}
             engine = _engines[url] = make_engine(url, **pool)
         return engine

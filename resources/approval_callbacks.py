@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from urllib.parse import urlsplit
 
 import httpx
 
+from domain.approvals import callback_host_allowed
 from domain.models import HitlApprovalCallback
 from domain.settings import Settings, get_settings
-from resources.errors import RetryableError
+from resources.errors import PermanentError, RetryableError
 from resources.http import HttpClient
 from resources.retry import RetryPolicy
 
@@ -40,6 +42,10 @@ class CallbackClient(HttpClient):
         self.settings = settings
 
     def __call__(self, callback: HitlApprovalCallback) -> None:
+        # Checked again at delivery: the list may have been set or narrowed since the request was made.
+        host = urlsplit(callback.url).hostname or ""
+        if not callback_host_allowed(host, self.settings.approval_callback_hosts):
+            raise PermanentError(self.service, f"host {host!r} is not one of APPROVAL_CALLBACK_HOSTS")
         body = json.dumps(callback.body, separators=(",", ":"), sort_keys=True).encode()
         self.request(
             "POST",

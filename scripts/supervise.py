@@ -49,7 +49,8 @@ LOCATION = "wrk_orchestration"
 READY_TIMEOUT_S = float(os.environ.get("RUN_READY_TIMEOUT_S", "300"))
 STOP_GRACE_S = 8.0
 BACKOFF_FIRST_S, BACKOFF_MAX_S, STABLE_AFTER_S = 0.5, 30.0, 60.0
-# A service's log beyond LOG_MAX_MB is rotated (<name>.log.1 .. .LOG_KEEP), looked at every LOG_CHECK_S.
+# A service's log beyond LOG_MAX_MB is rotated (<name>.log.1 .. .LOG_KEEP), looked at every LOG_CHECK_S;
+# LOG_MAX_MB=0: never.
 LOG_MAX_BYTES = int(float(os.environ.get("LOG_MAX_MB", "50")) * 1024 * 1024)
 LOG_KEEP, LOG_CHECK_S = 3, 30.0
 PR_SET_PDEATHSIG = 1
@@ -260,7 +261,7 @@ class Supervisor:
             self.stopping = True
             raise Stop(reason)
         now = time.monotonic()
-        if now >= self.logs_checked_at + LOG_CHECK_S:
+        if LOG_MAX_BYTES > 0 and now >= self.logs_checked_at + LOG_CHECK_S:
             self.logs_checked_at = now
             for service in self.services:
                 if rotate(service.log_path):

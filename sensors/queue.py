@@ -12,7 +12,6 @@ down when it fired, and Dagster does not try it again).
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC
 from typing import Any
 
 import dagster as dg
@@ -122,16 +121,15 @@ def _failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
     return (event.message if event is not None else None) or "run failed"
 
 
-def _never_started(instance: dg.DagsterInstance, record: dg.RunRecord, now: float) -> dg.DagsterRun:
-    """A run still NOT_STARTED LEASE_SECONDS after it was created was never submitted (the process that
-    created it died first): nothing will ever start it, so it is failed, saying so, and its row takes
-    the failure path (back to the queue with backoff, or dead)."""
-    run = record.dagster_run
-    created = record.create_timestamp
-    age = now - (created if created.tzinfo else created.replace(tzinfo=UTC)).timestamp()
+def _never_started(instance: dg.DagsterInstance, run: dg.DagsterRun, row: queue.Launched, now: float) -> dg.DagsterRun:
+    """A run still NOT_STARTED LEASE_SECONDS after its launch was recorded was never submitted (the
+    process that created it died first): nothing will ever start it, so it is failed, saying so, and its
+    row takes the failure path (back to the queue with backoff, or dead). The age is the row's, on this
+    store's clock: Dagster's create_timestamp depends on its database's time zone."""
+    age = now - row.launched_at.timestamp()
     if run.status != dg.DagsterRunStatus.NOT_STARTED or age < LEASE_SECONDS:
         return run
-    instance.report_run_failed(run, f"never started: created {age:.0f} s ago and never submitted")
+    instance.report_run_failed(run, f"never started: launched {age:.0f} s ago and never submitted")
     return instance.get_run_by_id(run.run_id) or run
 
 
@@ -148,10 +146,11 @@ def reconcile_launched(
     counts = {"acked": 0, "failed": 0, "cancelled": 0, "released": 0}
     if not rows:
         return counts
-    records = instance.get_run_records(filters=dg.RunsFilter(run_ids=[row.run_id for row in rows]))
-    runs = {r.dagster_run.run_id: _never_started(instance, r, now or time.time()) for r in records}
+    runs = {r.run_id: r for r in instance.get_runs(filters=dg.RunsFilter(run_ids=[row.run_id for row in rows]))}
     for row in rows:
         run = runs.get(row.run_id)
+        if run is not None:
+            run = _never_started(instance, run, row, now or time.time())
         if run is not None and run.status not in FINISHED:
             continue
         held = (row.id, row.claim_token)

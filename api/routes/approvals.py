@@ -235,19 +235,11 @@ async def get_approval(request: Request) -> JSONResponse:
     return JSONResponse(found)
 
 
-def callback_host_allowed(host: str, allowed: list[str]) -> bool:
-    """APPROVAL_CALLBACK_HOSTS: `host` exactly, or `.domain` for any host under it; none listed: any."""
-    host = host.lower().rstrip(".")
-    return not allowed or any(
-        host.endswith(entry.lower()) if entry.startswith(".") else host == entry.lower() for entry in allowed
-    )
-
-
 async def create_approval(request: Request) -> JSONResponse:
     principal, tenant = _caller(request, REQUEST_ROLES)
     body = await json_body(request, StandaloneRequest)
     settings: Settings = request.app.state.settings
-    if body.callback_url is not None and not callback_host_allowed(
+    if body.callback_url is not None and not approvals.callback_host_allowed(
         body.callback_url.host or "", settings.approval_callback_hosts
     ):
         message = f"host {body.callback_url.host!r} is not one of APPROVAL_CALLBACK_HOSTS"

@@ -298,7 +298,7 @@ def test_a_link_for_someone_no_longer_assigned_is_refused(client, engine, settin
 
 
 def test_a_callback_url_must_name_an_allowed_host_when_hosts_are_listed(engine, settings, world):
-    from api.routes.approvals import callback_host_allowed
+    from domain.approvals import callback_host_allowed
 
     assert callback_host_allowed("anything.example", [])  # none listed: any host
     allowed = ["billing.internal", ".corp.example"]

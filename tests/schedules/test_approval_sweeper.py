@@ -242,3 +242,24 @@ def test_the_emailed_links_arrive_and_decide_from_the_inbox(engine, instance, da
     with transaction(engine) as session:
         row = session.get(HitlApproval, approval_id)
         assert (row.status, row.decided_by) == ("rejected", world["alice"])
+
+
+def test_a_callback_to_a_host_no_longer_allowed_is_dead_without_a_call(
+    engine, instance, resources, world, sandbox, monkeypatch
+):
+    """APPROVAL_CALLBACK_HOSTS is checked again at delivery: set or narrowed after the request was made."""
+    from domain.settings import get_settings
+
+    approval = _standalone(engine, world, sandbox, name="billing")
+    _decide(engine, world, approval)
+    monkeypatch.setenv("APPROVAL_CALLBACK_HOSTS", '["billing.internal"]')
+    get_settings.cache_clear()
+    try:
+        result = approval_sweeper.execute_in_process(instance=instance, resources=resources)
+    finally:
+        get_settings.cache_clear()
+    assert result.output_for_node("sweep_approvals")["dead"] == 1
+    with transaction(engine) as session:
+        [row] = session.scalars(select(HitlApprovalCallback)).all()
+    assert row.status == "dead" and "APPROVAL_CALLBACK_HOSTS" in row.last_error
+    assert _callbacks(sandbox) == []  # never called
