@@ -532,6 +532,10 @@ class Launched:
     max_attempts: int
     launched_at: datetime  # UTC; a launched row's updated_at is its launch time (nothing else writes one)
 
+    def __post_init__(self) -> None:
+        if self.launched_at.tzinfo is None:  # SQLite gives naive UTC back
+            object.__setattr__(self, "launched_at", self.launched_at.replace(tzinfo=UTC))
+
 
 def launched(session: Session, kinds: Sequence[str] | None = None, limit: int = 1000) -> list[Launched]:
     """launched rows, oldest launch first: the ones to reconcile with their runs."""
@@ -546,19 +550,7 @@ def launched(session: Session, kinds: Sequence[str] | None = None, limit: int = 
         .order_by(Q.c.updated_at, Q.c.id)
         .limit(limit)
     ).all()
-    return [
-        Launched(
-            id=row.id,
-            kind=row.kind,
-            tenant_id=row.tenant_id,
-            claim_token=row.claim_token,
-            run_id=row.run_id,
-            attempts=row.attempts,
-            max_attempts=row.max_attempts,
-            launched_at=row.updated_at if row.updated_at.tzinfo else row.updated_at.replace(tzinfo=UTC),
-        )
-        for row in rows
-    ]
+    return [Launched(*row) for row in rows]
 
 
 def release_lost(session: Session, row_id: int, token: str, error: str) -> QueueState | None:
