@@ -4,19 +4,16 @@ the reference. The API runs as `make run` runs it: API_WORKERS uvicorn workers (
 Each client deploys the versions of its own project one after another, so every
 measured request is a real deploy that archives the previous one."""
 
-import asyncio
 import gc
-import os
 import time
 from pathlib import Path
 
-import aiohttp
 from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bench.common import api_workers, emit, postgres_engine, quantile, serve
+from bench.common import api_workers, drive, emit, postgres_engine, quantile, serve
 from domain import lifecycle, models
 from domain.lifecycle import Actor, Status
 from domain.settings import Settings
@@ -65,36 +62,6 @@ def _versions(engine: Engine, clients: int) -> tuple[str, list[list[str]]]:
         return tenant.id, plan
 
 
-def _drive(
-    url: str, clients: int, requests_for: list[list[tuple[str, str, dict]]]
-) -> tuple[list[float], float, float]:
-    """Each client's requests one after another on its own connection, all clients at once (aiohttp:
-    httpx's client cost more CPU per request than some of the requests measured, on the same cores)."""
-    latencies: list[float] = []
-
-    async def drive() -> None:
-        timeout = aiohttp.ClientTimeout(total=60)
-        connector = aiohttp.TCPConnector(limit=clients)
-        async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as http:
-
-            async def client(work: list[tuple[str, str, dict]]) -> None:
-                for method, path, kwargs in work:
-                    started = time.perf_counter()
-                    async with http.request(method, path, **kwargs) as response:
-                        text = await response.text()
-                    latencies.append(time.perf_counter() - started)
-                    assert response.status == 200, text
-
-            await asyncio.gather(*(client(work) for work in requests_for))
-
-    started, cpu = time.perf_counter(), time.process_time()
-    asyncio.run(drive())
-    elapsed = time.perf_counter() - started
-    # The load generator runs on the same cores as the API: its share of them is printed with the figure.
-    share = (time.process_time() - cpu) / (elapsed * len(os.sched_getaffinity(0)))
-    return latencies, elapsed, round(share, 3)
-
-
 def _p(values: list[float], q: int) -> float:
     return quantile(values, q / 100) * 1000
 
@@ -140,7 +107,9 @@ def main() -> None:
                 ]
                 for ids in plan
             ]
-            latencies, elapsed, client_share = _drive(api_url, clients, work)
+            driven = drive(api_url, work)
+            assert all(status == 200 for _, status, _ in driven.answers), driven.answers[:3]
+            latencies, elapsed, client_share = driven.latencies, driven.elapsed_s, driven.client_share
             emit(
                 BENCH,
                 f"deploy_p99_ms.c{clients}",
@@ -155,7 +124,8 @@ def main() -> None:
             emit(BENCH, f"deploy_per_s.c{clients}", len(latencies) / elapsed, "req/s", "-")
             if clients == 16:
                 ref_work = [[("PATCH", "/ping", {})] * PER_CLIENT for _ in range(clients)]
-                ref_latencies, ref_elapsed, ref_share = _drive(reference_url, clients, ref_work)
+                ref = drive(reference_url, ref_work)
+                ref_latencies, ref_elapsed, ref_share = ref.latencies, ref.elapsed_s, ref.client_share
                 emit(
                     BENCH,
                     "reference_per_s.c16",

@@ -16,7 +16,6 @@ one per core). The sensors run at their shipped intervals (SENSOR_INTERVAL_SECON
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import json
 import os
@@ -31,11 +30,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import httpx
 from sqlalchemy import Engine, text
 
-from bench.common import api_workers, emit, postgres_engine, quantile, serve
+from bench.common import api_workers, drive, emit, postgres_engine, quantile, serve
 from domain.models import Tenant
 from domain.settings import Settings
 from domain.store import transaction
@@ -47,6 +45,7 @@ TRIGGERS = int(os.environ.get("BENCH_PHASE_TRIGGERS", "2000"))
 CLIENTS = int(os.environ.get("BENCH_PHASE_CLIENTS", "16"))
 LOW_RATE_SAMPLES = int(os.environ.get("BENCH_PHASE_LOW_RATE_SAMPLES", "30"))
 C32_POSTS = int(os.environ.get("BENCH_PHASE_C32_POSTS", "1000"))
+SELLER = "bench-seller"
 DRAIN_LIMIT_S = float(os.environ.get("BENCH_PHASE_DRAIN_LIMIT_S", "900"))  # a stalled pipeline ends the bench
 
 
@@ -126,34 +125,25 @@ class Stack:
         self.log.close()
 
 
-async def post_all(
+def post_all(
     stack: Stack, prefix: str, count: int, clients: int, reference: str | None = None
 ) -> tuple[list[int], list[float]]:
     """`count` phase-1 POSTs by `clients` concurrent clients; the trigger ids and each POST's seconds.
     With `reference` (a plain Starlette app's URL), the same POSTs to its one route instead."""
-    ids: list[int] = []
-    latencies: list[float] = []
-    numbers = iter(range(count))
-    headers = {"Authorization": f"Bearer {stack.token}"}
     url, path = (reference, "/ping") if reference else (stack.api, "/api/v1/workflow/phase/1")
-    connector = aiohttp.TCPConnector(limit=clients)
-    timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(url, headers=headers, connector=connector, timeout=timeout) as client:
-
-        async def worker() -> None:
-            for n in numbers:
-                body = {"user_id": f"{prefix}-u{n}", "sync_id": f"{prefix}-s{n}", "seller_id": "bench-seller"}
-                started = time.perf_counter()
-                async with client.post(path, json=body) as answer:
-                    text = await answer.text()
-                latencies.append(time.perf_counter() - started)
-                if answer.status not in (200, 202):
-                    raise RuntimeError(f"POST {path}: {answer.status} {text[:300]}")
-                if not reference:
-                    ids.append(int(json.loads(text)["trigger_id"]))
-
-        await asyncio.gather(*(worker() for _ in range(clients)))
-    return ids, latencies
+    work = [
+        [
+            ("POST", path, {"json": {"user_id": f"{prefix}-u{n}", "sync_id": f"{prefix}-s{n}", "seller_id": SELLER}})
+            for n in range(first, count, clients)
+        ]
+        for first in range(min(clients, count))
+    ]
+    driven = drive(url, work, headers={"Authorization": f"Bearer {stack.token}"})
+    for _, status, answer in driven.answers:
+        if status not in (200, 202):
+            raise RuntimeError(f"POST {path}: {status} {answer[:300]}")
+    ids = [] if reference else [int(json.loads(answer)["trigger_id"]) for _, _, answer in driven.answers]
+    return ids, driven.latencies
 
 
 def wait_finished(engine: Engine, ids: Sequence[int], limit_s: float = DRAIN_LIMIT_S) -> dict[str, Any]:
@@ -191,7 +181,7 @@ def wait_finished(engine: Engine, ids: Sequence[int], limit_s: float = DRAIN_LIM
 
 def warm_up(stack: Stack) -> None:
     """One trigger through the whole path: the daemon has loaded the code location and the sensor ticks."""
-    ids, _ = asyncio.run(post_all(stack, f"warm-{uuid.uuid4().hex[:6]}", 1, 1))
+    ids, _ = post_all(stack, f"warm-{uuid.uuid4().hex[:6]}", 1, 1)
     figures = wait_finished(stack.engine, ids, limit_s=300)
     if figures["done"] != 1:
         raise RuntimeError(f"the warm-up trigger did not finish: {figures} {stack.tail()}")
@@ -201,7 +191,7 @@ def low_rate(stack: Stack) -> list[float]:
     ids: list[int] = []
     for n in range(LOW_RATE_SAMPLES):
         started = time.monotonic()
-        new, _ = asyncio.run(post_all(stack, f"low{n}", 1, 1))
+        new, _ = post_all(stack, f"low{n}", 1, 1)
         ids.extend(new)
         time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
     figures = wait_finished(stack.engine, ids)
@@ -220,8 +210,8 @@ def main() -> None:
         if C32_POSTS:
             # The API alone first, as on machines of its own (the daemon not started yet: the triggers wait
             # in the queue), after a few POSTs that open its pools' connections.
-            warm, _ = asyncio.run(post_all(stack, "alone-warm", 64, 32))
-            queued, alone = asyncio.run(post_all(stack, "alone", C32_POSTS, 32))
+            warm, _ = post_all(stack, "alone-warm", 64, 32)
+            queued, alone = post_all(stack, "alone", C32_POSTS, 32)
             queued += warm
         stack.start_daemon()
         if alone:  # worked off before anything else is measured
@@ -243,7 +233,7 @@ def main() -> None:
                 max_s=round(max(latencies), 3),
             )
 
-        ids, posts = asyncio.run(post_all(stack, "drain", TRIGGERS, CLIENTS))
+        ids, posts = post_all(stack, "drain", TRIGGERS, CLIENTS)
         figures = wait_finished(stack.engine, ids)
         elapsed = figures["last_done"] - figures["first_enqueue"]
         emit(
@@ -262,12 +252,12 @@ def main() -> None:
         )
 
         if C32_POSTS:
-            _, posts = asyncio.run(post_all(stack, "c32", C32_POSTS, 32))
+            _, posts = post_all(stack, "c32", C32_POSTS, 32)
             # The floor under that figure: the same client and POSTs against a plain Starlette route
             # (bench/deploy.py's reference app, as many workers as the API) on the same machine, the
             # stack idle.
             reference = serve(stack.processes, "bench.deploy:reference_app", "/ping")  # 405 to a GET: up
-            _, floor = asyncio.run(post_all(stack, "ref", C32_POSTS, 32, reference=reference))
+            _, floor = post_all(stack, "ref", C32_POSTS, 32, reference=reference)
             emit(
                 BENCH,
                 "phase_post_p99_ms.c32",

@@ -9,6 +9,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -16,39 +17,33 @@ from sqlalchemy.orm import Session
 from domain.models import ConsumedEvent, IdempotencyKey, PhaseEvent, WebhookDelivery
 
 
+def _prune(session: Session, key: Any, at: Any, older_than: timedelta, limit: int) -> int:
+    """Delete at most `limit` rows whose `at` is older than `older_than`; how many went."""
+    ids = select(key).where(at < datetime.now(UTC) - older_than).limit(limit).scalar_subquery()
+    return len(session.execute(delete(key.class_).where(key.in_(ids)).returning(key)).all())
+
+
 def prune_idempotency_keys(session: Session, older_than: timedelta, limit: int = 10_000) -> int:
     """Delete stored idempotent answers older than `older_than`: a retry after that is a new request."""
-    cutoff = datetime.now(UTC) - older_than
-    key = IdempotencyKey.id
-    ids = select(key).where(IdempotencyKey.created_at < cutoff).limit(limit).scalar_subquery()
-    return len(session.execute(delete(IdempotencyKey).where(key.in_(ids)).returning(key)).all())
+    return _prune(session, IdempotencyKey.id, IdempotencyKey.created_at, older_than, limit)
 
 
 def prune_webhook_deliveries(session: Session, older_than: timedelta, limit: int = 10_000) -> int:
     """Delete remembered webhook delivery ids older than `older_than` (longer than GitHub redelivers)."""
-    cutoff = datetime.now(UTC) - older_than
-    key = WebhookDelivery.delivery_id
-    ids = select(key).where(WebhookDelivery.received_at < cutoff).limit(limit).scalar_subquery()
-    return len(session.execute(delete(WebhookDelivery).where(key.in_(ids)).returning(key)).all())
+    return _prune(session, WebhookDelivery.delivery_id, WebhookDelivery.received_at, older_than, limit)
 
 
 def prune_consumed_events(session: Session, older_than: timedelta, limit: int = 10_000) -> int:
     """Delete the ids of events consumed longer ago than `older_than` (CONSUMED_EVENT_RETENTION_DAYS): a
     redelivery after that is answered as a new event (202, not 200 `duplicate`); the executions it had
     started are still found by their own key, so only workflows activated since then start."""
-    cutoff = datetime.now(UTC) - older_than
-    key = ConsumedEvent.id
-    ids = select(key).where(ConsumedEvent.received_at < cutoff).limit(limit).scalar_subquery()
-    return len(session.execute(delete(ConsumedEvent).where(key.in_(ids)).returning(key)).all())
+    return _prune(session, ConsumedEvent.id, ConsumedEvent.received_at, older_than, limit)
 
 
 def prune_phase_events(session: Session, older_than: timedelta, limit: int = 10_000) -> int:
     """Delete users' stream events older than `older_than` (PHASE_EVENTS_RETENTION): a client reconnecting
     with an older `after` misses them. Their numbers are not reused (phase_event_sequences keeps counting)."""
-    cutoff = datetime.now(UTC) - older_than
-    key = PhaseEvent.id
-    ids = select(key).where(PhaseEvent.created_at < cutoff).limit(limit).scalar_subquery()
-    return len(session.execute(delete(PhaseEvent).where(key.in_(ids)).returning(key)).all())
+    return _prune(session, PhaseEvent.id, PhaseEvent.created_at, older_than, limit)
 
 
 @dataclass(frozen=True)
