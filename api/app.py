@@ -118,6 +118,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.phase_stream = PhaseStream(
         app.state.engine, poll_interval_s=settings.phase_stream_poll_s, resync_s=settings.phase_stream_resync_s
     )
+    app.state.phase_commits = phases.phase_commits(app.state.engine)
     app.state.metrics_registry = metrics.metrics_registry(app.state.engine, app.state.phase_stream)
     app.state.openapi = build_openapi(ENDPOINTS, "WRK orchestration API", "0.1.0")
     return app

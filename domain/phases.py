@@ -18,7 +18,7 @@ recorded exactly when its trigger is done; a row whose claim was lost (StaleClai
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -164,21 +164,48 @@ def dedup_key(tenant_id: str, user_id: str, sync_id: str, phase: int, request: P
     return ":".join(parts)[:300]
 
 
+@dataclass(frozen=True)
+class Posted:
+    """A phase POST, as the API read it."""
+
+    tenant_id: str
+    phase: int
+    request: PhaseRequest
+
+
 def accept(session: queue.Store, *, tenant_id: str, phase: int, request: PhaseRequest) -> Accepted:
-    """Queue the trigger on the caller's connection (a transaction, or autocommit: queue.enqueue is safe
-    statement by statement). The same (user, sync, phase[, claim]) with the same
-    body while its trigger is pending returns that trigger; with another body, queue.DedupConflict."""
-    sync_id = request.sync_id or default_sync_id(phase, request.user_id, utcnow())
-    trigger = PhaseTrigger(
-        tenant_id=tenant_id,
-        user_id=request.user_id,
-        sync_id=sync_id,
-        phase=phase,
-        input=request.model_dump(mode="json", exclude={"user_id", "sync_id"}, exclude_none=True),
-    )
-    key = dedup_key(tenant_id, request.user_id, sync_id, phase, request)
-    trigger_id = queue.enqueue(session, KIND, tenant_id, trigger.model_dump(mode="json"), dedup_key=key)
-    return Accepted(trigger_id, sync_id, phase)
+    """Queue the trigger on the caller's connection: accept_many of one."""
+    outcome = accept_many(session, [Posted(tenant_id, phase, request)])[0]
+    if isinstance(outcome, queue.QueueError):
+        raise outcome
+    return outcome
+
+
+def accept_many(session: queue.Store, posts: Sequence[Posted]) -> list[Accepted | queue.QueueError]:
+    """Queue the posts' triggers on the caller's connection (a transaction, or autocommit: the queue's
+    statements are each safe alone), one outcome per post, in order. The same (user, sync, phase[, claim])
+    with the same body while its trigger is pending is that trigger; with another body, queue.DedupConflict."""
+    now = utcnow()
+    syncs = [post.request.sync_id or default_sync_id(post.phase, post.request.user_id, now) for post in posts]
+    triggers = [
+        queue.Keyed(
+            post.tenant_id,
+            PhaseTrigger(
+                tenant_id=post.tenant_id,
+                user_id=post.request.user_id,
+                sync_id=sync_id,
+                phase=post.phase,
+                input=post.request.model_dump(mode="json", exclude={"user_id", "sync_id"}, exclude_none=True),
+            ).model_dump(mode="json"),
+            dedup_key(post.tenant_id, post.request.user_id, sync_id, post.phase, post.request),
+        )
+        for post, sync_id in zip(posts, syncs, strict=True)
+    ]
+    outcomes = queue.enqueue_keyed(session, KIND, triggers)
+    return [
+        outcome if isinstance(outcome, queue.QueueError) else Accepted(outcome, sync_id, post.phase)
+        for post, sync_id, outcome in zip(posts, syncs, outcomes, strict=True)
+    ]
 
 
 # -- progress: one row per (tenant, user, sync), never backwards ----------------------------------------

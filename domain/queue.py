@@ -191,6 +191,21 @@ LIVE_TWIN_SQL = _sql(
     "SELECT id, payload, tenant_id FROM trigger_queue WHERE kind = %(kind)s AND dedup_key = %(dedup_key)s "
     "AND state IN ('available', 'claimed', 'launched')"
 )
+# PostgreSQL, many keyed triggers of one kind: the triggers as three arrays (one statement text whatever
+# their number); RETURNING names each inserted row's key. One trigger, or SQLite: the one-row statements
+# above, once per trigger.
+ENQUEUE_KEYED_SQL = (
+    f"INSERT INTO trigger_queue ({_COLUMNS}) "
+    "SELECT %(kind)s, t.tenant_id, t.payload::jsonb, t.dedup_key, 'available', 0, %(max_attempts)s, "
+    "%(available_at)s, %(now)s, %(now)s "
+    "FROM unnest(%(tenant_ids)s::varchar[], %(payloads)s::text[], %(keys)s::varchar[]) "
+    "AS t(tenant_id, payload, dedup_key) "
+    f"ON CONFLICT (kind, dedup_key) WHERE {LIVE_DEDUP_PREDICATE} DO NOTHING RETURNING dedup_key, id"
+)
+LIVE_TWINS_SQL = (
+    "SELECT dedup_key, id, payload, tenant_id FROM trigger_queue WHERE kind = %(kind)s "
+    "AND dedup_key = ANY(%(keys)s::varchar[]) AND state IN ('available', 'claimed', 'launched')"
+)
 
 _CLAIM_SET = (
     "state = 'claimed', attempts = trigger_queue.attempts + 1, claim_token = {token}, claimed_at = %(now)s, "
@@ -290,6 +305,15 @@ DIE_SQL = _sql(_FAIL_SET + "state = 'dead', finished_at = %(now)s" + _FAIL_WHERE
 # -- enqueue -------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Keyed:
+    """A trigger with a dedup key, for enqueue_keyed."""
+
+    tenant_id: str | None
+    payload: Mapping[str, Any]
+    dedup_key: str
+
+
 def enqueue(
     session: Store,
     kind: str,
@@ -301,35 +325,124 @@ def enqueue(
     """Add a trigger in the caller's transaction; returns its id. A live trigger with the same dedup key
     and payload is returned instead; with another payload, DedupConflict. Each statement is safe alone
     (the insert is the only write), so an autocommit connection (store.autocommit) will do."""
+    if dedup_key is not None:
+        outcome = enqueue_keyed(session, kind, [Keyed(tenant_id, payload, dedup_key)], available_at)[0]
+        if isinstance(outcome, QueueError):
+            raise outcome
+        return outcome
     kind_policy = policy(kind)
-    body = validate(kind, payload)
-    if kind_policy.tenant_scoped and not tenant_id:
-        raise InvalidTrigger(f"{kind} triggers need a tenant", [{"field": "tenant_id", "message": "required"}])
+    body = _checked(kind, kind_policy, tenant_id, payload)
     db = _Driver(session)
     now = db.now()
     values = {
         "kind": kind,
         "tenant_id": tenant_id,
         "payload": _json_param(db, body),
-        "dedup_key": dedup_key,
+        "dedup_key": None,
         "max_attempts": kind_policy.max_attempts,
         "available_at": available_at or now,
         "now": now,
     }
-    if dedup_key is None:
-        return int(db.rows(ENQUEUE_SQL, values)[0][0])
+    return int(db.rows(ENQUEUE_SQL, values)[0][0])
+
+
+def enqueue_keyed(
+    session: Store, kind: str, triggers: Sequence[Keyed], available_at: datetime | None = None
+) -> list[int | QueueError]:
+    """Many triggers of one kind, each with a dedup key, as enqueue would add them one by one, in one
+    statement (the API gathers concurrent requests' triggers into one commit). Each trigger has its own
+    outcome, in order: its id (new, or its live twin's: same key, payload and tenant), or the QueueError
+    that it alone met (InvalidTrigger, DedupConflict). Safe statement by statement, as enqueue."""
+    kind_policy = policy(kind)
+    bodies: dict[int, dict[str, Any]] = {}
+    outcomes: list[int | QueueError | None] = [None] * len(triggers)
+    first: dict[str, int] = {}  # a key's first valid trigger: the one written; later ones are its repeats
+    for n, trigger in enumerate(triggers):
+        try:
+            bodies[n] = _checked(kind, kind_policy, trigger.tenant_id, trigger.payload)
+        except InvalidTrigger as exc:
+            outcomes[n] = exc
+            continue
+        first.setdefault(trigger.dedup_key, n)
+    db = _Driver(session)
+    now = db.now()
+    placed: dict[str, int | QueueError] = {}
+    unplaced = dict(first)
     for _ in range(5):
-        inserted = db.rows(ENQUEUE_DEDUP_SQL, values)
-        if inserted:
-            return int(inserted[0][0])
-        existing = db.rows(LIVE_TWIN_SQL, {"kind": kind, "dedup_key": dedup_key})
-        if not existing:
-            continue  # it finished between the two statements: insert again
-        existing_id, existing_payload, existing_tenant = existing[0]
-        if _json_value(existing_payload) != body or existing_tenant != tenant_id:
-            raise DedupConflict(kind, dedup_key, existing_id)
-        return int(existing_id)
-    raise QueueError(f"could not enqueue {kind} {dedup_key!r}: the key kept changing hands")
+        if not unplaced:
+            break
+        # In key order: two batches that share keys wait on each other in the same order, never in a cycle.
+        rows = [(triggers[n].tenant_id, bodies[n], key) for key, n in sorted(unplaced.items())]
+        inserted = _insert_keyed(db, kind, kind_policy, rows, available_at or now, now)
+        twins = _live_twins(db, kind, [key for key in unplaced if key not in inserted])
+        for key, n in list(unplaced.items()):
+            if key in inserted:
+                placed[key] = inserted[key]
+            elif key in twins:  # a live trigger held the key already
+                twin_id, twin_payload, twin_tenant = twins[key]
+                same = _json_value(twin_payload) == bodies[n] and twin_tenant == triggers[n].tenant_id
+                placed[key] = twin_id if same else DedupConflict(kind, key, twin_id)
+            else:
+                continue  # it finished between the two statements: insert again
+            del unplaced[key]
+    for key in unplaced:
+        placed[key] = QueueError(f"could not enqueue {kind} {key!r}: the key kept changing hands")
+    for n, body in bodies.items():
+        trigger = triggers[n]
+        outcome = placed[trigger.dedup_key]
+        written = first[trigger.dedup_key]
+        if n != written and isinstance(outcome, int):
+            same = body == bodies[written] and trigger.tenant_id == triggers[written].tenant_id
+            outcome = outcome if same else DedupConflict(kind, trigger.dedup_key, outcome)
+        outcomes[n] = outcome
+    return [outcome for outcome in outcomes if outcome is not None]  # every trigger has its outcome by now
+
+
+def _checked(kind: str, kind_policy: KindPolicy, tenant_id: str | None, payload: Mapping[str, Any]) -> dict[str, Any]:
+    body = validate(kind, payload)
+    if kind_policy.tenant_scoped and not tenant_id:
+        raise InvalidTrigger(f"{kind} triggers need a tenant", [{"field": "tenant_id", "message": "required"}])
+    return body
+
+
+def _insert_keyed(
+    db: _Driver,
+    kind: str,
+    kind_policy: KindPolicy,
+    rows: list[tuple[str | None, dict[str, Any], str]],
+    available_at: datetime,
+    now: datetime,
+) -> dict[str, int]:
+    """Insert the (tenant_id, payload, dedup_key) rows whose key no live trigger holds; their ids by key."""
+    common = {"kind": kind, "max_attempts": kind_policy.max_attempts, "available_at": available_at, "now": now}
+    if db.pg and len(rows) > 1:
+        params = {
+            **common,
+            "tenant_ids": [tenant for tenant, _, _ in rows],
+            "payloads": [json.dumps(body) for _, body, _ in rows],
+            "keys": [key for _, _, key in rows],
+        }
+        return {key: int(row_id) for key, row_id in db.raw.execute(ENQUEUE_KEYED_SQL, params, prepare=True)}
+    inserted = {}
+    for tenant, body, key in rows:
+        values = {**common, "tenant_id": tenant, "payload": _json_param(db, body), "dedup_key": key}
+        for (row_id,) in db.rows(ENQUEUE_DEDUP_SQL, values):
+            inserted[key] = int(row_id)
+    return inserted
+
+
+def _live_twins(db: _Driver, kind: str, keys: list[str]) -> dict[str, tuple[int, Any, str | None]]:
+    """The live triggers holding `keys`: (id, payload, tenant_id) by key."""
+    if not keys:
+        return {}
+    if db.pg and len(keys) > 1:
+        found = db.raw.execute(LIVE_TWINS_SQL, {"kind": kind, "keys": keys}, prepare=True)
+        return {key: (int(row_id), payload, tenant) for key, row_id, payload, tenant in found}
+    twins = {}
+    for key in keys:
+        for row_id, payload, tenant in db.rows(LIVE_TWIN_SQL, {"kind": kind, "dedup_key": key}):
+            twins[key] = (int(row_id), payload, tenant)
+    return twins
 
 
 # -- claim, launch, extend -----------------------------------------------------------------------------

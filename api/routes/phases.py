@@ -1,9 +1,10 @@
 """The seven-phase pipeline's HTTP side: the phase endpoint the callers already use (unchanged), a
 sync's progress and audit, and proof packet downloads.
 
-`POST /api/v1/workflow/phase/{phaseNumber}` only queues: one insert (a repeat: its lookup), 202 at once (callers do
-not wait). Service-to-service: a token with role `service`; the tenant comes from the token (or
-`X-Tenant-ID` when the token has several). Reads are for the user themselves (token `sub` = user id),
+`POST /api/v1/workflow/phase/{phaseNumber}` only queues: one insert (a repeat: its lookup), shared by the
+POSTs that arrive together (api/group_commit.py), 202 once committed (callers do not wait).
+Service-to-service: a token with role `service`; the tenant comes from the token (or `X-Tenant-ID` when
+the token has several). Reads are for the user themselves (token `sub` = user id),
 the service, or ops, within their tenants: another tenant's rows are simply not found.
 """
 
@@ -13,15 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from api.auth import OPS_ROLES, Principal, require, tenant_of, tenant_scope
+from api.group_commit import GroupCommit
 from api.openapi import Endpoint
 from api.problems import Problem
 from api.requests import engine, json_body
 from domain import phases, phases_proof
+from domain.queue import QueueError
 from domain.store import autocommit, read_transaction
 
 SERVICE_ROLES = frozenset({"service"})
@@ -45,18 +49,24 @@ async def trigger_phase(request: Request) -> JSONResponse:
             400, "invalid_phase", str(exc), errors=[{"field": "phaseNumber", "message": "must be an integer 1-7"}]
         ) from None
     body = await json_body(request, phases.REQUESTS[phase])
-
-    def accept() -> phases.Accepted:
-        with autocommit(engine(request)) as connection:  # each statement commits itself (fsync'd)
-            return phases.accept(connection, tenant_id=tenant_id, phase=phase, request=body)
-
-    accepted = await run_in_threadpool(accept)
+    accepted = await request.app.state.phase_commits(phases.Posted(tenant_id, phase, body))
     out = PhaseAccepted(trigger_id=accepted.trigger_id, sync_id=accepted.sync_id, phase=accepted.phase)
     return JSONResponse(
         out.model_dump(),
         status_code=202,
         headers={"Location": f"/v1/users/{body.user_id}/syncs/{accepted.sync_id}"},
     )
+
+
+def phase_commits(db: Engine) -> GroupCommit[phases.Posted, phases.Accepted]:
+    """The app's group commit of phase POSTs: the triggers of the POSTs that arrive together are queued by
+    one statement on an autocommit connection (its commit fsync'd), each answered once it is committed."""
+
+    def write(posts: list[phases.Posted]) -> list[phases.Accepted | QueueError]:
+        with autocommit(db) as connection:
+            return phases.accept_many(connection, posts)
+
+    return GroupCommit(write)
 
 
 def reader_tenants(request: Request, user_id: str) -> frozenset[str]:

@@ -251,6 +251,66 @@ def test_stats_counts_per_kind_and_state_with_oldest_age(engine, tenant_id):
     assert scoped["kinds"]["release"]["states"]["claimed"] == 1  # platform-wide rows are
 
 
+def test_keyed_triggers_enqueued_together_each_get_their_own_outcome(engine, tenant_id):
+    with transaction(engine) as session:
+        held = queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id, 1), dedup_key="build:v1")
+    k = queue.Keyed
+    triggers = [
+        k(tenant_id, _build_payload(tenant_id, 2), "build:v2"),  # new
+        k(tenant_id, _build_payload(tenant_id, 1), "build:v1"),  # live with this payload: that trigger
+        k(tenant_id, _build_payload(tenant_id, 9), "build:v1"),  # live with another payload: refused
+        k(tenant_id, {**_build_payload(tenant_id, 3), "surprise": 1}, "build:v3"),  # invalid: refused alone
+        k(tenant_id, _build_payload(tenant_id, 2), "build:v2"),  # a repeat within the batch: the same row
+        k(tenant_id, _build_payload(tenant_id, 8), "build:v2"),  # the same key, another payload: refused
+        k(None, _build_payload(tenant_id, 4), "build:v4"),  # no tenant: refused alone
+        k(tenant_id, _build_payload(tenant_id, 5), "build:v5"),  # new
+    ]
+    with autocommit(engine) as connection:
+        outcomes = queue.enqueue_keyed(connection, "build", triggers)
+    new_v2, twin, conflict, invalid, repeat, conflict_in_batch, tenantless, new_v5 = outcomes
+    assert isinstance(new_v2, int) and isinstance(new_v5, int) and len({held, new_v2, new_v5}) == 3
+    assert twin == held and repeat == new_v2
+    assert isinstance(conflict, queue.DedupConflict) and conflict.existing_id == held
+    assert isinstance(conflict_in_batch, queue.DedupConflict) and conflict_in_batch.existing_id == new_v2
+    assert isinstance(invalid, queue.InvalidTrigger) and [e["field"] for e in invalid.errors] == ["surprise"]
+    assert isinstance(tenantless, queue.InvalidTrigger)
+    assert _count(engine) == 3
+    assert _row(engine, new_v2).payload == _build_payload(tenant_id, 2)
+    assert _row(engine, new_v5).dedup_key == "build:v5" and _row(engine, new_v5).state == "available"
+
+
+def test_batches_sharing_keys_enqueued_at_once_make_one_row_per_key(engine, tenant_id):
+    # Two batches with the same keys in opposite orders, many times at once: no deadlock, one row per key,
+    # and every trigger of a key answered with that row.
+    keys = [f"build:k{n}" for n in range(20)]
+    payloads = {key: _build_payload(tenant_id, n) for n, key in enumerate(keys)}
+    barrier = threading.Barrier(8)
+    results: list[list] = []
+    errors: list[Exception] = []
+
+    def worker(n: int) -> None:
+        try:
+            ordered = keys if n % 2 else list(reversed(keys))
+            barrier.wait()
+            with autocommit(engine) as connection:
+                triggers = [queue.Keyed(tenant_id, payloads[key], key) for key in ordered]
+                results.append(list(zip(ordered, queue.enqueue_keyed(connection, "build", triggers), strict=True)))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and len(results) == 8
+    with transaction(engine) as session:
+        rows = {r.dedup_key: r.id for r in session.scalars(select(TriggerQueue))}
+    assert sorted(rows) == sorted(keys)
+    for outcome in results:
+        assert dict(outcome) == rows
+
+
 def test_concurrent_enqueues_of_one_dedup_key_with_rollbacks_make_one_row(engine, tenant_id):
     payload = _build_payload(tenant_id)
     barrier = threading.Barrier(64)

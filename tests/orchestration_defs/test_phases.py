@@ -148,9 +148,7 @@ def test_one_run_takes_the_batch_tagged_with_phases_count_and_users(phase_env, s
         assert (progress.phase, progress.status, progress.percent, progress.seller_id) == (1, "completed", 14, "sel")
 
 
-def test_a_tick_fills_every_free_run_slot_with_a_batch_of_its_own(
-    phase_env, engine, tenant, database_url, monkeypatch
-):
+def test_a_tick_fills_every_free_run_slot_with_a_batch_of_its_own(phase_env, engine, tenant, database_url, monkeypatch):
     monkeypatch.setenv("PHASE_BATCH_SIZE", "2")
     monkeypatch.setenv("PHASE_RUNS_IN_FLIGHT", "2")
     get_settings.cache_clear()
