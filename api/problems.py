@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
+import psycopg
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, DisconnectionError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -153,7 +155,24 @@ def is_store_unavailable(exc: BaseException) -> bool:
     exhausted, SQLite busy past its timeout, a serialization failure): retrying later can succeed."""
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, OperationalError | DisconnectionError | PoolTimeout)
+    # The queue's hot paths run plain SQL on the driver's connection: its own errors arrive unwrapped.
+    return isinstance(
+        exc, OperationalError | DisconnectionError | PoolTimeout | psycopg.OperationalError | sqlite3.OperationalError
+    )
+
+
+def is_refused_value(exc: BaseException) -> bool:
+    """The store refused a statement for its values (a constraint they break, a value it cannot take):
+    the same statement without them can succeed (api/group_commit.py splits a batch to find them)."""
+    return isinstance(
+        exc,
+        IntegrityError
+        | DataError
+        | psycopg.IntegrityError
+        | psycopg.DataError
+        | sqlite3.IntegrityError
+        | sqlite3.DataError,
+    )
 
 
 async def handle_store_error(request: Request, exc: Exception) -> JSONResponse:
@@ -189,5 +208,7 @@ EXCEPTION_HANDLERS = {
     ValidationError: handle_validation_error,
     InvalidStatusTransition: handle_invalid_transition,
     SQLAlchemyError: handle_store_error,
+    psycopg.Error: handle_store_error,
+    sqlite3.Error: handle_store_error,
     Exception: handle_unexpected,
 }

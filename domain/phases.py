@@ -166,45 +166,50 @@ def dedup_key(tenant_id: str, user_id: str, sync_id: str, phase: int, request: P
 
 @dataclass(frozen=True)
 class Posted:
-    """A phase POST, as the API read it."""
+    """A phase POST, as the API read it (`posted`): its sync id is resolved once, so a generated one is
+    the POST's own however often its trigger is written."""
 
     tenant_id: str
     phase: int
     request: PhaseRequest
+    sync_id: str
+
+
+def posted(tenant_id: str, phase: int, request: PhaseRequest) -> Posted:
+    sync_id = request.sync_id or default_sync_id(phase, request.user_id, utcnow())
+    return Posted(tenant_id, phase, request, sync_id)
 
 
 def accept(session: queue.Store, *, tenant_id: str, phase: int, request: PhaseRequest) -> Accepted:
     """Queue the trigger on the caller's connection: accept_many of one."""
-    outcome = accept_many(session, [Posted(tenant_id, phase, request)])[0]
+    outcome = accept_many(session, [posted(tenant_id, phase, request)])[0]
     if isinstance(outcome, queue.QueueError):
         raise outcome
     return outcome
 
 
 def accept_many(session: queue.Store, posts: Sequence[Posted]) -> list[Accepted | queue.QueueError]:
-    """Queue the posts' triggers on the caller's connection (a transaction, or autocommit: the queue's
-    statements are each safe alone), one outcome per post, in order. The same (user, sync, phase[, claim])
-    with the same body while its trigger is pending is that trigger; with another body, queue.DedupConflict."""
-    now = utcnow()
-    syncs = [post.request.sync_id or default_sync_id(post.phase, post.request.user_id, now) for post in posts]
+    """Queue the posts' triggers on the caller's connection (autocommit: queue.enqueue_keyed), one outcome
+    per post, in order. The same (user, sync, phase[, claim]) with the same body while its trigger is
+    pending is that trigger; with another body, queue.DedupConflict."""
     triggers = [
         queue.Keyed(
             post.tenant_id,
             PhaseTrigger(
                 tenant_id=post.tenant_id,
                 user_id=post.request.user_id,
-                sync_id=sync_id,
+                sync_id=post.sync_id,
                 phase=post.phase,
                 input=post.request.model_dump(mode="json", exclude={"user_id", "sync_id"}, exclude_none=True),
             ).model_dump(mode="json"),
-            dedup_key(post.tenant_id, post.request.user_id, sync_id, post.phase, post.request),
+            dedup_key(post.tenant_id, post.request.user_id, post.sync_id, post.phase, post.request),
         )
-        for post, sync_id in zip(posts, syncs, strict=True)
+        for post in posts
     ]
     outcomes = queue.enqueue_keyed(session, KIND, triggers)
     return [
-        outcome if isinstance(outcome, queue.QueueError) else Accepted(outcome, sync_id, post.phase)
-        for post, sync_id, outcome in zip(posts, syncs, outcomes, strict=True)
+        outcome if isinstance(outcome, queue.QueueError) else Accepted(outcome, post.sync_id, post.phase)
+        for post, outcome in zip(posts, outcomes, strict=True)
     ]
 
 

@@ -351,12 +351,14 @@ def enqueue_keyed(
 ) -> list[int | QueueError]:
     """Many triggers of one kind, each with a dedup key, as enqueue would add them one by one, in one
     statement (the API gathers concurrent requests' triggers into one commit). Each trigger has its own
-    outcome, in order: its id (new, or its live twin's: same key, payload and tenant), or the QueueError
-    that it alone met (InvalidTrigger, DedupConflict). Safe statement by statement, as enqueue."""
+    outcome, in order: its id (new, or the live trigger's that holds its key with the same payload and
+    tenant), or the QueueError that it met (InvalidTrigger, DedupConflict). Meant for an autocommit
+    connection (store.autocommit; each statement stands alone): rows are inserted in key order, so two
+    batches sharing keys never wait on each other in a cycle; inside a longer transaction they could."""
     kind_policy = policy(kind)
     bodies: dict[int, dict[str, Any]] = {}
     outcomes: list[int | QueueError | None] = [None] * len(triggers)
-    first: dict[str, int] = {}  # a key's first valid trigger: the one written; later ones are its repeats
+    first: dict[str, int] = {}  # a key's first valid trigger: the one inserted; later ones are its repeats
     for n, trigger in enumerate(triggers):
         try:
             bodies[n] = _checked(kind, kind_policy, trigger.tenant_id, trigger.payload)
@@ -366,35 +368,31 @@ def enqueue_keyed(
         first.setdefault(trigger.dedup_key, n)
     db = _Driver(session)
     now = db.now()
-    placed: dict[str, int | QueueError] = {}
+    holders: dict[str, tuple[int, dict[str, Any], str | None]] = {}  # the live row of each key placed
     unplaced = dict(first)
     for _ in range(5):
         if not unplaced:
             break
-        # In key order: two batches that share keys wait on each other in the same order, never in a cycle.
         rows = [(triggers[n].tenant_id, bodies[n], key) for key, n in sorted(unplaced.items())]
         inserted = _insert_keyed(db, kind, kind_policy, rows, available_at or now, now)
         twins = _live_twins(db, kind, [key for key in unplaced if key not in inserted])
         for key, n in list(unplaced.items()):
             if key in inserted:
-                placed[key] = inserted[key]
+                holders[key] = (inserted[key], bodies[n], triggers[n].tenant_id)
             elif key in twins:  # a live trigger held the key already
                 twin_id, twin_payload, twin_tenant = twins[key]
-                same = _json_value(twin_payload) == bodies[n] and twin_tenant == triggers[n].tenant_id
-                placed[key] = twin_id if same else DedupConflict(kind, key, twin_id)
+                holders[key] = (twin_id, _json_value(twin_payload), twin_tenant)
             else:
                 continue  # it finished between the two statements: insert again
             del unplaced[key]
-    for key in unplaced:
-        placed[key] = QueueError(f"could not enqueue {kind} {key!r}: the key kept changing hands")
     for n, body in bodies.items():
-        trigger = triggers[n]
-        outcome = placed[trigger.dedup_key]
-        written = first[trigger.dedup_key]
-        if n != written and isinstance(outcome, int):
-            same = body == bodies[written] and trigger.tenant_id == triggers[written].tenant_id
-            outcome = outcome if same else DedupConflict(kind, trigger.dedup_key, outcome)
-        outcomes[n] = outcome
+        key, tenant_id = triggers[n].dedup_key, triggers[n].tenant_id
+        if key not in holders:
+            outcomes[n] = QueueError(f"could not enqueue {kind} {key!r}: the key kept changing hands")
+            continue
+        held_id, held_body, held_tenant = holders[key]
+        same = body == held_body and tenant_id == held_tenant
+        outcomes[n] = held_id if same else DedupConflict(kind, key, held_id)
     return [outcome for outcome in outcomes if outcome is not None]  # every trigger has its outcome by now
 
 

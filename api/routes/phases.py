@@ -22,7 +22,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from api.auth import OPS_ROLES, Principal, require, tenant_of, tenant_scope
 from api.group_commit import GroupCommit
 from api.openapi import Endpoint
-from api.problems import Problem
+from api.problems import Problem, is_refused_value
 from api.requests import engine, json_body
 from domain import phases, phases_proof
 from domain.queue import QueueError
@@ -49,7 +49,7 @@ async def trigger_phase(request: Request) -> JSONResponse:
             400, "invalid_phase", str(exc), errors=[{"field": "phaseNumber", "message": "must be an integer 1-7"}]
         ) from None
     body = await json_body(request, phases.REQUESTS[phase])
-    accepted = await request.app.state.phase_commits(phases.Posted(tenant_id, phase, body))
+    accepted = await request.app.state.phase_commits(phases.posted(tenant_id, phase, body))
     out = PhaseAccepted(trigger_id=accepted.trigger_id, sync_id=accepted.sync_id, phase=accepted.phase)
     return JSONResponse(
         out.model_dump(),
@@ -66,7 +66,7 @@ def phase_commits(db: Engine) -> GroupCommit[phases.Posted, phases.Accepted]:
         with autocommit(db) as connection:
             return phases.accept_many(connection, posts)
 
-    return GroupCommit(write)
+    return GroupCommit(write, splits=is_refused_value)
 
 
 def reader_tenants(request: Request, user_id: str) -> frozenset[str]:

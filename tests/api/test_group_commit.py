@@ -23,6 +23,14 @@ class Bad(Exception):
     pass
 
 
+class Down(Exception):
+    pass
+
+
+def splits(exc: Exception) -> bool:
+    return isinstance(exc, Bad)
+
+
 def test_items_that_arrive_while_a_batch_is_written_are_written_together():
     batches: list[list[int]] = []
     first_written = threading.Event()
@@ -34,7 +42,7 @@ def test_items_that_arrive_while_a_batch_is_written_are_written_together():
         return [Bad(f"item {n}") if n == 7 else n * 10 for n in items]
 
     async def main() -> list[int | BaseException]:
-        commits: GroupCommit[int, int] = GroupCommit(write)
+        commits: GroupCommit[int, int] = GroupCommit(write, splits)
         first = asyncio.ensure_future(commits(0))
         await asyncio.sleep(0)  # item 0 alone: written at once
         others = [asyncio.ensure_future(commits(n)) for n in range(1, 10)]
@@ -49,31 +57,54 @@ def test_items_that_arrive_while_a_batch_is_written_are_written_together():
     ]  # fmt: skip
 
 
-def test_a_batch_that_fails_is_written_again_item_by_item_so_a_bad_item_fails_alone():
+def _held_then(write_rest, items):
+    """Write "hold" alone, then `items` as one batch (they arrive while "hold" is written); the outcomes."""
     calls: list[list[str]] = []
     release = threading.Event()
 
-    def write(items: list[str]) -> list[str | Exception]:
-        calls.append(items)
-        if items == ["hold"]:
+    def write(batch: list[str]) -> list[str | Exception]:
+        calls.append(batch)
+        if batch == ["hold"]:
             release.wait(30)
-        if "bad" in items:
-            raise Bad("a constraint the bad item breaks")
-        return [item.upper() for item in items]
+            return ["HOLD"]
+        return write_rest(batch)
 
     async def main() -> list[str | BaseException]:
-        commits: GroupCommit[str, str] = GroupCommit(write)
+        commits: GroupCommit[str, str] = GroupCommit(write, splits)
         hold = asyncio.ensure_future(commits("hold"))
         await asyncio.sleep(0)
-        rest = [asyncio.ensure_future(commits(item)) for item in ("a", "bad", "b")]
+        rest = [asyncio.ensure_future(commits(item)) for item in items]
         await asyncio.sleep(0)
         release.set()
         return await asyncio.gather(hold, *rest, return_exceptions=True)
 
-    hold, a, bad, b = asyncio.run(main())
-    assert (hold, a, b) == ("HOLD", "A", "B")
+    return asyncio.run(main()), calls
+
+
+def test_a_batch_refused_for_one_item_is_split_until_that_item_fails_alone():
+    def write(batch: list[str]) -> list[str | Exception]:
+        if "bad" in batch:
+            raise Bad("a constraint the bad item breaks")
+        return [item.upper() for item in batch]
+
+    (hold, a, bad, b, c), calls = _held_then(write, ["a", "bad", "b", "c"])
+    assert (hold, a, b, c) == ("HOLD", "A", "B", "C")
     assert isinstance(bad, Bad)
-    assert calls == [["hold"], ["a", "bad", "b"], ["a"], ["bad"], ["b"]]
+    assert calls == [["hold"], ["a", "bad", "b", "c"], ["a", "bad"], ["a"], ["bad"], ["b", "c"]]
+
+
+def test_a_batch_that_fails_for_another_reason_fails_every_item_at_once():
+    def write(batch: list[str]) -> list[str | Exception]:
+        raise Down("the store cannot be reached")
+
+    (hold, *rest), calls = _held_then(write, ["a", "b", "c"])
+    assert hold == "HOLD" and all(isinstance(outcome, Down) for outcome in rest)
+    assert calls == [["hold"], ["a", "b", "c"]]  # not written again one by one
+
+
+def test_a_write_that_miscounts_its_outcomes_fails_its_batch_rather_than_leave_one_waiting():
+    (hold, a, b), _ = _held_then(lambda batch: ["only one"], ["a", "b"])
+    assert hold == "HOLD" and isinstance(a, RuntimeError) and isinstance(b, RuntimeError)
 
 
 @pytest.fixture
@@ -115,7 +146,8 @@ def test_phase_posts_at_once_are_each_queued_and_answered_with_their_own_trigger
     ids = [a.json()["trigger_id"] for a in posted]
     assert len(set(ids)) == 30 and [a.json()["sync_id"] for a in posted] == [f"s{n}" for n in range(30)]
     assert retry.status_code == 202 and retry.json()["trigger_id"] == ids[3]
-    assert refused.status_code >= 400
+    # a token naming a tenant the store does not know: the store refuses its row (foreign key), alone
+    assert refused.status_code == 500 and refused.json()["code"] == "internal_error"
     assert max(batch_sizes) > 1, batch_sizes  # they were written together
     with transaction(engine) as session:
         assert session.scalar(select(func.count()).select_from(TriggerQueue)) == 30

@@ -8,8 +8,9 @@ from sqlalchemy.pool import NullPool
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from domain.store import make_engine
+from domain.store import make_engine, transaction
 from tests.api.conftest import bearer, make_token
+from tests.domain import factories
 from tests.servers import free_port
 
 
@@ -26,9 +27,11 @@ def test_writes_and_reads_during_a_store_outage_are_503_with_retry_after(backend
     app = create_app(settings, _down_store(backend_down, tmp_path))
     token = make_token(settings, tenants=["t1"], roles=["ops_admin"])
     with TestClient(app, raise_server_exceptions=False) as client:
+        service = bearer(make_token(settings, tenants=["t1"], roles=["service"]))
         for response in (
             client.post("/v1/automation-versions/v-1/build", headers=bearer(token)),
             client.get("/v1/automation-versions/v-1", headers=bearer(token)),
+            client.post("/api/v1/workflow/phase/1", json={"user_id": "u1"}, headers=service),
         ):
             assert response.status_code == 503, response.text
             assert response.headers["content-type"] == "application/problem+json"
@@ -62,3 +65,31 @@ def test_a_connection_lost_mid_service_is_503_then_the_store_recovers(engine, ba
         assert response.json()["code"] == "store_unavailable" and "retry-after" in response.headers
         response = client.post(f"/v1/automation-versions/{version}/build", headers=bearer(token))
         assert response.status_code == 202, response.text
+
+
+def test_a_phase_post_on_a_lost_connection_is_503_then_the_next_is_queued(engine, backend, settings):
+    # The phase endpoint queues with plain SQL on the driver's connection (domain/queue.py): its errors are
+    # the driver's own, unwrapped by SQLAlchemy, and must still answer 503 and leave the pool healthy.
+    if backend != "postgresql":
+        pytest.skip("a server-side disconnect needs a server")
+    with transaction(engine) as session:
+        tenant = factories.tenant(session).id
+    service = bearer(make_token(settings, tenants=[tenant], roles=["service"]))
+    app = create_app(settings, engine)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        first = client.post("/api/v1/workflow/phase/1", json={"user_id": "u1", "sync_id": "s1"}, headers=service)
+        assert first.status_code == 202, first.text
+        admin = create_engine(engine.url, poolclass=NullPool)
+        with admin.connect() as connection:
+            connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        admin.dispose()
+        lost = client.post("/api/v1/workflow/phase/1", json={"user_id": "u2", "sync_id": "s2"}, headers=service)
+        assert lost.status_code == 503, lost.text
+        assert lost.json()["code"] == "store_unavailable" and "retry-after" in lost.headers
+        again = client.post("/api/v1/workflow/phase/1", json={"user_id": "u2", "sync_id": "s2"}, headers=service)
+        assert again.status_code == 202, again.text

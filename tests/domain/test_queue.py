@@ -254,6 +254,7 @@ def test_stats_counts_per_kind_and_state_with_oldest_age(engine, tenant_id):
 def test_keyed_triggers_enqueued_together_each_get_their_own_outcome(engine, tenant_id):
     with transaction(engine) as session:
         held = queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id, 1), dedup_key="build:v1")
+        held_v6 = queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id, 6), dedup_key="build:v6")
     k = queue.Keyed
     triggers = [
         k(tenant_id, _build_payload(tenant_id, 2), "build:v2"),  # new
@@ -264,17 +265,20 @@ def test_keyed_triggers_enqueued_together_each_get_their_own_outcome(engine, ten
         k(tenant_id, _build_payload(tenant_id, 8), "build:v2"),  # the same key, another payload: refused
         k(None, _build_payload(tenant_id, 4), "build:v4"),  # no tenant: refused alone
         k(tenant_id, _build_payload(tenant_id, 5), "build:v5"),  # new
+        k(tenant_id, _build_payload(tenant_id, 7), "build:v6"),  # live with another payload: refused
+        k(tenant_id, _build_payload(tenant_id, 6), "build:v6"),  # ... and its twin's payload: that trigger
     ]
     with autocommit(engine) as connection:
         outcomes = queue.enqueue_keyed(connection, "build", triggers)
-    new_v2, twin, conflict, invalid, repeat, conflict_in_batch, tenantless, new_v5 = outcomes
-    assert isinstance(new_v2, int) and isinstance(new_v5, int) and len({held, new_v2, new_v5}) == 3
-    assert twin == held and repeat == new_v2
+    new_v2, twin, conflict, invalid, repeat, conflict_in_batch, tenantless, new_v5, conflict_v6, twin_v6 = outcomes
+    assert isinstance(new_v2, int) and isinstance(new_v5, int) and len({held, held_v6, new_v2, new_v5}) == 4
+    assert twin == held and repeat == new_v2 and twin_v6 == held_v6
+    assert isinstance(conflict_v6, queue.DedupConflict) and conflict_v6.existing_id == held_v6
     assert isinstance(conflict, queue.DedupConflict) and conflict.existing_id == held
     assert isinstance(conflict_in_batch, queue.DedupConflict) and conflict_in_batch.existing_id == new_v2
     assert isinstance(invalid, queue.InvalidTrigger) and [e["field"] for e in invalid.errors] == ["surprise"]
     assert isinstance(tenantless, queue.InvalidTrigger)
-    assert _count(engine) == 3
+    assert _count(engine) == 4
     assert _row(engine, new_v2).payload == _build_payload(tenant_id, 2)
     assert _row(engine, new_v5).dedup_key == "build:v5" and _row(engine, new_v5).state == "available"
 
