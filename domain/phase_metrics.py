@@ -1,26 +1,31 @@
-"""Phase figures for /metrics, read from the phase audit rows the run workers write (one per phase run of
-one trigger): transitions per phase and outcome, and two latency histograms per phase: the phase's own
-run time (`duration_s`) and end to end, from the trigger's enqueue to its completed audit row.
+"""Phase figures for /metrics: transitions per phase and outcome, and two latency histograms per phase:
+the phase's own run time (`duration`, every outcome) and end to end (`latency`, from the trigger's
+enqueue to its completed audit row).
 
-Each is one aggregate query over phase_audit (and trigger_queue by primary key), so a scrape costs a
-scan of the audit rows: cheap at this project's volumes; at millions of rows a counter table kept by the
-writer would replace it (see the README, "Metrics")."""
+They are counters in the store (`phase_metrics`), kept by the writer of each phase audit row in the same
+transaction (`observe`): a scrape reads a few dozen rows whatever the volume, and no counter goes back
+when old audit or queue rows are pruned (Prometheus would read that as a reset). One row per phase,
+series, outcome and bucket (non-cumulative; the reader sums them up to each bound)."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
 
-from sqlalchemy import ColumnElement, Float, case, cast, func, select
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from domain.models import PhaseAudit, PhaseOutcome, TriggerQueue
+from domain.models import PhaseMetric, PhaseOutcome, TriggerQueue
 
 # Seconds. A phase's own run is short (a call to the integrations backend, a charge, a PDF); end to end
 # adds the sensor's tick, the run's start and any backoff after a failure.
 DURATION_BUCKETS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 LATENCY_BUCKETS: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0)
+DURATION, LATENCY = "duration", "latency"
+BOUNDS = {DURATION: DURATION_BUCKETS, LATENCY: LATENCY_BUCKETS}
 
 
 @dataclass(frozen=True)
@@ -33,54 +38,80 @@ class Histogram:
     total: float
 
 
+def bucket(bounds: Sequence[float], value: float) -> int:
+    """The index of the first bound >= value; len(bounds) for +Inf."""
+    return next((n for n, bound in enumerate(bounds) if value <= bound), len(bounds))
+
+
+def observe(
+    session: Session,
+    *,
+    phase: int,
+    outcome: PhaseOutcome,
+    duration_s: float,
+    trigger_id: int | None,
+    finished_at: datetime,
+) -> None:
+    """Count one phase run of one trigger, in the caller's transaction (the one writing its audit row)."""
+    _add(session, phase, DURATION, outcome.value, duration_s)
+    if outcome is PhaseOutcome.COMPLETED and trigger_id is not None:
+        enqueued = session.scalar(select(TriggerQueue.created_at).where(TriggerQueue.id == trigger_id))
+        if enqueued is not None:
+            _add(session, phase, LATENCY, outcome.value, max((finished_at - enqueued).total_seconds(), 0.0))
+
+
+def _add(session: Session, phase: int, series: str, outcome: str, value: float) -> None:
+    # One upsert: concurrent writers of the same counter wait on its row, none is lost.
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    statement = insert(PhaseMetric).values(
+        phase=phase, series=series, outcome=outcome, bucket=bucket(BOUNDS[series], value), count=1, total=value
+    )
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["phase", "series", "outcome", "bucket"],
+            set_={"count": PhaseMetric.count + 1, "total": PhaseMetric.total + statement.excluded.total},
+        )
+    )
+
+
 def transitions(session: Session) -> dict[tuple[int, str], int]:
-    """Phase runs per (phase, outcome) since the audit rows began."""
+    """Phase runs per (phase, outcome), ever."""
     rows = session.execute(
-        select(PhaseAudit.phase, PhaseAudit.outcome, func.count()).group_by(PhaseAudit.phase, PhaseAudit.outcome)
+        select(PhaseMetric.phase, PhaseMetric.outcome, func.sum(PhaseMetric.count))
+        .where(PhaseMetric.series == DURATION)
+        .group_by(PhaseMetric.phase, PhaseMetric.outcome)
     ).all()
     return {(int(phase), str(outcome)): int(count) for phase, outcome, count in rows}
 
 
-def _aggregates(value: Any, bounds: Sequence[float]) -> list[Any]:
-    """count, sum and one cumulative bucket count per bound, of `value`, per phase."""
-    return [
-        PhaseAudit.phase,
-        func.count(),
-        func.sum(value),
-        *(func.sum(case((value <= bound, 1), else_=0)) for bound in bounds),
-    ]
-
-
-def _histograms(rows: Sequence[Any], bounds: tuple[float, ...]) -> dict[int, Histogram]:
-    return {
-        int(phase): Histogram(
-            bounds=bounds, buckets=tuple(int(c or 0) for c in cumulative), count=int(count), total=float(total or 0.0)
-        )
-        for phase, count, total, *cumulative in rows
-    }
+def histograms(session: Session, series: str) -> dict[int, Histogram]:
+    """One series' histogram per phase (every outcome summed)."""
+    bounds = BOUNDS[series]
+    counts: dict[int, list[int]] = defaultdict(lambda: [0] * (len(bounds) + 1))
+    totals: dict[int, float] = defaultdict(float)
+    rows = session.execute(
+        select(PhaseMetric.phase, PhaseMetric.bucket, func.sum(PhaseMetric.count), func.sum(PhaseMetric.total))
+        .where(PhaseMetric.series == series)
+        .group_by(PhaseMetric.phase, PhaseMetric.bucket)
+    ).all()
+    for phase, index, count, total in rows:
+        counts[int(phase)][min(int(index), len(bounds))] += int(count)
+        totals[int(phase)] += float(total or 0.0)
+    histograms = {}
+    for phase, per_bucket in counts.items():
+        cumulative, running = [], 0
+        for count in per_bucket:
+            running += count
+            cumulative.append(running)
+        histograms[phase] = Histogram(bounds, tuple(cumulative[:-1]), cumulative[-1], totals[phase])
+    return histograms
 
 
 def durations(session: Session) -> dict[int, Histogram]:
     """Each phase's own run time, all outcomes."""
-    statement = select(*_aggregates(PhaseAudit.duration_s, DURATION_BUCKETS)).group_by(PhaseAudit.phase)
-    return _histograms(session.execute(statement).all(), DURATION_BUCKETS)
-
-
-def _seconds_between(session: Session, later: Any, earlier: Any) -> ColumnElement[float]:
-    if session.get_bind().dialect.name == "postgresql":
-        return cast(func.extract("epoch", later - earlier), Float)
-    # SQLite keeps UTC datetimes as ISO text, which julianday() reads.
-    return cast((func.julianday(later) - func.julianday(earlier)) * 86400.0, Float)
+    return histograms(session, DURATION)
 
 
 def latencies(session: Session) -> dict[int, Histogram]:
-    """Enqueue -> completed, per phase, for the completed runs whose trigger row is still kept."""
-    seconds = _seconds_between(session, PhaseAudit.finished_at, TriggerQueue.created_at)
-    statement = (
-        select(*_aggregates(seconds, LATENCY_BUCKETS))
-        .select_from(PhaseAudit)
-        .join(TriggerQueue, TriggerQueue.id == PhaseAudit.trigger_id)
-        .where(PhaseAudit.outcome == PhaseOutcome.COMPLETED.value)
-        .group_by(PhaseAudit.phase)
-    )
-    return _histograms(session.execute(statement).all(), LATENCY_BUCKETS)
+    """Enqueue -> completed, per phase."""
+    return histograms(session, LATENCY)

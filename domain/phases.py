@@ -28,7 +28,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
-from domain import notifications, phase_events, queue
+from domain import notifications, phase_events, phase_metrics, queue
 from domain.models import (
     LearningRecord,
     NotificationChannel,
@@ -571,22 +571,29 @@ def _audit(
     details: dict[str, Any],
 ) -> None:
     t = row.trigger
-    session.add(
-        PhaseAudit(
-            tenant_id=t.tenant_id,
-            user_id=t.user_id,
-            sync_id=t.sync_id,
-            phase=t.phase,
-            trigger_id=row.trigger_id,
-            run_id=run_id,
-            attempt=row.attempt,
-            outcome=outcome.value,
-            duration_s=round(max(duration_s, 0.0), 6),
-            error=error[:4000] if error else None,
-            details=details,
-            started_at=started_at,
-            finished_at=utcnow(),
-        )
+    audit = PhaseAudit(
+        tenant_id=t.tenant_id,
+        user_id=t.user_id,
+        sync_id=t.sync_id,
+        phase=t.phase,
+        trigger_id=row.trigger_id,
+        run_id=run_id,
+        attempt=row.attempt,
+        outcome=outcome.value,
+        duration_s=round(max(duration_s, 0.0), 6),
+        error=error[:4000] if error else None,
+        details=details,
+        started_at=started_at,
+        finished_at=utcnow(),
+    )
+    session.add(audit)
+    phase_metrics.observe(
+        session,
+        phase=t.phase,
+        outcome=outcome,
+        duration_s=audit.duration_s,
+        trigger_id=row.trigger_id,
+        finished_at=audit.finished_at,
     )
 
 

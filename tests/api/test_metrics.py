@@ -11,12 +11,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from domain import queue
-from domain.models import PhaseAudit, Tenant, TriggerQueue
+from domain import phase_metrics, queue
+from domain.models import PhaseOutcome, Tenant, TriggerQueue
 from domain.settings import Settings
 from domain.store import transaction
 from tests.api.conftest import bearer, make_token
@@ -88,35 +88,33 @@ def test_without_a_scrape_token_metrics_are_open_on_loopback_only(engine):
         assert client.get("/metrics").status_code == 401
 
 
-def test_phase_transitions_and_latency_histograms_come_from_the_phase_audit_rows(client, engine):
+def test_phase_transitions_and_latency_histograms_count_every_audited_run_and_never_go_back(client, engine):
     tenant_id = enqueue_phases(engine, 2)
     with transaction(engine) as session:
         first, second = session.scalars(
             select(TriggerQueue).where(TriggerQueue.tenant_id == tenant_id).order_by(TriggerQueue.id)
         ).all()
 
-        def audit(trigger: TriggerQueue, phase: int, outcome: str, duration: float, after_enqueue: float) -> None:
-            finished = trigger.created_at + timedelta(seconds=after_enqueue)
-            session.add(
-                PhaseAudit(
-                    tenant_id=tenant_id,
-                    user_id="u",
-                    sync_id="s",
-                    phase=phase,
-                    trigger_id=trigger.id,
-                    outcome=outcome,
-                    duration_s=duration,
-                    started_at=finished - timedelta(seconds=duration),
-                    finished_at=finished,
-                )
+        def audited(trigger: TriggerQueue, phase: int, outcome: str, duration: float, after_enqueue: float) -> None:
+            # as the phase run's writer does, in the transaction of its audit row (domain/phases.py _audit)
+            phase_metrics.observe(
+                session,
+                phase=phase,
+                outcome=PhaseOutcome(outcome),
+                duration_s=duration,
+                trigger_id=trigger.id,
+                finished_at=trigger.created_at + timedelta(seconds=after_enqueue),
             )
 
-        audit(first, 1, "failed", 0.02, 0.2)  # then retried with backoff
-        audit(first, 1, "completed", 0.3, 12.5)
-        audit(second, 1, "completed", 0.03, 1.5)
-        audit(second, 7, "dead", 4.0, 40.0)
+        audited(first, 1, "failed", 0.02, 0.2)  # then retried with backoff
+        audited(first, 1, "completed", 0.3, 12.5)
+        audited(second, 1, "completed", 0.03, 1.5)
+        audited(second, 7, "dead", 4.0, 40.0)
 
-    found = samples(client.get("/metrics", headers=bearer(METRICS_TOKEN)).text)
+    def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return samples(client.get("/metrics", headers=bearer(METRICS_TOKEN)).text)
+
+    found = scrape()
     transitions = {
         (labels[1][1], labels[0][1]): value
         for (name, labels), value in found.items()
@@ -132,11 +130,20 @@ def test_phase_transitions_and_latency_histograms_come_from_the_phase_audit_rows
     # Run time of phase 1: 0.02, 0.3, 0.03 s.
     assert bucket("wrk_phase_duration_seconds", "1", "0.025") == 1
     assert bucket("wrk_phase_duration_seconds", "1", "0.05") == 2
+    assert bucket("wrk_phase_duration_seconds", "1", "0.5") == 3
     assert bucket("wrk_phase_duration_seconds", "1", "+Inf") == 3
     assert found[("wrk_phase_duration_seconds_count", (("phase", "1"),))] == 3
+    assert found[("wrk_phase_duration_seconds_sum", (("phase", "1"),))] == pytest.approx(0.35)
     # End to end, completed runs only: phase 1 took 12.5 s and 1.5 s from enqueue; phase 7 never completed.
     assert bucket("wrk_phase_latency_seconds", "1", "1.0") == 0
     assert bucket("wrk_phase_latency_seconds", "1", "2.0") == 1
     assert bucket("wrk_phase_latency_seconds", "1", "15.0") == 2
     assert found[("wrk_phase_latency_seconds_sum", (("phase", "1"),))] == pytest.approx(14.0, abs=0.01)
     assert ("wrk_phase_latency_seconds_count", (("phase", "7"),)) not in found
+
+    # The queue's finished rows pruned (and the audit rows could be): the counters stand.
+    with transaction(engine) as session:
+        session.execute(delete(TriggerQueue))
+    again = scrape()
+    counters = {key: value for key, value in found.items() if key[0].startswith("wrk_phase_")}
+    assert {key: again[key] for key in counters} == counters

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
-from domain import migrate
+from domain import migrate, phase_metrics
 from domain.models import Base
+from domain.store import transaction
 
 
 def _tables(engine) -> set[str]:
@@ -40,6 +44,56 @@ def test_partial_unique_index_for_one_live_version_exists(engine):
 
 def test_every_tenant_data_table_carries_tenant_id():
     platform_wide = {"tenants", "users", "release_builds", "repo_builds", "webhook_deliveries", "outbound_messages"}
+    platform_wide |= {"phase_metrics"}  # /metrics' counters, summed over tenants (scraped by platform ops)
     for name, table in Base.metadata.tables.items():
         if name not in platform_wide:
             assert "tenant_id" in table.columns, name
+
+
+def test_phase_counters_carry_on_from_the_audit_rows_written_before_them(databases):
+    # 0008 made /metrics' phase counters a table kept by the writer; an upgraded store starts it from the
+    # audit rows it has (latency: those whose trigger row is still kept), so no counter starts from zero.
+    engine = databases.empty()
+    migrate.upgrade(engine, "0007")
+    enqueued = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO tenants (id, name, created_at) VALUES ('t1', 't1', :at)"), {"at": enqueued}
+        )
+        connection.execute(
+            text(
+                "INSERT INTO trigger_queue (id, kind, tenant_id, payload, dedup_key, state, attempts, max_attempts, "
+                "available_at, created_at, updated_at, finished_at) VALUES (1, 'phase', 't1', '{}', NULL, 'done', 1, "
+                "5, :at, :at, :at, :at)"
+            ),
+            {"at": enqueued},
+        )
+        for phase, outcome, duration, after in (
+            (1, "completed", 0.3, 2.5),
+            (1, "failed", 0.02, 1.0),
+            (2, "completed", 40.0, 45.0),
+        ):
+            connection.execute(
+                text(
+                    "INSERT INTO phase_audit (tenant_id, user_id, sync_id, phase, trigger_id, attempt, outcome, "
+                    "duration_s, details, started_at, finished_at) VALUES ('t1', 'u', 's', :phase, :trigger, 1, "
+                    ":outcome, :duration, '{}', :at, :finished)"
+                ),
+                {
+                    "phase": phase,
+                    "trigger": 1 if phase == 1 else 99,  # 99: its trigger row pruned already
+                    "outcome": outcome,
+                    "duration": duration,
+                    "at": enqueued,
+                    "finished": enqueued + timedelta(seconds=after),
+                },
+            )
+    migrate.upgrade(engine)
+    with transaction(engine) as session:
+        assert phase_metrics.transitions(session) == {(1, "completed"): 1, (1, "failed"): 1, (2, "completed"): 1}
+        durations, latencies = phase_metrics.durations(session), phase_metrics.latencies(session)
+    assert durations[1].count == 2 and durations[1].total == pytest.approx(0.32)
+    assert durations[2].buckets[-1] == 0 and durations[2].count == 1  # 40 s: beyond the last bound
+    assert latencies[1].count == 1 and latencies[1].total == pytest.approx(2.5)
+    assert latencies[1].buckets[latencies[1].bounds.index(2.0)] == 0 and latencies[1].buckets[-1] == 1
+    assert 2 not in latencies  # its trigger row was gone: no end-to-end figure for it

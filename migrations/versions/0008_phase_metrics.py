@@ -1,0 +1,77 @@
+"""phase_metrics: /metrics' phase counters kept by the audit's writer (monotonic; a scrape no longer scans
+phase_audit), carried over from the audit rows there are
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-11-24 01:30:00
+"""
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0008"
+down_revision: str | None = "0007"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+# As domain/phase_metrics.py had them when this revision was written (a migration never changes later).
+DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LATENCY_BUCKETS = (0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0)
+
+
+def _bucket(bounds: Sequence[float], value: float) -> int:
+    return next((n for n, bound in enumerate(bounds) if value <= bound), len(bounds))
+
+
+def _utc(value: object) -> datetime:
+    """A stored time: PostgreSQL gives it aware, SQLite as UTC text."""
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def upgrade() -> None:
+    table = op.create_table(
+        "phase_metrics",
+        sa.Column("phase", sa.Integer(), nullable=False),
+        sa.Column("series", sa.String(length=16), nullable=False),
+        sa.Column("outcome", sa.String(length=16), nullable=False),
+        sa.Column("bucket", sa.Integer(), nullable=False),
+        sa.Column("count", sa.BigInteger(), nullable=False),
+        sa.Column("total", sa.Float(), nullable=False),
+        sa.CheckConstraint("phase BETWEEN 1 AND 7", name=op.f("ck_phase_metrics_phase_range")),
+        sa.PrimaryKeyConstraint("phase", "series", "outcome", "bucket", name=op.f("pk_phase_metrics")),
+    )
+    # The counters so far, from the audit rows (and, for latency, the trigger rows still kept).
+    counts: dict[tuple[int, str, str, int], list[float]] = defaultdict(lambda: [0, 0.0])
+    bind = op.get_bind()
+    for phase, outcome, duration in bind.execute(sa.text("SELECT phase, outcome, duration_s FROM phase_audit")):
+        cell = counts[(phase, "duration", outcome, _bucket(DURATION_BUCKETS, duration))]
+        cell[0] += 1
+        cell[1] += duration
+    completed = bind.execute(
+        sa.text(
+            "SELECT a.phase, a.finished_at, q.created_at FROM phase_audit a "
+            "JOIN trigger_queue q ON q.id = a.trigger_id WHERE a.outcome = 'completed'"
+        )
+    )
+    for phase, finished_at, created_at in completed:
+        seconds = (_utc(finished_at) - _utc(created_at)).total_seconds()
+        cell = counts[(phase, "latency", "completed", _bucket(LATENCY_BUCKETS, seconds))]
+        cell[0] += 1
+        cell[1] += seconds
+    if counts:
+        op.bulk_insert(
+            table,
+            [
+                {"phase": phase, "series": series, "outcome": outcome, "bucket": bucket, "count": n, "total": total}
+                for (phase, series, outcome, bucket), (n, total) in counts.items()
+            ],
+        )
+
+
+def downgrade() -> None:
+    op.drop_table("phase_metrics")
