@@ -863,15 +863,15 @@ class PhaseAudit(Base):
 class PhaseMetric(Base):
     """/metrics' phase counters, kept by the writer of each phase audit row in its transaction: per
     phase, series (`duration`: a phase's own run time, every outcome; `latency`: enqueue -> completed),
-    outcome and histogram bucket (the index of its upper bound in domain/phase_metrics.py; one past the
-    last: +Inf), the observations and their sum. Never decremented, whatever is pruned."""
+    outcome and histogram bucket (`le`, its upper bound in seconds, as in domain/phase_metrics.py;
+    infinity for the last), the observations and their sum. Never decremented, whatever is pruned."""
 
     __tablename__ = "phase_metrics"
     __table_args__ = (CheckConstraint("phase BETWEEN 1 AND 7", name="phase_range"),)
     phase: Mapped[int] = mapped_column(Integer, primary_key=True)
     series: Mapped[str] = mapped_column(String(16), primary_key=True)
     outcome: Mapped[str] = mapped_column(String(16), primary_key=True)
-    bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
+    le: Mapped[float] = mapped_column(Float, primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger)
     total: Mapped[float] = mapped_column(Float)
 

@@ -5,10 +5,12 @@ enqueue to its completed audit row).
 They are counters in the store (`phase_metrics`), kept by the writer of each phase audit row in the same
 transaction (`observe`): a scrape reads a few dozen rows whatever the volume, and no counter goes back
 when old audit or queue rows are pruned (Prometheus would read that as a reset). One row per phase,
-series, outcome and bucket (non-cumulative; the reader sums them up to each bound)."""
+series, outcome and bucket, named by its upper bound `le` (non-cumulative; the reader sums them up to
+each bound, so rows of bounds since changed still count where they belong)."""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,9 +40,9 @@ class Histogram:
     total: float
 
 
-def bucket(bounds: Sequence[float], value: float) -> int:
-    """The index of the first bound >= value; len(bounds) for +Inf."""
-    return next((n for n, bound in enumerate(bounds) if value <= bound), len(bounds))
+def upper_bound(bounds: Sequence[float], value: float) -> float:
+    """The first bound >= value: the bucket's `le`; infinity past the last."""
+    return next((bound for bound in bounds if value <= bound), math.inf)
 
 
 def observe(
@@ -64,11 +66,11 @@ def _add(session: Session, phase: int, series: str, outcome: str, value: float) 
     # One upsert: concurrent writers of the same counter wait on its row, none is lost.
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     statement = insert(PhaseMetric).values(
-        phase=phase, series=series, outcome=outcome, bucket=bucket(BOUNDS[series], value), count=1, total=value
+        phase=phase, series=series, outcome=outcome, le=upper_bound(BOUNDS[series], value), count=1, total=value
     )
     session.execute(
         statement.on_conflict_do_update(
-            index_elements=["phase", "series", "outcome", "bucket"],
+            index_elements=["phase", "series", "outcome", "le"],
             set_={"count": PhaseMetric.count + 1, "total": PhaseMetric.total + statement.excluded.total},
         )
     )
@@ -87,24 +89,25 @@ def transitions(session: Session) -> dict[tuple[int, str], int]:
 def histograms(session: Session, series: str) -> dict[int, Histogram]:
     """One series' histogram per phase (every outcome summed)."""
     bounds = BOUNDS[series]
-    counts: dict[int, list[int]] = defaultdict(lambda: [0] * (len(bounds) + 1))
+    per_bucket: dict[int, dict[float, int]] = defaultdict(lambda: defaultdict(int))
     totals: dict[int, float] = defaultdict(float)
     rows = session.execute(
-        select(PhaseMetric.phase, PhaseMetric.bucket, func.sum(PhaseMetric.count), func.sum(PhaseMetric.total))
+        select(PhaseMetric.phase, PhaseMetric.le, func.sum(PhaseMetric.count), func.sum(PhaseMetric.total))
         .where(PhaseMetric.series == series)
-        .group_by(PhaseMetric.phase, PhaseMetric.bucket)
+        .group_by(PhaseMetric.phase, PhaseMetric.le)
     ).all()
-    for phase, index, count, total in rows:
-        counts[int(phase)][min(int(index), len(bounds))] += int(count)
+    for phase, le, count, total in rows:
+        per_bucket[int(phase)][float(le)] += int(count)
         totals[int(phase)] += float(total or 0.0)
-    histograms = {}
-    for phase, per_bucket in counts.items():
-        cumulative, running = [], 0
-        for count in per_bucket:
-            running += count
-            cumulative.append(running)
-        histograms[phase] = Histogram(bounds, tuple(cumulative[:-1]), cumulative[-1], totals[phase])
-    return histograms
+    return {
+        phase: Histogram(
+            bounds=bounds,
+            buckets=tuple(sum(n for le, n in counts.items() if le <= bound) for bound in bounds),
+            count=sum(counts.values()),
+            total=totals[phase],
+        )
+        for phase, counts in per_bucket.items()
+    }
 
 
 def durations(session: Session) -> dict[int, Histogram]:

@@ -499,9 +499,10 @@ def complete(
             packet.updated_at = utcnow()
         details["proof_packet_id"] = packet.id
         result = {**result, "proof_packet_id": packet.id, "fee": packet.fee_amount, "currency": packet.currency}
-    _audit(session, row, PhaseOutcome.COMPLETED, run_id, started_at, duration_s, None, details)
+    audit = _audit(session, row, PhaseOutcome.COMPLETED, run_id, started_at, duration_s, None, details)
     summary = {k: v for k, v in result.items() if k not in ("pdf_path", "json_path")}
     _event(session, row, "phase_completed", {"trigger_id": row.trigger_id, "name": NAMES[t.phase], **summary})
+    _count(session, audit)
 
 
 def _prompt(session: Session, row: PhaseRow, match: Mapping[str, Any]) -> None:
@@ -545,7 +546,7 @@ def fail(
         session, tenant_id=t.tenant_id, user_id=t.user_id, sync_id=t.sync_id, phase=t.phase, status=P.FAILED
     )
     outcome = PhaseOutcome.DEAD if state is QueueState.DEAD else PhaseOutcome.FAILED
-    _audit(session, row, outcome, run_id, started_at, duration_s, error, {"retryable": retryable})
+    audit = _audit(session, row, outcome, run_id, started_at, duration_s, error, {"retryable": retryable})
     _event(
         session,
         row,
@@ -557,6 +558,7 @@ def fail(
             "final": outcome is PhaseOutcome.DEAD,
         },
     )
+    _count(session, audit)
     return state
 
 
@@ -569,7 +571,7 @@ def _audit(
     duration_s: float,
     error: str | None,
     details: dict[str, Any],
-) -> None:
+) -> PhaseAudit:
     t = row.trigger
     audit = PhaseAudit(
         tenant_id=t.tenant_id,
@@ -587,12 +589,18 @@ def _audit(
         finished_at=utcnow(),
     )
     session.add(audit)
+    return audit
+
+
+def _count(session: Session, audit: PhaseAudit) -> None:
+    """The audited run into /metrics' counters: the transaction's last statement, so its hot counter row
+    is locked last (after the user's event sequence row, which every path takes before) and briefly."""
     phase_metrics.observe(
         session,
-        phase=t.phase,
-        outcome=outcome,
+        phase=audit.phase,
+        outcome=PhaseOutcome(audit.outcome),
         duration_s=audit.duration_s,
-        trigger_id=row.trigger_id,
+        trigger_id=audit.trigger_id,
         finished_at=audit.finished_at,
     )
 

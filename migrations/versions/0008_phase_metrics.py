@@ -6,6 +6,7 @@ Revises: 0007
 Create Date: 2026-11-24 01:30:00
 """
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -23,8 +24,8 @@ DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0
 LATENCY_BUCKETS = (0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0)
 
 
-def _bucket(bounds: Sequence[float], value: float) -> int:
-    return next((n for n, bound in enumerate(bounds) if value <= bound), len(bounds))
+def _le(bounds: Sequence[float], value: float) -> float:
+    return next((bound for bound in bounds if value <= bound), math.inf)
 
 
 def _utc(value: object) -> datetime:
@@ -39,17 +40,17 @@ def upgrade() -> None:
         sa.Column("phase", sa.Integer(), nullable=False),
         sa.Column("series", sa.String(length=16), nullable=False),
         sa.Column("outcome", sa.String(length=16), nullable=False),
-        sa.Column("bucket", sa.Integer(), nullable=False),
+        sa.Column("le", sa.Float(), nullable=False),
         sa.Column("count", sa.BigInteger(), nullable=False),
         sa.Column("total", sa.Float(), nullable=False),
         sa.CheckConstraint("phase BETWEEN 1 AND 7", name=op.f("ck_phase_metrics_phase_range")),
-        sa.PrimaryKeyConstraint("phase", "series", "outcome", "bucket", name=op.f("pk_phase_metrics")),
+        sa.PrimaryKeyConstraint("phase", "series", "outcome", "le", name=op.f("pk_phase_metrics")),
     )
     # The counters so far, from the audit rows (and, for latency, the trigger rows still kept).
-    counts: dict[tuple[int, str, str, int], list[float]] = defaultdict(lambda: [0, 0.0])
+    counts: dict[tuple[int, str, str, float], list[float]] = defaultdict(lambda: [0, 0.0])
     bind = op.get_bind()
     for phase, outcome, duration in bind.execute(sa.text("SELECT phase, outcome, duration_s FROM phase_audit")):
-        cell = counts[(phase, "duration", outcome, _bucket(DURATION_BUCKETS, duration))]
+        cell = counts[(phase, "duration", outcome, _le(DURATION_BUCKETS, duration))]
         cell[0] += 1
         cell[1] += duration
     completed = bind.execute(
@@ -59,16 +60,16 @@ def upgrade() -> None:
         )
     )
     for phase, finished_at, created_at in completed:
-        seconds = (_utc(finished_at) - _utc(created_at)).total_seconds()
-        cell = counts[(phase, "latency", "completed", _bucket(LATENCY_BUCKETS, seconds))]
+        seconds = max((_utc(finished_at) - _utc(created_at)).total_seconds(), 0.0)  # as observe() clamps
+        cell = counts[(phase, "latency", "completed", _le(LATENCY_BUCKETS, seconds))]
         cell[0] += 1
         cell[1] += seconds
     if counts:
         op.bulk_insert(
             table,
             [
-                {"phase": phase, "series": series, "outcome": outcome, "bucket": bucket, "count": n, "total": total}
-                for (phase, series, outcome, bucket), (n, total) in counts.items()
+                {"phase": phase, "series": series, "outcome": outcome, "le": le, "count": n, "total": total}
+                for (phase, series, outcome, le), (n, total) in counts.items()
             ],
         )
 

@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from domain import phase_metrics, queue
-from domain.models import PhaseOutcome, Tenant, TriggerQueue
+from domain.models import PhaseAudit, PhaseOutcome, Tenant, TriggerQueue
 from domain.settings import Settings
 from domain.store import transaction
 from tests.api.conftest import bearer, make_token
@@ -141,9 +141,10 @@ def test_phase_transitions_and_latency_histograms_count_every_audited_run_and_ne
     assert found[("wrk_phase_latency_seconds_sum", (("phase", "1"),))] == pytest.approx(14.0, abs=0.01)
     assert ("wrk_phase_latency_seconds_count", (("phase", "7"),)) not in found
 
-    # The queue's finished rows pruned (and the audit rows could be): the counters stand.
+    # The queue's finished rows and the audit rows pruned: the counters stand.
     with transaction(engine) as session:
         session.execute(delete(TriggerQueue))
+        session.execute(delete(PhaseAudit))
     again = scrape()
     counters = {key: value for key, value in found.items() if key[0].startswith("wrk_phase_")}
     assert {key: again[key] for key in counters} == counters

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from domain import phases
+from domain import phase_metrics, phases
 from domain.models import (
     LearningRecord,
     Notification,
@@ -320,6 +320,12 @@ def test_a_failing_row_goes_back_to_the_queue_alone_with_the_queues_backoff(
     with transaction(engine) as session:
         progress = session.scalars(select(SyncProgress).where(SyncProgress.user_id == "fc")).one()
         assert (progress.phase, progress.status) == (2, "completed")
+        # /metrics' counters, kept by the same writes as the audit rows
+        transitions = phase_metrics.transitions(session)
+        durations, latencies = phase_metrics.durations(session), phase_metrics.latencies(session)
+    assert transitions == {(1, "completed"): 2, (2, "failed"): 1, (2, "completed"): 1}
+    assert (durations[1].count, durations[2].count) == (2, 2)
+    assert (latencies[1].count, latencies[2].count) == (2, 1)  # end to end: completed runs only
 
 
 def test_progress_never_moves_backwards(engine, tenant):
