@@ -843,6 +843,8 @@ class PhaseAudit(Base):
         status_check("outcome", list(PhaseOutcome), name="outcome_valid"),
         Index("ix_phase_audit_tenant_id_user_id_sync_id", "tenant_id", "user_id", "sync_id"),
         Index("ix_phase_audit_finished_at", "finished_at"),
+        # The rows not yet folded into phase_metrics: what a scrape adds to the totals, and the next fold.
+        Index("ix_phase_audit_uncounted", "id", postgresql_where=text("NOT counted"), sqlite_where=text("NOT counted")),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
@@ -858,13 +860,14 @@ class PhaseAudit(Base):
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     started_at: Mapped[datetime] = mapped_column()
     finished_at: Mapped[datetime] = mapped_column()
+    counted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))  # in phase_metrics
 
 
 class PhaseMetric(Base):
-    """/metrics' phase counters, kept by the writer of each phase audit row in its transaction: per
-    phase, series (`duration`: a phase's own run time, every outcome; `latency`: enqueue -> completed),
-    outcome and histogram bucket (`le`, its upper bound in seconds, as in domain/phase_metrics.py;
-    infinity for the last), the observations and their sum. Never decremented, whatever is pruned."""
+    """/metrics' phase counters, folded from the phase audit rows (domain/phase_metrics.py): per phase,
+    series (`duration`: a phase's own run time, every outcome; `latency`: enqueue -> completed), outcome
+    and histogram bucket (`le`, its upper bound in seconds; infinity for the last), the observations and
+    their sum. Only ever added to, whatever is pruned."""
 
     __tablename__ = "phase_metrics"
     __table_args__ = (CheckConstraint("phase BETWEEN 1 AND 7", name="phase_range"),)

@@ -28,7 +28,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
-from domain import notifications, phase_events, phase_metrics, queue
+from domain import notifications, phase_events, queue
 from domain.models import (
     LearningRecord,
     NotificationChannel,
@@ -499,10 +499,9 @@ def complete(
             packet.updated_at = utcnow()
         details["proof_packet_id"] = packet.id
         result = {**result, "proof_packet_id": packet.id, "fee": packet.fee_amount, "currency": packet.currency}
-    audit = _audit(session, row, PhaseOutcome.COMPLETED, run_id, started_at, duration_s, None, details)
+    _audit(session, row, PhaseOutcome.COMPLETED, run_id, started_at, duration_s, None, details)
     summary = {k: v for k, v in result.items() if k not in ("pdf_path", "json_path")}
     _event(session, row, "phase_completed", {"trigger_id": row.trigger_id, "name": NAMES[t.phase], **summary})
-    _count(session, audit)
 
 
 def _prompt(session: Session, row: PhaseRow, match: Mapping[str, Any]) -> None:
@@ -546,7 +545,7 @@ def fail(
         session, tenant_id=t.tenant_id, user_id=t.user_id, sync_id=t.sync_id, phase=t.phase, status=P.FAILED
     )
     outcome = PhaseOutcome.DEAD if state is QueueState.DEAD else PhaseOutcome.FAILED
-    audit = _audit(session, row, outcome, run_id, started_at, duration_s, error, {"retryable": retryable})
+    _audit(session, row, outcome, run_id, started_at, duration_s, error, {"retryable": retryable})
     _event(
         session,
         row,
@@ -558,7 +557,6 @@ def fail(
             "final": outcome is PhaseOutcome.DEAD,
         },
     )
-    _count(session, audit)
     return state
 
 
@@ -571,37 +569,24 @@ def _audit(
     duration_s: float,
     error: str | None,
     details: dict[str, Any],
-) -> PhaseAudit:
+) -> None:
     t = row.trigger
-    audit = PhaseAudit(
-        tenant_id=t.tenant_id,
-        user_id=t.user_id,
-        sync_id=t.sync_id,
-        phase=t.phase,
-        trigger_id=row.trigger_id,
-        run_id=run_id,
-        attempt=row.attempt,
-        outcome=outcome.value,
-        duration_s=round(max(duration_s, 0.0), 6),
-        error=error[:4000] if error else None,
-        details=details,
-        started_at=started_at,
-        finished_at=utcnow(),
-    )
-    session.add(audit)
-    return audit
-
-
-def _count(session: Session, audit: PhaseAudit) -> None:
-    """The audited run into /metrics' counters: the transaction's last statement, so its hot counter row
-    is locked last (after the user's event sequence row, which every path takes before) and briefly."""
-    phase_metrics.observe(
-        session,
-        phase=audit.phase,
-        outcome=PhaseOutcome(audit.outcome),
-        duration_s=audit.duration_s,
-        trigger_id=audit.trigger_id,
-        finished_at=audit.finished_at,
+    session.add(
+        PhaseAudit(
+            tenant_id=t.tenant_id,
+            user_id=t.user_id,
+            sync_id=t.sync_id,
+            phase=t.phase,
+            trigger_id=row.trigger_id,
+            run_id=run_id,
+            attempt=row.attempt,
+            outcome=outcome.value,
+            duration_s=round(max(duration_s, 0.0), 6),
+            error=error[:4000] if error else None,
+            details=details,
+            started_at=started_at,
+            finished_at=utcnow(),
+        )
     )
 
 

@@ -1,6 +1,7 @@
 """Housekeeping on a schedule: reconcile the queue with its runs, rescue expired claims, prune what is
 finished (queue rows, idempotency keys, webhook deliveries, consumed events, phase events, release working
-folders) after the retention settings, deliver the outbox."""
+folders) after the retention settings, fold the phase audit rows into /metrics' totals, deliver the
+outbox."""
 
 from datetime import timedelta
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 from sqlalchemy import func, select
 
-from domain import housekeeping, queue
+from domain import housekeeping, phase_metrics, queue
 from domain.models import Notification, NotificationStatus
 from domain.notifications import deliver_due
 from domain.settings import get_settings
@@ -23,7 +24,7 @@ from sensors.runs import in_flight
 @dg.op(
     description="Record runs of claimed triggers, reconcile launched triggers with their runs, rescue "
     "expired claims; prune finished triggers, idempotency keys, webhook deliveries, consumed events, phase "
-    "events, release folders."
+    "events, release folders; fold phase audit rows into /metrics' totals."
 )
 def sweep_queue(context: dg.OpExecutionContext, database: DatabaseResource) -> dict:
     settings = get_settings()
@@ -40,6 +41,13 @@ def sweep_queue(context: dg.OpExecutionContext, database: DatabaseResource) -> d
         )
         events = housekeeping.prune_consumed_events(session, timedelta(days=settings.consumed_event_retention_days))
         phase_events = housekeeping.prune_phase_events(session, settings.phase_events_retention)
+    folded = 0
+    while True:  # the phase audit rows into /metrics' totals, a bounded transaction at a time
+        with transaction(database.engine) as session:
+            batch = phase_metrics.fold(session)
+        folded += batch
+        if batch < phase_metrics.FOLD_LIMIT:
+            break
     folders = housekeeping.prune_release_dirs(
         Path(settings.release_dir), timedelta(days=settings.release_dir_retention_days)
     )
@@ -52,6 +60,7 @@ def sweep_queue(context: dg.OpExecutionContext, database: DatabaseResource) -> d
         "webhook_deliveries_pruned": deliveries,
         "consumed_events_pruned": events,
         "phase_events_pruned": phase_events,
+        "phase_audit_folded": folded,
         "release_dirs_pruned": len(folders.removed),
     }
     context.add_output_metadata(summary)

@@ -47,9 +47,7 @@ class StoreCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         with read_transaction(self.engine) as session:  # one snapshot for every figure of a scrape
             stats: dict[str, Any] = queue.stats(session)
-            transitions = phase_metrics.transitions(session)
-            durations = phase_metrics.durations(session)
-            latencies = phase_metrics.latencies(session)
+            figures = phase_metrics.read(session)
         depth = GaugeMetricFamily("wrk_queue_depth", "Trigger queue rows per kind and state", labels=["kind", "state"])
         oldest = GaugeMetricFamily(
             "wrk_queue_oldest_available_age_seconds",
@@ -77,13 +75,13 @@ class StoreCollector(Collector):
         )
         for phase in range(1, 8):
             for outcome in PhaseOutcome:
-                counter.add_metric([str(phase), outcome.value], transitions.get((phase, outcome.value), 0))
+                counter.add_metric([str(phase), outcome.value], figures.transitions.get((phase, outcome.value), 0))
         yield counter
         yield _histogram(
-            "wrk_phase_duration_seconds", "Run time of one phase for one trigger (all outcomes)", durations
+            "wrk_phase_duration_seconds", "Run time of one phase for one trigger (all outcomes)", figures.durations
         )
         yield _histogram(
-            "wrk_phase_latency_seconds", "Phase trigger enqueued -> phase completed (end to end)", latencies
+            "wrk_phase_latency_seconds", "Phase trigger enqueued -> phase completed (end to end)", figures.latencies
         )
 
 

@@ -1,5 +1,6 @@
-"""phase_metrics: /metrics' phase counters kept by the audit's writer (monotonic; a scrape no longer scans
-phase_audit), carried over from the audit rows there are
+"""phase_metrics: /metrics' phase counters, folded from the phase audit rows (phase_audit.counted marks
+the folded ones; a scrape reads the totals and the rows not folded yet), starting from the audit rows
+there are
 
 Revision ID: 0008
 Revises: 0007
@@ -46,6 +47,10 @@ def upgrade() -> None:
         sa.CheckConstraint("phase BETWEEN 1 AND 7", name=op.f("ck_phase_metrics_phase_range")),
         sa.PrimaryKeyConstraint("phase", "series", "outcome", "le", name=op.f("pk_phase_metrics")),
     )
+    # First: on PostgreSQL the new column's ACCESS EXCLUSIVE lock holds off the audit rows of code still
+    # running until this migration commits (they are then folded by the sweeper, not here).
+    with op.batch_alter_table("phase_audit", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("counted", sa.Boolean(), server_default=sa.text("false"), nullable=False))
     # The counters so far, from the audit rows (and, for latency, the trigger rows still kept).
     counts: dict[tuple[int, str, str, float], list[float]] = defaultdict(lambda: [0, 0.0])
     bind = op.get_bind()
@@ -60,7 +65,7 @@ def upgrade() -> None:
         )
     )
     for phase, finished_at, created_at in completed:
-        seconds = max((_utc(finished_at) - _utc(created_at)).total_seconds(), 0.0)  # as observe() clamps
+        seconds = max((_utc(finished_at) - _utc(created_at)).total_seconds(), 0.0)  # two hosts' clocks, as phase_metrics clamps
         cell = counts[(phase, "latency", "completed", _le(LATENCY_BUCKETS, seconds))]
         cell[0] += 1
         cell[1] += seconds
@@ -72,7 +77,20 @@ def upgrade() -> None:
                 for (phase, series, outcome, le), (n, total) in counts.items()
             ],
         )
+    # Every audit row there is, folded above: counted.
+    bind.execute(sa.text("UPDATE phase_audit SET counted = true"))
+    with op.batch_alter_table("phase_audit", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_phase_audit_uncounted",
+            ["id"],
+            unique=False,
+            postgresql_where=sa.text("NOT counted"),
+            sqlite_where=sa.text("NOT counted"),
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("phase_audit", schema=None) as batch_op:
+        batch_op.drop_index("ix_phase_audit_uncounted")
+        batch_op.drop_column("counted")
     op.drop_table("phase_metrics")

@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from domain import phase_metrics, queue
-from domain.models import PhaseAudit, PhaseOutcome, Tenant, TriggerQueue
+from domain.models import PhaseAudit, Tenant, TriggerQueue
 from domain.settings import Settings
 from domain.store import transaction
 from tests.api.conftest import bearer, make_token
@@ -95,21 +95,26 @@ def test_phase_transitions_and_latency_histograms_count_every_audited_run_and_ne
             select(TriggerQueue).where(TriggerQueue.tenant_id == tenant_id).order_by(TriggerQueue.id)
         ).all()
 
-        def audited(trigger: TriggerQueue, phase: int, outcome: str, duration: float, after_enqueue: float) -> None:
-            # as the phase run's writer does, in the transaction of its audit row (domain/phases.py _audit)
-            phase_metrics.observe(
-                session,
-                phase=phase,
-                outcome=PhaseOutcome(outcome),
-                duration_s=duration,
-                trigger_id=trigger.id,
-                finished_at=trigger.created_at + timedelta(seconds=after_enqueue),
+        def audit(trigger: TriggerQueue, phase: int, outcome: str, duration: float, after_enqueue: float) -> None:
+            finished = trigger.created_at + timedelta(seconds=after_enqueue)
+            session.add(
+                PhaseAudit(
+                    tenant_id=tenant_id,
+                    user_id="u",
+                    sync_id="s",
+                    phase=phase,
+                    trigger_id=trigger.id,
+                    outcome=outcome,
+                    duration_s=duration,
+                    started_at=finished - timedelta(seconds=duration),
+                    finished_at=finished,
+                )
             )
 
-        audited(first, 1, "failed", 0.02, 0.2)  # then retried with backoff
-        audited(first, 1, "completed", 0.3, 12.5)
-        audited(second, 1, "completed", 0.03, 1.5)
-        audited(second, 7, "dead", 4.0, 40.0)
+        audit(first, 1, "failed", 0.02, 0.2)  # then retried with backoff
+        audit(first, 1, "completed", 0.3, 12.5)
+        audit(second, 1, "completed", 0.03, 1.5)
+        audit(second, 7, "dead", 4.0, 40.0)
 
     def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         return samples(client.get("/metrics", headers=bearer(METRICS_TOKEN)).text)
@@ -141,10 +146,32 @@ def test_phase_transitions_and_latency_histograms_count_every_audited_run_and_ne
     assert found[("wrk_phase_latency_seconds_sum", (("phase", "1"),))] == pytest.approx(14.0, abs=0.01)
     assert ("wrk_phase_latency_seconds_count", (("phase", "7"),)) not in found
 
-    # The queue's finished rows and the audit rows pruned: the counters stand.
-    with transaction(engine) as session:
-        session.execute(delete(TriggerQueue))
-        session.execute(delete(PhaseAudit))
-    again = scrape()
+    # Folded into the totals (the sweeper), then the queue's finished rows and the audit rows pruned: the
+    # counters stand, and go on from there.
     counters = {key: value for key, value in found.items() if key[0].startswith("wrk_phase_")}
-    assert {key: again[key] for key in counters} == counters
+    with transaction(engine) as session:
+        assert phase_metrics.fold(session) == 4
+    assert {key: value for key, value in scrape().items() if key in counters} == counters
+    with transaction(engine) as session:
+        session.execute(delete(PhaseAudit))
+        session.execute(delete(TriggerQueue))
+    assert {key: value for key, value in scrape().items() if key in counters} == counters
+    third = enqueue_phases(engine, 1)
+    with transaction(engine) as session:
+        trigger = session.scalars(select(TriggerQueue).where(TriggerQueue.tenant_id == third)).one()
+        session.add(
+            PhaseAudit(
+                tenant_id=third,
+                user_id="u",
+                sync_id="s",
+                phase=1,
+                trigger_id=trigger.id,
+                outcome="completed",
+                duration_s=0.04,
+                started_at=trigger.created_at,
+                finished_at=trigger.created_at + timedelta(seconds=0.9),
+            )
+        )
+    after = scrape()
+    assert after[("wrk_phase_transitions_total", (("outcome", "completed"), ("phase", "1")))] == 3
+    assert after[("wrk_phase_latency_seconds_bucket", (("le", "1.0"), ("phase", "1")))] == 1

@@ -320,12 +320,16 @@ def test_a_failing_row_goes_back_to_the_queue_alone_with_the_queues_backoff(
     with transaction(engine) as session:
         progress = session.scalars(select(SyncProgress).where(SyncProgress.user_id == "fc")).one()
         assert (progress.phase, progress.status) == (2, "completed")
-        # /metrics' counters, kept by the same writes as the audit rows
-        transitions = phase_metrics.transitions(session)
-        durations, latencies = phase_metrics.durations(session), phase_metrics.latencies(session)
-    assert transitions == {(1, "completed"): 2, (2, "failed"): 1, (2, "completed"): 1}
-    assert (durations[1].count, durations[2].count) == (2, 2)
-    assert (latencies[1].count, latencies[2].count) == (2, 1)  # end to end: completed runs only
+        # /metrics' phase figures: the audit rows, folded into totals by the sweeper
+        before_fold = phase_metrics.read(session)
+    with transaction(engine) as session:
+        assert phase_metrics.fold(session) == 4  # the four audit rows, into the totals
+        assert phase_metrics.fold(session) == 0
+        figures = phase_metrics.read(session)
+    assert figures == before_fold  # a scrape adds the rows not folded yet: folding changes no figure
+    assert figures.transitions == {(1, "completed"): 2, (2, "failed"): 1, (2, "completed"): 1}
+    assert (figures.durations[1].count, figures.durations[2].count) == (2, 2)
+    assert (figures.latencies[1].count, figures.latencies[2].count) == (2, 1)  # end to end: completed runs only
 
 
 def test_progress_never_moves_backwards(engine, tenant):
