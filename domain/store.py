@@ -131,19 +131,24 @@ def autocommit(engine: Engine) -> Iterator[Connection]:
 
 
 @contextmanager
-def read_transaction(engine: Engine) -> Iterator[Session]:
+def read_transaction(engine: Engine, snapshot: bool = False) -> Iterator[Session]:
     """A session in one read-only transaction (API GETs, sensors' counts, reports), rolled back at the
     end. On SQLite it begins DEFERRED and never takes the write lock; on PostgreSQL it is READ ONLY, so a
-    write slipped into a read path fails loudly."""
-    with session_factory(engine)(bind=reader(engine)) as session:
+    write slipped into a read path fails loudly. `snapshot`: every statement reads the same snapshot, for
+    figures that must agree with one another (PostgreSQL: REPEATABLE READ, where each statement of a READ
+    COMMITTED transaction sees what committed before it; a SQLite read transaction always does)."""
+    with session_factory(engine)(bind=reader(engine, snapshot)) as session:
         session.begin()
         yield session
 
 
-def reader(engine: Engine) -> Engine:
+def reader(engine: Engine, snapshot: bool = False) -> Engine:
     """The engine for read-only work (read_transaction, or plain `connect()` for health checks): a cheap
-    proxy sharing the engine's pool, whose transactions begin DEFERRED on SQLite, READ ONLY on PostgreSQL."""
+    proxy sharing the engine's pool, whose transactions begin DEFERRED on SQLite, READ ONLY on PostgreSQL
+    (and REPEATABLE READ with `snapshot`)."""
     options: dict[str, Any] = {READ_ONLY_OPTION: True}
     if is_postgres(engine):
         options["postgresql_readonly"] = True
+        if snapshot:
+            options["isolation_level"] = "REPEATABLE READ"
     return engine.execution_options(**options)

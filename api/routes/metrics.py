@@ -45,7 +45,7 @@ class StoreCollector(Collector):
         self.engine = engine
 
     def collect(self) -> Iterator[Metric]:
-        with read_transaction(self.engine) as session:  # one snapshot for every figure of a scrape
+        with read_transaction(self.engine, snapshot=True) as session:  # one snapshot for every figure
             stats: dict[str, Any] = queue.stats(session)
             figures = phase_metrics.read(session)
         depth = GaugeMetricFamily("wrk_queue_depth", "Trigger queue rows per kind and state", labels=["kind", "state"])
