@@ -65,7 +65,9 @@ def upgrade() -> None:
         )
     )
     for phase, finished_at, created_at in completed:
-        seconds = max((_utc(finished_at) - _utc(created_at)).total_seconds(), 0.0)  # two hosts' clocks, as phase_metrics clamps
+        seconds = max(
+            (_utc(finished_at) - _utc(created_at)).total_seconds(), 0.0
+        )  # two hosts' clocks, as phase_metrics clamps
         cell = counts[(phase, "latency", "completed", _le(LATENCY_BUCKETS, seconds))]
         cell[0] += 1
         cell[1] += seconds
