@@ -37,6 +37,9 @@ BOUNDS = {DURATION: DURATION_BUCKETS, LATENCY: LATENCY_BUCKETS}
 FOLD_LIMIT = 10_000  # audit rows per fold transaction (their ids are one IN list: SQLite allows 32,766)
 
 Cell = tuple[int, str, str, float]  # phase, series, outcome, le
+# The partial index's predicate as written: SQLAlchemy renders `~counted` as `counted = 0` on SQLite, whose
+# planner then cannot use ix_phase_audit_uncounted (tests/domain/test_phase_metrics.py plans it).
+UNCOUNTED = text("NOT phase_audit.counted")
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,7 @@ def _unfolded(for_update: bool = False) -> Any:
             TriggerQueue.created_at,
         )
         .outerjoin(TriggerQueue, TriggerQueue.id == PhaseAudit.trigger_id)
-        .where(~PhaseAudit.counted)  # the partial index's predicate, as written
+        .where(UNCOUNTED)
         .order_by(PhaseAudit.id)
     )
     if for_update:  # two folds at once take different rows (SQLite: the transaction holds the write lock)

@@ -33,6 +33,15 @@ def sweep_queue(context: dg.OpExecutionContext, database: DatabaseResource) -> d
         reaped = rescue_expired(session)
     # After record_launches, so a row whose run exists is launched, then settled from its run's status.
     reconciled = reconcile_launched(context.instance, database.engine)
+    folded = 0
+    # The phase audit rows into /metrics' totals, a bounded transaction at a time; before the queue's rows
+    # are pruned (a row's latency needs its trigger's enqueue time).
+    while True:
+        with transaction(database.engine) as session:
+            batch = phase_metrics.fold(session)
+        folded += batch
+        if batch < phase_metrics.FOLD_LIMIT:
+            break
     with transaction(database.engine) as session:
         pruned = queue.prune(session, timedelta(days=settings.queue_retention_days))
         keys = housekeeping.prune_idempotency_keys(session, timedelta(days=settings.idempotency_key_retention_days))
@@ -41,13 +50,6 @@ def sweep_queue(context: dg.OpExecutionContext, database: DatabaseResource) -> d
         )
         events = housekeeping.prune_consumed_events(session, timedelta(days=settings.consumed_event_retention_days))
         phase_events = housekeeping.prune_phase_events(session, settings.phase_events_retention)
-    folded = 0
-    while True:  # the phase audit rows into /metrics' totals, a bounded transaction at a time
-        with transaction(database.engine) as session:
-            batch = phase_metrics.fold(session)
-        folded += batch
-        if batch < phase_metrics.FOLD_LIMIT:
-            break
     folders = housekeeping.prune_release_dirs(
         Path(settings.release_dir), timedelta(days=settings.release_dir_retention_days)
     )

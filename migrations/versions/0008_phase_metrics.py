@@ -49,8 +49,16 @@ def upgrade() -> None:
     )
     # First: on PostgreSQL the new column's ACCESS EXCLUSIVE lock holds off the audit rows of code still
     # running until this migration commits (they are then folded by the sweeper, not here).
+    # The rows there are get `true` (folded below): on PostgreSQL a column added with a constant default is
+    # a catalog change, no row rewritten; new rows then default to false. (SQLite: batch mode copies the
+    # table anyway.)
+    postgres = op.get_bind().dialect.name == "postgresql"
     with op.batch_alter_table("phase_audit", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("counted", sa.Boolean(), server_default=sa.text("false"), nullable=False))
+        batch_op.add_column(
+            sa.Column("counted", sa.Boolean(), server_default=sa.text("true" if postgres else "false"), nullable=False)
+        )
+    if postgres:
+        op.alter_column("phase_audit", "counted", server_default=sa.text("false"))
     # The counters so far, from the audit rows (and, for latency, the trigger rows still kept).
     counts: dict[tuple[int, str, str, float], list[float]] = defaultdict(lambda: [0, 0.0])
     bind = op.get_bind()
@@ -79,8 +87,8 @@ def upgrade() -> None:
                 for (phase, series, outcome, le), (n, total) in counts.items()
             ],
         )
-    # Every audit row there is, folded above: counted.
-    bind.execute(sa.text("UPDATE phase_audit SET counted = true"))
+    if not postgres:  # every audit row there is, folded above: counted
+        bind.execute(sa.text("UPDATE phase_audit SET counted = true"))
     with op.batch_alter_table("phase_audit", schema=None) as batch_op:
         batch_op.create_index(
             "ix_phase_audit_uncounted",
