@@ -251,6 +251,26 @@ def test_stats_counts_per_kind_and_state_with_oldest_age(engine, tenant_id):
     assert scoped["kinds"]["release"]["states"]["claimed"] == 1  # platform-wide rows are
 
 
+def _at_once(threads: int, worker) -> list[Exception]:
+    """`worker(n)` in `threads` threads released together; the exceptions they raised."""
+    barrier = threading.Barrier(threads)
+    errors: list[Exception] = []
+
+    def run(n: int) -> None:
+        try:
+            barrier.wait()
+            worker(n)
+        except Exception as exc:  # reported to the caller
+            errors.append(exc)
+
+    started = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
+    for t in started:
+        t.start()
+    for t in started:
+        t.join(60)
+    return errors
+
+
 def test_keyed_triggers_enqueued_together_each_get_their_own_outcome(engine, tenant_id):
     with transaction(engine) as session:
         held = queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id, 1), dedup_key="build:v1")
@@ -288,26 +308,15 @@ def test_batches_sharing_keys_enqueued_at_once_make_one_row_per_key(engine, tena
     # and every trigger of a key answered with that row.
     keys = [f"build:k{n}" for n in range(20)]
     payloads = {key: _build_payload(tenant_id, n) for n, key in enumerate(keys)}
-    barrier = threading.Barrier(8)
     results: list[list] = []
-    errors: list[Exception] = []
 
     def worker(n: int) -> None:
-        try:
-            ordered = keys if n % 2 else list(reversed(keys))
-            barrier.wait()
-            with autocommit(engine) as connection:
-                triggers = [queue.Keyed(tenant_id, payloads[key], key) for key in ordered]
-                results.append(list(zip(ordered, queue.enqueue_keyed(connection, "build", triggers), strict=True)))
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        ordered = keys if n % 2 else list(reversed(keys))
+        with autocommit(engine) as connection:
+            triggers = [queue.Keyed(tenant_id, payloads[key], key) for key in ordered]
+            results.append(list(zip(ordered, queue.enqueue_keyed(connection, "build", triggers), strict=True)))
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == [] and len(results) == 8
+    assert _at_once(8, worker) == [] and len(results) == 8
     with transaction(engine) as session:
         rows = {r.dedup_key: r.id for r in session.scalars(select(TriggerQueue))}
     assert sorted(rows) == sorted(keys)
@@ -317,27 +326,18 @@ def test_batches_sharing_keys_enqueued_at_once_make_one_row_per_key(engine, tena
 
 def test_concurrent_enqueues_of_one_dedup_key_with_rollbacks_make_one_row(engine, tenant_id):
     payload = _build_payload(tenant_id)
-    barrier = threading.Barrier(64)
-    results, errors = [], []
+    results = []
 
     def worker(n: int) -> None:
         try:
-            barrier.wait()
             with transaction(engine) as session:
                 results.append(queue.enqueue(session, "build", tenant_id, payload, dedup_key="build:race"))
                 if n % 3 == 0:
                     raise RuntimeError("roll back")
         except RuntimeError:
             pass
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(64)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert errors == []
+    assert _at_once(64, worker) == []
     with transaction(engine) as session:
         rows = session.scalars(select(TriggerQueue).where(TriggerQueue.dedup_key == "build:race")).all()
     assert len(rows) == 1
