@@ -24,7 +24,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
@@ -71,7 +71,23 @@ def _currency(value: str) -> str:
 
 Currency = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(_currency)]
 Amount = Annotated[Decimal, Field(ge=0, max_digits=20, decimal_places=6, allow_inf_nan=False)]
-Ident = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def _no_nul(value: Any) -> Any:
+    """PostgreSQL stores no NUL character (text or JSON): refused here, naming the field, rather than by
+    the store's insert."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    if isinstance(value, Mapping):
+        for item in value.values():
+            _no_nul(item)
+    elif isinstance(value, list):
+        for item in value:
+            _no_nul(item)
+    return value
+
+
+Ident = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
 
 
 class PhaseRequest(BaseModel):
@@ -83,9 +99,19 @@ class PhaseRequest(BaseModel):
     sync_id: Ident | None = None
     seller_id: Ident | None = None
 
+    @model_validator(mode="after")
+    def _metadata_without_nul(self) -> PhaseRequest:
+        _no_nul(self.model_extra or {})
+        return self
+
 
 class Match(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="after")
+    def _metadata_without_nul(self) -> Match:
+        _no_nul(self.model_extra or {})
+        return self
 
     claim_id: Ident
     confidence: Annotated[Decimal, Field(ge=0, le=1, allow_inf_nan=False)]
@@ -106,7 +132,7 @@ class Phase5Request(PhaseRequest):
 
 class Phase6Request(PhaseRequest):
     claim_id: Ident
-    reason_code: Annotated[str, Field(min_length=1, max_length=100)]
+    reason_code: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_no_nul)]
 
 
 class Phase7Request(PhaseRequest):

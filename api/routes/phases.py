@@ -10,9 +10,11 @@ the service, or ops, within their tenants: another tenant's rows are simply not 
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from pydantic import BaseModel
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
@@ -49,7 +51,11 @@ async def trigger_phase(request: Request) -> JSONResponse:
             400, "invalid_phase", str(exc), errors=[{"field": "phaseNumber", "message": "must be an integer 1-7"}]
         ) from None
     body = await json_body(request, phases.REQUESTS[phase])
-    accepted = await request.app.state.phase_commits(phases.posted(tenant_id, phase, body))
+    try:
+        accepted = await request.app.state.phase_commits(phases.posted(tenant_id, phase, body))
+    except (psycopg.errors.ForeignKeyViolation, sqlite3.IntegrityError) as exc:
+        # The trigger's only reference is its tenant (a token may name one the store does not know).
+        raise Problem(403, "forbidden", f"tenant {tenant_id} is not known here") from exc
     out = PhaseAccepted(trigger_id=accepted.trigger_id, sync_id=accepted.sync_id, phase=accepted.phase)
     return JSONResponse(
         out.model_dump(),

@@ -147,7 +147,7 @@ def test_phase_posts_at_once_are_each_queued_and_answered_with_their_own_trigger
     assert len(set(ids)) == 30 and [a.json()["sync_id"] for a in posted] == [f"s{n}" for n in range(30)]
     assert retry.status_code == 202 and retry.json()["trigger_id"] == ids[3]
     # a token naming a tenant the store does not know: the store refuses its row (foreign key), alone
-    assert refused.status_code == 500 and refused.json()["code"] == "internal_error"
+    assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
     assert max(batch_sizes) > 1, batch_sizes  # they were written together
     with transaction(engine) as session:
         assert session.scalar(select(func.count()).select_from(TriggerQueue)) == 30

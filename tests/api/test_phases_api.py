@@ -71,6 +71,8 @@ def test_an_invalid_phase_is_400_naming_it(client, settings, tenants, phase):
     [
         (1, {"seller_id": "s"}, "user_id"),
         (1, {"user_id": ""}, "user_id"),
+        (1, {"user_id": "u\x00"}, "user_id"),  # PostgreSQL stores no NUL character
+        (1, {"user_id": "u", "source": {"note": "a\x00"}}, "body"),  # nor in the callers' metadata
         (4, {"user_id": "u"}, "matches"),
         (
             4,
@@ -138,3 +140,11 @@ def test_reads_are_tenant_scoped(client, settings, tenants, engine):
     foreign = client.get("/v1/users/u/syncs/s", headers=service(settings, tenants[1]))
     assert foreign.status_code == 404 and foreign.json()["code"] == "not_found"
     assert client.get("/v1/users/u/proof-packets/nope", headers=service(settings, tenants[0])).status_code == 404
+
+
+def test_a_tenant_the_store_does_not_know_is_403_and_nothing_is_queued(client, settings, engine):
+    response = client.post("/api/v1/workflow/phase/1", json={"user_id": "u"}, headers=service(settings, "no-such"))
+    assert response.status_code == 403, response.text
+    assert response.json()["code"] == "forbidden" and "no-such" in response.json()["detail"]
+    with transaction(engine) as session:
+        assert session.scalar(select(TriggerQueue.id)) is None
