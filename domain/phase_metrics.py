@@ -20,7 +20,6 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, text, update
@@ -97,13 +96,9 @@ def _cells(rows: Iterable[Any]) -> dict[Cell, list[float]]:
     for _, phase, outcome, duration_s, finished_at, enqueued_at in rows:
         add((phase, DURATION, outcome, upper_bound(DURATION_BUCKETS, duration_s)), duration_s)
         if outcome == PhaseOutcome.COMPLETED.value and enqueued_at is not None:
-            seconds = max(_seconds(finished_at, enqueued_at), 0.0)  # two hosts' clocks
+            seconds = max((finished_at - enqueued_at).total_seconds(), 0.0)  # two hosts' clocks
             add((phase, LATENCY, outcome, upper_bound(LATENCY_BUCKETS, seconds)), seconds)
     return cells
-
-
-def _seconds(later: datetime, earlier: datetime) -> float:
-    return (later - earlier).total_seconds()
 
 
 # One text for both backends (they share the upsert syntax), compiled once.

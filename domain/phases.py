@@ -90,7 +90,18 @@ def _no_nul(value: Any) -> Any:
 Ident = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
 
 
-class PhaseRequest(BaseModel):
+class _WithMetadata(BaseModel):
+    """A body that keeps the callers' other fields (their metadata), checked for NUL characters too."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="after")
+    def _metadata_without_nul(self) -> _WithMetadata:
+        _no_nul(self.model_extra or {})
+        return self
+
+
+class PhaseRequest(_WithMetadata):
     """The body every phase takes; callers' other metadata is kept with the trigger."""
 
     model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
@@ -99,20 +110,8 @@ class PhaseRequest(BaseModel):
     sync_id: Ident | None = None
     seller_id: Ident | None = None
 
-    @model_validator(mode="after")
-    def _metadata_without_nul(self) -> PhaseRequest:
-        _no_nul(self.model_extra or {})
-        return self
 
-
-class Match(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    @model_validator(mode="after")
-    def _metadata_without_nul(self) -> Match:
-        _no_nul(self.model_extra or {})
-        return self
-
+class Match(_WithMetadata):
     claim_id: Ident
     confidence: Annotated[Decimal, Field(ge=0, le=1, allow_inf_nan=False)]
     amount: Amount
@@ -204,14 +203,6 @@ class Posted:
 def posted(tenant_id: str, phase: int, request: PhaseRequest) -> Posted:
     sync_id = request.sync_id or default_sync_id(phase, request.user_id, utcnow())
     return Posted(tenant_id, phase, request, sync_id)
-
-
-def accept(session: queue.Store, *, tenant_id: str, phase: int, request: PhaseRequest) -> Accepted:
-    """Queue the trigger on the caller's connection: accept_many of one."""
-    outcome = accept_many(session, [posted(tenant_id, phase, request)])[0]
-    if isinstance(outcome, queue.QueueError):
-        raise outcome
-    return outcome
 
 
 def accept_many(session: queue.Store, posts: Sequence[Posted]) -> list[Accepted | queue.QueueError]:
