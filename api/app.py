@@ -17,6 +17,7 @@ from api.auth import Authenticator
 from api.middleware import RequestContext
 from api.openapi import Endpoint, build_openapi
 from api.problems import EXCEPTION_HANDLERS
+from api.request_rules import RequestRules
 from api.routes import (
     approvals,
     automation_versions,
@@ -106,7 +107,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     _redact_uvicorn_tokens()
     app = Starlette(
         routes=[*(endpoint.route() for endpoint in ENDPOINTS), *live.WEBSOCKET_ROUTES],
-        middleware=[Middleware(RequestContext)],
+        middleware=[Middleware(RequestContext), Middleware(RequestRules, settings=settings)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )

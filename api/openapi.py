@@ -77,7 +77,7 @@ def build_openapi(endpoints: Sequence[Endpoint], title: str, version: str) -> di
         if ep.response is not None:
             ok["content"] = {"application/json": {"schema": _schema(ep.response, components)}}
         operation["responses"][str(ep.status)] = ok
-        codes = set(ep.errors) | ({401, 403} if ep.auth else set()) | ({422} if ep.request else set())
+        codes = set(ep.errors) | ({401, 403} if ep.auth else set()) | ({413, 422} if ep.request else set())
         for code in sorted(codes):
             operation["responses"][str(code)] = {
                 "description": "Problem",

@@ -1,30 +1,27 @@
-"""Reading requests: JSON bodies validated by a pydantic model, errors naming the field."""
+"""Reading requests: JSON bodies kept to the request rules (api/request_rules.py) and validated by a
+pydantic model, errors naming the field."""
 
 from __future__ import annotations
 
-import json
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine
 from starlette.requests import Request
 
-from api.problems import Problem, validation_problem
+from api.problems import validation_problem
+from api.request_rules import parse_json
 
 M = TypeVar("M", bound=BaseModel)
 
 
+async def json_value(request: Request) -> Any:
+    """The body's JSON value (None when empty), kept to the request rules."""
+    return parse_json(await request.body(), request.app.state.settings.request_json_max_depth)
+
+
 async def json_body(request: Request, model: type[M]) -> M:
-    raw = await request.body()
-    try:
-        data = json.loads(raw) if raw else None
-    except ValueError as exc:
-        raise Problem(
-            422,
-            "validation_error",
-            f"body is not valid JSON: {exc}",
-            errors=[{"field": "body", "message": "invalid JSON"}],
-        ) from exc
+    data = await json_value(request)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

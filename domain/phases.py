@@ -24,7 +24,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
@@ -43,7 +43,7 @@ from domain.models import (
     new_id,
     utcnow,
 )
-from domain.phases_money import CURRENCIES, FEE_RATE, Route, minor_units, platform_fee, route
+from domain.phases_money import CURRENCIES, FEE_RATE, Route, exponent, minor_units, platform_fee, route, to_minor_unit
 from domain.triggers import PhaseTrigger
 
 KIND = "phase"
@@ -71,37 +71,20 @@ def _currency(value: str) -> str:
 
 Currency = Annotated[str, Field(min_length=3, max_length=3), AfterValidator(_currency)]
 Amount = Annotated[Decimal, Field(ge=0, max_digits=20, decimal_places=6, allow_inf_nan=False)]
+Ident = Annotated[str, Field(min_length=1, max_length=200)]
 
 
-def _no_nul(value: Any) -> Any:
-    """PostgreSQL stores no NUL character (text or JSON): refused here, naming the field, rather than by
-    the store's insert."""
-    if isinstance(value, str) and "\x00" in value:
-        raise ValueError("must not contain a NUL character")
-    if isinstance(value, Mapping):
-        for item in value.values():
-            _no_nul(item)
-    elif isinstance(value, list):
-        for item in value:
-            _no_nul(item)
-    return value
+def _in_minor_units(amount: Decimal, info: ValidationInfo) -> Decimal:
+    """An amount is a whole number of its currency's minor unit (12.34 USD, 500 JPY): 1.23456 USD is no
+    amount a payment can carry. Its model declares `currency` before `amount`, so the code is known
+    here (an unknown one has its own error already)."""
+    currency = info.data.get("currency")
+    if currency is not None and amount != to_minor_unit(amount, currency):
+        raise ValueError(f"more decimal places than {currency}'s minor unit ({exponent(currency)})")
+    return amount
 
 
-Ident = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_nul)]
-
-
-class _WithMetadata(BaseModel):
-    """A body that keeps the callers' other fields (their metadata), checked for NUL characters too."""
-
-    model_config = ConfigDict(extra="allow")
-
-    @model_validator(mode="after")
-    def _metadata_without_nul(self) -> _WithMetadata:
-        _no_nul(self.model_extra or {})
-        return self
-
-
-class PhaseRequest(_WithMetadata):
+class PhaseRequest(BaseModel):
     """The body every phase takes; callers' other metadata is kept with the trigger."""
 
     model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
@@ -111,12 +94,16 @@ class PhaseRequest(_WithMetadata):
     seller_id: Ident | None = None
 
 
-class Match(_WithMetadata):
+class Match(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
     claim_id: Ident
     confidence: Annotated[Decimal, Field(ge=0, le=1, allow_inf_nan=False)]
-    amount: Amount
     currency: Currency
+    amount: Amount
     evidence_ids: list[Ident] = Field(default_factory=list)
+
+    _amount_in_minor_units = field_validator("amount")(_in_minor_units)
 
 
 class Phase4Request(PhaseRequest):
@@ -125,20 +112,24 @@ class Phase4Request(PhaseRequest):
 
 class Phase5Request(PhaseRequest):
     claim_id: Ident
-    amount: Amount
     currency: Currency
+    amount: Amount
+
+    _amount_in_minor_units = field_validator("amount")(_in_minor_units)
 
 
 class Phase6Request(PhaseRequest):
     claim_id: Ident
-    reason_code: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_no_nul)]
+    reason_code: Annotated[str, Field(min_length=1, max_length=100)]
 
 
 class Phase7Request(PhaseRequest):
     claim_id: Ident
     payout_id: Ident
-    amount: Annotated[Decimal, Field(gt=0, max_digits=20, decimal_places=6, allow_inf_nan=False)]
     currency: Currency
+    amount: Annotated[Decimal, Field(gt=0, max_digits=20, decimal_places=6, allow_inf_nan=False)]
+
+    _amount_in_minor_units = field_validator("amount")(_in_minor_units)
 
 
 REQUESTS: Mapping[int, type[PhaseRequest]] = {

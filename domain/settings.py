@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     phase_stream_resync_s: float = Field(default=30.0, gt=0)  # a subscriber re-reads this often regardless
     metrics_token: SecretStr | None = None  # a scraper's bearer token; unset: /metrics open on loopback only
 
+    # Request rules (api/request_rules.py): what one request may carry, for every route. A body past its
+    # limit is refused with 413 while it is read, before any signature or JSON is looked at; JSON nested
+    # deeper than the depth is 422. Webhooks take GitHub's own cap on a delivery (25 MB).
+    request_body_max_bytes: int = Field(default=1_048_576, ge=1024)
+    webhook_body_max_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    request_json_max_depth: int = Field(default=32, ge=2, le=256)
+    phase_max_matches: int = Field(default=1000, ge=1)  # matches one phase-4 POST may carry (422 past it)
+
     # Outside world (the sandbox on :8900 by default)
     sandbox_port: int = 8900
     wrk_api_url: str = "http://127.0.0.1:8900"

@@ -23,6 +23,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from api.auth import OPS_ROLES, Principal, require, tenant_from_header
 from api.openapi import Endpoint
 from api.problems import Problem, problem_response
+from api.request_rules import integer_param, refuse_text
 from api.requests import engine, json_body
 from domain import approvals
 from domain.approval_links import LINK_PATH, ExpiredLink, InvalidLink, verify
@@ -176,9 +177,10 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    value = integer_param(raw, low, high)
+    if value is None:
         raise _query_error(name, f"an integer from {low} to {high}")
-    return int(raw)
+    return value
 
 
 def _caller(request: Request, roles: frozenset[str] = HITL_ROLES) -> tuple[Principal, str]:
@@ -349,6 +351,8 @@ async def _token(request: Request) -> tuple[str, str | None]:
         form = parse_qs(raw) if "json" not in request.headers.get("content-type", "") else {}
         token = token or (form.get("token") or [""])[0]
         comment = (form.get("comment") or [None])[0]
+        if comment is not None:
+            refuse_text(comment, "comment")
     return token, comment
 
 

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse
 from api.auth import OPS_ROLES, require_platform
 from api.openapi import Endpoint
 from api.problems import Problem
+from api.request_rules import integer_param
 from api.requests import engine
 from domain import batch_jobs
 from domain.models import OutboundMessage
@@ -61,14 +62,15 @@ def parse_job(raw: str | None) -> str | None:
 def parse_limit(raw: str | None) -> int:
     if raw is None or raw == "":
         return 50
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    limit = integer_param(raw, 1, MAX_LIMIT)
+    if limit is None:
         raise Problem(
             422,
             "validation_error",
             f"limit must be an integer from 1 to {MAX_LIMIT}",
             errors=[{"field": "limit", "message": f"an integer from 1 to {MAX_LIMIT}"}],
         )
-    return int(raw)
+    return limit
 
 
 async def list_messages(request: Request) -> JSONResponse:

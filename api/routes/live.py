@@ -34,6 +34,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from api.auth import Authenticator, Principal
 from api.openapi import Endpoint
 from api.problems import Problem
+from api.request_rules import integer_param
 from api.routes.phases import READ_ROLES
 from domain.phase_stream import PhaseStream
 
@@ -67,14 +68,15 @@ def stream_tenant(principal: Principal, user_id: str, tenant_hint: str | None) -
 def parse_after(raw: str | None, field: str) -> int | None:
     if raw is None or raw == "":
         return None
-    if not raw.isdigit():
+    seq = integer_param(raw)
+    if seq is None:
         raise Problem(
             422,
             "validation_error",
             f"{field} must be a non-negative integer (a seq)",
-            errors=[{"field": field, "message": "not a non-negative integer"}],
+            errors=[{"field": field, "message": "not a non-negative integer of at most 64 bits"}],
         )
-    return int(raw)
+    return seq
 
 
 def _stream(connection: Request | WebSocket) -> PhaseStream:

@@ -25,6 +25,7 @@ from api.auth import OPS_ROLES, Principal, require, tenant_of, tenant_scope
 from api.group_commit import GroupCommit
 from api.openapi import Endpoint
 from api.problems import Problem, is_refused_value
+from api.request_rules import field_problem
 from api.requests import engine, json_body
 from domain import phases, phases_proof
 from domain.queue import QueueError
@@ -51,6 +52,10 @@ async def trigger_phase(request: Request) -> JSONResponse:
             400, "invalid_phase", str(exc), errors=[{"field": "phaseNumber", "message": "must be an integer 1-7"}]
         ) from None
     body = await json_body(request, phases.REQUESTS[phase])
+    max_matches = request.app.state.settings.phase_max_matches
+    if isinstance(body, phases.Phase4Request) and len(body.matches) > max_matches:
+        # Each match can fan out into phase 5 and 7 triggers (and a payment each): one POST is bounded.
+        raise field_problem("matches", f"at most {max_matches} matches per request (PHASE_MAX_MATCHES)")
     try:
         accepted = await request.app.state.phase_commits(phases.posted(tenant_id, phase, body))
     except (psycopg.errors.ForeignKeyViolation, sqlite3.IntegrityError) as exc:

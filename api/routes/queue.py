@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 from api.auth import Principal, require, tenant_scope
 from api.openapi import Endpoint
 from api.problems import Problem
+from api.request_rules import integer_param
 from api.requests import engine
 from domain import lifecycle, queue
 from domain.lifecycle import Actor
@@ -62,9 +63,10 @@ def _find(session: Any, principal: Principal, tenants: frozenset[str], row_id: i
 
 def _row_id(request: Request) -> int:
     raw = request.path_params["trigger_id"]
-    if not raw.isdigit():
+    row_id = integer_param(raw)
+    if row_id is None:  # no trigger has such an id
         raise Problem(404, "not_found", f"trigger {raw} not found")
-    return int(raw)
+    return row_id
 
 
 async def queue_stats(request: Request) -> JSONResponse:

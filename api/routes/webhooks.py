@@ -6,7 +6,6 @@ other events are acknowledged and ignored. Every handled delivery is recorded in
 
 import hashlib
 import hmac
-import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
@@ -18,6 +17,7 @@ from starlette.responses import JSONResponse
 
 from api.openapi import Endpoint
 from api.problems import Problem, validation_problem
+from api.request_rules import parse_json
 from api.requests import engine
 from domain import queue
 from domain import release as rel
@@ -78,12 +78,7 @@ async def github_webhook(request: Request) -> JSONResponse:
             "X-GitHub-Delivery is required",
             errors=[{"field": "X-GitHub-Delivery", "message": "required"}],
         )
-    try:
-        payload: Any = json.loads(body)
-    except ValueError as exc:
-        raise Problem(
-            422, "validation_error", "body is not valid JSON", errors=[{"field": "body", "message": "invalid JSON"}]
-        ) from exc
+    payload: Any = parse_json(body, settings.request_json_max_depth)
 
     def seen() -> bool:
         with transaction(engine(request)) as session:
@@ -181,7 +176,7 @@ ENDPOINTS = [
         "workflow_run and repository_dispatch update repository builds",
         response=WebhookAnswer,
         auth=False,
-        errors=[401, 422],
+        errors=[401, 413, 422],
         headers=["X-Hub-Signature-256", "X-GitHub-Event", "X-GitHub-Delivery"],
         tags=["webhooks"],
     ),

@@ -4,7 +4,6 @@ rows are not found (404)."""
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +15,8 @@ from starlette.responses import JSONResponse
 from api.auth import OPS_ROLES, require, tenant_from_header
 from api.openapi import Endpoint
 from api.problems import Problem
-from api.requests import engine
+from api.request_rules import integer_param
+from api.requests import engine, json_value
 from domain import workflows
 from domain.lifecycle import Actor
 from domain.models import ExecutionStatus, TriggerQueue
@@ -117,19 +117,6 @@ def _tenant(request: Request) -> tuple[str, str]:
     return tenant_from_header(request, principal), principal.sub
 
 
-async def _json(request: Request) -> Any:
-    raw = await request.body()
-    try:
-        return json.loads(raw) if raw else None
-    except ValueError as exc:
-        raise Problem(
-            422,
-            "validation_error",
-            f"body is not valid JSON: {exc}",
-            errors=[{"field": "body", "message": "invalid JSON"}],
-        ) from exc
-
-
 def _spec(body: Any) -> Any:
     try:
         return parse(body)
@@ -144,14 +131,15 @@ def _page(request: Request) -> tuple[int, int]:
         if raw in (None, ""):
             values.append(default)
             continue
-        if not raw.isdigit() or not low <= int(raw) <= high:
+        value = integer_param(raw, low, high)
+        if value is None:
             raise Problem(
                 422,
                 "validation_error",
                 f"{name} must be an integer from {low} to {high}",
                 errors=[{"field": name, "message": f"an integer from {low} to {high}"}],
             )
-        values.append(int(raw))
+        values.append(value)
     return values[0], values[1]
 
 
@@ -167,7 +155,7 @@ def _name_taken(name: str) -> Problem:
 
 async def create_workflow(request: Request) -> JSONResponse:
     tenant, actor = _tenant(request)
-    spec = _spec(await _json(request))
+    spec = _spec(await json_value(request))
 
     def apply() -> dict[str, Any]:
         with transaction(engine(request)) as session:
@@ -188,7 +176,7 @@ async def create_workflow(request: Request) -> JSONResponse:
 async def update_workflow(request: Request) -> JSONResponse:
     tenant, actor = _tenant(request)
     workflow_id = request.path_params["workflow_id"]
-    spec = _spec(await _json(request))
+    spec = _spec(await json_value(request))
 
     def apply() -> dict[str, Any] | None:
         with transaction(engine(request)) as session:
@@ -211,7 +199,7 @@ async def get_workflow(request: Request) -> JSONResponse:
     tenant, _actor = _tenant(request)
     workflow_id = request.path_params["workflow_id"]
     raw_version = request.query_params.get("version")
-    version = int(raw_version) if raw_version and raw_version.isdigit() else None
+    version = integer_param(raw_version, 1) if raw_version else None
 
     def load() -> dict[str, Any] | None:
         with read_transaction(engine(request)) as session:
@@ -243,7 +231,7 @@ async def list_workflows(request: Request) -> JSONResponse:
 async def start_execution(request: Request) -> JSONResponse:
     tenant, actor = _tenant(request)
     workflow_id = request.path_params["workflow_id"]
-    body = await _json(request)
+    body = await json_value(request)
     try:
         wanted = ExecutionRequest.model_validate(body if body is not None else {})
     except Exception as exc:

@@ -72,7 +72,7 @@ def test_an_invalid_phase_is_400_naming_it(client, settings, tenants, phase):
         (1, {"seller_id": "s"}, "user_id"),
         (1, {"user_id": ""}, "user_id"),
         (1, {"user_id": "u\x00"}, "user_id"),  # PostgreSQL stores no NUL character
-        (1, {"user_id": "u", "source": {"note": "a\x00"}}, "body"),  # nor in the callers' metadata
+        (1, {"user_id": "u", "source": {"note": "a\x00"}}, "source.note"),  # nor in the callers' metadata
         (4, {"user_id": "u"}, "matches"),
         (
             4,
@@ -100,7 +100,7 @@ def test_a_bad_field_is_422_naming_it_and_nothing_is_queued(client, settings, te
 
 
 def test_phase_four_keeps_decimals_exact(client, settings, tenants, engine):
-    matches = [{"claim_id": "c1", "confidence": 0.8499, "amount": "12.345", "currency": "usd", "evidence_ids": ["e"]}]
+    matches = [{"claim_id": "c1", "confidence": 0.8499, "amount": "12.34", "currency": "usd", "evidence_ids": ["e"]}]
     out = client.post(
         "/api/v1/workflow/phase/4",
         json={"user_id": "u", "sync_id": "s", "matches": matches},
@@ -108,7 +108,7 @@ def test_phase_four_keeps_decimals_exact(client, settings, tenants, engine):
     ).json()
     with transaction(engine) as session:
         stored = session.get(TriggerQueue, out["trigger_id"]).payload["input"]["matches"][0]
-    assert stored["confidence"] == "0.8499" and stored["amount"] == "12.345" and stored["currency"] == "USD"
+    assert stored["confidence"] == "0.8499" and stored["amount"] == "12.34" and stored["currency"] == "USD"
 
 
 def test_the_service_role_is_required(client, settings, tenants):

@@ -241,9 +241,7 @@ def _packet_files(packet: ProofPacket) -> tuple[bytes, bytes]:
     return Path(packet.pdf_path).read_bytes(), Path(packet.json_path).read_bytes()
 
 
-@pytest.mark.parametrize(
-    ("amount", "currency", "fee", "minor"), [("10.025", "USD", "2.01", 201), ("2.5", "JPY", "1", 1)]
-)
+@pytest.mark.parametrize(("amount", "currency", "fee", "minor"), [("10.03", "USD", "2.01", 201), ("3", "JPY", "1", 1)])
 def test_phase_seven_charges_the_fee_once_and_writes_a_verifiable_proof_packet(
     phase_env, sandbox, engine, tenant, database_url, amount, currency, fee, minor
 ):
