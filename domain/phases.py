@@ -174,7 +174,8 @@ def default_sync_id(phase: int, user_id: str, now: datetime) -> str:
 def dedup_key(tenant_id: str, user_id: str, sync_id: str, phase: int, request: PhaseRequest) -> str:
     """(user, sync, phase) - plus the claim for phases 5-7, which come once per claim of a sync."""
     parts = [KIND, tenant_id, user_id, sync_id, str(phase)]
-    claim = getattr(request, "claim_id", None)
+    # A declared claim, not a caller's metadata of that name.
+    claim = getattr(request, "claim_id", None) if "claim_id" in type(request).model_fields else None
     if claim is not None:
         parts.append(claim)
     return ":".join(parts)[:300]

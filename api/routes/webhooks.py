@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse
 
 from api.openapi import Endpoint
 from api.problems import Problem, validation_problem
-from api.request_rules import parse_json
+from api.request_rules import field_problem, parse_json
 from api.requests import engine
 from domain import queue
 from domain import release as rel
@@ -78,6 +78,10 @@ async def github_webhook(request: Request) -> JSONResponse:
             "X-GitHub-Delivery is required",
             errors=[{"field": "X-GitHub-Delivery", "message": "required"}],
         )
+    # As long as webhook_deliveries keeps them (GitHub's are a GUID and a short event name).
+    for header, value, longest in (("X-GitHub-Event", event, 64), ("X-GitHub-Delivery", delivery, 100)):
+        if len(value) > longest:
+            raise field_problem(header, f"at most {longest} characters")
     payload: Any = parse_json(body, settings.request_json_max_depth)
 
     def seen() -> bool:
