@@ -199,7 +199,11 @@ async def get_workflow(request: Request) -> JSONResponse:
     tenant, _actor = _tenant(request)
     workflow_id = request.path_params["workflow_id"]
     raw_version = request.query_params.get("version")
-    version = integer_param(raw_version, 1) if raw_version else None
+    version = None
+    if raw_version and raw_version.isdigit():
+        version = integer_param(raw_version)
+        if version is None:  # past any version the store can hold
+            raise _workflow_not_found(workflow_id)
 
     def load() -> dict[str, Any] | None:
         with read_transaction(engine(request)) as session:

@@ -137,6 +137,13 @@ def test_an_integer_query_past_its_range_is_422_naming_it(client, headers, path,
     refused(client.get(path, params={name: value}, headers=headers), 422, "validation_error", name)
 
 
+def test_a_workflow_version_past_any_there_can_be_is_not_found(client, headers):
+    workflow_id = client.post("/v1/workflows", json=_workflow(), headers=headers).json()["id"]
+    assert client.get(f"/v1/workflows/{workflow_id}?version=1", headers=headers).status_code == 200
+    for version in ["0", "9" * 5000, "²"]:
+        refused(client.get(f"/v1/workflows/{workflow_id}?version={version}", headers=headers), 404, "not_found")
+
+
 def test_a_stream_resumes_after_a_seq_the_store_can_hold_only(client, headers):
     refused(client.get("/v1/users/u1/events", headers={**headers, "Last-Event-ID": "9" * 25}), 422, "validation_error")
 
