@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
@@ -17,7 +18,7 @@ from domain import batch_jobs, deploy, lifecycle, migrate, models, queue
 from domain.demo import FRESH_STATUSES, demo_tenant_ids, demo_version, describe, reset_demo, seed_demo
 from domain.lifecycle import Status
 from domain.release_graph import InvalidGraph, load_graph
-from domain.settings import get_settings
+from domain.settings import get_settings, masked_url
 from domain.store import engine_for, read_transaction, transaction
 from domain.tokens import InvalidTokenRequest, mint_dev_token
 
@@ -281,9 +282,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except ValidationError as exc:
+        print(f"wrk-orch: the settings are not valid: {exc}", file=sys.stderr)
+        return 2
     except OperationalError as exc:
         print(
-            f"wrk-orch: the store at {get_settings().database_url} cannot be used ({exc.orig}); "
+            f"wrk-orch: the store at {masked_url(get_settings().database_url)} cannot be used ({exc.orig}); "
             "is DATABASE_URL right, and has `wrk-orch migrate` run?",
             file=sys.stderr,
         )

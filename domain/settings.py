@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 # Development defaults. Only ENVIRONMENT=development or test accepts them; production refuses to start.
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"
@@ -20,6 +22,26 @@ DEV_HITL_LINK_SECRET = "dev-only-hitl-link-secret-change-me-0123456789"
 SANDBOX_TOKEN = "sandbox-token"
 SANDBOX_PAYMENTS_KEY = "sk_test_sandbox"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0"})
+
+
+def normalise_url(url: str) -> str:
+    """Accept plain `postgresql://` URLs and route them to psycopg 3."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def masked_url(url: str) -> str:
+    """`url` as any message or log line may show it: its password masked. A URL SQLAlchemy cannot parse
+    keeps only its scheme and what follows its last `@` (the user and password may be anywhere before)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        scheme, sep, rest = url.partition("://")
+        if not sep:
+            scheme, rest = "", url
+        _userinfo, at, host = rest.rpartition("@")
+        return f"{scheme}{sep}***@{host}" if at else url
 
 
 def default_data_dir() -> Path:
@@ -35,7 +57,8 @@ def tenant_limit_value(value: int) -> int:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", env_file=None)
+    # No input value in a validation error: it would print every setting's value, secrets included.
+    model_config = SettingsConfigDict(extra="ignore", env_file=None, hide_input_in_errors=True)
 
     environment: Literal["development", "test", "production"] = "development"
 
@@ -87,6 +110,18 @@ class Settings(BaseSettings):
     # Runs of one tenant in progress at once (the run coordinator, orchestration_defs/concurrency.py); the
     # rest wait queued while other tenants' runs start. -1: no per-tenant limit.
     tenant_max_concurrent_runs: int = 4  # checked by tenant_limit_value
+
+    @field_validator("database_url")
+    @classmethod
+    def _a_database_url(cls, value: str) -> str:
+        if value:
+            try:
+                make_url(normalise_url(value)).get_dialect()
+            except (ArgumentError, ValueError):
+                raise ValueError(
+                    f"DATABASE_URL is not a database URL SQLAlchemy can open: {masked_url(value)}"
+                ) from None
+        return value
 
     @field_validator("tenant_max_concurrent_runs")
     @classmethod

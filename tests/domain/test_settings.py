@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from domain.settings import Settings
+from domain.settings import Settings, masked_url
 
 STEP_SERVICES = [
     "INTEGRATION_MANAGER", "RISK_ANALYTICS", "ML_SERVICE", "FORECASTING", "RECOMMENDATIONS", "ADAPTIVE_LEARNING",
@@ -129,3 +129,93 @@ def test_production_refuses_a_step_service_left_to_the_sandbox(monkeypatch):
     monkeypatch.delenv("PAYMENTS_API_KEY")
     with pytest.raises(ValidationError, match="PAYMENTS_API_KEY, SERVICE_FORECASTING_URL"):
         Settings()
+
+
+# Every setting that holds a secret, set to a value no message may show.
+SECRETS = {
+    "DATABASE_URL": "postgresql://wrk:db-pass-1f3a@127.0.0.1:1/wrk",
+    "RABBITMQ_URL": "amqp://wrk:amqp-pass-7c2e@broker.example:5672/%2F",
+    "CELERY_BROKER_URL": "amqp://wrk:celery-pass-9d4b@broker.example:5672/%2F",
+    "JWT_SECRET": "jwt-secret-value-5e6f-0123456789abcdef",
+    "GITHUB_WEBHOOK_SECRET": "webhook-secret-value-8a9b",
+    "HITL_LINK_SECRET": "link-secret-value-2c3d-0123456789abcdef",
+    "WRK_API_TOKEN": "wrk-token-value-4e5f",
+    "GITHUB_TOKEN": "ghp_token-value-6a7b",
+    "INTEGRATIONS_API_TOKEN": "integrations-token-value-8c9d",
+    "PAYMENTS_API_KEY": "sk_live_value-0e1f",
+    "METRICS_TOKEN": "metrics-token-value-2a3b",
+    "RELEASE_GPG_PASSPHRASE": "gpg-passphrase-value-4c5d",
+    "GITHUB_APP_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----app-key-value-6e7f",
+    "SLACK_WEBHOOK_URL": "https://hooks.slack.example/services/slack-path-value-8a9b",
+}
+SECRET_WORDS = (
+    ["db-pass-1f3a", "amqp-pass-7c2e", "celery-pass-9d4b"]
+    + [value for name, value in SECRETS.items() if not name.endswith("_URL")]
+    + ["slack-path-value-8a9b"]
+)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({"ENVIRONMENT": "production"}, id="production-guard"),
+        pytest.param({"DATABASE_URL": "postgresql://wrk:db-pass-1f3a@127.0.0.1:port/wrk"}, id="database-url-bad-port"),
+        pytest.param({"DATABASE_URL": "nosuchdb://wrk:db-pass-1f3a@host/wrk"}, id="database-url-unknown-dialect"),
+        pytest.param({"DATABASE_URL": "wrk:db-pass-1f3a@host/wrk"}, id="database-url-no-scheme"),
+    ],
+)
+def test_no_settings_error_shows_a_secret(monkeypatch, overrides):
+    for name, value in {**SECRETS, **overrides}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as raised:
+        Settings()
+    message = str(raised.value)
+    assert [word for word in SECRET_WORDS if word in message] == []
+
+
+def test_a_database_url_that_cannot_be_opened_is_named_with_its_password_masked(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://wrk:db-pass-1f3a@127.0.0.1:port/wrk")
+    with pytest.raises(ValidationError, match=r"DATABASE_URL .*postgresql://\*\*\*@127\.0\.0\.1:port/wrk"):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://wrk:pw@db.example:5432/wrk", "postgresql://wrk:***@db.example:5432/wrk"),
+        ("amqp://guest:pw@localhost:5672/", "amqp://guest:***@localhost:5672/"),
+        ("postgresql://wrk:pw@db:port/wrk", "postgresql://***@db:port/wrk"),
+        ("wrk:pw@db/wrk", "***@db/wrk"),
+        ("sqlite:///var/wrk.db", "sqlite:///var/wrk.db"),
+    ],
+)
+def test_masked_url_hides_the_password(url, shown):
+    assert masked_url(url) == shown
+
+
+def test_wrk_orch_names_an_unreachable_store_with_its_password_masked(monkeypatch, capsys):
+    from domain.cli import main
+    from domain.settings import get_settings
+
+    monkeypatch.setenv("DATABASE_URL", SECRETS["DATABASE_URL"])
+    get_settings.cache_clear()
+    try:
+        assert main(["queue", "stats"]) == 1
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert "postgresql://wrk:***@127.0.0.1:1/wrk" in err and "db-pass-1f3a" not in err
+
+
+def test_wrk_orch_reports_invalid_settings_in_one_message_without_secrets(monkeypatch, capsys):
+    from domain.cli import main
+    from domain.settings import get_settings
+
+    monkeypatch.setenv("DATABASE_URL", "postgresql://wrk:db-pass-1f3a@127.0.0.1:port/wrk")
+    get_settings.cache_clear()
+    try:
+        assert main(["queue", "stats"]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert err.startswith("wrk-orch: the settings are not valid") and "db-pass-1f3a" not in err
