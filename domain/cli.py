@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import OperationalError
 
 from domain import batch_jobs, deploy, lifecycle, migrate, models, queue
@@ -87,8 +87,14 @@ def _cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store() -> Engine:
+    """The store of DATABASE_URL, refused unless migrated (the commands that migrate it themselves open it
+    with engine_for)."""
+    return migrate.require_migrated(engine_for(get_settings().database_url))
+
+
 def _cmd_queue_stats(_args: argparse.Namespace) -> int:
-    engine = engine_for(get_settings().database_url)
+    engine = _store()
     with transaction(engine) as session:
         print(json.dumps(queue.stats(session), indent=2))
     return 0
@@ -99,7 +105,7 @@ def _cmd_messages_list(args: argparse.Namespace) -> int:
     if job is not None and job not in {j.name for j in batch_jobs.JOBS}:
         print(f"wrk-orch: unknown batch job {args.job!r}", file=sys.stderr)
         return 2
-    engine = engine_for(get_settings().database_url)
+    engine = _store()
     with read_transaction(engine) as session:
         rows = batch_jobs.latest(session, job=job, limit=args.limit)
         messages = [
@@ -150,7 +156,7 @@ def _deploy_saga() -> tuple[deploy.Saga, frozenset[str]]:
     # and outside domain/'s strictly typed scope).
     wrk = importlib.import_module("resources.wrk")
     settings = get_settings()
-    engine = engine_for(settings.database_url)
+    engine = _store()
     saga = deploy.Saga(
         engine=engine,
         platform=wrk.wrk_client(settings),
@@ -285,6 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"wrk-orch: the settings are not valid: {exc}", file=sys.stderr)
         return 2
+    except migrate.StoreNotMigrated as exc:
+        print(f"wrk-orch: {exc}", file=sys.stderr)
+        return 1
     except OperationalError as exc:
         print(
             f"wrk-orch: the store at {masked_url(get_settings().database_url)} cannot be used ({exc.orig}); "

@@ -44,6 +44,16 @@ def masked_url(url: str) -> str:
         return f"{scheme}{sep}***@{host}" if at else url
 
 
+# The project folder (a checkout: the folder holding domain/).
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def default_database_url() -> str:
+    """The store of every entry point of a checkout when DATABASE_URL is unset: var/wrk.db in the project
+    folder, whatever DAGSTER_HOME or the working folder (`make run` sets the same file)."""
+    return f"sqlite:///{PROJECT_DIR / 'var' / 'wrk.db'}"
+
+
 def default_data_dir() -> Path:
     home = os.environ.get("DAGSTER_HOME")
     return Path(home) if home else Path("var")
@@ -234,7 +244,7 @@ class Settings(BaseSettings):
         if not self.release_dir:
             self.release_dir = str((default_data_dir() / "releases").resolve())
         if not self.database_url:
-            self.database_url = f"sqlite:///{(default_data_dir() / 'wrk.db').resolve()}"
+            self.database_url = default_database_url()
         if self.environment == "production":
             dev = []
             if self.jwt_secret.get_secret_value() == DEV_JWT_SECRET and "HS256" in self.jwt_algorithms:

@@ -1,19 +1,35 @@
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
 from domain.settings import Settings, masked_url
 
+ROOT = Path(__file__).resolve().parents[2]
 STEP_SERVICES = [
     "INTEGRATION_MANAGER", "RISK_ANALYTICS", "ML_SERVICE", "FORECASTING", "RECOMMENDATIONS", "ADAPTIVE_LEARNING",
 ]  # fmt: skip
 
 
-def test_database_url_defaults_to_sqlite_under_dagster_home(monkeypatch, tmp_path):
+def test_every_entry_point_of_a_checkout_defaults_to_the_store_make_run_uses(monkeypatch, tmp_path):
+    # The README's CLI recipes set DAGSTER_HOME=var/dagster; `make run` sets DATABASE_URL=var/wrk.db. Both
+    # must open one store, whatever DAGSTER_HOME or the working folder.
+    spec = importlib.util.spec_from_file_location("supervise", ROOT / "scripts" / "supervise.py")
+    supervise = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "supervise", supervise)
+    spec.loader.exec_module(supervise)
     monkeypatch.delenv("DATABASE_URL", raising=False)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    assert Settings().database_url == f"sqlite:///{tmp_path / 'wrk.db'}"
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    make_run = supervise.environment()["DATABASE_URL"]
+    for home in (None, str(ROOT / "var" / "dagster"), str(tmp_path)):
+        if home is not None:
+            monkeypatch.setenv("DAGSTER_HOME", home)
+        monkeypatch.chdir(tmp_path)
+        assert Settings().database_url == make_run == f"sqlite:///{ROOT / 'var' / 'wrk.db'}"
 
 
 def test_production_refuses_the_development_secrets(monkeypatch):
@@ -219,3 +235,18 @@ def test_wrk_orch_reports_invalid_settings_in_one_message_without_secrets(monkey
         get_settings.cache_clear()
     err = capsys.readouterr().err
     assert err.startswith("wrk-orch: the settings are not valid") and "db-pass-1f3a" not in err
+
+
+def test_wrk_orch_refuses_a_store_not_migrated_naming_it_and_the_command(monkeypatch, capsys, tmp_path):
+    from domain.cli import main
+    from domain.settings import get_settings
+
+    store = tmp_path / "fresh.db"
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{store}")
+    get_settings.cache_clear()
+    try:
+        assert main(["queue", "stats"]) == 1
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert str(store) in err and "`wrk-orch migrate`" in err and "no such table" not in err
