@@ -184,6 +184,10 @@ class Settings(BaseSettings):
     batch_propagation_cron: str = "30 * * * *"
     batch_model_monitoring_cron: str = "0 6 * * *"
     rabbitmq_url: SecretStr | None = None
+    # How batch-job (and workflow publish-step) messages travel: `rabbitmq` (RABBITMQ_URL: published by
+    # the runs and the relay) or `outbox` (delivered in the store's outbox, read through the API). Unset:
+    # rabbitmq with RABBITMQ_URL, else outbox; production must set RABBITMQ_URL or choose the outbox.
+    batch_transport: Literal["rabbitmq", "outbox"] | None = None
     bi_batch_jobs_queue: str = "bi_batch_jobs"
     bi_batch_jobs_exchange: str = ""  # "" is AMQP's default exchange (routing key = queue name)
     outbox_alert_after_s: float = Field(default=900.0, gt=0)
@@ -245,8 +249,16 @@ class Settings(BaseSettings):
             self.release_dir = str((default_data_dir() / "releases").resolve())
         if not self.database_url:
             self.database_url = default_database_url()
+        if self.batch_transport == "rabbitmq" and self.rabbitmq_url is None:
+            raise ValueError("BATCH_TRANSPORT=rabbitmq needs RABBITMQ_URL")
+        if self.batch_transport is None and (self.rabbitmq_url is not None or self.environment != "production"):
+            self.batch_transport = "rabbitmq" if self.rabbitmq_url is not None else "outbox"
         if self.environment == "production":
             dev = []
+            if self.batch_transport is None:
+                # Else batch messages would stay in the outbox with no one told: a broker, or the outbox
+                # chosen on purpose.
+                dev.append("RABBITMQ_URL unset (set it, or BATCH_TRANSPORT=outbox)")
             if self.jwt_secret.get_secret_value() == DEV_JWT_SECRET and "HS256" in self.jwt_algorithms:
                 dev.append("JWT_SECRET")
             if self.github_webhook_secret.get_secret_value() == DEV_GITHUB_WEBHOOK_SECRET:

@@ -53,6 +53,7 @@ def _production_env(monkeypatch, **overrides: str) -> None:
         "INTEGRATIONS_API_TOKEN": "integrations-real-token",
         "PAYMENTS_API_URL": "https://payments.example",
         "PAYMENTS_API_KEY": "sk_live_real",
+        "BATCH_TRANSPORT": "outbox",
         **{f"SERVICE_{name}_URL": f"http://{name.lower()}.svc" for name in STEP_SERVICES},
         **overrides,
     }
@@ -250,3 +251,22 @@ def test_wrk_orch_refuses_a_store_not_migrated_naming_it_and_the_command(monkeyp
         get_settings.cache_clear()
     err = capsys.readouterr().err
     assert str(store) in err and "`wrk-orch migrate`" in err and "no such table" not in err
+
+
+def test_production_without_a_broker_is_refused_unless_the_outbox_is_chosen(monkeypatch):
+    _production_env(monkeypatch)
+    monkeypatch.delenv("BATCH_TRANSPORT")
+    monkeypatch.delenv("RABBITMQ_URL", raising=False)
+    with pytest.raises(ValidationError, match=r"RABBITMQ_URL unset \(set it, or BATCH_TRANSPORT=outbox\)"):
+        Settings()
+    monkeypatch.setenv("RABBITMQ_URL", "amqp://wrk:pw@broker.example:5672/%2F")
+    assert Settings().batch_transport == "rabbitmq"
+    monkeypatch.setenv("BATCH_TRANSPORT", "outbox")  # chosen explicitly: the broker only drains events
+    assert Settings().batch_transport == "outbox"
+
+
+def test_the_broker_transport_needs_its_url_and_development_defaults_to_the_outbox(monkeypatch):
+    monkeypatch.delenv("RABBITMQ_URL", raising=False)
+    assert Settings(environment="development").batch_transport == "outbox"
+    with pytest.raises(ValidationError, match="BATCH_TRANSPORT=rabbitmq needs RABBITMQ_URL"):
+        Settings(batch_transport="rabbitmq")

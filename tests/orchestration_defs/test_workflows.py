@@ -68,6 +68,8 @@ def test_a_workflow_runs_through_the_queue_sensor_and_the_job(wf_env, engine, da
     assert message.body == {"account": "acc-7"}
     assert message.message_id == by_name["notify"]["output"]["message_id"]
     assert message.headers["workflow_execution_id"] == execution
+    # no RABBITMQ_URL: the outbox is the transport, the message is delivered there (nothing left pending)
+    assert message.status == "published" and message.published_at == message.created_at
     # every move audited, forward only
     assert audit_moves(engine, execution) == [
         ("queued", "running"),
