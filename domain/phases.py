@@ -17,6 +17,8 @@ recorded exactly when its trigger is done; a row whose claim was lost (StaleClai
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +27,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from domain import notifications, phase_events, queue
@@ -45,8 +47,11 @@ from domain.models import (
 )
 from domain.phases_money import CURRENCIES, FEE_RATE, Route, minor_units, platform_fee, route
 from domain.triggers import PhaseTrigger
+from domain.urls import path_segment
 
 KIND = "phase"
+CLAIM_PHASES = frozenset({5, 6, 7})  # these come once per claim of a sync
+DEDUP_KEY_LENGTH = 300  # trigger_queue.dedup_key
 PHASES = range(1, 8)
 NAMES = {
     1: "oauth_completed",
@@ -181,12 +186,16 @@ def default_sync_id(phase: int, user_id: str, now: datetime) -> str:
 
 
 def dedup_key(tenant_id: str, user_id: str, sync_id: str, phase: int, request: PhaseRequest) -> str:
-    """(user, sync, phase) - plus the claim for phases 5-7, which come once per claim of a sync."""
+    """(user, sync, phase) - plus the claim for phases 5-7, which come once per claim of a sync. Ids that
+    hold the separator or would not fit the column are hashed, so two triggers never share a key."""
     parts = [KIND, tenant_id, user_id, sync_id, str(phase)]
     claim = getattr(request, "claim_id", None)
     if claim is not None:
         parts.append(claim)
-    return ":".join(parts)[:300]
+    key = ":".join(parts)
+    if len(key) <= DEDUP_KEY_LENGTH and not any(":" in part for part in parts):
+        return key
+    return f"{KIND}:sha256:{hashlib.sha256(json.dumps(parts).encode()).hexdigest()}"
 
 
 @dataclass(frozen=True)
@@ -208,7 +217,58 @@ def posted(tenant_id: str, phase: int, request: PhaseRequest) -> Posted:
 def accept_many(session: queue.Store, posts: Sequence[Posted]) -> list[Accepted | queue.QueueError]:
     """Queue the posts' triggers on the caller's connection (autocommit: queue.enqueue_keyed), one outcome
     per post, in order. The same (user, sync, phase[, claim]) with the same body while its trigger is
-    pending is that trigger; with another body, queue.DedupConflict."""
+    pending is that trigger; with another body, queue.DedupConflict. Once that phase is completed, a
+    repeat (a call back sent again) is the trigger that completed it: nothing is queued again."""
+    done = completed_triggers(session, posts)
+    fresh = [post for post in posts if _done_key(post) not in done]
+    queued = iter(_enqueue(session, fresh))
+    return [
+        Accepted(done[key], post.sync_id, post.phase) if (key := _done_key(post)) in done else next(queued)
+        for post in posts
+    ]
+
+
+DoneKey = tuple[str, str, str, int, str | None]  # tenant, user, sync, phase, claim (phases 5-7)
+
+
+def _done_key(post: Posted) -> DoneKey:
+    claim = getattr(post.request, "claim_id", None)
+    return (post.tenant_id, post.request.user_id, post.sync_id, post.phase, claim)
+
+
+def completed_triggers(session: queue.Store, posts: Sequence[Posted]) -> dict[DoneKey, int]:
+    """The posts' (user, sync, phase[, claim]) already completed, each with the trigger that completed it.
+    The evidence is the phase audit (kept for good, unlike finished queue rows): one indexed read."""
+    if not posts:
+        return {}
+    claim = PhaseAudit.details["claim_id"].as_string()
+    rows = session.execute(
+        select(
+            PhaseAudit.tenant_id,
+            PhaseAudit.user_id,
+            PhaseAudit.sync_id,
+            PhaseAudit.phase,
+            claim,
+            PhaseAudit.trigger_id,
+        ).where(
+            tuple_(PhaseAudit.tenant_id, PhaseAudit.user_id, PhaseAudit.sync_id).in_(
+                sorted({(p.tenant_id, p.request.user_id, p.sync_id) for p in posts})
+            ),
+            PhaseAudit.phase.in_(sorted({p.phase for p in posts})),
+            PhaseAudit.outcome == PhaseOutcome.COMPLETED.value,
+            PhaseAudit.trigger_id.is_not(None),
+        )
+    )
+    done: dict[DoneKey, int] = {}
+    for tenant_id, user_id, sync_id, phase, claim_id, trigger_id in rows:
+        key = (tenant_id, user_id, sync_id, phase, claim_id if phase in CLAIM_PHASES else None)
+        done.setdefault(key, trigger_id)
+    return done
+
+
+def _enqueue(session: queue.Store, posts: Sequence[Posted]) -> list[Accepted | queue.QueueError]:
+    if not posts:
+        return []
     triggers = [
         queue.Keyed(
             post.tenant_id,
@@ -493,6 +553,8 @@ def complete(
         session, tenant_id=t.tenant_id, user_id=t.user_id, sync_id=t.sync_id, phase=t.phase, status=P.COMPLETED
     )
     details: dict[str, Any] = {"result": result}
+    if t.phase in CLAIM_PHASES:
+        details["claim_id"] = t.input["claim_id"]  # what a repeated call back is recognised by
     if t.phase == 4:
         details["routes"] = plan.routes
         for match in plan.routes:
@@ -610,6 +672,11 @@ def _audit(
 # -- reading -------------------------------------------------------------------------------------------
 
 
+def sync_path(user_id: str, sync_id: str) -> str:
+    """Where a sync is read (the phase POST's Location)."""
+    return f"/v1/users/{path_segment(user_id)}/syncs/{path_segment(sync_id)}"
+
+
 def sync_view(session: Session, tenant_id: str, user_id: str, sync_id: str) -> dict[str, Any] | None:
     """GET /v1/users/{user}/syncs/{sync}: the progress row, each phase's latest outcome, the audit rows."""
     progress = session.scalars(
@@ -667,7 +734,7 @@ def sync_view(session: Session, tenant_id: str, user_id: str, sync_id: str) -> d
                 "claim_id": p.claim_id,
                 "payout_id": p.payout_id,
                 "status": p.status,
-                "href": f"/v1/users/{user_id}/proof-packets/{p.id}",
+                "href": f"/v1/users/{path_segment(user_id)}/proof-packets/{path_segment(p.id)}",
             }
             for p in packets
         ],

@@ -14,6 +14,7 @@ import dagster as dg
 import httpx
 
 from domain.settings import Settings, get_settings
+from domain.urls import header_value
 from domain.workflow_definitions import SERVICES
 from domain.workflow_engine import CallResult, ServiceCall
 from resources.errors import ExternalServiceError
@@ -45,9 +46,9 @@ class ServiceClient(HttpClient):
                     call.path,
                     json=call.body if call.method != "GET" else None,
                     headers={
-                        "Idempotency-Key": call.idempotency_key,
-                        "X-Tenant-ID": call.tenant_id,
-                        "X-Workflow-Execution-ID": call.execution_id,
+                        "Idempotency-Key": header_value(call.idempotency_key),
+                        "X-Tenant-ID": header_value(call.tenant_id),
+                        "X-Workflow-Execution-ID": header_value(call.execution_id),
                     },
                     timeout=call.timeout_s,
                 )
