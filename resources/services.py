@@ -15,7 +15,7 @@ import httpx
 
 from domain.settings import Settings, get_settings
 from domain.urls import header_value
-from domain.workflow_definitions import SERVICES
+from domain.workflow_definitions import SERVICES, path_problem
 from domain.workflow_engine import CallResult, ServiceCall
 from resources.errors import ExternalServiceError
 from resources.http import HttpClient
@@ -35,6 +35,10 @@ class ServiceClient(HttpClient):
         self.service = service
 
     def call(self, call: ServiceCall) -> CallResult:
+        # The definition's rule again: a step stored before it may name a path outside this service.
+        escape = path_problem(call.path)
+        if escape:
+            return CallResult(output=None, attempts=0, error=f"{call.method} {call.path} refused: path {escape}")
         attempts = 0
 
         def attempt() -> httpx.Response:

@@ -100,6 +100,15 @@ def test_a_definition_is_created_listed_and_read(client, headers):
         (lambda d: d["steps"][1].update(timeout="soon"), "steps[1].timeout", ""),
         (lambda d: d["steps"].append(_step("score")), "steps[4].name", "duplicate"),
         (lambda d: d.update(trigger_on=["user.created"]), "trigger_on[0]", ""),
+        # A step's path stays under its service's URL.
+        (lambda d: d["steps"][0].update(path="/../../services/forecasting/escaped"), "steps[0].path", "dot segment"),
+        (lambda d: d["steps"][0].update(path="/v1/%2e%2E/%2E./forecasting"), "steps[0].path", "dot segment"),
+        (lambda d: d["steps"][0].update(path="/v1/%252e%252e/forecasting"), "steps[0].path", "dot segment"),
+        (lambda d: d["steps"][2].update(path="/v1/./x"), "steps[2].path", "dot segment"),
+        (lambda d: d["steps"][0].update(path="/v1\\..\\x"), "steps[0].path", "backslash"),
+        (lambda d: d["steps"][0].update(path="//forecasting.internal/x"), "steps[0].path", "not a URL"),
+        (lambda d: d["steps"][0].update(path="/%2F/forecasting.internal/x"), "steps[0].path", "'//'"),
+        (lambda d: d["steps"][0].update(path="http://forecasting.internal/x"), "steps[0].path", ""),
     ],
 )
 def test_a_bad_definition_is_422_naming_the_field_and_nothing_is_written(client, headers, mutate, field, words):
