@@ -283,9 +283,9 @@ def test_phase_seven_charges_the_fee_once_and_writes_a_verifiable_proof_packet(
         (minor, currency.lower(), packet.payment_intent_id)
     ]
     assert _calls(sandbox, "/payments/v1/payment_intents")[0]["idempotency_key"] == packet.fee_idempotency_key
-    # The same payout reported again: the same packet, no second charge.
-    _accept(engine, tenant, 7, **body)
-    _run(instance, database_url, _tick(instance, database_url)[0])
+    # The same payout reported again: its completed trigger, nothing queued, no second charge.
+    assert _accept(engine, tenant, 7, **body) == first
+    assert _tick(instance, database_url) == []
     assert len(sandbox.http.get("/_sandbox/payments/intents").json()) == 1
     with transaction(engine) as session:
         assert len(session.scalars(select(ProofPacket).where(ProofPacket.user_id == "u7")).all()) == 1
