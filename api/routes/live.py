@@ -28,13 +28,13 @@ from collections.abc import AsyncIterator
 import anyio
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
-from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.auth import Authenticator, Principal
 from api.openapi import Endpoint
 from api.problems import Problem
 from api.routes.phases import READ_ROLES
+from api.routing import SegmentWebSocketRoute
 from domain.phase_stream import PhaseStream
 
 log = logging.getLogger("wrk.api.live")
@@ -203,4 +203,4 @@ ENDPOINTS = [
     ),
 ]
 
-WEBSOCKET_ROUTES = [WebSocketRoute("/ws/users/{user_id}", user_stream_ws)]
+WEBSOCKET_ROUTES = [SegmentWebSocketRoute("/ws/users/{user_id}", user_stream_ws)]

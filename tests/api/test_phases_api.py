@@ -150,7 +150,7 @@ def test_a_tenant_the_store_does_not_know_is_403_and_nothing_is_queued(client, s
         assert session.scalar(select(TriggerQueue.id)) is None
 
 
-IDS_IN_SEVERAL_SCRIPTS = ["łukasz-ü", "用户-七", "مستخدم", "🦊-user", ".."]
+IDS_IN_SEVERAL_SCRIPTS = ["łukasz-ü", "用户-七", "مستخدم", "🦊-user", "..", "org/42", "a%2Fb/syncs/c"]
 
 
 @pytest.mark.parametrize("user_id", IDS_IN_SEVERAL_SCRIPTS)
