@@ -27,11 +27,12 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
-from sqlalchemy import bindparam, select, text, tuple_
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
 from domain import notifications, phase_events, queue
 from domain.models import (
+    JSONType,
     LearningRecord,
     NotificationChannel,
     PhaseAudit,
@@ -236,33 +237,41 @@ def _done_key(post: Posted) -> DoneKey:
     return (post.tenant_id, post.request.user_id, post.sync_id, post.phase, claim)
 
 
+# The completed phases of some syncs, for completed_triggers: one text, compiled once (a Core select with
+# a tuple IN and a JSON path cost four times its round trip on a lone POST). The IN lists give a superset
+# of the posts' (tenant, user, sync), filtered exactly in Python; only the claim phases' details are read.
+COMPLETED_PHASES = (
+    text(
+        "SELECT tenant_id, user_id, sync_id, phase, trigger_id, "
+        f"CASE WHEN phase IN ({', '.join(map(str, sorted(CLAIM_PHASES)))}) THEN details END AS details "
+        "FROM phase_audit WHERE outcome = 'completed' AND trigger_id IS NOT NULL AND tenant_id IN :tenants "
+        "AND user_id IN :users AND sync_id IN :syncs AND phase IN :phases"
+    )
+    .bindparams(*(bindparam(name, expanding=True) for name in ("tenants", "users", "syncs", "phases")))
+    .columns(details=JSONType)
+)
+
+
 def completed_triggers(session: queue.Store, posts: Sequence[Posted]) -> dict[DoneKey, int]:
     """The posts' (user, sync, phase[, claim]) already completed, each with the trigger that completed it.
     The evidence is the phase audit (kept for good, unlike finished queue rows): one indexed read."""
     if not posts:
         return {}
-    claim = PhaseAudit.details["claim_id"].as_string()
+    wanted = {_done_key(post) for post in posts}
     rows = session.execute(
-        select(
-            PhaseAudit.tenant_id,
-            PhaseAudit.user_id,
-            PhaseAudit.sync_id,
-            PhaseAudit.phase,
-            claim,
-            PhaseAudit.trigger_id,
-        ).where(
-            tuple_(PhaseAudit.tenant_id, PhaseAudit.user_id, PhaseAudit.sync_id).in_(
-                sorted({(p.tenant_id, p.request.user_id, p.sync_id) for p in posts})
-            ),
-            PhaseAudit.phase.in_(sorted({p.phase for p in posts})),
-            PhaseAudit.outcome == PhaseOutcome.COMPLETED.value,
-            PhaseAudit.trigger_id.is_not(None),
-        )
+        COMPLETED_PHASES,
+        {
+            "tenants": sorted({key[0] for key in wanted}),
+            "users": sorted({key[1] for key in wanted}),
+            "syncs": sorted({key[2] for key in wanted}),
+            "phases": sorted({key[3] for key in wanted}),
+        },
     )
     done: dict[DoneKey, int] = {}
-    for tenant_id, user_id, sync_id, phase, claim_id, trigger_id in rows:
-        key = (tenant_id, user_id, sync_id, phase, claim_id if phase in CLAIM_PHASES else None)
-        done.setdefault(key, trigger_id)
+    for tenant_id, user_id, sync_id, phase, trigger_id, details in rows:
+        key = (tenant_id, user_id, sync_id, phase, (details or {}).get("claim_id"))
+        if key in wanted:
+            done.setdefault(key, trigger_id)
     return done
 
 
