@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.problems import ProblemBody
+from api.routing import SegmentRoute
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -34,7 +35,7 @@ class Endpoint:
     query: Sequence[str] = field(default=())  # optional query parameters (strings)
 
     def route(self) -> Route:
-        return Route(self.path, self.handler, methods=[self.method])
+        return SegmentRoute(self.path, self.handler, methods=[self.method])
 
 
 def _schema(model: type[BaseModel], components: dict[str, Any]) -> dict[str, str]:

@@ -1,9 +1,10 @@
 """Batch jobs: the seven jobs of the workflow orchestrator's scheduler, the `workflow.job.trigger`
 message each period publishes, and the outbox that carries it to the `bi_batch_jobs` queue.
 
-A period's message goes into `outbound_messages` in one transaction (the transactional outbox). With no
-broker configured, the outbox is where consumers and ops read it (`GET /v1/batch-jobs/messages`). With
-RABBITMQ_URL set, a relay claims due rows (committed), publishes them with no transaction open, and
+A period's message goes into `outbound_messages` in one transaction (the transactional outbox). With the
+outbox as the transport (BATCH_TRANSPORT=outbox), it is published there, in that transaction: consumers
+and ops read it (`GET /v1/batch-jobs/messages`). With RabbitMQ, a relay claims due rows (committed),
+publishes them with no transaction open, and
 records each result in a transaction of its own: published (pending -> published, never back), or backed
 off with the one backoff formula. Publishing is at least once; a message keeps its `message_id` every
 time, and consumers dedupe on it.
@@ -123,9 +124,13 @@ def enqueue(
     body: dict[str, Any],
     headers: dict[str, Any] | None = None,
     type: str = TRIGGER_TYPE,
+    published: bool = False,
 ) -> Enqueued:
-    """Add one message to the outbox in the caller's transaction; an id already there is left as it is."""
+    """Add one message to the outbox in the caller's transaction; an id already there is left as it is.
+    `published`: the outbox is the transport, the message is delivered with this commit (else it is
+    pending until the relay publishes it)."""
     now = datetime.now(UTC)
+    status = OutboundMessageStatus.PUBLISHED if published else OutboundMessageStatus.PENDING
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     statement = (
         insert(OutboundMessage)
@@ -137,10 +142,11 @@ def enqueue(
             job=str(body.get("job", "")),
             body=body,
             headers=dict(headers or {}),
-            status=OutboundMessageStatus.PENDING.value,
+            status=status.value,
             attempts=0,
             next_attempt_at=now,
             created_at=now,
+            published_at=now if published else None,
         )
         .on_conflict_do_nothing(index_elements=["message_id"])
         .returning(OutboundMessage.id)
@@ -159,7 +165,7 @@ def latest(session: Session, *, job: str | None = None, limit: int = 50) -> list
 
 
 # ---------------------------------------------------------------------------------------------------
-# The relay (RABBITMQ_URL set)
+# The relay (BATCH_TRANSPORT=rabbitmq)
 
 # How long a claimed row is hidden from another relay: one that dies between claim and record leaves the
 # row pending, due again when the claim lapses (and published again, with the same id).
@@ -220,7 +226,8 @@ def record_result(
 
 def alert_stuck(session: Session, ops_email: str, *, older_than_s: float) -> int:
     """One ops alert for the messages unpublished longer than `older_than_s` that no alert covered yet;
-    marks them alerted. Returns how many the alert covers (0: no alert)."""
+    marks them alerted. Returns how many the alert covers (0: no alert). The sweeper calls it whatever the
+    transport (a relay that never runs must not leave them unnoticed)."""
     now = datetime.now(UTC)
     stuck = list(
         session.scalars(
@@ -242,8 +249,8 @@ def alert_stuck(session: Session, ops_email: str, *, older_than_s: float) -> int
         summary=f"{len(stuck)} batch-job message(s) unpublished for over {older_than_s:.0f} s",
         details=(
             f"Queue {oldest.queue}; oldest {oldest.message_id} ({oldest.job}, created {_iso(oldest.created_at)}); "
-            f"last error: {oldest.last_error or 'none'}. They stay in outbound_messages and the relay keeps "
-            "retrying; check RABBITMQ_URL and the broker."
+            f"last error: {oldest.last_error or 'none'}. They stay in outbound_messages; the relay publishes "
+            "them while BATCH_TRANSPORT is rabbitmq: check BATCH_TRANSPORT, RABBITMQ_URL and the broker."
         ),
         dedup_key=f"batch_outbox_stuck:{oldest.message_id}",
     )

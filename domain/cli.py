@@ -10,14 +10,15 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sqlalchemy import func, select
+from pydantic import ValidationError
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import OperationalError
 
 from domain import batch_jobs, deploy, lifecycle, migrate, models, queue
 from domain.demo import FRESH_STATUSES, demo_tenant_ids, demo_version, describe, reset_demo, seed_demo
 from domain.lifecycle import Status
 from domain.release_graph import InvalidGraph, load_graph
-from domain.settings import get_settings
+from domain.settings import get_settings, masked_url
 from domain.store import engine_for, read_transaction, transaction
 from domain.tokens import InvalidTokenRequest, mint_dev_token
 
@@ -86,8 +87,14 @@ def _cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store() -> Engine:
+    """The store of DATABASE_URL, refused unless migrated (the commands that migrate it themselves open it
+    with engine_for)."""
+    return migrate.require_migrated(engine_for(get_settings().database_url))
+
+
 def _cmd_queue_stats(_args: argparse.Namespace) -> int:
-    engine = engine_for(get_settings().database_url)
+    engine = _store()
     with transaction(engine) as session:
         print(json.dumps(queue.stats(session), indent=2))
     return 0
@@ -98,7 +105,7 @@ def _cmd_messages_list(args: argparse.Namespace) -> int:
     if job is not None and job not in {j.name for j in batch_jobs.JOBS}:
         print(f"wrk-orch: unknown batch job {args.job!r}", file=sys.stderr)
         return 2
-    engine = engine_for(get_settings().database_url)
+    engine = _store()
     with read_transaction(engine) as session:
         rows = batch_jobs.latest(session, job=job, limit=args.limit)
         messages = [
@@ -149,7 +156,7 @@ def _deploy_saga() -> tuple[deploy.Saga, frozenset[str]]:
     # and outside domain/'s strictly typed scope).
     wrk = importlib.import_module("resources.wrk")
     settings = get_settings()
-    engine = engine_for(settings.database_url)
+    engine = _store()
     saga = deploy.Saga(
         engine=engine,
         platform=wrk.wrk_client(settings),
@@ -281,9 +288,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except ValidationError as exc:
+        print(f"wrk-orch: the settings are not valid: {exc}", file=sys.stderr)
+        return 2
+    except migrate.StoreNotMigrated as exc:
+        print(f"wrk-orch: {exc}", file=sys.stderr)
+        return 1
     except OperationalError as exc:
         print(
-            f"wrk-orch: the store at {get_settings().database_url} cannot be used ({exc.orig}); "
+            f"wrk-orch: the store at {masked_url(get_settings().database_url)} cannot be used ({exc.orig}); "
             "is DATABASE_URL right, and has `wrk-orch migrate` run?",
             file=sys.stderr,
         )

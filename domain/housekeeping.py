@@ -18,9 +18,12 @@ from domain.models import ConsumedEvent, IdempotencyKey, PhaseEvent, WebhookDeli
 
 
 def _prune(session: Session, key: Any, at: Any, older_than: timedelta, limit: int) -> int:
-    """Delete at most `limit` rows whose `at` is older than `older_than`; how many went."""
-    ids = select(key).where(at < datetime.now(UTC) - older_than).limit(limit).scalar_subquery()
-    return len(session.execute(delete(key.class_).where(key.in_(ids)).returning(key)).all())
+    """Delete the rows whose `at` is older than `older_than`, about `limit` at a time; how many went. The
+    age is checked again on the delete: `key` may be one column of a per-tenant key (a consumed event's
+    id), and another tenant's recent row of the same id stays."""
+    cutoff = datetime.now(UTC) - older_than
+    ids = select(key).where(at < cutoff).limit(limit).scalar_subquery()
+    return len(session.execute(delete(key.class_).where(key.in_(ids), at < cutoff).returning(key)).all())
 
 
 def prune_idempotency_keys(session: Session, older_than: timedelta, limit: int = 10_000) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -46,3 +47,30 @@ def current_revision(engine: Engine) -> str | None:
 
 def at_head(engine: Engine) -> bool:
     return current_revision(engine) == head_revision()
+
+
+class StoreNotMigrated(RuntimeError):
+    pass
+
+
+_migrated: set[str] = set()
+_migrated_lock = threading.Lock()
+
+
+def require_migrated(engine: Engine) -> Engine:
+    """`engine`, once its store is at the migrations' head (checked once per process and URL). A store not
+    migrated (or by other code) is refused naming it and `wrk-orch migrate`, rather than failing later with
+    an SQL error (`no such table`) from inside a run."""
+    key = engine.url.render_as_string(hide_password=False)
+    with _migrated_lock:
+        if key in _migrated:
+            return engine
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        raise StoreNotMigrated(
+            f"the store at {engine.url.render_as_string(hide_password=True)} is at revision "
+            f"{current or 'none (not migrated)'}, not {head}: run `wrk-orch migrate` with this DATABASE_URL"
+        )
+    with _migrated_lock:
+        _migrated.add(key)
+    return engine

@@ -653,8 +653,8 @@ class WorkflowExecution(Base):
         status_check("status", list(ExecutionStatus)),
         Index("ix_workflow_executions_tenant_id_status", "tenant_id", "status"),
         Index("ix_workflow_executions_tenant_id_workflow_id_created_at", "tenant_id", "workflow_id", "created_at"),
-        # One execution per (event, workflow): a redelivered or replayed event starts nothing new.
-        UniqueConstraint("dedup_key"),
+        # One execution per (event, workflow) of a tenant: a redelivered or replayed event starts nothing new.
+        UniqueConstraint("tenant_id", "dedup_key"),
     )
     id: Mapped[str] = id_column()
     tenant_id: Mapped[str] = mapped_column(String(36))
@@ -708,12 +708,13 @@ class WorkflowExecutionStep(Base):
 
 
 class ConsumedEvent(Base):
-    """An event the orchestrator consumed (HTTP or RabbitMQ), kept by id so a repeat is recognised."""
+    """An event the orchestrator consumed (HTTP or RabbitMQ), kept by (tenant, id) so a repeat is
+    recognised: the id is the producer's, so another tenant may use it too."""
 
     __tablename__ = "consumed_events"
     __table_args__ = (Index("ix_consumed_events_tenant_id_received_at", "tenant_id", "received_at"),)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
-    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
     type: Mapped[str] = mapped_column(String(100))
     occurred_at: Mapped[datetime] = mapped_column()
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)

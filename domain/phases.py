@@ -17,6 +17,8 @@ recorded exactly when its trigger is done; a row whose claim was lost (StaleClai
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from domain import notifications, phase_events, queue
 from domain.models import (
+    JSONType,
     LearningRecord,
     NotificationChannel,
     PhaseAudit,
@@ -45,8 +48,11 @@ from domain.models import (
 )
 from domain.phases_money import CURRENCIES, FEE_RATE, Route, exponent, minor_units, platform_fee, route, to_minor_unit
 from domain.triggers import PhaseTrigger
+from domain.urls import path_segment
 
 KIND = "phase"
+CLAIM_PHASES = frozenset({5, 6, 7})  # these come once per claim of a sync
+DEDUP_KEY_LENGTH = 300  # trigger_queue.dedup_key
 PHASES = range(1, 8)
 NAMES = {
     1: "oauth_completed",
@@ -172,13 +178,17 @@ def default_sync_id(phase: int, user_id: str, now: datetime) -> str:
 
 
 def dedup_key(tenant_id: str, user_id: str, sync_id: str, phase: int, request: PhaseRequest) -> str:
-    """(user, sync, phase) - plus the claim for phases 5-7, which come once per claim of a sync."""
+    """(user, sync, phase) - plus the claim for phases 5-7, which come once per claim of a sync. Ids that
+    hold the separator or would not fit the column are hashed, so two triggers never share a key."""
     parts = [KIND, tenant_id, user_id, sync_id, str(phase)]
     # A declared claim, not a caller's metadata of that name.
     claim = getattr(request, "claim_id", None) if "claim_id" in type(request).model_fields else None
     if claim is not None:
         parts.append(claim)
-    return ":".join(parts)[:300]
+    key = ":".join(parts)
+    if len(key) <= DEDUP_KEY_LENGTH and not any(":" in part for part in parts):
+        return key
+    return f"{KIND}:sha256:{hashlib.sha256(json.dumps(parts).encode()).hexdigest()}"
 
 
 @dataclass(frozen=True)
@@ -200,7 +210,66 @@ def posted(tenant_id: str, phase: int, request: PhaseRequest) -> Posted:
 def accept_many(session: queue.Store, posts: Sequence[Posted]) -> list[Accepted | queue.QueueError]:
     """Queue the posts' triggers on the caller's connection (autocommit: queue.enqueue_keyed), one outcome
     per post, in order. The same (user, sync, phase[, claim]) with the same body while its trigger is
-    pending is that trigger; with another body, queue.DedupConflict."""
+    pending is that trigger; with another body, queue.DedupConflict. Once that phase is completed, a
+    repeat (a call back sent again) is the trigger that completed it: nothing is queued again."""
+    done = completed_triggers(session, posts)
+    fresh = [post for post in posts if _done_key(post) not in done]
+    queued = iter(_enqueue(session, fresh))
+    return [
+        Accepted(done[key], post.sync_id, post.phase) if (key := _done_key(post)) in done else next(queued)
+        for post in posts
+    ]
+
+
+DoneKey = tuple[str, str, str, int, str | None]  # tenant, user, sync, phase, claim (phases 5-7)
+
+
+def _done_key(post: Posted) -> DoneKey:
+    claim = getattr(post.request, "claim_id", None)
+    return (post.tenant_id, post.request.user_id, post.sync_id, post.phase, claim)
+
+
+# The completed phases of some syncs, for completed_triggers: one text, compiled once (a Core select with
+# a tuple IN and a JSON path cost four times its round trip on a lone POST). The IN lists give a superset
+# of the posts' (tenant, user, sync), filtered exactly in Python; only the claim phases' details are read.
+COMPLETED_PHASES = (
+    text(
+        "SELECT tenant_id, user_id, sync_id, phase, trigger_id, "
+        f"CASE WHEN phase IN ({', '.join(map(str, sorted(CLAIM_PHASES)))}) THEN details END AS details "
+        "FROM phase_audit WHERE outcome = 'completed' AND trigger_id IS NOT NULL AND tenant_id IN :tenants "
+        "AND user_id IN :users AND sync_id IN :syncs AND phase IN :phases"
+    )
+    .bindparams(*(bindparam(name, expanding=True) for name in ("tenants", "users", "syncs", "phases")))
+    .columns(details=JSONType)
+)
+
+
+def completed_triggers(session: queue.Store, posts: Sequence[Posted]) -> dict[DoneKey, int]:
+    """The posts' (user, sync, phase[, claim]) already completed, each with the trigger that completed it.
+    The evidence is the phase audit (kept for good, unlike finished queue rows): one indexed read."""
+    if not posts:
+        return {}
+    wanted = {_done_key(post) for post in posts}
+    rows = session.execute(
+        COMPLETED_PHASES,
+        {
+            "tenants": sorted({key[0] for key in wanted}),
+            "users": sorted({key[1] for key in wanted}),
+            "syncs": sorted({key[2] for key in wanted}),
+            "phases": sorted({key[3] for key in wanted}),
+        },
+    )
+    done: dict[DoneKey, int] = {}
+    for tenant_id, user_id, sync_id, phase, trigger_id, details in rows:
+        key = (tenant_id, user_id, sync_id, phase, (details or {}).get("claim_id"))
+        if key in wanted:
+            done.setdefault(key, trigger_id)
+    return done
+
+
+def _enqueue(session: queue.Store, posts: Sequence[Posted]) -> list[Accepted | queue.QueueError]:
+    if not posts:
+        return []
     triggers = [
         queue.Keyed(
             post.tenant_id,
@@ -485,6 +554,8 @@ def complete(
         session, tenant_id=t.tenant_id, user_id=t.user_id, sync_id=t.sync_id, phase=t.phase, status=P.COMPLETED
     )
     details: dict[str, Any] = {"result": result}
+    if t.phase in CLAIM_PHASES:
+        details["claim_id"] = t.input["claim_id"]  # what a repeated call back is recognised by
     if t.phase == 4:
         details["routes"] = plan.routes
         for match in plan.routes:
@@ -602,6 +673,11 @@ def _audit(
 # -- reading -------------------------------------------------------------------------------------------
 
 
+def sync_path(user_id: str, sync_id: str) -> str:
+    """Where a sync is read (the phase POST's Location)."""
+    return f"/v1/users/{path_segment(user_id)}/syncs/{path_segment(sync_id)}"
+
+
 def sync_view(session: Session, tenant_id: str, user_id: str, sync_id: str) -> dict[str, Any] | None:
     """GET /v1/users/{user}/syncs/{sync}: the progress row, each phase's latest outcome, the audit rows."""
     progress = session.scalars(
@@ -659,7 +735,7 @@ def sync_view(session: Session, tenant_id: str, user_id: str, sync_id: str) -> d
                 "claim_id": p.claim_id,
                 "payout_id": p.payout_id,
                 "status": p.status,
-                "href": f"/v1/users/{user_id}/proof-packets/{p.id}",
+                "href": f"/v1/users/{path_segment(user_id)}/proof-packets/{path_segment(p.id)}",
             }
             for p in packets
         ],

@@ -15,6 +15,8 @@ from typing import Any
 
 from fpdf import FPDF
 
+from domain.urls import path_segment
+
 
 @dataclass(frozen=True)
 class WrittenPacket:
@@ -28,11 +30,17 @@ def twin(packet: dict[str, Any]) -> bytes:
     return json.dumps(packet, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+MAX_FOLDER_NAME = 200  # bytes; file systems allow 255
+
+
 def folder(root: Path, tenant_id: str) -> Path:
-    path = (root / tenant_id).resolve()
-    if path.parent != root.resolve():
-        raise ValueError(f"tenant id {tenant_id!r} does not name a folder under {root}")
-    return path
+    """The tenant's folder, directly under `root` whatever the id holds (`/`, `..`, any script): the id
+    as one URL path segment, which is ASCII and injective; one too long for a file name is cut and
+    completed by its hash."""
+    name = path_segment(tenant_id)
+    if len(name) > MAX_FOLDER_NAME:
+        name = f"{name[: MAX_FOLDER_NAME - 65]}-{hashlib.sha256(tenant_id.encode()).hexdigest()}"
+    return root.resolve() / name
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

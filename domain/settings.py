@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 # Development defaults. Only ENVIRONMENT=development or test accepts them; production refuses to start.
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"
@@ -20,6 +22,36 @@ DEV_HITL_LINK_SECRET = "dev-only-hitl-link-secret-change-me-0123456789"
 SANDBOX_TOKEN = "sandbox-token"
 SANDBOX_PAYMENTS_KEY = "sk_test_sandbox"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0"})
+
+
+def normalise_url(url: str) -> str:
+    """Accept plain `postgresql://` URLs and route them to psycopg 3."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def masked_url(url: str) -> str:
+    """`url` as any message or log line may show it: its password masked. A URL SQLAlchemy cannot parse
+    keeps only its scheme and what follows its last `@` (the user and password may be anywhere before)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        scheme, sep, rest = url.partition("://")
+        if not sep:
+            scheme, rest = "", url
+        _userinfo, at, host = rest.rpartition("@")
+        return f"{scheme}{sep}***@{host}" if at else url
+
+
+# The project folder (a checkout: the folder holding domain/).
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def default_database_url() -> str:
+    """The store of every entry point of a checkout when DATABASE_URL is unset: var/wrk.db in the project
+    folder, whatever DAGSTER_HOME or the working folder (`make run` sets the same file)."""
+    return f"sqlite:///{PROJECT_DIR / 'var' / 'wrk.db'}"
 
 
 def default_data_dir() -> Path:
@@ -35,7 +67,8 @@ def tenant_limit_value(value: int) -> int:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(extra="ignore", env_file=None)
+    # No input value in a validation error: it would print every setting's value, secrets included.
+    model_config = SettingsConfigDict(extra="ignore", env_file=None, hide_input_in_errors=True)
 
     environment: Literal["development", "test", "production"] = "development"
 
@@ -96,6 +129,18 @@ class Settings(BaseSettings):
     # rest wait queued while other tenants' runs start. -1: no per-tenant limit.
     tenant_max_concurrent_runs: int = 4  # checked by tenant_limit_value
 
+    @field_validator("database_url")
+    @classmethod
+    def _a_database_url(cls, value: str) -> str:
+        if value:
+            try:
+                make_url(normalise_url(value)).get_dialect()
+            except (ArgumentError, ValueError):
+                raise ValueError(
+                    f"DATABASE_URL is not a database URL SQLAlchemy can open: {masked_url(value)}"
+                ) from None
+        return value
+
     @field_validator("tenant_max_concurrent_runs")
     @classmethod
     def _a_limit_or_none(cls, value: int) -> int:
@@ -147,6 +192,10 @@ class Settings(BaseSettings):
     batch_propagation_cron: str = "30 * * * *"
     batch_model_monitoring_cron: str = "0 6 * * *"
     rabbitmq_url: SecretStr | None = None
+    # How batch-job (and workflow publish-step) messages travel: `rabbitmq` (RABBITMQ_URL: published by
+    # the runs and the relay) or `outbox` (delivered in the store's outbox, read through the API). Unset:
+    # rabbitmq with RABBITMQ_URL, else outbox; production must set RABBITMQ_URL or choose the outbox.
+    batch_transport: Literal["rabbitmq", "outbox"] | None = None
     bi_batch_jobs_queue: str = "bi_batch_jobs"
     bi_batch_jobs_exchange: str = ""  # "" is AMQP's default exchange (routing key = queue name)
     outbox_alert_after_s: float = Field(default=900.0, gt=0)
@@ -207,9 +256,17 @@ class Settings(BaseSettings):
         if not self.release_dir:
             self.release_dir = str((default_data_dir() / "releases").resolve())
         if not self.database_url:
-            self.database_url = f"sqlite:///{(default_data_dir() / 'wrk.db').resolve()}"
+            self.database_url = default_database_url()
+        if self.batch_transport == "rabbitmq" and self.rabbitmq_url is None:
+            raise ValueError("BATCH_TRANSPORT=rabbitmq needs RABBITMQ_URL")
+        if self.batch_transport is None and (self.rabbitmq_url is not None or self.environment != "production"):
+            self.batch_transport = "rabbitmq" if self.rabbitmq_url is not None else "outbox"
         if self.environment == "production":
             dev = []
+            if self.batch_transport is None:
+                # Else batch messages would stay in the outbox with no one told: a broker, or the outbox
+                # chosen on purpose.
+                dev.append("RABBITMQ_URL unset (set it, or BATCH_TRANSPORT=outbox)")
             if self.jwt_secret.get_secret_value() == DEV_JWT_SECRET and "HS256" in self.jwt_algorithms:
                 dev.append("JWT_SECRET")
             if self.github_webhook_secret.get_secret_value() == DEV_GITHUB_WEBHOOK_SECRET:

@@ -13,14 +13,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from domain.settings import Settings, get_settings
-
-
-def normalise_url(url: str) -> str:
-    """Accept plain `postgresql://` URLs and route them to psycopg 3."""
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
-        return "postgresql+psycopg://" + url.split("://", 1)[1]
-    return url
+from domain.settings import Settings, get_settings, normalise_url
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

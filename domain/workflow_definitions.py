@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -24,6 +25,7 @@ SERVICES = (
 )
 EVENT_TYPES = ("shard.updated", "integration.opportunity.updated")
 STEP_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+MAX_DECODINGS = 4  # a step path percent-encoded more often than this is refused, not decoded further
 
 
 class DefinitionInvalid(ValueError):
@@ -50,6 +52,33 @@ class ServiceCallStep(_Step):
     path: str = Field(pattern=r"^/[^\s]*$", max_length=1000)
     body: Any = None
     timeout_s: float = Field(default=30.0, gt=0, le=600)
+
+    @field_validator("path")
+    @classmethod
+    def _under_its_service(cls, path: str) -> str:
+        problem = path_problem(path)
+        if problem:
+            raise ValueError(problem)
+        return path
+
+
+def path_problem(path: str) -> str | None:
+    """Why a service_call step's path could leave its service's base URL, or None. The path is appended
+    to the base URL; a dot segment (`..`, also percent-encoded, however often), a backslash (read as `/` by
+    some servers) or a leading `//` (a scheme-relative URL: another host) could lead elsewhere. Checked
+    when a definition is written and again before each call (a definition stored before this rule)."""
+    if not path.startswith("/") or path.startswith("//"):
+        return "must be a path under the service's URL: starts with one '/', not a URL of its own"
+    decoded = path.split("?", 1)[0].split("#", 1)[0]
+    for _ in range(MAX_DECODINGS):
+        decoded, before = unquote(decoded), decoded
+        if "\\" in decoded:
+            return "must not contain a backslash, percent-encoded or not"
+        if decoded.startswith("//") or any(segment in (".", "..") for segment in decoded.split("/")):
+            return "must not contain a dot segment ('.' or '..', percent-encoded or not) or start with '//'"
+        if decoded == before:
+            return None
+    return "percent-encoded too many times"
 
 
 class ApprovalStep(_Step):

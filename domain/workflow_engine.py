@@ -211,6 +211,7 @@ def _publish(
     step: WorkflowExecutionStep,
     document: dict[str, Any],
     exchange_for: ExchangeFor,
+    outbox_transport: bool,
 ) -> None:
     config = step.config
     body = render(config.get("body"), document)
@@ -223,6 +224,7 @@ def _publish(
         body=body if isinstance(body, dict) else {"value": body},
         headers={"workflow_execution_id": execution.id, "workflow_id": execution.workflow_id, "step": step.name},
         type=str(config.get("type", "workflow.step.published")),
+        published=outbox_transport,
     )
     step.output = {"message_id": enqueued.message_id, "queue": enqueued.queue}
     step.attempts += 1
@@ -263,7 +265,7 @@ def _begin(session: Session, execution_id: str, run_id: str | None) -> tuple[boo
 
 
 def _claim(
-    session: Session, execution_id: str, capacity: int, exchange_for: ExchangeFor
+    session: Session, execution_id: str, capacity: int, exchange_for: ExchangeFor, outbox_transport: bool
 ) -> tuple[bool, bool, list[ServiceCall]]:
     """(go on, progressed, calls to send): start what is ready, up to `capacity` service calls."""
     execution = _lock(session, execution_id)
@@ -281,7 +283,7 @@ def _claim(
                 _open_approval(session, execution, step)
                 progressed = True
             elif step.kind == "publish":
-                _publish(session, execution, step, document, exchange_for)
+                _publish(session, execution, step, document, exchange_for, outbox_transport)
                 progressed = True
             elif capacity > len(calls):
                 call = _call_for(execution, step, document)
@@ -363,8 +365,10 @@ def run(
     run_id: str | None = None,
     max_parallel: int = 4,
     exchange_for: ExchangeFor = lambda _queue: "",
+    outbox_transport: bool = False,
 ) -> str:
-    """Run the execution as far as it can go now; returns its status when this run ends."""
+    """Run the execution as far as it can go now; returns its status when this run ends. `outbox_transport`:
+    a publish step's message is delivered in the outbox (BATCH_TRANSPORT=outbox), not left to the relay."""
     with transaction(engine) as session:
         go_on, to_send = _begin(session, execution_id, run_id)
     if not go_on:
@@ -380,7 +384,7 @@ def run(
             if go_on:
                 with transaction(engine) as session:
                     go_on, progressed, to_send = _claim(
-                        session, execution_id, max_parallel - len(in_flight), exchange_for
+                        session, execution_id, max_parallel - len(in_flight), exchange_for, outbox_transport
                     )
             if to_send:
                 continue

@@ -1,7 +1,8 @@
 """Consumed events (`shard.updated`, `integration.opportunity.updated`), from `POST /v1/events` or from
-RabbitMQ: each is recorded once by its id (a repeat is a duplicate, nothing more), and starts one
-execution of every active workflow of its tenant whose `trigger_on` names its type, in the same
-transaction (execution dedup key `event:<event id>:<workflow id>`: one per event and workflow).
+RabbitMQ: each is recorded once by its tenant and id (a repeat is a duplicate, nothing more; the id is
+the producer's, so another tenant's event of the same id is its own), and starts one execution of every
+active workflow of its tenant whose `trigger_on` names its type, in the same transaction (execution dedup
+key `event:<event id>:<workflow id>`, unique per tenant: one per event and workflow).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -44,7 +44,7 @@ class Consumed:
 
 
 def consume(session: Session, event: EventIn, *, source: Literal["http", "amqp"], actor: Actor) -> Consumed:
-    """Record the event (once per id) and start its executions, in the caller's transaction."""
+    """Record the event (once per tenant and id) and start its executions, in the caller's transaction."""
     if session.get(Tenant, event.tenant_id) is None:
         raise UnknownTenant(event.tenant_id)
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
@@ -60,10 +60,10 @@ def consume(session: Session, event: EventIn, *, source: Literal["http", "amqp"]
             executions=[],
             received_at=datetime.now(UTC),
         )
-        .on_conflict_do_nothing(index_elements=["id"])
+        .on_conflict_do_nothing(index_elements=["tenant_id", "id"])
         .returning(ConsumedEvent.id)
     ).scalar_one_or_none()
-    row = session.scalars(select(ConsumedEvent).where(ConsumedEvent.id == event.id)).one()
+    row = session.get_one(ConsumedEvent, (event.tenant_id, event.id))
     if inserted is None:
         return Consumed(row.id, True, list(row.executions), row.received_at)
     started = []

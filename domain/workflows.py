@@ -217,10 +217,12 @@ def start_execution(
     dedup_key: str | None = None,
 ) -> Started:
     """An execution of the workflow's current version, queued: its steps (pending) and a `workflow`
-    trigger, in the caller's transaction. With a dedup key already used, that execution is returned."""
+    trigger, in the caller's transaction. With a dedup key the tenant already used, that execution is returned."""
     if dedup_key is not None:
         existing = session.scalars(
-            select(WorkflowExecution).where(WorkflowExecution.dedup_key == dedup_key)
+            select(WorkflowExecution).where(
+                WorkflowExecution.tenant_id == workflow.tenant_id, WorkflowExecution.dedup_key == dedup_key
+            )
         ).one_or_none()
         if existing is not None:
             return Started(existing, None, False)

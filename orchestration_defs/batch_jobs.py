@@ -61,9 +61,10 @@ def partitions_for(job: BatchJob, settings: Settings) -> dg.TimeWindowPartitions
 
 
 class BatchPublisherResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """Where batch-job triggers go. Always the store's outbox first (in one transaction); with a broker
-    URL (RABBITMQ_URL by default), the run then publishes its own messages, after the commit, and the
-    relay sensor publishes whatever it could not. Empty fields mean the settings."""
+    """Where batch-job triggers go. Always the store's outbox first (in one transaction): with the outbox as
+    the transport (BATCH_TRANSPORT=outbox) they are published there; with a broker (its URL here, or
+    BATCH_TRANSPORT=rabbitmq with RABBITMQ_URL), the run then publishes its own messages, after the commit,
+    and the relay sensor publishes whatever it could not. Empty fields mean the settings."""
 
     rabbitmq_url: str = ""
     queue: str = ""
@@ -78,7 +79,7 @@ class BatchPublisherResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     @property
     def broker_configured(self) -> bool:
-        return bool(self._settings()[0])
+        return bool(self.rabbitmq_url) or get_settings().batch_transport == "rabbitmq"
 
     @property
     def queue_name(self) -> str:
@@ -97,7 +98,13 @@ class BatchPublisherResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         with transaction(engine) as session:
             for message_id, body, headers in messages:
                 batch_jobs.enqueue(
-                    session, queue=queue, exchange=exchange, message_id=message_id, body=body, headers=headers
+                    session,
+                    queue=queue,
+                    exchange=exchange,
+                    message_id=message_id,
+                    body=body,
+                    headers=headers,
+                    published=not self.broker_configured,
                 )
         ids = [message_id for message_id, _body, _headers in messages]
         if self.broker_configured:
@@ -257,13 +264,17 @@ def relay_batch_messages() -> None:
     job=relay_batch_messages,
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="With RABBITMQ_URL set: launches a relay run when outbox messages are due and none is in flight.",
+    description="With BATCH_TRANSPORT=rabbitmq: launches a relay run when outbox messages are due and none is in "
+    "flight.",
 )
 def batch_messages_relay_sensor(
     context: dg.SensorEvaluationContext, database: DatabaseResource, batch_publisher: BatchPublisherResource
 ) -> dg.SensorResult:
     if not batch_publisher.broker_configured:
-        return dg.SensorResult(skip_reason="RABBITMQ_URL is not set: messages stay in the outbox")
+        return dg.SensorResult(
+            skip_reason="BATCH_TRANSPORT is outbox (RABBITMQ_URL unset, or the outbox chosen): "
+            "messages are delivered in the outbox"
+        )
     if in_flight(context.instance, relay_batch_messages.name):
         return dg.SensorResult(skip_reason="a relay run is in flight")
     with read_transaction(database.engine) as session:

@@ -58,17 +58,20 @@ STARTED_TAG = "wrk/run_worker_started"
 HOST_TAG = "wrk/run_worker_host"
 DEFAULT_PRELOAD = ("orchestration_defs.preload", "orchestration_defs.preload_code")
 ROOT = Path(__file__).resolve().parents[1]
-# Not the project's code: a change there does not change what a run imports.
+# Not the project's code or data: a change there does not change what a run imports or reads.
 SKIP_DIRS = {".venv", ".git", "var", "tests", "bench", "scripts", "migrations", "node_modules", "__pycache__"}
+COMPILED = (".pyc", ".pyo")
 
 
 def code_stamp(root: Path = ROOT) -> tuple[int, int]:
-    """(newest mtime, number) of the project's .py files: changes when a file is edited, added or removed."""
+    """(newest mtime, number) of the project's files, code and data alike (the release graph's YAML is
+    read when the code location loads, as the modules are imported): changes when a file is edited,
+    added or removed."""
     newest, count = 0, 0
     for folder, dirs, files in os.walk(root):
         dirs[:] = [d for d in dirs if d not in SKIP_DIRS and not d.startswith(".")]
         for name in files:
-            if name.endswith(".py"):
+            if not name.startswith(".") and not name.endswith(COMPILED):
                 with contextlib.suppress(OSError):
                     newest = max(newest, os.stat(os.path.join(folder, name)).st_mtime_ns)
                     count += 1
@@ -158,8 +161,8 @@ class WarmRunLauncher(DefaultRunLauncher):
             threading.Thread(target=self.warm_up, name="warm-run-launcher", daemon=True).start()
 
     def _fork_context(self) -> Any:
-        """The fork server's context; the server is restarted when the project's code changed since it
-        imported it, so a run always runs the code on disk (as a new interpreter would)."""
+        """The fork server's context; the server is restarted when the project's code or data changed
+        since it imported it, so a run always runs the code on disk (as a new interpreter would)."""
         from multiprocessing import forkserver
 
         with self._lock:

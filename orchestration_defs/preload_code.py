@@ -1,7 +1,7 @@
 """The code location too, for the warm run launcher's fork server (orchestration_defs/launcher.py), which
-restarts it when the project's code changes, and for the release job's step fork server (one per run).
-A code location that fails to import is not an error here: the worker imports it again and reports the
-error in the run, as Dagster's own launcher does.
+restarts it when any file of the project's code or data changes (code_stamp), and for the release job's
+step fork server (one per run). A code location that fails to import is not an error here: the worker
+imports it again and reports the error in the run, as Dagster's own launcher does.
 
 Besides the imports, what every worker would otherwise build again, once per process, and that a forked
 process can share (none of it holds a connection, a file or a thread): the resolved repository (the

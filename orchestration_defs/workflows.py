@@ -72,6 +72,7 @@ def run_workflow_execution(
             run_id=context.run_id,
             max_parallel=get_settings().workflow_max_parallel_steps,
             exchange_for=_exchange_for,
+            outbox_transport=get_settings().batch_transport == "outbox",
         )
     except Exception as exc:
         # The queue retries a failed run (the next one resumes); on the trigger's last attempt the

@@ -12,6 +12,7 @@ import httpx
 from domain.approvals import callback_host_allowed
 from domain.models import HitlApprovalCallback
 from domain.settings import Settings, get_settings
+from domain.urls import header_value
 from resources.errors import PermanentError, RetryableError
 from resources.http import HttpClient
 from resources.retry import RetryPolicy
@@ -54,7 +55,7 @@ class CallbackClient(HttpClient):
             headers={
                 "Content-Type": "application/json",
                 # The receiver dedupes on it: delivery is at least once.
-                "Idempotency-Key": f"hitl-approval:{callback.hitl_approval_id}",
+                "Idempotency-Key": header_value(f"hitl-approval:{callback.hitl_approval_id}"),
                 SIGNATURE_HEADER: signature(self.settings, body),
             },
         )

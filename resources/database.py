@@ -9,18 +9,20 @@ import dagster as dg
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from domain.migrate import require_migrated
 from domain.settings import get_settings
 from domain.store import engine_for, transaction
 
 
 class DatabaseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """`url` empty means DATABASE_URL, or its documented default (SQLite under DAGSTER_HOME)."""
+    """`url` empty means DATABASE_URL, or its documented default (the checkout's var/wrk.db). A store not
+    migrated is refused (StoreNotMigrated names it and `wrk-orch migrate`)."""
 
     url: str = ""
 
     @property
     def engine(self) -> Engine:
-        return engine_for(self.url or get_settings().database_url)
+        return require_migrated(engine_for(self.url or get_settings().database_url))
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

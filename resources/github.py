@@ -14,23 +14,18 @@ from collections.abc import Callable, Generator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import dagster as dg
 import httpx
 
 from domain.settings import Settings, get_settings
+from domain.urls import path_segment
 from resources.errors import RateLimited, RetryableError
 from resources.http import HttpClient, parse_retry_after
 from resources.retry import RetryPolicy
 
 API_VERSION = "2022-11-28"
 HEADERS = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": API_VERSION}
-
-
-def _segment(value: str | int) -> str:
-    """A value as one URL path segment: a tag like `app/v2.0.0` becomes `app%2Fv2.0.0`."""
-    return quote(str(value), safe="")
 
 
 class AppInstallationAuth(httpx.Auth):
@@ -72,7 +67,7 @@ class AppInstallationAuth(httpx.Auth):
             if self._token is None or self.clock() >= self._expires_at - self.REFRESH_MARGIN_S:
                 answer = self._exchange.request(
                     "POST",
-                    f"/app/installations/{_segment(self.installation_id)}/access_tokens",
+                    f"/app/installations/{path_segment(self.installation_id)}/access_tokens",
                     headers={"Authorization": f"Bearer {self.app_jwt()}"},
                 ).json()
                 self._token = str(answer["token"])
@@ -265,7 +260,7 @@ class GitHubClient(HttpClient):
     # -- Releases ----------------------------------------------------------------------------------
 
     def get_release_by_tag(self, owner: str, repo: str, tag: str) -> dict[str, Any]:
-        release: dict[str, Any] = self.request("GET", f"/repos/{owner}/{repo}/releases/tags/{_segment(tag)}").json()
+        release: dict[str, Any] = self.request("GET", f"/repos/{owner}/{repo}/releases/tags/{path_segment(tag)}").json()
         return release
 
     def create_release(

@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 
 from domain.settings import Settings, get_settings
+from domain.urls import header_value
 from resources.http import HttpClient
 from resources.retry import RetryPolicy
 
@@ -30,7 +31,7 @@ class IntegrationsClient(HttpClient):
             "POST",
             path,
             json={**body, "callback_url": self.callback_url},
-            headers={"Idempotency-Key": idempotency_key},
+            headers={"Idempotency-Key": header_value(idempotency_key)},
             retry=retry,
         )
         answer: dict[str, Any] = response.json()

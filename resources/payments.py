@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 
 from domain.settings import Settings, get_settings
+from domain.urls import header_value
 from resources.http import HttpClient
 from resources.retry import RetryPolicy
 
@@ -49,7 +50,11 @@ class PaymentsClient(HttpClient):
             **{f"metadata[{k}]": v for k, v in (metadata or {}).items()},
         }
         response = self.request(
-            "POST", "/v1/payment_intents", data=form, headers={"Idempotency-Key": idempotency_key}, retry=retry
+            "POST",
+            "/v1/payment_intents",
+            data=form,
+            headers={"Idempotency-Key": header_value(idempotency_key)},
+            retry=retry,
         )
         body = response.json()
         return PaymentIntent(str(body["id"]), int(body["amount"]), str(body["currency"]), str(body["status"]))

@@ -14,7 +14,8 @@ import dagster as dg
 import httpx
 
 from domain.settings import Settings, get_settings
-from domain.workflow_definitions import SERVICES
+from domain.urls import header_value
+from domain.workflow_definitions import SERVICES, path_problem
 from domain.workflow_engine import CallResult, ServiceCall
 from resources.errors import ExternalServiceError
 from resources.http import HttpClient
@@ -34,6 +35,10 @@ class ServiceClient(HttpClient):
         self.service = service
 
     def call(self, call: ServiceCall) -> CallResult:
+        # The definition's rule again: a step stored before it may name a path outside this service.
+        escape = path_problem(call.path)
+        if escape:
+            return CallResult(output=None, attempts=0, error=f"{call.method} {call.path} refused: path {escape}")
         attempts = 0
 
         def attempt() -> httpx.Response:
@@ -45,9 +50,9 @@ class ServiceClient(HttpClient):
                     call.path,
                     json=call.body if call.method != "GET" else None,
                     headers={
-                        "Idempotency-Key": call.idempotency_key,
-                        "X-Tenant-ID": call.tenant_id,
-                        "X-Workflow-Execution-ID": call.execution_id,
+                        "Idempotency-Key": header_value(call.idempotency_key),
+                        "X-Tenant-ID": header_value(call.tenant_id),
+                        "X-Workflow-Execution-ID": header_value(call.execution_id),
                     },
                     timeout=call.timeout_s,
                 )

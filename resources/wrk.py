@@ -8,6 +8,7 @@ from typing import Any
 import dagster as dg
 
 from domain.settings import Settings, get_settings
+from domain.urls import header_value, path_segment
 from resources.http import HttpClient
 from resources.retry import RetryPolicy
 
@@ -51,7 +52,7 @@ class WrkPlatformClient(HttpClient):
             "POST",
             "/wrk-api/workflows",
             json={"name": name, "blueprint": blueprint, "tenant_id": tenant_id},
-            headers={"Idempotency-Key": idempotency_key},
+            headers={"Idempotency-Key": header_value(idempotency_key)},
             retry=retry,
         )
         return _workflow(response.json())
@@ -59,19 +60,19 @@ class WrkPlatformClient(HttpClient):
     def activate_workflow(
         self, workflow_id: str, retry: RetryPolicy | None = None, timeout: float | None = None
     ) -> PlatformWorkflow:
-        path = f"/wrk-api/workflows/{workflow_id}/activate"
+        path = f"/wrk-api/workflows/{path_segment(workflow_id)}/activate"
         return _workflow(self.request("PATCH", path, retry=retry, **_timeout(timeout)).json())
 
     def deactivate_workflow(
         self, workflow_id: str, retry: RetryPolicy | None = None, timeout: float | None = None
     ) -> PlatformWorkflow:
-        path = f"/wrk-api/workflows/{workflow_id}/deactivate"
+        path = f"/wrk-api/workflows/{path_segment(workflow_id)}/deactivate"
         return _workflow(self.request("PATCH", path, retry=retry, **_timeout(timeout)).json())
 
     def get_workflow(
         self, workflow_id: str, retry: RetryPolicy | None = None, timeout: float | None = None
     ) -> PlatformWorkflow:
-        path = f"/wrk-api/workflows/{workflow_id}"
+        path = f"/wrk-api/workflows/{path_segment(workflow_id)}"
         return _workflow(self.request("GET", path, retry=retry, **_timeout(timeout)).json())
 
 

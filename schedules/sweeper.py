@@ -1,6 +1,7 @@
 """Housekeeping on a schedule: reconcile the queue with its runs, rescue expired claims, prune what is
 finished (queue rows, idempotency keys, webhook deliveries, consumed events, phase events, release working
-folders) after the retention settings, fold the phase audit rows into /metrics' totals, deliver the
+folders) after the retention settings, fold the phase audit rows into /metrics' totals, alert on batch
+messages left unpublished (whatever the transport: the relay runs only with a broker), deliver the
 outbox."""
 
 from datetime import timedelta
@@ -9,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 from sqlalchemy import func, select
 
-from domain import housekeeping, phase_metrics, queue
+from domain import batch_jobs, housekeeping, phase_metrics, queue
 from domain.models import Notification, NotificationStatus
 from domain.notifications import deliver_due
 from domain.settings import get_settings
@@ -24,7 +25,8 @@ from sensors.runs import in_flight
 @dg.op(
     description="Record runs of claimed triggers, reconcile launched triggers with their runs, rescue "
     "expired claims; prune finished triggers, idempotency keys, webhook deliveries, consumed events, phase "
-    "events, release folders; fold phase audit rows into /metrics' totals."
+    "events, release folders; fold phase audit rows into /metrics' totals; alert on batch messages left "
+    "unpublished."
 )
 def sweep_queue(context: dg.OpExecutionContext, database: DatabaseResource) -> dict:
     settings = get_settings()
@@ -50,6 +52,8 @@ def sweep_queue(context: dg.OpExecutionContext, database: DatabaseResource) -> d
         )
         events = housekeeping.prune_consumed_events(session, timedelta(days=settings.consumed_event_retention_days))
         phase_events = housekeeping.prune_phase_events(session, settings.phase_events_retention)
+    with transaction(database.engine) as session:
+        unpublished = batch_jobs.alert_stuck(session, settings.ops_email, older_than_s=settings.outbox_alert_after_s)
     folders = housekeeping.prune_release_dirs(
         Path(settings.release_dir), timedelta(days=settings.release_dir_retention_days)
     )
@@ -64,6 +68,7 @@ def sweep_queue(context: dg.OpExecutionContext, database: DatabaseResource) -> d
         "phase_events_pruned": phase_events,
         "phase_audit_folded": folded,
         "release_dirs_pruned": len(folders.removed),
+        "batch_messages_alerted": unpublished,
     }
     context.add_output_metadata(summary)
     return summary

@@ -28,7 +28,6 @@ from collections.abc import AsyncIterator
 import anyio
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
-from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.auth import Authenticator, Principal
@@ -36,6 +35,7 @@ from api.openapi import Endpoint
 from api.problems import Problem
 from api.request_rules import integer_param
 from api.routes.phases import READ_ROLES
+from api.routing import SegmentWebSocketRoute
 from domain.phase_stream import PhaseStream
 
 log = logging.getLogger("wrk.api.live")
@@ -205,4 +205,4 @@ ENDPOINTS = [
     ),
 ]
 
-WEBSOCKET_ROUTES = [WebSocketRoute("/ws/users/{user_id}", user_stream_ws)]
+WEBSOCKET_ROUTES = [SegmentWebSocketRoute("/ws/users/{user_id}", user_stream_ws)]

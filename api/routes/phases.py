@@ -65,7 +65,7 @@ async def trigger_phase(request: Request) -> JSONResponse:
     return JSONResponse(
         out.model_dump(),
         status_code=202,
-        headers={"Location": f"/v1/users/{body.user_id}/syncs/{accepted.sync_id}"},
+        headers={"Location": phases.sync_path(body.user_id, accepted.sync_id)},
     )
 
 

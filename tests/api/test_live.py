@@ -23,6 +23,7 @@ from domain import phase_events
 from domain.models import Tenant
 from domain.settings import Settings
 from domain.store import is_postgres, transaction
+from domain.urls import path_segment
 from tests.api.conftest import bearer, make_token
 from tests.servers import ROOT, Processes, ServerThread, until
 
@@ -316,3 +317,17 @@ def test_a_lost_listen_connection_is_reopened_and_nothing_appended_meanwhile_is_
         append(engine, tenant, "dora", 2)
         events = receive(ws, 2)
     assert [e["seq"] for e in events] == [1, 2]
+
+
+@pytest.mark.parametrize("user_id", ["org/42", "用户/七"])
+def test_a_users_stream_is_read_when_their_id_holds_a_slash(api, engine, settings, tenants, user_id):
+    tenant, _ = tenants
+    token = user_token(settings, tenant, user_id)
+    append(engine, tenant, user_id, 2)
+    segment = path_segment(user_id)
+    with httpx.stream("GET", f"{api}/v1/users/{segment}/events?after=0", headers=bearer(token), timeout=HANG) as sse:
+        assert sse.status_code == 200
+        events = [json.loads(e["data"]) for e in SseReader(sse).next(2)]
+    with open_ws(api, segment, token, after=1) as ws:
+        (replayed,) = receive(ws, 1)
+    assert [e["user_id"] for e in events] == [user_id, user_id] and replayed["seq"] == 2

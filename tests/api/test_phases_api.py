@@ -148,3 +148,67 @@ def test_a_tenant_the_store_does_not_know_is_403_and_nothing_is_queued(client, s
     assert response.json()["code"] == "forbidden" and "no-such" in response.json()["detail"]
     with transaction(engine) as session:
         assert session.scalar(select(TriggerQueue.id)) is None
+
+
+IDS_IN_SEVERAL_SCRIPTS = ["łukasz-ü", "用户-七", "مستخدم", "🦊-user", "..", "org/42", "a%2Fb/syncs/c"]
+
+
+@pytest.mark.parametrize("user_id", IDS_IN_SEVERAL_SCRIPTS)
+def test_an_id_outside_ascii_is_queued_and_its_location_reads_the_sync(client, settings, tenants, engine, user_id):
+    from domain import phases
+
+    sync_id = f"sync {user_id}"
+    response = client.post(
+        "/api/v1/workflow/phase/1", json={"user_id": user_id, "sync_id": sync_id}, headers=service(settings, tenants[0])
+    )
+    assert response.status_code == 202, response.text
+    location = response.headers["location"]
+    assert location.isascii()
+    with transaction(engine) as session:
+        assert session.get(TriggerQueue, response.json()["trigger_id"]).payload["user_id"] == user_id
+        phases.advance_progress(
+            session, tenant_id=tenants[0], user_id=user_id, sync_id=sync_id, phase=1, status=phases.P.RUNNING
+        )
+    view = client.get(location, headers=service(settings, tenants[0]))
+    assert view.status_code == 200, view.text
+    assert view.json()["user_id"] == user_id and view.json()["sync_id"] == sync_id
+
+
+def _complete_due_phases(engine) -> None:
+    """Run every due phase trigger to completion, as a phase run records it (nothing called outside)."""
+    from domain import phases, queue
+    from domain.models import utcnow
+    from domain.triggers import PhaseTrigger
+
+    with transaction(engine) as session:
+        claimed = queue.claim(session, [phases.KIND], 100, 60, "test")
+    for c in claimed:
+        row = phases.PhaseRow(c.id, c.claim_token, c.attempts, PhaseTrigger.model_validate(c.payload))
+        with transaction(engine) as session:
+            plan = phases.begin(session, row)
+        with transaction(engine) as session:
+            phases.complete(session, row, plan, run_id=None, started_at=utcnow(), duration_s=0.0)
+
+
+def test_a_repeated_call_back_of_a_completed_phase_is_its_trigger_and_queues_nothing(client, settings, tenants, engine):
+    headers = service(settings, tenants[0])
+    user = "u1"
+    claim = {"amount": "10", "currency": "USD"}
+    posts = [
+        (2, {"user_id": user, "sync_id": "s"}),
+        (5, {"user_id": user, "sync_id": "s", "claim_id": "c1", **claim}),
+    ]
+    first = [client.post(f"/api/v1/workflow/phase/{n}", json=body, headers=headers).json() for n, body in posts]
+    _complete_due_phases(engine)
+    again = [client.post(f"/api/v1/workflow/phase/{n}", json=body, headers=headers) for n, body in posts]
+    assert [r.status_code for r in again] == [202, 202]
+    assert [r.json() for r in again] == first
+    with transaction(engine) as session:
+        assert session.scalar(select(TriggerQueue.id).where(TriggerQueue.state != "done")) is None
+    # Another claim of the same sync is its own phase 5; the same phase of another sync too.
+    other_claim = {"user_id": user, "sync_id": "s", "claim_id": "c2", **claim}
+    new = client.post("/api/v1/workflow/phase/5", json=other_claim, headers=headers).json()
+    other_sync = client.post(
+        "/api/v1/workflow/phase/2", json={"user_id": user, "sync_id": "s2"}, headers=headers
+    ).json()
+    assert {new["trigger_id"], other_sync["trigger_id"]}.isdisjoint({f["trigger_id"] for f in first})

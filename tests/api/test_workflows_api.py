@@ -100,6 +100,15 @@ def test_a_definition_is_created_listed_and_read(client, headers):
         (lambda d: d["steps"][1].update(timeout="soon"), "steps[1].timeout", ""),
         (lambda d: d["steps"].append(_step("score")), "steps[4].name", "duplicate"),
         (lambda d: d.update(trigger_on=["user.created"]), "trigger_on[0]", ""),
+        # A step's path stays under its service's URL.
+        (lambda d: d["steps"][0].update(path="/../../services/forecasting/escaped"), "steps[0].path", "dot segment"),
+        (lambda d: d["steps"][0].update(path="/v1/%2e%2E/%2E./forecasting"), "steps[0].path", "dot segment"),
+        (lambda d: d["steps"][0].update(path="/v1/%252e%252e/forecasting"), "steps[0].path", "dot segment"),
+        (lambda d: d["steps"][2].update(path="/v1/./x"), "steps[2].path", "dot segment"),
+        (lambda d: d["steps"][0].update(path="/v1\\..\\x"), "steps[0].path", "backslash"),
+        (lambda d: d["steps"][0].update(path="//forecasting.internal/x"), "steps[0].path", "not a URL"),
+        (lambda d: d["steps"][0].update(path="/%2F/forecasting.internal/x"), "steps[0].path", "'//'"),
+        (lambda d: d["steps"][0].update(path="http://forecasting.internal/x"), "steps[0].path", ""),
     ],
 )
 def test_a_bad_definition_is_422_naming_the_field_and_nothing_is_written(client, headers, mutate, field, words):
@@ -228,6 +237,36 @@ def test_an_event_starts_one_execution_per_matching_workflow_and_a_repeat_is_a_d
         )
     assert count == 1
     assert inactive["active"] is False
+
+
+def test_the_same_event_id_from_two_tenants_starts_each_tenants_own_executions(
+    client, settings, headers, other_headers, tenants
+):
+    acme, globex = tenants
+    acme_workflow = _create(client, headers)
+    globex_workflow = _create(client, other_headers)
+    service = bearer(make_token(settings, tenants=[], roles=["service"]))
+    event_id = f"shard-{uuid.uuid4()}"
+
+    answers = {}
+    for tenant, tenant_headers in ((acme, headers), (globex, other_headers)):
+        response = client.post("/v1/events", json=_event(tenant, event_id=event_id), headers=service)
+        assert response.status_code == 202, response.text
+        assert response.json()["status"] == "accepted"
+        answers[tenant] = response.json()["executions"]
+        for execution_id in answers[tenant]:
+            execution = client.get(f"/v1/workflow-executions/{execution_id}", headers=tenant_headers)
+            assert execution.status_code == 200  # the tenant's own execution, readable in its tenant
+    assert acme_workflow["id"] in _workflow_ids(client, headers, answers[acme])
+    assert globex_workflow["id"] in _workflow_ids(client, other_headers, answers[globex])
+    assert not set(answers[acme]) & set(answers[globex])
+
+    again = client.post("/v1/events", json=_event(globex, event_id=event_id), headers=service)
+    assert again.status_code == 200 and again.json()["executions"] == answers[globex]
+
+
+def _workflow_ids(client, headers, execution_ids):
+    return {client.get(f"/v1/workflow-executions/{e}", headers=headers).json()["workflow_id"] for e in execution_ids}
 
 
 def test_events_refuse_unknown_types_and_callers_without_the_role(client, settings, tenants):

@@ -159,3 +159,26 @@ def test_prune_consumed_events_older_than_their_retention(engine):
         assert housekeeping.prune_consumed_events(session, timedelta(days=7)) == 1
     with transaction(engine) as session:
         assert session.scalars(select(ConsumedEvent.id)).all() == ["new-event"]
+
+
+def test_pruning_an_old_event_keeps_another_tenants_recent_event_of_the_same_id(engine):
+    from domain.models import ConsumedEvent
+    from tests.domain import factories
+
+    with transaction(engine) as session:
+        old_tenant, new_tenant = factories.tenant(session).id, factories.tenant(session).id
+        for tenant, received in ((old_tenant, OLD), (new_tenant, datetime.now(UTC))):
+            session.add(
+                ConsumedEvent(
+                    id="shared-event",
+                    tenant_id=tenant,
+                    type="shard.updated",
+                    occurred_at=received,
+                    source="http",
+                    received_at=received,
+                )
+            )
+    with transaction(engine) as session:
+        assert housekeeping.prune_consumed_events(session, timedelta(days=7)) == 1
+    with transaction(engine) as session:
+        assert session.scalars(select(ConsumedEvent.tenant_id)).all() == [new_tenant]

@@ -100,3 +100,40 @@ def test_phase_counters_carry_on_from_the_audit_rows_written_before_them(databas
     assert latencies[1].count == 1 and latencies[1].total == pytest.approx(2.5)
     assert latencies[1].buckets[latencies[1].bounds.index(2.0)] == 0 and latencies[1].buckets[-1] == 1
     assert 2 not in latencies  # its trigger row was gone: no end-to-end figure for it
+
+
+def test_consumed_event_ids_are_kept_per_tenant_across_0009_both_ways(databases):
+    # Before 0009 an event id was global: another tenant's event of the same id was a "duplicate".
+    engine = databases.empty()
+    migrate.upgrade(engine, "0008")
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    insert_event = text(
+        "INSERT INTO consumed_events (id, tenant_id, type, occurred_at, data, source, executions, received_at) "
+        "VALUES ('evt-1', :tenant, 'shard.updated', :at, '{}', 'http', '[]', :at)"
+    )
+    with engine.begin() as connection:
+        for tenant in ("t1", "t2"):
+            connection.execute(
+                text("INSERT INTO tenants (id, name, created_at) VALUES (:t, :t, :at)"), {"t": tenant, "at": at}
+            )
+        connection.execute(insert_event, {"tenant": "t1", "at": at})
+
+    migrate.upgrade(engine)
+    assert inspect(engine).get_pk_constraint("consumed_events")["constrained_columns"] == ["tenant_id", "id"]
+    uniques = {tuple(u["column_names"]) for u in inspect(engine).get_unique_constraints("workflow_executions")}
+    assert ("tenant_id", "dedup_key") in uniques and ("dedup_key",) not in uniques
+    with engine.begin() as connection:
+        connection.execute(insert_event, {"tenant": "t2", "at": at})
+        assert connection.execute(text("SELECT tenant_id FROM consumed_events ORDER BY tenant_id")).scalars().all() == [
+            "t1",
+            "t2",
+        ]
+
+    with pytest.raises(RuntimeError, match="several tenants"):
+        migrate.downgrade(engine, "0008")
+    with engine.begin() as connection:
+        connection.execute(text("DELETE FROM consumed_events WHERE tenant_id = 't2'"))
+    migrate.downgrade(engine, "0008")
+    assert inspect(engine).get_pk_constraint("consumed_events")["constrained_columns"] == ["id"]
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT tenant_id, id FROM consumed_events")).all() == [("t1", "evt-1")]

@@ -1,19 +1,35 @@
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
-from domain.settings import Settings
+from domain.settings import Settings, masked_url
 
+ROOT = Path(__file__).resolve().parents[2]
 STEP_SERVICES = [
     "INTEGRATION_MANAGER", "RISK_ANALYTICS", "ML_SERVICE", "FORECASTING", "RECOMMENDATIONS", "ADAPTIVE_LEARNING",
 ]  # fmt: skip
 
 
-def test_database_url_defaults_to_sqlite_under_dagster_home(monkeypatch, tmp_path):
+def test_every_entry_point_of_a_checkout_defaults_to_the_store_make_run_uses(monkeypatch, tmp_path):
+    # The README's CLI recipes set DAGSTER_HOME=var/dagster; `make run` sets DATABASE_URL=var/wrk.db. Both
+    # must open one store, whatever DAGSTER_HOME or the working folder.
+    spec = importlib.util.spec_from_file_location("supervise", ROOT / "scripts" / "supervise.py")
+    supervise = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "supervise", supervise)
+    spec.loader.exec_module(supervise)
     monkeypatch.delenv("DATABASE_URL", raising=False)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    assert Settings().database_url == f"sqlite:///{tmp_path / 'wrk.db'}"
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    make_run = supervise.environment()["DATABASE_URL"]
+    for home in (None, str(ROOT / "var" / "dagster"), str(tmp_path)):
+        if home is not None:
+            monkeypatch.setenv("DAGSTER_HOME", home)
+        monkeypatch.chdir(tmp_path)
+        assert Settings().database_url == make_run == f"sqlite:///{ROOT / 'var' / 'wrk.db'}"
 
 
 def test_production_refuses_the_development_secrets(monkeypatch):
@@ -37,6 +53,7 @@ def _production_env(monkeypatch, **overrides: str) -> None:
         "INTEGRATIONS_API_TOKEN": "integrations-real-token",
         "PAYMENTS_API_URL": "https://payments.example",
         "PAYMENTS_API_KEY": "sk_live_real",
+        "BATCH_TRANSPORT": "outbox",
         **{f"SERVICE_{name}_URL": f"http://{name.lower()}.svc" for name in STEP_SERVICES},
         **overrides,
     }
@@ -129,3 +146,127 @@ def test_production_refuses_a_step_service_left_to_the_sandbox(monkeypatch):
     monkeypatch.delenv("PAYMENTS_API_KEY")
     with pytest.raises(ValidationError, match="PAYMENTS_API_KEY, SERVICE_FORECASTING_URL"):
         Settings()
+
+
+# Every setting that holds a secret, set to a value no message may show.
+SECRETS = {
+    "DATABASE_URL": "postgresql://wrk:db-pass-1f3a@127.0.0.1:1/wrk",
+    "RABBITMQ_URL": "amqp://wrk:amqp-pass-7c2e@broker.example:5672/%2F",
+    "CELERY_BROKER_URL": "amqp://wrk:celery-pass-9d4b@broker.example:5672/%2F",
+    "JWT_SECRET": "jwt-secret-value-5e6f-0123456789abcdef",
+    "GITHUB_WEBHOOK_SECRET": "webhook-secret-value-8a9b",
+    "HITL_LINK_SECRET": "link-secret-value-2c3d-0123456789abcdef",
+    "WRK_API_TOKEN": "wrk-token-value-4e5f",
+    "GITHUB_TOKEN": "ghp_token-value-6a7b",
+    "INTEGRATIONS_API_TOKEN": "integrations-token-value-8c9d",
+    "PAYMENTS_API_KEY": "sk_live_value-0e1f",
+    "METRICS_TOKEN": "metrics-token-value-2a3b",
+    "RELEASE_GPG_PASSPHRASE": "gpg-passphrase-value-4c5d",
+    "GITHUB_APP_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----app-key-value-6e7f",
+    "SLACK_WEBHOOK_URL": "https://hooks.slack.example/services/slack-path-value-8a9b",
+}
+SECRET_WORDS = (
+    ["db-pass-1f3a", "amqp-pass-7c2e", "celery-pass-9d4b"]
+    + [value for name, value in SECRETS.items() if not name.endswith("_URL")]
+    + ["slack-path-value-8a9b"]
+)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        pytest.param({"ENVIRONMENT": "production"}, id="production-guard"),
+        pytest.param({"DATABASE_URL": "postgresql://wrk:db-pass-1f3a@127.0.0.1:port/wrk"}, id="database-url-bad-port"),
+        pytest.param({"DATABASE_URL": "nosuchdb://wrk:db-pass-1f3a@host/wrk"}, id="database-url-unknown-dialect"),
+        pytest.param({"DATABASE_URL": "wrk:db-pass-1f3a@host/wrk"}, id="database-url-no-scheme"),
+    ],
+)
+def test_no_settings_error_shows_a_secret(monkeypatch, overrides):
+    for name, value in {**SECRETS, **overrides}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as raised:
+        Settings()
+    message = str(raised.value)
+    assert [word for word in SECRET_WORDS if word in message] == []
+
+
+def test_a_database_url_that_cannot_be_opened_is_named_with_its_password_masked(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://wrk:db-pass-1f3a@127.0.0.1:port/wrk")
+    with pytest.raises(ValidationError, match=r"DATABASE_URL .*postgresql://\*\*\*@127\.0\.0\.1:port/wrk"):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://wrk:pw@db.example:5432/wrk", "postgresql://wrk:***@db.example:5432/wrk"),
+        ("amqp://guest:pw@localhost:5672/", "amqp://guest:***@localhost:5672/"),
+        ("postgresql://wrk:pw@db:port/wrk", "postgresql://***@db:port/wrk"),
+        ("wrk:pw@db/wrk", "***@db/wrk"),
+        ("sqlite:///var/wrk.db", "sqlite:///var/wrk.db"),
+    ],
+)
+def test_masked_url_hides_the_password(url, shown):
+    assert masked_url(url) == shown
+
+
+def test_wrk_orch_names_an_unreachable_store_with_its_password_masked(monkeypatch, capsys):
+    from domain.cli import main
+    from domain.settings import get_settings
+
+    monkeypatch.setenv("DATABASE_URL", SECRETS["DATABASE_URL"])
+    get_settings.cache_clear()
+    try:
+        assert main(["queue", "stats"]) == 1
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert "postgresql://wrk:***@127.0.0.1:1/wrk" in err and "db-pass-1f3a" not in err
+
+
+def test_wrk_orch_reports_invalid_settings_in_one_message_without_secrets(monkeypatch, capsys):
+    from domain.cli import main
+    from domain.settings import get_settings
+
+    monkeypatch.setenv("DATABASE_URL", "postgresql://wrk:db-pass-1f3a@127.0.0.1:port/wrk")
+    get_settings.cache_clear()
+    try:
+        assert main(["queue", "stats"]) == 2
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert err.startswith("wrk-orch: the settings are not valid") and "db-pass-1f3a" not in err
+
+
+def test_wrk_orch_refuses_a_store_not_migrated_naming_it_and_the_command(monkeypatch, capsys, tmp_path):
+    from domain.cli import main
+    from domain.settings import get_settings
+
+    store = tmp_path / "fresh.db"
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{store}")
+    get_settings.cache_clear()
+    try:
+        assert main(["queue", "stats"]) == 1
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert str(store) in err and "`wrk-orch migrate`" in err and "no such table" not in err
+
+
+def test_production_without_a_broker_is_refused_unless_the_outbox_is_chosen(monkeypatch):
+    _production_env(monkeypatch)
+    monkeypatch.delenv("BATCH_TRANSPORT")
+    monkeypatch.delenv("RABBITMQ_URL", raising=False)
+    with pytest.raises(ValidationError, match=r"RABBITMQ_URL unset \(set it, or BATCH_TRANSPORT=outbox\)"):
+        Settings()
+    monkeypatch.setenv("RABBITMQ_URL", "amqp://wrk:pw@broker.example:5672/%2F")
+    assert Settings().batch_transport == "rabbitmq"
+    monkeypatch.setenv("BATCH_TRANSPORT", "outbox")  # chosen explicitly: the broker only drains events
+    assert Settings().batch_transport == "outbox"
+
+
+def test_the_broker_transport_needs_its_url_and_development_defaults_to_the_outbox(monkeypatch):
+    monkeypatch.delenv("RABBITMQ_URL", raising=False)
+    assert Settings(environment="development").batch_transport == "outbox"
+    with pytest.raises(ValidationError, match="BATCH_TRANSPORT=rabbitmq needs RABBITMQ_URL"):
+        Settings(batch_transport="rabbitmq")

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from domain import batch_jobs
 from domain.models import OutboundMessage
 from domain.settings import Settings
-from domain.store import read_transaction
+from domain.store import read_transaction, transaction
 from orchestration_defs import batch_jobs as defs_module
 from orchestration_defs.batch_jobs import (
     BatchConfigError,
@@ -165,6 +165,39 @@ def test_materializing_a_period_adds_one_message_with_every_field(batch_env, eng
         assert materialization.partition == "2026-03-02-03:00"
         assert meta["message_id"] == message.message_id and meta["queue"] == "bi_batch_jobs"
         assert meta["transport"] == "outbox" and meta["published_at"] == message.created_at.isoformat()
+
+
+def test_with_the_outbox_as_transport_a_period_is_published_in_the_outbox(batch_env, engine, database_url):
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [_asset("propagation")],
+            partition_key="2026-03-02-04:30",
+            resources=_resources(database_url),
+            instance=instance,
+        )
+    assert result.success
+    (message,) = _messages(engine)
+    assert message.status == "published" and message.published_at == message.created_at
+    with transaction(engine) as session:
+        assert batch_jobs.alert_stuck(session, "ops@wrk.test", older_than_s=0) == 0  # nothing left behind
+
+
+def test_a_run_on_a_store_not_migrated_fails_naming_the_store_and_wrk_orch_migrate(batch_env, databases):
+    empty = databases.empty()
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [_asset("industry_benchmarks")],
+            partition_key="2026-03-02-03:00",
+            resources=_resources(databases.url(empty)),
+            instance=instance,
+            raise_on_error=False,
+        )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    message = failure.step_failure_data.error.to_string()
+    assert "StoreNotMigrated" in message and "`wrk-orch migrate`" in message
+    assert empty.url.render_as_string(hide_password=True) in message
+    assert "no such table" not in message and "UndefinedTable" not in message
 
 
 def test_a_range_is_one_run_publishing_one_message_per_period_in_time_order(batch_env, engine, database_url):

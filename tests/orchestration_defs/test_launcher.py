@@ -150,6 +150,38 @@ def test_code_stamp_changes_when_a_project_file_changes(tmp_path):
     assert warm.code_stamp(tmp_path)[1] == 2
 
 
+def test_code_stamp_follows_the_data_files_the_code_location_reads(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    graph = tmp_path / "pkg" / "release_graph.yaml"
+    graph.write_text("repositories: {}\n")
+    (tmp_path / "pkg" / "__pycache__").mkdir()
+    (tmp_path / "pkg" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"")
+    first = warm.code_stamp(tmp_path)
+    assert first[1] == 2
+    os.utime(graph, ns=(first[0] + 10**9, first[0] + 10**9))
+    assert warm.code_stamp(tmp_path) != first
+
+
+def test_the_fork_server_restarts_when_the_release_graph_yaml_changes(instance):
+    # The code location reads orchestration_defs/release_graph.yaml when it loads: a fork server that
+    # imported it must not fork runs with the old graph after an edit.
+    first = _launch(instance, launcher_jobs.quick)
+    _wait(instance, first.run_id, {dg.DagsterRunStatus.SUCCESS})
+    launcher = instance.run_launcher
+    before = launcher.restarts
+    graph = ROOT / "orchestration_defs" / "release_graph.yaml"
+    stat = graph.stat()
+    edited = max(time.time_ns(), warm.code_stamp()[0] + 10**9)
+    try:
+        os.utime(graph, ns=(stat.st_atime_ns, edited))  # as an editor's save would
+        second = _launch(instance, launcher_jobs.quick)
+        _wait(instance, second.run_id, {dg.DagsterRunStatus.SUCCESS})
+        assert launcher.restarts == before + 1
+    finally:
+        os.utime(graph, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
 def test_the_preload_covers_what_a_worker_imports_to_open_the_instance(tmp_path):
     """After orchestration_defs.preload, opening the instance from its ref and writing the first event
     import no further Dagster storage module (they cost ~2 s per worker when they are not preloaded)."""

@@ -29,6 +29,7 @@ from domain.models import (
 )
 from domain.settings import get_settings
 from domain.store import autocommit, transaction
+from domain.urls import header_value
 from orchestration_defs.phases import phase_batch, phase_queue_sensor, user_tag
 from resources.database import DatabaseResource
 from resources.integrations import IntegrationsResource
@@ -281,9 +282,9 @@ def test_phase_seven_charges_the_fee_once_and_writes_a_verifiable_proof_packet(
         (minor, currency.lower(), packet.payment_intent_id)
     ]
     assert _calls(sandbox, "/payments/v1/payment_intents")[0]["idempotency_key"] == packet.fee_idempotency_key
-    # The same payout reported again: the same packet, no second charge.
-    _accept(engine, tenant, 7, **body)
-    _run(instance, database_url, _tick(instance, database_url)[0])
+    # The same payout reported again: its completed trigger, nothing queued, no second charge.
+    assert _accept(engine, tenant, 7, **body) == first
+    assert _tick(instance, database_url) == []
     assert len(sandbox.http.get("/_sandbox/payments/intents").json()) == 1
     with transaction(engine) as session:
         assert len(session.scalars(select(ProofPacket).where(ProofPacket.user_id == "u7")).all()) == 1
@@ -475,3 +476,17 @@ def test_a_batch_run_that_never_started_sends_its_triggers_back_with_backoff(
     (again,) = _tick(instance, database_url)
     assert _run(instance, database_url, again)["completed"] == 3
     assert all(_state(engine, i).state == "done" for i in ids)
+
+
+def test_phase_four_submits_the_claim_of_a_user_whose_id_is_not_ascii(phase_env, sandbox, engine, tenant, database_url):
+    """The submission's idempotency key holds the user's id: percent-encoded into the header, so the
+    call is sent (it failed on every attempt) and a second user's key never equals the first's."""
+    instance = dg.DagsterInstance.ephemeral()
+    match = {"claim_id": "c-ü", "confidence": "0.9", "amount": "10.00", "currency": "USD", "evidence_ids": []}
+    users = ["用户-七", "🦊-user"]
+    triggers = [_accept(engine, tenant, 4, user_id=user, sync_id="s", matches=[match]) for user in users]
+    (request,) = _tick(instance, database_url)
+    _run(instance, database_url, request)
+    assert [_state(engine, t).state for t in triggers] == ["done", "done"]
+    submitted = sorted(c["idempotency_key"] for c in _calls(sandbox, "/integrations/v1/claims"))
+    assert submitted == sorted(header_value(f"submit:{tenant}:{user}:c-ü") for user in users)

@@ -83,7 +83,7 @@ def test_events_from_the_queue_start_executions_once_per_event(events_queue, rab
     _tick(database_url)
     assert _executions(engine, tenant) == 1
     with transaction(engine) as session:
-        row = session.get(ConsumedEvent, event_id)
+        row = session.get(ConsumedEvent, (tenant, event_id))
         assert row is not None and row.source == "amqp" and len(row.executions) == 1
     assert _depth(rabbitmq_url, events_queue) == 0  # the duplicate acked, the bad message rejected
 

@@ -68,6 +68,8 @@ def test_a_workflow_runs_through_the_queue_sensor_and_the_job(wf_env, engine, da
     assert message.body == {"account": "acc-7"}
     assert message.message_id == by_name["notify"]["output"]["message_id"]
     assert message.headers["workflow_execution_id"] == execution
+    # no RABBITMQ_URL: the outbox is the transport, the message is delivered there (nothing left pending)
+    assert message.status == "published" and message.published_at == message.created_at
     # every move audited, forward only
     assert audit_moves(engine, execution) == [
         ("queued", "running"),
@@ -326,3 +328,21 @@ def test_a_run_process_killed_during_a_call_is_resumed_without_doing_the_call_tw
         f"risk_analytics:{execution}:after": 1,
     }
     assert len(sandbox.calls("POST", "/services/risk_analytics/v1/prepare")) == 1
+
+
+def test_a_stored_step_whose_path_leaves_its_service_fails_without_calling_anything(
+    wf_env, engine, database_url, instance, sandbox
+):
+    """A definition stored before paths were checked: the call is refused again at call time."""
+    from domain.models import WorkflowStep
+
+    tenant, workflow = new_workflow(engine, [call("score", "ml_service")])
+    with transaction(engine) as session:
+        step = session.scalars(select(WorkflowStep).where(WorkflowStep.name == "score")).one()
+        step.config = {**step.config, "path": "/../../services/forecasting/escaped"}
+    execution = start(engine, tenant, workflow)
+    drive(instance, database_url)
+    view = state(engine, execution)
+    assert view["status"] == "failed"
+    assert "dot segment" in steps(view)["score"]["error"]
+    assert sandbox.calls("POST", "/services/.*") == []

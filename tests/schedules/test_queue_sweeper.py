@@ -3,13 +3,15 @@ claims whose lease expired without a run, and prunes finished rows past their re
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
-from sqlalchemy import update
+import pytest
+from sqlalchemy import select, update
 
-from domain import queue
-from domain.models import TriggerQueue
+from domain import batch_jobs, queue
+from domain.models import Notification, OutboundMessage, TriggerQueue
+from domain.settings import get_settings
 from domain.store import transaction
 from orchestration_defs.build import build_automation_version
 from resources.database import DatabaseResource
@@ -84,3 +86,28 @@ def test_the_sweeper_schedule_targets_the_sweeper_and_runs_by_default():
     context = dg.build_schedule_context()
     [request] = queue_sweeper_schedule.evaluate_tick(context).run_requests
     assert isinstance(request, dg.RunRequest)
+
+
+@pytest.mark.parametrize("transport", ["outbox", "rabbitmq"])
+def test_the_sweeper_alerts_once_on_batch_messages_left_unpublished_whatever_the_transport(
+    engine, database_url, instance, monkeypatch, transport
+):
+    # The relay (the only alert before) runs only with a broker, and only when it can start: a message
+    # left pending (a broker since removed, or one whose relay never runs) must still reach ops.
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("BATCH_TRANSPORT", transport)
+    monkeypatch.setenv("RABBITMQ_URL", "amqp://wrk:pw@127.0.0.1:1/%2F")
+    get_settings.cache_clear()
+    try:
+        with transaction(engine) as session:
+            batch_jobs.enqueue(session, queue="bi_batch_jobs", exchange="", message_id="left-behind", body={"job": "x"})
+            session.execute(update(OutboundMessage).values(created_at=datetime.now(UTC) - timedelta(hours=2)))
+        resources = {"database": DatabaseResource(url=database_url)}
+        for _ in range(2):
+            result = queue_sweeper.execute_in_process(instance=instance, resources=resources)
+            assert result.success
+    finally:
+        get_settings.cache_clear()
+    with transaction(engine) as session:
+        alerts = session.scalars(select(Notification).where(Notification.template == "ops_alert")).all()
+    assert len(alerts) == 1 and "1 batch-job message(s) unpublished" in alerts[0].payload["summary"]
