@@ -177,12 +177,17 @@ def default_sync_id(phase: int, user_id: str, now: datetime) -> str:
     return f"{prefix}_{user_id}_{int(now.timestamp())}"
 
 
+def declared_claim(request: PhaseRequest) -> str | None:
+    """The claim of a phase that declares one (5-7), not a caller's metadata of that name (any JSON)."""
+    claim: str | None = getattr(request, "claim_id", None) if "claim_id" in type(request).model_fields else None
+    return claim
+
+
 def dedup_key(tenant_id: str, user_id: str, sync_id: str, phase: int, request: PhaseRequest) -> str:
     """(user, sync, phase) - plus the claim for phases 5-7, which come once per claim of a sync. Ids that
     hold the separator or would not fit the column are hashed, so two triggers never share a key."""
     parts = [KIND, tenant_id, user_id, sync_id, str(phase)]
-    # A declared claim, not a caller's metadata of that name.
-    claim = getattr(request, "claim_id", None) if "claim_id" in type(request).model_fields else None
+    claim = declared_claim(request)
     if claim is not None:
         parts.append(claim)
     key = ":".join(parts)
@@ -225,8 +230,7 @@ DoneKey = tuple[str, str, str, int, str | None]  # tenant, user, sync, phase, cl
 
 
 def _done_key(post: Posted) -> DoneKey:
-    claim = getattr(post.request, "claim_id", None)
-    return (post.tenant_id, post.request.user_id, post.sync_id, post.phase, claim)
+    return (post.tenant_id, post.request.user_id, post.sync_id, post.phase, declared_claim(post.request))
 
 
 # The completed phases of some syncs, for completed_triggers: one text, compiled once (a Core select with

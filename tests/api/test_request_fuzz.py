@@ -204,8 +204,6 @@ class Caller:
             url += "?" + urlencode({name: value.encode("utf-8", "surrogatepass") for name, value in query.items()})
         if body is None:
             body = self.valid_body(endpoint) if endpoint.method in ("POST", "PUT", "PATCH") else b""
-        if _non_ascii_phase_ids(endpoint, body):
-            return
         sent = {"content-type": b"application/json", **self.valid_headers}
         if endpoint.path == "/webhooks/github":
             secret = self.settings.github_webhook_secret.get_secret_value().encode()
@@ -231,21 +229,6 @@ class Caller:
             )
         finally:
             response.close()
-
-
-def _non_ascii_phase_ids(endpoint: Endpoint, body: bytes) -> bool:
-    """A phase POST whose user or sync id is not ASCII: its Location header carries them, and their
-    percent-encoding belongs to the phase chain's non-ASCII ids (changed there, not here). Drop this
-    exclusion once that change is in."""
-    if endpoint.handler.__name__ != "trigger_phase":
-        return False
-    try:
-        fields = json.loads(body)
-    except (ValueError, RecursionError):
-        return False
-    return isinstance(fields, dict) and any(
-        isinstance(fields.get(name), str) and not fields[name].isascii() for name in ("user_id", "sync_id")
-    )
 
 
 def path_names(endpoint: Endpoint) -> list[str]:
