@@ -42,11 +42,9 @@ _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _JSON_BRACKET = re.compile(rb"[\[\]{}]")
 
 
-def field_problem(field: str, message: str, status: int = 422) -> Problem:
-    """A validation_error naming the one field that broke a rule."""
-    return Problem(
-        status, "validation_error", f"invalid field(s): {field}", errors=[{"field": field, "message": message}]
-    )
+def field_problem(field: str, message: str) -> Problem:
+    """A 422 validation_error naming the one field that broke a rule."""
+    return Problem(422, "validation_error", f"invalid field(s): {field}", errors=[{"field": field, "message": message}])
 
 
 def text_refusal(text: str) -> str | None:
