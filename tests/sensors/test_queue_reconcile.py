@@ -40,23 +40,14 @@ def settings(monkeypatch, tmp_path, database_url):
     get_settings.cache_clear()
 
 
-def _enqueue(engine, n: int) -> list[int]:
+def _enqueue(engine, n: int, built: bool = True) -> list[int]:
+    """Build triggers whose runs' work is recorded (`built`), or not: a run that succeeds is no evidence."""
     with transaction(engine) as session:
         tenant = factories.tenant(session).id
+        payloads = [factories.build_trigger(session, tenant, built) for _ in range(n)]
         return [
-            queue.enqueue(
-                session,
-                "build",
-                tenant,
-                {
-                    "tenant_id": tenant,
-                    "project_id": f"p{i}",
-                    "automation_version_id": f"v{i}",
-                    "workflow_binding_id": "b",
-                },
-                dedup_key=f"build:v{i}",
-            )
-            for i in range(n)
+            queue.enqueue(session, "build", tenant, p, dedup_key="build:" + p["automation_version_id"])
+            for p in payloads
         ]
 
 
