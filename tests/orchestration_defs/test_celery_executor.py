@@ -9,6 +9,7 @@ plays GitHub. The store is PostgreSQL, the one processes on several machines can
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -24,11 +25,16 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from domain.models import ReleaseBuild, RepoBuild
+from domain import phases, queue
+from domain.models import PhaseAudit, PhaseOutcome, ReleaseBuild, RepoBuild, TriggerQueue
 from domain.release_graph import load_graph
 from domain.settings import get_settings
-from domain.store import transaction
+from domain.store import autocommit, transaction
 from orchestration_defs.executors import write_worker_config
+from orchestration_defs.phases import run_config as phase_run_config
+from orchestration_defs.phases import run_tags as phase_run_tags
+from sensors.queue import LEASE_SECONDS, reconcile_launched
+from tests.domain import factories
 from tests.servers import BIN, ROOT, until
 
 pytestmark = pytest.mark.xdist_group("celery")
@@ -67,12 +73,18 @@ class CeleryCluster:
         return (self.logs / f"{name}.log").read_text()[-3000:]
 
     def run_release(self, tag: str) -> subprocess.Popen[bytes]:
-        config = self.home / f"run-{tag}.yaml"
-        config.write_text(yaml.safe_dump({"ops": {"start_release": {"config": {"tag": tag, **RUN_CONFIG}}}}))
-        with (self.logs / f"run-{tag}.log").open("ab") as out:
+        return self.run_job("release_build", {"ops": {"start_release": {"config": {"tag": tag, **RUN_CONFIG}}}}, tag)
+
+    def run_job(
+        self, job: str, run_config: dict[str, Any], name: str, tags: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """A run of `job` by Dagster's CLI (the run worker); its log is run-<name>.log."""
+        config = self.home / f"run-{name}.yaml"
+        config.write_text(yaml.safe_dump(run_config))
+        with (self.logs / f"run-{name}.log").open("ab") as out:
             proc = subprocess.Popen(
                 [str(BIN / "dagster"), "job", "execute", "-m", "orchestration_defs.definitions", "-a", "defs",
-                 "-j", "release_build", "-c", str(config)],
+                 "-j", job, "-c", str(config), "--tags", json.dumps(tags or {})],
                 cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         self.runs.append(proc)
@@ -216,6 +228,67 @@ def test_a_worker_killed_mid_step_the_other_runs_the_step_and_no_succeeded_repos
     dispatches = _dispatches(sandbox)
     assert dispatches == Counter(ALL) + Counter(["bllvm-node"])
     assert all(dispatches[r] == 1 for r in built_before)
+
+
+# -- a worker's step process killed mid-step: the step delivered again carries on -----------------------
+
+
+def _completed_audit(engine, trigger_ids) -> Counter[int]:
+    with transaction(engine) as session:
+        rows = session.scalars(
+            select(PhaseAudit.trigger_id).where(
+                PhaseAudit.trigger_id.in_(trigger_ids), PhaseAudit.outcome == PhaseOutcome.COMPLETED.value
+            )
+        ).all()
+    return Counter(rows)
+
+
+def test_a_phase_batch_step_killed_mid_batch_is_delivered_again_and_finishes_every_trigger_once(
+    celery, sandbox, engine, tmp_path
+):
+    """SIGKILL of the worker's step (pool) process mid phase_batch: Celery (acks late, reject on worker
+    lost) delivers the step again, which finds its rows launched by its own run and finishes each one it
+    had not finished. Every trigger ends done, reconciled as the sensors do, with one completed audit row."""
+    sync_calls = r"/integrations/v1/syncs"
+    celery.env |= {
+        "INTEGRATIONS_API_URL": sandbox.url + "/integrations",
+        "PAYMENTS_API_URL": sandbox.url + "/payments",
+        "PROOF_PACKET_DIR": str(tmp_path / "packets"),
+        "PHASE_ROW_WORKERS": "4",
+        "HTTP_READ_TIMEOUT_S": "3600",  # a held call waits for the kill, not for a client timeout
+    }
+    sandbox.http.post("/_sandbox/integrations/config", json={"callbacks_enabled": False}).raise_for_status()
+    with transaction(engine) as session:
+        tenant = factories.tenant(session).id
+    with autocommit(engine) as connection:  # as the API queues 40 users' phase-1 POSTs
+        posts = [phases.posted(tenant, 1, phases.parse_request(1, {"user_id": f"user-{n}"})) for n in range(40)]
+        ids = [a.trigger_id for a in phases.accept_many(connection, posts)]
+    with transaction(engine) as session:  # as the phase sensor claims them
+        claimed = queue.claim(session, [phases.KIND], 40, LEASE_SECONDS, "phase_queue_sensor")
+    assert sorted(c.id for c in claimed) == sorted(ids)
+    # The first five syncs answer; every later one is held until the step process is killed.
+    sandbox.fault("POST", sync_calls, action="delay", delay_s=0, count=5)
+    sandbox.fault("POST", sync_calls, action="timeout", delay_s=3600, count=1000)
+    celery.start_worker("worker-a")
+    run = celery.run_job("phase_batch", phase_run_config(claimed), "phases", phase_run_tags(claimed))
+
+    until(
+        lambda: sum(_completed_audit(engine, ids).values()) == 5 and len(sandbox.calls("POST", sync_calls)) > 5,
+        "five triggers completed and the next ones' calls held",
+    )
+    [(_, step_pid)] = _step_pids(celery.home, "process_phase_triggers")
+    sandbox.http.delete("/_sandbox/faults").raise_for_status()  # the step's next delivery gets answers
+    os.kill(step_pid, signal.SIGKILL)
+
+    assert celery.wait(run, "phases") == 0
+    assert len(_step_pids(celery.home, "process_phase_triggers")) == 2  # delivered again, and ran
+    run_id, _ = _events(celery.home, dg.DagsterEventType.RUN_SUCCESS)
+    with dg.DagsterInstance.from_config(str(celery.home)) as instance:
+        reconcile_launched(instance, engine, [phases.KIND])  # what the phase sensor's tick does
+    with transaction(engine) as session:
+        rows = session.scalars(select(TriggerQueue).where(TriggerQueue.id.in_(ids))).all()
+    assert {(r.state, r.run_id) for r in rows} == {("done", run_id)}
+    assert _completed_audit(engine, ids) == Counter(ids)  # each trigger's work recorded exactly once
 
 
 # -- the choice of executor and the workers' command (no broker needed) -------------------------------
