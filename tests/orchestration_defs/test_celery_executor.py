@@ -26,15 +26,19 @@ import yaml
 from sqlalchemy import select
 
 from domain import phases, queue
-from domain.models import PhaseAudit, PhaseOutcome, ReleaseBuild, RepoBuild, TriggerQueue
+from domain.models import PhaseAudit, PhaseOutcome, ReleaseBuild, RepoBuild, TriggerQueue, WorkflowExecutionStep
 from domain.release_graph import load_graph
 from domain.settings import get_settings
 from domain.store import autocommit, transaction
 from orchestration_defs.executors import write_worker_config
 from orchestration_defs.phases import run_config as phase_run_config
 from orchestration_defs.phases import run_tags as phase_run_tags
+from orchestration_defs.release import release_queue_sensor
+from orchestration_defs.workflows import workflow_queue_sensor
+from resources.database import DatabaseResource
 from sensors.queue import LEASE_SECONDS, reconcile_launched
 from tests.domain import factories
+from tests.orchestration_defs.workflow_helpers import audit_moves, call, new_workflow, start, state
 from tests.servers import BIN, ROOT, until
 
 pytestmark = pytest.mark.xdist_group("celery")
@@ -201,12 +205,16 @@ def test_release_steps_run_on_two_celery_workers_not_in_the_run_worker(celery, s
 
 
 def test_a_worker_killed_mid_step_the_other_runs_the_step_and_no_succeeded_repository_is_dispatched_again(
-    celery, sandbox, engine
+    celery, sandbox, engine, database_url
 ):
     # bllvm-node's first build never ends: its step is surely mid-poll when its worker is killed.
     sandbox.configure_github(default_duration_s=0.5, repos={"bllvm-node": {"duration_s": 3600}})
     workers = {name: celery.start_worker(name) for name in ("worker-a", "worker-b")}
-    run = celery.run_release("v18.2.0")
+    with transaction(engine) as session:  # a release trigger, as the webhook queues it
+        row_id = queue.enqueue(session, "release", None, {"tag": "v18.2.0"})
+    [request] = _tick(celery.home, database_url, release_queue_sensor)
+    request.run_config["ops"]["start_release"]["config"].update(RUN_CONFIG)
+    run = celery.run_job("release_build", request.run_config, "v18.2.0", request.tags)
 
     until(lambda: _dispatches(sandbox)["bllvm-node"] == 1, "bllvm-node dispatched")
     [(_, first_pid)] = until(lambda: _step_pids(celery.home, "build_bllvm_node"), "build_bllvm_node started")
@@ -228,9 +236,68 @@ def test_a_worker_killed_mid_step_the_other_runs_the_step_and_no_succeeded_repos
     dispatches = _dispatches(sandbox)
     assert dispatches == Counter(ALL) + Counter(["bllvm-node"])
     assert all(dispatches[r] == 1 for r in built_before)
+    # The trigger is done, with its evidence (the release succeeded), once the sensor's tick sees the run.
+    _tick(celery.home, database_url, release_queue_sensor)
+    assert _trigger(engine, row_id) == ("done", _events(celery.home, dg.DagsterEventType.RUN_SUCCESS)[0])
 
 
 # -- a worker's step process killed mid-step: the step delivered again carries on -----------------------
+
+
+def _tick(home: Path, database_url: str, sensor: dg.SensorDefinition) -> list[dg.RunRequest]:
+    """One tick of a queue sensor on the test's instance: it records launches, reconciles, claims."""
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        context = dg.build_sensor_context(
+            instance=instance, resources={"database": DatabaseResource(url=database_url)}, sensor_name=sensor.name
+        )
+        return list(sensor.evaluate_tick(context).run_requests or [])
+
+
+def _trigger(engine, row_id: int) -> tuple[str, str | None]:
+    with transaction(engine) as session:
+        row = session.get(TriggerQueue, row_id)
+        return row.state, row.run_id
+
+
+def test_a_workflow_step_killed_mid_call_is_delivered_again_and_its_trigger_done_with_each_step_recorded_once(
+    celery, sandbox, engine, database_url
+):
+    """The same kill for the workflow job: the step delivered again resumes the execution from the store
+    (the call in flight sent again with its idempotency key), and the trigger is done once the execution is."""
+    celery.env |= {
+        "SANDBOX_PORT": str(urlsplit(sandbox.url).port),  # the six services on the test's sandbox
+        "HTTP_READ_TIMEOUT_S": "3600",  # the held call waits for the kill, not for a client timeout
+    }
+    tenant, workflow = new_workflow(engine, [call("score", "ml_service"), call("apply", "forecasting", ["score"])])
+    execution = start(engine, tenant, workflow)
+    sandbox.fault("POST", "/services/ml_service/.*", action="timeout", delay_s=3600, count=1)
+    celery.start_worker("worker-a")
+    [request] = _tick(celery.home, database_url, workflow_queue_sensor)
+    run = celery.run_job("workflow_execution", request.run_config, "wf", request.tags)
+
+    until(lambda: sandbox.calls("POST", "/services/ml_service/.*") or run.poll() is not None, "a call or the end")
+    assert run.poll() is None, "the run ended before its first step's call was held"
+    [(_, step_pid)] = _step_pids(celery.home, "run_workflow_execution")
+    sandbox.http.delete("/_sandbox/faults").raise_for_status()
+    os.kill(step_pid, signal.SIGKILL)
+
+    assert celery.wait(run, "wf") == 0
+    assert len(_step_pids(celery.home, "run_workflow_execution")) == 2
+    assert state(engine, execution)["status"] == "succeeded"
+    _tick(celery.home, database_url, workflow_queue_sensor)
+    [row_id] = [int(request.tags["wrk/queue_id"])]
+    assert _trigger(engine, row_id) == ("done", _events(celery.home, dg.DagsterEventType.RUN_SUCCESS)[0])
+    # each step recorded once; the call in flight at the kill was sent again, with the same key
+    with transaction(engine) as session:
+        step_ids = session.scalars(
+            select(WorkflowExecutionStep.id).where(WorkflowExecutionStep.workflow_execution_id == execution)
+        ).all()
+    assert len(step_ids) == 2
+    for step_id in step_ids:
+        assert [to for _, to in audit_moves(engine, step_id)].count("succeeded") == 1
+    keys = [c["idempotency_key"] for c in sandbox.calls("POST", "/services/ml_service/.*")]
+    assert len(keys) == 2 and len(set(keys)) == 1
+    assert len(sandbox.calls("POST", "/services/forecasting/.*")) == 1
 
 
 def _completed_audit(engine, trigger_ids) -> Counter[int]:
