@@ -253,7 +253,7 @@ def _row_of(run: dg.DagsterRun) -> tuple[int, str] | None:
     name="queue_ack_sensor",
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=5,
-    description="A queued trigger's run succeeded: the trigger is done.",
+    description="A queued trigger's run succeeded: the trigger is done once its outcome is recorded; else it fails.",
 )
 def queue_ack_sensor(context: dg.RunStatusSensorContext, database: DatabaseResource) -> None:
     row = _row_of(context.dagster_run)
