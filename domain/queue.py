@@ -2,7 +2,7 @@
 
 States and moves (the only ones; every statement below names the move it makes):
 
-    available --claim--> claimed --launch--> launched
+    available --claim--> claimed --launch--> launched (again by the same run: idempotent, still held)
     claimed | launched --ack--> done
     claimed | launched --fail(retryable, attempts left)--> available (after backoff)
     claimed | launched --fail(permanent, or no attempts left)--> dead
@@ -283,9 +283,18 @@ ACK_AND_CLAIM_ONE_KIND_SQL = _ack_and_claim_sql("kind = %(kind)s")
 ACK_AND_CLAIM_KINDS_SQL = _ack_and_claim_sql("kind = ANY(%(kinds)s)")
 
 
+# Idempotent for its run: a row this run launched already stays as it is (launch time included), so a
+# redelivered or re-executed step of the run holds it again.
 LAUNCH_SQL = _sql(
     "UPDATE trigger_queue SET state = 'launched', run_id = %(run_id)s, lease_expires_at = NULL, "
-    "updated_at = %(now)s WHERE id = %(id)s AND claim_token = %(token)s AND state = 'claimed' RETURNING id"
+    "updated_at = CASE WHEN state = 'claimed' THEN %(now)s ELSE updated_at END "
+    "WHERE id = %(id)s AND claim_token = %(token)s "
+    "AND (state = 'claimed' OR (state = 'launched' AND run_id = %(run_id)s)) RETURNING id"
+)
+# The rows a run holds (the launched index, by run id).
+HELD_BY_RUN_SQL = _sql(
+    "SELECT id, kind, tenant_id, payload, attempts, max_attempts, claim_token FROM trigger_queue "
+    "WHERE state = 'launched' AND run_id = %(run_id)s AND kind = %(kind)s ORDER BY id"
 )
 HELD_ROW_SQL = _sql(
     "SELECT kind, attempts, max_attempts FROM trigger_queue WHERE id = %(id)s AND claim_token = %(token)s "
@@ -473,10 +482,19 @@ def _held(row_id: int, token: str, states: Sequence[str] = HELD) -> Any:
 
 
 def launch(session: Store, row_id: int, token: str, run_id: str) -> None:
-    """claimed -> launched: a Dagster run now carries the row; its run-status sensor will ack or fail it."""
+    """claimed -> launched: a Dagster run now carries the row; its run-status sensor will ack or fail it.
+    A row already launched by `run_id` with this token is held by that run: nothing changes (a step of
+    the run delivered again launches its rows again)."""
     db = _Driver(session)
     if not db.rows(LAUNCH_SQL, {"id": row_id, "token": token, "run_id": run_id, "now": db.now()}):
         raise StaleClaim(f"trigger {row_id} is not claimed by this token")
+
+
+def held_by_run(session: Store, kind: str, run_id: str) -> list[Claimed]:
+    """The `kind` rows `run_id` holds (launched with its id), by id: one statement."""
+    db = _Driver(session)
+    rows = db.rows(HELD_BY_RUN_SQL, {"kind": kind, "run_id": run_id})
+    return [Claimed(r[0], r[1], r[2], _json_value(r[3]), r[4], r[5], r[6]) for r in rows]
 
 
 def extend(session: Session, row_id: int, token: str, lease_seconds: float) -> datetime:
@@ -737,6 +755,27 @@ def requeue(session: Session, row_id: int) -> bool:
 
 
 # -- reading -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A queue row as a run's reaction reads it."""
+
+    id: int
+    kind: str
+    tenant_id: str | None
+    payload: dict[str, Any]
+    state: QueueState
+    claim_token: str | None
+
+
+def find(session: Session, row_id: int) -> Trigger | None:
+    row = session.execute(
+        select(Q.c.id, Q.c.kind, Q.c.tenant_id, Q.c.payload, Q.c.state, Q.c.claim_token).where(Q.c.id == row_id)
+    ).one_or_none()
+    if row is None:
+        return None
+    return Trigger(row.id, row.kind, row.tenant_id, _json_value(row.payload), S(row.state), row.claim_token)
 
 
 def held_by_kind(session: Session, kind: str, state: QueueState, limit: int = 500) -> list[Any]:

@@ -7,8 +7,10 @@ queue's backoff (or is dead, audited and alerted), the others finish.
 
 Runs are tagged with the phase(s), the count and one tag per user (`wrk/user.<user id>`), so a user's
 runs are found in the Dagster UI by that tag. The rows of a run are moved claimed -> launched by the run
-itself (the run id is known only there); a run that dies leaves them launched and the sensor's
-reconciliation (sensors/queue.py reconcile_launched) sends them back to the queue with backoff.
+itself (the run id is known only there); a step delivered again (EXECUTOR=celery: its worker was lost)
+carries on with every row its run still holds. A run that dies leaves them launched and the sensor's
+reconciliation (sensors/queue.py reconcile_launched) sends them back to the queue with backoff; so does a
+run that succeeded without finishing them (no completed audit row: domain/outcomes.py).
 """
 
 import hashlib
@@ -253,7 +255,7 @@ def claim_more(engine: Any, limit: int, run_id: str) -> list[phases.PhaseRow]:
         claimed = queue.claim(session, [phases.KIND], limit, LEASE_SECONDS, f"{JOB}:{run_id}")
         for c in claimed:
             queue.launch(session, c.id, c.claim_token, run_id)
-    return [phases.PhaseRow(c.id, c.claim_token, c.attempts, PhaseTrigger.model_validate(c.payload)) for c in claimed]
+    return _phase_rows(claimed)
 
 
 def _still_running(context: dg.OpExecutionContext) -> bool:
@@ -263,17 +265,21 @@ def _still_running(context: dg.OpExecutionContext) -> bool:
     return run is None or run.status == dg.DagsterRunStatus.STARTED
 
 
+def _phase_rows(claimed: Sequence[queue.Claimed]) -> list[phases.PhaseRow]:
+    return [phases.PhaseRow(c.id, c.claim_token, c.attempts, PhaseTrigger.model_validate(c.payload)) for c in claimed]
+
+
 def launch_rows(engine: Any, rows: Sequence[phases.PhaseRow], run_id: str) -> list[phases.PhaseRow]:
-    """claimed -> launched with this run's id; rows this run no longer holds are left out."""
-    held = []
+    """claimed -> launched with this run's id, then every row this run holds: a step delivered again (a
+    Celery worker lost mid-step) or retried carries on with the rows its run launched and has not
+    finished, those it took itself included; rows this run no longer holds are left out."""
     with transaction(engine) as session:
         for row in rows:
             try:
                 queue.launch(session, row.trigger_id, row.claim_token, run_id)
-                held.append(row)
             except queue.StaleClaim:
                 continue
-    return held
+        return _phase_rows(queue.held_by_run(session, phases.KIND, run_id))
 
 
 @dg.op(description="Process each claimed phase trigger in transactions of its own; one outcome per trigger.")
@@ -291,8 +297,10 @@ def process_phase_triggers(
     ]
     engine = database.engine
     held = launch_rows(engine, rows, context.run_id)
+    launched_with = {r.trigger_id for r in rows}
+    carried = [r for r in held if r.trigger_id not in launched_with]  # taken by an earlier try of this step
     outside = Outside(integrations.client(), payments.client(), Path(settings.proof_packet_dir))
-    taken = _tagged(rows)
+    taken = _tagged(rows) + _tagged(carried)
     outcomes: list[str] = []
     try:
         with ThreadPoolExecutor(max_workers=settings.phase_row_workers) as pool:
@@ -321,7 +329,7 @@ def process_phase_triggers(
         outside.integrations.close()
         outside.payments.close()
     counts = {name: outcomes.count(name) for name in ("completed", "failed", "dead", "stale", "unrecorded")}
-    counts["not_held"] = len(rows) - len(held)
+    counts["not_held"] = len(rows) - (len(held) - len(carried))
     counts["taken_by_the_run"] = len(taken) - len(rows)
     context.add_output_metadata(counts)
     if counts["unrecorded"]:

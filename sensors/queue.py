@@ -16,7 +16,7 @@ from typing import Any
 
 import dagster as dg
 
-from domain import lifecycle, notifications, queue
+from domain import lifecycle, notifications, outcomes, queue
 from domain.lifecycle import Actor
 from domain.models import QueueState
 from domain.settings import get_settings
@@ -75,13 +75,35 @@ def run_key(claimed: queue.Claimed) -> str:
 # -- reactions to a run's end: one place, used by the run-status sensors and by reconciliation ---------
 
 
-def on_success(session: Any, row: tuple[int, str], run_id: str) -> bool:
-    """The run succeeded: the trigger is done, recording this run. True if this call finished the row."""
-    if queue.ack_many(session, [row], run_id=run_id):
-        return True
+def on_success(session: Any, row: tuple[int, str], run_id: str) -> QueueState | None:
+    """The run succeeded: the trigger is done, recording this run, when the store holds its outcome
+    (domain/outcomes.py); without it, the run did nothing for the trigger (a step delivered again found
+    its work gone, say), so the trigger fails with that reason: back to the queue with backoff, or dead
+    and alerted. Returns the row's new state, or None when this call changed nothing."""
+    trigger = queue.find(session, row[0])
+    if trigger is None:
+        return None
+    held = trigger.claim_token == row[1]
+    if not held and trigger.state not in (QueueState.AVAILABLE, QueueState.DEAD):
+        return None  # finished already, or held by a newer claim: left to it
+    if not outcomes.recorded(session, trigger):
+        return _failed_without_outcome(session, trigger, row[1], run_id) if held else None
+    if held and queue.ack_many(session, [row], run_id=run_id):
+        return QueueState.DONE
     # A re-execution from the UI carries its parent's (now stale) token: the trigger is fulfilled all the
     # same, so a row still waiting for its retry is finished here.
-    return queue.complete_by_run(session, row[0], run_id)
+    return QueueState.DONE if queue.complete_by_run(session, row[0], run_id) else None
+
+
+def _failed_without_outcome(session: Any, trigger: queue.Trigger, token: str, run_id: str) -> QueueState | None:
+    error = f"run {run_id} succeeded without recording the outcome of {trigger.kind} trigger {trigger.id}"
+    try:
+        state = queue.fail(session, trigger.id, token, error, retryable=True, run_id=run_id)
+    except queue.StaleClaim:
+        return None
+    if state is QueueState.DEAD:
+        dead(session, trigger.id, trigger.kind, trigger.tenant_id, error, alert=True, run_id=run_id)
+    return state
 
 
 def on_failure(session: Any, row: tuple[int, str], run: dg.DagsterRun, error: str) -> QueueState | None:
@@ -162,7 +184,8 @@ def reconcile_launched(
                     dead(session, row.id, row.kind, row.tenant_id, f"run {row.run_id} no longer exists", alert=True)
                 counts["released"] += state is not None
             elif run.status == dg.DagsterRunStatus.SUCCESS:
-                counts["acked"] += on_success(session, held, run.run_id)
+                state = on_success(session, held, run.run_id)
+                counts["acked" if state is QueueState.DONE else "failed"] += state is not None
             elif run.status == dg.DagsterRunStatus.FAILURE:
                 counts["failed"] += on_failure(session, held, run, error) is not None
             else:
@@ -230,7 +253,7 @@ def _row_of(run: dg.DagsterRun) -> tuple[int, str] | None:
     name="queue_ack_sensor",
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=5,
-    description="A queued trigger's run succeeded: the trigger is done.",
+    description="A queued trigger's run succeeded: the trigger is done once its outcome is recorded; else it fails.",
 )
 def queue_ack_sensor(context: dg.RunStatusSensorContext, database: DatabaseResource) -> None:
     row = _row_of(context.dagster_run)

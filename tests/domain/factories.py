@@ -60,3 +60,22 @@ def workflow_execution(session: Session, tenant_id: str) -> models.WorkflowExecu
     session.add(row)
     session.flush()
     return row
+
+
+def build_trigger(session: Session, tenant_id: str, built: bool = True) -> dict[str, str]:
+    """A build trigger's payload naming real rows: with `built`, its outcome is recorded (the version in
+    QA & Testing, its binding holding the platform's workflow); without, the version still waits for it."""
+    version_row = version(session, project(session, tenant_id), status=Status.BUILD_IN_PROGRESS)
+    binding = models.WorkflowBinding(tenant_id=tenant_id, automation_version_id=version_row.id)
+    session.add(binding)
+    session.flush()
+    if built:
+        put_in_status(session, version_row, Status.QA_AND_TESTING)
+        binding.wrk_workflow_id = f"wf-{uuid.uuid4().hex[:8]}"
+        session.flush()
+    return {
+        "tenant_id": tenant_id,
+        "project_id": version_row.project_id,
+        "automation_version_id": version_row.id,
+        "workflow_binding_id": binding.id,
+    }

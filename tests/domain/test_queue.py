@@ -124,6 +124,31 @@ def test_stale_token_cannot_ack_fail_extend_or_launch(engine, tenant_id):
     assert (row.state, row.run_id, row.claim_token) == ("done", "run-1", None)
 
 
+def test_a_launch_again_by_the_run_holding_the_row_is_a_no_op_and_the_run_lists_what_it_holds(engine, tenant_id):
+    """A step of a run delivered again (Celery acks late) launches its rows again: they are still its own,
+    not stale; another run's launch is refused. held_by_run gives the rows the run has not finished."""
+    with transaction(engine) as session:
+        ids = [queue.enqueue(session, "phase", tenant_id, _phase(tenant_id, n)) for n in range(3)]
+    with transaction(engine) as session:
+        claimed = queue.claim(session, ["phase"], 3, 60, "w")
+        for c in claimed:
+            queue.launch(session, c.id, c.claim_token, "run-1")
+    launched_at = _row(engine, ids[0]).updated_at
+    with transaction(engine) as session:
+        for c in claimed:
+            queue.launch(session, c.id, c.claim_token, "run-1")  # the same run: held, nothing changes
+    assert _row(engine, ids[0]).updated_at == launched_at  # its launch time, for reconciliation's age
+    with pytest.raises(queue.StaleClaim), transaction(engine) as session:
+        queue.launch(session, claimed[0].id, claimed[0].claim_token, "run-2")
+    with transaction(engine) as session:
+        queue.ack_many(session, [(claimed[0].id, claimed[0].claim_token)], run_id="run-1")
+    with transaction(engine) as session:
+        held = queue.held_by_run(session, "phase", "run-1")
+        assert queue.held_by_run(session, "phase", "run-2") == queue.held_by_run(session, "build", "run-1") == []
+    assert held == claimed[1:]
+    assert {(r.state, r.run_id) for r in map(lambda i: _row(engine, i), ids[1:])} == {("launched", "run-1")}
+
+
 def test_fail_backs_off_then_dies_after_max_attempts(engine, tenant_id):
     with transaction(engine) as session:
         row_id = queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id))
@@ -458,6 +483,7 @@ TYPES = {
         ("CLAIM_ONE_KIND_SQL", "ix_trigger_queue_available"),
         ("ACK_SQL", "pk_trigger_queue"),
         ("ACK_AND_CLAIM_ONE_KIND_SQL", "ix_trigger_queue_available"),
+        ("HELD_BY_RUN_SQL", "ix_trigger_queue_launched"),
     ],
 )
 def test_prepared_hot_statements_keep_using_their_indexes_under_a_generic_plan(engine, tenant_id, statement, index):

@@ -9,6 +9,7 @@ plays GitHub. The store is PostgreSQL, the one processes on several machines can
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -24,11 +25,20 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from domain.models import ReleaseBuild, RepoBuild
+from domain import phases, queue
+from domain.models import PhaseAudit, PhaseOutcome, ReleaseBuild, RepoBuild, TriggerQueue, WorkflowExecutionStep
 from domain.release_graph import load_graph
 from domain.settings import get_settings
-from domain.store import transaction
+from domain.store import autocommit, transaction
 from orchestration_defs.executors import write_worker_config
+from orchestration_defs.phases import run_config as phase_run_config
+from orchestration_defs.phases import run_tags as phase_run_tags
+from orchestration_defs.release import release_queue_sensor
+from orchestration_defs.workflows import workflow_queue_sensor
+from resources.database import DatabaseResource
+from sensors.queue import LEASE_SECONDS, reconcile_launched
+from tests.domain import factories
+from tests.orchestration_defs.workflow_helpers import audit_moves, call, new_workflow, start, state
 from tests.servers import BIN, ROOT, until
 
 pytestmark = pytest.mark.xdist_group("celery")
@@ -67,12 +77,18 @@ class CeleryCluster:
         return (self.logs / f"{name}.log").read_text()[-3000:]
 
     def run_release(self, tag: str) -> subprocess.Popen[bytes]:
-        config = self.home / f"run-{tag}.yaml"
-        config.write_text(yaml.safe_dump({"ops": {"start_release": {"config": {"tag": tag, **RUN_CONFIG}}}}))
-        with (self.logs / f"run-{tag}.log").open("ab") as out:
+        return self.run_job("release_build", {"ops": {"start_release": {"config": {"tag": tag, **RUN_CONFIG}}}}, tag)
+
+    def run_job(
+        self, job: str, run_config: dict[str, Any], name: str, tags: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """A run of `job` by Dagster's CLI (the run worker); its log is run-<name>.log."""
+        config = self.home / f"run-{name}.yaml"
+        config.write_text(yaml.safe_dump(run_config))
+        with (self.logs / f"run-{name}.log").open("ab") as out:
             proc = subprocess.Popen(
                 [str(BIN / "dagster"), "job", "execute", "-m", "orchestration_defs.definitions", "-a", "defs",
-                 "-j", "release_build", "-c", str(config)],
+                 "-j", job, "-c", str(config), "--tags", json.dumps(tags or {})],
                 cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         self.runs.append(proc)
@@ -189,12 +205,16 @@ def test_release_steps_run_on_two_celery_workers_not_in_the_run_worker(celery, s
 
 
 def test_a_worker_killed_mid_step_the_other_runs_the_step_and_no_succeeded_repository_is_dispatched_again(
-    celery, sandbox, engine
+    celery, sandbox, engine, database_url
 ):
     # bllvm-node's first build never ends: its step is surely mid-poll when its worker is killed.
     sandbox.configure_github(default_duration_s=0.5, repos={"bllvm-node": {"duration_s": 3600}})
     workers = {name: celery.start_worker(name) for name in ("worker-a", "worker-b")}
-    run = celery.run_release("v18.2.0")
+    with transaction(engine) as session:  # a release trigger, as the webhook queues it
+        row_id = queue.enqueue(session, "release", None, {"tag": "v18.2.0"})
+    [request] = _tick(celery.home, database_url, release_queue_sensor)
+    request.run_config["ops"]["start_release"]["config"].update(RUN_CONFIG)
+    run = celery.run_job("release_build", request.run_config, "v18.2.0", request.tags)
 
     until(lambda: _dispatches(sandbox)["bllvm-node"] == 1, "bllvm-node dispatched")
     [(_, first_pid)] = until(lambda: _step_pids(celery.home, "build_bllvm_node"), "build_bllvm_node started")
@@ -216,6 +236,126 @@ def test_a_worker_killed_mid_step_the_other_runs_the_step_and_no_succeeded_repos
     dispatches = _dispatches(sandbox)
     assert dispatches == Counter(ALL) + Counter(["bllvm-node"])
     assert all(dispatches[r] == 1 for r in built_before)
+    # The trigger is done, with its evidence (the release succeeded), once the sensor's tick sees the run.
+    _tick(celery.home, database_url, release_queue_sensor)
+    assert _trigger(engine, row_id) == ("done", _events(celery.home, dg.DagsterEventType.RUN_SUCCESS)[0])
+
+
+# -- a worker's step process killed mid-step: the step delivered again carries on -----------------------
+
+
+def _tick(home: Path, database_url: str, sensor: dg.SensorDefinition) -> list[dg.RunRequest]:
+    """One tick of a queue sensor on the test's instance: it records launches, reconciles, claims."""
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        context = dg.build_sensor_context(
+            instance=instance, resources={"database": DatabaseResource(url=database_url)}, sensor_name=sensor.name
+        )
+        return list(sensor.evaluate_tick(context).run_requests or [])
+
+
+def _trigger(engine, row_id: int) -> tuple[str, str | None]:
+    with transaction(engine) as session:
+        row = session.get(TriggerQueue, row_id)
+        return row.state, row.run_id
+
+
+def test_a_workflow_step_killed_mid_call_is_delivered_again_and_its_trigger_done_with_each_step_recorded_once(
+    celery, sandbox, engine, database_url
+):
+    """The same kill for the workflow job: the step delivered again resumes the execution from the store
+    (the call in flight sent again with its idempotency key), and the trigger is done once the execution is."""
+    celery.env |= {
+        "SANDBOX_PORT": str(urlsplit(sandbox.url).port),  # the six services on the test's sandbox
+        "HTTP_READ_TIMEOUT_S": "3600",  # the held call waits for the kill, not for a client timeout
+    }
+    tenant, workflow = new_workflow(engine, [call("score", "ml_service"), call("apply", "forecasting", ["score"])])
+    execution = start(engine, tenant, workflow)
+    sandbox.fault("POST", "/services/ml_service/.*", action="timeout", delay_s=3600, count=1)
+    celery.start_worker("worker-a")
+    [request] = _tick(celery.home, database_url, workflow_queue_sensor)
+    run = celery.run_job("workflow_execution", request.run_config, "wf", request.tags)
+
+    until(lambda: sandbox.calls("POST", "/services/ml_service/.*") or run.poll() is not None, "a call or the end")
+    assert run.poll() is None, "the run ended before its first step's call was held"
+    [(_, step_pid)] = _step_pids(celery.home, "run_workflow_execution")
+    sandbox.http.delete("/_sandbox/faults").raise_for_status()
+    os.kill(step_pid, signal.SIGKILL)
+
+    assert celery.wait(run, "wf") == 0
+    assert len(_step_pids(celery.home, "run_workflow_execution")) == 2
+    assert state(engine, execution)["status"] == "succeeded"
+    _tick(celery.home, database_url, workflow_queue_sensor)
+    [row_id] = [int(request.tags["wrk/queue_id"])]
+    assert _trigger(engine, row_id) == ("done", _events(celery.home, dg.DagsterEventType.RUN_SUCCESS)[0])
+    # each step recorded once; the call in flight at the kill was sent again, with the same key
+    with transaction(engine) as session:
+        step_ids = session.scalars(
+            select(WorkflowExecutionStep.id).where(WorkflowExecutionStep.workflow_execution_id == execution)
+        ).all()
+    assert len(step_ids) == 2
+    for step_id in step_ids:
+        assert [to for _, to in audit_moves(engine, step_id)].count("succeeded") == 1
+    keys = [c["idempotency_key"] for c in sandbox.calls("POST", "/services/ml_service/.*")]
+    assert len(keys) == 2 and len(set(keys)) == 1
+    assert len(sandbox.calls("POST", "/services/forecasting/.*")) == 1
+
+
+def _completed_audit(engine, trigger_ids) -> Counter[int]:
+    with transaction(engine) as session:
+        rows = session.scalars(
+            select(PhaseAudit.trigger_id).where(
+                PhaseAudit.trigger_id.in_(trigger_ids), PhaseAudit.outcome == PhaseOutcome.COMPLETED.value
+            )
+        ).all()
+    return Counter(rows)
+
+
+def test_a_phase_batch_step_killed_mid_batch_is_delivered_again_and_finishes_every_trigger_once(
+    celery, sandbox, engine, tmp_path
+):
+    """SIGKILL of the worker's step (pool) process mid phase_batch: Celery (acks late, reject on worker
+    lost) delivers the step again, which finds its rows launched by its own run and finishes each one it
+    had not finished. Every trigger ends done, reconciled as the sensors do, with one completed audit row."""
+    sync_calls = r"/integrations/v1/syncs"
+    celery.env |= {
+        "INTEGRATIONS_API_URL": sandbox.url + "/integrations",
+        "PAYMENTS_API_URL": sandbox.url + "/payments",
+        "PROOF_PACKET_DIR": str(tmp_path / "packets"),
+        "PHASE_ROW_WORKERS": "4",
+        "HTTP_READ_TIMEOUT_S": "3600",  # a held call waits for the kill, not for a client timeout
+    }
+    sandbox.http.post("/_sandbox/integrations/config", json={"callbacks_enabled": False}).raise_for_status()
+    with transaction(engine) as session:
+        tenant = factories.tenant(session).id
+    with autocommit(engine) as connection:  # as the API queues 40 users' phase-1 POSTs
+        posts = [phases.posted(tenant, 1, phases.parse_request(1, {"user_id": f"user-{n}"})) for n in range(40)]
+        ids = [a.trigger_id for a in phases.accept_many(connection, posts)]
+    with transaction(engine) as session:  # as the phase sensor claims them
+        claimed = queue.claim(session, [phases.KIND], 40, LEASE_SECONDS, "phase_queue_sensor")
+    assert sorted(c.id for c in claimed) == sorted(ids)
+    # The first five syncs answer; every later one is held until the step process is killed.
+    sandbox.fault("POST", sync_calls, action="delay", delay_s=0, count=5)
+    sandbox.fault("POST", sync_calls, action="timeout", delay_s=3600, count=1000)
+    celery.start_worker("worker-a")
+    run = celery.run_job("phase_batch", phase_run_config(claimed), "phases", phase_run_tags(claimed))
+
+    until(
+        lambda: sum(_completed_audit(engine, ids).values()) == 5 and len(sandbox.calls("POST", sync_calls)) > 5,
+        "five triggers completed and the next ones' calls held",
+    )
+    [(_, step_pid)] = _step_pids(celery.home, "process_phase_triggers")
+    sandbox.http.delete("/_sandbox/faults").raise_for_status()  # the step's next delivery gets answers
+    os.kill(step_pid, signal.SIGKILL)
+
+    assert celery.wait(run, "phases") == 0
+    assert len(_step_pids(celery.home, "process_phase_triggers")) == 2  # delivered again, and ran
+    run_id, _ = _events(celery.home, dg.DagsterEventType.RUN_SUCCESS)
+    with dg.DagsterInstance.from_config(str(celery.home)) as instance:
+        reconcile_launched(instance, engine, [phases.KIND])  # what the phase sensor's tick does
+    with transaction(engine) as session:
+        rows = session.scalars(select(TriggerQueue).where(TriggerQueue.id.in_(ids))).all()
+    assert {(r.state, r.run_id) for r in rows} == {("done", run_id)}
+    assert _completed_audit(engine, ids) == Counter(ids)  # each trigger's work recorded exactly once
 
 
 # -- the choice of executor and the workers' command (no broker needed) -------------------------------

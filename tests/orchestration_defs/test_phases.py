@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -29,8 +30,9 @@ from domain.models import (
 )
 from domain.settings import get_settings
 from domain.store import autocommit, transaction
+from domain.triggers import PhaseTrigger
 from domain.urls import header_value
-from orchestration_defs.phases import phase_batch, phase_queue_sensor, user_tag
+from orchestration_defs.phases import Outside, phase_batch, phase_queue_sensor, user_tag
 from resources.database import DatabaseResource
 from resources.integrations import IntegrationsResource
 from resources.payments import PaymentsResource
@@ -186,6 +188,61 @@ def test_a_run_under_a_burst_takes_the_next_batches_itself(
     assert run.tags["wrk/phase_count"] == str(done) and run.tags["wrk/phases"] == "1,2"
     assert run.tags["wrk/phase"] == "1,2"  # no longer one phase: no filter on phase 1 alone finds it
     assert all(run.tags[user_tag(f"b{n}")] == f"b{n}" for n in range(done))
+
+
+def test_a_step_delivered_again_carries_on_with_every_row_its_run_holds_and_does_none_twice(
+    phase_env, sandbox, engine, tenant, database_url, monkeypatch
+):
+    """EXECUTOR=celery acks a step late: its worker lost mid-step, the step runs again in the same run,
+    finding its rows launched by that run. It processes every one it has not finished (those the run took
+    itself included), none twice; a run that did nothing would leave them for reconciliation's evidence
+    check instead (sensors/queue.py on_success)."""
+    from orchestration_defs.phases import claim_more, launch_rows, process_row
+
+    monkeypatch.setenv("PHASE_BATCH_SIZE", "4")
+    monkeypatch.setenv("PHASE_RUNS_IN_FLIGHT", "1")
+    get_settings.cache_clear()
+    ids = [_accept(engine, tenant, 1, user_id=f"r{n}", sync_id="s") for n in range(6)]
+    (request,) = _tick(dg.DagsterInstance.ephemeral(), database_url)
+    config = request.run_config["ops"]["process_phase_triggers"]["config"]["rows"]
+    rows = [
+        phases.PhaseRow(
+            r["trigger_id"], r["claim_token"], r["attempt"], PhaseTrigger.model_validate_json(r["payload_json"])
+        )
+        for r in config
+    ]
+    run_id = str(uuid.uuid4())  # the run whose step is delivered twice
+    # The first delivery: it launched its batch, took two more, finished two triggers, then was lost.
+    assert launch_rows(engine, rows, run_id) == rows
+    taken = claim_more(engine, 2, run_id)
+    outside = Outside(IntegrationsResource().client(), PaymentsResource().client(), Path(phase_env.proof_packet_dir))
+    try:
+        assert [process_row(engine, r, run_id, outside, _Log()) for r in rows[:2]] == ["completed"] * 2
+    finally:
+        outside.integrations.close()
+        outside.payments.close()
+    # The second delivery, in the same run (its own process: a Dagster instance of its own).
+    result = phase_batch.execute_in_process(
+        run_config=request.run_config,
+        instance=dg.DagsterInstance.ephemeral(),
+        tags=request.tags,
+        resources=_resources(database_url),
+        run_id=run_id,
+    )
+    counts = result.output_for_node("process_phase_triggers")
+    assert (counts["completed"], counts["not_held"], counts["taken_by_the_run"]) == (4, 2, 2)
+    assert [t.trigger_id for t in taken] == ids[4:]
+    assert all(_state(engine, i).state == "done" and _state(engine, i).run_id == run_id for i in ids)
+    for n in range(6):
+        assert [(a.outcome, a.trigger_id) for a in _audit(engine, f"r{n}")] == [("completed", ids[n])]
+    assert len(_calls(sandbox, "/integrations/v1/syncs")) == 6  # each trigger's action once
+
+
+class _Log:
+    def warning(self, message: str) -> None:
+        raise AssertionError(message)
+
+    error = warning
 
 
 def test_phase_four_routes_at_the_exact_boundaries(phase_env, sandbox, engine, tenant, database_url):

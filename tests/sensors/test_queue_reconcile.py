@@ -40,23 +40,14 @@ def settings(monkeypatch, tmp_path, database_url):
     get_settings.cache_clear()
 
 
-def _enqueue(engine, n: int) -> list[int]:
+def _enqueue(engine, n: int, built: bool = True) -> list[int]:
+    """Build triggers whose runs' work is recorded (`built`), or not: a run that succeeds is no evidence."""
     with transaction(engine) as session:
         tenant = factories.tenant(session).id
+        payloads = [factories.build_trigger(session, tenant, built) for _ in range(n)]
         return [
-            queue.enqueue(
-                session,
-                "build",
-                tenant,
-                {
-                    "tenant_id": tenant,
-                    "project_id": f"p{i}",
-                    "automation_version_id": f"v{i}",
-                    "workflow_binding_id": "b",
-                },
-                dedup_key=f"build:v{i}",
-            )
-            for i in range(n)
+            queue.enqueue(session, "build", tenant, p, dedup_key="build:" + p["automation_version_id"])
+            for p in payloads
         ]
 
 
@@ -242,3 +233,52 @@ def test_a_run_created_but_never_submitted_is_failed_and_its_trigger_retried(eng
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
     [row] = _rows(engine, [row_id])
     assert row.state == "available" and run.run_id in row.last_error and "never started" in row.last_error
+
+
+def _react_to_success(instance, run, resources) -> None:
+    """The ack sensor's reaction to a run that succeeded (as the daemon evaluates it)."""
+    event = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS).records[-1]
+    context = dg.build_run_status_sensor_context(
+        sensor_name=queue_ack_sensor.name,
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(run.run_id),
+        dagster_event=event.event_log_entry.dagster_event,
+        resources=resources,
+    )
+    queue_ack_sensor(context)
+
+
+def test_a_run_that_succeeded_without_recording_the_outcome_fails_the_trigger_and_never_acks_it(
+    engine, instance, resources
+):
+    """A run's success is not its trigger's outcome: a build left waiting (its version still in Build in
+    Progress, no workflow recorded) goes back to the queue saying so, whether the ack sensor or
+    reconciliation sees the run end; on its last attempt it is dead, audited and alerted, never done."""
+    [row_id] = _enqueue(engine, 1, built=False)
+    with transaction(engine) as session:
+        session.execute(update(TriggerQueue).where(TriggerQueue.id == row_id).values(max_attempts=2))
+    [request] = _tick(instance, resources)
+    first = _launch(instance, request)
+    _tick(instance, resources)  # records the launch
+    _end_without_reaction(instance, first, dg.DagsterRunStatus.SUCCESS)
+    _react_to_success(instance, first, resources)
+    [row] = _rows(engine, [row_id])
+    assert row.state == "available" and row.available_at > row.updated_at  # the kind's backoff
+    assert f"run {first.run_id} succeeded without recording the outcome of build trigger {row_id}" in row.last_error
+
+    with transaction(engine) as session:
+        session.execute(update(TriggerQueue).where(TriggerQueue.id == row_id).values(available_at=datetime.now(UTC)))
+    [request] = _tick(instance, resources)
+    second = _launch(instance, request)
+    _tick(instance, resources)
+    _end_without_reaction(instance, second, dg.DagsterRunStatus.SUCCESS)  # and its reaction is lost
+    summary = queue_sweeper.execute_in_process(instance=instance, resources=resources).output_for_node("sweep_queue")
+    assert (summary["acked"], summary["failed"]) == (0, 1)
+    [row] = _rows(engine, [row_id])
+    assert row.state == "dead" and second.run_id in row.last_error
+    with transaction(engine) as session:
+        audit = session.scalars(select(AuditLog.entity_id).where(AuditLog.action == "trigger_dead")).all()
+        alerts = session.scalars(select(Notification.dedup_key).where(Notification.template == "ops_alert")).all()
+    assert audit == [str(row_id)] and alerts == [f"trigger_dead:{row_id}:{second.run_id}"]
+    _react_to_success(instance, second, resources)  # a late reaction changes nothing
+    assert _rows(engine, [row_id])[0].state == "dead"

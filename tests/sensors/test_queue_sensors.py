@@ -27,23 +27,14 @@ def resources(database_url):
     return {"database": DatabaseResource(url=database_url)}
 
 
-def _enqueue(engine, n: int) -> list[int]:
+def _enqueue(engine, n: int, built: bool = True) -> list[int]:
+    """Build triggers whose runs' work is recorded (`built`), or not: a run that succeeds is no evidence."""
     with transaction(engine) as session:
         tenant = factories.tenant(session).id
+        payloads = [factories.build_trigger(session, tenant, built) for _ in range(n)]
         return [
-            queue.enqueue(
-                session,
-                "build",
-                tenant,
-                {
-                    "tenant_id": tenant,
-                    "project_id": f"p{i}",
-                    "automation_version_id": f"v{i}",
-                    "workflow_binding_id": f"b{i}",
-                },
-                dedup_key=f"build:v{i}",
-            )
-            for i in range(n)
+            queue.enqueue(session, "build", tenant, p, dedup_key="build:" + p["automation_version_id"])
+            for p in payloads
         ]
 
 
@@ -70,7 +61,7 @@ def test_one_run_request_per_row_and_none_again_when_evaluated_twice(engine, ins
     assert {r.run_key for r in first} == {f"build:{r.tags[TAG_ID]}:{r.tags[TAG_TOKEN]}" for r in first}
     assert {r.tags[TAG_ID] for r in first} == {str(i) for i in ids}
     assert all(r.tags["wrk/tenant_id"] and r.tags["wrk/automation_version_id"] for r in first)
-    assert first[0].run_config["ops"]["load"]["config"]["workflow_binding_id"].startswith("b")
+    assert first[0].run_config["ops"]["load"]["config"]["workflow_binding_id"]
     assert _tick(instance, resources) == []  # the same tick evaluated again: nothing new
     runs = [_launch(instance, r) for r in first]
     assert _tick(instance, resources) == []
