@@ -43,7 +43,7 @@ from domain import lifecycle, models, notifications
 from domain.automation_versions import find_version, version_detail, workflow_binding_of
 from domain.lifecycle import Actor, Status
 from domain.models import BindingStatus, Deployment, DeploymentStatus, NotificationChannel
-from domain.store import transaction
+from domain.store import read_transaction, transaction
 from resources.errors import ExternalServiceError, NotFound, ServiceTimeout
 
 log = logging.getLogger(__name__)
@@ -408,16 +408,19 @@ class _Clock:
         time.sleep(seconds)
 
 
-def _set_active(platform: Platform, workflow_id: str, active: bool, clock: _Clock) -> None:
+def _set_active(platform: Platform, workflow_id: str, active: bool, clock: _Clock) -> bool | None:
+    """The call; returns the workflow's state as the platform answered it (None: not known)."""
     if clock.remaining() <= 0:
         raise DeadlineExceeded()
     call = platform.activate_workflow if active else platform.deactivate_workflow
     try:
-        call(workflow_id, retry=platform.retry.override(sleep=clock.sleep), timeout=clock.remaining())
+        answer = call(workflow_id, retry=platform.retry.override(sleep=clock.sleep), timeout=clock.remaining())
     except ServiceTimeout as exc:
         if clock.remaining() <= 0:
             raise DeadlineExceeded() from exc
         raise
+    answered = getattr(answer, "active", None)
+    return None if answered is None else bool(answered)
 
 
 def _is_active(platform: Platform, workflow_id: str, clock: _Clock) -> bool | None:
@@ -524,6 +527,7 @@ def _past_deadline(saga: Saga, plan: Route, deployment_id: str, exc: DeadlineExc
 
 @dataclass(frozen=True)
 class _Committed:
+    previous_version_id: str | None
     previous_workflow_id: str | None
     audit_id: int
     body: dict[str, Any]
@@ -534,7 +538,7 @@ def _commit(saga: Saga, session: Session, plan: Route, row: Deployment) -> _Comm
     actor = Actor(row.actor_type, row.actor_id)
     if plan.action == "pause":
         audit_id = commit_pause(session, plan, hints, actor, row.reason, row.notes, row.invoked_via, saga.ops_email)
-        previous_workflow_id = None
+        previous_version_id = previous_workflow_id = None
     else:
         live = commit_live(
             session,
@@ -549,7 +553,11 @@ def _commit(saga: Saga, session: Session, plan: Route, row: Deployment) -> _Comm
             notes=row.notes,
             deployment_id=row.id,
         )
-        audit_id, previous_workflow_id = live.audit_id, live.previous_workflow_id
+        audit_id, previous_version_id, previous_workflow_id = (
+            live.audit_id,
+            live.previous_live_id,
+            live.previous_workflow_id,
+        )
     # The answer is read inside the commit: the version is the one the commit locked and changed (the
     # session's identity map holds it; flushed, so the render reads what the commit wrote).
     session.flush()
@@ -557,24 +565,38 @@ def _commit(saga: Saga, session: Session, plan: Route, row: Deployment) -> _Comm
     assert version is not None and version.tenant_id == plan.tenant_id
     body = saga.render(session, version)
     _finish(session, row, D.COMMITTED, 200, body)
-    return _Committed(previous_workflow_id, audit_id, body)
+    return _Committed(previous_version_id, previous_workflow_id, audit_id, body)
 
 
 def _after_commit(saga: Saga, plan: Route, committed: _Committed, clock: _Clock) -> None:
-    """The previous Live version's workflow off the platform. The commit stands if this fails: ops
-    are alerted and reconciliation deactivates it."""
+    """The previous Live version's workflow off the platform, then both workflows the commit changed
+    made to agree with the store again before the answer: a request of the same project that
+    committed meanwhile may have called the platform before or after us (a deploy's deactivation
+    landing after a rollback made that version Live again), and a later commit wins. The commit
+    stands if this fails: ops are alerted and reconciliation finishes it."""
     previous = committed.previous_workflow_id
-    if not previous or previous == plan.workflow_id:
-        return
+    if previous and committed.previous_version_id and previous != plan.workflow_id:
+        try:
+            answered = _set_active(saga.platform, previous, False, clock)
+            restore_platform(saga, plan.tenant_id, committed.previous_version_id, previous, clock, active=answered)
+        except (ExternalServiceError, DeadlineExceeded, SQLAlchemyError) as exc:
+            _alert(
+                saga,
+                plan.tenant_id,
+                f"HIGH: previous workflow {previous} may still be active after a {plan.action}",
+                f"{exc!r}\nThe reconcile_deployments job will deactivate it.",
+                f"deactivate_failed:{committed.audit_id}",
+            )
+    assert plan.workflow_id is not None
     try:
-        _set_active(saga.platform, previous, False, clock)
-    except (ExternalServiceError, DeadlineExceeded) as exc:
+        restore_platform(saga, plan.tenant_id, plan.version_id, plan.workflow_id, clock)
+    except (ExternalServiceError, DeadlineExceeded, SQLAlchemyError) as exc:
         _alert(
             saga,
             plan.tenant_id,
-            f"HIGH: previous workflow {previous} is still active after a {plan.action}",
-            f"{exc}\nThe reconcile_deployments job will deactivate it.",
-            f"deactivate_failed:{committed.audit_id}",
+            f"HIGH: workflow {plan.workflow_id} may disagree with the store after a {plan.action}",
+            f"{exc!r}\nThe reconcile_deployments job will set it as the store wants.",
+            f"converge_failed:{committed.audit_id}",
         )
 
 
@@ -650,25 +672,34 @@ def wanted_active(session: Session, tenant_id: str, version_id: str, exclude: st
 
 
 def restore_platform(
-    saga: Saga, tenant_id: str, version_id: str, workflow_id: str, clock: _Clock, exclude: str | None = None
+    saga: Saga,
+    tenant_id: str,
+    version_id: str,
+    workflow_id: str,
+    clock: _Clock,
+    exclude: str | None = None,
+    active: bool | None = None,
 ) -> str | None:
-    """Make the platform agree with the store for one workflow: read what the store wants, compare
-    with the platform, change it, then read the store again, since a concurrent request may have
-    changed its mind meanwhile (its platform call may have come before ours). Returns what was done."""
+    """Make the platform agree with the store for one workflow, until a read of the store made after
+    the platform's last change agrees with it: a concurrent request of the project may commit, or its
+    call land, between our read and our call. Whoever changes the platform or the store checks again
+    after it, so once every request has answered the last check saw the last state of both. Bounded by
+    the clock. `active`: the workflow's state as the caller's own platform call, made after its
+    commit, answered it (saves a read). Returns what was done."""
     done: str | None = None
-    for _ in range(3):
-        with transaction(saga.engine) as session:
+    while True:
+        with read_transaction(saga.engine) as session:
             wanted = wanted_active(session, tenant_id, version_id, exclude)
-        active = _is_active(saga.platform, workflow_id, clock)
         if active is None:
-            if wanted:
-                raise NotFound("wrk_platform", f"workflow {workflow_id} of a Live version does not exist")
-            return done
+            active = _is_active(saga.platform, workflow_id, clock)
+            if active is None:
+                if wanted:
+                    raise NotFound("wrk_platform", f"workflow {workflow_id} of a Live version does not exist")
+                return done
         if active == wanted:
             return done
-        _set_active(saga.platform, workflow_id, wanted, clock)
+        active = _set_active(saga.platform, workflow_id, wanted, clock)
         done = "activated" if wanted else "deactivated"
-    return done
 
 
 # ---------------------------------------------------------------------------------------------------

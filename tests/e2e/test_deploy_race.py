@@ -10,8 +10,8 @@ Bounded in rounds, not in time: the waits are for the answers.
 from __future__ import annotations
 
 import random
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -86,6 +86,12 @@ def _round_requests(rng: random.Random, engine) -> list[tuple[str, str, dict[str
     return requests
 
 
+def _send(url: str, token: str, method: str, path: str, body: dict[str, Any], after_s: float) -> httpx.Response:
+    time.sleep(after_s)  # spread over one deactivation, so requests plan after others commit
+    with httpx.Client(base_url=url, headers=bearer(token), timeout=120) as http:
+        return http.request(method, path, json=body)
+
+
 def test_concurrent_deploys_and_rollbacks_leave_the_platform_running_the_live_version(databases, sandbox, tmp_path):
     rng = random.Random(20261207)
     engine = databases.migrated()
@@ -122,22 +128,10 @@ def test_concurrent_deploys_and_rollbacks_leave_the_platform_running_the_live_ve
                           delay_s=deactivation_s)  # fmt: skip
             sandbox.fault("PATCH", "/wrk-api/workflows/.*/activate", count=SLOW_CALLS, action="delay", delay_s=0.1)
             requests = _round_requests(rng, engine)
-            answers: list[httpx.Response] = []
-
-            def send(method: str, path: str, body: dict[str, Any], after_s: float) -> None:
-                time.sleep(after_s)  # spread over one deactivation, so requests plan after others commit
-                with httpx.Client(base_url=url, headers=bearer(token), timeout=120) as http:
-                    answers.append(http.request(method, path, json=body))
-
-            threads = [
-                threading.Thread(target=send, args=(*request, rng.uniform(0, deactivation_s))) for request in requests
-            ]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+            with ThreadPoolExecutor(len(requests)) as pool:
+                sent = [pool.submit(_send, url, token, *r, rng.uniform(0, deactivation_s)) for r in requests]
+                answers = [future.result() for future in sent]
             outcomes = [(a.status_code, a.json().get("code")) for a in answers]
-            assert len(outcomes) == len(requests)
             assert all(status in (200, 409) for status, _code in outcomes), outcomes
             # Every request has answered: the platform agrees with the store, nothing left to reconcile.
             _tenant, _project, statuses = _order_sync(engine)
