@@ -9,7 +9,12 @@ A status change that touches the WRK Platform (deploy, resume, pause, rollback) 
 2. **activating** (one transaction), then the platform call, bounded by the request's deadline.
 3. **commit** (one transaction): re-check under the project lock, make the version Live (previous
    Live archived) or Paused, audit, notify, and mark the row `committed` with the answer.
-4. Any refusal or failure after step 2 **compensates**: the platform is put back to what the store
+4. **converge**, before answering: the previous Live version's workflow off, then it and the
+   version's own workflow checked against a fresh read of the store until they agree. Another
+   request of the project may call the platform between our read and our call, or commit between
+   our call and our check; whoever changes either checks again after, so a later commit wins on the
+   platform too and, once every request has answered, the platform runs what the store says.
+5. Any refusal or failure after step 2 **compensates**: the platform is put back to what the store
    wants, and the row ends `compensated` (or `failed` when the platform call itself failed). A
    compensation that cannot be done is alerted and the row stays `activating` with the reason in
    `error`, for reconciliation.
