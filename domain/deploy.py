@@ -452,7 +452,7 @@ def _run(saga: Saga, plan: Route, deployment_id: str) -> Outcome:
     assert plan.workflow_id is not None
     verb = "activate" if plan.wants_active else "deactivate"
     try:
-        _set_active(saga.platform, plan.workflow_id, plan.wants_active, clock)
+        answered = _set_active(saga.platform, plan.workflow_id, plan.wants_active, clock)
     except DeadlineExceeded as exc:
         raise _past_deadline(saga, plan, deployment_id, exc) from exc
     except ExternalServiceError as exc:
@@ -505,7 +505,7 @@ def _run(saga: Saga, plan: Route, deployment_id: str) -> Outcome:
         refused = DeployRefused(500, "deployment_failed", "the deploy could not be recorded; nothing changed")
         _compensate(saga, plan, deployment_id, clock, refused, D.COMPENSATED, "commit_failed")
         raise refused from exc
-    _after_commit(saga, plan, committed, clock)
+    _after_commit(saga, plan, committed, clock, answered)
     return Outcome(200, committed.body, deployment_id)
 
 
@@ -573,12 +573,14 @@ def _commit(saga: Saga, session: Session, plan: Route, row: Deployment) -> _Comm
     return _Committed(previous_version_id, previous_workflow_id, audit_id, body)
 
 
-def _after_commit(saga: Saga, plan: Route, committed: _Committed, clock: _Clock) -> None:
+def _after_commit(saga: Saga, plan: Route, committed: _Committed, clock: _Clock, active: bool | None) -> None:
     """The previous Live version's workflow off the platform, then both workflows the commit changed
     made to agree with the store again before the answer: a request of the same project that
     committed meanwhile may have called the platform before or after us (a deploy's deactivation
-    landing after a rollback made that version Live again), and a later commit wins. The commit
-    stands if this fails: ops are alerted and reconciliation finishes it."""
+    landing after a rollback made that version Live again), and a later commit wins. `active`: the
+    version's workflow as the platform last answered this request, before the commit (the commit does
+    not change what the store wants for it: the open row wanted the same). The commit stands if this
+    fails: ops are alerted and reconciliation finishes it."""
     previous = committed.previous_workflow_id
     if previous and committed.previous_version_id and previous != plan.workflow_id:
         try:
@@ -594,7 +596,7 @@ def _after_commit(saga: Saga, plan: Route, committed: _Committed, clock: _Clock)
             )
     assert plan.workflow_id is not None
     try:
-        restore_platform(saga, plan.tenant_id, plan.version_id, plan.workflow_id, clock)
+        restore_platform(saga, plan.tenant_id, plan.version_id, plan.workflow_id, clock, active=active)
     except (ExternalServiceError, DeadlineExceeded, SQLAlchemyError) as exc:
         _alert(
             saga,
@@ -689,8 +691,9 @@ def restore_platform(
     the platform's last change agrees with it: a concurrent request of the project may commit, or its
     call land, between our read and our call. Whoever changes the platform or the store checks again
     after it, so once every request has answered the last check saw the last state of both. Bounded by
-    the clock. `active`: the workflow's state as the caller's own platform call, made after its
-    commit, answered it (saves a read). Returns what was done."""
+    the clock. `active`: the workflow's state as the caller's last platform call answered it, made
+    after the caller's last change of what the store wants for it (saves a read). Returns what was
+    done."""
     done: str | None = None
     while True:
         with read_transaction(saga.engine) as session:
@@ -1100,7 +1103,7 @@ def _settle(saga: Saga, deployment_id: str, report: Reconciliation) -> None:
             committed = None
     if committed is not None:
         report.finished.append(deployment_id)
-        _after_commit(saga, plan, committed, clock)
+        _after_commit(saga, plan, committed, clock, active)
         return
     # Undo: the store did not move; the platform follows it.
     restore_platform(saga, plan.tenant_id, plan.version_id, plan.workflow_id, clock, exclude=deployment_id)
