@@ -581,29 +581,23 @@ def _after_commit(saga: Saga, plan: Route, committed: _Committed, clock: _Clock,
     version's workflow as the platform last answered this request, before the commit (the commit does
     not change what the store wants for it: the open row wanted the same). The commit stands if this
     fails: ops are alerted and reconciliation finishes it."""
-    previous = committed.previous_workflow_id
-    if previous and committed.previous_version_id and previous != plan.workflow_id:
-        try:
-            answered = _set_active(saga.platform, previous, False, clock)
-            restore_platform(saga, plan.tenant_id, committed.previous_version_id, previous, clock, active=answered)
-        except (ExternalServiceError, DeadlineExceeded, SQLAlchemyError) as exc:
-            _alert(
-                saga,
-                plan.tenant_id,
-                f"HIGH: previous workflow {previous} may still be active after a {plan.action}",
-                f"{exc!r}\nThe reconcile_deployments job will deactivate it.",
-                f"deactivate_failed:{committed.audit_id}",
-            )
     assert plan.workflow_id is not None
+    workflows = {plan.version_id: plan.workflow_id}
+    answered = {plan.workflow_id: active}
+    previous = committed.previous_workflow_id
     try:
-        restore_platform(saga, plan.tenant_id, plan.version_id, plan.workflow_id, clock, active=active)
+        if previous and committed.previous_version_id and previous != plan.workflow_id:
+            answered[previous] = _set_active(saga.platform, previous, False, clock)
+            workflows[committed.previous_version_id] = previous
+        converge(saga, plan.tenant_id, workflows, clock, active=answered)
     except (ExternalServiceError, DeadlineExceeded, SQLAlchemyError) as exc:
         _alert(
             saga,
             plan.tenant_id,
-            f"HIGH: workflow {plan.workflow_id} may disagree with the store after a {plan.action}",
-            f"{exc!r}\nThe reconcile_deployments job will set it as the store wants.",
-            f"converge_failed:{committed.audit_id}",
+            f"HIGH: the WRK Platform may disagree with the store after a {plan.action}",
+            f"{exc!r}\nWorkflows: {previous or '-'} (previous, to deactivate), {plan.workflow_id}\n"
+            "The reconcile_deployments job will set them as the store wants.",
+            f"deactivate_failed:{committed.audit_id}",
         )
 
 
@@ -655,59 +649,70 @@ def _compensate(
         log.exception("deployment %s: could not record the compensation", deployment_id)
 
 
-def wanted_active(session: Session, tenant_id: str, version_id: str, exclude: str | None = None) -> bool:
-    """Whether the store wants a version's workflow active: another open deployment of the version
-    decides (its own compensation corrects it later), else the version being Live."""
-    other = session.scalars(
-        select(Deployment)
+def wanted_active(
+    session: Session, tenant_id: str, version_ids: list[str], exclude: str | None = None
+) -> dict[str, bool]:
+    """Whether the store wants each version's workflow active: the latest other open deployment of
+    the version decides (its own compensation corrects it later), else the version being Live."""
+    open_rows = session.execute(
+        select(Deployment.automation_version_id, Deployment.action)
         .where(
             Deployment.tenant_id == tenant_id,
-            Deployment.automation_version_id == version_id,
+            Deployment.automation_version_id.in_(version_ids),
             Deployment.status.in_(OPEN),
             Deployment.id != (exclude or ""),
         )
-        .order_by(Deployment.created_at.desc())
-    ).first()
-    if other is not None:
-        return other.action != "pause"
-    status = session.scalars(
-        select(models.AutomationVersion.status).where(
-            models.AutomationVersion.tenant_id == tenant_id, models.AutomationVersion.id == version_id
+        .order_by(Deployment.created_at)
+    ).all()
+    by_open_row = {version_id: action != "pause" for version_id, action in open_rows}  # the latest last
+    statuses = session.execute(
+        select(models.AutomationVersion.id, models.AutomationVersion.status).where(
+            models.AutomationVersion.tenant_id == tenant_id, models.AutomationVersion.id.in_(version_ids)
         )
-    ).one()
-    return status == Status.LIVE.value
+    ).all()
+    return {version_id: by_open_row.get(version_id, status == Status.LIVE.value) for version_id, status in statuses}
+
+
+def converge(
+    saga: Saga,
+    tenant_id: str,
+    workflows: dict[str, str],
+    clock: _Clock,
+    exclude: str | None = None,
+    active: dict[str, bool | None] | None = None,
+) -> dict[str, str]:
+    """Make the platform agree with the store for some workflows of a tenant (version id -> workflow
+    id), each until a read of the store made after the platform's last change agrees with it: a
+    concurrent request of the project may commit, or its call land, between our read and our call.
+    Whoever changes the platform or the store checks again after it, so once every request has
+    answered the last check saw the last state of both. Bounded by the clock. `active`: a workflow's
+    state as the caller's last platform call answered it, made after the caller's last change of what
+    the store wants for it (saves a read). Returns what was done per workflow id."""
+    known = dict(active or {})
+    pending = dict(workflows)
+    done: dict[str, str] = {}
+    while pending:
+        with read_transaction(saga.engine) as session:
+            wanted = wanted_active(session, tenant_id, list(pending), exclude)
+        for version_id, workflow_id in list(pending.items()):
+            state = known.get(workflow_id)
+            if state is None:
+                state = _is_active(saga.platform, workflow_id, clock)
+            if state is None and wanted[version_id]:
+                raise NotFound("wrk_platform", f"workflow {workflow_id} of a Live version does not exist")
+            if state is None or state == wanted[version_id]:
+                del pending[version_id]
+                continue
+            known[workflow_id] = _set_active(saga.platform, workflow_id, wanted[version_id], clock)
+            done[workflow_id] = "activated" if wanted[version_id] else "deactivated"
+    return done
 
 
 def restore_platform(
-    saga: Saga,
-    tenant_id: str,
-    version_id: str,
-    workflow_id: str,
-    clock: _Clock,
-    exclude: str | None = None,
-    active: bool | None = None,
+    saga: Saga, tenant_id: str, version_id: str, workflow_id: str, clock: _Clock, exclude: str | None = None
 ) -> str | None:
-    """Make the platform agree with the store for one workflow, until a read of the store made after
-    the platform's last change agrees with it: a concurrent request of the project may commit, or its
-    call land, between our read and our call. Whoever changes the platform or the store checks again
-    after it, so once every request has answered the last check saw the last state of both. Bounded by
-    the clock. `active`: the workflow's state as the caller's last platform call answered it, made
-    after the caller's last change of what the store wants for it (saves a read). Returns what was
-    done."""
-    done: str | None = None
-    while True:
-        with read_transaction(saga.engine) as session:
-            wanted = wanted_active(session, tenant_id, version_id, exclude)
-        if active is None:
-            active = _is_active(saga.platform, workflow_id, clock)
-            if active is None:
-                if wanted:
-                    raise NotFound("wrk_platform", f"workflow {workflow_id} of a Live version does not exist")
-                return done
-        if active == wanted:
-            return done
-        active = _set_active(saga.platform, workflow_id, wanted, clock)
-        done = "activated" if wanted else "deactivated"
+    """`converge` for one workflow; returns what was done."""
+    return converge(saga, tenant_id, {version_id: workflow_id}, clock, exclude).get(workflow_id)
 
 
 # ---------------------------------------------------------------------------------------------------
