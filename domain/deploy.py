@@ -9,7 +9,12 @@ A status change that touches the WRK Platform (deploy, resume, pause, rollback) 
 2. **activating** (one transaction), then the platform call, bounded by the request's deadline.
 3. **commit** (one transaction): re-check under the project lock, make the version Live (previous
    Live archived) or Paused, audit, notify, and mark the row `committed` with the answer.
-4. Any refusal or failure after step 2 **compensates**: the platform is put back to what the store
+4. **converge**, before answering: the previous Live version's workflow off, then it and the
+   version's own workflow checked against a fresh read of the store until they agree. Another
+   request of the project may call the platform between our read and our call, or commit between
+   our call and our check; whoever changes either checks again after, so a later commit wins on the
+   platform too and, once every request has answered, the platform runs what the store says.
+5. Any refusal or failure after step 2 **compensates**: the platform is put back to what the store
    wants, and the row ends `compensated` (or `failed` when the platform call itself failed). A
    compensation that cannot be done is alerted and the row stays `activating` with the reason in
    `error`, for reconciliation.
@@ -43,7 +48,7 @@ from domain import lifecycle, models, notifications
 from domain.automation_versions import find_version, version_detail, workflow_binding_of
 from domain.lifecycle import Actor, Status
 from domain.models import BindingStatus, Deployment, DeploymentStatus, NotificationChannel
-from domain.store import transaction
+from domain.store import read_transaction, transaction
 from resources.errors import ExternalServiceError, NotFound, ServiceTimeout
 
 log = logging.getLogger(__name__)
@@ -408,16 +413,19 @@ class _Clock:
         time.sleep(seconds)
 
 
-def _set_active(platform: Platform, workflow_id: str, active: bool, clock: _Clock) -> None:
+def _set_active(platform: Platform, workflow_id: str, active: bool, clock: _Clock) -> bool | None:
+    """The call; returns the workflow's state as the platform answered it (None: not known)."""
     if clock.remaining() <= 0:
         raise DeadlineExceeded()
     call = platform.activate_workflow if active else platform.deactivate_workflow
     try:
-        call(workflow_id, retry=platform.retry.override(sleep=clock.sleep), timeout=clock.remaining())
+        answer = call(workflow_id, retry=platform.retry.override(sleep=clock.sleep), timeout=clock.remaining())
     except ServiceTimeout as exc:
         if clock.remaining() <= 0:
             raise DeadlineExceeded() from exc
         raise
+    answered = getattr(answer, "active", None)
+    return None if answered is None else bool(answered)
 
 
 def _is_active(platform: Platform, workflow_id: str, clock: _Clock) -> bool | None:
@@ -444,7 +452,7 @@ def _run(saga: Saga, plan: Route, deployment_id: str) -> Outcome:
     assert plan.workflow_id is not None
     verb = "activate" if plan.wants_active else "deactivate"
     try:
-        _set_active(saga.platform, plan.workflow_id, plan.wants_active, clock)
+        answered = _set_active(saga.platform, plan.workflow_id, plan.wants_active, clock)
     except DeadlineExceeded as exc:
         raise _past_deadline(saga, plan, deployment_id, exc) from exc
     except ExternalServiceError as exc:
@@ -497,7 +505,7 @@ def _run(saga: Saga, plan: Route, deployment_id: str) -> Outcome:
         refused = DeployRefused(500, "deployment_failed", "the deploy could not be recorded; nothing changed")
         _compensate(saga, plan, deployment_id, clock, refused, D.COMPENSATED, "commit_failed")
         raise refused from exc
-    _after_commit(saga, plan, committed, clock)
+    _after_commit(saga, plan, committed, clock, answered)
     return Outcome(200, committed.body, deployment_id)
 
 
@@ -524,6 +532,7 @@ def _past_deadline(saga: Saga, plan: Route, deployment_id: str, exc: DeadlineExc
 
 @dataclass(frozen=True)
 class _Committed:
+    previous_version_id: str | None
     previous_workflow_id: str | None
     audit_id: int
     body: dict[str, Any]
@@ -534,7 +543,7 @@ def _commit(saga: Saga, session: Session, plan: Route, row: Deployment) -> _Comm
     actor = Actor(row.actor_type, row.actor_id)
     if plan.action == "pause":
         audit_id = commit_pause(session, plan, hints, actor, row.reason, row.notes, row.invoked_via, saga.ops_email)
-        previous_workflow_id = None
+        previous_version_id = previous_workflow_id = None
     else:
         live = commit_live(
             session,
@@ -549,7 +558,11 @@ def _commit(saga: Saga, session: Session, plan: Route, row: Deployment) -> _Comm
             notes=row.notes,
             deployment_id=row.id,
         )
-        audit_id, previous_workflow_id = live.audit_id, live.previous_workflow_id
+        audit_id, previous_version_id, previous_workflow_id = (
+            live.audit_id,
+            live.previous_live_id,
+            live.previous_workflow_id,
+        )
     # The answer is read inside the commit: the version is the one the commit locked and changed (the
     # session's identity map holds it; flushed, so the render reads what the commit wrote).
     session.flush()
@@ -557,23 +570,33 @@ def _commit(saga: Saga, session: Session, plan: Route, row: Deployment) -> _Comm
     assert version is not None and version.tenant_id == plan.tenant_id
     body = saga.render(session, version)
     _finish(session, row, D.COMMITTED, 200, body)
-    return _Committed(previous_workflow_id, audit_id, body)
+    return _Committed(previous_version_id, previous_workflow_id, audit_id, body)
 
 
-def _after_commit(saga: Saga, plan: Route, committed: _Committed, clock: _Clock) -> None:
-    """The previous Live version's workflow off the platform. The commit stands if this fails: ops
-    are alerted and reconciliation deactivates it."""
+def _after_commit(saga: Saga, plan: Route, committed: _Committed, clock: _Clock, active: bool | None) -> None:
+    """The previous Live version's workflow off the platform, then both workflows the commit changed
+    made to agree with the store again before the answer: a request of the same project that
+    committed meanwhile may have called the platform before or after us (a deploy's deactivation
+    landing after a rollback made that version Live again), and a later commit wins. `active`: the
+    version's workflow as the platform last answered this request, before the commit (the commit does
+    not change what the store wants for it: the open row wanted the same). The commit stands if this
+    fails: ops are alerted and reconciliation finishes it."""
+    assert plan.workflow_id is not None
+    workflows = {plan.version_id: plan.workflow_id}
+    answered = {plan.workflow_id: active}
     previous = committed.previous_workflow_id
-    if not previous or previous == plan.workflow_id:
-        return
     try:
-        _set_active(saga.platform, previous, False, clock)
-    except (ExternalServiceError, DeadlineExceeded) as exc:
+        if previous and committed.previous_version_id and previous != plan.workflow_id:
+            answered[previous] = _set_active(saga.platform, previous, False, clock)
+            workflows[committed.previous_version_id] = previous
+        converge(saga, plan.tenant_id, workflows, clock, active=answered)
+    except (ExternalServiceError, DeadlineExceeded, SQLAlchemyError) as exc:
         _alert(
             saga,
             plan.tenant_id,
-            f"HIGH: previous workflow {previous} is still active after a {plan.action}",
-            f"{exc}\nThe reconcile_deployments job will deactivate it.",
+            f"HIGH: the WRK Platform may disagree with the store after a {plan.action}",
+            f"{exc!r}\nWorkflows: {previous or '-'} (previous, to deactivate), {plan.workflow_id}\n"
+            "The reconcile_deployments job will set them as the store wants.",
             f"deactivate_failed:{committed.audit_id}",
         )
 
@@ -626,49 +649,70 @@ def _compensate(
         log.exception("deployment %s: could not record the compensation", deployment_id)
 
 
-def wanted_active(session: Session, tenant_id: str, version_id: str, exclude: str | None = None) -> bool:
-    """Whether the store wants a version's workflow active: another open deployment of the version
-    decides (its own compensation corrects it later), else the version being Live."""
-    other = session.scalars(
-        select(Deployment)
+def wanted_active(
+    session: Session, tenant_id: str, version_ids: list[str], exclude: str | None = None
+) -> dict[str, bool]:
+    """Whether the store wants each version's workflow active: the latest other open deployment of
+    the version decides (its own compensation corrects it later), else the version being Live."""
+    open_rows = session.execute(
+        select(Deployment.automation_version_id, Deployment.action)
         .where(
             Deployment.tenant_id == tenant_id,
-            Deployment.automation_version_id == version_id,
+            Deployment.automation_version_id.in_(version_ids),
             Deployment.status.in_(OPEN),
             Deployment.id != (exclude or ""),
         )
-        .order_by(Deployment.created_at.desc())
-    ).first()
-    if other is not None:
-        return other.action != "pause"
-    status = session.scalars(
-        select(models.AutomationVersion.status).where(
-            models.AutomationVersion.tenant_id == tenant_id, models.AutomationVersion.id == version_id
+        .order_by(Deployment.created_at)
+    ).all()
+    by_open_row = {version_id: action != "pause" for version_id, action in open_rows}  # the latest last
+    statuses = session.execute(
+        select(models.AutomationVersion.id, models.AutomationVersion.status).where(
+            models.AutomationVersion.tenant_id == tenant_id, models.AutomationVersion.id.in_(version_ids)
         )
-    ).one()
-    return status == Status.LIVE.value
+    ).all()
+    return {version_id: by_open_row.get(version_id, status == Status.LIVE.value) for version_id, status in statuses}
+
+
+def converge(
+    saga: Saga,
+    tenant_id: str,
+    workflows: dict[str, str],
+    clock: _Clock,
+    exclude: str | None = None,
+    active: dict[str, bool | None] | None = None,
+) -> dict[str, str]:
+    """Make the platform agree with the store for some workflows of a tenant (version id -> workflow
+    id), each until a read of the store made after the platform's last change agrees with it: a
+    concurrent request of the project may commit, or its call land, between our read and our call.
+    Whoever changes the platform or the store checks again after it, so once every request has
+    answered the last check saw the last state of both. Bounded by the clock. `active`: a workflow's
+    state as the caller's last platform call answered it, made after the caller's last change of what
+    the store wants for it (saves a read). Returns what was done per workflow id."""
+    known = dict(active or {})
+    pending = dict(workflows)
+    done: dict[str, str] = {}
+    while pending:
+        with read_transaction(saga.engine) as session:
+            wanted = wanted_active(session, tenant_id, list(pending), exclude)
+        for version_id, workflow_id in list(pending.items()):
+            state = known.get(workflow_id)
+            if state is None:
+                state = _is_active(saga.platform, workflow_id, clock)
+            if state is None and wanted[version_id]:
+                raise NotFound("wrk_platform", f"workflow {workflow_id} of a Live version does not exist")
+            if state is None or state == wanted[version_id]:
+                del pending[version_id]
+                continue
+            known[workflow_id] = _set_active(saga.platform, workflow_id, wanted[version_id], clock)
+            done[workflow_id] = "activated" if wanted[version_id] else "deactivated"
+    return done
 
 
 def restore_platform(
     saga: Saga, tenant_id: str, version_id: str, workflow_id: str, clock: _Clock, exclude: str | None = None
 ) -> str | None:
-    """Make the platform agree with the store for one workflow: read what the store wants, compare
-    with the platform, change it, then read the store again, since a concurrent request may have
-    changed its mind meanwhile (its platform call may have come before ours). Returns what was done."""
-    done: str | None = None
-    for _ in range(3):
-        with transaction(saga.engine) as session:
-            wanted = wanted_active(session, tenant_id, version_id, exclude)
-        active = _is_active(saga.platform, workflow_id, clock)
-        if active is None:
-            if wanted:
-                raise NotFound("wrk_platform", f"workflow {workflow_id} of a Live version does not exist")
-            return done
-        if active == wanted:
-            return done
-        _set_active(saga.platform, workflow_id, wanted, clock)
-        done = "activated" if wanted else "deactivated"
-    return done
+    """`converge` for one workflow; returns what was done."""
+    return converge(saga, tenant_id, {version_id: workflow_id}, clock, exclude).get(workflow_id)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -1064,7 +1108,7 @@ def _settle(saga: Saga, deployment_id: str, report: Reconciliation) -> None:
             committed = None
     if committed is not None:
         report.finished.append(deployment_id)
-        _after_commit(saga, plan, committed, clock)
+        _after_commit(saga, plan, committed, clock, active)
         return
     # Undo: the store did not move; the platform follows it.
     restore_platform(saga, plan.tenant_id, plan.version_id, plan.workflow_id, clock, exclude=deployment_id)

@@ -144,8 +144,9 @@ class Processes:
         self.procs.append(proc)
         return proc
 
-    def uvicorn(self, factory: str, env: Mapping[str, str] | None = None) -> str:
-        """Serve an app factory in its own process (no shared GIL with the caller); returns its URL."""
+    def uvicorn(self, factory: str, env: Mapping[str, str] | None = None, workers: int = 1) -> str:
+        """Serve an app factory in its own process (no shared GIL with the caller), or in `workers`
+        worker processes sharing the port as `make run` serves the API; returns its URL."""
         port = free_port()
         self.spawn(
             sys.executable,
@@ -155,6 +156,7 @@ class Processes:
             "--factory",
             "--port",
             str(port),
+            *(["--workers", str(workers)] if workers > 1 else []),
             "--no-access-log",
             "--log-level",
             "warning",

@@ -26,7 +26,7 @@ from resources.retry import RetryPolicy
 from resources.wrk import WrkPlatformClient, WrkPlatformResource
 from tests.api.conftest import bearer, make_token
 from tests.api.test_deploy import _binding, _ids, _patch, _workflow_active
-from tests.servers import ServerThread
+from tests.servers import ServerThread, until
 
 LATER = datetime.now(UTC) + timedelta(days=1)  # "now" for a reconciliation after every deadline passed
 
@@ -533,3 +533,94 @@ def test_archived_to_live_only_through_rollback(client, settings, demo, engine):
         with pytest.raises(lifecycle.InvalidStatusTransition):
             lifecycle.transition(session, version, Status.LIVE, actor=Actor.user("x"), action="deploy")
         session.rollback()
+
+
+# --- 8. a later commit wins on the platform too ---------------------------------------------------
+
+
+class Ordered:
+    """The WRK client of one request whose first call of `verb` waits for `before`, is made, sets
+    `made`, then waits for `after`: a test puts two requests' platform calls in the order it wants,
+    without timing."""
+
+    def __init__(self, client: WrkPlatformClient, verb: str, before=None, made=None, after=None) -> None:
+        self.client, self.verb, self.retry = client, verb, client.retry
+        self.before, self.made, self.after = before, made or threading.Event(), after
+        self.held = False
+
+    def _call(self, verb, call, workflow_id, retry, timeout):
+        if verb != self.verb or self.held:
+            return call(workflow_id, retry=retry, timeout=timeout)
+        self.held = True
+        assert self.before is None or self.before.wait(600)
+        answer = call(workflow_id, retry=retry, timeout=timeout)
+        self.made.set()
+        assert self.after is None or self.after.wait(600)
+        return answer
+
+    def activate_workflow(self, workflow_id, retry=None, timeout=None):
+        return self._call("activate", self.client.activate_workflow, workflow_id, retry, timeout)
+
+    def deactivate_workflow(self, workflow_id, retry=None, timeout=None):
+        return self._call("deactivate", self.client.deactivate_workflow, workflow_id, retry, timeout)
+
+    def get_workflow(self, workflow_id, retry=None, timeout=None):
+        return self.client.get_workflow(workflow_id, retry=retry, timeout=timeout)
+
+
+def _deploy_in_thread(engine, platform, demo, version_id) -> tuple[threading.Thread, dict[str, deploy.Outcome]]:
+    answers: dict[str, deploy.Outcome] = {}
+
+    def run() -> None:
+        saga = _saga(engine, platform)
+        request = deploy.Request(Actor.user("rita"))
+        answers["deploy"] = deploy.change_status(saga, _tenants(demo), version_id, "Live", request)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, answers
+
+
+def test_a_deactivation_landing_after_a_rollback_committed_is_undone_before_the_deploy_answers(
+    engine, demo, platform, sandbox
+):
+    """Deploy X archives V and sends "deactivate V"; a rollback makes V Live again meanwhile; the
+    deactivation lands after it. The deploy sees the store wants V active and activates it again."""
+    _tenant, candidates = _ids(demo, "Order Sync", "Ready to Launch")
+    v, x = candidates[0]["id"], candidates[1]["id"]
+    plain = _saga(engine, platform)
+    deploy.change_status(plain, _tenants(demo), v, "Live", deploy.Request(Actor.user("rita")))
+    rolled_back = threading.Event()
+    deploying, answers = _deploy_in_thread(engine, Ordered(platform, "deactivate", before=rolled_back), demo, x)
+    until(lambda: _status(engine, x) == "Live", "the deploy of X to commit")
+    back = deploy.rollback(plain, _tenants(demo), _project_id(demo, "Order Sync"), v, deploy.Request(Actor.user("o")))
+    rolled_back.set()
+    deploying.join()
+    assert answers["deploy"].status == back.status == 200
+    assert (_status(engine, v), _status(engine, x)) == ("Live", "Archived")
+    assert _workflow_active(sandbox, _binding(engine, v).wrk_workflow_id)
+    assert not _workflow_active(sandbox, _binding(engine, x).wrk_workflow_id)
+    assert _alerts(engine) == []
+
+
+def test_a_rollbacks_activation_undone_before_it_commits_is_redone_before_it_answers(engine, demo, platform, sandbox):
+    """A rollback to V activates V; a deploy that archived V earlier deactivates V after that, before
+    the rollback commits. The rollback checks its own workflow after its commit and activates it."""
+    _tenant, candidates = _ids(demo, "Order Sync", "Ready to Launch")
+    v, x = candidates[0]["id"], candidates[1]["id"]
+    plain = _saga(engine, platform)
+    deploy.change_status(plain, _tenants(demo), v, "Live", deploy.Request(Actor.user("rita")))
+    activated, deactivated = threading.Event(), threading.Event()
+    held_deploy = Ordered(platform, "deactivate", before=activated, made=deactivated)
+    deploying, answers = _deploy_in_thread(engine, held_deploy, demo, x)
+    until(lambda: _status(engine, x) == "Live", "the deploy of X to commit")
+    rolling_back = _saga(engine, Ordered(platform, "activate", made=activated, after=deactivated))
+    back = deploy.rollback(
+        rolling_back, _tenants(demo), _project_id(demo, "Order Sync"), v, deploy.Request(Actor.user("o"))
+    )
+    deploying.join()
+    assert answers["deploy"].status == back.status == 200
+    assert (_status(engine, v), _status(engine, x)) == ("Live", "Archived")
+    assert _workflow_active(sandbox, _binding(engine, v).wrk_workflow_id)
+    assert not _workflow_active(sandbox, _binding(engine, x).wrk_workflow_id)
+    assert _alerts(engine) == []
