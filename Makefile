@@ -23,10 +23,13 @@ run: $(STAMP)
 
 ## make test: the whole suite on SQLite and on a throwaway PostgreSQL 15 cluster, with a throwaway
 ## RabbitMQ (tests that need PostgreSQL or the broker fail here rather than skip: WRK_TEST_REQUIRE_SERVICES).
+## The layers' import contracts (pyproject's [tool.importlinter]) are checked first: a breach fails the target.
 test: $(STAMP)
+	$(BIN)/lint-imports
 	@WRK_TEST_REQUIRE_SERVICES=1 scripts/with-postgres scripts/with-rabbitmq $(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/ruff check .
 	$(BIN)/mypy domain
 

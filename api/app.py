@@ -34,9 +34,9 @@ from api.routes import (
     webhooks,
     workflows,
 )
-from domain.phase_stream import PhaseStream
-from domain.settings import Settings, get_settings
-from domain.store import engine_for
+from domain.core.settings import Settings, get_settings
+from domain.core.store import engine_for
+from domain.phases.phase_stream import PhaseStream
 from resources.wrk import wrk_client
 
 ENDPOINTS: list[Endpoint] = [

@@ -27,7 +27,7 @@ import jwt
 from starlette.requests import Request
 
 from api.problems import Problem
-from domain.settings import Settings
+from domain.core.settings import Settings
 
 OPS_ROLES = frozenset({"ops_admin", "ops_build", "ops_release", "admin"})
 CUSTOMER_KEY_PREFIX = "wrk_api_"

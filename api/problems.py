@@ -15,9 +15,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from domain.deploy import DeployRefused
-from domain.lifecycle import InvalidStatusTransition
-from domain.queue import DedupConflict, InvalidTrigger, QueueError
+from domain.core.lifecycle import InvalidStatusTransition
+from domain.deploy.deploy import DeployRefused
+from domain.queue.queue import DedupConflict, InvalidTrigger, QueueError
 
 log = logging.getLogger("wrk.api")
 

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import Problem, problem_response
-from domain.settings import Settings
+from domain.core.settings import Settings
 
 STORE_INT_MIN, STORE_INT_MAX = -(2**63), 2**63 - 1  # BIGINT, the widest integer the stores hold
 WEBHOOK_PATHS = frozenset({"/webhooks/github"})

@@ -1,4 +1,4 @@
-"""Routes whose path parameters may hold `/`. Ids take any text, and domain/urls.py sends one in a URL as
+"""Routes whose path parameters may hold `/`. Ids take any text, and domain/core/urls.py sends one in a URL as
 one path segment (`a/b` as `a%2Fb`); Starlette matches the decoded path, where that `/` would split the
 segment and no route would match. These routes match the raw path's segments instead, each decoded on
 its own, so `/v1/users/a%2Fb/syncs/s` reads user `a/b`'s sync `s`.

@@ -16,8 +16,8 @@ from typing import Any
 import aiohttp
 from sqlalchemy import Engine, create_engine, text
 
-from domain import migrate
-from domain.store import make_engine
+from domain.core import migrate
+from domain.core.store import make_engine
 
 
 def emit(bench: str, metric: str, value: float, unit: str, target: str, **extra: object) -> None:

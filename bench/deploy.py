@@ -14,10 +14,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bench.common import api_workers, drive, emit, postgres_engine, quantile, serve
-from domain import lifecycle, models
-from domain.lifecycle import Actor, Status
-from domain.settings import Settings
-from domain.store import transaction
+from domain.core import lifecycle, models
+from domain.core.lifecycle import Actor, Status
+from domain.core.settings import Settings
+from domain.core.store import transaction
 from tests.servers import Processes
 
 BENCH = "deploy"

@@ -32,7 +32,7 @@ def _run_seconds(instance: dg.DagsterInstance, run_id: str) -> float:
 def measure_one(executor: str) -> None:
     """In a process with EXECUTOR set: both graphs, one release each."""
     from bench.release import BUILD_S, makespan, measure, shipped_job, wide_graph, wide_job
-    from domain.release_graph import load_graph
+    from domain.release.release_graph import load_graph
 
     with dg.DagsterInstance.get() as instance:
         for label, job_fn, graph in (("shipped", shipped_job, load_graph()), ("wide", wide_job, wide_graph())):
@@ -58,7 +58,7 @@ def main() -> None:
     import httpx
 
     from bench.release import BUILD_S
-    from domain.settings import get_settings
+    from domain.core.settings import get_settings
     from orchestration_defs.executors import worker_command, write_worker_config
 
     engine = postgres_engine()

@@ -34,10 +34,10 @@ import httpx
 from sqlalchemy import Engine, text
 
 from bench.common import api_workers, drive, emit, postgres_engine, quantile, serve
-from domain.models import Tenant
-from domain.settings import Settings
-from domain.store import transaction
-from domain.tokens import mint_dev_token
+from domain.core.models import Tenant
+from domain.core.settings import Settings
+from domain.core.store import transaction
+from domain.core.tokens import mint_dev_token
 
 BENCH = "phases"
 ROOT = Path(__file__).resolve().parents[1]

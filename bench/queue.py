@@ -1,4 +1,4 @@
-"""Queue benchmarks, through the project's own queue module (domain.queue).
+"""Queue benchmarks, through the project's own queue module (domain.queue.queue).
 
 - claim_ack_per_s.{postgresql,sqlite}: claim batches of 50 and ack them, one connection.
 - claim_ack_per_s: each transaction acks the last batch and claims the next (queue.ack_and_claim).
@@ -22,9 +22,9 @@ from sqlalchemy import Engine, text
 
 from bench.common import emit, postgres_engine, quantile, sqlite_engine
 from bench.startup import run_parts, spread
-from domain import queue
-from domain.models import TriggerQueue
-from domain.store import autocommit, make_engine, transaction
+from domain.core.models import TriggerQueue
+from domain.core.store import autocommit, make_engine, transaction
+from domain.queue import queue
 
 BENCH = "queue"
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,9 +157,10 @@ def trigger_to_run_start(samples: int = 40) -> tuple[list[float], list[float], d
     start-up parts (bench/startup.py run_parts: launched -> worker up -> RUN_START)."""
     import dagster as dg
 
-    from domain import build, models
-    from domain.demo import seed_demo
-    from domain.lifecycle import Actor
+    from cli.demo import seed_demo
+    from domain.build import build
+    from domain.core import models
+    from domain.core.lifecycle import Actor
     from tests.servers import Processes, free_port
 
     engine = postgres_engine()

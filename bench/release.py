@@ -16,7 +16,7 @@ import yaml
 from bench.common import emit, postgres_engine
 from bench.release_jobs import shipped_job, wide_graph, wide_job
 from bench.startup import spread, step_parts
-from domain.release_graph import ReleaseGraph, load_graph
+from domain.release.release_graph import ReleaseGraph, load_graph
 from orchestration_defs.release import STEP_PRELOAD
 from tests.servers import Processes
 
@@ -81,7 +81,7 @@ def main() -> None:
             # The shipped graph once, as a first release (no build history: the op polls with its backoff);
             # the wide graph twice: its first release (reported), then the measured one, whose repositories
             # have a build behind them, as they do in production (the op looks closely around the time a
-            # repository's builds usually end: domain/release.py poll_wait).
+            # repository's builds usually end: domain/release/release.py poll_wait).
             runs = (
                 ("shipped", shipped_job, load_graph()),
                 ("wide_first_release", wide_job, wide_graph()),

@@ -6,7 +6,7 @@ import gc
 
 import dagster as dg
 
-from domain.release_graph import ReleaseGraph, Repository, build_graph, load_graph
+from domain.release.release_graph import ReleaseGraph, Repository, build_graph, load_graph
 
 
 def wide_graph() -> ReleaseGraph:

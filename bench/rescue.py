@@ -22,8 +22,8 @@ from pathlib import Path
 from sqlalchemy import Engine, text
 
 from bench.common import emit, postgres_engine, quantile, sqlite_engine
-from domain.models import TriggerQueue
-from domain.store import transaction
+from domain.core.models import TriggerQueue
+from domain.core.store import transaction
 
 BENCH = "rescue"
 ROWS, CLAIMERS, KILLS, LEASE_S = 5_000, 6, 15, 2.0

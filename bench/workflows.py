@@ -5,7 +5,7 @@ sandbox's six services served over real HTTP on loopback (no added latency).
   service calls), each one `workflow` trigger claimed by the queue sensor and run by the job
   `workflow_execution` in process, one after the other. Dagster's launch of a run process (about 2.7 s
   of this machine per run, DESIGN.md) is not included: through the daemon that cost comes on top.
-- workflow_engine_executions_per_min: the same executions run by domain.workflow_engine.run directly
+- workflow_engine_executions_per_min: the same executions run by domain.workflows.workflow_engine.run directly
   (the store's commits and the HTTP calls, no Dagster).
 - approval_to_next_step_p95_s: a decision committed -> the step after the approval started
   (`started_at` of that step minus the approval's `decided_at`), with the approval sensor ticked right
@@ -25,12 +25,13 @@ import dagster as dg
 from sqlalchemy import select
 
 from bench.common import emit, postgres_engine, quantile, sqlite_engine
-from domain import approvals, queue, workflow_engine, workflows
-from domain.lifecycle import Actor
-from domain.models import HitlApproval, Tenant, WorkflowExecutionStep
-from domain.settings import get_settings
-from domain.store import transaction
-from domain.workflow_definitions import parse
+from domain.core.lifecycle import Actor
+from domain.core.models import HitlApproval, Tenant, WorkflowExecutionStep
+from domain.core.settings import get_settings
+from domain.core.store import transaction
+from domain.queue import queue
+from domain.workflows import approvals, workflow_engine, workflows
+from domain.workflows.workflow_definitions import parse
 from orchestration_defs.workflows import approval_queue_sensor, workflow_execution, workflow_queue_sensor
 from resources.database import DatabaseResource
 from resources.sandbox.app import create_app

@@ -1,12 +1,12 @@
-"""Alembic environment: the URL comes from the caller (domain.migrate) or from DATABASE_URL."""
+"""Alembic environment: the URL comes from the caller (domain.core.migrate) or from DATABASE_URL."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from domain.models import Base
-from domain.settings import get_settings
-from domain.store import make_engine
+from domain.core.models import Base
+from domain.core.settings import get_settings
+from domain.core.store import make_engine
 
 config = context.config
 target_metadata = Base.metadata

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 ${imports if imports else ""}
 
-import domain.models
+import domain.core.models
 
 revision: str = ${repr(up_revision)}
 down_revision: str | None = ${repr(down_revision)}

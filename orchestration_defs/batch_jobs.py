@@ -1,6 +1,6 @@
 """Batch jobs as assets: seven time-partitioned assets (group `batch_jobs`), each on its own cron, each
 with a schedule built from its partitioned job. Materializing a period publishes that period's
-`workflow.job.trigger` message through the publisher resource (domain/batch_jobs.py); a backfill over a
+`workflow.job.trigger` message through the publisher resource (domain/batch/batch_jobs.py); a backfill over a
 range is one run (single-run backfill policy) publishing one message per period, in time order.
 
 The schedules are the single scheduler: they run in the Dagster daemon, one per deployment (the
@@ -15,11 +15,11 @@ import dagster as dg
 from dagster._utils.schedules import is_valid_cron_string  # Dagster's own cron check (no public alias)
 from sqlalchemy import Engine, select
 
-from domain import batch_jobs
-from domain.batch_jobs import JOBS, BatchJob
-from domain.models import OutboundMessage
-from domain.settings import Settings, get_settings
-from domain.store import read_transaction, transaction
+from domain.batch import batch_jobs
+from domain.batch.batch_jobs import JOBS, BatchJob
+from domain.core.models import OutboundMessage
+from domain.core.settings import Settings, get_settings
+from domain.core.store import read_transaction, transaction
 from resources.amqp import AmqpPublisher
 from resources.database import DatabaseResource
 from resources.retry import RetryPolicy

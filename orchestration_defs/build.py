@@ -1,7 +1,7 @@
 """Flow 22 as a Dagster job: load -> create -> record -> notify, launched by the build queue sensor, or
 from the Dagster UI with only `automation_version_id` in `load`'s config.
 
-A UI launch does what `POST /v1/automation-versions/{id}/build` does (`domain.build.begin_build`: Draft
+A UI launch does what `POST /v1/automation-versions/{id}/build` does (`domain.build.build.begin_build`: Draft
 or Error -> Build in Progress, binding created, audited), with the run itself as the build; a launch
 for a version that cannot be built fails at once with the reason, before any write or alert.
 
@@ -21,13 +21,13 @@ from typing import Any
 
 import dagster as dg
 
-from domain import build
-from domain.lifecycle import Actor
-from domain.settings import get_settings
-from domain.store import transaction
-from domain.triggers import BuildTrigger
+from domain.build import build
+from domain.core.errors import PermanentError, RetryableError, ValidationRejected
+from domain.core.lifecycle import Actor
+from domain.core.settings import get_settings
+from domain.core.store import transaction
+from domain.queue.triggers import BuildTrigger
 from resources.database import DatabaseResource
-from resources.errors import PermanentError, RetryableError, ValidationRejected
 from resources.wrk import WrkPlatformResource
 from sensors.queue import mark_permanent, queue_sensor
 

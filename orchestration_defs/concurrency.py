@@ -98,7 +98,7 @@ def flow_of(job_name: str, asset_names: Iterable[str] = ()) -> str:
     materialized from the asset graph or a backfill runs as Dagster's own asset job: its assets say."""
     if job_name in FLOWS:
         return FLOWS[job_name]
-    from domain import batch_jobs  # the seven batch jobs' asset jobs (orchestration_defs/batch_jobs.py)
+    from domain.batch import batch_jobs  # the seven batch jobs' asset jobs (orchestration_defs/batch_jobs.py)
 
     if job_name in {job.job_name for job in batch_jobs.JOBS}:
         return "batch"
@@ -125,9 +125,9 @@ def tenant_in_store(job_name: str, run_config: Mapping[str, Any]) -> str | None:
     row_id = _at(run_config, spec[0]) if spec else None
     if spec is None or row_id is None:
         return None
-    from domain import models
-    from domain.settings import get_settings
-    from domain.store import engine_for, read_transaction
+    from domain.core import models
+    from domain.core.settings import get_settings
+    from domain.core.store import engine_for, read_transaction
 
     try:
         with read_transaction(engine_for(get_settings().database_url)) as session:
@@ -155,7 +155,7 @@ def tenant_limit(limit: int) -> dict[str, Any]:
 class FlowRunCoordinator(QueuedRunCoordinator):
     """The QueuedRunCoordinator, tagging each run for the limits before it is queued, with a per-tenant
     limit from its config (`tenant_max_concurrent_runs`, an int or `env: NAME`) or, when unset, from
-    TENANT_MAX_CONCURRENT_RUNS (domain/settings.py)."""
+    TENANT_MAX_CONCURRENT_RUNS (domain/core/settings.py)."""
 
     @classmethod
     def config_type(cls) -> dict[str, Any]:
@@ -171,7 +171,7 @@ class FlowRunCoordinator(QueuedRunCoordinator):
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]) -> Any:
-        from domain.settings import Settings, tenant_limit_value
+        from domain.core.settings import Settings, tenant_limit_value
 
         config = dict(config_value)
         limit = config.pop("tenant_max_concurrent_runs", None)

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import dagster as dg
 
-from domain.settings import Settings, get_settings
+from domain.core.settings import Settings, get_settings
 
 Kind = Literal["releases", "workflows", "phases"]
 QUEUES: tuple[Kind, ...] = ("releases", "workflows", "phases")

@@ -1,7 +1,7 @@
 """The seven-phase pipeline's batch job: the phase sensor claims up to PHASE_BATCH_SIZE triggers and
 launches ONE run of `phase_batch` for them (under a burst, the run then takes the next batches itself, up
 to PHASE_RUN_MAX_TRIGGERS); the run processes each trigger in transactions of its own
-(domain/phases.py), calling the integrations backend and the payment API between them, with no
+(domain/phases/phases.py), calling the integrations backend and the payment API between them, with no
 transaction open. Each trigger has its own outcome: a failed one goes back to the queue with the
 queue's backoff (or is dead, audited and alerted), the others finish.
 
@@ -10,7 +10,7 @@ runs are found in the Dagster UI by that tag. The rows of a run are moved claime
 itself (the run id is known only there); a step delivered again (EXECUTOR=celery: its worker was lost)
 carries on with every row its run still holds. A run that dies leaves them launched and the sensor's
 reconciliation (sensors/queue.py reconcile_launched) sends them back to the queue with backoff; so does a
-run that succeeded without finishing them (no completed audit row: domain/outcomes.py).
+run that succeeded without finishing them (no completed audit row: domain/queue/outcomes.py).
 """
 
 import hashlib
@@ -24,15 +24,16 @@ from typing import Any
 
 import dagster as dg
 
-from domain import phases, phases_proof, queue
-from domain.models import QueueState, utcnow
-from domain.phases_money import Route
-from domain.settings import get_settings
-from domain.store import read_transaction, transaction
-from domain.triggers import PhaseTrigger
+from domain.core.errors import PermanentError
+from domain.core.models import QueueState, utcnow
+from domain.core.settings import get_settings
+from domain.core.store import read_transaction, transaction
+from domain.phases import phases, phases_proof
+from domain.phases.phases_money import Route
+from domain.queue import queue
+from domain.queue.triggers import PhaseTrigger
 from orchestration_defs.executors import executor_for
 from resources.database import DatabaseResource
-from resources.errors import PermanentError
 from resources.integrations import IntegrationsClient, IntegrationsResource
 from resources.payments import PaymentsClient, PaymentsResource
 from sensors.queue import (

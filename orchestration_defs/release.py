@@ -19,14 +19,14 @@ from typing import Any
 import dagster as dg
 from pydantic import field_validator
 
-from domain import release as rel
-from domain.models import BuildStatus
-from domain.release_graph import ReleaseGraph, Repository, load_graph
-from domain.settings import get_settings
-from domain.store import transaction
+from domain.core.errors import NotFound, ValidationRejected
+from domain.core.models import BuildStatus
+from domain.core.settings import get_settings
+from domain.core.store import transaction
+from domain.release import release as rel
+from domain.release.release_graph import ReleaseGraph, Repository, load_graph
 from orchestration_defs.executors import executor_for
 from resources.database import DatabaseResource
-from resources.errors import NotFound, ValidationRejected
 from resources.github import GitHubClient, GitHubResource
 from sensors.queue import queue_sensor
 

@@ -1,5 +1,5 @@
 """Workflow executions as a Dagster job: `workflow_execution` runs (or resumes) one execution from the
-state saved in the store (domain.workflow_engine). Launched by the `workflow` queue sensor (a new
+state saved in the store (domain.workflows.workflow_engine). Launched by the `workflow` queue sensor (a new
 execution) and the `approval` queue sensor (a decision or a timeout's default resumes it); a launch or a
 re-execution from the UI with the execution id resumes it the same way: finished steps are never run again.
 
@@ -18,11 +18,12 @@ from typing import Any
 import dagster as dg
 from pydantic import ValidationError
 
-from domain import queue, workflow_engine
-from domain.lifecycle import Actor
-from domain.settings import get_settings
-from domain.store import transaction
-from domain.workflow_events import EventIn, UnknownTenant, consume
+from domain.core.lifecycle import Actor
+from domain.core.settings import get_settings
+from domain.core.store import transaction
+from domain.queue import queue
+from domain.workflows import workflow_engine
+from domain.workflows.workflow_events import EventIn, UnknownTenant, consume
 from orchestration_defs.executors import executor_for
 from resources.database import DatabaseResource
 from resources.services import ServicesResource
@@ -51,7 +52,7 @@ def run_workflow_execution(
     database: DatabaseResource,
     services: ServicesResource,
 ) -> None:
-    from domain.models import WorkflowExecution
+    from domain.core.models import WorkflowExecution
 
     with transaction(database.engine) as session:
         execution = session.get(WorkflowExecution, config.workflow_execution_id)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from domain.models import OutboundMessage
-from resources.errors import RetryableError
+from domain.core.errors import RetryableError
+from domain.core.models import OutboundMessage
 from resources.retry import RetryPolicy
 
 CONNECT_TIMEOUT_S = 5.0

@@ -9,11 +9,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from domain.approvals import callback_host_allowed
-from domain.models import HitlApprovalCallback
-from domain.settings import Settings, get_settings
-from domain.urls import header_value
-from resources.errors import PermanentError, RetryableError
+from domain.core.errors import PermanentError, RetryableError
+from domain.core.models import HitlApprovalCallback
+from domain.core.settings import Settings, get_settings
+from domain.core.urls import header_value
+from domain.workflows.approvals import callback_host_allowed
 from resources.http import HttpClient
 from resources.retry import RetryPolicy
 

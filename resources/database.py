@@ -9,9 +9,9 @@ import dagster as dg
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from domain.migrate import require_migrated
-from domain.settings import get_settings
-from domain.store import engine_for, transaction
+from domain.core.migrate import require_migrated
+from domain.core.settings import get_settings
+from domain.core.store import engine_for, transaction
 
 
 class DatabaseResource(dg.ConfigurableResource):  # type: ignore[type-arg]

@@ -18,9 +18,9 @@ from typing import Any
 import dagster as dg
 import httpx
 
-from domain.settings import Settings, get_settings
-from domain.urls import path_segment
-from resources.errors import RateLimited, RetryableError
+from domain.core.errors import RateLimited, RetryableError
+from domain.core.settings import Settings, get_settings
+from domain.core.urls import path_segment
 from resources.http import HttpClient, parse_retry_after
 from resources.retry import RetryPolicy
 

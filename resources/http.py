@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from resources.errors import (
+from domain.core.errors import (
     NotFound,
     PermanentError,
     RateLimited,

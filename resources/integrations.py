@@ -11,8 +11,8 @@ from typing import Any
 
 import dagster as dg
 
-from domain.settings import Settings, get_settings
-from domain.urls import header_value
+from domain.core.settings import Settings, get_settings
+from domain.core.urls import header_value
 from resources.http import HttpClient
 from resources.retry import RetryPolicy
 

@@ -9,10 +9,10 @@ from email.message import EmailMessage
 import dagster as dg
 import httpx
 
-from domain.models import Notification, NotificationChannel
-from domain.notifications import render
-from domain.settings import Settings, get_settings
-from resources.errors import PermanentError, RetryableError
+from domain.core.errors import PermanentError, RetryableError
+from domain.core.models import Notification, NotificationChannel
+from domain.core.notifications import render
+from domain.core.settings import Settings, get_settings
 from resources.http import HttpClient
 from resources.retry import RetryPolicy
 

@@ -1,4 +1,4 @@
-"""The one retry policy: the one backoff formula (domain/backoff.py), a cap, and a maximum of attempts.
+"""The one retry policy: the one backoff formula (domain/core/backoff.py), a cap, and a maximum of attempts.
 
 Only `RetryableError` is retried; a wait the service asked for (`retry_after`) is honoured, capped by
 `max_wait_s`. Every client uses it; a call may override it (`policy.override(max_attempts=1)`).
@@ -13,9 +13,9 @@ from typing import TypeVar
 
 import tenacity
 
-from domain import backoff
-from domain.settings import Settings
-from resources.errors import RetryableError
+from domain.core import backoff
+from domain.core.errors import RetryableError
+from domain.core.settings import Settings
 
 T = TypeVar("T")
 
@@ -40,7 +40,7 @@ class RetryPolicy:
         return replace(self, **changes)  # type: ignore[arg-type]
 
     def backoff(self, attempt: int) -> float:
-        """The wait after failed attempt number `attempt`: the one formula (domain/backoff.py)."""
+        """The wait after failed attempt number `attempt`: the one formula (domain/core/backoff.py)."""
         return backoff.backoff_seconds(attempt, self.base_delay_s, self.max_delay_s)
 
     def _wait(self, state: tenacity.RetryCallState) -> float:

@@ -13,11 +13,11 @@ from typing import Any
 import dagster as dg
 import httpx
 
-from domain.settings import Settings, get_settings
-from domain.urls import header_value
-from domain.workflow_definitions import SERVICES, path_problem
-from domain.workflow_engine import CallResult, ServiceCall
-from resources.errors import ExternalServiceError
+from domain.core.errors import ExternalServiceError
+from domain.core.settings import Settings, get_settings
+from domain.core.urls import header_value
+from domain.workflows.workflow_definitions import SERVICES, path_problem
+from domain.workflows.workflow_engine import CallResult, ServiceCall
 from resources.http import HttpClient
 from resources.retry import RetryPolicy
 

@@ -5,10 +5,10 @@ work and none is in flight, so an idle system launches no runs."""
 import dagster as dg
 from sqlalchemy import func, select
 
-from domain import approval_callbacks, approvals
-from domain.models import ApprovalStatus, HitlApproval
-from domain.settings import get_settings
-from domain.store import read_transaction, transaction
+from domain.core.models import ApprovalStatus, HitlApproval
+from domain.core.settings import get_settings
+from domain.core.store import read_transaction, transaction
+from domain.workflows import approval_callbacks, approvals
 from resources.approval_callbacks import callback_client, is_retryable
 from resources.database import DatabaseResource
 from sensors.runs import in_flight

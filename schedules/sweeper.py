@@ -10,12 +10,15 @@ from pathlib import Path
 import dagster as dg
 from sqlalchemy import func, select
 
-from domain import batch_jobs, housekeeping, phase_metrics, queue
-from domain.models import Notification, NotificationStatus
-from domain.notifications import deliver_due
-from domain.settings import get_settings
-from domain.store import read_transaction, transaction
-from domain.triggers import KINDS
+from domain.batch import batch_jobs
+from domain.core import housekeeping
+from domain.core.models import Notification, NotificationStatus
+from domain.core.notifications import deliver_due
+from domain.core.settings import get_settings
+from domain.core.store import read_transaction, transaction
+from domain.phases import phase_metrics
+from domain.queue import queue
+from domain.queue.triggers import KINDS
 from resources.database import DatabaseResource
 from resources.notifications import NotificationsResource, is_retryable
 from sensors.queue import reconcile_launched, record_launches, rescue_expired

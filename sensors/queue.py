@@ -16,11 +16,12 @@ from typing import Any
 
 import dagster as dg
 
-from domain import lifecycle, notifications, outcomes, queue
-from domain.lifecycle import Actor
-from domain.models import QueueState
-from domain.settings import get_settings
-from domain.store import transaction
+from domain.core import lifecycle, notifications
+from domain.core.lifecycle import Actor
+from domain.core.models import QueueState
+from domain.core.settings import get_settings
+from domain.core.store import transaction
+from domain.queue import outcomes, queue
 from orchestration_defs.concurrency import TAG_TENANT  # the tag the run coordinator's tenant limit counts
 from resources.database import DatabaseResource
 
@@ -77,7 +78,7 @@ def run_key(claimed: queue.Claimed) -> str:
 
 def on_success(session: Any, row: tuple[int, str], run_id: str) -> QueueState | None:
     """The run succeeded: the trigger is done, recording this run, when the store holds its outcome
-    (domain/outcomes.py); without it, the run did nothing for the trigger (a step delivered again found
+    (domain/queue/outcomes.py); without it, the run did nothing for the trigger (a step delivered again found
     its work gone, say), so the trigger fails with that reason: back to the queue with backoff, or dead
     and alerted. Returns the row's new state, or None when this call changed nothing."""
     trigger = queue.find(session, row[0])

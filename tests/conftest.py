@@ -17,9 +17,9 @@ import anyio
 import pytest
 from sqlalchemy import Engine, create_engine, text
 
-from domain import migrate, store
-from domain.settings import get_settings
-from domain.store import make_engine
+from domain.core import migrate, store
+from domain.core.settings import get_settings
+from domain.core.store import make_engine
 from tests.servers import Sandbox
 
 # anyio imports its parts lazily on first use, which in these tests is often inside a server thread

@@ -25,11 +25,11 @@ from api.openapi import Endpoint
 from api.problems import Problem, problem_response
 from api.request_rules import integer_param, refuse_text
 from api.requests import engine, json_body
-from domain import approvals
-from domain.approval_links import LINK_PATH, ExpiredLink, InvalidLink, verify
-from domain.models import ApprovalStatus, HitlApproval, HitlApprovalCallback
-from domain.settings import Settings
-from domain.store import read_transaction, transaction
+from domain.core.models import ApprovalStatus, HitlApproval, HitlApprovalCallback
+from domain.core.settings import Settings
+from domain.core.store import read_transaction, transaction
+from domain.workflows import approvals
+from domain.workflows.approval_links import LINK_PATH, ExpiredLink, InvalidLink, verify
 
 # Who may use the approval routes at all (each in the request's tenant). Deciding further needs to be an
 # assignee, or ops_admin/admin; opening a standalone request needs one of REQUEST_ROLES.

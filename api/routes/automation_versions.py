@@ -14,11 +14,11 @@ from api.auth import require, tenant_scope
 from api.openapi import Endpoint
 from api.problems import Problem
 from api.requests import engine
-from domain import build
-from domain.automation_versions import find_version, version_detail
-from domain.lifecycle import Actor
-from domain.models import TriggerQueue
-from domain.store import read_transaction, transaction
+from domain.build import build
+from domain.core.automation_versions import find_version, version_detail
+from domain.core.lifecycle import Actor
+from domain.core.models import TriggerQueue
+from domain.core.store import read_transaction, transaction
 
 
 class ProjectRef(BaseModel):

@@ -13,9 +13,9 @@ from api.openapi import Endpoint
 from api.problems import Problem
 from api.request_rules import integer_param
 from api.requests import engine
-from domain import batch_jobs
-from domain.models import OutboundMessage
-from domain.store import read_transaction
+from domain.batch import batch_jobs
+from domain.core.models import OutboundMessage
+from domain.core.store import read_transaction
 
 MAX_LIMIT = 500
 JOB_NAMES = {job.name for job in batch_jobs.JOBS}

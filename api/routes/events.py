@@ -1,5 +1,5 @@
 """Consumed events over HTTP: `POST /v1/events` (service role). RabbitMQ delivers the same events to
-`workflow_events_sensor` when RABBITMQ_URL is set; both go through domain.workflow_events.consume."""
+`workflow_events_sensor` when RABBITMQ_URL is set; both go through domain.workflows.workflow_events.consume."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from api.auth import require
 from api.openapi import Endpoint
 from api.problems import Problem
 from api.requests import engine, json_body
-from domain.lifecycle import Actor
-from domain.store import transaction
-from domain.workflow_events import EventIn, UnknownTenant, consume
+from domain.core.lifecycle import Actor
+from domain.core.store import transaction
+from domain.workflows.workflow_events import EventIn, UnknownTenant, consume
 
 # A producing service holds `service` as a platform role (any tenant) or in the event's tenant.
 EVENT_ROLES = frozenset({"service", "ops_admin", "admin"})

@@ -36,7 +36,7 @@ from api.problems import Problem
 from api.request_rules import integer_param
 from api.routes.phases import READ_ROLES
 from api.routing import SegmentWebSocketRoute
-from domain.phase_stream import PhaseStream
+from domain.phases.phase_stream import PhaseStream
 
 log = logging.getLogger("wrk.api.live")
 

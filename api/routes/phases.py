@@ -27,9 +27,9 @@ from api.openapi import Endpoint
 from api.problems import Problem, is_refused_value
 from api.request_rules import field_problem
 from api.requests import engine, json_body
-from domain import phases, phases_proof
-from domain.queue import QueueError
-from domain.store import autocommit, read_transaction
+from domain.core.store import autocommit, read_transaction
+from domain.phases import phases, phases_proof
+from domain.queue.queue import QueueError
 
 SERVICE_ROLES = frozenset({"service"})
 READ_ROLES = OPS_ROLES | SERVICE_ROLES
@@ -160,7 +160,7 @@ ENDPOINTS = [
         trigger_phase,
         "Trigger phase 1-7 of a user's recovery pipeline (service token): queued, answered at once",
         response=PhaseAccepted,
-        request=phases.PhaseRequest,  # plus each phase's fields (domain.phases.REQUESTS)
+        request=phases.PhaseRequest,  # plus each phase's fields (domain.phases.phases.REQUESTS)
         status=202,
         tenant_header=True,
         errors=[400, 409, 422],

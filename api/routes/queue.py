@@ -14,10 +14,11 @@ from api.openapi import Endpoint
 from api.problems import Problem
 from api.request_rules import integer_param
 from api.requests import engine
-from domain import lifecycle, queue
-from domain.lifecycle import Actor
-from domain.models import TriggerQueue
-from domain.store import read_transaction, transaction
+from domain.core import lifecycle
+from domain.core.lifecycle import Actor
+from domain.core.models import TriggerQueue
+from domain.core.store import read_transaction, transaction
+from domain.queue import queue
 
 # Platform-wide triggers (releases) belong to no tenant: only these platform roles (the token's flat
 # `roles`, see api.auth) may see or act on them; a tenant's rows need the role in that tenant.

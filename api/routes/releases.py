@@ -13,8 +13,8 @@ from api.auth import require_platform
 from api.openapi import Endpoint
 from api.problems import Problem
 from api.requests import engine
-from domain.models import ReleaseBuild, RepoBuild
-from domain.store import read_transaction
+from domain.core.models import ReleaseBuild, RepoBuild
+from domain.core.store import read_transaction
 
 # Releases are platform-wide (no tenant): only these roles see them.
 RELEASE_ROLES = frozenset({"ops_release", "ops_admin", "admin"})

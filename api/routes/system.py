@@ -13,8 +13,8 @@ from starlette.responses import JSONResponse
 from api.auth import require
 from api.openapi import Endpoint
 from api.requests import engine
-from domain import migrate
-from domain.store import reader
+from domain.core import migrate
+from domain.core.store import reader
 
 
 class Health(BaseModel):

@@ -19,12 +19,12 @@ from api.openapi import Endpoint
 from api.problems import Problem, validation_problem
 from api.request_rules import field_problem, parse_json
 from api.requests import engine
-from domain import queue
-from domain import release as rel
-from domain.models import BuildStatus, ReleaseBuild, WebhookDelivery
-from domain.settings import Settings
-from domain.store import transaction
-from domain.triggers import ReleaseTrigger
+from domain.core.models import BuildStatus, ReleaseBuild, WebhookDelivery
+from domain.core.settings import Settings
+from domain.core.store import transaction
+from domain.queue import queue
+from domain.queue.triggers import ReleaseTrigger
+from domain.release import release as rel
 
 RELEASE_ACTIONS = {"published", "prereleased"}
 

@@ -17,11 +17,11 @@ from api.openapi import Endpoint
 from api.problems import Problem
 from api.request_rules import integer_param
 from api.requests import engine, json_value
-from domain import workflows
-from domain.lifecycle import Actor
-from domain.models import ExecutionStatus, TriggerQueue
-from domain.store import read_transaction, transaction
-from domain.workflow_definitions import DefinitionInvalid, parse
+from domain.core.lifecycle import Actor
+from domain.core.models import ExecutionStatus, TriggerQueue
+from domain.core.store import read_transaction, transaction
+from domain.workflows import workflows
+from domain.workflows.workflow_definitions import DefinitionInvalid, parse
 
 WORKFLOW_ROLES = OPS_ROLES | frozenset({"workflow_operator"})
 MAX_LIMIT = 200

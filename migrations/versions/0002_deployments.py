@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import domain.models
+import domain.core.models
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -48,10 +48,10 @@ def upgrade() -> None:
         sa.Column(
             "error", sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"), nullable=True
         ),
-        sa.Column("deadline_at", domain.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("created_at", domain.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", domain.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("finished_at", domain.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("deadline_at", domain.core.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", domain.core.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", domain.core.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", domain.core.models.UTCDateTime(timezone=True), nullable=True),
         sa.CheckConstraint(
             "action IN ('deploy', 'resume', 'pause', 'rollback')", name=op.f("ck_deployments_action_valid")
         ),

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import domain.models
+import domain.core.models
 
 revision: str = "0003"
 down_revision: str | None = "0002"
@@ -35,11 +35,11 @@ def upgrade() -> None:
         sa.Column("headers", JSON, nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("next_attempt_at", domain.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("next_attempt_at", domain.core.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
-        sa.Column("alerted_at", domain.models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("created_at", domain.models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("published_at", domain.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("alerted_at", domain.core.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", domain.core.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("published_at", domain.core.models.UTCDateTime(timezone=True), nullable=True),
         sa.CheckConstraint("status IN ('pending', 'published')", name=op.f("ck_outbound_messages_status_valid")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_outbound_messages")),
         sa.UniqueConstraint("message_id", name=op.f("uq_outbound_messages_message_id")),

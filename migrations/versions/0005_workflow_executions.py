@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import domain.models
+import domain.core.models
 
 revision: str = "0005"
 down_revision: str | None = "0004"
@@ -27,7 +27,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql")
-UTC_DT = domain.models.UTCDateTime(timezone=True)
+UTC_DT = domain.core.models.UTCDateTime(timezone=True)
 
 OLD_EXECUTION_STATUSES = "status IN ('pending', 'running', 'waiting_approval', 'succeeded', 'failed', 'cancelled')"
 NEW_EXECUTION_STATUSES = (

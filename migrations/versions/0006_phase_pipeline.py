@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import domain.models
+import domain.core.models
 
 revision: str = "0006"
 down_revision: str | None = "0005"
@@ -21,7 +21,7 @@ depends_on: str | Sequence[str] | None = None
 
 JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql")
 BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-UTC = domain.models.UTCDateTime(timezone=True)
+UTC = domain.core.models.UTCDateTime(timezone=True)
 
 
 def upgrade() -> None:

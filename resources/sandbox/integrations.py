@@ -23,8 +23,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from domain.settings import get_settings
-from domain.tokens import mint_dev_token
+from domain.core.settings import get_settings
+from domain.core.tokens import mint_dev_token
 from resources.sandbox.state import SandboxState
 
 log = logging.getLogger("sandbox.integrations")

@@ -8,9 +8,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from domain.demo import seed_demo
-from domain.settings import Settings
-from domain.store import transaction
+from cli.demo import seed_demo
+from domain.core.settings import Settings
+from domain.core.store import transaction
 
 
 @pytest.fixture

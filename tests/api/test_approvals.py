@@ -9,10 +9,10 @@ from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from domain import approvals
-from domain.approval_links import sign
-from domain.models import AuditLog, HitlApproval, Notification, TriggerQueue
-from domain.store import transaction
+from domain.core.models import AuditLog, HitlApproval, Notification, TriggerQueue
+from domain.core.store import transaction
+from domain.workflows import approvals
+from domain.workflows.approval_links import sign
 from tests.api.conftest import bearer, make_token
 from tests.domain import factories
 from tests.domain.test_approvals import execution, member
@@ -298,7 +298,7 @@ def test_a_link_for_someone_no_longer_assigned_is_refused(client, engine, settin
 
 
 def test_a_callback_url_must_name_an_allowed_host_when_hosts_are_listed(engine, settings, world):
-    from domain.approvals import callback_host_allowed
+    from domain.workflows.approvals import callback_host_allowed
 
     assert callback_host_allowed("anything.example", [])  # none listed: any host
     allowed = ["billing.internal", ".corp.example"]

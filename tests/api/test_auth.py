@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from domain.settings import Settings
+from domain.core.settings import Settings
 from tests.api.conftest import bearer, make_token
 
 OPS = ["ops_admin"]

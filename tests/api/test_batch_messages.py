@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from domain import batch_jobs
-from domain.cli import main
-from domain.settings import get_settings
-from domain.store import transaction
+from cli.main import main
+from domain.batch import batch_jobs
+from domain.core.settings import get_settings
+from domain.core.store import transaction
 from tests.api.conftest import bearer, make_token
 
 WINDOW = (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC))

@@ -1,8 +1,8 @@
 from sqlalchemy import select, update
 
-from domain import queue
-from domain.models import AuditLog, TriggerQueue
-from domain.store import transaction
+from domain.core.models import AuditLog, TriggerQueue
+from domain.core.store import transaction
+from domain.queue import queue
 from tests.api.conftest import bearer, make_token
 
 
@@ -97,7 +97,7 @@ def test_cli_queue_stats_prints_json(engine, database_url):
     with transaction(engine) as session:
         session.execute(update(TriggerQueue).values(state="done"))
     out = subprocess.run(
-        [sys.executable, "-m", "domain.cli", "queue", "stats"],
+        [sys.executable, "-m", "cli.main", "queue", "stats"],
         capture_output=True,
         text=True,
         check=True,

@@ -11,9 +11,9 @@ from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from domain import models
-from domain.settings import Settings
-from domain.store import transaction
+from domain.core import models
+from domain.core.settings import Settings
+from domain.core.store import transaction
 from orchestration_defs.deploy import reconcile_deployments
 from resources.database import DatabaseResource
 from resources.wrk import WrkPlatformResource
@@ -294,7 +294,7 @@ def test_database_failure_in_the_transaction_rolls_back_and_undoes_the_activatio
 ):
     from sqlalchemy.exc import OperationalError
 
-    from domain import deploy
+    from domain.deploy import deploy
 
     tenant, candidates = _ids(demo, "Order Sync", "Ready to Launch")
     version = candidates[0]["id"]

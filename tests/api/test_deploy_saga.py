@@ -16,10 +16,11 @@ import pytest
 from sqlalchemy import select
 
 from api.app import create_app
-from domain import deploy, lifecycle, models, notifications
-from domain.lifecycle import Actor, Status
-from domain.settings import Settings
-from domain.store import read_transaction, transaction
+from domain.core import lifecycle, models, notifications
+from domain.core.lifecycle import Actor, Status
+from domain.core.settings import Settings
+from domain.core.store import read_transaction, transaction
+from domain.deploy import deploy
 from orchestration_defs.deploy import reconcile_deployments
 from resources.database import DatabaseResource
 from resources.retry import RetryPolicy
@@ -417,7 +418,7 @@ def test_an_activation_that_lands_after_the_deadline_is_finished_by_reconciliati
 
 
 def test_the_cli_deploys_and_reconciles_through_the_same_saga(demo, engine, sandbox, flow_env, capsys):
-    from domain.cli import main
+    from cli.main import main
 
     _tenant, candidates = _ids(demo, "Order Sync", "Ready to Launch")
     version = candidates[0]["id"]

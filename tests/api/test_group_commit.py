@@ -12,9 +12,9 @@ from sqlalchemy import func, select
 
 from api.app import create_app
 from api.group_commit import GroupCommit
-from domain import phases
-from domain.models import TriggerQueue
-from domain.store import transaction
+from domain.core.models import TriggerQueue
+from domain.core.store import transaction
+from domain.phases import phases
 from tests.api.conftest import bearer, make_token
 from tests.domain import factories
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from domain.settings import Settings
-from domain.store import make_engine
+from domain.core.settings import Settings
+from domain.core.store import make_engine
 
 
 def test_health_answers_while_the_process_lives(engine):

@@ -3,7 +3,7 @@
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from domain.settings import Settings
+from domain.core.settings import Settings
 
 
 def test_shutdown_closes_the_http_clients_and_an_engine_the_app_made(tmp_path):

@@ -19,11 +19,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from api.app import create_app
-from domain import phase_events
-from domain.models import Tenant
-from domain.settings import Settings
-from domain.store import is_postgres, transaction
-from domain.urls import path_segment
+from domain.core.models import Tenant
+from domain.core.settings import Settings
+from domain.core.store import is_postgres, transaction
+from domain.core.urls import path_segment
+from domain.phases import phase_events
 from tests.api.conftest import bearer, make_token
 from tests.servers import ROOT, Processes, ServerThread, until
 
@@ -255,8 +255,8 @@ def test_an_ops_user_reads_any_user_of_its_tenant_but_not_another_tenants(api, e
 
 APPEND_SCRIPT = """
 import sys
-from domain import phase_events
-from domain.store import make_engine, transaction
+from domain.phases import phase_events
+from domain.core.store import make_engine, transaction
 engine = make_engine(sys.argv[1])
 for n in range(int(sys.argv[4])):
     with transaction(engine) as session:

@@ -15,10 +15,11 @@ from sqlalchemy import delete, select
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from domain import phase_metrics, queue
-from domain.models import PhaseAudit, Tenant, TriggerQueue
-from domain.settings import Settings
-from domain.store import transaction
+from domain.core.models import PhaseAudit, Tenant, TriggerQueue
+from domain.core.settings import Settings
+from domain.core.store import transaction
+from domain.phases import phase_metrics
+from domain.queue import queue
 from tests.api.conftest import bearer, make_token
 from tests.servers import ServerThread
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from domain.models import TriggerQueue
-from domain.store import transaction
+from domain.core.models import TriggerQueue
+from domain.core.store import transaction
 from tests.api.conftest import bearer, make_token
 from tests.domain import factories
 
@@ -125,7 +125,7 @@ def test_a_token_of_several_tenants_names_one(client, settings, tenants):
 
 
 def test_reads_are_tenant_scoped(client, settings, tenants, engine):
-    from domain import phases
+    from domain.phases import phases
 
     with transaction(engine) as session:
         phases.advance_progress(
@@ -155,7 +155,7 @@ IDS_IN_SEVERAL_SCRIPTS = ["łukasz-ü", "用户-七", "مستخدم", "🦊-user
 
 @pytest.mark.parametrize("user_id", IDS_IN_SEVERAL_SCRIPTS)
 def test_an_id_outside_ascii_is_queued_and_its_location_reads_the_sync(client, settings, tenants, engine, user_id):
-    from domain import phases
+    from domain.phases import phases
 
     sync_id = f"sync {user_id}"
     response = client.post(
@@ -176,9 +176,10 @@ def test_an_id_outside_ascii_is_queued_and_its_location_reads_the_sync(client, s
 
 def _complete_due_phases(engine) -> None:
     """Run every due phase trigger to completion, as a phase run records it (nothing called outside)."""
-    from domain import phases, queue
-    from domain.models import utcnow
-    from domain.triggers import PhaseTrigger
+    from domain.core.models import utcnow
+    from domain.phases import phases
+    from domain.queue import queue
+    from domain.queue.triggers import PhaseTrigger
 
     with transaction(engine) as session:
         claimed = queue.claim(session, [phases.KIND], 100, 60, "test")

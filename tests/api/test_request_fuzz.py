@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 
 from api.app import ENDPOINTS, create_app
 from api.openapi import Endpoint
-from domain.demo import DEMO_WORKFLOW, seed_demo
-from domain.settings import Settings
-from domain.store import transaction
+from cli.demo import DEMO_WORKFLOW, seed_demo
+from domain.core.settings import Settings
+from domain.core.store import transaction
 from tests.api.conftest import make_token
 from tests.servers import ServerThread
 

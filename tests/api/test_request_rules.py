@@ -17,10 +17,10 @@ from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from domain.demo import DEMO_WORKFLOW
-from domain.models import HitlApproval, TriggerQueue, Workflow
-from domain.settings import Settings
-from domain.store import transaction
+from cli.demo import DEMO_WORKFLOW
+from domain.core.models import HitlApproval, TriggerQueue, Workflow
+from domain.core.settings import Settings
+from domain.core.store import transaction
 from tests.api.conftest import bearer, make_token
 
 BODY_LIMIT = 256 * 1024  # past the 200 kB of DEEP

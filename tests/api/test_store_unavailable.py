@@ -8,7 +8,7 @@ from sqlalchemy.pool import NullPool
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from domain.store import make_engine, transaction
+from domain.core.store import make_engine, transaction
 from tests.api.conftest import bearer, make_token
 from tests.domain import factories
 from tests.servers import free_port
@@ -68,7 +68,7 @@ def test_a_connection_lost_mid_service_is_503_then_the_store_recovers(engine, ba
 
 
 def test_a_phase_post_on_a_lost_connection_is_503_then_the_next_is_queued(engine, backend, settings):
-    # The phase endpoint queues with plain SQL on the driver's connection (domain/queue.py): its errors are
+    # The phase endpoint queues with plain SQL on the driver's connection (domain/queue/queue.py): its errors are
     # the driver's own, unwrapped by SQLAlchemy, and must still answer 503 and leave the pool healthy.
     if backend != "postgresql":
         pytest.skip("a server-side disconnect needs a server")

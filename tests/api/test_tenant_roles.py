@@ -3,8 +3,9 @@ another acts as ops only in the first, in the versions, deploy and queue routes 
 
 from __future__ import annotations
 
-from domain import models, queue
-from domain.store import transaction
+from domain.core import models
+from domain.core.store import transaction
+from domain.queue import queue
 from tests.api.conftest import bearer, make_token
 from tests.api.test_auth import OPS, _problem
 

@@ -6,10 +6,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from domain import queue
-from domain import release as rel
-from domain.models import RepoBuild, TriggerQueue, WebhookDelivery
-from domain.store import transaction
+from domain.core.models import RepoBuild, TriggerQueue, WebhookDelivery
+from domain.core.store import transaction
+from domain.queue import queue
+from domain.release import release as rel
 
 
 def _post(client, settings, event: str, payload: dict, delivery: str, signature: str | None = "good"):

@@ -8,8 +8,8 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
-from domain.models import TriggerQueue, WorkflowExecution
-from domain.store import transaction
+from domain.core.models import TriggerQueue, WorkflowExecution
+from domain.core.store import transaction
 from tests.api.conftest import bearer, make_token
 from tests.api.test_auth import _problem
 
@@ -284,7 +284,7 @@ def test_events_refuse_unknown_types_and_callers_without_the_role(client, settin
 
 
 def test_seed_demo_adds_the_account_review_workflow_once(client, other_headers, engine):
-    from domain.demo import reset_demo, seed_demo
+    from cli.demo import reset_demo, seed_demo
 
     with transaction(engine) as session:
         seed_demo(session)

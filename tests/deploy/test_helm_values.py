@@ -27,7 +27,7 @@ from kubernetes.client import ApiClient, V1Deployment, V1Job, V1Service
 from sqlalchemy import create_engine, text
 from starlette.routing import Route
 
-from domain.settings import Settings, get_settings
+from domain.core.settings import Settings, get_settings
 from orchestration_defs.build import build_automation_version
 from orchestration_defs.concurrency import FlowRunCoordinator
 from tests.deploy import chart

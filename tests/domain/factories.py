@@ -6,8 +6,8 @@ import uuid
 
 from sqlalchemy.orm import Session
 
-from domain import models
-from domain.lifecycle import Actor, Status
+from domain.core import models
+from domain.core.lifecycle import Actor, Status
 
 TEST_ACTOR = Actor.system("tests")
 

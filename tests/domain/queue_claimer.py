@@ -17,8 +17,8 @@ import time
 
 from sqlalchemy import text
 
-from domain import queue
-from domain.store import make_engine, transaction
+from domain.core.store import make_engine, transaction
+from domain.queue import queue
 
 
 def main(url: str, name: str, lease: float, marker: str) -> None:

@@ -1,4 +1,4 @@
-"""Approvals in the store (domain.approvals), on both backends."""
+"""Approvals in the store (domain.workflows.approvals), on both backends."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
-from domain import approvals
-from domain.approval_links import verify
-from domain.models import (
+from domain.core.models import (
     AuditLog,
     HitlApproval,
     Notification,
@@ -18,8 +16,10 @@ from domain.models import (
     User,
     WorkflowExecution,
 )
-from domain.settings import Settings
-from domain.store import transaction
+from domain.core.settings import Settings
+from domain.core.store import transaction
+from domain.workflows import approvals
+from domain.workflows.approval_links import verify
 from tests.domain import factories
 
 SETTINGS = Settings(environment="test")

@@ -1,15 +1,16 @@
 """One backoff formula: the queue's retries, the outbox's re-sends and outbound calls' retries all wait
-what domain/backoff.py says."""
+what domain/core/backoff.py says."""
 
 from datetime import timedelta
 
 import pytest
 
-from domain import backoff, queue
-from domain.models import Notification, NotificationStatus
-from domain.notifications import deliver_due, ops_alert
-from domain.store import transaction
-from domain.triggers import KINDS
+from domain.core import backoff
+from domain.core.models import Notification, NotificationStatus
+from domain.core.notifications import deliver_due, ops_alert
+from domain.core.store import transaction
+from domain.queue import queue
+from domain.queue.triggers import KINDS
 from resources.retry import RetryPolicy
 
 

@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select, update
 
-from domain import batch_jobs
-from domain.models import Notification, OutboundMessage
-from domain.store import read_transaction, transaction
+from domain.batch import batch_jobs
+from domain.core.models import Notification, OutboundMessage
+from domain.core.store import read_transaction, transaction
 
 WINDOW = (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC))
 

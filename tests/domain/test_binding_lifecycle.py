@@ -1,4 +1,4 @@
-"""Workflow bindings' state machine (issue 11, item 8): one table of moves in domain.lifecycle,
+"""Workflow bindings' state machine (issue 11, item 8): one table of moves in domain.core.lifecycle,
 audited, refusing illegal moves; no status write outside it."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import itertools
 import pytest
 from sqlalchemy import select
 
-from domain import lifecycle, models
-from domain.lifecycle import WORKFLOW_BINDING_TRANSITIONS, BindingStatus, InvalidStatusTransition
-from domain.store import transaction
+from domain.core import lifecycle, models
+from domain.core.lifecycle import WORKFLOW_BINDING_TRANSITIONS, BindingStatus, InvalidStatusTransition
+from domain.core.store import transaction
 from tests.domain import factories
 
 PAIRS = list(itertools.product(list(BindingStatus), list(BindingStatus)))

@@ -8,11 +8,11 @@ import sys
 import jwt
 from sqlalchemy import func, select
 
-from domain import models
-from domain.demo import seed_demo
-from domain.lifecycle import Status
-from domain.settings import Settings
-from domain.store import transaction
+from cli.demo import seed_demo
+from domain.core import models
+from domain.core.lifecycle import Status
+from domain.core.settings import Settings
+from domain.core.store import transaction
 
 
 def _counts(session) -> dict[str, int]:
@@ -65,7 +65,7 @@ def test_seed_demo_is_idempotent(engine):
 def _cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url, "ENVIRONMENT": "development"}
     return subprocess.run(
-        [sys.executable, "-m", "domain.cli", *args], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "cli.main", *args], env=env, capture_output=True, text=True, check=True
     )
 
 

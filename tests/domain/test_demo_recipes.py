@@ -13,19 +13,21 @@ from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from domain import build, models, queue
-from domain.cli import build_parser
-from domain.demo import demo_version, reset_demo, seed_demo
-from domain.lifecycle import Actor, Status
-from domain.settings import Settings
-from domain.store import transaction
+from cli.demo import demo_version, reset_demo, seed_demo
+from cli.main import build_parser
+from domain.build import build
+from domain.core import models
+from domain.core.lifecycle import Actor, Status
+from domain.core.settings import Settings
+from domain.core.store import transaction
+from domain.queue import queue
 from tests.api.conftest import bearer, make_token
 
 
 def _cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url, "ENVIRONMENT": "development"}
     return subprocess.run(
-        [sys.executable, "-m", "domain.cli", *args], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-m", "cli.main", *args], env=env, capture_output=True, text=True, check=True
     )
 
 

@@ -9,10 +9,11 @@ import dagster as dg
 import pytest
 from sqlalchemy import func, select, update
 
-from domain import housekeeping, queue
-from domain.models import IdempotencyKey, TriggerQueue, WebhookDelivery
-from domain.settings import Settings, get_settings
-from domain.store import transaction
+from domain.core import housekeeping
+from domain.core.models import IdempotencyKey, TriggerQueue, WebhookDelivery
+from domain.core.settings import Settings, get_settings
+from domain.core.store import transaction
+from domain.queue import queue
 from resources.database import DatabaseResource
 from schedules.sweeper import queue_sweeper
 from tests.domain import factories
@@ -139,7 +140,7 @@ def test_retention_settings_have_documented_defaults():
 
 
 def test_prune_consumed_events_older_than_their_retention(engine):
-    from domain.models import ConsumedEvent
+    from domain.core.models import ConsumedEvent
     from tests.domain import factories
 
     with transaction(engine) as session:
@@ -162,7 +163,7 @@ def test_prune_consumed_events_older_than_their_retention(engine):
 
 
 def test_pruning_an_old_event_keeps_another_tenants_recent_event_of_the_same_id(engine):
-    from domain.models import ConsumedEvent
+    from domain.core.models import ConsumedEvent
     from tests.domain import factories
 
     with transaction(engine) as session:

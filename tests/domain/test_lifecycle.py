@@ -6,14 +6,14 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
-from domain import lifecycle, models
-from domain.lifecycle import (
+from domain.core import lifecycle, models
+from domain.core.lifecycle import (
     AUTOMATION_VERSION_TRANSITIONS,
     PROJECT_TRANSITIONS,
     InvalidStatusTransition,
     Status,
 )
-from domain.store import transaction
+from domain.core.store import transaction
 from tests.domain import factories
 
 PAIRS = list(itertools.product(list(Status), list(Status)))

@@ -7,9 +7,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
-from domain import migrate, phase_metrics
-from domain.models import Base
-from domain.store import transaction
+from domain.core import migrate
+from domain.core.models import Base
+from domain.core.store import transaction
+from domain.phases import phase_metrics
 
 
 def _tables(engine) -> set[str]:

@@ -9,9 +9,8 @@ import uuid
 import pytest
 from sqlalchemy.orm import Session
 
-from domain import outcomes, queue
-from domain.lifecycle import Actor
-from domain.models import (
+from domain.core.lifecycle import Actor
+from domain.core.models import (
     ExecutionStatus,
     HitlApproval,
     PhaseAudit,
@@ -20,9 +19,10 @@ from domain.models import (
     StepStatus,
     WorkflowExecutionStep,
 )
-from domain.store import transaction
-from domain.triggers import KINDS
-from domain.workflow_states import move_execution, move_step
+from domain.core.store import transaction
+from domain.queue import outcomes, queue
+from domain.queue.triggers import KINDS
+from domain.workflows.workflow_states import move_execution, move_step
 from tests.domain import factories
 
 ACTOR = Actor.system("tests")

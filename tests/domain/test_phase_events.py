@@ -12,9 +12,10 @@ import psycopg
 import pytest
 from sqlalchemy import select, update
 
-from domain import housekeeping, phase_events
-from domain.models import PhaseEvent
-from domain.store import transaction
+from domain.core import housekeeping
+from domain.core.models import PhaseEvent
+from domain.core.store import transaction
+from domain.phases import phase_events
 from tests.domain import factories
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from domain import phase_metrics
+from domain.phases import phase_metrics
 
 
 def _plan(engine: Engine, statement) -> str:

@@ -4,7 +4,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from domain.phases_money import Route, UnknownCurrency, exponent, minor_units, platform_fee, route
+from domain.phases.phases_money import Route, UnknownCurrency, exponent, minor_units, platform_fee, route
 
 
 @pytest.mark.parametrize(

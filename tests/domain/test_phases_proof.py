@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from domain import phases_proof
+from domain.phases import phases_proof
 
 TENANT_IDS = ["łukasz-ü", "用户-七", "مستخدم", "a/b", "..", ".", "a%2Fb", "🦊" * 36]
 

@@ -9,10 +9,10 @@ import psycopg
 import pytest
 from sqlalchemy import func, select, text, update
 
-from domain import queue
-from domain.models import QueueState, TriggerQueue
-from domain.store import autocommit, transaction
-from domain.triggers import KINDS
+from domain.core.models import QueueState, TriggerQueue
+from domain.core.store import autocommit, transaction
+from domain.queue import queue
+from domain.queue.triggers import KINDS
 from tests.domain import factories
 
 

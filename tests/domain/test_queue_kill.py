@@ -17,8 +17,8 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from domain.models import TriggerQueue
-from domain.store import transaction
+from domain.core.models import TriggerQueue
+from domain.core.store import transaction
 from tests.domain import factories
 
 ROWS = 20_000

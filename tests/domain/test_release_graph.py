@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from domain.release_graph import InvalidGraph, load_graph, parse_graph
+from domain.release.release_graph import InvalidGraph, load_graph, parse_graph
 
 
 def _graph(deps: dict[str, list[str]]) -> dict:
@@ -57,7 +57,7 @@ def test_subset_keeps_dependencies():
 
 def test_cli_release_plan(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "domain.cli", "release", "plan"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "cli.main", "release", "plan"], capture_output=True, text=True, check=True
     )
     assert json.loads(out.stdout)["groups"][0] == ["bllvm-consensus", "commons"]
     bad = tmp_path / "graph.yaml"
@@ -65,6 +65,6 @@ def test_cli_release_plan(tmp_path):
         "repositories:\n  a: {owner: o, workflow: w, depends_on: [b]}\n  b: {owner: o, workflow: w, depends_on: [a]}\n"
     )
     failed = subprocess.run(
-        [sys.executable, "-m", "domain.cli", "release", "plan", "--graph", str(bad)], capture_output=True, text=True
+        [sys.executable, "-m", "cli.main", "release", "plan", "--graph", str(bad)], capture_output=True, text=True
     )
     assert failed.returncode == 2 and "dependency cycle: a -> b -> a" in failed.stderr

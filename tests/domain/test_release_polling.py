@@ -1,14 +1,14 @@
 """How closely a running build is watched: the backoff, and closer looks around the time the
-repository's recent builds took (domain/release.py usual_build_seconds, poll_wait). poll_wait is pure
+repository's recent builds took (domain/release/release.py usual_build_seconds, poll_wait). poll_wait is pure
 arithmetic on the seconds it is given: these tests read no clock and time nothing."""
 
 from datetime import timedelta
 
 from sqlalchemy import update
 
-from domain import release as rel
-from domain.models import RepoBuild
-from domain.store import transaction
+from domain.core.models import RepoBuild
+from domain.core.store import transaction
+from domain.release import release as rel
 
 
 def _built(engine, tmp_path, tag: str, repository: str, seconds: float, attempt: int = 1) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from domain import release as rel
-from domain.models import AuditLog, BuildStatus, ReleaseBuild, RepoBuild
-from domain.store import transaction
+from domain.core.models import AuditLog, BuildStatus, ReleaseBuild, RepoBuild
+from domain.core.store import transaction
+from domain.release import release as rel
 
 B = BuildStatus
 

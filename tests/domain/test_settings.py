@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from domain.settings import Settings, masked_url
+from domain.core.settings import Settings, masked_url
 
 ROOT = Path(__file__).resolve().parents[2]
 STEP_SERVICES = [
@@ -211,8 +211,8 @@ def test_masked_url_hides_the_password(url, shown):
 
 
 def test_wrk_orch_names_an_unreachable_store_with_its_password_masked(monkeypatch, capsys):
-    from domain.cli import main
-    from domain.settings import get_settings
+    from cli.main import main
+    from domain.core.settings import get_settings
 
     monkeypatch.setenv("DATABASE_URL", SECRETS["DATABASE_URL"])
     get_settings.cache_clear()
@@ -225,8 +225,8 @@ def test_wrk_orch_names_an_unreachable_store_with_its_password_masked(monkeypatc
 
 
 def test_wrk_orch_reports_invalid_settings_in_one_message_without_secrets(monkeypatch, capsys):
-    from domain.cli import main
-    from domain.settings import get_settings
+    from cli.main import main
+    from domain.core.settings import get_settings
 
     monkeypatch.setenv("DATABASE_URL", "postgresql://wrk:db-pass-1f3a@127.0.0.1:port/wrk")
     get_settings.cache_clear()
@@ -239,8 +239,8 @@ def test_wrk_orch_reports_invalid_settings_in_one_message_without_secrets(monkey
 
 
 def test_wrk_orch_refuses_a_store_not_migrated_naming_it_and_the_command(monkeypatch, capsys, tmp_path):
-    from domain.cli import main
-    from domain.settings import get_settings
+    from cli.main import main
+    from domain.core.settings import get_settings
 
     store = tmp_path / "fresh.db"
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{store}")

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError
 
-from domain import models
-from domain.notifications import deliver_due, notify, ops_alert
-from domain.store import read_transaction, transaction
+from domain.core import models
+from domain.core.notifications import deliver_due, notify, ops_alert
+from domain.core.store import read_transaction, transaction
 from tests.domain import factories
 
 SAFETY_S = 120.0
@@ -182,7 +182,7 @@ def test_api_reads_answer_while_a_writer_holds_the_store(engine, demo_settings):
 
 @pytest.fixture
 def demo_settings():
-    from domain.settings import Settings
+    from domain.core.settings import Settings
 
     return Settings(environment="test")
 
@@ -190,8 +190,8 @@ def demo_settings():
 def test_engine_for_keeps_the_configured_pool_of_postgresql_connections(monkeypatch, database_url, backend):
     """A pool smaller than the API's concurrent requests opened and closed a PostgreSQL backend per request
     (SQLAlchemy's default: 5 kept, 10 more opened and closed again)."""
-    from domain.settings import get_settings
-    from domain.store import dispose_engines, engine_for
+    from domain.core.settings import get_settings
+    from domain.core.store import dispose_engines, engine_for
 
     monkeypatch.setenv("DATABASE_POOL_SIZE", "3")
     monkeypatch.setenv("DATABASE_MAX_OVERFLOW", "2")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from domain.cli import main
-from domain.settings import Settings
-from domain.tokens import InvalidTokenRequest, mint_dev_token
+from cli.main import main
+from domain.core.settings import Settings
+from domain.core.tokens import InvalidTokenRequest, mint_dev_token
 
 
 def _claims(token: str) -> dict:

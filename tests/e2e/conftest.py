@@ -8,7 +8,7 @@ import yaml
 from dagster import DagsterInstance
 from dagster_graphql import DagsterGraphQLClient
 
-from domain.workflow_definitions import SERVICES
+from domain.workflows.workflow_definitions import SERVICES
 from tests.servers import Processes, Sandbox, free_port, wait_for, wait_for_code_location
 
 ROOT = Path(__file__).resolve().parents[2]

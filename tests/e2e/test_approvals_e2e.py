@@ -6,10 +6,10 @@ import datetime as dt
 
 from sqlalchemy import select, update
 
-from domain import approvals
-from domain.models import HitlApproval, TriggerQueue
-from domain.settings import Settings
-from domain.store import transaction
+from domain.core.models import HitlApproval, TriggerQueue
+from domain.core.settings import Settings
+from domain.core.store import transaction
+from domain.workflows import approvals
 from tests.domain import factories
 from tests.domain.test_approvals import execution, member
 from tests.servers import until

@@ -9,9 +9,11 @@ from dagster import DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient
 from sqlalchemy import text
 
-from domain import build, models, queue
-from domain.lifecycle import Actor
-from domain.store import transaction
+from domain.build import build
+from domain.core import models
+from domain.core.lifecycle import Actor
+from domain.core.store import transaction
+from domain.queue import queue
 from tests.domain import factories
 from tests.e2e.conftest import REEXECUTE
 

@@ -17,11 +17,12 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from domain import deploy, models
-from domain.demo import demo_version, seed_demo
-from domain.lifecycle import Actor, Status
-from domain.settings import Settings
-from domain.store import transaction
+from cli.demo import demo_version, seed_demo
+from domain.core import models
+from domain.core.lifecycle import Actor, Status
+from domain.core.settings import Settings
+from domain.core.store import transaction
+from domain.deploy import deploy
 from resources.retry import RetryPolicy
 from resources.wrk import WrkPlatformClient
 from tests.api.conftest import bearer, make_token

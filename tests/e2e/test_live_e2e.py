@@ -12,9 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
 from api.app import create_app
-from domain import models
-from domain.settings import Settings
-from domain.store import transaction
+from domain.core import models
+from domain.core.settings import Settings
+from domain.core.store import transaction
 from tests.api.conftest import bearer, make_token
 from tests.domain import factories
 from tests.servers import ServerThread

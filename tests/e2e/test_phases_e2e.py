@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from api.app import create_app
-from domain import models
-from domain.settings import Settings
-from domain.store import transaction
+from domain.core import models
+from domain.core.settings import Settings
+from domain.core.store import transaction
 from orchestration_defs.phases import user_tag
 from tests.api.conftest import bearer, make_token
 from tests.domain import factories

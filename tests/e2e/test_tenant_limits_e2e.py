@@ -8,9 +8,10 @@ import itertools
 import pytest
 from dagster_graphql import DagsterGraphQLClient
 
-from domain import build, models
-from domain.lifecycle import Actor, Status
-from domain.store import transaction
+from domain.build import build
+from domain.core import models
+from domain.core.lifecycle import Actor, Status
+from domain.core.store import transaction
 from tests.domain import factories
 from tests.e2e.conftest import REEXECUTE
 from tests.servers import until

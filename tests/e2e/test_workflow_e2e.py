@@ -7,9 +7,9 @@ from __future__ import annotations
 import dagster as dg
 from sqlalchemy import select
 
-from domain import approvals
-from domain.models import HitlApproval, QueueState, TriggerQueue
-from domain.store import transaction
+from domain.core.models import HitlApproval, QueueState, TriggerQueue
+from domain.core.store import transaction
+from domain.workflows import approvals
 from tests.orchestration_defs.workflow_helpers import approval, call, new_workflow, start, state, steps
 from tests.servers import until
 

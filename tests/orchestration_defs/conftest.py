@@ -5,7 +5,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from domain.settings import Settings, get_settings
+from domain.core.settings import Settings, get_settings
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ import dagster as dg
 import pytest
 from sqlalchemy import select
 
-from domain import batch_jobs
-from domain.models import OutboundMessage
-from domain.settings import Settings
-from domain.store import read_transaction, transaction
+from domain.batch import batch_jobs
+from domain.core.models import OutboundMessage
+from domain.core.settings import Settings
+from domain.core.store import read_transaction, transaction
 from orchestration_defs import batch_jobs as defs_module
 from orchestration_defs.batch_jobs import (
     BatchConfigError,
@@ -115,7 +115,7 @@ def test_a_schedule_tick_requests_the_period_that_just_closed(schedule, tick, pa
 
 @pytest.fixture
 def batch_env(monkeypatch, database_url):
-    from domain.settings import get_settings
+    from domain.core.settings import get_settings
 
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.delenv("RABBITMQ_URL", raising=False)

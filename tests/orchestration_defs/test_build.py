@@ -5,9 +5,10 @@ from typing import Any
 import dagster as dg
 from sqlalchemy import select
 
-from domain import build, models
-from domain.lifecycle import Actor
-from domain.store import transaction
+from domain.build import build
+from domain.core import models
+from domain.core.lifecycle import Actor
+from domain.core.store import transaction
 from orchestration_defs.build import build_automation_version
 from resources.database import DatabaseResource
 from resources.notifications import NotificationsResource

@@ -6,10 +6,10 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from domain import models
-from domain.demo import seed_demo
-from domain.settings import get_settings
-from domain.store import transaction
+from cli.demo import seed_demo
+from domain.core import models
+from domain.core.settings import get_settings
+from domain.core.store import transaction
 from orchestration_defs.build import build_automation_version, build_queue_sensor
 from resources.database import DatabaseResource
 from resources.notifications import NotificationsResource

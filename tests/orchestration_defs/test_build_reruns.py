@@ -10,9 +10,10 @@ import dagster as dg
 import pytest
 from sqlalchemy import func, select
 
-from domain import build, lifecycle, models
-from domain.lifecycle import Actor, Status
-from domain.store import transaction
+from domain.build import build
+from domain.core import lifecycle, models
+from domain.core.lifecycle import Actor, Status
+from domain.core.store import transaction
 from orchestration_defs.build import TAG_SKIPPED, build_automation_version
 from tests.orchestration_defs.test_build import BLUEPRINT, CREATE, _job, _new_version, _resources, _run, _state
 

@@ -25,11 +25,12 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from domain import phases, queue
-from domain.models import PhaseAudit, PhaseOutcome, ReleaseBuild, RepoBuild, TriggerQueue, WorkflowExecutionStep
-from domain.release_graph import load_graph
-from domain.settings import get_settings
-from domain.store import autocommit, transaction
+from domain.core.models import PhaseAudit, PhaseOutcome, ReleaseBuild, RepoBuild, TriggerQueue, WorkflowExecutionStep
+from domain.core.settings import get_settings
+from domain.core.store import autocommit, transaction
+from domain.phases import phases
+from domain.queue import queue
+from domain.release.release_graph import load_graph
 from orchestration_defs.executors import write_worker_config
 from orchestration_defs.phases import run_config as phase_run_config
 from orchestration_defs.phases import run_tags as phase_run_tags

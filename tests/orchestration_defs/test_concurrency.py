@@ -18,9 +18,9 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import Queued
 from dagster._utils.tags import TagConcurrencyLimitsCounter
 from sqlalchemy import create_engine, text
 
-from domain import models
-from domain.settings import get_settings
-from domain.store import transaction
+from domain.core import models
+from domain.core.settings import get_settings
+from domain.core.store import transaction
 from orchestration_defs.build import build_automation_version
 from orchestration_defs.concurrency import FlowRunCoordinator, concurrency_tags, run_limit_tags
 from orchestration_defs.release import release_build

@@ -10,8 +10,8 @@ import pytest
 from dagster._core.execution import compute_logs
 from sqlalchemy import create_engine, text
 
-from domain import models
-from domain.store import transaction
+from domain.core import models
+from domain.core.store import transaction
 from orchestration_defs.compute_logs import StepLogFiles
 from resources.database import DatabaseResource
 

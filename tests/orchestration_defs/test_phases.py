@@ -18,8 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from domain import phase_metrics, phases
-from domain.models import (
+from domain.core.models import (
     LearningRecord,
     Notification,
     PhaseAudit,
@@ -28,10 +27,11 @@ from domain.models import (
     SyncProgress,
     TriggerQueue,
 )
-from domain.settings import get_settings
-from domain.store import autocommit, transaction
-from domain.triggers import PhaseTrigger
-from domain.urls import header_value
+from domain.core.settings import get_settings
+from domain.core.store import autocommit, transaction
+from domain.core.urls import header_value
+from domain.phases import phase_metrics, phases
+from domain.queue.triggers import PhaseTrigger
 from orchestration_defs.phases import Outside, phase_batch, phase_queue_sensor, user_tag
 from resources.database import DatabaseResource
 from resources.integrations import IntegrationsResource

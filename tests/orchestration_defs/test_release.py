@@ -10,9 +10,9 @@ import pysequoia
 import pytest
 from sqlalchemy import select
 
-from domain.models import AuditLog, ReleaseBuild, RepoBuild
-from domain.release_graph import load_graph
-from domain.store import transaction
+from domain.core.models import AuditLog, ReleaseBuild, RepoBuild
+from domain.core.store import transaction
+from domain.release.release_graph import load_graph
 from orchestration_defs.release import release_build
 from resources.database import DatabaseResource
 from resources.github import GitHubResource
@@ -187,7 +187,7 @@ def _gpg_verify(tmp_path, public_key: bytes, sums: bytes, signature: bytes) -> s
 def test_sha256sums_carry_an_openpgp_signature_that_gpg_verifies(
     engine, database_url, sandbox, flow_env, instance, tmp_path, monkeypatch
 ):
-    from domain.settings import get_settings
+    from domain.core.settings import get_settings
 
     key = pysequoia.Tsk.generate("Release signing <release@wrk.test>")
     (tmp_path / "release-key.asc").write_text(str(key))
@@ -220,7 +220,7 @@ def test_a_passphrase_protected_key_signs_and_a_missing_passphrase_fails_the_rel
     engine, database_url, sandbox, flow_env, instance, tmp_path, monkeypatch
 ):
     """tests/fixtures/release-test-key.asc: a throwaway ed25519 key made with gpg, passphrase `s3cret`."""
-    from domain.settings import get_settings
+    from domain.core.settings import get_settings
 
     monkeypatch.setenv("RELEASE_GPG_KEY", str(FIXTURES / "release-test-key.asc"))
     get_settings.cache_clear()
@@ -252,7 +252,7 @@ def test_releases_are_readable_over_the_api_and_workflow_run_events_update_them(
     from starlette.testclient import TestClient
 
     from api.app import create_app
-    from domain.settings import get_settings
+    from domain.core.settings import get_settings
     from tests.api.conftest import bearer, make_token
 
     sandbox.configure_github(default_duration_s=0.05)

@@ -6,9 +6,9 @@ import dagster as dg
 import pytest
 from sqlalchemy import select
 
-from domain import release as rel
-from domain.models import AuditLog, RepoBuild
-from domain.store import transaction
+from domain.core.models import AuditLog, RepoBuild
+from domain.core.store import transaction
+from domain.release import release as rel
 from resources.retry import RetryPolicy
 from tests.orchestration_defs.test_release import _audit, _dispatches, _release, _release_error, _repo_states
 

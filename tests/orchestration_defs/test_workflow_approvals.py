@@ -8,10 +8,10 @@ import datetime as dt
 import pytest
 from sqlalchemy import select
 
-from domain import approvals, workflows
-from domain.lifecycle import Actor
-from domain.models import HitlApproval, Notification, TriggerQueue
-from domain.store import transaction
+from domain.core.lifecycle import Actor
+from domain.core.models import HitlApproval, Notification, TriggerQueue
+from domain.core.store import transaction
+from domain.workflows import approvals, workflows
 from tests.orchestration_defs.workflow_helpers import (
     approval,
     audit_moves,

@@ -12,10 +12,10 @@ import pika
 import pytest
 from sqlalchemy import func, select
 
-from domain import workflow_events
-from domain.models import ConsumedEvent, WorkflowExecution
-from domain.settings import get_settings
-from domain.store import transaction
+from domain.core.models import ConsumedEvent, WorkflowExecution
+from domain.core.settings import get_settings
+from domain.core.store import transaction
+from domain.workflows import workflow_events
 from orchestration_defs import workflows as workflow_defs
 from orchestration_defs.workflows import workflow_events_sensor
 from resources.database import DatabaseResource
@@ -110,8 +110,8 @@ def test_a_message_whose_commit_failed_is_not_acked_and_comes_back(
 
 
 def test_a_publish_step_reaches_its_own_queue_through_the_batch_jobs_relay(rabbitmq_url, engine):
-    from domain import batch_jobs
-    from domain.workflow_engine import run
+    from domain.batch import batch_jobs
+    from domain.workflows.workflow_engine import run
     from resources.amqp import AmqpPublisher
     from tests.orchestration_defs.workflow_helpers import publish, start
 

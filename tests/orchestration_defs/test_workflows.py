@@ -7,10 +7,10 @@ import dagster as dg
 import httpx
 from sqlalchemy import select
 
-from domain import workflow_engine
-from domain.models import OutboundMessage
-from domain.settings import get_settings
-from domain.store import transaction
+from domain.core.models import OutboundMessage
+from domain.core.settings import get_settings
+from domain.core.store import transaction
+from domain.workflows import workflow_engine
 from tests.orchestration_defs.workflow_helpers import (
     audit_moves,
     call,
@@ -234,7 +234,7 @@ def test_two_overlapping_runs_of_one_execution_start_each_step_once(wf_env, engi
     }
     for step in view["steps"]:
         with transaction(engine) as session:
-            from domain.models import AuditLog, WorkflowExecutionStep
+            from domain.core.models import AuditLog, WorkflowExecutionStep
 
             step_id = session.scalars(
                 select(WorkflowExecutionStep.id).where(
@@ -296,7 +296,7 @@ def test_a_run_process_killed_during_a_call_is_resumed_without_doing_the_call_tw
     )
     execution = start(engine, tenant, workflow)
     script = (
-        "import sys; from domain.store import engine_for; from domain import workflow_engine; "
+        "import sys; from domain.core.store import engine_for; from domain import workflow_engine; "
         "from resources.services import Services; "
         "workflow_engine.run(engine_for(sys.argv[1]), sys.argv[2], call=Services().call)"
     )
@@ -334,7 +334,7 @@ def test_a_stored_step_whose_path_leaves_its_service_fails_without_calling_anyth
     wf_env, engine, database_url, instance, sandbox
 ):
     """A definition stored before paths were checked: the call is refused again at call time."""
-    from domain.models import WorkflowStep
+    from domain.core.models import WorkflowStep
 
     tenant, workflow = new_workflow(engine, [call("score", "ml_service")])
     with transaction(engine) as session:

@@ -8,11 +8,11 @@ from typing import Any
 import dagster as dg
 from sqlalchemy import select
 
-from domain import workflows
-from domain.lifecycle import Actor
-from domain.models import AuditLog, WorkflowExecution
-from domain.store import transaction
-from domain.workflow_definitions import parse
+from domain.core.lifecycle import Actor
+from domain.core.models import AuditLog, WorkflowExecution
+from domain.core.store import transaction
+from domain.workflows import workflows
+from domain.workflows.workflow_definitions import parse
 from orchestration_defs.workflows import approval_queue_sensor, workflow_execution, workflow_queue_sensor
 from resources.database import DatabaseResource
 from resources.services import ServicesResource

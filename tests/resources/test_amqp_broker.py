@@ -17,10 +17,10 @@ import pika.exceptions
 import pytest
 from sqlalchemy import select, update
 
-from domain import batch_jobs
-from domain.models import OutboundMessage
-from domain.settings import get_settings
-from domain.store import read_transaction, transaction
+from domain.batch import batch_jobs
+from domain.core.models import OutboundMessage
+from domain.core.settings import get_settings
+from domain.core.store import read_transaction, transaction
 from orchestration_defs import batch_jobs as defs_module
 from orchestration_defs.batch_jobs import BatchPublisherResource, build_batch_jobs
 from resources.amqp import AmqpPublisher

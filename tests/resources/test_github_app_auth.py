@@ -7,8 +7,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from domain.settings import Settings
-from resources.errors import PermanentError
+from domain.core.errors import PermanentError
+from domain.core.settings import Settings
 from resources.github import AppInstallationAuth, GitHubClient, github_client
 from resources.retry import RetryPolicy
 

@@ -9,7 +9,7 @@ import zipfile
 import httpx
 import pytest
 
-from resources.errors import RateLimited, RetryableError, ValidationRejected
+from domain.core.errors import RateLimited, RetryableError, ValidationRejected
 from resources.github import GitHubClient
 from resources.retry import RetryPolicy
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from domain import models
-from domain.models import NotificationChannel
-from domain.notifications import UnknownTemplate, deliver_due, notify, ops_alert
-from domain.settings import Settings
-from domain.store import transaction
+from domain.core import models
+from domain.core.models import NotificationChannel
+from domain.core.notifications import UnknownTemplate, deliver_due, notify, ops_alert
+from domain.core.settings import Settings
+from domain.core.store import transaction
 from resources.notifications import is_retryable, notifier, outbox_message_id
 from resources.retry import RetryPolicy
 
@@ -111,7 +111,7 @@ def test_unknown_template_or_missing_field_is_refused_at_enqueue(engine):
 
 
 def test_a_template_field_added_later_has_a_default_for_rows_queued_before_it():
-    from domain.notifications import render
+    from domain.core.notifications import render
 
     queued_before = {
         "project_name": "Order Sync",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from resources.errors import NotFound, PermanentError, RetryableError, ServiceTimeout, ValidationRejected
+from domain.core.errors import NotFound, PermanentError, RetryableError, ServiceTimeout, ValidationRejected
 from resources.retry import RetryPolicy
 from resources.wrk import WrkPlatformClient
 

@@ -13,10 +13,10 @@ from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from domain import approval_callbacks, approvals
-from domain.models import HitlApproval, HitlApprovalCallback
-from domain.settings import Settings
-from domain.store import transaction
+from domain.core.models import HitlApproval, HitlApprovalCallback
+from domain.core.settings import Settings
+from domain.core.store import transaction
+from domain.workflows import approval_callbacks, approvals
 from resources.approval_callbacks import callback_client, signature
 from resources.database import DatabaseResource
 from schedules.approvals import approval_sweeper, approval_sweeper_sensor
@@ -248,7 +248,7 @@ def test_a_callback_to_a_host_no_longer_allowed_is_dead_without_a_call(
     engine, instance, resources, world, sandbox, monkeypatch
 ):
     """APPROVAL_CALLBACK_HOSTS is checked again at delivery: set or narrowed after the request was made."""
-    from domain.settings import get_settings
+    from domain.core.settings import get_settings
 
     approval = _standalone(engine, world, sandbox, name="billing")
     _decide(engine, world, approval)

@@ -9,10 +9,11 @@ import dagster as dg
 import pytest
 from sqlalchemy import select, update
 
-from domain import batch_jobs, queue
-from domain.models import Notification, OutboundMessage, TriggerQueue
-from domain.settings import get_settings
-from domain.store import transaction
+from domain.batch import batch_jobs
+from domain.core.models import Notification, OutboundMessage, TriggerQueue
+from domain.core.settings import get_settings
+from domain.core.store import transaction
+from domain.queue import queue
 from orchestration_defs.build import build_automation_version
 from resources.database import DatabaseResource
 from schedules.sweeper import queue_sweeper, queue_sweeper_schedule

@@ -9,10 +9,10 @@ import dagster as dg
 import pytest
 from sqlalchemy import select, update
 
-from domain.models import Notification, NotificationChannel
-from domain.notifications import notify, ops_alert
-from domain.queue import now_utc
-from domain.store import transaction
+from domain.core.models import Notification, NotificationChannel
+from domain.core.notifications import notify, ops_alert
+from domain.core.store import transaction
+from domain.queue.queue import now_utc
 from resources.database import DatabaseResource
 from resources.notifications import NotificationsResource
 from schedules.sweeper import deliver_notifications, outbox_sensor

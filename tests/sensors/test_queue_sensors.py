@@ -7,9 +7,9 @@ import dagster as dg
 import pytest
 from sqlalchemy import select, update
 
-from domain import queue
-from domain.models import AuditLog, Notification, TriggerQueue
-from domain.store import transaction
+from domain.core.models import AuditLog, Notification, TriggerQueue
+from domain.core.store import transaction
+from domain.queue import queue
 from orchestration_defs.build import build_automation_version, build_queue_sensor
 from resources.database import DatabaseResource
 from sensors.queue import TAG_ID, TAG_TOKEN, queue_ack_sensor, queue_failure_sensor

@@ -1,0 +1,95 @@
+"""What every outbox shares (notifications, approval callbacks, batch-job messages): claim, commit, call,
+record.
+
+A claim counts the attempt (the intent, recorded before the outside world is called) and hides the row
+for `claim_s`, so a concurrent deliverer skips it and a deliverer that dies mid-call leaves the row to
+be tried again once the claim lapses (at least once).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, Select
+from sqlalchemy.orm import Session
+
+from domain.core import backoff
+from domain.core.store import transaction
+
+Row = TypeVar("Row")
+Outcome = TypeVar("Outcome")
+
+
+def claim(session: Session, query: Select[tuple[Row]], *, now: datetime, claim_s: float) -> list[Row]:
+    """Claim the rows `query` selects (due pending rows, in delivery order) in the caller's short
+    transaction; returns detached copies to send once it commits. Rows must have `attempts` and
+    `next_attempt_at`."""
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    rows = list(session.scalars(query).all())
+    for row in rows:
+        claimed: Any = row
+        claimed.attempts += 1
+        claimed.next_attempt_at = now + timedelta(seconds=claim_s)
+    session.flush()
+    for row in rows:
+        session.expunge(row)
+    return rows
+
+
+def record(
+    session: Session,
+    claimed: Any,
+    error: Exception | None,
+    *,
+    pending: str,
+    done: str,
+    done_at: str,
+    dead: str,
+    max_attempts: int,
+    base_delay_s: float,
+    is_retryable: Callable[[Exception], bool],
+) -> str | None:
+    """Record one call's outcome in the caller's transaction: `done` (stamping the `done_at` column),
+    backed off (`pending`), or `dead` after `max_attempts` or a permanent error. Returns the new status;
+    None when the row is no longer the pending row that was claimed (another deliverer finished it)."""
+    row: Any = session.get(type(claimed), claimed.id, with_for_update=session.get_bind().dialect.name == "postgresql")
+    if row is None or row.status != pending or row.attempts != claimed.attempts:
+        return None
+    now = datetime.now(UTC)
+    if error is None:
+        row.status = done
+        setattr(row, done_at, now)
+        row.last_error = None
+        return done
+    row.last_error = f"{type(error).__name__}: {error}"[:2000]
+    if row.attempts >= max_attempts or not is_retryable(error):
+        row.status = dead
+        return dead
+    row.next_attempt_at = now + timedelta(seconds=backoff.backoff_seconds(row.attempts, base_delay_s, 3600.0))
+    return pending
+
+
+def deliver(
+    engine: Engine,
+    claim_due: Callable[[Session], list[Row]],
+    call: Callable[[Row], None],
+    record_result: Callable[[Session, Row, Exception | None], Outcome],
+) -> Counter[Outcome]:
+    """Claim due rows and commit, call each with no transaction open, then record each result in a
+    transaction of its own: no store lock is held while the outside world answers. Counts the outcomes."""
+    with transaction(engine) as session:
+        claimed = claim_due(session)
+    outcomes: Counter[Outcome] = Counter()
+    for row in claimed:
+        error: Exception | None = None
+        try:
+            call(row)
+        except Exception as exc:
+            error = exc
+        with transaction(engine) as session:
+            outcomes[record_result(session, row, error)] += 1
+    return outcomes
