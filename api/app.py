@@ -16,6 +16,7 @@ from starlette.middleware import Middleware
 from api.auth import Authenticator
 from api.middleware import RequestContext
 from api.openapi import Endpoint, build_openapi
+from api.phase_stream import PhaseStream
 from api.problems import EXCEPTION_HANDLERS
 from api.request_rules import RequestRules
 from api.routes import (
@@ -36,7 +37,6 @@ from api.routes import (
 )
 from domain.core.settings import Settings, get_settings
 from domain.core.store import engine_for
-from domain.phases.phase_stream import PhaseStream
 from resources.wrk import wrk_client
 
 ENDPOINTS: list[Endpoint] = [

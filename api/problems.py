@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from domain.core.errors import UnknownTenant
 from domain.core.lifecycle import InvalidStatusTransition
 from domain.deploy.deploy import DeployRefused
 from domain.queue.queue import DedupConflict, InvalidTrigger, QueueError
@@ -167,7 +168,8 @@ def is_refused_value(exc: BaseException) -> bool:
     the same statement without them can succeed (api/group_commit.py splits a batch to find them)."""
     return isinstance(
         exc,
-        IntegrityError
+        UnknownTenant
+        | IntegrityError
         | DataError
         | psycopg.IntegrityError
         | psycopg.DataError

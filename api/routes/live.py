@@ -32,11 +32,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.auth import Authenticator, Principal
 from api.openapi import Endpoint
+from api.phase_stream import PhaseStream
 from api.problems import Problem
 from api.request_rules import integer_param
 from api.routes.phases import READ_ROLES
 from api.routing import SegmentWebSocketRoute
-from domain.phases.phase_stream import PhaseStream
 
 log = logging.getLogger("wrk.api.live")
 

@@ -28,12 +28,12 @@ from starlette.responses import Response
 
 from api.auth import Authenticator
 from api.openapi import Endpoint
+from api.phase_stream import PhaseStream
 from api.problems import Problem
 from domain.core.models import PhaseOutcome
 from domain.core.settings import LOOPBACK_HOSTS, Settings
 from domain.core.store import read_transaction
 from domain.phases import phase_metrics
-from domain.phases.phase_stream import PhaseStream
 from domain.queue import queue
 
 PLATFORM_ROLES = frozenset({"ops_admin", "admin"})

@@ -10,11 +10,9 @@ the service, or ops, within their tenants: another tenant's rows are simply not 
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from pydantic import BaseModel
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
@@ -27,6 +25,7 @@ from api.openapi import Endpoint
 from api.problems import Problem, is_refused_value
 from api.request_rules import field_problem
 from api.requests import engine, json_body
+from domain.core.errors import UnknownTenant
 from domain.core.store import autocommit, read_transaction
 from domain.phases import phases, phases_proof
 from domain.queue.queue import QueueError
@@ -58,8 +57,8 @@ async def trigger_phase(request: Request) -> JSONResponse:
         raise field_problem("matches", f"at most {max_matches} matches per request (PHASE_MAX_MATCHES)")
     try:
         accepted = await request.app.state.phase_commits(phases.posted(tenant_id, phase, body))
-    except (psycopg.errors.ForeignKeyViolation, sqlite3.IntegrityError) as exc:
-        # The trigger's only reference is its tenant (a token may name one the store does not know).
+    except UnknownTenant as exc:
+        # A token may name a tenant the store does not know.
         raise Problem(403, "forbidden", f"tenant {tenant_id} is not known here") from exc
     out = PhaseAccepted(trigger_id=accepted.trigger_id, sync_id=accepted.sync_id, phase=accepted.phase)
     return JSONResponse(

@@ -48,3 +48,7 @@ class NotFound(PermanentError):
 
 class ValidationRejected(PermanentError):
     """The service refused the payload (a WRK blueprint validation failure); `details` has its reasons."""
+
+
+class UnknownTenant(LookupError):
+    """A tenant the store does not know: a token or a message may name one. The API answers 403."""

@@ -27,17 +27,20 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 from sqlalchemy import Connection, Table, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from domain.core import backoff as backoff_formula
+from domain.core.errors import UnknownTenant
 from domain.core.models import QUEUE_LIVE_STATES, QueueState, TriggerQueue
 from domain.queue.triggers import KINDS, KindPolicy
 
@@ -383,7 +386,7 @@ def enqueue_keyed(
         if not unplaced:
             break
         rows = [(triggers[n].tenant_id, bodies[n], key) for key, n in sorted(unplaced.items())]
-        inserted = _insert_keyed(db, kind, kind_policy, rows, available_at or now, now)
+        inserted = _insert_keyed_known(db, kind, kind_policy, rows, available_at or now, now)
         twins = _live_twins(db, kind, [key for key in unplaced if key not in inserted])
         for key, n in list(unplaced.items()):
             if key in inserted:
@@ -410,6 +413,24 @@ def _checked(kind: str, kind_policy: KindPolicy, tenant_id: str | None, payload:
     if kind_policy.tenant_scoped and not tenant_id:
         raise InvalidTrigger(f"{kind} triggers need a tenant", [{"field": "tenant_id", "message": "required"}])
     return body
+
+
+def _insert_keyed_known(
+    db: _Driver,
+    kind: str,
+    kind_policy: KindPolicy,
+    rows: list[tuple[str | None, dict[str, Any], str]],
+    available_at: datetime,
+    now: datetime,
+) -> dict[str, int]:
+    """_insert_keyed, with the store's refusal of an unknown tenant (the rows' only reference) said as
+    UnknownTenant: the driver's foreign-key violation stays below the domain."""
+    try:
+        return _insert_keyed(db, kind, kind_policy, rows, available_at, now)
+    except (psycopg.errors.ForeignKeyViolation, sqlite3.IntegrityError) as exc:
+        if isinstance(exc, sqlite3.IntegrityError) and "FOREIGN KEY" not in str(exc):
+            raise
+        raise UnknownTenant(", ".join(sorted({str(tenant) for tenant, _, _ in rows}))) from exc
 
 
 def _insert_keyed(

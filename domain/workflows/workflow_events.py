@@ -16,6 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from domain.core.errors import UnknownTenant
 from domain.core.lifecycle import Actor
 from domain.core.models import ConsumedEvent, Tenant
 from domain.workflows.workflows import start_execution, triggered_by
@@ -29,10 +30,6 @@ class EventIn(BaseModel):
     tenant_id: str = Field(min_length=1, max_length=36)
     occurred_at: AwareDatetime
     data: dict[str, Any] = Field(default_factory=dict)
-
-
-class UnknownTenant(LookupError):
-    pass
 
 
 @dataclass(frozen=True)

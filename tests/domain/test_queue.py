@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from sqlalchemy import func, select, text, update
 
+from domain.core.errors import UnknownTenant
 from domain.core.models import QueueState, TriggerQueue
 from domain.core.store import autocommit, transaction
 from domain.queue import queue
@@ -326,6 +327,16 @@ def test_keyed_triggers_enqueued_together_each_get_their_own_outcome(engine, ten
     assert _count(engine) == 4
     assert _row(engine, new_v2).payload == _build_payload(tenant_id, 2)
     assert _row(engine, new_v5).dedup_key == "build:v5" and _row(engine, new_v5).state == "available"
+
+
+def test_keyed_triggers_of_a_tenant_the_store_does_not_know_are_refused_as_unknown_tenant(engine, tenant_id):
+    triggers = [queue.Keyed("no-such-tenant", _build_payload("no-such-tenant"), "build:ghost")]
+    with pytest.raises(UnknownTenant, match="no-such-tenant"), autocommit(engine) as connection:
+        queue.enqueue_keyed(connection, "build", triggers)
+    assert _count(engine) == 0
+    with autocommit(engine) as connection:
+        (known,) = queue.enqueue_keyed(connection, "build", [queue.Keyed(tenant_id, _build_payload(tenant_id), "b")])
+    assert isinstance(known, int)
 
 
 def test_batches_sharing_keys_enqueued_at_once_make_one_row_per_key(engine, tenant_id):
