@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import jwt
 
+from domain.core.models import HitlApproval
 from domain.core.settings import Settings
-
-if TYPE_CHECKING:
-    from domain.core.models import HitlApproval
 
 AUDIENCE = "wrk-hitl-approval-link"
 DECISIONS = ("approve", "reject")

@@ -39,6 +39,7 @@ from domain.core import lifecycle, notifications
 from domain.core.lifecycle import Actor
 from domain.core.models import (
     ApprovalStatus,
+    AuditLog,
     CallbackStatus,
     HitlApproval,
     HitlApprovalCallback,
@@ -330,7 +331,6 @@ def may_decide(approval: HitlApproval, user_id: str, roles: Iterable[str]) -> bo
 
 
 def audit_trail(session: Session, approval: HitlApproval) -> list[Any]:
-    from domain.core.models import AuditLog
 
     return list(
         session.scalars(
@@ -402,7 +402,6 @@ def _audit(
     reason: str | None,
     metadata: dict[str, Any] | None,
 ) -> Any:
-    from domain.core.models import AuditLog
 
     return AuditLog(
         tenant_id=row.tenant_id,

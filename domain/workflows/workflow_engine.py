@@ -44,8 +44,9 @@ from sqlalchemy.orm import Session
 
 from domain.batch import batch_jobs
 from domain.core.lifecycle import Actor
-from domain.core.models import ExecutionStatus, StepStatus, WorkflowExecution, WorkflowExecutionStep
+from domain.core.models import ExecutionStatus, HitlApproval, StepStatus, WorkflowExecution, WorkflowExecutionStep
 from domain.core.store import transaction
+from domain.workflows import approvals
 from domain.workflows.workflow_definitions import Unresolved, render
 from domain.workflows.workflow_states import EXECUTION_FINAL, move_execution, move_step
 from domain.workflows.workflows import execution_steps
@@ -129,7 +130,6 @@ def _document(execution: WorkflowExecution, steps: list[WorkflowExecutionStep]) 
 def apply_decisions(session: Session, execution: WorkflowExecution, steps: list[WorkflowExecutionStep]) -> int:
     """Each waiting step whose approval left `pending`: approve -> succeeded; reject -> rejected, and the
     execution `rejected` unless `on_reject` is `continue`; fail -> failed, and the execution `failed`."""
-    from domain.core.models import HitlApproval
 
     waiting = [s for s in steps if s.status == T.WAITING.value]
     applied = 0
@@ -185,7 +185,6 @@ def _call_for(execution: WorkflowExecution, step: WorkflowExecutionStep, documen
 
 
 def _open_approval(session: Session, execution: WorkflowExecution, step: WorkflowExecutionStep) -> None:
-    from domain.workflows import approvals  # hitl's module (issue 14)
 
     config = step.config
     approval = approvals.open_approval(
@@ -340,7 +339,6 @@ def _settle(session: Session, execution_id: str) -> str:
 def abandon(session: Session, execution_id: str, reason: str) -> bool:
     """The execution's runs kept failing (the queue gave up on its trigger): it ends `failed` with the
     reason, its running steps failed, the rest skipped or cancelled, its open approvals cancelled."""
-    from domain.workflows import approvals
 
     execution = _lock(session, execution_id)
     if _final(execution):

@@ -27,6 +27,7 @@ from domain.core.models import (
     WorkflowStep,
 )
 from domain.queue import queue
+from domain.workflows import approvals
 from domain.workflows.workflow_definitions import WorkflowSpec, step_config
 from domain.workflows.workflow_states import EXECUTION_FINAL, move_execution, move_step
 
@@ -310,7 +311,6 @@ def cancel_execution(session: Session, execution: WorkflowExecution, actor: Acto
     for step in execution_steps(session, execution.id):
         if step.status in (StepStatus.PENDING.value, StepStatus.RUNNING.value, StepStatus.WAITING.value):
             move_step(session, step, StepStatus.CANCELLED, actor=actor, reason="execution cancelled")
-    from domain.workflows import approvals  # issue 14's approvals (hitl); imported late to keep the import graph flat
 
     approvals.cancel_for_execution(
         session, tenant_id=execution.tenant_id, workflow_execution_id=execution.id, actor=actor.id
