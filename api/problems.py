@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse
 
 from domain.core.errors import UnknownTenant
 from domain.core.lifecycle import InvalidStatusTransition
-from domain.deploy.deploy import DeployRefused
+from domain.deploy import DeployRefused
 from domain.queue.queue import DedupConflict, InvalidTrigger, QueueError
 
 log = logging.getLogger("wrk.api")

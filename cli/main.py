@@ -15,13 +15,13 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import OperationalError
 
 from cli.demo import FRESH_STATUSES, demo_tenant_ids, demo_version, describe, reset_demo, seed_demo
+from domain import deploy
 from domain.batch import batch_jobs
 from domain.core import lifecycle, migrate, models
 from domain.core.lifecycle import Status
 from domain.core.settings import get_settings, masked_url
 from domain.core.store import engine_for, read_transaction, transaction
 from domain.core.tokens import InvalidTokenRequest, mint_dev_token
-from domain.deploy import deploy
 from domain.queue import queue
 from domain.release.release_graph import InvalidGraph, load_graph
 

@@ -1,4 +1,4 @@
-"""Reconciliation of deploys: `domain.deploy.deploy.reconcile` on a schedule (and from the UI).
+"""Reconciliation of deploys: `domain.deploy.reconcile` on a schedule (and from the UI).
 
 It finishes or undoes every deployment whose request died or gave up (a `deployments` row still open
 past its deadline), then makes the platform run exactly the workflows of Live versions: it
@@ -9,8 +9,8 @@ runs the same function.
 
 import dagster as dg
 
+from domain import deploy
 from domain.core.settings import get_settings
-from domain.deploy import deploy
 from resources.database import DatabaseResource
 from resources.wrk import WrkPlatformResource
 

@@ -1,7 +1,7 @@
 """Flow 24 / 24B over HTTP: `PATCH /v1/automation-versions/{id}/status` deploys, resumes or pauses.
 
 HTTP only: authentication, the body, the answer. The saga (plan, platform calls, commit,
-compensation, alerts) is `domain.deploy.deploy`, shared with the CLI and the reconciliation job.
+compensation, alerts) is `domain.deploy`, shared with the CLI and the reconciliation job.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from api.openapi import Endpoint
 from api.problems import Problem
 from api.requests import engine, json_body
 from api.routes.automation_versions import AutomationVersionOut
+from domain import deploy
 from domain.core import models
 from domain.core.automation_versions import version_detail
 from domain.core.lifecycle import Actor
 from domain.core.settings import Settings
-from domain.deploy import deploy
 
 
 class StatusChange(BaseModel):

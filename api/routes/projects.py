@@ -12,8 +12,8 @@ from api.openapi import Endpoint
 from api.requests import json_body
 from api.routes.automation_versions import AutomationVersionOut
 from api.routes.deploy import answer, deploy_request, saga
+from domain import deploy
 from domain.core.lifecycle import Actor
-from domain.deploy import deploy
 
 
 class Rollback(BaseModel):

@@ -47,7 +47,7 @@ PROJECT_TRANSITIONS: Mapping[Status, frozenset[Status]] = {
     S.ARCHIVED: frozenset(),
 }
 
-# Archived -> Live only by a rollback (domain.deploy.deploy.rollback, action "rollback"): a status request
+# Archived -> Live only by a rollback (domain.deploy.rollback, action "rollback"): a status request
 # never revives an archived version.
 ROLLBACK_TRANSITIONS: Mapping[Status, frozenset[Status]] = {S.ARCHIVED: frozenset({S.LIVE})}
 ROLLBACK_ACTION = "rollback"

@@ -294,7 +294,7 @@ def test_database_failure_in_the_transaction_rolls_back_and_undoes_the_activatio
 ):
     from sqlalchemy.exc import OperationalError
 
-    from domain.deploy import deploy
+    from domain.deploy import commit as deploy_commit
 
     tenant, candidates = _ids(demo, "Order Sync", "Ready to Launch")
     version = candidates[0]["id"]
@@ -302,7 +302,7 @@ def test_database_failure_in_the_transaction_rolls_back_and_undoes_the_activatio
     def database_down(*_args, **_kwargs):
         raise OperationalError("UPDATE automation_versions ...", {}, Exception("connection lost"))
 
-    monkeypatch.setattr(deploy, "commit_live", database_down)
+    monkeypatch.setattr(deploy_commit, "commit_live", database_down)
     response = _patch(client, settings, tenant, version, {"status": "Live"})
     assert response.status_code == 500 and response.json()["code"] == "deployment_failed"
     with transaction(engine) as session:

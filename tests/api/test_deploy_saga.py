@@ -16,11 +16,12 @@ import pytest
 from sqlalchemy import select
 
 from api.app import create_app
+from domain import deploy
 from domain.core import lifecycle, models, notifications
 from domain.core.lifecycle import Actor, Status
 from domain.core.settings import Settings
 from domain.core.store import read_transaction, transaction
-from domain.deploy import deploy
+from domain.deploy import commit as deploy_commit
 from orchestration_defs.deploy import reconcile_deployments
 from resources.database import DatabaseResource
 from resources.retry import RetryPolicy
@@ -184,7 +185,7 @@ def test_a_crash_before_the_platform_call_ends_the_row_failed(engine, demo, plat
     def die(*_args, **_kwargs):
         raise Crash()
 
-    monkeypatch.setattr(deploy, "_move", die)
+    monkeypatch.setattr(deploy_commit, "_move", die)
     with pytest.raises(Crash):
         deploy.change_status(
             _saga(engine, platform), _tenants(demo), candidates[0]["id"], "Live", deploy.Request(Actor.user("rita"))
@@ -259,7 +260,7 @@ def test_a_pause_refused_at_commit_reactivates_the_workflow(client, settings, de
     def moved(*_args, **_kwargs):
         raise deploy.DeployRefused(409, "concurrency_conflict", "the version moved to Archived meanwhile")
 
-    monkeypatch.setattr(deploy, "commit_pause", moved)
+    monkeypatch.setattr(deploy_commit, "commit_pause", moved)
     response = _patch(client, settings, tenant, live["id"], {"status": "Paused"})
     assert response.status_code == 409 and response.json()["code"] == "concurrency_conflict"
     assert _workflow_active(sandbox, workflow)
@@ -277,7 +278,7 @@ def test_a_failed_compensation_is_alerted_and_left_for_reconciliation(
     def moved(*_args, **_kwargs):
         raise deploy.DeployRefused(409, "concurrency_conflict", "the version moved meanwhile")
 
-    monkeypatch.setattr(deploy, "commit_live", moved)
+    monkeypatch.setattr(deploy_commit, "commit_live", moved)
     sandbox.fault("PATCH", f"/wrk-api/workflows/{workflow}/deactivate", count=100, status=503)
     response = _patch(client, settings, tenant, version, {"status": "Live"})
     assert response.status_code == 409

@@ -22,11 +22,11 @@ import httpx
 from sqlalchemy import func, select
 
 from cli.demo import seed_demo
+from domain import deploy
 from domain.core import models
 from domain.core.lifecycle import Actor
 from domain.core.settings import Settings
 from domain.core.store import transaction
-from domain.deploy import deploy
 from resources.retry import RetryPolicy
 from resources.wrk import WrkPlatformClient
 from tests.api.conftest import bearer, make_token

@@ -18,11 +18,11 @@ import httpx
 from sqlalchemy import select
 
 from cli.demo import demo_version, seed_demo
+from domain import deploy
 from domain.core import models
 from domain.core.lifecycle import Actor, Status
 from domain.core.settings import Settings
 from domain.core.store import transaction
-from domain.deploy import deploy
 from resources.retry import RetryPolicy
 from resources.wrk import WrkPlatformClient
 from tests.api.conftest import bearer, make_token

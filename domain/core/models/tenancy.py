@@ -32,7 +32,7 @@ from domain.core.statuses import INITIAL_STATUS, BindingStatus, Status
 
 
 class DeploymentStatus(enum.StrEnum):
-    """A deploy, resume, pause or rollback, recorded before the platform is called (domain.deploy.deploy)."""
+    """A deploy, resume, pause or rollback, recorded before the platform is called (domain.deploy)."""
 
     REQUESTED = "requested"  # recorded; the platform not called yet
     ACTIVATING = "activating"  # the platform is being changed; the store not yet
