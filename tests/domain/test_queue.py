@@ -12,7 +12,7 @@ from sqlalchemy import func, select, text, update
 from domain.core.errors import UnknownTenant
 from domain.core.models import QueueState, TriggerQueue
 from domain.core.store import autocommit, transaction
-from domain.queue import queue
+from domain.queue import queue, statements
 from domain.queue.triggers import KINDS
 from tests.domain import factories
 
@@ -505,7 +505,7 @@ def test_prepared_hot_statements_keep_using_their_indexes_under_a_generic_plan(e
         pytest.skip("server-side prepared statements are PostgreSQL's")
     with transaction(engine) as session:
         ids = [queue.enqueue(session, "phase", tenant_id, _phase(tenant_id, n)) for n in range(20)]
-    text = getattr(queue, statement)
+    text = getattr(statements, statement)
     sql, names = _positional(text if isinstance(text, str) else text[0])  # (PostgreSQL, SQLite) or PostgreSQL's
     now = datetime.now(UTC)
     values = {
