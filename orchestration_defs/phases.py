@@ -28,7 +28,7 @@ from domain.core.errors import PermanentError
 from domain.core.models import QueueState, utcnow
 from domain.core.settings import get_settings
 from domain.core.store import read_transaction, transaction
-from domain.phases import phases, phases_proof
+from domain.phases import phases, phases_proof, syncs
 from domain.phases.phases_money import Route
 from domain.queue import queue
 from domain.queue.triggers import PhaseTrigger
@@ -182,7 +182,7 @@ def _payout(engine: Any, row: phases.PhaseRow, plan: phases.Plan, outside: Outsi
     if plan.packet_status == "ready":
         return {"already_ready": True}
     with read_transaction(engine) as session:
-        document = phases.packet_document(session, plan.packet_id)
+        document = syncs.packet_document(session, plan.packet_id)
     if document["fee"]["payment_intent_id"] is None and plan.fee_minor > 0:
         intent = outside.payments.create_payment_intent(
             amount_minor=plan.fee_minor,

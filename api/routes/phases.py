@@ -27,7 +27,7 @@ from api.request_rules import field_problem
 from api.requests import engine, json_body
 from domain.core.errors import UnknownTenant
 from domain.core.store import autocommit, read_transaction
-from domain.phases import phases, phases_proof
+from domain.phases import phases, phases_proof, syncs
 from domain.queue.queue import QueueError
 
 SERVICE_ROLES = frozenset({"service"})
@@ -64,7 +64,7 @@ async def trigger_phase(request: Request) -> JSONResponse:
     return JSONResponse(
         out.model_dump(),
         status_code=202,
-        headers={"Location": phases.sync_path(body.user_id, accepted.sync_id)},
+        headers={"Location": syncs.sync_path(body.user_id, accepted.sync_id)},
     )
 
 
@@ -112,7 +112,7 @@ async def get_sync(request: Request) -> JSONResponse:
     def load() -> dict[str, Any] | None:
         with read_transaction(engine(request)) as session:
             for tenant_id in sorted(tenants):
-                view = phases.sync_view(session, tenant_id, user_id, sync_id)
+                view = syncs.sync_view(session, tenant_id, user_id, sync_id)
                 if view is not None:
                     return view
         return None
@@ -129,7 +129,7 @@ async def get_proof_packet(request: Request) -> Response:
 
     def load() -> tuple[str, str, str, str] | None:
         with read_transaction(engine(request)) as session:
-            packet = phases.find_packet(session, tenants, user_id, packet_id)
+            packet = syncs.find_packet(session, tenants, user_id, packet_id)
             if packet is None or not packet.pdf_path or not packet.json_path or not packet.json_sha256:
                 return None
             return packet.tenant_id, packet.pdf_path, packet.json_path, packet.json_sha256
