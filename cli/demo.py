@@ -20,6 +20,8 @@ from sqlalchemy.orm import Session
 from domain.core import lifecycle, models
 from domain.core.lifecycle import Actor, Status
 from domain.queue import queue
+from domain.workflows import workflows
+from domain.workflows.workflow_definitions import parse
 
 S = Status
 DEMO_NAMESPACE = uuid.UUID("6f0c3a52-3a1e-4c55-9d8b-0c8f8f1f5e01")
@@ -215,9 +217,6 @@ def demo_workflow_id(tenant_id: str) -> str:
 
 
 def seed_demo_workflow(session: Session, tenant_id: str) -> None:
-    from domain.workflows import workflows
-    from domain.workflows.workflow_definitions import parse
-
     if session.get(models.Workflow, demo_workflow_id(tenant_id)) is None:
         spec = parse(DEMO_WORKFLOW)
         workflows.create_workflow(session, tenant_id, spec, SEED_ACTOR, workflow_id=demo_workflow_id(tenant_id))
