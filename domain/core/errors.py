@@ -1,4 +1,5 @@
-"""One error hierarchy for every client of the outside world.
+"""One error hierarchy for every client of the outside world, defined in the domain so the rules that
+react to a platform error (the deploy saga) import no adapter; the clients in resources/ raise them.
 
 `RetryableError` is worth another attempt (connection errors, timeouts, 5xx, 429, rate limits);
 `PermanentError` is not (other 4xx). The retry policy looks only at this distinction.
