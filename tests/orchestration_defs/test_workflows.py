@@ -296,7 +296,7 @@ def test_a_run_process_killed_during_a_call_is_resumed_without_doing_the_call_tw
     )
     execution = start(engine, tenant, workflow)
     script = (
-        "import sys; from domain.core.store import engine_for; from domain import workflow_engine; "
+        "import sys; from domain.core.store import engine_for; from domain.workflows import workflow_engine; "
         "from resources.services import Services; "
         "workflow_engine.run(engine_for(sys.argv[1]), sys.argv[2], call=Services().call)"
     )
