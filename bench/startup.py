@@ -134,8 +134,7 @@ PARTS: dict[str, str] = {
     ),
     "instance_and_resources": (
         "import dagster as dg, tempfile\nmark('import_dagster')\n"
-        "from dagster._core.instance.ref import InstanceRef\n"
-        "inst = dg.DagsterInstance.from_ref(InstanceRef.from_dir(tempfile.mkdtemp()))\nmark('instance_from_ref')\n"
+        "inst = dg.DagsterInstance.from_config(tempfile.mkdtemp())\nmark('instance_from_ref')\n"
         "run = inst.create_run_for_job(dg.GraphDefinition('x', node_defs=[]).to_job())\nmark('first_run_write')\n"
         "inst.report_engine_event('first event', run)\nmark('first_event_write')\n"
         "from resources.database import DatabaseResource\n"

@@ -1,7 +1,7 @@
 """What a warm process imports once so that the processes forked from it start in well under a second.
 
 Imported by the release job's forkserver (every step worker is forked from it) and by the warm run
-launcher's fork server (orchestration_defs/launcher.py: every run worker is forked from it). Measured
+launcher's fork server (wrk_instance/launcher.py: every run worker is forked from it). Measured
 on this machine (bench/startup.py, issue 16): `import dagster` 1.5-2.7 s, then `DagsterInstance.from_ref`
 imports another ~500 modules (storage, alembic, the daemon's types) for 1.7-2.4 s the first time and
 0.1-0.2 s after; our own code location adds ~0.4 s once these are loaded.
@@ -19,7 +19,7 @@ import contextlib
 import importlib
 import os
 
-from orchestration_defs.dagster_migrations import share_dagster_migrations
+from wrk_instance.dagster_migrations import share_dagster_migrations
 
 # Dagster: the API, the instance's storages (both backends), the run and step execution paths.
 DAGSTER_MODULES = (
