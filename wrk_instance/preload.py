@@ -37,6 +37,7 @@ DAGSTER_MODULES = (
     "dagster._core.storage.schedules.sqlite",
     "dagster._core.storage.local_compute_log_manager",
     "dagster._core.storage.root",
+    "dagster._core.storage.legacy_storage",  # dagster.yaml names its schedule storage on its own
     "dagster._core.run_coordinator",
     "dagster._core.launcher",
     "dagster._core.execution.api",

@@ -34,10 +34,14 @@ from wrk_instance.dagster_migrations import share_dagster_migrations
 
 class KeptSchemaScheduleStorage(SqliteScheduleStorage):
     """SqliteScheduleStorage that keeps its engine and the schema answers that are yes (module docstring).
-    `base_dir` is optional: by default $DAGSTER_HOME/schedules, Dagster's own default."""
+    `base_dir` is optional: by default the instance's `schedules` folder, Dagster's own default, known
+    once the instance registers itself (the file is made then, by Dagster's own `from_local`)."""
 
-    def __init__(self, conn_string: str, inst_data: ConfigurableClassData | None = None) -> None:
+    def __init__(
+        self, conn_string: str, inst_data: ConfigurableClassData | None = None, base_dir: str | None = None
+    ) -> None:
         super().__init__(conn_string, inst_data)
+        self._base_dir = base_dir
         self._engine: Engine | None = None
         self._present: set[str] = set()
 
@@ -50,10 +54,13 @@ class KeptSchemaScheduleStorage(SqliteScheduleStorage):
         cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
     ) -> KeptSchemaScheduleStorage:
         share_dagster_migrations()
-        base_dir = config_value.get("base_dir") or os.path.join(os.environ["DAGSTER_HOME"], "schedules")
-        storage = cls.from_local(base_dir, inst_data=inst_data)
-        assert isinstance(storage, KeptSchemaScheduleStorage)
-        return storage
+        return cls("", inst_data, base_dir=config_value.get("base_dir"))
+
+    def register_instance(self, instance: Any) -> None:
+        super().register_instance(instance)
+        if not self._conn_string:
+            base_dir = self._base_dir or os.path.join(instance.root_directory, "schedules")
+            self._conn_string = SqliteScheduleStorage.from_local(base_dir)._conn_string
 
     def _once(self, name: str, ask: Callable[[], bool]) -> bool:
         if name not in self._present and ask():

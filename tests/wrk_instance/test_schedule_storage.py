@@ -27,7 +27,6 @@ def test_the_single_machine_instance_names_it():
 
 
 def test_a_storage_reads_its_schema_once_and_answers_as_dagster_does(tmp_path, monkeypatch):
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     with dg.instance_for_test(overrides=OVERRIDES, temp_dir=str(tmp_path)) as instance:
         storage = instance.schedule_storage
         assert isinstance(storage, KeptSchemaScheduleStorage)
