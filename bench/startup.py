@@ -1,4 +1,4 @@
-"""Start-up breakdown (issue 16): where a run's and a step's start-up time goes, in parts.
+"""Start-up breakdown: where a run's and a step's start-up time goes, in parts.
 
 Two sources, so that each figure can be checked against the other:
 
@@ -11,6 +11,9 @@ Two sources, so that each figure can be checked against the other:
 - Fresh processes timed from outside (`main`, `make bench BENCH=startup`): interpreter start, `import
   dagster`, our modules on a step's path, the whole code location, instance from its ref, resource
   set-up, first event write. Each is repeated (the machine is shared) and printed with its spread.
+- Each piece of wrk_instance/ with and without it (`piece.*`; docs/dagster-internals.md), ending with
+  build triggers through a real daemon with the shipped dagster.yaml and with Dagster's own run launcher
+  and sensor loop (BENCH_SKIP_DAEMON=1 leaves that out).
 
 For a per-module import profile: `.venv/bin/python -X importtime -c 'import orchestration_defs.definitions'
 2>&1 | sort -t'|' -k2 -n | tail -40`; for a live run worker: `py-spy dump --pid <pid>` (py-spy is a dev

@@ -1,7 +1,7 @@
 """Run workers started from a warm process: Dagster's DefaultRunLauncher, but a run's worker is forked
 from a fork server that has already imported Dagster and the instance's storage modules.
 
-Why (issue 16, bench/startup.py): with the DefaultRunLauncher the code server spawns each run worker as
+Why (bench/startup.py, docs/dagster-internals.md): with the DefaultRunLauncher the code server spawns each run worker as
 a new interpreter, which spends ~1.5-2.7 s importing dagster, ~1.7-2.4 s more on the modules
 `DagsterInstance.from_ref` needs, then ~0.4 s on our code location, before RUN_START; interpreter
 start-up itself is 0.1 s. Forked from a process that has done the first two, the worker starts in a

@@ -2,7 +2,7 @@
 
 Imported by the release job's forkserver (every step worker is forked from it) and by the warm run
 launcher's fork server (wrk_instance/launcher.py: every run worker is forked from it). Measured
-on this machine (bench/startup.py, issue 16): `import dagster` 1.5-2.7 s, then `DagsterInstance.from_ref`
+on this machine (bench/startup.py): `import dagster` 1.5-2.7 s, then `DagsterInstance.from_ref`
 imports another ~500 modules (storage, alembic, the daemon's types) for 1.7-2.4 s the first time and
 0.1-0.2 s after; our own code location adds ~0.4 s once these are loaded.
 
