@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 import importlib
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,24 @@ def test_no_private_dagster_import_outside_wrk_instance():
     for path in [*scripts, ROOT / "Makefile", *ROOT.glob("*.yaml"), *(ROOT / "deploy").rglob("*.yaml")]:
         offenders += [f"{path.relative_to(ROOT)}: {m}" for m in PRIVATE.findall(path.read_text())]
     assert offenders == []
+
+
+def test_importing_the_code_location_patches_nothing_and_loads_no_wrk_instance_module():
+    """The code location is Dagster's plain user code: what the daemon, a run pod or a code server imports
+    from it leaves Dagster and alembic as they are (the extensions come from the instance config)."""
+    script = """
+import sys
+import dagster._daemon.sensor as sensor_loop
+from alembic.script import ScriptDirectory
+from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
+names = ("connect", "_has_instigators_table", "has_secondary_index_table", "has_built_index")
+before = (sensor_loop.MIN_INTERVAL_LOOP_TIME, ScriptDirectory.__dict__["from_config"],
+          [SqliteScheduleStorage.__dict__.get(n) for n in names])
+import orchestration_defs.definitions
+after = (sensor_loop.MIN_INTERVAL_LOOP_TIME, ScriptDirectory.__dict__["from_config"],
+         [SqliteScheduleStorage.__dict__.get(n) for n in names])
+assert before == after, (before, after)
+assert not [m for m in sys.modules if m.startswith("wrk_instance")], sorted(sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-W", "ignore", "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
