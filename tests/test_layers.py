@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
-PACKAGES = ("domain", "cli", "api", "resources", "orchestration_defs", "sensors", "schedules")
+PACKAGES = ("domain", "cli", "api", "resources", "orchestration_defs", "sensors", "schedules", "wrk_instance")
 
 
 def lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
