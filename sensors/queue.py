@@ -22,7 +22,7 @@ from domain.models import QueueState
 from domain.settings import get_settings
 from domain.store import transaction
 from orchestration_defs.concurrency import TAG_TENANT  # the tag the run coordinator's tenant limit counts
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource
 
 TAG_ID = "wrk/queue_id"
 TAG_KIND = "wrk/queue_kind"

@@ -13,7 +13,7 @@ from domain import housekeeping, queue
 from domain.models import IdempotencyKey, TriggerQueue, WebhookDelivery
 from domain.settings import Settings, get_settings
 from domain.store import transaction
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource
 from schedules.sweeper import queue_sweeper
 from tests.domain import factories
 

@@ -9,9 +9,7 @@ from domain import build, models
 from domain.lifecycle import Actor
 from domain.store import transaction
 from orchestration_defs.build import build_automation_version
-from resources.database import DatabaseResource
-from resources.notifications import NotificationsResource
-from resources.wrk import WrkPlatformResource
+from resources.dagster_resources import DatabaseResource, NotificationsResource, WrkPlatformResource
 from schedules.sweeper import deliver_notifications
 from sensors.queue import TAG_RETRYABLE
 from tests.domain import factories

@@ -11,9 +11,7 @@ from domain.demo import seed_demo
 from domain.settings import get_settings
 from domain.store import transaction
 from orchestration_defs.build import build_automation_version, build_queue_sensor
-from resources.database import DatabaseResource
-from resources.notifications import NotificationsResource
-from resources.wrk import WrkPlatformResource
+from resources.dagster_resources import DatabaseResource, NotificationsResource, WrkPlatformResource
 from schedules.sweeper import deliver_notifications
 from sensors.queue import queue_ack_sensor
 from tests.api.conftest import bearer, make_token

@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, text
 from domain import models
 from domain.store import transaction
 from orchestration_defs.compute_logs import StepLogFiles
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,7 @@ from domain.models import HitlApproval, HitlApprovalCallback
 from domain.settings import Settings
 from domain.store import transaction
 from resources.approval_callbacks import callback_client, signature
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource
 from schedules.approvals import approval_sweeper, approval_sweeper_sensor
 from tests.api.conftest import bearer, make_token
 from tests.domain import factories
@@ -219,7 +219,7 @@ def test_a_standalone_request_through_the_api_calls_back_on_decision(engine, ins
 def test_the_emailed_links_arrive_and_decide_from_the_inbox(engine, instance, database_url, flow_env, world, sandbox):
     import re
 
-    from resources.notifications import NotificationsResource
+    from resources.dagster_resources import NotificationsResource
     from schedules.sweeper import deliver_notifications
 
     approval_id = _standalone(engine, world, sandbox)

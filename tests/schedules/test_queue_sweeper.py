@@ -14,7 +14,7 @@ from domain.models import Notification, OutboundMessage, TriggerQueue
 from domain.settings import get_settings
 from domain.store import transaction
 from orchestration_defs.build import build_automation_version
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource
 from schedules.sweeper import queue_sweeper, queue_sweeper_schedule
 from sensors.queue import TAG_ID, TAG_TOKEN
 from tests.domain import factories

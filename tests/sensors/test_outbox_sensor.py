@@ -13,8 +13,7 @@ from domain.models import Notification, NotificationChannel
 from domain.notifications import notify, ops_alert
 from domain.queue import now_utc
 from domain.store import transaction
-from resources.database import DatabaseResource
-from resources.notifications import NotificationsResource
+from resources.dagster_resources import DatabaseResource, NotificationsResource
 from schedules.sweeper import deliver_notifications, outbox_sensor
 
 

@@ -11,7 +11,7 @@ from domain import queue
 from domain.models import AuditLog, Notification, TriggerQueue
 from domain.store import transaction
 from orchestration_defs.build import build_automation_version, build_queue_sensor
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource
 from sensors.queue import TAG_ID, TAG_TOKEN, queue_ack_sensor, queue_failure_sensor
 from tests.domain import factories
 
