@@ -265,7 +265,9 @@ def test_a_retried_publishing_step_publishes_once(batch_env, engine, database_ur
 
 
 def test_the_relay_sensor_waits_without_a_broker(batch_env, database_url):
-    with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(instance=instance, resources=_resources(database_url))
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_sensor_context(instance=instance, resources=_resources(database_url)) as context,
+    ):
         result = defs_module.batch_messages_relay_sensor(context)
     assert not result.run_requests and "RABBITMQ_URL" in result.skip_reason.skip_message

@@ -35,9 +35,10 @@ def test_build_request_over_http_ends_in_qa_with_notifications_delivered(
         assert accepted.status_code == 202
 
         with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-            tick = build_queue_sensor.evaluate_tick(
-                dg.build_sensor_context(instance=instance, resources=resources, sensor_name="build_queue_sensor")
-            )
+            with dg.build_sensor_context(
+                instance=instance, resources=resources, sensor_name="build_queue_sensor"
+            ) as context:
+                tick = build_queue_sensor.evaluate_tick(context)
             [request] = tick.run_requests
             assert request.run_key == f"build:{accepted.json()['trigger_id']}:{request.tags['wrk/claim_token']}"
             result = build_automation_version.execute_in_process(

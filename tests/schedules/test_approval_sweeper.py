@@ -18,7 +18,7 @@ from domain.models import HitlApproval, HitlApprovalCallback
 from domain.settings import Settings
 from domain.store import transaction
 from resources.approval_callbacks import callback_client, signature
-from resources.dagster_resources import DatabaseResource
+from resources.dagster_resources import ApprovalCallbacksResource, DatabaseResource
 from schedules.approvals import approval_sweeper, approval_sweeper_sensor
 from tests.api.conftest import bearer, make_token
 from tests.domain import factories
@@ -27,7 +27,7 @@ from tests.domain.test_approvals import member
 
 @pytest.fixture
 def resources(database_url, flow_env):
-    return {"database": DatabaseResource(url=database_url)}
+    return {"database": DatabaseResource(url=database_url), "approval_callbacks": ApprovalCallbacksResource()}
 
 
 @pytest.fixture
@@ -39,8 +39,10 @@ def world(engine):
 
 
 def _tick(instance, resources) -> dg.SensorResult:
-    context = dg.build_sensor_context(instance=instance, resources=resources, sensor_name="approval_sweeper_sensor")
-    return approval_sweeper_sensor.evaluate_tick(context)
+    with dg.build_sensor_context(
+        instance=instance, resources=resources, sensor_name="approval_sweeper_sensor"
+    ) as context:
+        return approval_sweeper_sensor.evaluate_tick(context)
 
 
 def _standalone(engine, world, sandbox, *, on_timeout="reject", name="billing") -> str:

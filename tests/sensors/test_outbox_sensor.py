@@ -29,8 +29,8 @@ def resources(database_url, flow_env):
 
 
 def _tick(instance, resources) -> dg.SensorResult:
-    context = dg.build_sensor_context(instance=instance, resources=resources, sensor_name="outbox_sensor")
-    return outbox_sensor.evaluate_tick(context)
+    with dg.build_sensor_context(instance=instance, resources=resources, sensor_name="outbox_sensor") as context:
+        return outbox_sensor.evaluate_tick(context)
 
 
 def test_nothing_due_launches_nothing(engine, instance, resources):
