@@ -55,7 +55,7 @@ def test_build_request_over_http_ends_in_qa_with_notifications_delivered(
                     dagster_instance=instance,
                     dagster_run=run,
                     dagster_event=success.records[0].event_log_entry.dagster_event,
-                    resources=resources,
+                    resources={"database": resources["database"]},  # what the daemon gives it: its own
                 )
             )
             assert deliver_notifications.execute_in_process(instance=instance, resources=resources).success
