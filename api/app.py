@@ -60,7 +60,7 @@ ENDPOINTS: list[Endpoint] = [
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     """On start-up, freeze what importing and building the app made out of the garbage collector (as the
-    warm run launcher's fork server does: orchestration_defs/preload_code.py): ~170,000 objects (SQLAlchemy,
+    warm run launcher's fork server does: wrk_instance/preload_code.py): ~170,000 objects (SQLAlchemy,
     pydantic, Starlette, the models; no Dagster) that a full collection would otherwise walk, during which
     a worker answers nobody. On shutdown, close what the app opened: its outbound HTTP clients
     (their connection pools), and the store engine when the app made it (an engine passed in belongs to

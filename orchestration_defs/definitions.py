@@ -8,7 +8,6 @@ from orchestration_defs.batch_jobs import (
     relay_batch_messages,
 )
 from orchestration_defs.build import build_automation_version, build_queue_sensor
-from orchestration_defs.dagster_migrations import share_dagster_migrations
 from orchestration_defs.deploy import reconcile_deployments, reconcile_deployments_schedule
 from orchestration_defs.phases import phase_batch, phase_batch_failure_sensor, phase_queue_sensor
 from orchestration_defs.release import (
@@ -17,7 +16,6 @@ from orchestration_defs.release import (
     release_failure_sensor,
     release_queue_sensor,
 )
-from orchestration_defs.schedule_storage import keep_schedule_schema
 from orchestration_defs.workflows import (
     approval_queue_sensor,
     workflow_events_sensor,
@@ -96,10 +94,5 @@ def build_definitions() -> dg.Definitions:
         },
     )
 
-
-# The code server makes a DagsterInstance from its ref for every sensor tick: Dagster's migration
-# scripts are parsed once, not on each tick, and the schedule storage's schema is not read again.
-share_dagster_migrations()
-keep_schedule_schema()
 
 defs = build_definitions()
