@@ -33,9 +33,9 @@ from domain.queue import queue
 from domain.workflows import approvals, workflow_engine, workflows
 from domain.workflows.workflow_definitions import parse
 from orchestration_defs.workflows import approval_queue_sensor, workflow_execution, workflow_queue_sensor
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource, ServicesResource
 from resources.sandbox.app import create_app
-from resources.services import Services, ServicesResource
+from resources.services import Services
 from tests.servers import ServerThread
 
 BENCH = "workflows"

@@ -27,8 +27,7 @@ from domain.core.lifecycle import Actor
 from domain.core.settings import get_settings
 from domain.core.store import transaction
 from domain.queue.triggers import BuildTrigger
-from resources.database import DatabaseResource
-from resources.wrk import WrkPlatformResource
+from resources.dagster_resources import DatabaseResource, WrkPlatformResource
 from sensors.queue import mark_permanent, queue_sensor
 
 # 5xx answers and timeouts are retried 3 times (4 calls), with the one policy's exponential backoff.
@@ -158,7 +157,7 @@ def create(
             trigger,
             build.BuildRejected("invalid_blueprint", "the blueprint's structure is invalid", errors),
         )
-    client = wrk.client()
+    client = wrk.client
     try:
         workflow = client.create_workflow(
             target.workflow_name,
@@ -187,8 +186,6 @@ def create(
         ) from exc
     except PermanentError as exc:
         raise _stop(context, database, trigger, build.BuildRejected("platform_error", str(exc), exc.details)) from exc
-    finally:
-        client.close()
     yield dg.Output(
         {"id": workflow.id, "url": workflow.url},
         metadata={

@@ -3,7 +3,6 @@
 import dagster as dg
 
 from orchestration_defs.batch_jobs import (
-    BatchPublisherResource,
     batch_messages_relay_sensor,
     build_batch_jobs,
     relay_batch_messages,
@@ -23,13 +22,18 @@ from orchestration_defs.workflows import (
     workflow_execution,
     workflow_queue_sensor,
 )
-from resources.database import DatabaseResource
-from resources.github import GitHubResource
-from resources.integrations import IntegrationsResource
-from resources.notifications import NotificationsResource
-from resources.payments import PaymentsResource
-from resources.services import ServicesResource
-from resources.wrk import WrkPlatformResource
+from resources.dagster_resources import (
+    ApprovalCallbacksResource,
+    BatchPublisherResource,
+    DatabaseResource,
+    GitHubResource,
+    IntegrationsResource,
+    NotificationsResource,
+    PaymentsResource,
+    ServicesResource,
+    WrkPlatformResource,
+    env_or_default,
+)
 from schedules.approvals import approval_sweeper, approval_sweeper_sensor
 from schedules.sweeper import deliver_notifications, outbox_sensor, queue_sweeper, queue_sweeper_schedule
 from sensors.queue import QUEUE_STATUS_SENSORS
@@ -68,14 +72,25 @@ def build_definitions() -> dg.Definitions:
             *QUEUE_STATUS_SENSORS,
         ],
         resources={
-            "database": DatabaseResource(),
-            "wrk": WrkPlatformResource(),
-            "github": GitHubResource(),
-            "notifications": NotificationsResource(),
-            "batch_publisher": BatchPublisherResource(),
+            # Each field from its environment variable where set, else the settings' default (see
+            # resources/dagster_resources.py); the broker follows RABBITMQ_URL and BATCH_TRANSPORT.
+            "database": DatabaseResource(url=env_or_default("DATABASE_URL")),
+            "wrk": WrkPlatformResource(base_url=env_or_default("WRK_API_URL"), token=env_or_default("WRK_API_TOKEN")),
+            "github": GitHubResource(base_url=env_or_default("GITHUB_API_URL"), token=env_or_default("GITHUB_TOKEN")),
+            "notifications": NotificationsResource(
+                smtp_port=env_or_default("SMTP_PORT", int), slack_webhook_url=env_or_default("SLACK_WEBHOOK_URL")
+            ),
+            "batch_publisher": BatchPublisherResource(
+                queue=env_or_default("BI_BATCH_JOBS_QUEUE"), exchange=env_or_default("BI_BATCH_JOBS_EXCHANGE")
+            ),
             "services": ServicesResource(),
-            "integrations": IntegrationsResource(),
-            "payments": PaymentsResource(),
+            "integrations": IntegrationsResource(
+                base_url=env_or_default("INTEGRATIONS_API_URL"), token=env_or_default("INTEGRATIONS_API_TOKEN")
+            ),
+            "payments": PaymentsResource(
+                base_url=env_or_default("PAYMENTS_API_URL"), api_key=env_or_default("PAYMENTS_API_KEY")
+            ),
+            "approval_callbacks": ApprovalCallbacksResource(),
         },
     )
 

@@ -8,9 +8,10 @@ from sqlalchemy import func, select
 from domain.core.models import ApprovalStatus, HitlApproval
 from domain.core.settings import get_settings
 from domain.core.store import read_transaction, transaction
-from domain.workflows import approval_callbacks, approvals
-from resources.approval_callbacks import callback_client, is_retryable
-from resources.database import DatabaseResource
+from domain.workflows import approval_callbacks as callback_outbox
+from domain.workflows import approvals
+from resources.approval_callbacks import is_retryable
+from resources.dagster_resources import ApprovalCallbacksResource, DatabaseResource
 from sensors.runs import in_flight
 
 BATCH = 200
@@ -20,7 +21,9 @@ BATCH = 200
     description="Mark overdue pending approvals expired (each one's on_timeout applied), then call the due "
     "callback URLs of standalone approvals (at least once each)."
 )
-def sweep_approvals(context: dg.OpExecutionContext, database: DatabaseResource) -> dict:
+def sweep_approvals(
+    context: dg.OpExecutionContext, database: DatabaseResource, approval_callbacks: ApprovalCallbacksResource
+) -> dict:
     # One op, not two: each step of a run is a process of its own, and both halves are quick.
     expired = 0
     while True:
@@ -33,12 +36,8 @@ def sweep_approvals(context: dg.OpExecutionContext, database: DatabaseResource) 
         if len(ids) < BATCH:
             break
     # After the expiries: an expired standalone approval's callback is due at once.
-    client = callback_client()
-    try:
-        # deliver_due opens its own short transactions: none is open while a callback URL answers.
-        report = approval_callbacks.deliver_due(database.engine, client, is_retryable=is_retryable)
-    finally:
-        client.close()
+    # deliver_due opens its own short transactions: none is open while a callback URL answers.
+    report = callback_outbox.deliver_due(database.engine, approval_callbacks.client, is_retryable=is_retryable)
     summary = {"expired": expired, "delivered": report.delivered, "failed": report.failed, "dead": report.dead}
     context.add_output_metadata(summary)
     return summary
@@ -61,7 +60,7 @@ def work_waiting(database: DatabaseResource) -> tuple[int, int]:
             .select_from(HitlApproval)
             .where(HitlApproval.status == ApprovalStatus.PENDING.value, HitlApproval.expires_at <= now)
         )
-        return int(overdue or 0), approval_callbacks.due_count(session, now)
+        return int(overdue or 0), callback_outbox.due_count(session, now)
 
 
 @dg.sensor(

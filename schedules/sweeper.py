@@ -19,8 +19,8 @@ from domain.core.store import read_transaction, transaction
 from domain.phases import phase_metrics
 from domain.queue import queue
 from domain.queue.triggers import KINDS
-from resources.database import DatabaseResource
-from resources.notifications import NotificationsResource, is_retryable
+from resources.dagster_resources import DatabaseResource, NotificationsResource
+from resources.notifications import is_retryable
 from sensors.queue import reconcile_launched, record_launches, rescue_expired
 from sensors.runs import in_flight
 
@@ -94,12 +94,8 @@ queue_sweeper_schedule = dg.ScheduleDefinition(
 def deliver_outbox(
     context: dg.OpExecutionContext, database: DatabaseResource, notifications: NotificationsResource
 ) -> dict:
-    notifier = notifications.notifier()
-    try:
-        # deliver_due opens its own short transactions: none is open while a message is sent.
-        report = deliver_due(database.engine, notifier, is_retryable=is_retryable)
-    finally:
-        notifier.close()
+    # deliver_due opens its own short transactions: none is open while a message is sent.
+    report = deliver_due(database.engine, notifications.notifier, is_retryable=is_retryable)
     summary = {"sent": report.sent, "failed": report.failed, "dead": report.dead}
     context.add_output_metadata(summary)
     return summary

@@ -23,7 +23,7 @@ from domain.core.settings import get_settings
 from domain.core.store import transaction
 from domain.queue import outcomes, queue
 from orchestration_defs.concurrency import TAG_TENANT  # the tag the run coordinator's tenant limit counts
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource
 
 TAG_ID = "wrk/queue_id"
 TAG_KIND = "wrk/queue_kind"

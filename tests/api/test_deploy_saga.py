@@ -23,9 +23,9 @@ from domain.core.settings import Settings
 from domain.core.store import read_transaction, transaction
 from domain.deploy import commit as deploy_commit
 from orchestration_defs.deploy import reconcile_deployments
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource, WrkPlatformResource
 from resources.retry import RetryPolicy
-from resources.wrk import WrkPlatformClient, WrkPlatformResource
+from resources.wrk import WrkPlatformClient
 from tests.api.conftest import bearer, make_token
 from tests.api.test_deploy import _binding, _ids, _patch, _workflow_active
 from tests.servers import ServerThread, until

@@ -14,7 +14,7 @@ from domain.core.models import IdempotencyKey, TriggerQueue, WebhookDelivery
 from domain.core.settings import Settings, get_settings
 from domain.core.store import transaction
 from domain.queue import queue
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource
 from schedules.sweeper import queue_sweeper
 from tests.domain import factories
 

@@ -10,9 +10,7 @@ from domain.core import models
 from domain.core.lifecycle import Actor
 from domain.core.store import transaction
 from orchestration_defs.build import build_automation_version
-from resources.database import DatabaseResource
-from resources.notifications import NotificationsResource
-from resources.wrk import WrkPlatformResource
+from resources.dagster_resources import DatabaseResource, NotificationsResource, WrkPlatformResource
 from schedules.sweeper import deliver_notifications
 from sensors.queue import TAG_RETRYABLE
 from tests.domain import factories

@@ -11,9 +11,7 @@ from domain.core import models
 from domain.core.settings import get_settings
 from domain.core.store import transaction
 from orchestration_defs.build import build_automation_version, build_queue_sensor
-from resources.database import DatabaseResource
-from resources.notifications import NotificationsResource
-from resources.wrk import WrkPlatformResource
+from resources.dagster_resources import DatabaseResource, NotificationsResource, WrkPlatformResource
 from schedules.sweeper import deliver_notifications
 from sensors.queue import queue_ack_sensor
 from tests.api.conftest import bearer, make_token
@@ -37,9 +35,10 @@ def test_build_request_over_http_ends_in_qa_with_notifications_delivered(
         assert accepted.status_code == 202
 
         with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-            tick = build_queue_sensor.evaluate_tick(
-                dg.build_sensor_context(instance=instance, resources=resources, sensor_name="build_queue_sensor")
-            )
+            with dg.build_sensor_context(
+                instance=instance, resources=resources, sensor_name="build_queue_sensor"
+            ) as context:
+                tick = build_queue_sensor.evaluate_tick(context)
             [request] = tick.run_requests
             assert request.run_key == f"build:{accepted.json()['trigger_id']}:{request.tags['wrk/claim_token']}"
             result = build_automation_version.execute_in_process(
@@ -56,7 +55,7 @@ def test_build_request_over_http_ends_in_qa_with_notifications_delivered(
                     dagster_instance=instance,
                     dagster_run=run,
                     dagster_event=success.records[0].event_log_entry.dagster_event,
-                    resources=resources,
+                    resources={"database": resources["database"]},  # what the daemon gives it: its own
                 )
             )
             assert deliver_notifications.execute_in_process(instance=instance, resources=resources).success

@@ -36,7 +36,7 @@ from orchestration_defs.phases import run_config as phase_run_config
 from orchestration_defs.phases import run_tags as phase_run_tags
 from orchestration_defs.release import release_queue_sensor
 from orchestration_defs.workflows import workflow_queue_sensor
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource
 from sensors.queue import LEASE_SECONDS, reconcile_launched
 from tests.domain import factories
 from tests.orchestration_defs.workflow_helpers import audit_moves, call, new_workflow, start, state

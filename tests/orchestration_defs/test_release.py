@@ -14,8 +14,7 @@ from domain.core.models import AuditLog, ReleaseBuild, RepoBuild
 from domain.core.store import transaction
 from domain.release.release_graph import load_graph
 from orchestration_defs.release import release_build
-from resources.database import DatabaseResource
-from resources.github import GitHubResource
+from resources.dagster_resources import DatabaseResource, GitHubResource
 
 ALL = load_graph().order
 

@@ -18,7 +18,7 @@ from domain.core.store import transaction
 from domain.workflows import workflow_events
 from orchestration_defs import workflows as workflow_defs
 from orchestration_defs.workflows import workflow_events_sensor
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource
 from tests.orchestration_defs.workflow_helpers import call, new_workflow
 from tests.resources.test_amqp_broker import _wait_until_accepting
 

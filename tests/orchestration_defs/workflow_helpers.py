@@ -14,8 +14,7 @@ from domain.core.store import transaction
 from domain.workflows import workflows
 from domain.workflows.workflow_definitions import parse
 from orchestration_defs.workflows import approval_queue_sensor, workflow_execution, workflow_queue_sensor
-from resources.database import DatabaseResource
-from resources.services import ServicesResource
+from resources.dagster_resources import DatabaseResource, ServicesResource
 from tests.domain import factories
 
 USER = Actor.user("ops-1")

@@ -18,7 +18,7 @@ from domain.core.settings import Settings
 from domain.core.store import transaction
 from domain.workflows import approval_callbacks, approvals
 from resources.approval_callbacks import callback_client, signature
-from resources.database import DatabaseResource
+from resources.dagster_resources import ApprovalCallbacksResource, DatabaseResource
 from schedules.approvals import approval_sweeper, approval_sweeper_sensor
 from tests.api.conftest import bearer, make_token
 from tests.domain import factories
@@ -27,7 +27,7 @@ from tests.domain.test_approvals import member
 
 @pytest.fixture
 def resources(database_url, flow_env):
-    return {"database": DatabaseResource(url=database_url)}
+    return {"database": DatabaseResource(url=database_url), "approval_callbacks": ApprovalCallbacksResource()}
 
 
 @pytest.fixture
@@ -39,8 +39,10 @@ def world(engine):
 
 
 def _tick(instance, resources) -> dg.SensorResult:
-    context = dg.build_sensor_context(instance=instance, resources=resources, sensor_name="approval_sweeper_sensor")
-    return approval_sweeper_sensor.evaluate_tick(context)
+    with dg.build_sensor_context(
+        instance=instance, resources=resources, sensor_name="approval_sweeper_sensor"
+    ) as context:
+        return approval_sweeper_sensor.evaluate_tick(context)
 
 
 def _standalone(engine, world, sandbox, *, on_timeout="reject", name="billing") -> str:
@@ -219,7 +221,7 @@ def test_a_standalone_request_through_the_api_calls_back_on_decision(engine, ins
 def test_the_emailed_links_arrive_and_decide_from_the_inbox(engine, instance, database_url, flow_env, world, sandbox):
     import re
 
-    from resources.notifications import NotificationsResource
+    from resources.dagster_resources import NotificationsResource
     from schedules.sweeper import deliver_notifications
 
     approval_id = _standalone(engine, world, sandbox)

@@ -15,7 +15,7 @@ from domain.core.settings import get_settings
 from domain.core.store import transaction
 from domain.queue import queue
 from orchestration_defs.build import build_automation_version
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource
 from schedules.sweeper import queue_sweeper, queue_sweeper_schedule
 from sensors.queue import TAG_ID, TAG_TOKEN
 from tests.domain import factories

@@ -13,8 +13,7 @@ from domain.core.models import Notification, NotificationChannel
 from domain.core.notifications import notify, ops_alert
 from domain.core.store import transaction
 from domain.queue.queue import now_utc
-from resources.database import DatabaseResource
-from resources.notifications import NotificationsResource
+from resources.dagster_resources import DatabaseResource, NotificationsResource
 from schedules.sweeper import deliver_notifications, outbox_sensor
 
 
@@ -30,8 +29,8 @@ def resources(database_url, flow_env):
 
 
 def _tick(instance, resources) -> dg.SensorResult:
-    context = dg.build_sensor_context(instance=instance, resources=resources, sensor_name="outbox_sensor")
-    return outbox_sensor.evaluate_tick(context)
+    with dg.build_sensor_context(instance=instance, resources=resources, sensor_name="outbox_sensor") as context:
+        return outbox_sensor.evaluate_tick(context)
 
 
 def test_nothing_due_launches_nothing(engine, instance, resources):
