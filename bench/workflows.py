@@ -31,10 +31,11 @@ from domain.models import HitlApproval, Tenant, WorkflowExecutionStep
 from domain.settings import get_settings
 from domain.store import transaction
 from domain.workflow_definitions import parse
-from orchestration_defs.workflows import approval_queue_sensor, workflow_execution, workflow_queue_sensor
+from orchestration_defs.workflows import workflow_execution
 from resources.database import DatabaseResource
 from resources.sandbox.app import create_app
 from resources.services import Services, ServicesResource
+from sensors.workflows import approval_queue_sensor, workflow_queue_sensor
 from tests.servers import ServerThread
 
 BENCH = "workflows"

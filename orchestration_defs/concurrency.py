@@ -32,9 +32,10 @@ from dagster._core.run_coordinator import QueuedRunCoordinator, SubmitRunContext
 from dagster._core.storage.tags import PRIORITY_TAG
 from dagster._serdes import ConfigurableClassData
 
+from orchestration_defs.tags import TAG_TENANT
+
 TAG_RELEASE = "wrk/release_tag"
 TAG_VERSION = "wrk/automation_version_id"
-TAG_TENANT = "wrk/tenant_id"
 TAG_FLOW = "wrk/flow"
 
 logger = logging.getLogger(__name__)

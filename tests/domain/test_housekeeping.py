@@ -13,8 +13,8 @@ from domain import housekeeping, queue
 from domain.models import IdempotencyKey, TriggerQueue, WebhookDelivery
 from domain.settings import Settings, get_settings
 from domain.store import transaction
+from orchestration_defs.housekeeping import queue_sweeper
 from resources.database import DatabaseResource
-from schedules.sweeper import queue_sweeper
 from tests.domain import factories
 
 OLD = datetime.now(UTC) - timedelta(days=30)

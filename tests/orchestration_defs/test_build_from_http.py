@@ -10,11 +10,12 @@ from domain import models
 from domain.demo import seed_demo
 from domain.settings import get_settings
 from domain.store import transaction
-from orchestration_defs.build import build_automation_version, build_queue_sensor
+from orchestration_defs.build import build_automation_version
+from orchestration_defs.housekeeping import deliver_notifications
 from resources.database import DatabaseResource
 from resources.notifications import NotificationsResource
 from resources.wrk import WrkPlatformResource
-from schedules.sweeper import deliver_notifications
+from sensors.build import build_queue_sensor
 from sensors.queue import queue_ack_sensor
 from tests.api.conftest import bearer, make_token
 

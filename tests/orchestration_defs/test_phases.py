@@ -32,10 +32,11 @@ from domain.settings import get_settings
 from domain.store import autocommit, transaction
 from domain.triggers import PhaseTrigger
 from domain.urls import header_value
-from orchestration_defs.phases import Outside, phase_batch, phase_queue_sensor, user_tag
+from orchestration_defs.phases import Outside, phase_batch, user_tag
 from resources.database import DatabaseResource
 from resources.integrations import IntegrationsResource
 from resources.payments import PaymentsResource
+from sensors.phases import phase_queue_sensor
 from tests.api.conftest import bearer, make_token
 from tests.domain import factories
 from tests.servers import ServerThread, until
@@ -505,7 +506,7 @@ def _other_tenant(engine) -> str:
 def test_a_batch_run_that_never_started_sends_its_triggers_back_with_backoff(
     phase_env, sandbox, engine, tenant, database_url
 ):
-    from orchestration_defs.phases import phase_batch_failure_sensor
+    from sensors.phases import phase_batch_failure_sensor
 
     instance = dg.DagsterInstance.ephemeral()
     ids = [_accept(engine, tenant, 1, user_id=f"ns{i}", sync_id="s") for i in range(3)]

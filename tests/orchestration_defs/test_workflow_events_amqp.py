@@ -17,8 +17,8 @@ from domain.models import ConsumedEvent, WorkflowExecution
 from domain.settings import get_settings
 from domain.store import transaction
 from orchestration_defs import workflows as workflow_defs
-from orchestration_defs.workflows import workflow_events_sensor
 from resources.database import DatabaseResource
+from sensors.workflows import workflow_events_sensor
 from tests.orchestration_defs.workflow_helpers import call, new_workflow
 from tests.resources.test_amqp_broker import _wait_until_accepting
 

@@ -13,9 +13,10 @@ from domain.lifecycle import Actor
 from domain.models import AuditLog, WorkflowExecution
 from domain.store import transaction
 from domain.workflow_definitions import parse
-from orchestration_defs.workflows import approval_queue_sensor, workflow_execution, workflow_queue_sensor
+from orchestration_defs.workflows import workflow_execution
 from resources.database import DatabaseResource
 from resources.services import ServicesResource
+from sensors.workflows import approval_queue_sensor, workflow_queue_sensor
 from tests.domain import factories
 
 USER = Actor.user("ops-1")

@@ -193,7 +193,7 @@ def test_a_retried_step_publishes_one_message_to_the_broker(
 
     monkeypatch.setattr(defs_module, "relay", relay_then_die_once)
     try:
-        assets, _jobs, _schedules = build_batch_jobs()
+        assets, _jobs = build_batch_jobs()
         asset = next(a for a in assets if a.key.path[-1] == "model_monitoring")
         job = dg.define_asset_job("retrying", selection=[asset.key], op_retry_policy=dg.RetryPolicy(max_retries=1))
         local = dg.Definitions(

@@ -17,9 +17,10 @@ from domain import approval_callbacks, approvals
 from domain.models import HitlApproval, HitlApprovalCallback
 from domain.settings import Settings
 from domain.store import transaction
+from orchestration_defs.approvals import approval_sweeper
 from resources.approval_callbacks import callback_client, signature
 from resources.database import DatabaseResource
-from schedules.approvals import approval_sweeper, approval_sweeper_sensor
+from sensors.workflows import approval_sweeper_sensor
 from tests.api.conftest import bearer, make_token
 from tests.domain import factories
 from tests.domain.test_approvals import member
@@ -219,8 +220,8 @@ def test_a_standalone_request_through_the_api_calls_back_on_decision(engine, ins
 def test_the_emailed_links_arrive_and_decide_from_the_inbox(engine, instance, database_url, flow_env, world, sandbox):
     import re
 
+    from orchestration_defs.housekeeping import deliver_notifications
     from resources.notifications import NotificationsResource
-    from schedules.sweeper import deliver_notifications
 
     approval_id = _standalone(engine, world, sandbox)
     sent = deliver_notifications.execute_in_process(

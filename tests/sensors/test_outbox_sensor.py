@@ -13,9 +13,10 @@ from domain.models import Notification, NotificationChannel
 from domain.notifications import notify, ops_alert
 from domain.queue import now_utc
 from domain.store import transaction
+from orchestration_defs.housekeeping import deliver_notifications
 from resources.database import DatabaseResource
 from resources.notifications import NotificationsResource
-from schedules.sweeper import deliver_notifications, outbox_sensor
+from sensors.housekeeping import outbox_sensor
 
 
 @pytest.fixture

@@ -10,9 +10,11 @@ from sqlalchemy import select, update
 from domain import queue
 from domain.models import AuditLog, Notification, TriggerQueue
 from domain.store import transaction
-from orchestration_defs.build import build_automation_version, build_queue_sensor
+from orchestration_defs.build import build_automation_version
+from orchestration_defs.tags import TAG_ID, TAG_TOKEN
 from resources.database import DatabaseResource
-from sensors.queue import TAG_ID, TAG_TOKEN, queue_ack_sensor, queue_failure_sensor
+from sensors.build import build_queue_sensor
+from sensors.queue import queue_ack_sensor, queue_failure_sensor
 from tests.domain import factories
 
 
