@@ -17,7 +17,7 @@ from sqlalchemy import Engine, Select
 from sqlalchemy.orm import Session
 
 from domain import backoff
-from domain.store import transaction
+from domain.store import is_postgres, transaction
 
 Row = TypeVar("Row")
 Outcome = TypeVar("Outcome")
@@ -27,7 +27,7 @@ def claim(session: Session, query: Select[tuple[Row]], *, now: datetime, claim_s
     """Claim the rows `query` selects (due pending rows, in delivery order) in the caller's short
     transaction; returns detached copies to send once it commits. Rows must have `attempts` and
     `next_attempt_at`."""
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgres(session):
         query = query.with_for_update(skip_locked=True)
     rows = list(session.scalars(query).all())
     for row in rows:
@@ -56,7 +56,7 @@ def record(
     """Record one call's outcome in the caller's transaction: `done` (stamping the `done_at` column),
     backed off (`pending`), or `dead` after `max_attempts` or a permanent error. Returns the new status;
     None when the row is no longer the pending row that was claimed (another deliverer finished it)."""
-    row: Any = session.get(type(claimed), claimed.id, with_for_update=session.get_bind().dialect.name == "postgresql")
+    row: Any = session.get(type(claimed), claimed.id, with_for_update=is_postgres(session))
     if row is None or row.status != pending or row.attempts != claimed.attempts:
         return None
     now = datetime.now(UTC)

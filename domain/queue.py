@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 
 from domain import backoff as backoff_formula
 from domain.models import QUEUE_LIVE_STATES, QueueState, TriggerQueue
+from domain.store import is_postgres
 from domain.triggers import KINDS, KindPolicy
 
 Q: Table = TriggerQueue.__table__  # type: ignore[assignment]
@@ -110,10 +111,6 @@ def validate(kind: str, payload: Mapping[str, Any]) -> dict[str, Any]:
     return model.model_dump(mode="json")
 
 
-def _is_pg(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 # -- the hot paths: driver SQL ---------------------------------------------------------------------------
 #
 # enqueue, claim, launch, ack and fail run as plain SQL on the driver's connection (psycopg 3 or sqlite3),
@@ -133,7 +130,7 @@ class _Driver:
 
     def __init__(self, store: Store) -> None:
         connection = store.connection() if isinstance(store, Session) else store  # begins the transaction
-        self.pg = connection.dialect.name == "postgresql"
+        self.pg = is_postgres(connection)
         self.raw: Any = connection.connection.driver_connection
 
     def rows(self, sql: tuple[str, str], params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
@@ -626,7 +623,7 @@ def reap(session: Session, kinds: Sequence[str] | None = None, limit: int = 1000
     if kinds is not None:
         filters.append(Q.c.kind.in_(list(kinds)))
     pick = select(Q.c.id).where(*filters).order_by(Q.c.lease_expires_at).limit(limit)
-    if _is_pg(session):
+    if is_postgres(session):
         pick = pick.with_for_update(skip_locked=True)
     ids = list(session.scalars(pick))
     if not ids:
