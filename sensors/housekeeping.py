@@ -2,10 +2,7 @@
 
 from typing import Any
 
-from sqlalchemy import func, select
-
-from domain import queue
-from domain.models import Notification, NotificationStatus
+from domain import notifications
 from domain.store import read_transaction
 from orchestration_defs.housekeeping import deliver_notifications
 from sensors.due_work import due_work_sensor
@@ -13,15 +10,7 @@ from sensors.due_work import due_work_sensor
 
 def notifications_due(resources: Any) -> dict[str, int]:
     with read_transaction(resources.database.engine) as session:
-        due = session.scalar(
-            select(func.count())
-            .select_from(Notification)
-            .where(
-                Notification.status == NotificationStatus.PENDING.value,
-                Notification.next_attempt_at <= queue.now_utc(),
-            )
-        )
-    return {"wrk/notifications_due": int(due or 0)}
+        return {"wrk/notifications_due": notifications.OUTBOX.due_count(session)}
 
 
 outbox_sensor = due_work_sensor(
