@@ -50,7 +50,8 @@ def due_work_sensor(
         description=description,
         required_resource_keys=set(resource_keys),
     )
-    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+    def _sensor(context: dg.SensorEvaluationContext, **_resources: Any) -> dg.SensorResult:
+        # The resources are read from the context; called directly, Dagster also passes them by name.
         reason = idle(context.resources) if idle else None
         if reason:
             return dg.SensorResult(skip_reason=reason)
