@@ -15,9 +15,9 @@ States and moves (the only ones; every statement below names the move it makes):
 
 A claim gives each row a fresh claim token; ack, fail, extend and launch need it, so a worker that lost
 its lease (the row was reaped and claimed again) cannot complete the row. Attempts are counted at claim;
-the token, not the attempt count (which requeue resets), names a claim's run (see sensors/queue.py).
-A `launched` row is reconciled with its run's status (sensors/queue.py `reconcile_launched`), so a lost
-run-status reaction never leaves it launched.
+the token, not the attempt count (which requeue resets), names a claim's run (see
+orchestration_defs/trigger_runs.py). A `launched` row is reconciled with its run's status (`reconcile_launched`
+there), so a lost run-status reaction never leaves it launched.
 Dedup is the partial unique index over live rows (`uq_trigger_queue_live_dedup_key`), never a
 read-then-write. Partial indexes cover the live states, so claims stay fast however many finished rows
 the table holds.

@@ -197,7 +197,7 @@ def test_a_step_delivered_again_carries_on_with_every_row_its_run_holds_and_does
     """EXECUTOR=celery acks a step late: its worker lost mid-step, the step runs again in the same run,
     finding its rows launched by that run. It processes every one it has not finished (those the run took
     itself included), none twice; a run that did nothing would leave them for reconciliation's evidence
-    check instead (sensors/queue.py on_success)."""
+    check instead (orchestration_defs/trigger_runs.py on_success)."""
     from orchestration_defs.phases import claim_more, launch_rows, process_row
 
     monkeypatch.setenv("PHASE_BATCH_SIZE", "4")
