@@ -11,7 +11,7 @@ from domain.settings import Settings, get_settings
 from orchestration_defs.batch_jobs import partitions_for
 
 
-def build_batch_schedules(asset_jobs: list[Any], settings: Settings | None = None) -> list[dg.ScheduleDefinition]:
+def build_batch_schedules(asset_jobs: list[Any], settings: Settings | None = None) -> list[Any]:
     """A schedule for each of `asset_jobs` (build_batch_jobs' jobs, with the same settings)."""
     settings = settings or get_settings()
     by_job_name = {job.job_name: job for job in JOBS}
