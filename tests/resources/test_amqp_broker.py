@@ -26,6 +26,7 @@ from orchestration_defs.batch_jobs import BatchPublisherResource, build_batch_jo
 from resources.amqp import AmqpPublisher
 from resources.database import DatabaseResource
 from resources.retry import RetryPolicy
+from sensors.batch import batch_messages_relay_sensor
 
 pytestmark = pytest.mark.xdist_group("rabbitmq")  # one broker: the outage test stops it for everyone
 
@@ -221,12 +222,10 @@ def test_the_relay_sensor_asks_for_a_run_when_messages_are_due(engine, database_
         "batch_publisher": BatchPublisherResource(rabbitmq_url=rabbitmq_url, queue=queue_name),
     }
     with dg.instance_for_test() as instance:
-        result = defs_module.batch_messages_relay_sensor(
-            dg.build_sensor_context(instance=instance, resources=resources)
-        )
+        result = batch_messages_relay_sensor(dg.build_sensor_context(instance=instance, resources=resources))
         assert len(result.run_requests) == 1
         assert defs_module.relay_batch_messages.execute_in_process(instance=instance, resources=resources).success
-        after = defs_module.batch_messages_relay_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        after = batch_messages_relay_sensor(dg.build_sensor_context(instance=instance, resources=resources))
     assert not after.run_requests
     # At least once: a publish whose confirm was lost to a connection error is sent again with the same
     # id (seen on a busy machine), and consumers dedupe on it.
