@@ -1,4 +1,4 @@
-"""Release makespan with each executor (issue 18), side by side: the shipped graph and the wide one with
+"""Release makespan with each executor, side by side: the shipped graph and the wide one with
 3 s sandbox builds (bench/release.py's jobs and makespan), first with EXECUTOR=multiprocess (the fork
 server executor, one machine), then with EXECUTOR=celery on two local Celery workers (dagster-celery's
 own worker command, CELERY_WORKER_CONCURRENCY 4 each) over the throwaway RabbitMQ `make bench` starts.

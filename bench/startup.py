@@ -1,4 +1,4 @@
-"""Start-up breakdown (issue 16): where a run's and a step's start-up time goes, in parts.
+"""Start-up breakdown: where a run's and a step's start-up time goes, in parts.
 
 Two sources, so that each figure can be checked against the other:
 

@@ -1,4 +1,4 @@
-"""Workflow executions (issue 14), on PostgreSQL (SQLite when TEST_POSTGRES_URL is unset), with the
+"""Workflow executions, on PostgreSQL (SQLite when TEST_POSTGRES_URL is unset), with the
 sandbox's six services served over real HTTP on loopback (no added latency).
 
 - workflow_executions_per_min: executions of a 5-step workflow without approval (a -> b, c, d -> e,

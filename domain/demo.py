@@ -3,7 +3,7 @@
 Idempotent: ids are derived from names, and a tenant that already exists is left as it is. Every status
 is reached by walking the lifecycle, so the demo data carries the audit trail real data would.
 
-The README's recipes use up demo versions (a build moves a Draft on, a deploy archives the previous Live
+The recipes (README, docs/) use up demo versions (a build moves a Draft on, a deploy archives the previous Live
 version), so they take a fresh one each time: `wrk-orch demo-version --status Draft` adds a new version
 to a demo project, walked through the lifecycle to that status, with its binding. `seed-demo --reset`
 puts the demo tenants back as they were first seeded.
@@ -162,7 +162,7 @@ def _seed_tenant(session: Session, spec: dict[str, Any]) -> None:
         seed_demo_workflow(session, tenant_id)
 
 
-# Issue 14: a workflow with two service calls, an approval and a publish (README: "Workflow executions").
+# A workflow with two service calls, an approval and a publish (docs/workflows-and-approvals.md).
 DEMO_WORKFLOW = {
     "name": "account-review",
     "description": "Score an account, forecast it, ask ops to approve, publish the result",

@@ -146,7 +146,7 @@ class Settings(BaseSettings):
     def _a_limit_or_none(cls, value: int) -> int:
         return tenant_limit_value(value)
 
-    # Where steps run (issue 18): `multiprocess` (this machine: the release job's fork-server executor),
+    # Where steps run: `multiprocess` (this machine: the release job's fork-server executor),
     # or `celery` (dagster-celery: steps on Celery workers, on any machine, over CELERY_BROKER_URL,
     # default RABBITMQ_URL); CELERY_WORKERS is how many local workers `make run` starts (0: none, run
     # them elsewhere), each with CELERY_WORKER_CONCURRENCY step processes (orchestration_defs/executors.py).
@@ -200,7 +200,7 @@ class Settings(BaseSettings):
     bi_batch_jobs_exchange: str = ""  # "" is AMQP's default exchange (routing key = queue name)
     outbox_alert_after_s: float = Field(default=900.0, gt=0)
 
-    # Workflow executions (issue 14): the six services' base URLs (SERVICE_<NAME>_URL; empty: the
+    # Workflow executions: the six services' base URLs (SERVICE_<NAME>_URL; empty: the
     # sandbox's emulator at <sandbox>/services/<name>), how many ready steps of one execution run at once,
     # and the RabbitMQ queues of consumed events (comma-separated; drained when RABBITMQ_URL is set).
     service_integration_manager_url: str = ""

@@ -50,7 +50,7 @@ class PhaseTrigger(Payload):
 
 
 class WorkflowTrigger(Payload):
-    """Run (or resume) a workflow execution from its state in the store (issue 14)."""
+    """Run (or resume) a workflow execution from its state in the store."""
 
     tenant_id: str = Field(min_length=1)
     workflow_execution_id: str = Field(min_length=1)

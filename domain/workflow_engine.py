@@ -20,7 +20,7 @@ dependencies succeeded, or rejected with `on_reject: continue`):
 
 Ready service calls run concurrently on a thread pool bounded by `max_parallel`: the steps are I/O
 (HTTP calls), and threads inside the one run process cost nothing to start, where a Dagster op per step
-costs a process (about 2.7 s on this machine) and cannot follow a DAG that is data, not code. All store
+costs a process (seconds each: docs/performance.md) and cannot follow a DAG that is data, not code. All store
 work stays on the run's main thread, one short transaction at a time.
 
 Two runs of the same execution may overlap (a decision arrives while a run is still finishing another
@@ -185,7 +185,7 @@ def _call_for(execution: WorkflowExecution, step: WorkflowExecutionStep, documen
 
 
 def _open_approval(session: Session, execution: WorkflowExecution, step: WorkflowExecutionStep) -> None:
-    from domain import approvals  # hitl's module (issue 14)
+    from domain import approvals  # hitl's module
 
     config = step.config
     approval = approvals.open_approval(

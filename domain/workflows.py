@@ -309,7 +309,7 @@ def cancel_execution(session: Session, execution: WorkflowExecution, actor: Acto
     for step in execution_steps(session, execution.id):
         if step.status in (StepStatus.PENDING.value, StepStatus.RUNNING.value, StepStatus.WAITING.value):
             move_step(session, step, StepStatus.CANCELLED, actor=actor, reason="execution cancelled")
-    from domain import approvals  # issue 14's approvals (hitl); imported late to keep the import graph flat
+    from domain import approvals  # approvals (hitl); imported late to keep the import graph flat
 
     approvals.cancel_for_execution(
         session, tenant_id=execution.tenant_id, workflow_execution_id=execution.id, actor=actor.id

@@ -42,7 +42,7 @@ def sweep_approvals(context: dg.OpExecutionContext, database: DatabaseResource) 
 
 @dg.job(
     description="Expire overdue approvals (on_timeout applied) and call standalone approvals' callbacks.",
-    executor_def=dg.in_process_executor,  # one step: no second process to start (issue 16)
+    executor_def=dg.in_process_executor,  # one step: no second process to start
 )
 def approval_sweeper() -> None:
     sweep_approvals()

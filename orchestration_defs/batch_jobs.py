@@ -243,7 +243,7 @@ def relay_outbox_messages(
 
 @dg.job(
     description="Publish the batch-job messages still in the outbox to RabbitMQ.",
-    executor_def=dg.in_process_executor,  # one step: no second process to start (issue 16)
+    executor_def=dg.in_process_executor,  # one step: no second process to start
 )
 def relay_batch_messages() -> None:
     relay_outbox_messages()

@@ -1,7 +1,7 @@
 """Where a step's stdout and stderr go: Dagster's LocalComputeLogManager (the same files under
 $DAGSTER_HOME/storage, the same stdout/stderr views in the UI), without also echoing them to the worker's
 console. Dagster's echo starts a `tail -F` and a Python watcher process for each stream: four
-processes per step, 30-60 ms of every step's start and end plus their CPU beside the steps (issue 16).
+processes per step, whose start and stop lengthen every step and whose CPU competes with the steps.
 Under `make run` that console is the daemon's log, which no one reads for a step's output.
 
 Importable without the code location (the daemon and the webserver load it from the instance config).

@@ -11,13 +11,13 @@ def share_dagster_migrations() -> None:
 
     Each SQLite storage (runs, the event log's index and each run's shard, schedules) checks its
     schema revision when a process first opens it, and alembic's ScriptDirectory parses Dagster's ~90
-    migration scripts on every check: three to four parses per forked worker, half of a release step
-    worker's CPU on a busy machine (py-spy, issue 16). Those scripts are part of the installed Dagster
+    migration scripts on every check, several times per forked worker (docs/performance.md). Those
+    scripts are part of the installed Dagster
     and cannot change while a process lives, so the parsed directory of that one location is kept (and
     shared by every process forked from this one); any other script location is read as before. The
     code server needs it too: it evaluates every sensor tick with a DagsterInstance made afresh from its
-    ref, which checked the revisions of three SQLite storages each time (half of its CPU under a phase
-    burst, py-spy). tests/orchestration_defs/test_preload.py fails if Dagster stops going through this
+    ref, which checked the revisions of three SQLite storages each time.
+    tests/orchestration_defs/test_preload.py fails if Dagster stops going through this
     path."""
     from alembic.script import ScriptDirectory
     from dagster._core.storage.runs.sqlite import sqlite_run_storage

@@ -74,7 +74,7 @@ def sweep_queue(context: dg.OpExecutionContext, database: DatabaseResource) -> d
 
 @dg.job(
     description="Housekeeping: reconcile the queue with its runs, reap expired claims, prune finished rows.",
-    executor_def=dg.in_process_executor,  # one step: no second process to start (issue 16)
+    executor_def=dg.in_process_executor,  # one step: no second process to start
 )
 def queue_sweeper() -> None:
     sweep_queue()
@@ -97,7 +97,7 @@ def deliver_outbox(
 
 @dg.job(
     description="Deliver pending outbox notifications.",
-    executor_def=dg.in_process_executor,  # one step: no second process to start (issue 16)
+    executor_def=dg.in_process_executor,  # one step: no second process to start
 )
 def deliver_notifications() -> None:
     deliver_outbox()

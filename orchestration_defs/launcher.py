@@ -1,11 +1,10 @@
 """Run workers started from a warm process: Dagster's DefaultRunLauncher, but a run's worker is forked
 from a fork server that has already imported Dagster and the instance's storage modules.
 
-Why (issue 16, bench/startup.py): with the DefaultRunLauncher the code server spawns each run worker as
-a new interpreter, which spends ~1.5-2.7 s importing dagster, ~1.7-2.4 s more on the modules
-`DagsterInstance.from_ref` needs, then ~0.4 s on our code location, before RUN_START; interpreter
-start-up itself is 0.1 s. Forked from a process that has done the first two, the worker starts in a
-fraction of a second.
+Why (bench/startup.py; figures in docs/performance.md): with the DefaultRunLauncher the code server
+spawns each run worker as a new interpreter, which imports dagster, then the modules
+`DagsterInstance.from_ref` needs, then our code location, before RUN_START: seconds per run. Forked
+from a process that has done the first two, the worker starts in a fraction of a second.
 
 How: `launch_run` (called in the daemon: every launch goes through the QueuedRunCoordinator) hands
 the run to a `multiprocessing` fork server of this process, preloaded with orchestration_defs.preload

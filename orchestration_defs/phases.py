@@ -335,7 +335,7 @@ def process_phase_triggers(
 @dg.job(
     name=JOB,
     description="Seven-phase pipeline: a batch of phase triggers, each with its own outcome.",
-    # one op: no second process to start (issue 16); EXECUTOR=celery: on the `phases` queue
+    # one op: no second process to start; EXECUTOR=celery: on the `phases` queue
     executor_def=executor_for("phases", dg.in_process_executor),
 )
 def phase_batch() -> None:

@@ -1,14 +1,13 @@
 """What a warm process imports once so that the processes forked from it start in well under a second.
 
 Imported by the release job's forkserver (every step worker is forked from it) and by the warm run
-launcher's fork server (orchestration_defs/launcher.py: every run worker is forked from it). Measured
-on this machine (bench/startup.py, issue 16): `import dagster` 1.5-2.7 s, then `DagsterInstance.from_ref`
-imports another ~500 modules (storage, alembic, the daemon's types) for 1.7-2.4 s the first time and
-0.1-0.2 s after; our own code location adds ~0.4 s once these are loaded.
+launcher's fork server (orchestration_defs/launcher.py: every run worker is forked from it): importing
+Dagster and the ~500 modules `DagsterInstance.from_ref` needs (storage, alembic, the daemon's types) is
+most of a fresh worker's start-up (bench/startup.py; figures in docs/performance.md).
 
 Only Dagster's and third-party modules, never the project's: the fork server lives as long as the
 process that started it, and a run must run the code on disk when it was launched (a code location
-reloaded in the UI), so the worker imports the project's modules itself (0.4 s).
+reloaded in the UI), so the worker imports the project's modules itself.
 
 Nothing here opens a file, a connection or a thread: a process forked from this one inherits none.
 """

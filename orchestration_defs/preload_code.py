@@ -6,14 +6,13 @@ imports it again and reports the error in the run, as Dagster's own launcher doe
 Besides the imports, what every worker would otherwise build again, once per process, and that a forked
 process can share (none of it holds a connection, a file or a thread): the resolved repository (the
 worker reconstructs its job from the same `defs` object), SQLAlchemy's configured mappers (the first
-ORM query of a process configures them: about a tenth of a release step's CPU under py-spy, issue 16)
+ORM query of a process configures them: a noticeable share of a short step's CPU)
 and the TLS context of the HTTP clients (the CA bundle, loaded once: resources/http.py).
 
 Last, every object made so far is frozen out of the garbage collector (gc.freeze, as Python's
 documentation advises before forking without exec): otherwise the first full collection in each
-forked worker walks the ~280k objects inherited from here, touching every page it shares with this
-process (copy on write): 250 ms of CPU and up to half a second per worker on this machine, in the
-middle of a step's resource set-up (issue 16)."""
+forked worker walks the objects inherited from here, touching every page it shares with this process
+(copy on write), in the middle of a step's resource set-up (docs/performance.md)."""
 
 import contextlib
 import gc

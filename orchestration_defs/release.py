@@ -344,7 +344,7 @@ def build_release_job(graph: ReleaseGraph, name: str = "release_build") -> dg.Jo
     ops = {repo_name: repository_op(repo, graph) for repo_name, repo in graph.repositories.items()}
     # Several steps at once, each its own process forked from one fork server per run, which imports
     # Dagster, the instance's storage modules and the code location once (orchestration_defs/preload.py):
-    # a step's worker then starts in a fraction of a second instead of importing them again (issue 16).
+    # a step's worker then starts in a fraction of a second instead of importing them again.
     # EXECUTOR=celery: each step on a Celery worker instead, on the `releases` queue (executors.py).
     executor = executor_for(
         "releases",

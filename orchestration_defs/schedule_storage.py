@@ -3,8 +3,8 @@
 Dagster's SqliteScheduleStorage builds a new SQLAlchemy engine for every operation, and the bookkeeping
 of each sensor tick asks SQLite for its table list (is there an `instigators` table? a
 `secondary_indexes` one?) and whether a data migration ran, several times over: under a phase burst that
-was most of the daemon's CPU, and the daemon took as much CPU as all the phase runs together (py-spy of
-`make bench BENCH=phases`). The schema changes only through `dagster instance migrate`, which `make run`
+was most of the daemon's CPU (figures in docs/performance.md). The schema changes only through
+`dagster instance migrate`, which `make run`
 runs before the daemon starts, and a table or a finished migration never goes away: so each storage
 object keeps an answer once it is yes (a no is asked again), and builds its engine once (still a new
 SQLite connection per operation, as Dagster's NullPool has it). Same file, same statements otherwise.

@@ -85,7 +85,7 @@ def run_workflow_execution(
 
 @dg.job(
     executor_def=executor_for("workflows", dg.in_process_executor),  # one op; steps on its thread pool
-    description="Run or resume one workflow execution from the store (issue 14).",
+    description="Run or resume one workflow execution from the store.",
     tags={"wrk/flow": "workflow"},
 )
 def workflow_execution() -> None:

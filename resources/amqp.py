@@ -38,7 +38,7 @@ class AmqpPublisher:
         if self._channel is not None and self._channel.is_open and self._connection.is_open:
             return self._channel
         self.close()
-        import pika  # imported where used: only the relay job publishes, not every step (README)
+        import pika  # imported where used: only the relay job publishes, not every step (docs/architecture.md)
 
         params = pika.URLParameters(self.url)
         params.socket_timeout = CONNECT_TIMEOUT_S

@@ -37,8 +37,8 @@ def parse_retry_after(value: str | None) -> float | None:
 @functools.cache
 def tls_context() -> ssl.SSLContext:
     """One TLS context per process, shared by every client (SSLContext is thread-safe). httpx builds a
-    new one per client, loading the CA bundle each time: 13 % of a release step's CPU (py-spy, issue 16),
-    where a GitHub client alone holds up to three HTTP clients."""
+    new one per client, loading the CA bundle each time (a visible share of a release step's CPU), where
+    a GitHub client alone holds up to three HTTP clients."""
     return httpx.create_ssl_context()
 
 

@@ -124,7 +124,7 @@ def environment() -> dict[str, str]:
 
 def celery_workers(env: dict[str, str]) -> int:
     """How many local Celery workers to start: CELERY_WORKERS (default 2) when EXECUTOR=celery, else none.
-    A broker is required; `make run` starts none of its own (see the README, "Scaling out: Celery")."""
+    A broker is required; `make run` starts none of its own (see docs/kubernetes-and-celery.md)."""
     if env.get("EXECUTOR", "multiprocess").lower() != "celery":
         return 0
     if not (env.get("CELERY_BROKER_URL") or env.get("RABBITMQ_URL")):
@@ -178,7 +178,7 @@ class Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ROOT / self.env.get("DAGSTER_INSTANCE_YAML", "dagster.yaml"), home / "dagster.yaml")
         # Dagster's instance and the store are independent: the instance is migrated beside the store's
-        # two steps (2.5 s of a 5.3 s preparation on this machine, issue 16).
+        # two steps, so the slowest of them sets the preparation's length.
         instance = self.begin("Dagster instance", [str(BIN / "dagster"), "instance", "migrate"])
         self.check("store migrations", [str(BIN / "wrk-orch"), "migrate"])
         seed = self.check("demo seed", [str(BIN / "wrk-orch"), "seed-demo", "--if-empty"])

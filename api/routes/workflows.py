@@ -1,4 +1,4 @@
-"""Workflows and their executions (issue 14). Every route names its tenant in `X-Tenant-ID`
+"""Workflows and their executions. Every route names its tenant in `X-Tenant-ID`
 (api.auth.tenant_from_header: missing -> 400, not one of the token's tenants -> 403); another tenant's
 rows are not found (404)."""
 

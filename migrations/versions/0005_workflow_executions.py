@@ -4,7 +4,7 @@ Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-23 08:45:00
 
-Reshapes the workflow tables of 0001 for issue 14: a `workflows` row per named workflow whose
+Reshapes the workflow tables of 0001 for workflow executions: a `workflows` row per named workflow whose
 `workflow_definitions` are its versions (with `trigger_on`); steps with `depends_on` and the kinds
 service_call / approval / publish; executions with input, trigger, dedup key and the statuses queued ...
 rejected; one `workflow_execution_steps` row per step of an execution (the state a run resumes from);

@@ -185,7 +185,7 @@ def create_app(state: SandboxState | None = None, smtp_port: int | None = None) 
             Route("/", index, methods=["GET"]),
             *wrk.routes(state),
             *github.routes(state),
-            *services.routes(state),  # the six workflow services (issue 14)
+            *services.routes(state),  # the six workflow services
             *integrations.routes(state),  # the seven-phase pipeline's backend and payments
             *payments.routes(state),
             Route("/slack/webhook/{hook:path}", slack_webhook, methods=["POST"]),

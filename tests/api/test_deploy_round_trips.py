@@ -1,4 +1,4 @@
-"""Issue 17, deploy: what a deploy costs the store and the platform, counted rather than timed (speed
+"""Deploy: what a deploy costs the store and the platform, counted rather than timed (speed
 is bench/deploy.py's). Three transactions per deploy; the platform client's connection is reused
 from one deploy to the next; the answer is the one the commit wrote."""
 

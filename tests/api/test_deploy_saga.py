@@ -1,4 +1,4 @@
-"""Issue 11, deploy items 1-7: the intent recorded before the platform call, compensation of every
+"""The deploy saga: the intent recorded before the platform call, compensation of every
 action, Idempotency-Key under real concurrency, the per-request deadline, the saga shared by the API,
 the CLI and the job, the request body, and one-call rollback. Over the sandbox's real HTTP, on both
 store backends."""
@@ -143,7 +143,7 @@ def _tenants(demo) -> frozenset[str]:
 
 
 def test_a_crash_between_activation_and_commit_is_found_and_finished(engine, demo, platform, sandbox):
-    """The issue's reproduction: three deploys activated, the process killed before each commit."""
+    """The reproduction: three deploys activated, the process killed before each commit."""
     _tenant, candidates = _ids(demo, "Order Sync", "Ready to Launch")
     ids = [c["id"] for c in candidates]
     dying = _saga(engine, DiesAfter(platform, "activate"))

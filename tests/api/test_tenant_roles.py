@@ -1,4 +1,4 @@
-"""Roles are per tenant (issue 11, items 11 and 12): a user who is ops in one tenant and a client in
+"""Roles are per tenant: a user who is ops in one tenant and a client in
 another acts as ops only in the first, in the versions, deploy and queue routes alike."""
 
 from __future__ import annotations

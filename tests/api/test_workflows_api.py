@@ -1,4 +1,4 @@
-"""The workflow and event routes (issue 14): definitions (validated, versioned), executions (queued,
+"""The workflow and event routes: definitions (validated, versioned), executions (queued,
 listed, read, cancelled), consumed events (dedup), and tenancy on every route."""
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def put_in_status(session: Session, entity: models.AutomationVersion | models.Pr
 
 
 def workflow_execution(session: Session, tenant_id: str) -> models.WorkflowExecution:
-    """A queued execution of a one-step workflow (issue 14): a row to hang approvals on."""
+    """A queued execution of a one-step workflow: a row to hang approvals on."""
     workflow = models.Workflow(tenant_id=tenant_id, name=f"wf-{uuid.uuid4().hex[:8]}")
     session.add(workflow)
     session.flush()

@@ -1,4 +1,4 @@
-"""Workflow bindings' state machine (issue 11, item 8): one table of moves in domain.lifecycle,
+"""Workflow bindings' state machine: one table of moves in domain.lifecycle,
 audited, refusing illegal moves; no status write outside it."""
 
 from __future__ import annotations

@@ -128,14 +128,14 @@ def test_retention_settings_have_documented_defaults():
     fields = Settings.model_fields
     assert [fields[f"{name}_retention_days"].default for name in ("queue", "idempotency_key")] == [7.0, 1.0]
     assert [fields[f"{name}_retention_days"].default for name in ("webhook_delivery", "release_dir")] == [7.0, 14.0]
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    settings_doc = (Path(__file__).resolve().parents[2] / "docs" / "settings.md").read_text()
     for name in (
         "QUEUE_RETENTION_DAYS",
         "IDEMPOTENCY_KEY_RETENTION_DAYS",
         "WEBHOOK_DELIVERY_RETENTION_DAYS",
         "RELEASE_DIR_RETENTION_DAYS",
     ):
-        assert f"`{name}`" in readme
+        assert f"`{name}`" in settings_doc
 
 
 def test_prune_consumed_events_older_than_their_retention(engine):

@@ -410,7 +410,7 @@ def test_ack_and_claim_acks_the_finished_batch_and_claims_the_next_in_one_transa
 
 
 def test_only_the_ack_and_claim_transaction_skips_the_wal_flush_wait(engine, tenant_id):
-    """PostgreSQL: ack_and_claim's commit does not wait for its flush (README, "Durability"); the
+    """PostgreSQL: ack_and_claim's commit does not wait for its flush (docs/architecture.md); the
     session's other transactions, enqueue's and a plain ack's, still do."""
     if not is_postgres(engine):
         pytest.skip("synchronous_commit is PostgreSQL's")

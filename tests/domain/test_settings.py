@@ -16,7 +16,7 @@ STEP_SERVICES = [
 
 
 def test_every_entry_point_of_a_checkout_defaults_to_the_store_make_run_uses(monkeypatch, tmp_path):
-    # The README's CLI recipes set DAGSTER_HOME=var/dagster; `make run` sets DATABASE_URL=var/wrk.db. Both
+    # The CLI recipes (docs/batch-jobs.md) set DAGSTER_HOME=var/dagster; `make run` sets DATABASE_URL=var/wrk.db. Both
     # must open one store, whatever DAGSTER_HOME or the working folder.
     spec = importlib.util.spec_from_file_location("supervise", ROOT / "scripts" / "supervise.py")
     supervise = importlib.util.module_from_spec(spec)

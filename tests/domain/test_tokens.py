@@ -1,4 +1,4 @@
-"""`wrk-orch token` (issue 11, item 14): useless tokens are refused; per-tenant roles are written down."""
+"""`wrk-orch token`: useless tokens are refused; per-tenant roles are written down."""
 
 from __future__ import annotations
 

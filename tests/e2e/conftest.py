@@ -55,7 +55,7 @@ def stack(backend, database_url, tmp_path):
         stack = Processes(env, log)
         try:
             sandbox_url = stack.env["WRK_API_URL"] = stack.uvicorn("resources.sandbox.app:create_app")
-            for service in SERVICES:  # the workflow steps' six services, on this sandbox (issue 14)
+            for service in SERVICES:  # the workflow steps' six services, on this sandbox
                 stack.env[f"SERVICE_{service.upper()}_URL"] = f"{sandbox_url}/services/{service}"
             # The seven-phase pipeline: its backends are the sandbox's; the API the sandbox calls back is
             # started by the test that needs it, on this port (tests/e2e/test_phases_e2e.py).

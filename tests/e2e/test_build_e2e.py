@@ -91,7 +91,7 @@ def test_launch_follow_and_reexecute_from_failure_through_graphql(stack, engine)
 
 
 def test_an_errored_build_completes_on_reexecution_and_a_ui_launch_needs_only_the_version_id(stack, engine):
-    """Issue 11, items 9 and 10, through the webserver and the daemon: four 5xx make the version
+    """Through the webserver and the daemon: four 5xx make the version
     `Error`; re-executing from failure completes it with one workflow. A launch with only the version
     id of a Draft version builds it."""
     client = stack["graphql"]

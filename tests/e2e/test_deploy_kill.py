@@ -1,4 +1,4 @@
-"""The deploy kill test (issue 11): the API, a real uvicorn process, is killed with SIGKILL at a random
+"""The deploy kill test: the API, a real uvicorn process, is killed with SIGKILL at a random
 point while concurrent deploys, resumes, pauses and rollbacks run against a slow platform (the
 sandbox delays every activation and deactivation). Then reconciliation runs. Every time, the platform
 and the store agree: at most one Live version per project (exactly one in the project that only gets

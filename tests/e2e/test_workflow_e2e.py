@@ -1,4 +1,4 @@
-"""A workflow execution through a real dagster-daemon (issue 14): the `workflow` queue sensor launches
+"""A workflow execution through a real dagster-daemon: the `workflow` queue sensor launches
 the run, which ends at the approval; the decision's `approval` trigger makes the daemon launch it again,
 and the execution completes. Runs on PostgreSQL (SQLite is covered in process)."""
 

@@ -1,4 +1,4 @@
-"""Build runs that come again (issue 11, items 8-10): stale runs change nothing and say so; an errored
+"""Build runs that come again: stale runs change nothing and say so; an errored
 build completes on re-execution from failure with the same workflow; a UI launch needs only the version
 id. Re-execution goes through Dagster's own API (`execute_job` with `ReexecutionOptions`)."""
 

@@ -1,4 +1,4 @@
-"""EXECUTOR=celery: a release run's steps on two real Celery workers over the real broker (issue 18).
+"""EXECUTOR=celery: a release run's steps on two real Celery workers over the real broker.
 
 Each test starts its own processes, as they would run on other machines: two workers (dagster-celery's
 own `worker start`, each its own process group with one step process), and the run itself with

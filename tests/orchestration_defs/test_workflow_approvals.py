@@ -1,4 +1,4 @@
-"""Approval steps inside the engine (issue 14): the run ends while a person decides; the decision's
+"""Approval steps inside the engine: the run ends while a person decides; the decision's
 `approval` trigger launches the job again, which applies the outcome. In process, both backends."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Consumed events from RabbitMQ (issue 14): `workflow_events_sensor` drains the configured queues; a
+"""Consumed events from RabbitMQ: `workflow_events_sensor` drains the configured queues; a
 message is acked only after its row is committed; a repeated event id starts nothing new. Against the
 real broker `make test` starts (scripts/with-rabbitmq)."""
 

@@ -1,4 +1,4 @@
-"""Workflow executions end to end in process (issue 14): queue sensor -> RunRequest -> the job
+"""Workflow executions end to end in process: queue sensor -> RunRequest -> the job
 `workflow_execution` -> the sandbox's six services over real HTTP, on both store backends."""
 
 from __future__ import annotations

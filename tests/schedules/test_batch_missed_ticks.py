@@ -2,7 +2,7 @@
 loop (the code the daemon runs) against the real code location. Dagster 1.13 catches up a schedule only
 when it has a partition *set*; schedules built from partitioned *asset* jobs have none ("has no partition
 set, so not trying to catch up"), so only the latest missed tick gets its run and the earlier missed
-periods stay missing until someone backfills them (README, "Batch jobs": the runbook)."""
+periods stay missing until someone backfills them (docs/batch-jobs.md: the runbook)."""
 
 from __future__ import annotations
 
