@@ -223,9 +223,7 @@ def _warm_up(instance) -> None:
 
 
 def _ticked(instance) -> bool:
-    from dagster._core.scheduler.instigation import InstigatorType
-
-    states = instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+    states = [s for s in instance.all_instigator_state() if s.instigator_type.value == "SENSOR"]
     return any(instance.get_ticks(s.instigator_origin_id, s.selector_id, limit=1) for s in states)
 
 

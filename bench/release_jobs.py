@@ -45,4 +45,4 @@ def wide_job() -> dg.JobDefinition:
     return WIDE
 
 
-gc.freeze()  # as orchestration_defs/preload_code.py: the jobs above are shared with the forked workers
+gc.freeze()  # as wrk_instance/preload_code.py: the jobs above are shared with the forked workers

@@ -9,7 +9,6 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
-from dagster._utils.schedules import is_valid_cron_string  # Dagster's own cron check (no public alias)
 from sqlalchemy import Engine, select
 
 from domain import batch_jobs
@@ -42,18 +41,17 @@ def _start(settings: Settings, tz: ZoneInfo) -> datetime:
 def partitions_for(job: BatchJob, settings: Settings) -> dg.TimeWindowPartitionsDefinition:
     """The job's periods: one per tick of its cron, from BATCH_START, in BATCH_TIMEZONE."""
     cron = str(getattr(settings, job.cron_setting)).strip()
-    if not is_valid_cron_string(cron):
-        raise BatchConfigError(f"{job.cron_variable}={cron!r} is not a valid cron expression (5 fields)")
     try:
         tz = ZoneInfo(settings.batch_timezone)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise BatchConfigError(f"BATCH_TIMEZONE={settings.batch_timezone!r} is not a known time zone") from exc
-    return dg.TimeWindowPartitionsDefinition(
-        cron_schedule=cron,
-        start=_start(settings, tz),
-        timezone=settings.batch_timezone,
-        fmt=PARTITION_FORMAT,
-    )
+    start = _start(settings, tz)
+    try:  # Dagster's own cron check, through its public definition
+        return dg.TimeWindowPartitionsDefinition(
+            cron_schedule=cron, start=start, timezone=settings.batch_timezone, fmt=PARTITION_FORMAT
+        )
+    except dg.DagsterInvalidDefinitionError as exc:
+        raise BatchConfigError(f"{job.cron_variable}={cron!r} is not a valid cron expression (5 fields)") from exc
 
 
 class BatchPublisherResource(dg.ConfigurableResource):  # type: ignore[type-arg]

@@ -27,10 +27,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
-from dagster import DagsterRun, DagsterRunStatus, Field, IntSource
-from dagster._core.run_coordinator import QueuedRunCoordinator, SubmitRunContext
-from dagster._core.storage.tags import PRIORITY_TAG
-from dagster._serdes import ConfigurableClassData
+from dagster import DagsterRun, DagsterRunStatus, Field, IntSource, QueuedRunCoordinator, SubmitRunContext
 
 from orchestration_defs.tags import TAG_TENANT
 
@@ -55,6 +52,7 @@ FLOWS = {
     "phase_batch": "phase",
 }
 HOUSEKEEPING = "housekeeping"
+PRIORITY_TAG = "dagster/priority"  # the run queue's order (Dagster reads it; no public constant)
 HOUSEKEEPING_PRIORITY = "1"  # above the default 0 of every other run
 
 # job name -> where the tenant is in its run config (the queue sensors always set it; a hint the store
@@ -171,7 +169,7 @@ class FlowRunCoordinator(QueuedRunCoordinator):
         }
 
     @classmethod
-    def from_config_value(cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]) -> Any:
+    def from_config_value(cls, inst_data: Any, config_value: Mapping[str, Any]) -> Any:
         from domain.settings import Settings, tenant_limit_value
 
         config = dict(config_value)

@@ -8,12 +8,10 @@ import dagster as dg
 from orchestration_defs.approvals import approval_sweeper
 from orchestration_defs.batch_jobs import BatchPublisherResource, build_batch_jobs, relay_batch_messages
 from orchestration_defs.build import build_automation_version
-from orchestration_defs.dagster_migrations import share_dagster_migrations
 from orchestration_defs.deploy import reconcile_deployments
 from orchestration_defs.housekeeping import deliver_notifications, queue_sweeper
 from orchestration_defs.phases import phase_batch
 from orchestration_defs.release import release_build
-from orchestration_defs.schedule_storage import keep_schedule_schema
 from orchestration_defs.workflows import workflow_execution
 from resources.database import DatabaseResource
 from resources.github import GitHubResource
@@ -123,10 +121,5 @@ AREAS = (build_area, deploy_area, release_area, batch_area, workflows_area, phas
 def build_definitions() -> dg.Definitions:
     return dg.Definitions.merge(*(area() for area in AREAS))
 
-
-# The code server makes a DagsterInstance from its ref for every sensor tick: Dagster's migration
-# scripts are parsed once, not on each tick, and the schedule storage's schema is not read again.
-share_dagster_migrations()
-keep_schedule_schema()
 
 defs = build_definitions()

@@ -31,7 +31,7 @@ from resources.github import GitHubClient, GitHubResource
 
 SUCCESS = "success"
 # The release job's fork server imports these once (see build_release_job).
-STEP_PRELOAD = ["orchestration_defs.preload", "orchestration_defs.preload_code"]
+STEP_PRELOAD = ["wrk_instance.preload", "wrk_instance.preload_code"]
 
 
 class ReleaseConfig(dg.Config):
@@ -343,7 +343,7 @@ def _publish(
 def build_release_job(graph: ReleaseGraph, name: str = "release_build") -> dg.JobDefinition:
     ops = {repo_name: repository_op(repo, graph) for repo_name, repo in graph.repositories.items()}
     # Several steps at once, each its own process forked from one fork server per run, which imports
-    # Dagster, the instance's storage modules and the code location once (orchestration_defs/preload.py):
+    # Dagster, the instance's storage modules and the code location once (wrk_instance/preload.py):
     # a step's worker then starts in a fraction of a second instead of importing them again.
     # EXECUTOR=celery: each step on a Celery worker instead, on the `releases` queue (executors.py).
     executor = executor_for(

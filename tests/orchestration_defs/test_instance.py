@@ -12,8 +12,8 @@ from sqlalchemy import create_engine, text
 
 from domain import models
 from domain.store import transaction
-from orchestration_defs.compute_logs import StepLogFiles
 from resources.database import DatabaseResource
+from wrk_instance.compute_logs import StepLogFiles
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,7 +86,7 @@ def noisy() -> None:
 
 
 def test_a_steps_output_is_in_its_log_files_and_no_echo_process_starts(tmp_path, monkeypatch):
-    """dagster.yaml's compute log manager (orchestration_defs/compute_logs.py): what a step prints is
+    """dagster.yaml's compute log manager (wrk_instance/compute_logs.py): what a step prints is
     read back as the UI reads it, from files under the instance's folder, and Dagster's echo to the
     console (a `tail` and a Python watcher per stream) is not started."""
     home = tmp_path / "dagster_home"

@@ -41,7 +41,7 @@ def add_one(value: int) -> int:
 
 @dg.job(
     executor_def=dg.multiprocess_executor.configured(
-        {"start_method": {"forkserver": {"preload_modules": ["orchestration_defs.preload"]}}}
+        {"start_method": {"forkserver": {"preload_modules": ["wrk_instance.preload"]}}}
     )
 )
 def forked_steps() -> None:

@@ -1,4 +1,4 @@
-"""The code location too, for the warm run launcher's fork server (orchestration_defs/launcher.py), which
+"""The code location too, for the warm run launcher's fork server (wrk_instance/launcher.py), which
 restarts it when any file of the project's code or data changes (code_stamp), and for the release job's
 step fork server (one per run). A code location that fails to import is not an error here: the worker
 imports it again and reports the error in the run, as Dagster's own launcher does.
@@ -17,7 +17,7 @@ forked worker walks the objects inherited from here, touching every page it shar
 import contextlib
 import gc
 
-import orchestration_defs.preload
+import wrk_instance.preload  # noqa: F401  (Dagster's modules first)
 
 with contextlib.suppress(Exception):
     import sqlalchemy.orm

@@ -1,7 +1,7 @@
 """What a warm process imports once so that the processes forked from it start in well under a second.
 
 Imported by the release job's forkserver (every step worker is forked from it) and by the warm run
-launcher's fork server (orchestration_defs/launcher.py: every run worker is forked from it): importing
+launcher's fork server (wrk_instance/launcher.py: every run worker is forked from it): importing
 Dagster and the ~500 modules `DagsterInstance.from_ref` needs (storage, alembic, the daemon's types) is
 most of a fresh worker's start-up (bench/startup.py; figures in docs/performance.md).
 
@@ -18,7 +18,7 @@ import contextlib
 import importlib
 import os
 
-from orchestration_defs.dagster_migrations import share_dagster_migrations
+from wrk_instance.dagster_migrations import share_dagster_migrations
 
 # Dagster: the API, the instance's storages (both backends), the run and step execution paths.
 DAGSTER_MODULES = (
@@ -36,6 +36,7 @@ DAGSTER_MODULES = (
     "dagster._core.storage.schedules.sqlite",
     "dagster._core.storage.local_compute_log_manager",
     "dagster._core.storage.root",
+    "dagster._core.storage.legacy_storage",  # dagster.yaml names its schedule storage on its own
     "dagster._core.run_coordinator",
     "dagster._core.launcher",
     "dagster._core.execution.api",

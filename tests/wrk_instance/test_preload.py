@@ -1,4 +1,4 @@
-"""What the fork servers prepare once for every worker they fork (orchestration_defs/preload.py,
+"""What the fork servers prepare once for every worker they fork (wrk_instance/preload.py,
 preload_code.py). These tests fail when a Dagster or alembic upgrade changes the path they rely on."""
 
 import os
@@ -9,8 +9,8 @@ import pytest
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-import orchestration_defs.preload  # shares Dagster's migration scripts on import
-import orchestration_defs.preload_code  # noqa: F401  (resolves the code location on import)
+import wrk_instance.preload  # shares Dagster's migration scripts on import
+import wrk_instance.preload_code  # noqa: F401  (resolves the code location on import)
 from orchestration_defs.definitions import defs
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""The warm run launcher (orchestration_defs/launcher.py) against a real instance: runs start from its
+"""The warm run launcher (wrk_instance/launcher.py) against a real instance: runs start from its
 fork server and run through Dagster's own `execute_run`, terminate cancels them, worker health is seen,
 the fork server follows code changes, and the preload covers what a worker imports. These tests use
 Dagster internals on purpose: they fail when a Dagster upgrade changes what the launcher relies on."""
@@ -15,8 +15,8 @@ import dagster as dg
 import pytest
 from dagster._core.test_utils import create_run_for_test, instance_for_test
 
-from orchestration_defs import launcher as warm
-from tests.orchestration_defs import launcher_jobs
+from tests.wrk_instance import launcher_jobs
+from wrk_instance import launcher as warm
 
 ROOT = Path(__file__).resolve().parents[2]
 # Generous: a guard against hanging on a broken launcher, not a speed check (speed: bench/startup.py).
@@ -27,10 +27,10 @@ PATIENCE_S = 600
 def instance(tmp_path):
     overrides = {
         "run_launcher": {
-            "module": "orchestration_defs.launcher",
+            "module": "wrk_instance.launcher",
             "class": "WarmRunLauncher",
             # The code location's import is not needed by the test jobs.
-            "config": {"preload_modules": ["orchestration_defs.preload"]},
+            "config": {"preload_modules": ["wrk_instance.preload"]},
         }
     }
     with instance_for_test(overrides=overrides, temp_dir=str(tmp_path)) as instance:
@@ -183,14 +183,14 @@ def test_the_fork_server_restarts_when_the_release_graph_yaml_changes(instance):
 
 
 def test_the_preload_covers_what_a_worker_imports_to_open_the_instance(tmp_path):
-    """After orchestration_defs.preload, opening the instance from its ref and writing the first event
+    """After wrk_instance.preload, opening the instance from its ref and writing the first event
     import no further Dagster storage module (they cost ~2 s per worker when they are not preloaded)."""
     home = tmp_path / "home"
     home.mkdir()
     (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
     script = f"""
 import sys
-import orchestration_defs.preload as preload
+import wrk_instance.preload as preload
 assert preload.warm() == [], preload.warm()
 import dagster as dg
 from dagster._core.instance.ref import InstanceRef
@@ -209,7 +209,7 @@ print("\\n".join(sorted(m for m in set(sys.modules) - before if m.startswith(("d
 def test_the_instance_configs_use_the_warm_launcher():
     for name in ("dagster.yaml", "dagster.postgres.yaml"):
         text = (ROOT / name).read_text()
-        assert "module: orchestration_defs.launcher" in text and "class: WarmRunLauncher" in text, name
+        assert "module: wrk_instance.launcher" in text and "class: WarmRunLauncher" in text, name
 
 
 def test_the_sensor_loop_setting_reaches_the_loop_dagster_runs(monkeypatch):
@@ -241,7 +241,7 @@ def test_single_step_jobs_run_their_step_in_the_run_worker():
             continue
         if job.name == "release_build":
             assert job.executor_def.name == "multiprocess"
-            assert STEP_PRELOAD[0] == "orchestration_defs.preload"
+            assert STEP_PRELOAD[0] == "wrk_instance.preload"
             continue
         steps = len(job.graph.node_defs)
         if steps == 1:

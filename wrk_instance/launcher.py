@@ -7,7 +7,7 @@ spawns each run worker as a new interpreter, which imports dagster, then the mod
 from a process that has done the first two, the worker starts in a fraction of a second.
 
 How: `launch_run` (called in the daemon: every launch goes through the QueuedRunCoordinator) hands
-the run to a `multiprocessing` fork server of this process, preloaded with orchestration_defs.preload
+the run to a `multiprocessing` fork server of this process, preloaded with wrk_instance.preload
 (Dagster and third-party modules only, never the project's: a run imports the code on disk, as with
 Dagster's own launcher). The forked worker runs Dagster's own `dagster api execute_run` body (the
 command the DefaultRunLauncher's code server and Dagster's container launchers run), so events, logs,
@@ -22,7 +22,7 @@ Workers outlive a daemon restart (the fork server exits when the daemon does; it
 killed), as they outlive the code server's. They belong to the daemon's process group, so `make run`'s
 supervisor stops them with the daemon (scripts/supervise.py).
 
-Dagster internals used (tests/orchestration/test_launcher.py fails if an upgrade changes them):
+Dagster internals used (tests/wrk_instance/test_launcher.py fails if an upgrade changes them):
 `dagster._cli.api.execute_run_command`, `dagster._grpc.types.ExecuteRunArgs`,
 `DagsterRun.job_code_origin`.
 """
@@ -40,22 +40,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dagster import Array, Field
-from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, LaunchRunContext, WorkerStatus
-from dagster._core.storage.dagster_run import DagsterRun
-from dagster._serdes import ConfigurableClassData, serialize_value
-
-from orchestration_defs.schedule_storage import keep_schedule_schema
-
-# The daemon loads this module (dagster.yaml names it) when it starts, before it ticks sensors.
-keep_schedule_schema()
+from dagster import Array, DagsterRun, DefaultRunLauncher, Field, serialize_value
+from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, WorkerStatus
+from dagster._serdes import ConfigurableClassData
 
 PID_TAG = "wrk/run_worker_pid"
 # The worker's start time in clock ticks since boot (/proc/<pid>/stat): a pid reused by another process
 # after the worker died is not mistaken for it.
 STARTED_TAG = "wrk/run_worker_started"
 HOST_TAG = "wrk/run_worker_host"
-DEFAULT_PRELOAD = ("orchestration_defs.preload", "orchestration_defs.preload_code")
+DEFAULT_PRELOAD = ("wrk_instance.preload", "wrk_instance.preload_code")
 ROOT = Path(__file__).resolve().parents[1]
 # Not the project's code or data: a change there does not change what a run imports or reads.
 SKIP_DIRS = {".venv", ".git", "var", "tests", "bench", "scripts", "migrations", "node_modules", "__pycache__"}
@@ -101,13 +95,13 @@ def set_sensor_loop_seconds(seconds: float | None) -> None:
     sensor's minimum_interval_seconds, so a queue sensor at 1 s still ticks every 5 s, and a trigger waits
     up to 5 s before its run is requested. Dagster has no setting for it; the daemon loads this launcher
     from dagster.yaml at start-up, so it sets the constant the loop reads on every pass (a sensor still
-    ticks no more often than its own minimum interval). tests/orchestration_defs/test_launcher.py fails
+    ticks no more often than its own minimum interval). tests/wrk_instance/test_launcher.py fails
     if an upgrade renames it or stops reading it."""
     if seconds is None:
         return
-    from dagster._daemon import sensor
+    import dagster._daemon.sensor as sensor_loop
 
-    sensor.MIN_INTERVAL_LOOP_TIME = seconds  # type: ignore[assignment]
+    sensor_loop.MIN_INTERVAL_LOOP_TIME = seconds  # type: ignore[assignment]
 
 
 class WarmRunLauncher(DefaultRunLauncher):
@@ -134,7 +128,7 @@ class WarmRunLauncher(DefaultRunLauncher):
             "preload_modules": Field(
                 Array(str),
                 is_required=False,
-                description="Modules the fork server imports once (default: orchestration_defs.preload).",
+                description="Modules the fork server imports once (default: wrk_instance.preload).",
             ),
             "sensor_loop_seconds": Field(
                 float,

@@ -1,28 +1,37 @@
-"""orchestration_defs/schedule_storage.py: Dagster's SQLite schedule storage keeps the answers about its
-own schema once they are yes, and builds its engine once; what it stores and answers is Dagster's."""
+"""wrk_instance/schedule_storage.py: the SQLite schedule storage dagster.yaml names keeps the answers
+about its own schema once they are yes, and builds its engine once; what it stores and answers is
+Dagster's."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import dagster as dg
 import sqlalchemy
+import yaml
 from dagster._core.storage.schedules import sql_schedule_storage
-from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
 
-from orchestration_defs.schedule_storage import keep_schedule_schema
+from wrk_instance.schedule_storage import KeptSchemaScheduleStorage
+
+ROOT = Path(__file__).resolve().parents[2]
+OVERRIDES = {"schedule_storage": {"module": "wrk_instance.schedule_storage", "class": "KeptSchemaScheduleStorage"}}
 
 
-def test_dagster_still_has_what_the_patch_replaces():
-    for name in ("connect", "_has_instigators_table", "has_secondary_index_table", "has_built_index"):
-        assert callable(getattr(SqliteScheduleStorage, name)), name
+def test_dagster_still_asks_sqlite_for_its_table_list():
     assert "db.inspect(conn).get_table_names()" in __import__("inspect").getsource(sql_schedule_storage)
 
 
+def test_the_single_machine_instance_names_it():
+    config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    assert {k: config["schedule_storage"][k] for k in ("module", "class")} == OVERRIDES["schedule_storage"]
+
+
 def test_a_storage_reads_its_schema_once_and_answers_as_dagster_does(tmp_path, monkeypatch):
-    keep_schedule_schema()
-    keep_schedule_schema()  # applied twice (the launcher and the code location): once
-    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        assert isinstance(instance.schedule_storage, SqliteScheduleStorage)
-        storage = SqliteScheduleStorage(instance.schedule_storage._conn_string)  # nothing known yet
+    with dg.instance_for_test(overrides=OVERRIDES, temp_dir=str(tmp_path)) as instance:
+        storage = instance.schedule_storage
+        assert isinstance(storage, KeptSchemaScheduleStorage)
+        assert (tmp_path / "schedules" / "schedules.db").exists()  # Dagster's own default place
+        storage = KeptSchemaScheduleStorage(storage._conn_string)  # nothing known yet
         asked: list[object] = []
         real = sqlalchemy.inspect
         monkeypatch.setattr(sql_schedule_storage.db, "inspect", lambda target: asked.append(target) or real(target))

@@ -1,5 +1,6 @@
-"""Dagster's own storage migrations, parsed once per process (see share_dagster_migrations). Imported by
-the fork servers' preload and by the code location (the code server's sensor ticks)."""
+"""Dagster's own storage migrations, parsed once per process (see share_dagster_migrations). Applied by
+the fork servers' preload and by the schedule storage dagster.yaml names (every process opening the
+instance, the code server's sensor ticks included)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def share_dagster_migrations() -> None:
     shared by every process forked from this one); any other script location is read as before. The
     code server needs it too: it evaluates every sensor tick with a DagsterInstance made afresh from its
     ref, which checked the revisions of three SQLite storages each time.
-    tests/orchestration_defs/test_preload.py fails if Dagster stops going through this
+    tests/wrk_instance/test_preload.py fails if Dagster stops going through this
     path."""
     from alembic.script import ScriptDirectory
     from dagster._core.storage.runs.sqlite import sqlite_run_storage
