@@ -60,9 +60,9 @@ ENDPOINTS: list[Endpoint] = [
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     """On start-up, freeze what importing and building the app made out of the garbage collector (as the
-    warm run launcher's fork server does: wrk_instance/preload_code.py): ~250,000 objects (the app
-    imports Dagster through the resources) that a full collection would otherwise walk, ~0.1 s during
-    which a worker answers nobody. On shutdown, close what the app opened: its outbound HTTP clients
+    warm run launcher's fork server does: wrk_instance/preload_code.py): ~170,000 objects (SQLAlchemy,
+    pydantic, Starlette, the models; no Dagster) that a full collection would otherwise walk, during which
+    a worker answers nobody. On shutdown, close what the app opened: its outbound HTTP clients
     (their connection pools), and the store engine when the app made it (an engine passed in belongs to
     the caller)."""
     if gc.get_freeze_count() == 0:  # once per process (a test process builds many apps)

@@ -24,8 +24,7 @@ def wide_graph() -> ReleaseGraph:
 
 def _bound(graph: ReleaseGraph, name: str) -> dg.JobDefinition:
     from orchestration_defs.release import build_release_job
-    from resources.database import DatabaseResource
-    from resources.github import GitHubResource
+    from resources.dagster_resources import DatabaseResource, GitHubResource
 
     defs = dg.Definitions(
         jobs=[build_release_job(graph, name)], resources={"database": DatabaseResource(), "github": GitHubResource()}

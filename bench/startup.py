@@ -144,9 +144,9 @@ PARTS: dict[str, str] = {
         "inst = dg.DagsterInstance.from_config(tempfile.mkdtemp())\nmark('instance_from_ref')\n"
         "run = inst.create_run_for_job(dg.GraphDefinition('x', node_defs=[]).to_job())\nmark('first_run_write')\n"
         "inst.report_engine_event('first event', run)\nmark('first_event_write')\n"
-        "from resources.database import DatabaseResource\n"
-        "from resources.github import GitHubResource\nmark('import_resources')\n"
-        "DatabaseResource().engine; GitHubResource()\nmark('resource_setup')"
+        "from resources.dagster_resources import DatabaseResource, GitHubResource\nmark('import_resources')\n"
+        "DatabaseResource().engine\n"
+        "with dg.build_resources({'github': GitHubResource()}) as r: r.github.client\nmark('resource_setup')"
     ),
 }
 

@@ -32,9 +32,9 @@ from domain.settings import get_settings
 from domain.store import transaction
 from domain.workflow_definitions import parse
 from orchestration_defs.workflows import workflow_execution
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource, ServicesResource
 from resources.sandbox.app import create_app
-from resources.services import Services, ServicesResource
+from resources.services import Services
 from sensors.workflows import approval_queue_sensor, workflow_queue_sensor
 from tests.servers import ServerThread
 

@@ -4,10 +4,11 @@ call standalone approvals' callback URLs, in one run launched by `approval_sweep
 
 import dagster as dg
 
-from domain import approval_callbacks, approvals
+from domain import approval_callbacks as callback_outbox
+from domain import approvals
 from domain.store import transaction
-from resources.approval_callbacks import callback_client, is_retryable
-from resources.database import DatabaseResource
+from resources.approval_callbacks import is_retryable
+from resources.dagster_resources import ApprovalCallbacksResource, DatabaseResource
 
 BATCH = 200
 
@@ -16,7 +17,9 @@ BATCH = 200
     description="Mark overdue pending approvals expired (each one's on_timeout applied), then call the due "
     "callback URLs of standalone approvals (at least once each)."
 )
-def sweep_approvals(context: dg.OpExecutionContext, database: DatabaseResource) -> dict:
+def sweep_approvals(
+    context: dg.OpExecutionContext, database: DatabaseResource, approval_callbacks: ApprovalCallbacksResource
+) -> dict:
     # One op, not two: each step of a run is a process of its own, and both halves are quick.
     expired = 0
     while True:
@@ -29,12 +32,8 @@ def sweep_approvals(context: dg.OpExecutionContext, database: DatabaseResource) 
         if len(ids) < BATCH:
             break
     # After the expiries: an expired standalone approval's callback is due at once.
-    client = callback_client()
-    try:
-        # deliver_due opens its own short transactions: none is open while a callback URL answers.
-        report = approval_callbacks.deliver_due(database.engine, client, is_retryable=is_retryable)
-    finally:
-        client.close()
+    # deliver_due opens its own short transactions: none is open while a callback URL answers.
+    report = callback_outbox.deliver_due(database.engine, approval_callbacks.client, is_retryable=is_retryable)
     summary = {"expired": expired, "delivered": report.delivered, "failed": report.failed, "dead": report.dead}
     context.add_output_metadata(summary)
     return summary

@@ -9,21 +9,15 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
-from sqlalchemy import Engine, select
 
 from domain import batch_jobs
 from domain.batch_jobs import JOBS, BatchJob
-from domain.models import OutboundMessage
 from domain.settings import Settings, get_settings
-from domain.store import read_transaction, transaction
-from resources.amqp import AmqpPublisher
-from resources.database import DatabaseResource
-from resources.retry import RetryPolicy
+from resources.dagster_resources import BatchPublisherResource, DatabaseResource
 
 GROUP = "batch_jobs"
 # Partition keys carry the period's start to the minute: one format for hourly, daily and weekly crons.
 PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
-RELAY_CHUNK = 500  # messages a run publishes per relay pass (one claim, one connection)
 
 
 class BatchConfigError(ValueError):
@@ -52,85 +46,6 @@ def partitions_for(job: BatchJob, settings: Settings) -> dg.TimeWindowPartitions
         )
     except dg.DagsterInvalidDefinitionError as exc:
         raise BatchConfigError(f"{job.cron_variable}={cron!r} is not a valid cron expression (5 fields)") from exc
-
-
-class BatchPublisherResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """Where batch-job triggers go. Always the store's outbox first (in one transaction): with the outbox as
-    the transport (BATCH_TRANSPORT=outbox) they are published there; with a broker (its URL here, or
-    BATCH_TRANSPORT=rabbitmq with RABBITMQ_URL), the run then publishes its own messages, after the commit,
-    and the relay sensor publishes whatever it could not. Empty fields mean the settings."""
-
-    rabbitmq_url: str = ""
-    queue: str = ""
-    exchange: str | None = None
-
-    def _settings(self) -> tuple[str, str, str]:
-        settings = get_settings()
-        url = self.rabbitmq_url or (settings.rabbitmq_url.get_secret_value() if settings.rabbitmq_url else "")
-        queue = self.queue or settings.bi_batch_jobs_queue
-        exchange = settings.bi_batch_jobs_exchange if self.exchange is None else self.exchange
-        return url, queue, exchange
-
-    @property
-    def broker_configured(self) -> bool:
-        return bool(self.rabbitmq_url) or get_settings().batch_transport == "rabbitmq"
-
-    @property
-    def queue_name(self) -> str:
-        return self._settings()[1]
-
-    def amqp(self) -> AmqpPublisher:
-        url, queue, exchange = self._settings()
-        return AmqpPublisher(url, queue=queue, exchange=exchange, policy=RetryPolicy.from_settings(get_settings()))
-
-    def publish(
-        self, engine: Engine, messages: list[tuple[str, dict[str, Any], dict[str, Any]]]
-    ) -> list[OutboundMessage]:
-        """Add (message_id, body, headers) to the outbox in one transaction; with a broker, publish them
-        after the commit. Returns the rows as they stand after (published or still pending)."""
-        _url, queue, exchange = self._settings()
-        with transaction(engine) as session:
-            for message_id, body, headers in messages:
-                batch_jobs.enqueue(
-                    session,
-                    queue=queue,
-                    exchange=exchange,
-                    message_id=message_id,
-                    body=body,
-                    headers=headers,
-                    published=not self.broker_configured,
-                )
-        ids = [message_id for message_id, _body, _headers in messages]
-        if self.broker_configured:
-            for start in range(0, len(ids), RELAY_CHUNK):  # in time order; a failure leaves the rest to the relay
-                report = relay(engine, self, message_ids=ids[start : start + RELAY_CHUNK])
-                if report.failed:
-                    break
-        with read_transaction(engine) as session:
-            rows = {
-                row.message_id: row
-                for row in session.scalars(select(OutboundMessage).where(OutboundMessage.message_id.in_(ids)))
-            }
-        return [rows[message_id] for message_id in ids]
-
-
-def relay(
-    engine: Engine, publisher: BatchPublisherResource, message_ids: list[str] | None = None
-) -> batch_jobs.RelayReport:
-    settings = get_settings()
-    amqp = publisher.amqp()
-    try:
-        return batch_jobs.relay_due(
-            engine,
-            amqp.publish,
-            base_delay_s=settings.retry_base_delay_s,
-            max_delay_s=settings.retry_max_delay_s,
-            ops_email=settings.ops_email,
-            alert_after_s=settings.outbox_alert_after_s,
-            message_ids=message_ids,
-        )
-    finally:
-        amqp.close()
 
 
 def _source(tags: dict[str, str]) -> dict[str, Any]:
@@ -169,22 +84,23 @@ def batch_asset(job: BatchJob, partitions_def: dg.TimeWindowPartitionsDefinition
             )
             headers = {"job": job.name, "partition_key": key}
             messages.append((batch_jobs.message_id(job.name, key, reissue), body, headers))
-        rows = batch_publisher.publish(database.engine, messages)
+        publisher = batch_publisher.publisher
+        rows = publisher.publish(database.engine, messages)
         published = [row for row in rows if row.published_at is not None]
         context.log.info(
-            f"{job.name}: {len(rows)} period(s) {windows[0][1]}..{windows[-1][1]} to {batch_publisher.queue_name}; "
+            f"{job.name}: {len(rows)} period(s) {windows[0][1]}..{windows[-1][1]} to {publisher.queue}; "
             f"{len(published)} published to the broker"
-            if batch_publisher.broker_configured
+            if publisher.broker_configured
             else f"{job.name}: {len(rows)} period(s) {windows[0][1]}..{windows[-1][1]} in the outbox"
         )
         first = rows[0]
         metadata: dict[str, Any] = {
             "queue": first.queue,
-            "transport": "rabbitmq" if batch_publisher.broker_configured else "outbox",
+            "transport": "rabbitmq" if publisher.broker_configured else "outbox",
             "message_count": len(rows),
             "message_id": first.message_id if len(rows) == 1 else f"{first.message_id} .. {rows[-1].message_id}",
             # Embedded transport: in the outbox is published. With a broker: when the broker confirmed it.
-            "published_at": _iso(first.published_at if batch_publisher.broker_configured else first.created_at)
+            "published_at": _iso(first.published_at if publisher.broker_configured else first.created_at)
             or "pending (the relay publishes it)",
             "enqueued_at": _iso(first.created_at),
             "messages": dg.MetadataValue.json(
@@ -233,7 +149,7 @@ def build_batch_jobs(settings: Settings | None = None) -> tuple[list[dg.AssetsDe
 def relay_outbox_messages(
     context: dg.OpExecutionContext, database: DatabaseResource, batch_publisher: BatchPublisherResource
 ) -> dict[str, int]:
-    report = relay(database.engine, batch_publisher)
+    report = batch_publisher.publisher.relay(database.engine)
     summary = {"published": report.published, "failed": report.failed, "alerted": report.alerted}
     context.add_output_metadata(summary)
     return summary

@@ -27,9 +27,8 @@ from domain.settings import get_settings
 from domain.store import transaction
 from domain.triggers import BuildTrigger
 from orchestration_defs.trigger_runs import mark_permanent
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource, WrkPlatformResource
 from resources.errors import PermanentError, RetryableError, ValidationRejected
-from resources.wrk import WrkPlatformResource
 
 # 5xx answers and timeouts are retried 3 times (4 calls), with the one policy's exponential backoff.
 CREATE_ATTEMPTS = 4
@@ -158,7 +157,7 @@ def create(
             trigger,
             build.BuildRejected("invalid_blueprint", "the blueprint's structure is invalid", errors),
         )
-    client = wrk.client()
+    client = wrk.client
     try:
         workflow = client.create_workflow(
             target.workflow_name,
@@ -187,8 +186,6 @@ def create(
         ) from exc
     except PermanentError as exc:
         raise _stop(context, database, trigger, build.BuildRejected("platform_error", str(exc), exc.details)) from exc
-    finally:
-        client.close()
     yield dg.Output(
         {"id": workflow.id, "url": workflow.url},
         metadata={

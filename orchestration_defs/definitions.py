@@ -3,23 +3,30 @@ release, batch, workflows, phases, housekeeping) lists its jobs or assets, its s
 the resources they use. Jobs, ops and assets are in orchestration_defs/<area>.py, sensors in sensors/,
 schedules in schedules/; only this module imports all three."""
 
+from collections.abc import Mapping
+
 import dagster as dg
 
 from orchestration_defs.approvals import approval_sweeper
-from orchestration_defs.batch_jobs import BatchPublisherResource, build_batch_jobs, relay_batch_messages
+from orchestration_defs.batch_jobs import build_batch_jobs, relay_batch_messages
 from orchestration_defs.build import build_automation_version
 from orchestration_defs.deploy import reconcile_deployments
 from orchestration_defs.housekeeping import deliver_notifications, queue_sweeper
 from orchestration_defs.phases import phase_batch
 from orchestration_defs.release import release_build
 from orchestration_defs.workflows import workflow_execution
-from resources.database import DatabaseResource
-from resources.github import GitHubResource
-from resources.integrations import IntegrationsResource
-from resources.notifications import NotificationsResource
-from resources.payments import PaymentsResource
-from resources.services import ServicesResource
-from resources.wrk import WrkPlatformResource
+from resources.dagster_resources import (
+    ApprovalCallbacksResource,
+    BatchPublisherResource,
+    DatabaseResource,
+    GitHubResource,
+    IntegrationsResource,
+    NotificationsResource,
+    PaymentsResource,
+    ServicesResource,
+    WrkPlatformResource,
+    env_or_default,
+)
 from schedules.batch import build_batch_schedules
 from schedules.deploy import reconcile_deployments_schedule
 from schedules.housekeeping import queue_sweeper_schedule
@@ -36,82 +43,99 @@ from sensors.workflows import (
     workflow_queue_sensor,
 )
 
-# One instance per key, shared by every area that uses it (Definitions.merge refuses two different ones).
-RESOURCES: dict[str, dg.ConfigurableResource] = {  # type: ignore[type-arg]
-    "database": DatabaseResource(),
-    "wrk": WrkPlatformResource(),
-    "github": GitHubResource(),
-    "notifications": NotificationsResource(),
-    "batch_publisher": BatchPublisherResource(),
-    "services": ServicesResource(),
-    "integrations": IntegrationsResource(),
-    "payments": PaymentsResource(),
-}
+Resources = Mapping[str, dg.ConfigurableResource]  # type: ignore[type-arg]
 
 
-def _resources(*keys: str) -> dict[str, dg.ConfigurableResource]:  # type: ignore[type-arg]
-    return {key: RESOURCES[key] for key in keys}
+def configured_resources() -> dict[str, dg.ConfigurableResource]:  # type: ignore[type-arg]
+    """One instance per key, shared by every area that uses it (Definitions.merge refuses two different
+    ones). Each field from its environment variable where set, else the settings' default (see
+    resources/dagster_resources.py); the broker follows RABBITMQ_URL and BATCH_TRANSPORT."""
+    return {
+        "database": DatabaseResource(url=env_or_default("DATABASE_URL")),
+        "wrk": WrkPlatformResource(base_url=env_or_default("WRK_API_URL"), token=env_or_default("WRK_API_TOKEN")),
+        "github": GitHubResource(base_url=env_or_default("GITHUB_API_URL"), token=env_or_default("GITHUB_TOKEN")),
+        "notifications": NotificationsResource(
+            smtp_port=env_or_default("SMTP_PORT", int), slack_webhook_url=env_or_default("SLACK_WEBHOOK_URL")
+        ),
+        "batch_publisher": BatchPublisherResource(
+            queue=env_or_default("BI_BATCH_JOBS_QUEUE"), exchange=env_or_default("BI_BATCH_JOBS_EXCHANGE")
+        ),
+        "services": ServicesResource(),
+        "integrations": IntegrationsResource(
+            base_url=env_or_default("INTEGRATIONS_API_URL"), token=env_or_default("INTEGRATIONS_API_TOKEN")
+        ),
+        "payments": PaymentsResource(
+            base_url=env_or_default("PAYMENTS_API_URL"), api_key=env_or_default("PAYMENTS_API_KEY")
+        ),
+        "approval_callbacks": ApprovalCallbacksResource(),
+    }
 
 
-def build_area() -> dg.Definitions:
+def _resources(resources: Resources | None, *keys: str) -> dict[str, dg.ConfigurableResource]:  # type: ignore[type-arg]
+    """The area's resources, out of the merged location's (or freshly configured for an area on its own)."""
+    resources = configured_resources() if resources is None else resources
+    return {key: resources[key] for key in keys}
+
+
+def build_area(resources: Resources | None = None) -> dg.Definitions:
     return dg.Definitions(
         jobs=[build_automation_version],
         sensors=[build_queue_sensor],
-        resources=_resources("database", "wrk"),
+        resources=_resources(resources, "database", "wrk"),
     )
 
 
-def deploy_area() -> dg.Definitions:
+def deploy_area(resources: Resources | None = None) -> dg.Definitions:
     return dg.Definitions(
         jobs=[reconcile_deployments],
         schedules=[reconcile_deployments_schedule],
-        resources=_resources("database", "wrk"),
+        resources=_resources(resources, "database", "wrk"),
     )
 
 
-def release_area() -> dg.Definitions:
+def release_area(resources: Resources | None = None) -> dg.Definitions:
     return dg.Definitions(
         jobs=[release_build],
         sensors=[release_queue_sensor, release_failure_sensor, release_cancel_sensor],
-        resources=_resources("database", "github"),
+        resources=_resources(resources, "database", "github"),
     )
 
 
-def batch_area() -> dg.Definitions:
+def batch_area(resources: Resources | None = None) -> dg.Definitions:
     assets, asset_jobs = build_batch_jobs()
     return dg.Definitions(
         assets=assets,
         jobs=[relay_batch_messages, *asset_jobs],
         schedules=build_batch_schedules(asset_jobs),
         sensors=[batch_messages_relay_sensor],
-        resources=_resources("database", "batch_publisher"),
+        resources=_resources(resources, "database", "batch_publisher"),
     )
 
 
-def workflows_area() -> dg.Definitions:
+def workflows_area(resources: Resources | None = None) -> dg.Definitions:
     """Workflow executions and the approvals that pause them."""
     return dg.Definitions(
         jobs=[workflow_execution, approval_sweeper],
         sensors=[workflow_queue_sensor, approval_queue_sensor, workflow_events_sensor, approval_sweeper_sensor],
-        resources=_resources("database", "services"),
+        resources=_resources(resources, "database", "services", "approval_callbacks"),
     )
 
 
-def phases_area() -> dg.Definitions:
+def phases_area(resources: Resources | None = None) -> dg.Definitions:
     return dg.Definitions(
         jobs=[phase_batch],
         sensors=[phase_queue_sensor, phase_batch_failure_sensor],
-        resources=_resources("database", "integrations", "payments"),
+        resources=_resources(resources, "database", "integrations", "payments"),
     )
 
 
-def housekeeping_area() -> dg.Definitions:
+def housekeeping_area(resources: Resources | None = None) -> dg.Definitions:
     """The queue's sweeper and run-status sensors (every queued kind's), the notifications outbox."""
     return dg.Definitions(
         jobs=[queue_sweeper, deliver_notifications],
         schedules=[queue_sweeper_schedule],
         sensors=[outbox_sensor, *QUEUE_STATUS_SENSORS],
-        resources=_resources("database", "notifications"),
+        resources=_resources(resources, "database", "notifications"),
     )
 
 
@@ -119,7 +143,8 @@ AREAS = (build_area, deploy_area, release_area, batch_area, workflows_area, phas
 
 
 def build_definitions() -> dg.Definitions:
-    return dg.Definitions.merge(*(area() for area in AREAS))
+    resources = configured_resources()
+    return dg.Definitions.merge(*(area(resources) for area in AREAS))
 
 
 defs = build_definitions()

@@ -11,8 +11,7 @@ import dagster as dg
 
 from domain import deploy
 from domain.settings import get_settings
-from resources.database import DatabaseResource
-from resources.wrk import WrkPlatformResource
+from resources.dagster_resources import DatabaseResource, WrkPlatformResource
 
 
 @dg.op(
@@ -23,20 +22,16 @@ def reconcile_platform_workflows(
     context: dg.OpExecutionContext, database: DatabaseResource, wrk: WrkPlatformResource
 ) -> dict:
     settings = get_settings()
-    client = wrk.client()
-    try:
-        report = deploy.reconcile(
-            deploy.Saga(
-                engine=database.engine,
-                platform=client,
-                ops_email=settings.ops_email,
-                deadline_s=settings.deploy_deadline_s,
-                project_live=settings.project_live_on_deploy,
-                slack=bool(settings.slack_webhook_url),
-            )
+    report = deploy.reconcile(
+        deploy.Saga(
+            engine=database.engine,
+            platform=wrk.client,
+            ops_email=settings.ops_email,
+            deadline_s=settings.deploy_deadline_s,
+            project_live=settings.project_live_on_deploy,
+            slack=bool(settings.slack_webhook_url),
         )
-    finally:
-        client.close()
+    )
     context.add_output_metadata(
         {
             "checked": report.checked,

@@ -16,8 +16,8 @@ from domain.settings import get_settings
 from domain.store import transaction
 from domain.triggers import KINDS
 from orchestration_defs.trigger_runs import reconcile_launched, record_launches, rescue_expired
-from resources.database import DatabaseResource
-from resources.notifications import NotificationsResource, is_retryable
+from resources.dagster_resources import DatabaseResource, NotificationsResource
+from resources.notifications import is_retryable
 
 
 @dg.op(
@@ -84,12 +84,8 @@ def queue_sweeper() -> None:
 def deliver_outbox(
     context: dg.OpExecutionContext, database: DatabaseResource, notifications: NotificationsResource
 ) -> dict:
-    notifier = notifications.notifier()
-    try:
-        # deliver_due opens its own short transactions: none is open while a message is sent.
-        report = deliver_due(database.engine, notifier, is_retryable=is_retryable)
-    finally:
-        notifier.close()
+    # deliver_due opens its own short transactions: none is open while a message is sent.
+    report = deliver_due(database.engine, notifications.notifier, is_retryable=is_retryable)
     summary = {"sent": report.sent, "failed": report.failed, "dead": report.dead}
     context.add_output_metadata(summary)
     return summary

@@ -34,10 +34,10 @@ from domain.triggers import PhaseTrigger
 from orchestration_defs.executors import executor_for
 from orchestration_defs.tags import TAG_KIND
 from orchestration_defs.trigger_runs import LEASE_SECONDS, dead
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource, IntegrationsResource, PaymentsResource
 from resources.errors import PermanentError
-from resources.integrations import IntegrationsClient, IntegrationsResource
-from resources.payments import PaymentsClient, PaymentsResource
+from resources.integrations import IntegrationsClient
+from resources.payments import PaymentsClient
 
 JOB = "phase_batch"
 TAG_COUNT = "wrk/phase_count"
@@ -293,35 +293,31 @@ def process_phase_triggers(
     held = launch_rows(engine, rows, context.run_id)
     launched_with = {r.trigger_id for r in rows}
     carried = [r for r in held if r.trigger_id not in launched_with]  # taken by an earlier try of this step
-    outside = Outside(integrations.client(), payments.client(), Path(settings.proof_packet_dir))
+    outside = Outside(integrations.client, payments.client, Path(settings.proof_packet_dir))
     taken = _tagged(rows) + _tagged(carried)
     outcomes: list[str] = []
-    try:
-        with ThreadPoolExecutor(max_workers=settings.phase_row_workers) as pool:
-            batch, full = held, len(rows) >= settings.phase_batch_size
-            while True:
-                outcomes += pool.map(lambda r: process_row(engine, r, context.run_id, outside, context.log), batch)
-                # A burst: while full batches keep coming, this run takes the next one itself instead of
-                # ending and leaving it to a new run (a run's launch and start, and the sensor noticing
-                # its end, took as long as its batch's work: half of a burst's drain time).
-                limit = min(settings.phase_batch_size, settings.phase_run_max_triggers - len(taken))
-                if not full or limit <= 0 or not _still_running(context):
-                    break
-                batch = claim_more(engine, limit, context.run_id)
-                if not batch:
-                    break
-                full = len(batch) == limit
-                more = _tagged(batch)
-                taken += more
-                try:  # the tags only help the UI find the run: a failed write must not fail the batch
-                    context.instance.add_run_tags(context.run_id, retag(taken, more))
-                except Exception as exc:
-                    context.log.warning(f"could not tag the run with its new triggers' users: {exc!r}")
-                ids = f"{batch[0].trigger_id}..{batch[-1].trigger_id}"
-                context.log.info(f"took {len(batch)} more phase triggers ({ids}); {len(taken)} in this run")
-    finally:
-        outside.integrations.close()
-        outside.payments.close()
+    with ThreadPoolExecutor(max_workers=settings.phase_row_workers) as pool:
+        batch, full = held, len(rows) >= settings.phase_batch_size
+        while True:
+            outcomes += pool.map(lambda r: process_row(engine, r, context.run_id, outside, context.log), batch)
+            # A burst: while full batches keep coming, this run takes the next one itself instead of
+            # ending and leaving it to a new run (a run's launch and start, and the sensor noticing
+            # its end, took as long as its batch's work: half of a burst's drain time).
+            limit = min(settings.phase_batch_size, settings.phase_run_max_triggers - len(taken))
+            if not full or limit <= 0 or not _still_running(context):
+                break
+            batch = claim_more(engine, limit, context.run_id)
+            if not batch:
+                break
+            full = len(batch) == limit
+            more = _tagged(batch)
+            taken += more
+            try:  # the tags only help the UI find the run: a failed write must not fail the batch
+                context.instance.add_run_tags(context.run_id, retag(taken, more))
+            except Exception as exc:
+                context.log.warning(f"could not tag the run with its new triggers' users: {exc!r}")
+            ids = f"{batch[0].trigger_id}..{batch[-1].trigger_id}"
+            context.log.info(f"took {len(batch)} more phase triggers ({ids}); {len(taken)} in this run")
     counts = {name: outcomes.count(name) for name in ("completed", "failed", "dead", "stale", "unrecorded")}
     counts["not_held"] = len(rows) - (len(held) - len(carried))
     counts["taken_by_the_run"] = len(taken) - len(rows)

@@ -25,9 +25,9 @@ from domain.release_graph import ReleaseGraph, Repository, load_graph
 from domain.settings import get_settings
 from domain.store import transaction
 from orchestration_defs.executors import executor_for
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource, GitHubResource
 from resources.errors import NotFound, ValidationRejected
-from resources.github import GitHubClient, GitHubResource
+from resources.github import GitHubClient
 
 SUCCESS = "success"
 # The release job's fork server imports these once (see build_release_job).
@@ -136,7 +136,7 @@ def repository_op(repo: Repository, graph: ReleaseGraph) -> dg.OpDefinition:
             session.expunge(row)
             # How long this repository's builds usually take: only a build to watch needs it.
             usual_s = None if row.status == BuildStatus.SUCCEEDED.value else rel.usual_build_seconds(session, repo.name)
-        gh = github.client()
+        gh = github.client
         try:
             if row.status == BuildStatus.SUCCEEDED.value:
                 paths = _reuse(gh, repo, config.tag, row)
@@ -149,8 +149,6 @@ def repository_op(repo: Repository, graph: ReleaseGraph) -> dg.OpDefinition:
             with transaction(database.engine) as session:
                 rel.fail_repository(session, release_id, repo.name, reason, dependents)
             raise dg.Failure(f"{repo.name}: {reason}", allow_retries=False) from exc
-        finally:
-            gh.close()
 
     return build_repository
 
@@ -313,30 +311,27 @@ def _publish(
     github: GitHubResource,
 ) -> tuple[dict[str, Any], int, int]:
     owner, repo = publish_to.split("/")
-    gh = github.client()
+    gh = github.client
     try:
-        try:
-            release = gh.get_release_by_tag(owner, repo, config.tag)
-        except NotFound:
-            with transaction(database.engine) as session:
-                notes = rel.release_notes(session, release_id)
-            release = gh.create_release(
-                owner, repo, tag=config.tag, name=config.name or config.tag, body=notes, prerelease=config.prerelease
-            )
-        existing = {a["name"]: a for a in gh.list_release_assets(owner, repo, release["id"])}
-        uploaded = skipped = 0
-        for path in sorted(Path(p) for p in files.values()):
-            digest = "sha256:" + rel.sha256_file(path)
-            asset = existing.get(path.name)
-            if asset is not None and asset.get("digest") == digest and asset.get("state") == "uploaded":
-                skipped += 1
-                continue
-            if asset is not None:  # a broken or different upload: replace it in this same attempt
-                gh.delete_release_asset(owner, repo, asset["id"])
-            gh.upload_release_asset(release["upload_url"], path)
-            uploaded += 1
-    finally:
-        gh.close()
+        release = gh.get_release_by_tag(owner, repo, config.tag)
+    except NotFound:
+        with transaction(database.engine) as session:
+            notes = rel.release_notes(session, release_id)
+        release = gh.create_release(
+            owner, repo, tag=config.tag, name=config.name or config.tag, body=notes, prerelease=config.prerelease
+        )
+    existing = {a["name"]: a for a in gh.list_release_assets(owner, repo, release["id"])}
+    uploaded = skipped = 0
+    for path in sorted(Path(p) for p in files.values()):
+        digest = "sha256:" + rel.sha256_file(path)
+        asset = existing.get(path.name)
+        if asset is not None and asset.get("digest") == digest and asset.get("state") == "uploaded":
+            skipped += 1
+            continue
+        if asset is not None:  # a broken or different upload: replace it in this same attempt
+            gh.delete_release_asset(owner, repo, asset["id"])
+        gh.upload_release_asset(release["upload_url"], path)
+        uploaded += 1
     return release, uploaded, skipped
 
 

@@ -17,8 +17,7 @@ from domain.settings import get_settings
 from domain.store import transaction
 from orchestration_defs.executors import executor_for
 from orchestration_defs.tags import TAG_ATTEMPT, TAG_KIND
-from resources.database import DatabaseResource
-from resources.services import ServicesResource
+from resources.dagster_resources import DatabaseResource, ServicesResource
 
 TAG_EXECUTION = "wrk/workflow_execution_id"
 TAG_WORKFLOW = "wrk/workflow_id"
@@ -54,12 +53,11 @@ def run_workflow_execution(
         if execution.workflow_id:
             tags[TAG_WORKFLOW] = execution.workflow_id
     context.instance.add_run_tags(context.run_id, tags)
-    clients = services.services()
     try:
         status = workflow_engine.run(
             database.engine,
             config.workflow_execution_id,
-            call=clients.call,
+            call=services.services.call,
             run_id=context.run_id,
             max_parallel=get_settings().workflow_max_parallel_steps,
             exchange_for=_exchange_for,
@@ -77,8 +75,6 @@ def run_workflow_execution(
                     f"run failed on its last attempt: {type(exc).__name__}: {exc}",
                 )
         raise
-    finally:
-        clients.close()
     context.log.info(f"workflow execution {config.workflow_execution_id} is {status}")
     context.add_output_metadata({"execution_status": status})
 

@@ -1,5 +1,4 @@
-"""The GitHub REST client (the subset release builds use), GitHub App authentication, and the
-client's Dagster resource.
+"""The GitHub REST client (the subset release builds use) and GitHub App authentication.
 
 Authentication is a plain token (`GITHUB_TOKEN`) or, when `GITHUB_APP_ID` is set, a GitHub App: an
 RS256 app JWT is exchanged for an installation token (`POST /app/installations/{id}/access_tokens`),
@@ -15,7 +14,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import httpx
 
 from domain.settings import Settings, get_settings
@@ -322,13 +320,3 @@ def github_client(settings: Settings | None = None, retry: RetryPolicy | None = 
         read_timeout_s=settings.http_read_timeout_s,
         retry=retry or RetryPolicy.from_settings(settings),
     )
-
-
-class GitHubResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """Empty fields fall back to the settings (GITHUB_API_URL, GITHUB_TOKEN, GITHUB_APP_*)."""
-
-    base_url: str = ""
-    token: str = ""
-
-    def client(self) -> GitHubClient:
-        return github_client(get_settings().with_overrides(github_api_url=self.base_url, github_token=self.token))

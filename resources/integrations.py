@@ -1,5 +1,5 @@
 """The integrations backend's client (sync, detection, evidence matching, claim submission, payout
-monitoring, learning pipeline) and its Dagster resource. Each call starts work over there and returns at
+monitoring, learning pipeline). Each call starts work over there and returns at
 once; the backend reports the end of that work by calling our phase endpoint back (`callback_url`).
 Every call carries an idempotency key derived from the trigger, so a retried phase starts nothing twice.
 """
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-
-import dagster as dg
 
 from domain.settings import Settings, get_settings
 from domain.urls import header_value
@@ -82,14 +80,3 @@ def integrations_client(settings: Settings | None = None) -> IntegrationsClient:
         read_timeout_s=settings.http_read_timeout_s,
         retry=RetryPolicy.from_settings(settings),
     )
-
-
-class IntegrationsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """Empty fields fall back to the settings (INTEGRATIONS_API_URL, INTEGRATIONS_API_TOKEN, ...)."""
-
-    base_url: str = ""
-    token: str = ""
-
-    def client(self) -> IntegrationsClient:
-        settings = get_settings().with_overrides(integrations_api_url=self.base_url, integrations_api_token=self.token)
-        return integrations_client(settings)

@@ -6,7 +6,6 @@ import hashlib
 import smtplib
 from email.message import EmailMessage
 
-import dagster as dg
 import httpx
 
 from domain.models import Notification, NotificationChannel
@@ -107,15 +106,3 @@ def notifier(settings: Settings | None = None) -> Notifier:
 
 def is_retryable(error: Exception) -> bool:
     return isinstance(error, RetryableError | httpx.TransportError)
-
-
-class NotificationsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """SMTP and Slack from the settings (SMTP_HOST, SMTP_PORT, SLACK_WEBHOOK_URL, ...)."""
-
-    smtp_port: int = 0
-    slack_webhook_url: str = ""
-
-    def notifier(self) -> Notifier:
-        return notifier(
-            get_settings().with_overrides(smtp_port=self.smtp_port, slack_webhook_url=self.slack_webhook_url)
-        )

@@ -1,4 +1,4 @@
-"""A Stripe-like payments client (payment intents, form-encoded, `Idempotency-Key`) and its resource.
+"""A Stripe-like payments client (payment intents, form-encoded, `Idempotency-Key`).
 
 Phase 7 charges the platform fee with one payment intent per proof packet; the idempotency key is fixed
 when the packet is first recorded, so a retried phase run gets the first intent back, never a second one.
@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-
-import dagster as dg
 
 from domain.settings import Settings, get_settings
 from domain.urls import header_value
@@ -69,15 +67,3 @@ def payments_client(settings: Settings | None = None) -> PaymentsClient:
         read_timeout_s=settings.http_read_timeout_s,
         retry=RetryPolicy.from_settings(settings),
     )
-
-
-class PaymentsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """Empty fields fall back to the settings (PAYMENTS_API_URL, PAYMENTS_API_KEY)."""
-
-    base_url: str = ""
-    api_key: str = ""
-
-    def client(self) -> PaymentsClient:
-        return payments_client(
-            get_settings().with_overrides(payments_api_url=self.base_url, payments_api_key=self.api_key)
-        )

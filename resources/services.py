@@ -10,7 +10,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import dagster as dg
 import httpx
 
 from domain.settings import Settings, get_settings
@@ -104,10 +103,3 @@ class Services:
             for client in self._clients.values():
                 client.close()
             self._clients.clear()
-
-
-class ServicesResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """The services' client for the workflow job (URLs from SERVICE_<NAME>_URL, else the sandbox)."""
-
-    def services(self) -> Services:
-        return Services()

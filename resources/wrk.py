@@ -1,11 +1,9 @@
-"""The WRK Platform client and its Dagster resource."""
+"""The WRK Platform client."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-
-import dagster as dg
 
 from domain.settings import Settings, get_settings
 from domain.urls import header_value, path_segment
@@ -91,13 +89,3 @@ def wrk_client(settings: Settings | None = None) -> WrkPlatformClient:
         read_timeout_s=settings.http_read_timeout_s,
         retry=RetryPolicy.from_settings(settings),
     )
-
-
-class WrkPlatformResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """Empty fields fall back to the settings (WRK_API_URL, WRK_API_TOKEN, ...)."""
-
-    base_url: str = ""
-    token: str = ""
-
-    def client(self) -> WrkPlatformClient:
-        return wrk_client(get_settings().with_overrides(wrk_api_url=self.base_url, wrk_api_token=self.token))

@@ -10,7 +10,7 @@ from sensors.due_work import due_work_sensor
 
 
 def _outbox_transport(resources: Any) -> str | None:
-    if resources.batch_publisher.broker_configured:
+    if resources.batch_publisher.publisher.broker_configured:
         return None
     return "BATCH_TRANSPORT is outbox (RABBITMQ_URL unset, or the outbox chosen): messages are delivered in the outbox"
 

@@ -8,7 +8,7 @@ from domain.settings import get_settings
 from domain.store import transaction
 from orchestration_defs.phases import JOB, phase_batch, run_config, run_tags
 from orchestration_defs.trigger_runs import LEASE_SECONDS, on_failure, reconcile_launched, rescue_expired
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource
 from sensors.due_work import runs_in_flight
 
 

@@ -26,7 +26,7 @@ from orchestration_defs.trigger_runs import (
     run_key,
     run_tags,
 )
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource
 
 CLAIM_BATCH = 25
 

@@ -9,7 +9,7 @@ import dagster as dg
 from domain import release as rel
 from domain.store import transaction
 from orchestration_defs.release import release_build
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource
 from sensors.queue import queue_sensor
 
 

@@ -22,7 +22,7 @@ from domain.workflow_events import EventIn, UnknownTenant, consume
 from orchestration_defs.approvals import approval_sweeper
 from orchestration_defs.workflows import TAG_EXECUTION, TAG_WORKFLOW, workflow_execution
 from resources import amqp
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource
 from sensors.due_work import due_work_sensor
 from sensors.queue import queue_sensor
 

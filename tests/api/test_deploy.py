@@ -15,8 +15,7 @@ from domain import models
 from domain.settings import Settings
 from domain.store import transaction
 from orchestration_defs.deploy import reconcile_deployments
-from resources.database import DatabaseResource
-from resources.wrk import WrkPlatformResource
+from resources.dagster_resources import DatabaseResource, WrkPlatformResource
 from tests.api.conftest import bearer, make_token
 from tests.servers import ServerThread
 

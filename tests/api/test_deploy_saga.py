@@ -21,9 +21,9 @@ from domain.lifecycle import Actor, Status
 from domain.settings import Settings
 from domain.store import read_transaction, transaction
 from orchestration_defs.deploy import reconcile_deployments
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource, WrkPlatformResource
 from resources.retry import RetryPolicy
-from resources.wrk import WrkPlatformClient, WrkPlatformResource
+from resources.wrk import WrkPlatformClient
 from tests.api.conftest import bearer, make_token
 from tests.api.test_deploy import _binding, _ids, _patch, _workflow_active
 from tests.servers import ServerThread, until

@@ -14,7 +14,7 @@ from domain.models import IdempotencyKey, TriggerQueue, WebhookDelivery
 from domain.settings import Settings, get_settings
 from domain.store import transaction
 from orchestration_defs.housekeeping import queue_sweeper
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource
 from tests.domain import factories
 
 OLD = datetime.now(UTC) - timedelta(days=30)

@@ -16,12 +16,12 @@ from domain.settings import Settings
 from domain.store import read_transaction, transaction
 from orchestration_defs.batch_jobs import (
     BatchConfigError,
-    BatchPublisherResource,
     build_batch_jobs,
     partitions_for,
 )
 from orchestration_defs.definitions import defs
-from resources.database import DatabaseResource
+from resources.batch_publisher import BatchPublisher
+from resources.dagster_resources import BatchPublisherResource, DatabaseResource
 from sensors.batch import batch_messages_relay_sensor
 
 JOB = {job.asset_name: job for job in batch_jobs.JOBS}
@@ -239,7 +239,7 @@ def test_rematerializing_a_period_publishes_nothing_new_unless_reissued(batch_en
 
 def test_a_retried_publishing_step_publishes_once(batch_env, engine, database_url, monkeypatch):
     """The step fails after its message is committed; Dagster retries it; the outbox still has one."""
-    original = BatchPublisherResource.publish
+    original = BatchPublisher.publish
     calls = []
 
     def publish_then_fail_once(self, db, messages):
@@ -249,7 +249,7 @@ def test_a_retried_publishing_step_publishes_once(batch_env, engine, database_ur
             raise RuntimeError("the step died after the commit")
         return rows
 
-    monkeypatch.setattr(BatchPublisherResource, "publish", publish_then_fail_once)
+    monkeypatch.setattr(BatchPublisher, "publish", publish_then_fail_once)
     asset = _asset("account_health")
     job = dg.define_asset_job("retrying", selection=[asset.key], op_retry_policy=dg.RetryPolicy(max_retries=1))
     local = dg.Definitions(assets=[asset], jobs=[job], resources=_resources(database_url))
@@ -265,7 +265,9 @@ def test_a_retried_publishing_step_publishes_once(batch_env, engine, database_ur
 
 
 def test_the_relay_sensor_waits_without_a_broker(batch_env, database_url):
-    with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(instance=instance, resources=_resources(database_url))
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_sensor_context(instance=instance, resources=_resources(database_url)) as context,
+    ):
         result = batch_messages_relay_sensor(context)
     assert not result.run_requests and "RABBITMQ_URL" in result.skip_reason.skip_message

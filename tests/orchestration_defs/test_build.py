@@ -11,9 +11,7 @@ from domain.store import transaction
 from orchestration_defs.build import build_automation_version
 from orchestration_defs.housekeeping import deliver_notifications
 from orchestration_defs.tags import TAG_RETRYABLE
-from resources.database import DatabaseResource
-from resources.notifications import NotificationsResource
-from resources.wrk import WrkPlatformResource
+from resources.dagster_resources import DatabaseResource, NotificationsResource, WrkPlatformResource
 from tests.domain import factories
 
 BLUEPRINT = {"steps": [{"id": "fetch", "type": "http"}, {"id": "store", "type": "db", "depends_on": ["fetch"]}]}

@@ -12,9 +12,7 @@ from domain.settings import get_settings
 from domain.store import transaction
 from orchestration_defs.build import build_automation_version
 from orchestration_defs.housekeeping import deliver_notifications
-from resources.database import DatabaseResource
-from resources.notifications import NotificationsResource
-from resources.wrk import WrkPlatformResource
+from resources.dagster_resources import DatabaseResource, NotificationsResource, WrkPlatformResource
 from sensors.build import build_queue_sensor
 from sensors.queue import queue_ack_sensor
 from tests.api.conftest import bearer, make_token
@@ -38,9 +36,10 @@ def test_build_request_over_http_ends_in_qa_with_notifications_delivered(
         assert accepted.status_code == 202
 
         with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-            tick = build_queue_sensor.evaluate_tick(
-                dg.build_sensor_context(instance=instance, resources=resources, sensor_name="build_queue_sensor")
-            )
+            with dg.build_sensor_context(
+                instance=instance, resources=resources, sensor_name="build_queue_sensor"
+            ) as context:
+                tick = build_queue_sensor.evaluate_tick(context)
             [request] = tick.run_requests
             assert request.run_key == f"build:{accepted.json()['trigger_id']}:{request.tags['wrk/claim_token']}"
             result = build_automation_version.execute_in_process(
@@ -57,7 +56,7 @@ def test_build_request_over_http_ends_in_qa_with_notifications_delivered(
                     dagster_instance=instance,
                     dagster_run=run,
                     dagster_event=success.records[0].event_log_entry.dagster_event,
-                    resources=resources,
+                    resources={"database": resources["database"]},  # what the daemon gives it: its own
                 )
             )
             assert deliver_notifications.execute_in_process(instance=instance, resources=resources).success

@@ -34,7 +34,7 @@ from orchestration_defs.executors import write_worker_config
 from orchestration_defs.phases import run_config as phase_run_config
 from orchestration_defs.phases import run_tags as phase_run_tags
 from orchestration_defs.trigger_runs import LEASE_SECONDS, reconcile_launched
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource
 from sensors.release import release_queue_sensor
 from sensors.workflows import workflow_queue_sensor
 from tests.domain import factories

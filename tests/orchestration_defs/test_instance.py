@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 
 from domain import models
 from domain.store import transaction
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource
 from wrk_instance.compute_logs import StepLogFiles
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -33,9 +33,9 @@ from domain.store import autocommit, transaction
 from domain.triggers import PhaseTrigger
 from domain.urls import header_value
 from orchestration_defs.phases import Outside, phase_batch, user_tag
-from resources.database import DatabaseResource
-from resources.integrations import IntegrationsResource
-from resources.payments import PaymentsResource
+from resources.dagster_resources import DatabaseResource, IntegrationsResource, PaymentsResource
+from resources.integrations import integrations_client
+from resources.payments import payments_client
 from sensors.phases import phase_queue_sensor
 from tests.api.conftest import bearer, make_token
 from tests.domain import factories
@@ -216,7 +216,7 @@ def test_a_step_delivered_again_carries_on_with_every_row_its_run_holds_and_does
     # The first delivery: it launched its batch, took two more, finished two triggers, then was lost.
     assert launch_rows(engine, rows, run_id) == rows
     taken = claim_more(engine, 2, run_id)
-    outside = Outside(IntegrationsResource().client(), PaymentsResource().client(), Path(phase_env.proof_packet_dir))
+    outside = Outside(integrations_client(), payments_client(), Path(phase_env.proof_packet_dir))
     try:
         assert [process_row(engine, r, run_id, outside, _Log()) for r in rows[:2]] == ["completed"] * 2
     finally:

@@ -14,8 +14,7 @@ from domain.models import AuditLog, ReleaseBuild, RepoBuild
 from domain.release_graph import load_graph
 from domain.store import transaction
 from orchestration_defs.release import release_build
-from resources.database import DatabaseResource
-from resources.github import GitHubResource
+from resources.dagster_resources import DatabaseResource, GitHubResource
 
 ALL = load_graph().order
 

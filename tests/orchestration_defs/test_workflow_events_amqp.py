@@ -16,7 +16,7 @@ from domain import workflow_events
 from domain.models import ConsumedEvent, WorkflowExecution
 from domain.settings import get_settings
 from domain.store import transaction
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource
 from sensors import workflows as workflow_sensors
 from sensors.workflows import workflow_events_sensor
 from tests.orchestration_defs.workflow_helpers import call, new_workflow

@@ -14,8 +14,7 @@ from domain.models import AuditLog, WorkflowExecution
 from domain.store import transaction
 from domain.workflow_definitions import parse
 from orchestration_defs.workflows import workflow_execution
-from resources.database import DatabaseResource
-from resources.services import ServicesResource
+from resources.dagster_resources import DatabaseResource, ServicesResource
 from sensors.workflows import approval_queue_sensor, workflow_queue_sensor
 from tests.domain import factories
 

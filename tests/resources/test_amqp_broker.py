@@ -22,9 +22,10 @@ from domain.models import OutboundMessage
 from domain.settings import get_settings
 from domain.store import read_transaction, transaction
 from orchestration_defs import batch_jobs as defs_module
-from orchestration_defs.batch_jobs import BatchPublisherResource, build_batch_jobs
+from orchestration_defs.batch_jobs import build_batch_jobs
 from resources.amqp import AmqpPublisher
-from resources.database import DatabaseResource
+from resources.batch_publisher import BatchPublisher
+from resources.dagster_resources import BatchPublisherResource, DatabaseResource
 from resources.retry import RetryPolicy
 from sensors.batch import batch_messages_relay_sensor
 
@@ -95,12 +96,15 @@ def _enqueue(engine, queue: str, job: str, keys: list[str]) -> list[str]:
 
 
 def test_a_published_message_reaches_a_real_consumer_with_every_field(engine, rabbitmq_url, queue_name):
-    publisher = BatchPublisherResource(rabbitmq_url=rabbitmq_url, queue=queue_name, exchange="")
+    publisher = BatchPublisher(get_settings(), rabbitmq_url=rabbitmq_url, queue=queue_name, exchange="")
     body = batch_jobs.trigger_body(
         "outcome-sync", "2026-03-01-04:00", *WINDOW, run_id="run-42", metadata={"source": "manual"}
     )
     mid = batch_jobs.message_id("outcome-sync", "2026-03-01-04:00")
-    (row,) = publisher.publish(engine, [(mid, body, {"job": "outcome-sync", "partition_key": "2026-03-01-04:00"})])
+    try:
+        (row,) = publisher.publish(engine, [(mid, body, {"job": "outcome-sync", "partition_key": "2026-03-01-04:00"})])
+    finally:
+        publisher.close()
     assert row.status == "published" and row.published_at is not None
 
     ((properties, received),) = consume(rabbitmq_url, queue_name, 1)
@@ -121,9 +125,12 @@ def test_a_published_message_reaches_a_real_consumer_with_every_field(engine, ra
 
 
 def test_a_named_exchange_routes_to_the_queue(engine, rabbitmq_url, queue_name):
-    publisher = BatchPublisherResource(rabbitmq_url=rabbitmq_url, queue=queue_name, exchange=f"{queue_name}_x")
+    publisher = BatchPublisher(get_settings(), rabbitmq_url=rabbitmq_url, queue=queue_name, exchange=f"{queue_name}_x")
     ids = _enqueue(engine, queue_name, "propagation", ["2026-03-01-00:30"])
-    report = defs_module.relay(engine, publisher, message_ids=ids)
+    try:
+        report = publisher.relay(engine, message_ids=ids)
+    finally:
+        publisher.close()
     assert report.published == 1
     ((properties, _body),) = consume(rabbitmq_url, queue_name, 1)
     assert properties.message_id == ids[0]
@@ -182,17 +189,17 @@ def test_a_retried_step_publishes_one_message_to_the_broker(
     monkeypatch.setenv("RABBITMQ_URL", rabbitmq_url)
     monkeypatch.setenv("BI_BATCH_JOBS_QUEUE", queue_name)
     get_settings.cache_clear()
-    original = defs_module.relay
+    original = BatchPublisher.relay
     calls: list[int] = []
 
-    def relay_then_die_once(db, publisher, message_ids=None):
-        report = original(db, publisher, message_ids=message_ids)
+    def relay_then_die_once(publisher, db, message_ids=None):
+        report = original(publisher, db, message_ids=message_ids)
         calls.append(report.published)
         if len(calls) == 1:
             raise RuntimeError("the step died after publishing")
         return report
 
-    monkeypatch.setattr(defs_module, "relay", relay_then_die_once)
+    monkeypatch.setattr(BatchPublisher, "relay", relay_then_die_once)
     try:
         assets, _jobs = build_batch_jobs()
         asset = next(a for a in assets if a.key.path[-1] == "model_monitoring")
@@ -222,10 +229,12 @@ def test_the_relay_sensor_asks_for_a_run_when_messages_are_due(engine, database_
         "batch_publisher": BatchPublisherResource(rabbitmq_url=rabbitmq_url, queue=queue_name),
     }
     with dg.instance_for_test() as instance:
-        result = batch_messages_relay_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            result = batch_messages_relay_sensor(context)
         assert len(result.run_requests) == 1
         assert defs_module.relay_batch_messages.execute_in_process(instance=instance, resources=resources).success
-        after = batch_messages_relay_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            after = batch_messages_relay_sensor(context)
     assert not after.run_requests
     # At least once: a publish whose confirm was lost to a connection error is sent again with the same
     # id (seen on a busy machine), and consumers dedupe on it.

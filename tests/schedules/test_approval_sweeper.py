@@ -19,7 +19,7 @@ from domain.settings import Settings
 from domain.store import transaction
 from orchestration_defs.approvals import approval_sweeper
 from resources.approval_callbacks import callback_client, signature
-from resources.database import DatabaseResource
+from resources.dagster_resources import ApprovalCallbacksResource, DatabaseResource
 from sensors.workflows import approval_sweeper_sensor
 from tests.api.conftest import bearer, make_token
 from tests.domain import factories
@@ -28,7 +28,7 @@ from tests.domain.test_approvals import member
 
 @pytest.fixture
 def resources(database_url, flow_env):
-    return {"database": DatabaseResource(url=database_url)}
+    return {"database": DatabaseResource(url=database_url), "approval_callbacks": ApprovalCallbacksResource()}
 
 
 @pytest.fixture
@@ -40,8 +40,10 @@ def world(engine):
 
 
 def _tick(instance, resources) -> dg.SensorResult:
-    context = dg.build_sensor_context(instance=instance, resources=resources, sensor_name="approval_sweeper_sensor")
-    return approval_sweeper_sensor.evaluate_tick(context)
+    with dg.build_sensor_context(
+        instance=instance, resources=resources, sensor_name="approval_sweeper_sensor"
+    ) as context:
+        return approval_sweeper_sensor.evaluate_tick(context)
 
 
 def _standalone(engine, world, sandbox, *, on_timeout="reject", name="billing") -> str:
@@ -221,7 +223,7 @@ def test_the_emailed_links_arrive_and_decide_from_the_inbox(engine, instance, da
     import re
 
     from orchestration_defs.housekeeping import deliver_notifications
-    from resources.notifications import NotificationsResource
+    from resources.dagster_resources import NotificationsResource
 
     approval_id = _standalone(engine, world, sandbox)
     sent = deliver_notifications.execute_in_process(

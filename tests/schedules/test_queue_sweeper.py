@@ -16,7 +16,7 @@ from domain.store import transaction
 from orchestration_defs.build import build_automation_version
 from orchestration_defs.housekeeping import queue_sweeper
 from orchestration_defs.tags import TAG_ID, TAG_TOKEN
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource
 from schedules.housekeeping import queue_sweeper_schedule
 from tests.domain import factories
 

@@ -14,8 +14,7 @@ from domain.notifications import notify, ops_alert
 from domain.queue import now_utc
 from domain.store import transaction
 from orchestration_defs.housekeeping import deliver_notifications
-from resources.database import DatabaseResource
-from resources.notifications import NotificationsResource
+from resources.dagster_resources import DatabaseResource, NotificationsResource
 from sensors.housekeeping import outbox_sensor
 
 
@@ -31,8 +30,8 @@ def resources(database_url, flow_env):
 
 
 def _tick(instance, resources) -> dg.SensorResult:
-    context = dg.build_sensor_context(instance=instance, resources=resources, sensor_name="outbox_sensor")
-    return outbox_sensor.evaluate_tick(context)
+    with dg.build_sensor_context(instance=instance, resources=resources, sensor_name="outbox_sensor") as context:
+        return outbox_sensor.evaluate_tick(context)
 
 
 def test_nothing_due_launches_nothing(engine, instance, resources):

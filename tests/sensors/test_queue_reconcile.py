@@ -15,7 +15,7 @@ from domain.store import transaction
 from orchestration_defs.build import build_automation_version
 from orchestration_defs.housekeeping import queue_sweeper
 from orchestration_defs.tags import TAG_RETRYABLE, TAG_TOKEN
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource
 from sensors.build import build_queue_sensor
 from sensors.queue import queue_ack_sensor, queue_failure_sensor
 from tests.domain import factories

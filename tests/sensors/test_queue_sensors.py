@@ -12,7 +12,7 @@ from domain.models import AuditLog, Notification, TriggerQueue
 from domain.store import transaction
 from orchestration_defs.build import build_automation_version
 from orchestration_defs.tags import TAG_ID, TAG_TOKEN
-from resources.database import DatabaseResource
+from resources.dagster_resources import DatabaseResource
 from sensors.build import build_queue_sensor
 from sensors.queue import queue_ack_sensor, queue_failure_sensor
 from tests.domain import factories
