@@ -32,10 +32,11 @@ from domain.core.store import transaction
 from domain.queue import queue
 from domain.workflows import approvals, workflow_engine, workflows
 from domain.workflows.workflow_definitions import parse
-from orchestration_defs.workflows import approval_queue_sensor, workflow_execution, workflow_queue_sensor
+from orchestration_defs.workflows import workflow_execution
 from resources.dagster_resources import DatabaseResource, ServicesResource
 from resources.sandbox.app import create_app
 from resources.services import Services
+from sensors.workflows import approval_queue_sensor, workflow_queue_sensor
 from tests.servers import ServerThread
 
 BENCH = "workflows"

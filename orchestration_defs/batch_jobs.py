@@ -1,10 +1,7 @@
 """Batch jobs as assets: seven time-partitioned assets (group `batch_jobs`), each on its own cron, each
-with a schedule built from its partitioned job. Materializing a period publishes that period's
+with a schedule built from its partitioned job (schedules/batch.py). Materializing a period publishes that period's
 `workflow.job.trigger` message through the publisher resource (domain/batch/batch_jobs.py); a backfill over a
 range is one run (single-run backfill policy) publishing one message per period, in time order.
-
-The schedules are the single scheduler: they run in the Dagster daemon, one per deployment (the
-seed's node-cron ran in one "single scheduler instance" too).
 """
 
 from datetime import datetime
@@ -16,9 +13,7 @@ import dagster as dg
 from domain.batch import batch_jobs
 from domain.batch.batch_jobs import JOBS, BatchJob
 from domain.core.settings import Settings, get_settings
-from domain.core.store import read_transaction
 from resources.dagster_resources import BatchPublisherResource, DatabaseResource
-from sensors.runs import in_flight
 
 GROUP = "batch_jobs"
 # Partition keys carry the period's start to the minute: one format for hourly, daily and weekly crons.
@@ -125,32 +120,25 @@ def batch_asset(job: BatchJob, partitions_def: dg.TimeWindowPartitionsDefinition
     return _asset
 
 
-def build_batch_jobs(settings: Settings | None = None) -> tuple[list[dg.AssetsDefinition], list[Any], list[Any]]:
-    """The seven assets, their partitioned jobs and their schedules (default RUNNING). Raises
-    BatchConfigError naming the variable when a cron, the time zone or the start cannot be used."""
+def build_batch_jobs(settings: Settings | None = None) -> tuple[list[dg.AssetsDefinition], list[Any]]:
+    """The seven assets and their partitioned jobs. Raises BatchConfigError naming the variable when a
+    cron, the time zone or the start cannot be used."""
     settings = settings or get_settings()
-    assets, jobs, schedules = [], [], []
+    assets, jobs = [], []
     for job in JOBS:
         partitions_def = partitions_for(job, settings)
         asset = batch_asset(job, partitions_def)
-        asset_job = dg.define_asset_job(
-            job.job_name,
-            selection=[asset.key],  # partitioned like its asset
-            executor_def=dg.in_process_executor,  # one asset, one step: no second process to start
-            description=f"One `{batch_jobs.TRIGGER_TYPE}` for `{job.name}` per period "
-            f"({partitions_def.cron_schedule}).",
-        )
         assets.append(asset)
-        jobs.append(asset_job)
-        schedules.append(
-            dg.build_schedule_from_partitioned_job(
-                asset_job,
-                name=f"{job.asset_name}_schedule",
-                default_status=dg.DefaultScheduleStatus.RUNNING,
-                description=f"{job.name} on `{partitions_def.cron_schedule}` ({partitions_def.timezone})",
+        jobs.append(
+            dg.define_asset_job(
+                job.job_name,
+                selection=[asset.key],  # partitioned like its asset
+                executor_def=dg.in_process_executor,  # one asset, one step: no second process to start
+                description=f"One `{batch_jobs.TRIGGER_TYPE}` for `{job.name}` per period "
+                f"({partitions_def.cron_schedule}).",
             )
         )
-    return assets, jobs, schedules
+    return assets, jobs
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -173,27 +161,3 @@ def relay_outbox_messages(
 )
 def relay_batch_messages() -> None:
     relay_outbox_messages()
-
-
-@dg.sensor(
-    job=relay_batch_messages,
-    minimum_interval_seconds=15,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="With BATCH_TRANSPORT=rabbitmq: launches a relay run when outbox messages are due and none is in "
-    "flight.",
-)
-def batch_messages_relay_sensor(
-    context: dg.SensorEvaluationContext, database: DatabaseResource, batch_publisher: BatchPublisherResource
-) -> dg.SensorResult:
-    if not batch_publisher.publisher.broker_configured:
-        return dg.SensorResult(
-            skip_reason="BATCH_TRANSPORT is outbox (RABBITMQ_URL unset, or the outbox chosen): "
-            "messages are delivered in the outbox"
-        )
-    if in_flight(context.instance, relay_batch_messages.name):
-        return dg.SensorResult(skip_reason="a relay run is in flight")
-    with read_transaction(database.engine) as session:
-        due = batch_jobs.due_count(session)
-    if not due:
-        return dg.SensorResult(skip_reason="nothing due")
-    return dg.SensorResult(run_requests=[dg.RunRequest(tags={"wrk/outbox_due": str(due)})])

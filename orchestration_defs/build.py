@@ -27,8 +27,8 @@ from domain.core.lifecycle import Actor
 from domain.core.settings import get_settings
 from domain.core.store import transaction
 from domain.queue.triggers import BuildTrigger
+from orchestration_defs.trigger_runs import mark_permanent
 from resources.dagster_resources import DatabaseResource, WrkPlatformResource
-from sensors.queue import mark_permanent, queue_sensor
 
 # 5xx answers and timeouts are retried 3 times (4 calls), with the one policy's exponential backoff.
 CREATE_ATTEMPTS = 4
@@ -232,14 +232,3 @@ def build_automation_version() -> None:
     target = load()
     workflow = record(target, create(target))
     notify(target, workflow)
-
-
-def _run_config(payload: Any) -> dict[str, Any]:
-    return {"ops": {"load": {"config": dict(payload)}}}
-
-
-def _tags(payload: Any) -> dict[str, str]:
-    return {"wrk/project_id": payload["project_id"], "wrk/automation_version_id": payload["automation_version_id"]}
-
-
-build_queue_sensor = queue_sensor("build", build_automation_version, _run_config, _tags)

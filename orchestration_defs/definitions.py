@@ -1,27 +1,20 @@
-"""The one Definitions of the code location, merged from the flows' areas."""
+"""The one Definitions of the code location, merged from the areas' own: each area (build, deploy,
+release, batch, workflows, phases, housekeeping) lists its jobs or assets, its schedules and sensors, and
+the resources they use. Jobs, ops and assets are in orchestration_defs/<area>.py, sensors in sensors/,
+schedules in schedules/; only this module imports all three."""
+
+from collections.abc import Mapping
 
 import dagster as dg
 
-from orchestration_defs.batch_jobs import (
-    batch_messages_relay_sensor,
-    build_batch_jobs,
-    relay_batch_messages,
-)
-from orchestration_defs.build import build_automation_version, build_queue_sensor
-from orchestration_defs.deploy import reconcile_deployments, reconcile_deployments_schedule
-from orchestration_defs.phases import phase_batch, phase_batch_failure_sensor, phase_queue_sensor
-from orchestration_defs.release import (
-    release_build,
-    release_cancel_sensor,
-    release_failure_sensor,
-    release_queue_sensor,
-)
-from orchestration_defs.workflows import (
-    approval_queue_sensor,
-    workflow_events_sensor,
-    workflow_execution,
-    workflow_queue_sensor,
-)
+from orchestration_defs.approvals import approval_sweeper
+from orchestration_defs.batch_jobs import build_batch_jobs, relay_batch_messages
+from orchestration_defs.build import build_automation_version
+from orchestration_defs.deploy import reconcile_deployments
+from orchestration_defs.housekeeping import deliver_notifications, queue_sweeper
+from orchestration_defs.phases import phase_batch
+from orchestration_defs.release import release_build
+from orchestration_defs.workflows import workflow_execution
 from resources.dagster_resources import (
     ApprovalCallbacksResource,
     BatchPublisherResource,
@@ -34,65 +27,124 @@ from resources.dagster_resources import (
     WrkPlatformResource,
     env_or_default,
 )
-from schedules.approvals import approval_sweeper, approval_sweeper_sensor
-from schedules.sweeper import deliver_notifications, outbox_sensor, queue_sweeper, queue_sweeper_schedule
+from schedules.batch import build_batch_schedules
+from schedules.deploy import reconcile_deployments_schedule
+from schedules.housekeeping import queue_sweeper_schedule
+from sensors.batch import batch_messages_relay_sensor
+from sensors.build import build_queue_sensor
+from sensors.housekeeping import outbox_sensor
+from sensors.phases import phase_batch_failure_sensor, phase_queue_sensor
 from sensors.queue import QUEUE_STATUS_SENSORS
+from sensors.release import release_cancel_sensor, release_failure_sensor, release_queue_sensor
+from sensors.workflows import (
+    approval_queue_sensor,
+    approval_sweeper_sensor,
+    workflow_events_sensor,
+    workflow_queue_sensor,
+)
+
+Resources = Mapping[str, dg.ConfigurableResource]  # type: ignore[type-arg]
+
+
+def configured_resources() -> dict[str, dg.ConfigurableResource]:  # type: ignore[type-arg]
+    """One instance per key, shared by every area that uses it (Definitions.merge refuses two different
+    ones). Each field from its environment variable where set, else the settings' default (see
+    resources/dagster_resources.py); the broker follows RABBITMQ_URL and BATCH_TRANSPORT."""
+    return {
+        "database": DatabaseResource(url=env_or_default("DATABASE_URL")),
+        "wrk": WrkPlatformResource(base_url=env_or_default("WRK_API_URL"), token=env_or_default("WRK_API_TOKEN")),
+        "github": GitHubResource(base_url=env_or_default("GITHUB_API_URL"), token=env_or_default("GITHUB_TOKEN")),
+        "notifications": NotificationsResource(
+            smtp_port=env_or_default("SMTP_PORT", int), slack_webhook_url=env_or_default("SLACK_WEBHOOK_URL")
+        ),
+        "batch_publisher": BatchPublisherResource(
+            queue=env_or_default("BI_BATCH_JOBS_QUEUE"), exchange=env_or_default("BI_BATCH_JOBS_EXCHANGE")
+        ),
+        "services": ServicesResource(),
+        "integrations": IntegrationsResource(
+            base_url=env_or_default("INTEGRATIONS_API_URL"), token=env_or_default("INTEGRATIONS_API_TOKEN")
+        ),
+        "payments": PaymentsResource(
+            base_url=env_or_default("PAYMENTS_API_URL"), api_key=env_or_default("PAYMENTS_API_KEY")
+        ),
+        "approval_callbacks": ApprovalCallbacksResource(),
+    }
+
+
+def _resources(resources: Resources | None, *keys: str) -> dict[str, dg.ConfigurableResource]:  # type: ignore[type-arg]
+    """The area's resources, out of the merged location's (or freshly configured for an area on its own)."""
+    resources = configured_resources() if resources is None else resources
+    return {key: resources[key] for key in keys}
+
+
+def build_area(resources: Resources | None = None) -> dg.Definitions:
+    return dg.Definitions(
+        jobs=[build_automation_version],
+        sensors=[build_queue_sensor],
+        resources=_resources(resources, "database", "wrk"),
+    )
+
+
+def deploy_area(resources: Resources | None = None) -> dg.Definitions:
+    return dg.Definitions(
+        jobs=[reconcile_deployments],
+        schedules=[reconcile_deployments_schedule],
+        resources=_resources(resources, "database", "wrk"),
+    )
+
+
+def release_area(resources: Resources | None = None) -> dg.Definitions:
+    return dg.Definitions(
+        jobs=[release_build],
+        sensors=[release_queue_sensor, release_failure_sensor, release_cancel_sensor],
+        resources=_resources(resources, "database", "github"),
+    )
+
+
+def batch_area(resources: Resources | None = None) -> dg.Definitions:
+    assets, asset_jobs = build_batch_jobs()
+    return dg.Definitions(
+        assets=assets,
+        jobs=[relay_batch_messages, *asset_jobs],
+        schedules=build_batch_schedules(asset_jobs),
+        sensors=[batch_messages_relay_sensor],
+        resources=_resources(resources, "database", "batch_publisher"),
+    )
+
+
+def workflows_area(resources: Resources | None = None) -> dg.Definitions:
+    """Workflow executions and the approvals that pause them."""
+    return dg.Definitions(
+        jobs=[workflow_execution, approval_sweeper],
+        sensors=[workflow_queue_sensor, approval_queue_sensor, workflow_events_sensor, approval_sweeper_sensor],
+        resources=_resources(resources, "database", "services", "approval_callbacks"),
+    )
+
+
+def phases_area(resources: Resources | None = None) -> dg.Definitions:
+    return dg.Definitions(
+        jobs=[phase_batch],
+        sensors=[phase_queue_sensor, phase_batch_failure_sensor],
+        resources=_resources(resources, "database", "integrations", "payments"),
+    )
+
+
+def housekeeping_area(resources: Resources | None = None) -> dg.Definitions:
+    """The queue's sweeper and run-status sensors (every queued kind's), the notifications outbox."""
+    return dg.Definitions(
+        jobs=[queue_sweeper, deliver_notifications],
+        schedules=[queue_sweeper_schedule],
+        sensors=[outbox_sensor, *QUEUE_STATUS_SENSORS],
+        resources=_resources(resources, "database", "notifications"),
+    )
+
+
+AREAS = (build_area, deploy_area, release_area, batch_area, workflows_area, phases_area, housekeeping_area)
 
 
 def build_definitions() -> dg.Definitions:
-    batch_assets, batch_asset_jobs, batch_schedules = build_batch_jobs()
-    return dg.Definitions(
-        assets=batch_assets,
-        jobs=[
-            build_automation_version,
-            release_build,
-            reconcile_deployments,
-            queue_sweeper,
-            deliver_notifications,
-            relay_batch_messages,
-            workflow_execution,
-            approval_sweeper,
-            phase_batch,
-            *batch_asset_jobs,
-        ],
-        schedules=[queue_sweeper_schedule, reconcile_deployments_schedule, *batch_schedules],
-        sensors=[
-            batch_messages_relay_sensor,
-            build_queue_sensor,
-            release_queue_sensor,
-            release_failure_sensor,
-            release_cancel_sensor,
-            outbox_sensor,
-            workflow_queue_sensor,
-            approval_queue_sensor,
-            workflow_events_sensor,
-            approval_sweeper_sensor,
-            phase_queue_sensor,
-            phase_batch_failure_sensor,
-            *QUEUE_STATUS_SENSORS,
-        ],
-        resources={
-            # Each field from its environment variable where set, else the settings' default (see
-            # resources/dagster_resources.py); the broker follows RABBITMQ_URL and BATCH_TRANSPORT.
-            "database": DatabaseResource(url=env_or_default("DATABASE_URL")),
-            "wrk": WrkPlatformResource(base_url=env_or_default("WRK_API_URL"), token=env_or_default("WRK_API_TOKEN")),
-            "github": GitHubResource(base_url=env_or_default("GITHUB_API_URL"), token=env_or_default("GITHUB_TOKEN")),
-            "notifications": NotificationsResource(
-                smtp_port=env_or_default("SMTP_PORT", int), slack_webhook_url=env_or_default("SLACK_WEBHOOK_URL")
-            ),
-            "batch_publisher": BatchPublisherResource(
-                queue=env_or_default("BI_BATCH_JOBS_QUEUE"), exchange=env_or_default("BI_BATCH_JOBS_EXCHANGE")
-            ),
-            "services": ServicesResource(),
-            "integrations": IntegrationsResource(
-                base_url=env_or_default("INTEGRATIONS_API_URL"), token=env_or_default("INTEGRATIONS_API_TOKEN")
-            ),
-            "payments": PaymentsResource(
-                base_url=env_or_default("PAYMENTS_API_URL"), api_key=env_or_default("PAYMENTS_API_KEY")
-            ),
-            "approval_callbacks": ApprovalCallbacksResource(),
-        },
-    )
+    resources = configured_resources()
+    return dg.Definitions.merge(*(area(resources) for area in AREAS))
 
 
 defs = build_definitions()

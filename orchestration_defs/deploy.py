@@ -1,4 +1,4 @@
-"""Reconciliation of deploys: `domain.deploy.reconcile` on a schedule (and from the UI).
+"""Reconciliation of deploys: `domain.deploy.reconcile` on a schedule (schedules/deploy.py) and from the UI.
 
 It finishes or undoes every deployment whose request died or gave up (a `deployments` row still open
 past its deadline), then makes the platform run exactly the workflows of Live versions: it
@@ -53,8 +53,3 @@ def reconcile_platform_workflows(
 )
 def reconcile_deployments() -> None:
     reconcile_platform_workflows()
-
-
-reconcile_deployments_schedule = dg.ScheduleDefinition(
-    job=reconcile_deployments, cron_schedule="*/15 * * * *", default_status=dg.DefaultScheduleStatus.RUNNING
-)

@@ -1,11 +1,14 @@
 """RabbitMQ (AMQP 0-9-1) through pika: publishes outbox rows with publisher confirms, persistently, to a
 durable queue. One connection per relay pass; a connection found closed is opened again on the next
 attempt. Every broker failure is a RetryableError, so the one retry policy (resources/retry.py) applies.
+`drain` consumes: each message acked only after its handler returned.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from domain.core.errors import RetryableError
@@ -102,3 +105,40 @@ class AmqpPublisher:
                     connection.close()
             except Exception:  # closing a dead connection: nothing left to release
                 pass
+
+
+class Rejected(Exception):
+    """Raised by a `drain` handler for a message that can never be consumed: rejected, not requeued."""
+
+
+def drain(url: str, queues: Sequence[str], handle: Callable[[str, bytes], str], *, limit: int) -> Counter[str]:
+    """Take up to `limit` messages from each durable queue and pass each to `handle(queue, body)`, which
+    returns the outcome counted; the message is acked after it returns (a crash before the ack redelivers
+    it, so the handler must take a message twice), rejected without requeue when it raises Rejected."""
+    import pika  # imported where used, as the publisher does
+
+    counts: Counter[str] = Counter()
+    params = pika.URLParameters(url)
+    params.socket_timeout = CONNECT_TIMEOUT_S
+    params.connection_attempts = 1
+    connection = pika.BlockingConnection(params)
+    try:
+        channel = connection.channel()
+        for queue in queues:
+            channel.queue_declare(queue=queue, durable=True)
+            for _ in range(limit):
+                method, _properties, body = channel.basic_get(queue=queue, auto_ack=False)
+                if method is None:
+                    break
+                try:
+                    outcome = handle(queue, body)
+                except Rejected:
+                    channel.basic_reject(delivery_tag=method.delivery_tag, requeue=False)
+                    counts["rejected"] += 1
+                    continue
+                channel.basic_ack(delivery_tag=method.delivery_tag)
+                counts[outcome] += 1
+    finally:
+        if connection.is_open:
+            connection.close()
+    return counts

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from domain.core import backoff, notifications, outbox
 from domain.core.models import OutboundMessage, OutboundMessageStatus
-from domain.core.store import transaction
+from domain.core.store import is_postgres, transaction
 
 TRIGGER_TYPE = "workflow.job.trigger"
 REISSUE_TAG = "wrk/batch_reissue"
@@ -131,7 +131,7 @@ def enqueue(
     pending until the relay publishes it)."""
     now = datetime.now(UTC)
     status = OutboundMessageStatus.PUBLISHED if published else OutboundMessageStatus.PENDING
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = pg_insert if is_postgres(session) else sqlite_insert
     statement = (
         insert(OutboundMessage)
         .values(
@@ -210,7 +210,7 @@ def record_result(
     session: Session, claimed: OutboundMessage, error: Exception | None, *, base_delay_s: float, max_delay_s: float
 ) -> bool | None:
     """Published (True), backed off (False), or None when the row is no longer the claimed pending row."""
-    row = session.get(OutboundMessage, claimed.id, with_for_update=session.get_bind().dialect.name == "postgresql")
+    row = session.get(OutboundMessage, claimed.id, with_for_update=is_postgres(session))
     if row is None or row.status != OutboundMessageStatus.PENDING.value or row.attempts != claimed.attempts:
         return None
     now = datetime.now(UTC)

@@ -1,7 +1,7 @@
 """Pruning what is finished and old: idempotency keys, webhook deliveries, consumed events, phase events,
 release working folders.
 (Finished queue rows are pruned by domain/queue/queue.py, which holds every statement of the queue.) The sweeper
-(schedules/sweeper.py) calls these with the retention settings."""
+(orchestration_defs/housekeeping.py) calls these with the retention settings."""
 
 from __future__ import annotations
 

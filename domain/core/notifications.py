@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, select, text
+from sqlalchemy import Engine, bindparam, text
 from sqlalchemy.orm import Session
 
 from domain.core import outbox
@@ -184,6 +184,15 @@ Sender = Callable[[Notification], None]
 # leaves the row pending; it is due again when the claim lapses, and sent again (at least once).
 CLAIM_S = 300.0
 
+OUTBOX = outbox.Outbox(
+    Notification,
+    pending=NotificationStatus.PENDING.value,
+    done=NotificationStatus.SENT.value,
+    done_at="sent_at",
+    dead=NotificationStatus.DEAD.value,
+    claim_s=CLAIM_S,
+)
+
 
 @dataclass(frozen=True)
 class DeliveryReport:
@@ -195,14 +204,7 @@ class DeliveryReport:
 def claim_due(session: Session, *, limit: int = 100, claim_s: float = CLAIM_S) -> list[Notification]:
     """Claim due pending rows in the caller's (short) transaction: count the attempt and push the row's
     next attempt past the claim, so a concurrent deliverer skips it. Returns detached copies to send."""
-    now = datetime.now(UTC)
-    query = (
-        select(Notification)
-        .where(Notification.status == NotificationStatus.PENDING.value, Notification.next_attempt_at <= now)
-        .order_by(Notification.next_attempt_at)
-        .limit(limit)
-    )
-    return outbox.claim(session, query, now=now, claim_s=claim_s)
+    return OUTBOX.claim_due(session, limit=limit, claim_s=claim_s)
 
 
 def record_result(
@@ -216,17 +218,8 @@ def record_result(
 ) -> NotificationStatus | None:
     """Record one send's outcome in the caller's transaction: sent, backed off, or dead. None when the row
     is no longer the pending row that was claimed (another deliverer finished it)."""
-    status = outbox.record(
-        session,
-        claimed,
-        error,
-        pending=NotificationStatus.PENDING.value,
-        done=NotificationStatus.SENT.value,
-        done_at="sent_at",
-        dead=NotificationStatus.DEAD.value,
-        max_attempts=max_attempts,
-        base_delay_s=base_delay_s,
-        is_retryable=is_retryable,
+    status = OUTBOX.record_result(
+        session, claimed, error, max_attempts=max_attempts, base_delay_s=base_delay_s, is_retryable=is_retryable
     )
     return None if status is None else NotificationStatus(status)
 
@@ -242,16 +235,11 @@ def deliver_due(
 ) -> DeliveryReport:
     """Send due pending rows (claim and commit, send with no transaction open, record each result in
     its own transaction): no store lock is held while a mail server or Slack answers."""
-    outcomes = outbox.deliver(
-        engine,
-        lambda session: claim_due(session, limit=limit),
-        send,
-        lambda session, row, error: record_result(
-            session, row, error, max_attempts=max_attempts, base_delay_s=base_delay_s, is_retryable=is_retryable
-        ),
+    outcomes = OUTBOX.deliver_due(
+        engine, send, limit=limit, max_attempts=max_attempts, base_delay_s=base_delay_s, is_retryable=is_retryable
     )
     return DeliveryReport(
-        sent=outcomes[NotificationStatus.SENT],
-        failed=outcomes[NotificationStatus.PENDING],
-        dead=outcomes[NotificationStatus.DEAD],
+        sent=outcomes[NotificationStatus.SENT.value],
+        failed=outcomes[NotificationStatus.PENDING.value],
+        dead=outcomes[NotificationStatus.DEAD.value],
     )

@@ -57,8 +57,11 @@ def _configure_sqlite(engine: Engine) -> None:
 READ_ONLY_OPTION = "wrk_read_only"
 
 
-def is_postgres(engine: Engine) -> bool:
-    return engine.dialect.name == "postgresql"
+def is_postgres(bind: Engine | Connection | Session) -> bool:
+    """The one dialect test: PostgreSQL (psycopg 3) or the embedded SQLite."""
+    if isinstance(bind, Session):
+        bind = bind.get_bind()
+    return bind.dialect.name == "postgresql"
 
 
 _engines: dict[str, Engine] = {}

@@ -24,6 +24,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from domain.core.models import PhaseEvent, PhaseEventSequence, PhaseEventType, utcnow
+from domain.core.store import is_postgres
 
 NOTIFY_CHANNEL = "phase_events"
 TYPES = frozenset(t.value for t in PhaseEventType)
@@ -83,7 +84,7 @@ def append(
         raise ValueError(f"phase {phase} is not 1-7")
     payload = dict(data or {})
     json.dumps(payload)  # refuse what the stream could not send, before anything is written
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgres(session):
         values = {
             "tenant_id": tenant_id,
             "user_id": user_id,

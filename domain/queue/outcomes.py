@@ -1,9 +1,10 @@
 """What counts as a trigger's recorded outcome, per kind: the evidence a trigger is done.
 
 A run's success is no evidence: a step delivered twice (Celery acks late), or a run whose rows were
-held elsewhere, succeeds having done nothing. So a run-status reaction (sensors/queue.py `on_success`)
-acks a trigger done only when `recorded` finds the trigger's outcome in the store; a run that succeeded
-without it fails the trigger, saying so (retried with backoff, or dead and alerted).
+held elsewhere, succeeds having done nothing. So a run-status reaction (`on_success`,
+orchestration_defs/trigger_runs.py) acks a trigger done only when `recorded` finds the trigger's outcome
+in the store; a run that succeeded without it fails the trigger, saying so (retried with backoff, or dead
+and alerted).
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ States and moves (the only ones; every statement below names the move it makes):
 
 A claim gives each row a fresh claim token; ack, fail, extend and launch need it, so a worker that lost
 its lease (the row was reaped and claimed again) cannot complete the row. Attempts are counted at claim;
-the token, not the attempt count (which requeue resets), names a claim's run (see sensors/queue.py).
-A `launched` row is reconciled with its run's status (sensors/queue.py `reconcile_launched`), so a lost
-run-status reaction never leaves it launched.
+the token, not the attempt count (which requeue resets), names a claim's run (see
+orchestration_defs/trigger_runs.py). A `launched` row is reconciled with its run's status (`reconcile_launched`
+there), so a lost run-status reaction never leaves it launched.
 Dedup is the partial unique index over live rows (`uq_trigger_queue_live_dedup_key`), never a
 read-then-write. Partial indexes cover the live states, so claims stay fast however many finished rows
 the table holds.
@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session
 from domain.core import backoff as backoff_formula
 from domain.core.errors import UnknownTenant
 from domain.core.models import QueueState
+from domain.core.store import is_postgres
 from domain.queue.reading import (
     Trigger as Trigger,
 )
@@ -143,10 +144,6 @@ def validate(kind: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         errors = [{"field": ".".join(str(p) for p in e["loc"]) or "payload", "message": e["msg"]} for e in exc.errors()]
         raise InvalidTrigger(f"invalid {kind} payload: {', '.join(e['field'] for e in errors)}", errors) from None
     return model.model_dump(mode="json")
-
-
-def _is_pg(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
 
 
 # -- enqueue -------------------------------------------------------------------------------------------
@@ -482,7 +479,7 @@ def reap(session: Session, kinds: Sequence[str] | None = None, limit: int = 1000
     if kinds is not None:
         filters.append(Q.c.kind.in_(list(kinds)))
     pick = select(Q.c.id).where(*filters).order_by(Q.c.lease_expires_at).limit(limit)
-    if _is_pg(session):
+    if is_postgres(session):
         pick = pick.with_for_update(skip_locked=True)
     ids = list(session.scalars(pick))
     if not ids:

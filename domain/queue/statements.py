@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Table
 from sqlalchemy.orm import Session
 
 from domain.core.models import QUEUE_LIVE_STATES, QueueState, TriggerQueue
+from domain.core.store import is_postgres
 
 Q: Table = TriggerQueue.__table__  # type: ignore[assignment]
 S = QueueState
@@ -53,7 +54,7 @@ class Driver:
 
     def __init__(self, store: Store) -> None:
         connection = store.connection() if isinstance(store, Session) else store  # begins the transaction
-        self.pg = connection.dialect.name == "postgresql"
+        self.pg = is_postgres(connection)
         self.raw: Any = connection.connection.driver_connection
 
     def rows(self, sql: tuple[str, str], params: Mapping[str, Any]) -> list[tuple[Any, ...]]:

@@ -14,7 +14,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from domain.core import outbox
@@ -24,6 +24,17 @@ from domain.core.models import CallbackStatus, HitlApprovalCallback
 CLAIM_S = 300.0
 MAX_ATTEMPTS = 8
 BASE_DELAY_S = 30.0
+
+OUTBOX = outbox.Outbox(
+    HitlApprovalCallback,
+    pending=CallbackStatus.PENDING.value,
+    done=CallbackStatus.DELIVERED.value,
+    done_at="delivered_at",
+    dead=CallbackStatus.DEAD.value,
+    max_attempts=MAX_ATTEMPTS,
+    base_delay_s=BASE_DELAY_S,
+    claim_s=CLAIM_S,
+)
 
 Poster = Callable[[HitlApprovalCallback], None]
 
@@ -36,32 +47,11 @@ class CallbackReport:
 
 
 def due_count(session: Session, now: dt.datetime | None = None) -> int:
-    now = now or dt.datetime.now(dt.UTC)
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(HitlApprovalCallback)
-            .where(
-                HitlApprovalCallback.status == CallbackStatus.PENDING.value,
-                HitlApprovalCallback.next_attempt_at <= now,
-            )
-        )
-        or 0
-    )
+    return OUTBOX.due_count(session, now)
 
 
 def claim_due(session: Session, *, limit: int = 100, claim_s: float = CLAIM_S) -> list[HitlApprovalCallback]:
-    now = dt.datetime.now(dt.UTC)
-    query = (
-        select(HitlApprovalCallback)
-        .where(
-            HitlApprovalCallback.status == CallbackStatus.PENDING.value,
-            HitlApprovalCallback.next_attempt_at <= now,
-        )
-        .order_by(HitlApprovalCallback.next_attempt_at)
-        .limit(limit)
-    )
-    return outbox.claim(session, query, now=now, claim_s=claim_s)
+    return OUTBOX.claim_due(session, limit=limit, claim_s=claim_s)
 
 
 def record_result(
@@ -74,17 +64,8 @@ def record_result(
     is_retryable: Callable[[Exception], bool] = lambda _e: True,
 ) -> CallbackStatus | None:
     """Delivered, backed off, or dead; None when the row is no longer the claim we made."""
-    status = outbox.record(
-        session,
-        claimed,
-        error,
-        pending=CallbackStatus.PENDING.value,
-        done=CallbackStatus.DELIVERED.value,
-        done_at="delivered_at",
-        dead=CallbackStatus.DEAD.value,
-        max_attempts=max_attempts,
-        base_delay_s=base_delay_s,
-        is_retryable=is_retryable,
+    status = OUTBOX.record_result(
+        session, claimed, error, max_attempts=max_attempts, base_delay_s=base_delay_s, is_retryable=is_retryable
     )
     return None if status is None else CallbackStatus(status)
 
@@ -98,16 +79,11 @@ def deliver_due(
     base_delay_s: float = BASE_DELAY_S,
     is_retryable: Callable[[Exception], bool] = lambda _e: True,
 ) -> CallbackReport:
-    outcomes = outbox.deliver(
-        engine,
-        lambda session: claim_due(session, limit=limit),
-        post,
-        lambda session, row, error: record_result(
-            session, row, error, max_attempts=max_attempts, base_delay_s=base_delay_s, is_retryable=is_retryable
-        ),
+    outcomes = OUTBOX.deliver_due(
+        engine, post, limit=limit, max_attempts=max_attempts, base_delay_s=base_delay_s, is_retryable=is_retryable
     )
     return CallbackReport(
-        delivered=outcomes[CallbackStatus.DELIVERED],
-        failed=outcomes[CallbackStatus.PENDING],
-        dead=outcomes[CallbackStatus.DEAD],
+        delivered=outcomes[CallbackStatus.DELIVERED.value],
+        failed=outcomes[CallbackStatus.PENDING.value],
+        dead=outcomes[CallbackStatus.DEAD.value],
     )

@@ -48,6 +48,7 @@ from domain.core.models import (
     User,
 )
 from domain.core.settings import Settings, get_settings
+from domain.core.store import is_postgres
 from domain.queue import queue
 from domain.workflows.approval_links import approval_links
 
@@ -103,10 +104,6 @@ def _now(session: Session) -> dt.datetime:
     # Read once the transaction has begun (on SQLite: once the write lock is held), as domain.queue.queue does.
     session.connection()
     return now_utc()
-
-
-def _is_pg(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
 
 
 # -- opening -------------------------------------------------------------------------------------------
@@ -272,7 +269,7 @@ def assignee_keys(user_id: str, roles: Iterable[str]) -> list[str]:
 
 
 def _assigned_to_any(session: Session, keys: Sequence[str]) -> ColumnElement[bool]:
-    if _is_pg(session):
+    if is_postgres(session):
         # JSONB `?|`: the array holds one of these strings.
         wanted = bindparam("assignee_keys", list(keys), type_=ARRAY(String()))
         return T.c.assignees.op("?|", return_type=Boolean)(wanted)
@@ -545,7 +542,7 @@ def expire_overdue(session: Session, *, now: dt.datetime | None = None, limit: i
         .order_by(HitlApproval.expires_at)
         .limit(limit)
     )
-    if _is_pg(session):
+    if is_postgres(session):
         query = query.with_for_update(skip_locked=True)  # a row being decided right now is the decision's
     expired = []
     for row in list(session.scalars(query).all()):

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from domain.core.errors import UnknownTenant
 from domain.core.lifecycle import Actor
 from domain.core.models import ConsumedEvent, Tenant
+from domain.core.store import is_postgres
 from domain.workflows.workflows import start_execution, triggered_by
 
 
@@ -44,7 +45,7 @@ def consume(session: Session, event: EventIn, *, source: Literal["http", "amqp"]
     """Record the event (once per tenant and id) and start its executions, in the caller's transaction."""
     if session.get(Tenant, event.tenant_id) is None:
         raise UnknownTenant(event.tenant_id)
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = pg_insert if is_postgres(session) else sqlite_insert
     inserted = session.execute(
         insert(ConsumedEvent)
         .values(

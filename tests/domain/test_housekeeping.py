@@ -14,8 +14,8 @@ from domain.core.models import IdempotencyKey, TriggerQueue, WebhookDelivery
 from domain.core.settings import Settings, get_settings
 from domain.core.store import transaction
 from domain.queue import queue
+from orchestration_defs.housekeeping import queue_sweeper
 from resources.dagster_resources import DatabaseResource
-from schedules.sweeper import queue_sweeper
 from tests.domain import factories
 
 OLD = datetime.now(UTC) - timedelta(days=30)

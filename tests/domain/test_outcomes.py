@@ -1,5 +1,5 @@
 """What counts as a trigger's recorded outcome, kind by kind: the evidence without which a run's success
-does not make its trigger done (sensors/queue.py on_success)."""
+does not make its trigger done (orchestration_defs/trigger_runs.py on_success)."""
 
 from __future__ import annotations
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
+from domain.core.store import is_postgres
 from domain.phases import phase_metrics
 
 
 def _plan(engine: Engine, statement) -> str:
     compiled = statement.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
-    explain = "EXPLAIN" if engine.dialect.name == "postgresql" else "EXPLAIN QUERY PLAN"
+    explain = "EXPLAIN" if is_postgres(engine) else "EXPLAIN QUERY PLAN"
     with engine.connect() as connection:
-        if engine.dialect.name == "postgresql":
+        if is_postgres(engine):
             connection.exec_driver_sql("SET enable_seqscan = off")  # an empty table: the planner's own choice
         rows = connection.exec_driver_sql(f"{explain} {compiled}").all()
         connection.rollback()

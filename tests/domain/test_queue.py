@@ -11,7 +11,7 @@ from sqlalchemy import func, select, text, update
 
 from domain.core.errors import UnknownTenant
 from domain.core.models import QueueState, TriggerQueue
-from domain.core.store import autocommit, transaction
+from domain.core.store import autocommit, is_postgres, transaction
 from domain.queue import queue, statements
 from domain.queue.triggers import KINDS
 from tests.domain import factories
@@ -423,7 +423,7 @@ def test_ack_and_claim_acks_the_finished_batch_and_claims_the_next_in_one_transa
 def test_only_the_ack_and_claim_transaction_skips_the_wal_flush_wait(engine, tenant_id):
     """PostgreSQL: ack_and_claim's commit does not wait for its flush (docs/architecture.md); the
     session's other transactions, enqueue's and a plain ack's, still do."""
-    if engine.dialect.name != "postgresql":
+    if not is_postgres(engine):
         pytest.skip("synchronous_commit is PostgreSQL's")
 
     def flush_wait(session) -> str:
@@ -501,7 +501,7 @@ def test_prepared_hot_statements_keep_using_their_indexes_under_a_generic_plan(e
     """psycopg prepares the queue's statements server-side; PostgreSQL then plans them once for any
     parameters (a generic plan). The live state is a literal in the SQL, so that plan still matches the
     partial index; were it a parameter, the index could not be used and every claim would scan."""
-    if engine.dialect.name != "postgresql":
+    if not is_postgres(engine):
         pytest.skip("server-side prepared statements are PostgreSQL's")
     with transaction(engine) as session:
         ids = [queue.enqueue(session, "phase", tenant_id, _phase(tenant_id, n)) for n in range(20)]
@@ -535,7 +535,7 @@ def test_prepared_hot_statements_keep_using_their_indexes_under_a_generic_plan(e
 def test_pruning_finds_finished_rows_through_the_partial_finished_at_index(engine, tenant_id):
     """The finished_at index holds finished rows only (a claim writes no entry into it); pruning's
     `finished_at < cutoff` implies its predicate, so the index still answers it."""
-    if engine.dialect.name != "postgresql":
+    if not is_postgres(engine):
         pytest.skip("PostgreSQL's planner")
     with engine.connect() as connection:
         connection.exec_driver_sql("SET enable_seqscan = off")
@@ -556,7 +556,7 @@ def test_an_enqueue_on_an_autocommit_connection_is_committed_when_it_returns(eng
     before); the same key again returns the same row, and a conflicting body is refused, nothing written."""
     with autocommit(engine) as connection:
         first = queue.enqueue(connection, "phase", tenant_id, _phase(tenant_id, 1), dedup_key="k")
-        if engine.dialect.name == "postgresql":
+        if is_postgres(engine):
             with engine.connect() as other:
                 assert other.execute(select(TriggerQueue.id).where(TriggerQueue.id == first)).scalar_one() == first
         assert queue.enqueue(connection, "phase", tenant_id, _phase(tenant_id, 1), dedup_key="k") == first

@@ -14,7 +14,6 @@ from domain.batch import batch_jobs
 from domain.core.models import OutboundMessage
 from domain.core.settings import Settings
 from domain.core.store import read_transaction, transaction
-from orchestration_defs import batch_jobs as defs_module
 from orchestration_defs.batch_jobs import (
     BatchConfigError,
     build_batch_jobs,
@@ -23,6 +22,7 @@ from orchestration_defs.batch_jobs import (
 from orchestration_defs.definitions import defs
 from resources.batch_publisher import BatchPublisher
 from resources.dagster_resources import BatchPublisherResource, DatabaseResource
+from sensors.batch import batch_messages_relay_sensor
 
 JOB = {job.asset_name: job for job in batch_jobs.JOBS}
 
@@ -125,7 +125,7 @@ def batch_env(monkeypatch, database_url):
 
 
 def _asset(name: str) -> dg.AssetsDefinition:
-    assets, _jobs, _schedules = build_batch_jobs()
+    assets, _jobs = build_batch_jobs()
     return next(a for a in assets if a.key.path[-1] == name)
 
 
@@ -269,5 +269,5 @@ def test_the_relay_sensor_waits_without_a_broker(batch_env, database_url):
         dg.instance_for_test() as instance,
         dg.build_sensor_context(instance=instance, resources=_resources(database_url)) as context,
     ):
-        result = defs_module.batch_messages_relay_sensor(context)
+        result = batch_messages_relay_sensor(context)
     assert not result.run_requests and "RABBITMQ_URL" in result.skip_reason.skip_message

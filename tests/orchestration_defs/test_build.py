@@ -10,9 +10,9 @@ from domain.core import models
 from domain.core.lifecycle import Actor
 from domain.core.store import transaction
 from orchestration_defs.build import build_automation_version
+from orchestration_defs.housekeeping import deliver_notifications
+from orchestration_defs.tags import TAG_RETRYABLE
 from resources.dagster_resources import DatabaseResource, NotificationsResource, WrkPlatformResource
-from schedules.sweeper import deliver_notifications
-from sensors.queue import TAG_RETRYABLE
 from tests.domain import factories
 
 BLUEPRINT = {"steps": [{"id": "fetch", "type": "http"}, {"id": "store", "type": "db", "depends_on": ["fetch"]}]}

@@ -10,9 +10,10 @@ from cli.demo import seed_demo
 from domain.core import models
 from domain.core.settings import get_settings
 from domain.core.store import transaction
-from orchestration_defs.build import build_automation_version, build_queue_sensor
+from orchestration_defs.build import build_automation_version
+from orchestration_defs.housekeeping import deliver_notifications
 from resources.dagster_resources import DatabaseResource, NotificationsResource, WrkPlatformResource
-from schedules.sweeper import deliver_notifications
+from sensors.build import build_queue_sensor
 from sensors.queue import queue_ack_sensor
 from tests.api.conftest import bearer, make_token
 

@@ -34,10 +34,10 @@ from domain.release.release_graph import load_graph
 from orchestration_defs.executors import write_worker_config
 from orchestration_defs.phases import run_config as phase_run_config
 from orchestration_defs.phases import run_tags as phase_run_tags
-from orchestration_defs.release import release_queue_sensor
-from orchestration_defs.workflows import workflow_queue_sensor
+from orchestration_defs.trigger_runs import LEASE_SECONDS, reconcile_launched
 from resources.dagster_resources import DatabaseResource
-from sensors.queue import LEASE_SECONDS, reconcile_launched
+from sensors.release import release_queue_sensor
+from sensors.workflows import workflow_queue_sensor
 from tests.domain import factories
 from tests.orchestration_defs.workflow_helpers import audit_moves, call, new_workflow, start, state
 from tests.servers import BIN, ROOT, until

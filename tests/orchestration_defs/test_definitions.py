@@ -95,3 +95,16 @@ def test_dagster_cli_validates_the_workspace(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "All code locations passed validation" in result.stderr + result.stdout
+
+
+def test_each_area_loads_on_its_own_and_their_merge_is_the_code_location():
+    """An area's Definitions carries every resource its jobs and sensors use; no item is in two areas."""
+    from orchestration_defs.definitions import AREAS
+
+    found: dict[str, list[str]] = {"jobs": [], "schedules": [], "sensors": []}
+    for area in AREAS:
+        repo = area().get_repository_def()
+        found["jobs"] += [j.name for j in repo.get_all_jobs() if not j.name.startswith("__")]
+        found["schedules"] += [s.name for s in repo.schedule_defs]
+        found["sensors"] += [s.name for s in repo.sensor_defs]
+    assert {kind: sorted(names) for kind, names in found.items()} == EXPECTED

@@ -32,10 +32,11 @@ from domain.core.store import autocommit, transaction
 from domain.core.urls import header_value
 from domain.phases import phase_metrics, phases
 from domain.queue.triggers import PhaseTrigger
-from orchestration_defs.phases import Outside, phase_batch, phase_queue_sensor, user_tag
+from orchestration_defs.phases import Outside, phase_batch, user_tag
 from resources.dagster_resources import DatabaseResource, IntegrationsResource, PaymentsResource
 from resources.integrations import integrations_client
 from resources.payments import payments_client
+from sensors.phases import phase_queue_sensor
 from tests.api.conftest import bearer, make_token
 from tests.domain import factories
 from tests.servers import ServerThread, until
@@ -196,7 +197,7 @@ def test_a_step_delivered_again_carries_on_with_every_row_its_run_holds_and_does
     """EXECUTOR=celery acks a step late: its worker lost mid-step, the step runs again in the same run,
     finding its rows launched by that run. It processes every one it has not finished (those the run took
     itself included), none twice; a run that did nothing would leave them for reconciliation's evidence
-    check instead (sensors/queue.py on_success)."""
+    check instead (orchestration_defs/trigger_runs.py on_success)."""
     from orchestration_defs.phases import claim_more, launch_rows, process_row
 
     monkeypatch.setenv("PHASE_BATCH_SIZE", "4")
@@ -505,7 +506,7 @@ def _other_tenant(engine) -> str:
 def test_a_batch_run_that_never_started_sends_its_triggers_back_with_backoff(
     phase_env, sandbox, engine, tenant, database_url
 ):
-    from orchestration_defs.phases import phase_batch_failure_sensor
+    from sensors.phases import phase_batch_failure_sensor
 
     instance = dg.DagsterInstance.ephemeral()
     ids = [_accept(engine, tenant, 1, user_id=f"ns{i}", sync_id="s") for i in range(3)]

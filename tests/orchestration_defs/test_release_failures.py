@@ -126,8 +126,9 @@ def test_an_illegal_tag_is_refused_in_the_launch_config(engine, database_url, sa
 
 @pytest.mark.parametrize("how", ["failure", "canceled"])
 def test_a_release_run_that_dies_outside_its_ops_ends_its_release_failed(engine, database_url, instance, how):
-    from orchestration_defs.release import release_build, release_cancel_sensor, release_failure_sensor
+    from orchestration_defs.release import release_build
     from resources.dagster_resources import DatabaseResource
+    from sensors.release import release_cancel_sensor, release_failure_sensor
 
     run = instance.create_run_for_job(
         release_build,

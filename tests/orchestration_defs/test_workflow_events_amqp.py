@@ -16,9 +16,9 @@ from domain.core.models import ConsumedEvent, WorkflowExecution
 from domain.core.settings import get_settings
 from domain.core.store import transaction
 from domain.workflows import workflow_events
-from orchestration_defs import workflows as workflow_defs
-from orchestration_defs.workflows import workflow_events_sensor
 from resources.dagster_resources import DatabaseResource
+from sensors import workflows as workflow_sensors
+from sensors.workflows import workflow_events_sensor
 from tests.orchestration_defs.workflow_helpers import call, new_workflow
 from tests.resources.test_amqp_broker import _wait_until_accepting
 
@@ -97,13 +97,13 @@ def test_a_message_whose_commit_failed_is_not_acked_and_comes_back(
     def store_down(*_args, **_kwargs):
         raise RuntimeError("the store went away before the commit")
 
-    monkeypatch.setattr(workflow_defs, "consume", store_down)
+    monkeypatch.setattr(workflow_sensors, "consume", store_down)
     with pytest.raises(Exception, match="store went away"):
         _tick(database_url)
     assert _executions(engine, tenant) == 0
     assert _depth(rabbitmq_url, events_queue) == 1  # not acked: back in the queue
 
-    monkeypatch.setattr(workflow_defs, "consume", workflow_events.consume)
+    monkeypatch.setattr(workflow_sensors, "consume", workflow_events.consume)
     _tick(database_url)
     assert _executions(engine, tenant) == 1
     assert _depth(rabbitmq_url, events_queue) == 0

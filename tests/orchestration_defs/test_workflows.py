@@ -250,8 +250,8 @@ def test_two_overlapping_runs_of_one_execution_start_each_step_once(wf_env, engi
 def test_a_run_failing_on_its_triggers_last_attempt_ends_the_execution_failed(
     wf_env, engine, database_url, instance, sandbox, monkeypatch
 ):
+    from orchestration_defs.tags import TAG_ATTEMPT, TAG_KIND
     from orchestration_defs.workflows import workflow_execution
-    from sensors.queue import TAG_ATTEMPT, TAG_KIND
     from tests.orchestration_defs.workflow_helpers import resources
 
     tenant, workflow = new_workflow(engine, [call("a"), call("b", depends_on=["a"])])

@@ -13,8 +13,9 @@ from domain.core.models import AuditLog, WorkflowExecution
 from domain.core.store import transaction
 from domain.workflows import workflows
 from domain.workflows.workflow_definitions import parse
-from orchestration_defs.workflows import approval_queue_sensor, workflow_execution, workflow_queue_sensor
+from orchestration_defs.workflows import workflow_execution
 from resources.dagster_resources import DatabaseResource, ServicesResource
+from sensors.workflows import approval_queue_sensor, workflow_queue_sensor
 from tests.domain import factories
 
 USER = Actor.user("ops-1")

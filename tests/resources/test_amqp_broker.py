@@ -27,6 +27,7 @@ from resources.amqp import AmqpPublisher
 from resources.batch_publisher import BatchPublisher
 from resources.dagster_resources import BatchPublisherResource, DatabaseResource
 from resources.retry import RetryPolicy
+from sensors.batch import batch_messages_relay_sensor
 
 pytestmark = pytest.mark.xdist_group("rabbitmq")  # one broker: the outage test stops it for everyone
 
@@ -200,7 +201,7 @@ def test_a_retried_step_publishes_one_message_to_the_broker(
 
     monkeypatch.setattr(BatchPublisher, "relay", relay_then_die_once)
     try:
-        assets, _jobs, _schedules = build_batch_jobs()
+        assets, _jobs = build_batch_jobs()
         asset = next(a for a in assets if a.key.path[-1] == "model_monitoring")
         job = dg.define_asset_job("retrying", selection=[asset.key], op_retry_policy=dg.RetryPolicy(max_retries=1))
         local = dg.Definitions(
@@ -229,11 +230,11 @@ def test_the_relay_sensor_asks_for_a_run_when_messages_are_due(engine, database_
     }
     with dg.instance_for_test() as instance:
         with dg.build_sensor_context(instance=instance, resources=resources) as context:
-            result = defs_module.batch_messages_relay_sensor(context)
+            result = batch_messages_relay_sensor(context)
         assert len(result.run_requests) == 1
         assert defs_module.relay_batch_messages.execute_in_process(instance=instance, resources=resources).success
         with dg.build_sensor_context(instance=instance, resources=resources) as context:
-            after = defs_module.batch_messages_relay_sensor(context)
+            after = batch_messages_relay_sensor(context)
     assert not after.run_requests
     # At least once: a publish whose confirm was lost to a connection error is sent again with the same
     # id (seen on a busy machine), and consumers dedupe on it.

@@ -17,9 +17,10 @@ from domain.core.models import HitlApproval, HitlApprovalCallback
 from domain.core.settings import Settings
 from domain.core.store import transaction
 from domain.workflows import approval_callbacks, approvals
+from orchestration_defs.approvals import approval_sweeper
 from resources.approval_callbacks import callback_client, signature
 from resources.dagster_resources import ApprovalCallbacksResource, DatabaseResource
-from schedules.approvals import approval_sweeper, approval_sweeper_sensor
+from sensors.workflows import approval_sweeper_sensor
 from tests.api.conftest import bearer, make_token
 from tests.domain import factories
 from tests.domain.test_approvals import member
@@ -221,8 +222,8 @@ def test_a_standalone_request_through_the_api_calls_back_on_decision(engine, ins
 def test_the_emailed_links_arrive_and_decide_from_the_inbox(engine, instance, database_url, flow_env, world, sandbox):
     import re
 
+    from orchestration_defs.housekeeping import deliver_notifications
     from resources.dagster_resources import NotificationsResource
-    from schedules.sweeper import deliver_notifications
 
     approval_id = _standalone(engine, world, sandbox)
     sent = deliver_notifications.execute_in_process(

@@ -15,9 +15,10 @@ from domain.core.settings import get_settings
 from domain.core.store import transaction
 from domain.queue import queue
 from orchestration_defs.build import build_automation_version
+from orchestration_defs.housekeeping import queue_sweeper
+from orchestration_defs.tags import TAG_ID, TAG_TOKEN
 from resources.dagster_resources import DatabaseResource
-from schedules.sweeper import queue_sweeper, queue_sweeper_schedule
-from sensors.queue import TAG_ID, TAG_TOKEN
+from schedules.housekeeping import queue_sweeper_schedule
 from tests.domain import factories
 
 

@@ -13,8 +13,9 @@ from domain.core.models import Notification, NotificationChannel
 from domain.core.notifications import notify, ops_alert
 from domain.core.store import transaction
 from domain.queue.queue import now_utc
+from orchestration_defs.housekeeping import deliver_notifications
 from resources.dagster_resources import DatabaseResource, NotificationsResource
-from schedules.sweeper import deliver_notifications, outbox_sensor
+from sensors.housekeeping import outbox_sensor
 
 
 @pytest.fixture

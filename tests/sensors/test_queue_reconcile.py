@@ -12,10 +12,12 @@ from domain.core.models import AuditLog, Notification, TriggerQueue
 from domain.core.settings import get_settings
 from domain.core.store import transaction
 from domain.queue import queue
-from orchestration_defs.build import build_automation_version, build_queue_sensor
+from orchestration_defs.build import build_automation_version
+from orchestration_defs.housekeeping import queue_sweeper
+from orchestration_defs.tags import TAG_RETRYABLE, TAG_TOKEN
 from resources.dagster_resources import DatabaseResource
-from schedules.sweeper import queue_sweeper
-from sensors.queue import TAG_RETRYABLE, TAG_TOKEN, queue_ack_sensor, queue_failure_sensor
+from sensors.build import build_queue_sensor
+from sensors.queue import queue_ack_sensor, queue_failure_sensor
 from tests.domain import factories
 
 
@@ -215,7 +217,7 @@ def test_a_run_created_but_never_submitted_is_failed_and_its_trigger_retried(eng
     its row `launched`, unless reconciliation fails it once it is older than a claim's lease."""
     import time
 
-    from sensors.queue import LEASE_SECONDS, reconcile_launched
+    from orchestration_defs.trigger_runs import LEASE_SECONDS, reconcile_launched
 
     [row_id] = _enqueue(engine, 1)
     [request] = _tick(instance, resources)

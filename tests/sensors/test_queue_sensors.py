@@ -10,9 +10,11 @@ from sqlalchemy import select, update
 from domain.core.models import AuditLog, Notification, TriggerQueue
 from domain.core.store import transaction
 from domain.queue import queue
-from orchestration_defs.build import build_automation_version, build_queue_sensor
+from orchestration_defs.build import build_automation_version
+from orchestration_defs.tags import TAG_ID, TAG_TOKEN
 from resources.dagster_resources import DatabaseResource
-from sensors.queue import TAG_ID, TAG_TOKEN, queue_ack_sensor, queue_failure_sensor
+from sensors.build import build_queue_sensor
+from sensors.queue import queue_ack_sensor, queue_failure_sensor
 from tests.domain import factories
 
 

@@ -1,18 +1,14 @@
 """Approvals' housekeeping: expire overdue approvals (on_timeout applied, the continuation queued) and
-call standalone approvals' callback URLs. A sensor launches one `approval_sweeper` run when either has
-work and none is in flight, so an idle system launches no runs."""
+call standalone approvals' callback URLs, in one run launched by `approval_sweeper_sensor`
+(sensors/workflows.py) when either has work."""
 
 import dagster as dg
-from sqlalchemy import func, select
 
-from domain.core.models import ApprovalStatus, HitlApproval
-from domain.core.settings import get_settings
-from domain.core.store import read_transaction, transaction
+from domain.core.store import transaction
 from domain.workflows import approval_callbacks as callback_outbox
 from domain.workflows import approvals
 from resources.approval_callbacks import is_retryable
 from resources.dagster_resources import ApprovalCallbacksResource, DatabaseResource
-from sensors.runs import in_flight
 
 BATCH = 200
 
@@ -49,32 +45,3 @@ def sweep_approvals(
 )
 def approval_sweeper() -> None:
     sweep_approvals()
-
-
-def work_waiting(database: DatabaseResource) -> tuple[int, int]:
-    """Overdue pending approvals, and due callbacks."""
-    with read_transaction(database.engine) as session:
-        now = approvals.now_utc()
-        overdue = session.scalar(
-            select(func.count())
-            .select_from(HitlApproval)
-            .where(HitlApproval.status == ApprovalStatus.PENDING.value, HitlApproval.expires_at <= now)
-        )
-        return int(overdue or 0), callback_outbox.due_count(session, now)
-
-
-@dg.sensor(
-    job=approval_sweeper,
-    minimum_interval_seconds=get_settings().sensor_interval_seconds,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Launches an approval sweep when approvals are overdue or callbacks are due, none in flight.",
-)
-def approval_sweeper_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SensorResult:
-    if in_flight(context.instance, approval_sweeper.name):
-        return dg.SensorResult(skip_reason="an approval sweep is in flight")
-    overdue, callbacks = work_waiting(database)
-    if not overdue and not callbacks:
-        return dg.SensorResult(skip_reason="no overdue approval, no due callback")
-    return dg.SensorResult(
-        run_requests=[dg.RunRequest(tags={"wrk/overdue": str(overdue), "wrk/callbacks": str(callbacks)})]
-    )

@@ -1,28 +1,26 @@
-"""Housekeeping on a schedule: reconcile the queue with its runs, rescue expired claims, prune what is
+"""Housekeeping jobs: reconcile the queue with its runs, rescue expired claims, prune what is
 finished (queue rows, idempotency keys, webhook deliveries, consumed events, phase events, release working
 folders) after the retention settings, fold the phase audit rows into /metrics' totals, alert on batch
 messages left unpublished (whatever the transport: the relay runs only with a broker), deliver the
-outbox."""
+outbox. The sweep runs on a schedule (schedules/housekeeping.py), the delivery when a sensor finds
+notifications due (sensors/housekeeping.py)."""
 
 from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
-from sqlalchemy import func, select
 
 from domain.batch import batch_jobs
 from domain.core import housekeeping
-from domain.core.models import Notification, NotificationStatus
 from domain.core.notifications import deliver_due
 from domain.core.settings import get_settings
-from domain.core.store import read_transaction, transaction
+from domain.core.store import transaction
 from domain.phases import phase_metrics
 from domain.queue import queue
 from domain.queue.triggers import KINDS
+from orchestration_defs.trigger_runs import reconcile_launched, record_launches, rescue_expired
 from resources.dagster_resources import DatabaseResource, NotificationsResource
 from resources.notifications import is_retryable
-from sensors.queue import reconcile_launched, record_launches, rescue_expired
-from sensors.runs import in_flight
 
 
 @dg.op(
@@ -85,11 +83,6 @@ def queue_sweeper() -> None:
     sweep_queue()
 
 
-queue_sweeper_schedule = dg.ScheduleDefinition(
-    job=queue_sweeper, cron_schedule="*/5 * * * *", default_status=dg.DefaultScheduleStatus.RUNNING
-)
-
-
 @dg.op(description="Send the outbox's due notifications (e-mail, Slack), at least once each.")
 def deliver_outbox(
     context: dg.OpExecutionContext, database: DatabaseResource, notifications: NotificationsResource
@@ -107,26 +100,3 @@ def deliver_outbox(
 )
 def deliver_notifications() -> None:
     deliver_outbox()
-
-
-@dg.sensor(
-    job=deliver_notifications,
-    minimum_interval_seconds=15,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Launches a delivery run when notifications are due and none is in flight.",
-)
-def outbox_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SensorResult:
-    if in_flight(context.instance, deliver_notifications.name):
-        return dg.SensorResult(skip_reason="a delivery run is in flight")
-    with read_transaction(database.engine) as session:
-        due = session.scalar(
-            select(func.count())
-            .select_from(Notification)
-            .where(
-                Notification.status == NotificationStatus.PENDING.value,
-                Notification.next_attempt_at <= queue.now_utc(),
-            )
-        )
-    if not due:
-        return dg.SensorResult(skip_reason="nothing due")
-    return dg.SensorResult(run_requests=[dg.RunRequest()])

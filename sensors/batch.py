@@ -1,0 +1,33 @@
+"""The relay sensor: with a broker, a relay run when batch-job messages are due in the outbox and none
+is in flight."""
+
+from typing import Any
+
+from domain.batch import batch_jobs
+from domain.core.store import read_transaction
+from orchestration_defs.batch_jobs import relay_batch_messages
+from sensors.due_work import due_work_sensor
+
+
+def _outbox_transport(resources: Any) -> str | None:
+    if resources.batch_publisher.publisher.broker_configured:
+        return None
+    return "BATCH_TRANSPORT is outbox (RABBITMQ_URL unset, or the outbox chosen): messages are delivered in the outbox"
+
+
+def messages_due(resources: Any) -> dict[str, int]:
+    with read_transaction(resources.database.engine) as session:
+        return {"wrk/outbox_due": batch_jobs.due_count(session)}
+
+
+batch_messages_relay_sensor = due_work_sensor(
+    relay_batch_messages,
+    messages_due,
+    name="batch_messages_relay_sensor",
+    minimum_interval_seconds=15,
+    busy="a relay run is in flight",
+    idle=_outbox_transport,
+    resource_keys=frozenset({"database", "batch_publisher"}),
+    description="With BATCH_TRANSPORT=rabbitmq: launches a relay run when outbox messages are due and none is in "
+    "flight.",
+)
