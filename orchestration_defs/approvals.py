@@ -5,8 +5,7 @@ call standalone approvals' callback URLs, in one run launched by `approval_sweep
 import dagster as dg
 
 from domain.core.store import transaction
-from domain.workflows import approval_callbacks as callback_outbox
-from domain.workflows import approvals
+from domain.workflows import approval_callbacks as callback_outbox, approvals
 from resources.approval_callbacks import is_retryable
 from resources.dagster_resources import ApprovalCallbacksResource, DatabaseResource
 

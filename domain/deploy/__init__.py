@@ -34,82 +34,38 @@ package exposes the flow's API.
 
 from domain.deploy.commit import (
     Committed as Committed,
-)
-from domain.deploy.commit import (
     commit_live as commit_live,
-)
-from domain.deploy.commit import (
     commit_pause as commit_pause,
-)
-from domain.deploy.commit import (
     live_versions as live_versions,
 )
 from domain.deploy.plan import (
     change_status as change_status,
-)
-from domain.deploy.plan import (
     rollback as rollback,
-)
-from domain.deploy.plan import (
     rollback_target as rollback_target,
-)
-from domain.deploy.plan import (
     route as route,
 )
 from domain.deploy.reconcile import (
     Reconciliation as Reconciliation,
-)
-from domain.deploy.reconcile import (
     reconcile as reconcile,
 )
 from domain.deploy.run import (
     converge as converge,
-)
-from domain.deploy.run import (
     restore_platform as restore_platform,
-)
-from domain.deploy.run import (
     wanted_active as wanted_active,
 )
 from domain.deploy.saga import (
     DEPLOYMENT_TRANSITIONS as DEPLOYMENT_TRANSITIONS,
-)
-from domain.deploy.saga import (
     OPEN as OPEN,
-)
-from domain.deploy.saga import (
     RECONCILE_GRACE as RECONCILE_GRACE,
-)
-from domain.deploy.saga import (
     DeadlineExceeded as DeadlineExceeded,
-)
-from domain.deploy.saga import (
     DeployRefused as DeployRefused,
-)
-from domain.deploy.saga import (
     Hints as Hints,
-)
-from domain.deploy.saga import (
     Outcome as Outcome,
-)
-from domain.deploy.saga import (
     Platform as Platform,
-)
-from domain.deploy.saga import (
     Request as Request,
-)
-from domain.deploy.saga import (
     Route as Route,
-)
-from domain.deploy.saga import (
     Saga as Saga,
-)
-from domain.deploy.saga import (
     check_hints as check_hints,
-)
-from domain.deploy.saga import (
     render_version as render_version,
-)
-from domain.deploy.saga import (
     request_hash as request_hash,
 )

@@ -50,42 +50,18 @@ from domain.phases.phases_money import (
 )
 from domain.phases.requests import (
     CLAIM_PHASES,
-    NAMES,
-)
-from domain.phases.requests import (
     KIND as KIND,
-)
-from domain.phases.requests import (
+    NAMES,
     PHASES as PHASES,
-)
-from domain.phases.requests import (
     REQUESTS as REQUESTS,
-)
-from domain.phases.requests import (
     Accepted as Accepted,
-)
-from domain.phases.requests import (
     InvalidPhase as InvalidPhase,
-)
-from domain.phases.requests import (
     Phase4Request as Phase4Request,
-)
-from domain.phases.requests import (
     PhaseRequest as PhaseRequest,
-)
-from domain.phases.requests import (
     Posted as Posted,
-)
-from domain.phases.requests import (
     accept_many as accept_many,
-)
-from domain.phases.requests import (
     parse_phase as parse_phase,
-)
-from domain.phases.requests import (
     parse_request as parse_request,
-)
-from domain.phases.requests import (
     posted as posted,
 )
 from domain.queue import queue

@@ -44,17 +44,9 @@ from domain.core.models import QueueState
 from domain.core.store import is_postgres
 from domain.queue.reading import (
     Trigger as Trigger,
-)
-from domain.queue.reading import (
     find as find,
-)
-from domain.queue.reading import (
     held_by_kind as held_by_kind,
-)
-from domain.queue.reading import (
     live_id as live_id,
-)
-from domain.queue.reading import (
     stats as stats,
 )
 from domain.queue.statements import (
@@ -71,25 +63,17 @@ from domain.queue.statements import (
     HELD_BY_RUN_SQL,
     HELD_ROW_SQL,
     LAUNCH_SQL,
+    LIVE as LIVE,
     LIVE_TWIN_SQL,
     LIVE_TWINS_SQL,
     RETRY_SQL,
     Driver,
+    Q as Q,
     S,
+    Store as Store,
     json_param,
     json_value,
     now_in,
-)
-from domain.queue.statements import (
-    LIVE as LIVE,
-)
-from domain.queue.statements import (
-    Q as Q,
-)
-from domain.queue.statements import (
-    Store as Store,
-)
-from domain.queue.statements import (
     now_utc as now_utc,
 )
 from domain.queue.triggers import KINDS, KindPolicy

@@ -32,8 +32,7 @@ from domain.phases import phases
 from domain.queue import queue
 from domain.release.release_graph import load_graph
 from orchestration_defs.executors import write_worker_config
-from orchestration_defs.phases import run_config as phase_run_config
-from orchestration_defs.phases import run_tags as phase_run_tags
+from orchestration_defs.phases import run_config as phase_run_config, run_tags as phase_run_tags
 from orchestration_defs.trigger_runs import LEASE_SECONDS, reconcile_launched
 from resources.dagster_resources import DatabaseResource
 from sensors.release import release_queue_sensor
