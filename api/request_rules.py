@@ -29,6 +29,10 @@ from api.problems import Problem, problem_response
 from domain.core.settings import Settings
 
 STORE_INT_MIN, STORE_INT_MAX = -(2**63), 2**63 - 1  # BIGINT, the widest integer the stores hold
+# The rules above as JSON Schema patterns (api/openapi.py describes every parameter and body with them).
+TEXT_PATTERN = "^[^\\x00]*$"
+HEADER_PATTERN = "^[\\t\\x20-\\x7e]*$"
+HEADER_PRESENT_PATTERN = "^[\\t ]*[\\x21-\\x7e][\\t\\x20-\\x7e]*$"  # not blank either
 WEBHOOK_PATHS = frozenset({"/webhooks/github"})
 
 _HEADER_VALUE_BYTES = b"\t" + bytes(range(0x20, 0x7F))  # HTAB, SP and the visible ASCII characters

@@ -157,8 +157,9 @@ ENDPOINTS = [
         "/metrics",
         metrics,
         "Prometheus metrics (text format): queue, phases, live connections",
+        media_type="text/plain",
         auth=False,
-        errors=[401, 403],
+        errors={401: ["unauthorized"], 403: ["forbidden"]},
         tags=["system"],
     ),
 ]
