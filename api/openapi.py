@@ -216,19 +216,18 @@ _NESTED_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 
 
 def _json_value() -> dict[str, Any]:
-    """Any JSON value the store can hold (api/request_rules.py): text without NUL, integers of 64 bits."""
-    text = {"type": "string", "pattern": TEXT_PATTERN}
+    """Any JSON value the store can hold (api/request_rules.py): text without NUL, numbers within 64-bit
+    integers' range. One schema of several types (each keyword applies to its own type), not a choice
+    among schemas, so a value is never both valid and invalid by different branches."""
     return {
-        "description": "Any JSON value the store can hold: text without NUL, integers of at most 64 bits",
-        "anyOf": [
-            text,
-            {"type": "integer", "minimum": STORE_INT_MIN, "maximum": STORE_INT_MAX},
-            {"type": "number", "not": {"type": "integer"}},
-            {"type": "boolean"},
-            {"type": "null"},
-            {"type": "array", "items": _JSON_VALUE_REF},
-            {"type": "object", "additionalProperties": _JSON_VALUE_REF, "propertyNames": text},
-        ],
+        "description": "Any JSON value the store can hold: text without NUL, numbers within 64-bit integers",
+        "type": ["string", "number", "boolean", "null", "array", "object"],
+        "pattern": TEXT_PATTERN,
+        "minimum": STORE_INT_MIN,
+        "maximum": STORE_INT_MAX,
+        "items": _JSON_VALUE_REF,
+        "additionalProperties": _JSON_VALUE_REF,
+        "propertyNames": {"type": "string", "pattern": TEXT_PATTERN},
     }
 
 
@@ -243,7 +242,7 @@ def _kept_to_rules(schema: Any) -> Any:
     kind = out.get("type")
     if kind == "string" and not {"pattern", "format", "enum", "const"} & out.keys():
         out["pattern"] = TEXT_PATTERN
-    if kind == "integer":
+    if kind in ("integer", "number"):
         out["minimum"] = max(out.get("minimum", STORE_INT_MIN), STORE_INT_MIN)
         out["maximum"] = min(out.get("maximum", STORE_INT_MAX), STORE_INT_MAX)
     if "properties" in out:

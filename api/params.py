@@ -14,8 +14,11 @@ from api.request_rules import HEADER_PATTERN, STORE_INT_MAX, TEXT_PATTERN, field
 
 
 class Param(Protocol):
-    name: str
-    description: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
 
     def schema(self) -> dict[str, Any]: ...
 
