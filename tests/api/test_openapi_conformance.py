@@ -35,7 +35,7 @@ STREAM = "/v1/users/{user_id}/events"
 
 
 @pytest.fixture(scope="module")
-def api(shared_engine, sandbox_server) -> Iterator[dict[str, Any]]:
+def api(shared_engine, sandbox_server, tmp_path_factory) -> Iterator[dict[str, Any]]:
     settings = Settings(
         environment="test",
         wrk_api_url=sandbox_server.url,
@@ -45,11 +45,13 @@ def api(shared_engine, sandbox_server) -> Iterator[dict[str, Any]]:
     with transaction(shared_engine) as session:
         demo = seed_demo(session)
     server = ServerThread(create_app(settings, shared_engine)).start()
-    yield {"url": server.url, "settings": settings, "tenant": demo["tenants"][0]["id"]}
+    workdir = tmp_path_factory.mktemp("schemathesis")
+    yield {"url": server.url, "settings": settings, "tenant": demo["tenants"][0]["id"], "workdir": workdir}
     server.stop()
 
 
 def schemathesis(api: dict[str, Any], roles: list[str], *options: str) -> subprocess.CompletedProcess[str]:
+    """`st run` with a token holding `roles`, from a folder of its own (it keeps a cache where it runs)."""
     token = mint_dev_token(api["settings"], tenants=[api["tenant"]], roles=roles, sub="schemathesis")
     return subprocess.run(
         [
@@ -78,6 +80,7 @@ def schemathesis(api: dict[str, Any], roles: list[str], *options: str) -> subpro
         capture_output=True,
         text=True,
         check=False,
+        cwd=api["workdir"],
     )
 
 
