@@ -1,0 +1,34 @@
+"""flow_counters: /metrics' counters and histogram buckets of the flows (builds, deploys, releases,
+workflows, approvals, batch messages, dead triggers), bumped by each flow in the transaction of the event
+it counts, so no figure goes back when rows are pruned. They start at zero.
+
+Revision ID: 0010
+Revises: 0009
+Create Date: 2026-12-07 07:00:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0010"
+down_revision: str | None = "0009"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "flow_counters",
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("labels", sa.String(length=500), nullable=False),
+        sa.Column("le", sa.Float(), nullable=False),
+        sa.Column("count", sa.BigInteger(), nullable=False),
+        sa.Column("total", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("name", "labels", "le", name=op.f("pk_flow_counters")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("flow_counters")
