@@ -40,6 +40,32 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return found
 
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(engine) -> Samples:
+    """One scrape of /metrics over the store (an app of its own, with the scrape token)."""
+    app = create_app(Settings(environment="test", metrics_token=SecretStr(METRICS_TOKEN)), engine)
+    with TestClient(app) as scraper:
+        answer = scraper.get("/metrics", headers=bearer(METRICS_TOKEN))
+    assert answer.status_code == 200
+    return samples(answer.text)
+
+
+def value(found: Samples, name: str, **labels: str) -> float:
+    return found[(name, tuple(sorted(labels.items())))]
+
+
+def counters_of(found: Samples) -> Samples:
+    """The counters and histogram counts of a scrape: what must never go back."""
+    return {key: v for key, v in found.items() if key[0].endswith(("_total", "_count", "_sum", "_bucket"))}
+
+
+def assert_none_went_back(before: Samples, after: Samples) -> None:
+    went_back = {key: (v, after.get(key)) for key, v in counters_of(before).items() if after.get(key, -1) < v}
+    assert not went_back
+
+
 def enqueue_phases(engine, n: int) -> str:
     tenant_id = str(uuid.uuid4())
     with transaction(engine) as session:
