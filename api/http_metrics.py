@@ -86,13 +86,23 @@ class _Workers(Collector):
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.files = MultiProcessCollector(None, path)  # type: ignore[no-untyped-call]
 
     def collect(self) -> Iterable[Metric]:
         for pid in _dead_pids(self.path):
             mark_process_dead(pid, self.path)  # type: ignore[no-untyped-call]
-        metrics: Iterable[Metric] = self.files.collect()  # type: ignore[no-untyped-call]
+        metrics: Iterable[Metric] = MultiProcessCollector.merge(_sized(self.path), accumulate=True)  # type: ignore[no-untyped-call]
         return metrics
+
+
+def _sized(path: str) -> list[str]:
+    """The folder's files, but one a worker is creating right now: it opens it empty, then sizes it, and an
+    empty file is not one prometheus_client can read."""
+    sized = []
+    for file in Path(path).glob("*.db"):
+        with contextlib.suppress(FileNotFoundError):  # a live gauge's file, removed as its worker died
+            if file.stat().st_size > 0:
+                sized.append(str(file))
+    return sized
 
 
 def _dead_pids(path: str) -> Iterable[int]:

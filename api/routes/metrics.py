@@ -60,7 +60,7 @@ FLOW_COUNTERS: dict[str, tuple[str, dict[str, Sequence[str] | None]]] = {
     "deploy_drift": ("Workflows reconciliation found running on the platform against the store, or the reverse", {}),
     "releases": ("Releases ended, per outcome", {"outcome": ("succeeded", "failed")}),
     "release_repository_builds": (
-        "Repository builds of releases ended (each failed attempt counts), per repository and outcome",
+        "Repository builds of releases ended, per repository and outcome (a resumed one counts each end)",
         {"repository": None, "outcome": ("succeeded", "failed")},
     ),
     "workflow_executions_finished": (

@@ -1,6 +1,7 @@
 """flow_counters: /metrics' counters and histogram buckets of the flows (builds, deploys, releases,
 workflows, approvals, batch messages, dead triggers), bumped by each flow in the transaction of the event
-it counts, so no figure goes back when rows are pruned. They start at zero.
+it counts, so no figure goes back when rows are pruned. They start at zero. And partial indexes over
+the dead notifications and approval callbacks, which /metrics counts at each scrape.
 
 Revision ID: 0010
 Revises: 0009
@@ -28,7 +29,20 @@ def upgrade() -> None:
         sa.Column("total", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("name", "labels", "le", name=op.f("pk_flow_counters")),
     )
+    # /metrics counts dead notifications and approval callbacks at each scrape: their rows only.
+    for table in ("notifications", "hitl_approval_callbacks"):
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.create_index(
+                f"ix_{table}_dead",
+                ["created_at"],
+                unique=False,
+                postgresql_where=sa.text("status = 'dead'"),
+                sqlite_where=sa.text("status = 'dead'"),
+            )
 
 
 def downgrade() -> None:
+    for table in ("notifications", "hitl_approval_callbacks"):
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.drop_index(f"ix_{table}_dead")
     op.drop_table("flow_counters")
