@@ -1,4 +1,4 @@
-"""Request ids and JSON access logs (with tenant and actor), as one plain ASGI middleware."""
+"""Request ids, JSON access logs (with tenant and actor) and the HTTP metrics, as one plain ASGI middleware."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.http_metrics import DURATION, IN_FLIGHT, REQUESTS, method_label, route_template
 
 access_log = logging.getLogger("wrk.api.access")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -29,6 +31,7 @@ class RequestContext:
         state["request_id"] = request_id
         started = time.perf_counter()
         status = {"code": 500}
+        IN_FLIGHT.inc()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -40,13 +43,18 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - started
+            IN_FLIGHT.dec()
+            method, route = method_label(scope["method"]), route_template(scope)
+            REQUESTS.labels(method, route, str(status["code"])).inc()
+            DURATION.labels(method, route).observe(seconds)
             entry: dict[str, Any] = {
                 "event": "http_request",
                 "request_id": request_id,
                 "method": scope["method"],
                 "path": scope["path"],
                 "status": status["code"],
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "duration_ms": round(seconds * 1000, 2),
                 "tenant_id": state.get("tenant_id"),
                 "actor": state.get("actor"),
             }

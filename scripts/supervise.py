@@ -36,6 +36,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -158,6 +159,10 @@ class Service:
     # The API with several workers: its workers are children of the uvicorn process and would outlive it
     # (still holding the port) if it died; its group is stopped before it starts again.
     stop_group_on_exit: bool = False
+    # The API's workers sum their HTTP metrics through files in one folder (prometheus_client's
+    # multiprocess mode, PROMETHEUS_MULTIPROC_DIR): emptied before each start, so a restarted API starts
+    # its counters from zero (a reset Prometheus sees) rather than adding to a dead worker's gauges.
+    metrics_dir: Path | None = None
 
 
 class Supervisor:
@@ -220,7 +225,14 @@ class Supervisor:
 
     # -- services --------------------------------------------------------------------------------------
 
-    def add(self, name: str, *argv: str, deaf_to_term: bool = False, stop_group_on_exit: bool = False) -> None:
+    def add(
+        self,
+        name: str,
+        *argv: str,
+        deaf_to_term: bool = False,
+        stop_group_on_exit: bool = False,
+        metrics_dir: Path | None = None,
+    ) -> None:
         self.services.append(
             Service(
                 name,
@@ -228,16 +240,22 @@ class Supervisor:
                 self.log_dir / f"{name}.log",
                 deaf_to_term=deaf_to_term,
                 stop_group_on_exit=stop_group_on_exit,
+                metrics_dir=metrics_dir,
             )
         )
 
     def start(self, service: Service) -> None:
+        env = self.env
+        if service.metrics_dir is not None:
+            shutil.rmtree(service.metrics_dir, ignore_errors=True)
+            service.metrics_dir.mkdir(parents=True)
+            env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(service.metrics_dir)}
         log = open(service.log_path, "ab")  # noqa: SIM115 - the child owns it; closed below
         try:
             service.process = subprocess.Popen(
                 service.argv,
                 cwd=ROOT,
-                env=self.env,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -303,6 +321,9 @@ class Supervisor:
                 say(f"process group {pgid} still running after {STOP_GRACE_S:.0f} s; killing it")
             signal_group(pgid, signal.SIGKILL)
         reap_children()
+        for service in self.services:
+            if service.metrics_dir is not None:
+                shutil.rmtree(service.metrics_dir, ignore_errors=True)
         say("stopped")
 
     # -- readiness -------------------------------------------------------------------------------------
@@ -509,6 +530,7 @@ def main() -> int:
     supervisor.add(
         "api", uvicorn, "api.app:create_app", "--factory", "--host", host, "--port", env["API_PORT"], "--no-access-log",
         "--workers", env["API_WORKERS"], stop_group_on_exit=True,
+        metrics_dir=Path(tempfile.gettempdir()) / f"wrk-api-metrics-{os.getpid()}",
     )  # fmt: skip
     supervisor.add(
         "dagster-code-server", str(BIN / "dagster"), "api", "grpc", "-m", "orchestration_defs.definitions",

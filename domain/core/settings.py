@@ -216,6 +216,8 @@ class Settings(BaseSettings):
     hitl_link_secret: SecretStr = SecretStr(DEV_HITL_LINK_SECRET)
     hitl_link_base_url: str = ""
     hitl_default_timeout_s: float = Field(default=86400.0, gt=0)
+    # /metrics' wrk_approvals_expiring_soon: pending approvals whose expiry is this close.
+    approval_expiry_warning_seconds: float = Field(default=3600.0, gt=0)
     # The hosts a standalone request's callback_url may name (the orchestrator POSTs there): "host" exactly,
     # or ".example.com" for its subdomains. Empty: any host.
     approval_callback_hosts: list[str] = []

@@ -151,3 +151,22 @@ def test_a_log_over_its_limit_is_rotated_while_its_service_keeps_writing(supervi
     assert (tmp_path / "daemon.log.2").read_bytes() == b"after" + b"c" * 100
     assert not (tmp_path / "daemon.log.3").exists()
     assert not supervise.rotate(tmp_path / "missing.log", max_bytes=1)
+
+
+def test_the_api_gets_an_empty_metrics_folder_at_each_start_and_it_goes_at_the_stop(supervise, supervisor, tmp_path):
+    # The API's workers sum their HTTP metrics through files there (PROMETHEUS_MULTIPROC_DIR): a restarted
+    # API must not add to the dead one's files, and nothing is left behind.
+    folder = tmp_path / "api-metrics"
+    writer = "import os, time; open(os.path.join(os.environ['PROMETHEUS_MULTIPROC_DIR'], f'{os.getpid()}.db'), 'w'); "
+    supervisor.add("api", sys.executable, "-c", writer + "time.sleep(10**6)", metrics_dir=folder)
+    [api] = supervisor.services
+    supervisor.start(api)
+    first = api.process.pid
+    _until(lambda: (folder / f"{first}.db").exists())
+    os.kill(first, signal.SIGKILL)
+    _until(lambda: api.restarts == 1, supervisor.watch)
+    second = api.process.pid
+    _until(lambda: (folder / f"{second}.db").exists())
+    assert sorted(p.name for p in folder.iterdir()) == [f"{second}.db"]
+    supervisor.stop()
+    assert not folder.exists()
