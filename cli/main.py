@@ -10,7 +10,6 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pydantic import ValidationError
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import OperationalError
 
@@ -19,11 +18,16 @@ from domain import deploy
 from domain.batch import batch_jobs
 from domain.core import lifecycle, migrate, models
 from domain.core.lifecycle import Status
-from domain.core.settings import get_settings, masked_url
+from domain.core.settings import EXIT_MISCONFIGURED, ConfigurationError, get_settings, masked_url
 from domain.core.store import engine_for, read_transaction, transaction
 from domain.core.tokens import InvalidTokenRequest, mint_dev_token
 from domain.queue import queue
 from domain.release.release_graph import InvalidGraph, load_graph
+
+
+def _cmd_check_settings(_args: argparse.Namespace) -> int:
+    get_settings()
+    return 0
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
@@ -213,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wrk-orch", description="WRK orchestration operator commands")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    p = sub.add_parser(
+        "check-settings", help=f"load the settings; one line and exit {EXIT_MISCONFIGURED} when they cannot be used"
+    )
+    p.set_defaults(func=_cmd_check_settings)
+
     p = sub.add_parser("migrate", help="apply the store's migrations (DATABASE_URL)")
     p.add_argument("--revision", default="head")
     p.set_defaults(func=_cmd_migrate)
@@ -291,9 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except ValidationError as exc:
-        print(f"wrk-orch: the settings are not valid: {exc}", file=sys.stderr)
-        return 2
+    except ConfigurationError as exc:
+        print(f"wrk-orch: configuration: {exc}", file=sys.stderr)
+        return EXIT_MISCONFIGURED
     except migrate.StoreNotMigrated as exc:
         print(f"wrk-orch: {exc}", file=sys.stderr)
         return 1
