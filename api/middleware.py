@@ -1,14 +1,15 @@
-"""Request ids and JSON access logs (with tenant and actor), as one plain ASGI middleware."""
+"""Request ids and access logs (with tenant and actor), as one plain ASGI middleware. The request id is bound
+to every log record written while the request is served (structlog's context variables)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
 import uuid
 from typing import Any
 
+import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access_log = logging.getLogger("wrk.api.access")
@@ -28,6 +29,7 @@ class RequestContext:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         started = time.perf_counter()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
         status = {"code": 500}
 
         async def send_with_id(message: Message) -> None:
@@ -41,7 +43,6 @@ class RequestContext:
             await self.app(scope, receive, send_with_id)
         finally:
             entry: dict[str, Any] = {
-                "event": "http_request",
                 "request_id": request_id,
                 "method": scope["method"],
                 "path": scope["path"],
@@ -50,4 +51,5 @@ class RequestContext:
                 "tenant_id": state.get("tenant_id"),
                 "actor": state.get("actor"),
             }
-            access_log.info(json.dumps(entry))
+            access_log.info("%s %s %s", scope["method"], scope["path"], status["code"], extra=entry)
+            structlog.contextvars.unbind_contextvars("request_id")

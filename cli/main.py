@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 from cli.demo import FRESH_STATUSES, demo_tenant_ids, demo_version, describe, reset_demo, seed_demo
 from domain import deploy
 from domain.batch import batch_jobs
-from domain.core import lifecycle, migrate, models
+from domain.core import lifecycle, logs, migrate, models
 from domain.core.lifecycle import Status
 from domain.core.settings import EXIT_MISCONFIGURED, ConfigurationError, get_settings, masked_url
 from domain.core.store import engine_for, read_transaction, transaction
@@ -299,6 +299,8 @@ def _operator() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        settings = get_settings()
+        logs.configure("wrk-orch", settings.log_level, settings.log_format)
         return int(args.func(args))
     except ConfigurationError as exc:
         print(f"wrk-orch: configuration: {exc}", file=sys.stderr)

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", env_file=None, hide_input_in_errors=True)
 
     environment: Literal["development", "test", "production"] = "development"
+
+    # Logs (domain/core/logs.py): the lowest level written, and one JSON object per line or plain text
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
 
     # Store
     database_url: str = Field(default="")
@@ -208,6 +212,13 @@ class Settings(BaseSettings):
         except ValueError:
             raise ValueError("expected an ISO 8601 date or date-time, such as 2026-01-01") from None
         return value
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _any_case(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "log_level" else value.lower()
 
     @field_validator("tenant_max_concurrent_runs")
     @classmethod
