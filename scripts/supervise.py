@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import http.client
 import json
 import logging
 import os
@@ -439,7 +440,7 @@ def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             return 200 <= response.status < 300
-    except (OSError, urllib.error.URLError):
+    except (OSError, urllib.error.URLError, http.client.HTTPException):  # e.g. another server on the port
         return False
 
 

@@ -27,8 +27,9 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 # Record attributes that are no field of a line: Dagster's event metadata (its run id is taken out first),
 # uvicorn's coloured copy of the message.
 DROPPED = ("dagster_meta", "color_message")
-# The daemon's line for every sensor evaluation (about one a second per sensor): DEBUG, not INFO.
-SENSOR_TICK = "Checking for new runs for sensor"
+# The daemon's lines for every sensor evaluation that launches nothing (about one a second per sensor):
+# DEBUG, not INFO. What a tick does (a launch, a failure) stays at its level.
+SENSOR_TICK = re.compile(r"^(Checking for new runs for sensor: |Sensor \S+ skipped: |No run requests returned for )")
 
 
 def plain(text: str) -> str:
@@ -97,10 +98,13 @@ def configure(service: str, level: str = "INFO", log_format: LogFormat = "json",
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         uvicorn_logger = logging.getLogger(name)  # uvicorn's own handlers print its text format
         uvicorn_logger.handlers.clear()
         uvicorn_logger.propagate = True
+    # The API's middleware writes one access line per request (with its request id and tenant): not uvicorn's.
+    logging.getLogger("uvicorn.access").handlers.clear()
+    logging.getLogger("uvicorn.access").propagate = False
     logging.getLogger("httpx").setLevel(logging.WARNING)  # outbound calls are logged by the clients' retries
     logging.captureWarnings(True)
 
@@ -163,7 +167,7 @@ class SensorTicksAtDebug(logging.Filter):
     """Puts the daemon's per-evaluation sensor line at DEBUG, where a handler at INFO drops it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno == logging.INFO and str(record.msg).startswith(SENSOR_TICK):
+        if record.levelno == logging.INFO and SENSOR_TICK.match(str(record.msg)):
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
         return True
