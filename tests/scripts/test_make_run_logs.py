@@ -27,9 +27,7 @@ SERVICES = {"supervisor", "sandbox", "api", "dagster-code-server", "dagster-webs
 
 
 def _lines(log_dir: Path) -> dict[str, list[dict]]:
-    return {
-        path.name: [json.loads(line) for line in path.read_text().splitlines()] for path in log_dir.glob("*.log")
-    }
+    return {path.name: [json.loads(line) for line in path.read_text().splitlines()] for path in log_dir.glob("*.log")}
 
 
 @pytest.fixture
