@@ -86,12 +86,22 @@ def formatter(service: str, log_format: LogFormat = "json") -> logging.Formatter
 
 
 class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The handler `configure` installs (and replaces when called again; other handlers stay)."""
+    """The handler `configure` installs (and replaces when called again; other handlers stay). Without a
+    stream it writes to whatever `sys.stderr` is at the time (a test runner swaps it per test)."""
+
+    def __init__(self, stream: IO[str] | None) -> None:
+        super().__init__(stream)
+        self.follows_stderr = stream is None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.follows_stderr:
+            self.stream = sys.stderr
+        super().emit(record)
 
 
 def configure(service: str, level: str = "INFO", log_format: LogFormat = "json", stream: IO[str] | None = None) -> None:
     """Send every record of this process, uvicorn's included, to one handler on `stream` (stderr)."""
-    handler = _LineHandler(stream or sys.stderr)
+    handler = _LineHandler(stream)
     handler.setFormatter(formatter(service, log_format))
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _LineHandler)]:
