@@ -103,6 +103,7 @@ def configure(service: str, level: str = "INFO", log_format: LogFormat = "json",
     """Send every record of this process, uvicorn's included, to one handler on `stream` (stderr)."""
     handler = _LineHandler(stream)
     handler.setFormatter(formatter(service, log_format))
+    handler.setLevel(level.upper())  # the lowest level written, whatever a library sets on its loggers
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _LineHandler)]:
         root.removeHandler(old)

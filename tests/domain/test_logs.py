@@ -14,11 +14,13 @@ from domain.core import logs
 
 @pytest.fixture(autouse=True)
 def _root_logger_restored():
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+    root, dagster = logging.getLogger(), logging.getLogger("dagster")
+    handlers, level, dagster_level = list(root.handlers), root.level, dagster.level
+    dagster.setLevel(logging.NOTSET)  # as the daemon leaves it (other tests in this process may set it)
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+    dagster.setLevel(dagster_level)
 
 
 def _configured(level: str = "INFO") -> io.StringIO:
