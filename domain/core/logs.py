@@ -141,6 +141,9 @@ def relayed_record(service: str, line: str, level: str = "info") -> logging.LogR
     if not isinstance(levelno, int):
         levelname, levelno = "INFO", logging.INFO
     fields.setdefault("service", service)
+    run_id = RUN_ID.search(str(message))
+    if run_id and "run_id" not in fields and str(fields.get("logger") or service).startswith("dagster"):
+        fields["run_id"] = run_id.group(0)  # Dagster's lines name the run they are about in the message
     record = logging.makeLogRecord({"name": str(fields.pop("logger", None) or service), "msg": str(message)})
     record.levelname, record.levelno = levelname, levelno
     for name, value in fields.items():
@@ -166,9 +169,6 @@ def _text_fields(text: str) -> dict[str, Any]:
         fields: dict[str, Any] = match.groupdict()
         with contextlib.suppress(ValueError):
             fields["time"] = datetime.strptime(fields["time"], "%Y-%m-%d %H:%M:%S %z").isoformat()
-        run_id = RUN_ID.search(fields["message"])
-        if run_id:
-            fields["run_id"] = run_id.group(0)
         return fields
     match = UVICORN_TEXT.match(text)
     return match.groupdict() if match else {"message": text}

@@ -83,5 +83,9 @@ def test_a_relayed_line_takes_the_field_set_from_dagster_json_dagster_text_or_pl
     worker = json.loads(line.format(logs.relayed_record("dagster-daemon", text)))
     assert worker["level"] == "debug" and worker["run_id"] == "7e9209e6-107e-4ead-861d-a76c30f79216"
     assert worker["time"] == "2026-12-07T06:37:36+00:00" and worker["logger"] == "dagster"
+    daemon = '{"event": "Checking run 7e9209e6-107e-4ead-861d-a76c30f79216", "logger": "dagster.daemon"}'
+    assert json.loads(line.format(logs.relayed_record("dagster-daemon", daemon)))["run_id"] == worker["run_id"]
+    api = '{"message": "GET /v1/automation-versions/7e9209e6-107e-4ead-861d-a76c30f79216 200", "logger": "wrk.api"}'
+    assert "run_id" not in json.loads(line.format(logs.relayed_record("api", api)))
     plain = json.loads(line.format(logs.relayed_record("api", "Traceback (most recent call last):", "warning")))
     assert plain["level"] == "warning" and plain["service"] == "api" and plain["message"].startswith("Traceback")
