@@ -221,7 +221,7 @@ class Supervisor:
         for service in self.services:
             if service.name.startswith("celery-worker-"):
                 # Its command and config from the code (orchestration_defs/executors.py); this script
-                # imports nothing of the project's.
+                # imports no Dagster (only domain.core's settings and logs).
                 config = home / "celery-worker.yaml"
                 argv = [str(BIN / "python"), "-m", "orchestration_defs.executors", str(config), service.name]
                 service.argv = json.loads(self.check("Celery worker config", argv))
