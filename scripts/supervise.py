@@ -40,6 +40,7 @@ import http.client
 import json
 import logging
 import os
+import select
 import shutil
 import signal
 import socket
@@ -66,6 +67,8 @@ BACKOFF_FIRST_S, BACKOFF_MAX_S, STABLE_AFTER_S = 0.5, 30.0, 60.0
 # LOG_MAX_MB=0: never.
 LOG_MAX_BYTES = int(float(os.environ.get("LOG_MAX_MB", "50")) * 1024 * 1024)
 LOG_KEEP, LOG_CHECK_S = 3, 30.0
+# How long a plain-text log line waits for a continuation (the next line of a traceback) before it is written.
+FOLD_WAIT_S = 0.2
 PR_SET_PDEATHSIG = 1
 
 
@@ -283,14 +286,48 @@ class Supervisor:
 
     def relay(self, service: Service, stream: IO[bytes], level: str) -> None:
         """Write each line of a service's `stream` to its log in the field set, until the stream ends (every
-        process of its group that holds it has exited)."""
-        assert service.handler is not None
+        process of its group that holds it has exited). Plain text that continues a record (a traceback up to
+        its exception's line, a warning's indented source line) is folded into it: one record per failure.
+        A record waits at most FOLD_WAIT_S for its continuation."""
+        fd, rest, pending = stream.fileno(), b"", []
+
+        def write(text: str) -> None:
+            assert service.handler is not None
+            record = logs.relayed_record(service.name, text, level)
+            service.last_line = record.getMessage()
+            if record.levelno >= self.log_level:
+                service.handler.handle(record)
+
+        def flush() -> None:
+            if pending:
+                write("\n".join(pending))
+                pending.clear()
+
         with stream:
-            for line in iter(stream.readline, b""):
-                record = logs.relayed_record(service.name, line.decode("utf-8", errors="replace"), level)
-                service.last_line = record.getMessage()
-                if record.levelno >= self.log_level:
-                    service.handler.handle(record)
+            while True:
+                if pending and not select.select([fd], [], [], FOLD_WAIT_S)[0]:
+                    flush()
+                    continue
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                *lines, rest = (rest + chunk).split(b"\n")
+                for raw in lines:
+                    line = raw.decode("utf-8", errors="replace").rstrip("\r")
+                    in_traceback = bool(pending) and pending[0].startswith("Traceback (most recent call last):")
+                    if pending and (line[:1] in (" ", "\t") or in_traceback):
+                        pending.append(line)
+                        if in_traceback and line[:1] not in (" ", "\t"):
+                            flush()  # the exception's own line ends its traceback
+                        continue
+                    flush()
+                    if line.lstrip().startswith("{"):
+                        write(line)  # a JSON record stands alone
+                    else:
+                        pending.append(line)
+            if rest:
+                pending.append(rest.decode("utf-8", errors="replace"))
+            flush()
 
     def watch(self) -> None:
         """Restart any service that exited, after its backoff; the others are not touched."""

@@ -157,9 +157,10 @@ RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "as
 # ("INFO:     Started server process [1]") where the process logs before the project's setup.
 DAGSTER_TEXT = re.compile(
     r"^(?P<time>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:,\d+)? ?[+-]?\d{0,4}) - (?P<logger>[\w.\-]+) - "
-    r"(?P<level>[A-Z]+) - (?P<message>.*)$"
+    r"(?P<level>[A-Z]+) - (?P<message>.*)$",
+    re.DOTALL,  # a record with its continuation lines (a traceback) is one message
 )
-UVICORN_TEXT = re.compile(r"^(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL):\s+(?P<message>.*)$")
+UVICORN_TEXT = re.compile(r"^(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL):\s+(?P<message>.*)$", re.DOTALL)
 RUN_ID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 
 

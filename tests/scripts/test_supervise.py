@@ -187,3 +187,22 @@ def test_what_a_service_writes_is_logged_as_json_lines_without_colour(supervisor
     assert by_message["Serving"]["time"] == "2026-12-07T06:00:00Z"
     assert by_message["Traceback (most recent call last):"]["level"] == "warning"
     assert {r["service"] for r in records} == {"talker"}
+
+
+def test_a_traceback_or_a_warning_with_its_source_line_is_one_record(supervisor):
+    script = "import warnings\nwarnings.warn('careful')\nprint('between', flush=True)\n1 / 0\n"
+    supervisor.add("crasher", sys.executable, "-c", script)
+    [crasher] = supervisor.services
+    supervisor.start(crasher)
+
+    def records() -> list[dict]:
+        if not crasher.log_path.exists():
+            return []
+        return [json.loads(line) for line in crasher.log_path.read_text().splitlines()]
+
+    _until(lambda: crasher.process.poll() is not None and any("ZeroDivisionError" in r["message"] for r in records()))
+    by_start = {r["message"].split("\n")[0]: r for r in records()}
+    assert set(by_start) == {"<string>:2: UserWarning: careful", "between", "Traceback (most recent call last):"}
+    traceback = by_start["Traceback (most recent call last):"]["message"]
+    assert traceback.endswith("ZeroDivisionError: division by zero") and '  File "<string>", line 4' in traceback
+    assert by_start["<string>:2: UserWarning: careful"]["level"] == "warning"
