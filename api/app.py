@@ -36,6 +36,7 @@ from api.routes import (
     webhooks,
     workflows,
 )
+from domain.core import logs
 from domain.core.settings import Settings, get_settings
 from domain.core.store import engine_for
 from resources.wrk import wrk_client
@@ -104,8 +105,7 @@ def _redact_uvicorn_tokens() -> None:
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Starlette:
     settings = settings or get_settings()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # outbound calls are logged by the clients' retries
+    logs.configure("api", settings.log_level, settings.log_format)
     _redact_uvicorn_tokens()
     app = Starlette(
         routes=[*(endpoint.route() for endpoint in ENDPOINTS), *live.WEBSOCKET_ROUTES],

@@ -1,14 +1,15 @@
-"""Request ids, JSON access logs (with tenant and actor) and the HTTP metrics, as one plain ASGI middleware."""
+"""Request ids, JSON access logs (with tenant and actor) and the HTTP metrics, as one plain ASGI middleware. The
+request id is bound to every log record written while the request is served (structlog's context variables)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
 import uuid
 from typing import Any
 
+import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.http_metrics import DURATION, IN_FLIGHT, REQUESTS, method_label, route_template
@@ -30,6 +31,7 @@ class RequestContext:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         started = time.perf_counter()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
         status = {"code": 500}
         IN_FLIGHT.inc()
 
@@ -49,7 +51,6 @@ class RequestContext:
             REQUESTS.labels(method, route, str(status["code"])).inc()
             DURATION.labels(method, route).observe(seconds)
             entry: dict[str, Any] = {
-                "event": "http_request",
                 "request_id": request_id,
                 "method": scope["method"],
                 "path": scope["path"],
@@ -58,4 +59,5 @@ class RequestContext:
                 "tenant_id": state.get("tenant_id"),
                 "actor": state.get("actor"),
             }
-            access_log.info(json.dumps(entry))
+            access_log.info("%s %s %s", scope["method"], scope["path"], status["code"], extra=entry)
+            structlog.contextvars.unbind_contextvars("request_id")
