@@ -1,7 +1,12 @@
 """The relay sensor: with a broker, a relay run when batch-job messages are due in the outbox and none
-is in flight."""
+is in flight. The freshness sensor: runs the batch assets' freshness checks when each is due."""
 
+import warnings
+from collections.abc import Sequence
 from typing import Any
+
+import dagster as dg
+from dagster_shared.utils import warnings as dg_warnings
 
 from domain.batch import batch_jobs
 from domain.core.store import read_transaction
@@ -31,3 +36,15 @@ batch_messages_relay_sensor = due_work_sensor(
     description="With BATCH_TRANSPORT=rabbitmq: launches a relay run when outbox messages are due and none is in "
     "flight.",
 )
+
+
+def build_freshness_sensor(checks: Sequence[dg.AssetChecksDefinition]) -> dg.SensorDefinition:
+    """Dagster's freshness-check sensor over the batch assets' checks (orchestration_defs/batch_jobs.py):
+    it evaluates a check again when the asset's last update would pass its allowed age, not every tick."""
+    with warnings.catch_warnings():  # superseded by FreshnessPolicy: see freshness_checks for why not
+        warnings.simplefilter("ignore", category=dg_warnings.SupersessionWarning)
+        return dg.build_sensor_for_freshness_checks(
+            freshness_checks=checks,
+            name="batch_freshness_checks_sensor",
+            default_status=dg.DefaultSensorStatus.RUNNING,
+        )
