@@ -19,6 +19,7 @@ from domain.batch.batch_jobs import JOBS, BatchJob
 from domain.core.models import OutboundMessage
 from domain.core.settings import Settings, get_settings
 from domain.core.store import read_transaction
+from orchestration_defs.tags import HOUSEKEEPING, TAG_FLOW
 from resources.dagster_resources import BatchPublisherResource, DatabaseResource
 
 GROUP = "batch_jobs"
@@ -249,6 +250,7 @@ def build_batch_jobs(settings: Settings | None = None) -> tuple[list[dg.AssetsDe
                 selection=dg.AssetSelection.assets(asset.key).without_checks()
                 | dg.AssetSelection.checks(dg.AssetCheckKey(asset.key, PUBLISHED_CHECK)),
                 executor_def=dg.in_process_executor,  # one asset, one step: no second process to start
+                tags={TAG_FLOW: "batch"},
                 description=f"One `{batch_jobs.TRIGGER_TYPE}` for `{job.name}` per period "
                 f"({partitions_def.cron_schedule}).",
             )
@@ -274,7 +276,8 @@ def relay_outbox_messages(
 
 
 @dg.job(
-    description="Publish the batch-job messages still in the outbox to RabbitMQ.",
+    description="Housekeeping: publish the batch-job messages still in the outbox to RabbitMQ.",
+    tags=HOUSEKEEPING,
     executor_def=dg.in_process_executor,  # one step: no second process to start
 )
 def relay_batch_messages() -> None:

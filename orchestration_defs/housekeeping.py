@@ -19,6 +19,7 @@ from domain.phases import phase_metrics
 from domain.queue import queue
 from domain.queue.triggers import KINDS
 from orchestration_defs.batch_jobs import report_checks
+from orchestration_defs.tags import HOUSEKEEPING
 from orchestration_defs.trigger_runs import reconcile_launched, record_launches, rescue_expired
 from resources.dagster_resources import DatabaseResource, NotificationsResource
 from resources.notifications import is_retryable
@@ -85,6 +86,7 @@ def sweep_queue(context: dg.OpExecutionContext, database: DatabaseResource) -> d
 
 @dg.job(
     description="Housekeeping: reconcile the queue with its runs, reap expired claims, prune finished rows.",
+    tags=HOUSEKEEPING,
     executor_def=dg.in_process_executor,  # one step: no second process to start
 )
 def queue_sweeper() -> None:
@@ -103,7 +105,8 @@ def deliver_outbox(
 
 
 @dg.job(
-    description="Deliver pending outbox notifications.",
+    description="Housekeeping: deliver pending outbox notifications.",
+    tags=HOUSEKEEPING,
     executor_def=dg.in_process_executor,  # one step: no second process to start
 )
 def deliver_notifications() -> None:
