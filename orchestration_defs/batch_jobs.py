@@ -105,7 +105,7 @@ def batch_asset(job: BatchJob, partitions_def: dg.TimeWindowPartitionsDefinition
         description=f"{job.description}: publishes `{batch_jobs.TRIGGER_TYPE}` for `{job.name}`, one per period.",
         kinds={"rabbitmq"},
         metadata={"cron": partitions_def.cron_schedule, "timezone": partitions_def.timezone, "job": job.name},
-        # One materialization per period, each with its own message (yielded below), not one for the range.
+        # A range yields one materialization per period, each with its own message, and no output.
         output_required=False,
         check_specs=[
             dg.AssetCheckSpec(
@@ -119,7 +119,7 @@ def batch_asset(job: BatchJob, partitions_def: dg.TimeWindowPartitionsDefinition
     )
     def _asset(
         context: dg.AssetExecutionContext, database: DatabaseResource, batch_publisher: BatchPublisherResource
-    ) -> Iterator[dg.AssetMaterialization | dg.AssetCheckResult]:
+    ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckResult]:  # type: ignore[type-arg]
         tags = dict(context.run.tags)
         reissue = tags.get(batch_jobs.REISSUE_TAG)
         windows = sorted((partitions_def.time_window_for_partition_key(key), key) for key in context.partition_keys)
@@ -139,10 +139,13 @@ def batch_asset(job: BatchJob, partitions_def: dg.TimeWindowPartitionsDefinition
             f"{job.name}: {len(rows)} period(s) {windows[0][1]}..{windows[-1][1]} to {publisher.queue}; "
             f"{len(published)} published ({transport})"
         )
-        for (_window, key), row in zip(windows, rows, strict=True):
-            yield dg.AssetMaterialization(
-                asset_key=context.asset_key, partition=key, metadata={**message_metadata(row, transport), **extra}
-            )
+        if len(rows) == 1:  # a scheduled period: the asset's output, so the checks that follow it run
+            yield dg.MaterializeResult(metadata={**message_metadata(rows[0], transport), **extra})
+        else:  # a range: one materialization per period (an output would give every period the same metadata)
+            for (_window, key), row in zip(windows, rows, strict=True):
+                yield dg.AssetMaterialization(
+                    asset_key=context.asset_key, partition=key, metadata={**message_metadata(row, transport), **extra}
+                )
         with read_transaction(database.engine) as session:
             check = batch_jobs.publish_check(session, job.name, alert_after_s=get_settings().outbox_alert_after_s)
         yield check_result(check)
@@ -246,9 +249,10 @@ def build_batch_jobs(settings: Settings | None = None) -> tuple[list[dg.AssetsDe
         jobs.append(
             dg.define_asset_job(
                 job.job_name,
-                # Partitioned like its asset; its own check runs in its step, the freshness check on its sensor.
-                selection=dg.AssetSelection.assets(asset.key).without_checks()
-                | dg.AssetSelection.checks(dg.AssetCheckKey(asset.key, PUBLISHED_CHECK)),
+                # Partitioned like its asset; with its checks: `message_published` in the asset's step, the
+                # freshness check after it (a failed one is evaluated again only by such a run; a range has no
+                # output, so a backfill skips it).
+                selection=[asset.key],
                 executor_def=dg.in_process_executor,  # one asset, one step: no second process to start
                 tags={TAG_FLOW: "batch"},
                 description=f"One `{batch_jobs.TRIGGER_TYPE}` for `{job.name}` per period "

@@ -39,12 +39,31 @@ batch_messages_relay_sensor = due_work_sensor(
 
 
 def build_freshness_sensor(checks: Sequence[dg.AssetChecksDefinition]) -> dg.SensorDefinition:
-    """Dagster's freshness-check sensor over the batch assets' checks (orchestration_defs/batch_jobs.py):
-    it evaluates a check again when the asset's last update would pass its allowed age, not every tick."""
+    """Dagster's freshness-check sensor over the batch assets' checks (orchestration_defs/batch_jobs.py),
+    which runs a check when it is due (never run, or its asset's allowed age runs out; a failed one is run
+    again by the asset's next run), limited to assets materialized at least once: on a fresh instance
+    an asset whose first period has not come yet is not reported stale."""
     with warnings.catch_warnings():  # superseded by FreshnessPolicy: see freshness_checks for why not
         warnings.simplefilter("ignore", category=dg_warnings.SupersessionWarning)
-        return dg.build_sensor_for_freshness_checks(
-            freshness_checks=checks,
-            name="batch_freshness_checks_sensor",
-            default_status=dg.DefaultSensorStatus.RUNNING,
-        )
+        due_checks = dg.build_sensor_for_freshness_checks(freshness_checks=checks, name="batch_freshness_checks_due")
+
+    @dg.sensor(
+        name="batch_freshness_checks_sensor",
+        asset_selection=dg.AssetSelection.checks(*checks),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Runs the batch assets' freshness checks when due, once the asset has been materialized.",
+    )
+    def batch_freshness_checks_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        due = due_checks(context)
+        if not isinstance(due, dg.RunRequest):
+            return due
+        updated = [
+            key
+            for key in due.asset_check_keys or ()
+            if context.instance.get_latest_materialization_event(key.asset_key) is not None
+        ]
+        if not updated:
+            return dg.SkipReason("the due freshness checks' assets have never been materialized")
+        return dg.RunRequest(asset_check_keys=updated)
+
+    return batch_freshness_checks_sensor

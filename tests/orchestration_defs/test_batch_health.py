@@ -173,12 +173,33 @@ def test_the_freshness_check_fails_when_the_last_update_is_older_than_the_cron_a
         assert _freshness(instance, database_url, asset).passed
 
 
-def test_the_freshness_sensor_asks_for_every_batch_assets_freshness_check():
+def test_the_freshness_sensor_asks_for_the_checks_of_assets_materialized_at_least_once(batch_env, database_url):
+    """A fresh instance: nothing is reported stale before an asset's first period. Once `outcome_sync`
+    has been materialized, its freshness check is due (never run): the sensor asks for that one."""
     repo = defs.get_repository_def()
     sensor = repo.get_sensor_def("batch_freshness_checks_sensor")
     with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(instance=instance, repository_def=repo)
-        result = sensor.evaluate_tick(context)
+        fresh = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=repo))
+        assert not fresh.run_requests and "never been materialized" in fresh.skip_message
+        assert dg.materialize(
+            [_asset("outcome_sync")],
+            partition_key="2026-03-01-04:00",
+            resources=_resources(database_url),
+            instance=instance,
+        )
+        result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, repository_def=repo))
     (request,) = result.run_requests
-    assert {key.asset_key.path[-1] for key in request.asset_check_keys} == {j.asset_name for j in batch_jobs.JOBS}
-    assert {key.name for key in request.asset_check_keys} == {"freshness_check"}
+    assert request.asset_check_keys == [dg.AssetCheckKey(dg.AssetKey("outcome_sync"), "freshness_check")]
+
+
+def test_a_batch_job_run_evaluates_both_checks_after_the_materialization(batch_env):
+    """Dagster's freshness sensor does not run a failed freshness check again: the asset's next run does."""
+    job = defs.resolve_job_def("outcome_sync_job")  # its resources read DATABASE_URL when the run starts
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(
+            instance=instance, partition_key=_asset("outcome_sync").partitions_def.get_last_partition_key()
+        )
+    assert {(e.check_name, e.passed) for e in result.get_asset_check_evaluations()} == {
+        (PUBLISHED_CHECK, True),
+        ("freshness_check", True),
+    }
