@@ -14,9 +14,16 @@ from sqlalchemy import select, update
 
 from domain.batch import batch_jobs
 from domain.core.models import OutboundMessage
-from domain.core.settings import get_settings
+from domain.core.settings import Settings, get_settings
 from domain.core.store import read_transaction, transaction
-from orchestration_defs.batch_jobs import LAST_UPDATED, PUBLISHED_CHECK, build_batch_jobs, freshness_checks
+from orchestration_defs.batch_jobs import (
+    LAST_UPDATED,
+    PUBLISHED_CHECK,
+    build_batch_jobs,
+    freshness_checks,
+    longest_period,
+    partitions_for,
+)
 from orchestration_defs.definitions import defs
 from orchestration_defs.housekeeping import queue_sweeper
 from resources.dagster_resources import BatchPublisherResource, DatabaseResource
@@ -203,3 +210,26 @@ def test_a_batch_job_run_evaluates_both_checks_after_the_materialization(batch_e
         (PUBLISHED_CHECK, True),
         ("freshness_check", True),
     }
+
+
+@pytest.mark.parametrize(
+    ("cron", "longest"),
+    [
+        ("0 * * * *", timedelta(hours=1)),
+        ("0 */6 * * *", timedelta(hours=6)),
+        ("0 9 * * 1-5", timedelta(days=3)),  # Friday to Monday
+        ("0 0 1 * *", timedelta(days=31)),
+    ],
+)
+def test_a_freshness_check_allows_its_crons_longest_gap_plus_the_grace(cron, longest):
+    settings = Settings(
+        environment="test", batch_start="2026-01-01", batch_account_health_cron=cron, batch_freshness_grace_s=600
+    )
+    partitions = partitions_for(batch_jobs.JOBS_BY_NAME["account-health"], settings)
+    assert longest_period(partitions) == longest
+    assets, _jobs = build_batch_jobs(settings)
+    asset = next(a for a in assets if a.key.path[-1] == "account_health")
+    (check,) = freshness_checks([asset], settings)
+    (spec,) = check.check_specs
+    params = spec.metadata["dagster/freshness_params"].value
+    assert params["lower_bound_delta_seconds"] == (longest + timedelta(seconds=600)).total_seconds()
