@@ -2,6 +2,10 @@
 with a schedule built from its partitioned job (schedules/batch.py). Materializing a period publishes that period's
 `workflow.job.trigger` message through the publisher resource (domain/batch/batch_jobs.py); a backfill over a
 range is one run (single-run backfill policy) publishing one message per period, in time order.
+
+Each asset's health in Dagster: its `message_published` check (every period's message out, evaluated in the
+asset's run, by the relay and by the sweeper) and Dagster's last-update freshness check, whose "update" is the
+publish time each period's materialization or relay observation carries (sensors/batch.py runs them).
 """
 
 import warnings
@@ -154,10 +158,10 @@ def batch_asset(job: BatchJob, partitions_def: dg.TimeWindowPartitionsDefinition
 
 
 def report_published(
-    instance: dg.DagsterInstance, engine: Engine, message_ids: Sequence[str], transport: str
+    instance: dg.DagsterInstance, engine: Engine, message_ids: Sequence[str]
 ) -> list[dg.AssetObservation]:
-    """For messages published after their run (by the relay): one observation per period with its true
-    publish time, and each job's `message_published` check evaluated again. Returns the observations (the
+    """For messages the relay published to the broker after their run: one observation per period with its
+    true publish time, and each job's `message_published` check evaluated again. Returns the observations (the
     caller logs them in its run); the check evaluations are reported to the instance."""
     if not message_ids:
         return []
@@ -176,7 +180,7 @@ def report_published(
             dg.AssetObservation(
                 asset_key=batch_jobs.JOBS_BY_NAME[row.job].asset_name,
                 partition=str(row.body.get("partition_key")),
-                metadata=message_metadata(row, transport),
+                metadata=message_metadata(row, "rabbitmq"),
             )
             for row in rows
         ]
@@ -272,7 +276,7 @@ def relay_outbox_messages(
 ) -> dict[str, int]:
     report = batch_publisher.publisher.relay(database.engine)
     # Each published period's true publish time on its asset, and its job's check evaluated again.
-    for observation in report_published(context.instance, database.engine, report.published_ids, "rabbitmq"):
+    for observation in report_published(context.instance, database.engine, report.published_ids):
         context.log_event(observation)
     summary = {"published": report.published, "failed": report.failed, "alerted": report.alerted}
     context.add_output_metadata(summary)
