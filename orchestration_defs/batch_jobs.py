@@ -21,7 +21,7 @@ from sqlalchemy import Engine, select
 from domain.batch import batch_jobs
 from domain.batch.batch_jobs import JOBS, BatchJob
 from domain.core.models import OutboundMessage
-from domain.core.settings import Settings, get_settings
+from domain.core.settings import CRON_EXPECTED, ConfigurationError, Settings, get_settings
 from domain.core.store import read_transaction
 from orchestration_defs.tags import HOUSEKEEPING, TAG_FLOW
 from resources.dagster_resources import BatchPublisherResource, DatabaseResource
@@ -33,7 +33,7 @@ LAST_UPDATED = "dagster/last_updated_timestamp"  # what Dagster's freshness chec
 PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
 
 
-class BatchConfigError(ValueError):
+class BatchConfigError(ConfigurationError):
     """A batch-job setting that cannot be used; the message names the environment variable."""
 
 
@@ -58,7 +58,7 @@ def partitions_for(job: BatchJob, settings: Settings) -> dg.TimeWindowPartitions
             cron_schedule=cron, start=start, timezone=settings.batch_timezone, fmt=PARTITION_FORMAT
         )
     except dg.DagsterInvalidDefinitionError as exc:
-        raise BatchConfigError(f"{job.cron_variable}={cron!r} is not a valid cron expression (5 fields)") from exc
+        raise BatchConfigError(f"{job.cron_variable}={cron!r}: expected {CRON_EXPECTED}") from exc
 
 
 def _source(tags: dict[str, str]) -> dict[str, Any]:
