@@ -29,11 +29,10 @@ from typing import Any, cast
 
 from dagster import DagsterRun, DagsterRunStatus, Field, IntSource, QueuedRunCoordinator, SubmitRunContext
 
-from orchestration_defs.tags import TAG_TENANT
+from orchestration_defs.tags import TAG_FLOW, TAG_TENANT
 
 TAG_RELEASE = "wrk/release_tag"
 TAG_VERSION = "wrk/automation_version_id"
-TAG_FLOW = "wrk/flow"
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,9 @@ from collections.abc import Mapping
 
 import dagster as dg
 
+from domain.core.settings import get_settings
 from orchestration_defs.approvals import approval_sweeper
-from orchestration_defs.batch_jobs import build_batch_jobs, relay_batch_messages
+from orchestration_defs.batch_jobs import build_batch_jobs, freshness_checks, relay_batch_messages
 from orchestration_defs.build import build_automation_version
 from orchestration_defs.deploy import reconcile_deployments
 from orchestration_defs.housekeeping import deliver_notifications, queue_sweeper
@@ -38,7 +39,7 @@ from resources.dagster_resources import (
 from schedules.batch import build_batch_schedules
 from schedules.deploy import reconcile_deployments_schedule
 from schedules.housekeeping import queue_sweeper_schedule
-from sensors.batch import batch_messages_relay_sensor
+from sensors.batch import batch_messages_relay_sensor, build_freshness_sensor
 from sensors.build import build_queue_sensor
 from sensors.housekeeping import outbox_sensor
 from sensors.phases import phase_batch_failure_sensor, phase_queue_sensor
@@ -111,11 +112,13 @@ def release_area(resources: Resources | None = None) -> dg.Definitions:
 
 def batch_area(resources: Resources | None = None) -> dg.Definitions:
     assets, asset_jobs = build_batch_jobs()
+    checks = freshness_checks(assets, get_settings())
     return dg.Definitions(
         assets=assets,
+        asset_checks=checks,
         jobs=[relay_batch_messages, *asset_jobs],
         schedules=build_batch_schedules(asset_jobs),
-        sensors=[batch_messages_relay_sensor],
+        sensors=[batch_messages_relay_sensor, build_freshness_sensor(checks)],
         resources=_resources(resources, "database", "batch_publisher"),
     )
 

@@ -52,8 +52,10 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from domain.core import logs
 from domain.core.settings import EXIT_MISCONFIGURED, ConfigurationError, load_settings
@@ -147,6 +149,24 @@ def environment() -> dict[str, str]:
     return env
 
 
+def pin_batch_start(env: dict[str, str], home: Path) -> None:
+    """BATCH_START, when not set, is the day this Dagster instance first started (in BATCH_TIMEZONE), kept
+    in $DAGSTER_HOME/batch-start: a fresh instance's catalog shows today's periods, not every period since
+    the settings' default; and the start never moves for that instance (a start that moved with each start
+    would change the assets' partitions under their history and the runs in flight)."""
+    if env.get("BATCH_START"):
+        return
+    pinned = home / "batch-start"
+    if not pinned.exists():
+        try:
+            zone = ZoneInfo(env.get("BATCH_TIMEZONE") or "UTC")
+        except (ZoneInfoNotFoundError, ValueError):
+            return  # the code location refuses the zone itself, naming BATCH_TIMEZONE
+        pinned.write_text(datetime.now(zone).date().isoformat() + "\n")
+    env["BATCH_START"] = pinned.read_text().strip()
+    say(f"batch partitions start at {env['BATCH_START']} ({pinned}; BATCH_START overrides)")
+
+
 def celery_workers(env: dict[str, str]) -> int:
     """How many local Celery workers to start: CELERY_WORKERS (default 2) when EXECUTOR=celery, else none.
     A broker is required; `make run` starts none of its own (see docs/kubernetes-and-celery.md)."""
@@ -209,6 +229,7 @@ class Supervisor:
     def prepare(self) -> None:
         home = Path(self.env["DAGSTER_HOME"])
         home.mkdir(parents=True, exist_ok=True)
+        pin_batch_start(self.env, home)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ROOT / self.env.get("DAGSTER_INSTANCE_YAML", "dagster.yaml"), home / "dagster.yaml")
         # Dagster's instance and the store are independent: the instance is migrated beside the store's

@@ -270,6 +270,9 @@ class Settings(BaseSettings):
     batch_account_health_cron: str = "0 */6 * * *"
     batch_propagation_cron: str = "30 * * * *"
     batch_model_monitoring_cron: str = "0 6 * * *"
+    # A batch asset's freshness check fails once its last update is older than its cron's longest gap
+    # plus this grace (time for the scheduled run to start and publish).
+    batch_freshness_grace_s: float = Field(default=900.0, gt=0)
     rabbitmq_url: SecretStr | None = None
     # How batch-job (and workflow publish-step) messages travel: `rabbitmq` (RABBITMQ_URL: published by
     # the runs and the relay) or `outbox` (delivered in the store's outbox, read through the API). Unset:

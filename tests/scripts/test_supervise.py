@@ -119,6 +119,27 @@ def test_api_workers_default_to_the_cores_and_refuse_nonsense(supervise, monkeyp
             supervise.environment()
 
 
+def test_the_batch_start_is_pinned_to_the_instances_first_day_unless_set(supervise, tmp_path, capsys):
+    """A fresh instance starts its batch partitions today (in BATCH_TIMEZONE), not at the settings'
+    default months back; the day is kept with the instance, so later starts do not move it."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    home = tmp_path / "dagster"
+    home.mkdir()
+    env = {"BATCH_TIMEZONE": "Pacific/Kiritimati"}
+    supervise.pin_batch_start(env, home)
+    assert env["BATCH_START"] == datetime.now(ZoneInfo("Pacific/Kiritimati")).date().isoformat()
+    (home / "batch-start").write_text("2026-11-30\n")  # as if the instance had first started that day
+    later: dict[str, str] = {}
+    supervise.pin_batch_start(later, home)
+    assert later["BATCH_START"] == "2026-11-30"
+    chosen = {"BATCH_START": "2026-01-01"}
+    supervise.pin_batch_start(chosen, home)
+    assert chosen["BATCH_START"] == "2026-01-01"
+    assert "batch partitions start at 2026-11-30" in capsys.readouterr().out
+
+
 def test_a_dead_api_takes_its_workers_with_it_before_it_starts_again(supervise, supervisor):
     # The API's workers are children of its uvicorn process; left behind, they would hold the port.
     supervisor.add("api", *PARENT, stop_group_on_exit=True)
