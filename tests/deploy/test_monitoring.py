@@ -1,7 +1,7 @@
 """deploy/prometheus/ and deploy/grafana/: the alert rules pass `promtool check rules` and their unit tests
 (`promtool test rules`), every alert is tested firing and quiet, every runbook_url names a runbook in
 docs/runbooks/, the rules and the dashboard name only the agreed metrics, and a real Prometheus loads the
-example scrape config, scrapes the API with it and evaluates every rule."""
+example scrape config, scrapes the API with it, evaluates every rule and runs every dashboard query."""
 
 from __future__ import annotations
 
@@ -210,8 +210,8 @@ def test_a_real_prometheus_scrapes_the_api_with_the_example_config_and_evaluates
     promtool, database_url, tmp_path
 ):
     """The example config as shipped, but for the test API's port and a 1 s interval: the scrape is
-    allowed (loopback, no METRICS_TOKEN), the series carry the config's job, and every rule's expression
-    evaluates without error against what the API serves."""
+    allowed (loopback, no METRICS_TOKEN), the series carry the config's job, every rule's expression
+    evaluates without error against what the API serves, and Prometheus runs every dashboard query."""
     config = yaml.safe_load(SCRAPE_CONFIG.read_text())
     processes = Processes({"DATABASE_URL": database_url, "ENVIRONMENT": "test"})
     try:
@@ -248,7 +248,15 @@ def test_a_real_prometheus_scrapes_the_api_with_the_example_config_and_evaluates
             return found if found and all(rule["health"] != "unknown" for rule in found) else []
 
         evaluated = until(rules, "the rules were not all evaluated")
+        refused = {}
+        for panel in _panels():
+            for target in panel.get("targets", []):
+                expr = target["expr"].replace("$__rate_interval", "1m")
+                answer = httpx.get(f"{prometheus}/query", params={"query": expr}, timeout=30).json()
+                if answer["status"] != "success":
+                    refused[f"{panel['title']} {target['refId']}"] = answer.get("error")
     finally:
         processes.stop()
     assert sorted(rule["name"] for rule in evaluated) == sorted(rule["alert"] for rule in _rules())
     assert {rule["name"]: rule.get("lastError", "") for rule in evaluated if rule["health"] != "ok"} == {}
+    assert refused == {}  # every dashboard query is one Prometheus runs
