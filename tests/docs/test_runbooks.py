@@ -1,18 +1,27 @@
-"""The runbooks' SQL runs on the real tables: every statement of every ```sql block under docs/runbooks/
-executes on a migrated store, on SQLite and PostgreSQL (PostgreSQL's own views only there)."""
+"""The runbooks say only what exists: every statement of every ```sql block under docs/runbooks/ executes
+on a migrated store, on SQLite and PostgreSQL (PostgreSQL's own views only there); every `wrk-orch`
+command of their shell blocks parses; every API route they name is one the API serves."""
 
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from api.app import ENDPOINTS
+from cli.main import build_parser
+
 ROOT = Path(__file__).resolve().parents[2]
 RUNBOOKS = ROOT / "docs" / "runbooks"
 SQL_BLOCK = re.compile(r"^\s*```sql\n(.*?)^\s*```", re.M | re.S)
+SH_BLOCK = re.compile(r"^\s*```sh\n(.*?)^\s*```", re.M | re.S)
 POSTGRES_ONLY = ("pg_stat_activity",)
+# "GET /v1/queue/stats" in prose, or a curl of "$API/v1/queue/stats" (GET unless -X says otherwise).
+API_CALL = re.compile(r"\b(GET|POST|PUT|PATCH|DELETE) `?(/[\w/{}$.-]*)")
+CURL_API = re.compile(r"\$API(/[\w/{}$.-]*)")
 
 
 def _statements() -> list[tuple[str, str]]:
@@ -39,3 +48,45 @@ def test_every_runbook_query_runs_on_the_store(engine, backend):
         except SQLAlchemyError as exc:
             failed[f"{page}: {statement[:60]}"] = str(exc).splitlines()[0]
     assert failed == {}
+
+
+def _shell_lines() -> list[tuple[str, str]]:
+    """Every line of every ```sh block, continuation lines joined."""
+    lines = []
+    for page in sorted(RUNBOOKS.glob("*.md")):
+        for block in SH_BLOCK.findall(page.read_text()):
+            lines += [(page.name, line.strip()) for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+    return lines
+
+
+def test_every_wrk_orch_command_of_the_runbooks_exists():
+    commands = [
+        (page, line.split("wrk-orch", 1)[1].split("#")[0].split("|")[0])
+        for page, line in _shell_lines()
+        if "wrk-orch " in line
+    ]
+    assert commands
+    parser = build_parser()
+    refused = {}
+    for page, command in commands:
+        args = shlex.split(command.replace("$(", "").replace(")", ""))
+        try:
+            parser.parse_args(args)
+        except SystemExit:
+            refused[page] = command
+    assert refused == {}
+
+
+def test_every_api_route_the_runbooks_name_exists():
+    routes = {(e.method, re.sub(r"\{[^}]+\}", "{}", e.path)) for e in ENDPOINTS}
+    named = set()
+    for page in sorted(RUNBOOKS.glob("*.md")):
+        calls = API_CALL.findall(page.read_text())
+        for _, line in (item for item in _shell_lines() if item[0] == page.name):
+            method = re.search(r"-X (\w+)", line)
+            calls += [(method.group(1) if method else "GET", path) for path in CURL_API.findall(line)]
+        for method, path in calls:
+            if not path.startswith("/_sandbox"):  # the sandbox's own control routes, not the API's
+                named.add((page.name, method, re.sub(r"\{[^}]+\}|\$[A-Z_]+", "{}", path.split("?")[0])))
+    assert len(named) >= 10
+    assert {(page, method, path) for page, method, path in named if (method, path) not in routes} == set()
