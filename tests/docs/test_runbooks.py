@@ -1,6 +1,7 @@
 """The runbooks say only what exists: every statement of every ```sql block under docs/runbooks/ executes
 on a migrated store, on SQLite and PostgreSQL (PostgreSQL's own views only there); every `wrk-orch`
-command of their shell blocks parses; every API route they name is one the API serves."""
+command of their shell blocks parses; every API route they name is one the API serves; every Dagster job,
+sensor and schedule they name is in the code location."""
 
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ POSTGRES_ONLY = ("pg_stat_activity",)
 # "GET /v1/queue/stats" in prose, or a curl of "$API/v1/queue/stats" (GET unless -X says otherwise).
 API_CALL = re.compile(r"\b(GET|POST|PUT|PATCH|DELETE) `?(/[\w/{}$.-]*)")
 CURL_API = re.compile(r"\$API(/[\w/{}$.-]*)")
+# `x_sensor`, `x_schedule`, `x_job`, and the jobs named as such ("job `x`", "jobs `x` and `y`", "launch `x`").
+DAGSTER_NAME = re.compile(
+    r"`([a-z][a-z0-9_]*_(?:sensor|schedule|job))`|(?:\bjobs?|\blaunch(?:es)?) `([a-z_]+)`(?: and `([a-z_]+)`)?"
+)
 
 
 def _statements() -> list[tuple[str, str]]:
@@ -90,3 +95,18 @@ def test_every_api_route_the_runbooks_name_exists():
                 named.add((page.name, method, re.sub(r"\{[^}]+\}|\$[A-Z_]+", "{}", path.split("?")[0])))
     assert len(named) >= 10
     assert {(page, method, path) for page, method, path in named if (method, path) not in routes} == set()
+
+
+def test_every_dagster_job_sensor_and_schedule_the_runbooks_name_exists(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    from orchestration_defs.definitions import defs  # here: the other runbook checks need no Dagster
+
+    repository = defs.get_repository_def()
+    known = {job.name for job in repository.get_all_jobs()}
+    known |= {sensor.name for sensor in repository.sensor_defs} | {s.name for s in repository.schedule_defs}
+    named: set[tuple[str, str]] = set()
+    for page in sorted(RUNBOOKS.glob("*.md")):
+        for match in DAGSTER_NAME.finditer(page.read_text()):
+            named |= {(page.name, name) for name in match.groups() if name}
+    assert len(named) >= 20
+    assert {(page, name) for page, name in named if name not in known} == set()
