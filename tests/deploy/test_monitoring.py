@@ -6,6 +6,7 @@ example scrape config, scrapes the API with it, evaluates every rule and runs ev
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -231,8 +232,11 @@ def test_a_real_prometheus_scrapes_the_api_with_the_example_config_and_evaluates
         job["static_configs"] = [{"targets": [api.removeprefix("http://")]}]
         (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
         port = free_port()
+        # The server of the same package as promtool (Debian's prometheus), else the one on PATH.
+        server = shutil.which("prometheus", path=str(Path(promtool).parent)) or shutil.which("prometheus")
+        assert server, "no prometheus server beside promtool or on PATH (Debian's prometheus package has both)"
         processes.spawn(
-            str(Path(promtool).parent / "prometheus"),
+            server,
             f"--config.file={tmp_path / 'prometheus.yml'}",
             f"--storage.tsdb.path={tmp_path / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
