@@ -110,3 +110,17 @@ def test_every_dagster_job_sensor_and_schedule_the_runbooks_name_exists(tmp_path
             named |= {(page.name, name) for name in match.groups() if name}
     assert len(named) >= 20
     assert {(page, name) for page, name in named if name not in known} == set()
+
+
+def test_every_runbook_is_linked_from_the_operations_page_the_docs_index_and_the_runbooks_index():
+    pages = {
+        "operations.md": ("runbooks/", (ROOT / "docs" / "operations.md").read_text()),
+        "README.md": ("runbooks/", (ROOT / "docs" / "README.md").read_text()),
+        "runbooks/README.md": ("", (RUNBOOKS / "README.md").read_text()),
+    }
+    runbooks = [page.name for page in sorted(RUNBOOKS.glob("*.md")) if page.name != "README.md"]
+    assert len(runbooks) >= 7
+    unlinked = {
+        where: [r for r in runbooks if f"]({prefix}{r})" not in text] for where, (prefix, text) in pages.items()
+    }
+    assert unlinked == {where: [] for where in pages}
