@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,11 @@ import httpx
 import promql_parser
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
+from domain.core.models import QueueState, Tenant
+from domain.core.store import transaction
+from domain.queue import queue
 from tests.servers import Processes, free_port, until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,6 +124,19 @@ def _series(expr: str) -> set[str]:
     return set(walk(promql_parser.parse(expr)))
 
 
+def kill_a_phase_trigger(engine: Any) -> None:
+    """One phase trigger enqueued, claimed and failed for good: dead."""
+    tenant_id = str(uuid.uuid4())
+    with transaction(engine) as session:
+        session.add(Tenant(id=tenant_id, name=f"alerts-{tenant_id[:8]}"))
+        session.flush()
+        payload = {"tenant_id": tenant_id, "user_id": "u", "sync_id": "s", "phase": 1}
+        queue.enqueue(session, "phase", tenant_id, payload, dedup_key=f"alerts:{tenant_id}")
+    with transaction(engine) as session:
+        (claimed,) = queue.claim(session, ["phase"], 1, 60, "alerts-test")
+        assert queue.fail(session, claimed.id, claimed.claim_token, "boom", retryable=False) == QueueState.DEAD
+
+
 def _run(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=PROMETHEUS)
 
@@ -216,12 +234,29 @@ def test_the_dashboard_has_a_row_per_flow_over_a_prometheus_input():
     assert len({p["id"] for p in panels}) == len(panels)
 
 
+def test_the_api_exposes_every_agreed_metric_under_its_type(database_url):
+    """The other side of the names the rules and the dashboard use: a metric renamed or retyped in the
+    API fails here. Requests first, so the HTTP figures (made by the requests) have values."""
+    processes = Processes({"DATABASE_URL": database_url, "ENVIRONMENT": "test"})
+    try:
+        api = processes.uvicorn("api.app:create_app")
+        for path in ("/health", "/metrics", "/v1/no-such-route"):
+            httpx.get(api + path, timeout=30)
+        exposition = httpx.get(api + "/metrics", timeout=30)
+    finally:
+        processes.stop()
+    assert exposition.status_code == 200, exposition.text
+    exposed = {family.name: family.type for family in text_string_to_metric_families(exposition.text)}
+    assert {name: exposed.get(name) for name in METRICS} == METRICS
+
+
 def test_a_real_prometheus_scrapes_the_api_with_the_example_config_and_evaluates_every_rule(
-    promtool, database_url, tmp_path
+    promtool, engine, database_url, tmp_path
 ):
     """The example config as shipped, but for the test API's port and a 1 s interval: the scrape is
-    allowed (loopback, no METRICS_TOKEN), the series carry the config's job, every rule's expression
-    evaluates without error against what the API serves, and Prometheus runs every dashboard query."""
+    allowed (loopback, no METRICS_TOKEN), the series carry the config's job and the batch figures their
+    own, every rule's expression evaluates without error against what the API serves, a trigger that
+    goes dead fires WrkTriggersDead, and Prometheus runs every dashboard query."""
     config = yaml.safe_load(SCRAPE_CONFIG.read_text())
     processes = Processes({"DATABASE_URL": database_url, "ENVIRONMENT": "test"})
     try:
@@ -261,6 +296,15 @@ def test_a_real_prometheus_scrapes_the_api_with_the_example_config_and_evaluates
             return found if found and all(rule["health"] != "unknown" for rule in found) else []
 
         evaluated = until(rules, "the rules were not all evaluated")
+        # Scraped with the queue depth (one scrape has every family): asked once, no waiting.
+        batch = query('wrk_batch_messages_pending{job="model-monitoring"}')
+        assert [s["metric"]["job"] for s in batch] == ["model-monitoring"]  # honor_labels: not exported_job
+        assert query('wrk_triggers_dead_total{kind="phase"} == 0')
+
+        kill_a_phase_trigger(engine)
+        firing = 'ALERTS{alertname="WrkTriggersDead", alertstate="firing"}'
+        dead = until(lambda: query(firing), "WrkTriggersDead did not fire for the dead trigger")
+        assert [(a["metric"]["kind"], a["metric"]["severity"]) for a in dead] == [("phase", "critical")]
         refused = {}
         for panel in _panels():
             for target in panel.get("targets", []):
