@@ -12,7 +12,7 @@ import dagster as dg
 
 from domain.batch import batch_jobs
 from domain.batch.batch_jobs import JOBS, BatchJob
-from domain.core.settings import Settings, get_settings
+from domain.core.settings import CRON_EXPECTED, ConfigurationError, Settings, get_settings
 from resources.dagster_resources import BatchPublisherResource, DatabaseResource
 
 GROUP = "batch_jobs"
@@ -20,7 +20,7 @@ GROUP = "batch_jobs"
 PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
 
 
-class BatchConfigError(ValueError):
+class BatchConfigError(ConfigurationError):
     """A batch-job setting that cannot be used; the message names the environment variable."""
 
 
@@ -45,7 +45,7 @@ def partitions_for(job: BatchJob, settings: Settings) -> dg.TimeWindowPartitions
             cron_schedule=cron, start=start, timezone=settings.batch_timezone, fmt=PARTITION_FORMAT
         )
     except dg.DagsterInvalidDefinitionError as exc:
-        raise BatchConfigError(f"{job.cron_variable}={cron!r} is not a valid cron expression (5 fields)") from exc
+        raise BatchConfigError(f"{job.cron_variable}={cron!r}: expected {CRON_EXPECTED}") from exc
 
 
 def _source(tags: dict[str, str]) -> dict[str, Any]:

@@ -170,8 +170,12 @@ class FlowRunCoordinator(QueuedRunCoordinator):
 
     @classmethod
     def from_config_value(cls, inst_data: Any, config_value: Mapping[str, Any]) -> Any:
+        from domain.core.logs import quiet_sensor_ticks
         from domain.core.settings import Settings, tenant_limit_value
 
+        # Every process that opens the instance builds its run coordinator, the daemon first among them:
+        # its per-evaluation sensor line ("Checking for new runs for sensor") goes to DEBUG.
+        quiet_sensor_ticks()
         config = dict(config_value)
         limit = config.pop("tenant_max_concurrent_runs", None)
         if limit is None:

@@ -3,6 +3,14 @@ release, batch, workflows, phases, housekeeping) lists its jobs or assets, its s
 the resources they use. Jobs, ops and assets are in orchestration_defs/<area>.py, sensors in sensors/,
 schedules in schedules/; only this module imports all three."""
 
+from domain.core.settings import exit_when_misconfigured, get_settings
+
+# The code server, the daemon and every run worker load this module, and the modules below read the settings
+# as they are imported: settings they cannot use end the process here with one line and the configuration's
+# exit status (which the supervisor does not restart), before any import turns them into a traceback.
+with exit_when_misconfigured("code location"):
+    get_settings()
+
 from collections.abc import Mapping
 
 import dagster as dg
@@ -147,4 +155,5 @@ def build_definitions() -> dg.Definitions:
     return dg.Definitions.merge(*(area(resources) for area in AREAS))
 
 
-defs = build_definitions()
+with exit_when_misconfigured("code location"):  # a cron Dagster refuses (BatchConfigError)
+    defs = build_definitions()

@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.auth import Authenticator, Principal
+from api.http_metrics import LIVE_CONNECTIONS
 from api.openapi import Endpoint
 from api.phase_stream import PhaseStream
 from api.problems import Problem
@@ -132,7 +133,7 @@ async def user_stream_ws(websocket: WebSocket) -> None:
     if after is None:
         after = await stream.last_seq(tenant, user_id)
     # Counted once its starting point is fixed: whatever is appended from now on reaches this client.
-    stream.connections["websocket"] += 1
+    LIVE_CONNECTIONS.labels("websocket").inc()
     log.info(json.dumps({"event": "ws_open", "tenant_id": tenant, "user_id": user_id, "actor": principal.sub}))
     try:
         async with anyio.create_task_group() as group:
@@ -150,7 +151,7 @@ async def user_stream_ws(websocket: WebSocket) -> None:
     except (WebSocketDisconnect, OSError, RuntimeError):
         pass  # the client went away while an event was being sent
     finally:
-        stream.connections["websocket"] -= 1
+        LIVE_CONNECTIONS.labels("websocket").dec()
         log.info(json.dumps({"event": "ws_closed", "tenant_id": tenant, "user_id": user_id}))
 
 
@@ -178,7 +179,7 @@ async def user_events(request: Request) -> EventSourceResponse:
     start = after if after is not None else await stream.last_seq(tenant, user_id)
 
     async def frames() -> AsyncIterator[ServerSentEvent]:
-        stream.connections["sse"] += 1
+        LIVE_CONNECTIONS.labels("sse").inc()
         try:
             async with contextlib.aclosing(stream.events(tenant, user_id, start)) as events:
                 async for event in events:
@@ -186,7 +187,7 @@ async def user_events(request: Request) -> EventSourceResponse:
                         data=json.dumps(event), event=event["type"], id=str(event["seq"]), retry=SSE_RETRY_MS
                     )
         finally:
-            stream.connections["sse"] -= 1
+            LIVE_CONNECTIONS.labels("sse").dec()
 
     return EventSourceResponse(frames(), ping=SSE_PING_S, headers={"Cache-Control": "no-store"})
 

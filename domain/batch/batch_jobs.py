@@ -28,7 +28,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from domain.core import backoff, notifications, outbox
+from domain.core import backoff, counters, notifications, outbox
 from domain.core.models import OutboundMessage, OutboundMessageStatus
 from domain.core.store import is_postgres, transaction
 
@@ -152,6 +152,8 @@ def enqueue(
         .returning(OutboundMessage.id)
     )
     new = session.execute(statement).scalar_one_or_none() is not None
+    if new and published:
+        counters.count(session, "batch_messages_published", {"job": str(body.get("job", ""))})
     row = session.scalars(select(OutboundMessage).where(OutboundMessage.message_id == message_id)).one()
     return Enqueued(row.message_id, row.queue, row.created_at, row.published_at, new)
 
@@ -218,6 +220,7 @@ def record_result(
         row.status = OutboundMessageStatus.PUBLISHED.value
         row.published_at = now
         row.last_error = None
+        counters.count(session, "batch_messages_published", {"job": row.job})
         return True
     row.last_error = f"{type(error).__name__}: {error}"[:2000]
     row.next_attempt_at = now + timedelta(seconds=backoff.backoff_seconds(row.attempts, base_delay_s, max_delay_s))

@@ -31,6 +31,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from domain.core import logs
+from domain.core.settings import get_settings
 from resources.sandbox import github, integrations, payments, services, wrk
 from resources.sandbox.state import Fault, SandboxState
 
@@ -96,6 +98,8 @@ class _MailSink:
 
 
 def create_app(state: SandboxState | None = None, smtp_port: int | None = None) -> Starlette:
+    settings = get_settings()
+    logs.configure("sandbox", settings.log_level, settings.log_format)
     state = state or SandboxState()
     if smtp_port is None:
         smtp_port = int(os.environ.get("SMTP_PORT", "8925"))
