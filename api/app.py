@@ -16,7 +16,7 @@ from starlette.middleware import Middleware
 from api import http_metrics
 from api.auth import Authenticator
 from api.middleware import RequestContext
-from api.openapi import Endpoint, build_openapi
+from api.openapi import Endpoint, build_openapi, routes
 from api.phase_stream import PhaseStream
 from api.problems import EXCEPTION_HANDLERS
 from api.request_rules import RequestRules
@@ -108,7 +108,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     logs.configure("api", settings.log_level, settings.log_format)
     _redact_uvicorn_tokens()
     app = Starlette(
-        routes=[*(endpoint.route() for endpoint in ENDPOINTS), *live.WEBSOCKET_ROUTES],
+        routes=[*routes(ENDPOINTS), *live.WEBSOCKET_ROUTES],
         middleware=[Middleware(RequestContext), Middleware(RequestRules, settings=settings)],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,

@@ -279,8 +279,9 @@ ENDPOINTS = [
         metrics,
         "Prometheus metrics (text format): HTTP, queue, phases, every flow's outcomes and backlogs, live "
         "connections. With METRICS_TOKEN set: that bearer token only; unset: loopback only",
+        media_type="text/plain",
         auth=False,
-        errors=[401, 403],
+        errors={401: ["unauthorized"], 403: ["forbidden"]},
         tags=["system"],
     ),
 ]
