@@ -19,7 +19,7 @@ CODE_PACKAGES += ("scripts", "sensors", "tests")
 
 
 def _pages() -> list[Path]:
-    return [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+    return [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
 
 
 def _anchor(heading: str) -> str:
