@@ -8,6 +8,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -30,7 +31,7 @@ PRELOAD = os.environ.get(  # BENCH_RELEASE_PRELOAD: another list, for a before/a
 
 
 def measure(
-    job_fn, graph: ReleaseGraph, instance: dg.DagsterInstance, tag: str
+    job_fn: Callable[[], dg.JobDefinition], graph: ReleaseGraph, instance: dg.DagsterInstance, tag: str
 ) -> tuple[float, dict[str, list[float]]]:
     run_config = {
         "ops": {"start_release": {"config": {"tag": tag, "poll_initial_s": 0.2, "poll_max_s": 0.4}}},

@@ -246,8 +246,8 @@ def interpreter_start() -> float:
 
 
 def main() -> None:
-    emit(BENCH, "interpreter_start_s", statistics.median(t := [interpreter_start() for _ in range(REPEAT)]), "s", "-",
-         **spread(t))  # fmt: skip
+    starts = [interpreter_start() for _ in range(REPEAT)]
+    emit(BENCH, "interpreter_start_s", statistics.median(starts), "s", "-", **spread(starts))
     for name, snippet in PARTS.items():
         runs = [fresh(snippet) for _ in range(REPEAT)]
         for mark in runs[0]:

@@ -195,7 +195,7 @@ ENDPOINTS = [
     Endpoint(
         "GET",
         "/v1/users/{user_id}/events",
-        user_events,  # type: ignore[arg-type]
+        user_events,
         "A user's phase events as Server-Sent Events (text/event-stream); resumes after Last-Event-ID",
         tenant_header=True,
         headers=["Last-Event-ID"],

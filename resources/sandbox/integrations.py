@@ -206,7 +206,7 @@ def _next(
         return 3, base
     if kind == "evidence_matching":
         return 4, {**base, "matches": _matches(state, settings, str(body.get("sync_id")))}
-    claim = {k: body[k] for k in ("claim_id", "amount", "currency") if k in body}
+    claim: dict[str, Any] = {k: body[k] for k in ("claim_id", "amount", "currency") if k in body}
     if kind == "claim":
         return 5, {**base, **claim}
     if kind == "payout_monitoring":
