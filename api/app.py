@@ -13,9 +13,10 @@ from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from api import http_metrics
 from api.auth import Authenticator
 from api.middleware import RequestContext
-from api.openapi import Endpoint, build_openapi
+from api.openapi import Endpoint, build_openapi, routes
 from api.phase_stream import PhaseStream
 from api.problems import EXCEPTION_HANDLERS
 from api.request_rules import RequestRules
@@ -35,6 +36,7 @@ from api.routes import (
     webhooks,
     workflows,
 )
+from domain.core import logs
 from domain.core.settings import Settings, get_settings
 from domain.core.store import engine_for
 from resources.wrk import wrk_client
@@ -62,15 +64,16 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     """On start-up, freeze what importing and building the app made out of the garbage collector (as the
     warm run launcher's fork server does: wrk_instance/preload_code.py): ~170,000 objects (SQLAlchemy,
     pydantic, Starlette, the models; no Dagster) that a full collection would otherwise walk, during which
-    a worker answers nobody. On shutdown, close what the app opened: its outbound HTTP clients
-    (their connection pools), and the store engine when the app made it (an engine passed in belongs to
-    the caller)."""
+    a worker answers nobody. On shutdown, mark this worker's live gauges dead (api/http_metrics.py) and
+    close what the app opened: its outbound HTTP clients (their connection pools), and the store engine
+    when the app made it (an engine passed in belongs to the caller)."""
     if gc.get_freeze_count() == 0:  # once per process (a test process builds many apps)
         gc.collect()  # start-up's garbage first: what is frozen is never collected
         gc.freeze()
     try:
         yield
     finally:
+        http_metrics.worker_stopped()
         await app.state.phase_stream.close()
         app.state.wrk.close()
         if app.state.owns_engine:
@@ -102,11 +105,10 @@ def _redact_uvicorn_tokens() -> None:
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> Starlette:
     settings = settings or get_settings()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # outbound calls are logged by the clients' retries
+    logs.configure("api", settings.log_level, settings.log_format)
     _redact_uvicorn_tokens()
     app = Starlette(
-        routes=[*(endpoint.route() for endpoint in ENDPOINTS), *live.WEBSOCKET_ROUTES],
+        routes=[*routes(ENDPOINTS), *live.WEBSOCKET_ROUTES],
         middleware=[Middleware(RequestContext), Middleware(RequestRules, settings=settings)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
@@ -120,6 +122,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         app.state.engine, poll_interval_s=settings.phase_stream_poll_s, resync_s=settings.phase_stream_resync_s
     )
     app.state.phase_commits = phases.phase_commits(app.state.engine)
-    app.state.metrics_registry = metrics.metrics_registry(app.state.engine, app.state.phase_stream)
+    app.state.metrics_registry = metrics.metrics_registry(app.state.engine, settings)
     app.state.openapi = build_openapi(ENDPOINTS, "WRK orchestration API", "0.1.0")
     return app

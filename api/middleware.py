@@ -1,15 +1,18 @@
-"""Request ids and JSON access logs (with tenant and actor), as one plain ASGI middleware."""
+"""Request ids, JSON access logs (with tenant and actor) and the HTTP metrics, as one plain ASGI middleware. The
+request id is bound to every log record written while the request is served (structlog's context variables)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
 import uuid
 from typing import Any
 
+import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.http_metrics import DURATION, IN_FLIGHT, REQUESTS, method_label, route_template
 
 access_log = logging.getLogger("wrk.api.access")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -28,7 +31,9 @@ class RequestContext:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         started = time.perf_counter()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
         status = {"code": 500}
+        IN_FLIGHT.inc()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -40,14 +45,19 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - started
+            IN_FLIGHT.dec()
+            method, route = method_label(scope["method"]), route_template(scope)
+            REQUESTS.labels(method, route, str(status["code"])).inc()
+            DURATION.labels(method, route).observe(seconds)
             entry: dict[str, Any] = {
-                "event": "http_request",
                 "request_id": request_id,
                 "method": scope["method"],
                 "path": scope["path"],
                 "status": status["code"],
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "duration_ms": round(seconds * 1000, 2),
                 "tenant_id": state.get("tenant_id"),
                 "actor": state.get("actor"),
             }
-            access_log.info(json.dumps(entry))
+            access_log.info("%s %s %s", scope["method"], scope["path"], status["code"], extra=entry)
+            structlog.contextvars.unbind_contextvars("request_id")

@@ -41,7 +41,6 @@ class PhaseStream:
         self.resync_s = resync_s  # a subscriber re-reads this often even when nothing woke it
         self._subscribers: dict[StreamKey, set[_Subscriber]] = {}
         self._task: asyncio.Task[None] | None = None
-        self.connections: dict[str, int] = {"websocket": 0, "sse": 0}
 
     # -- subscribers -------------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ MEDIA_TYPE = "application/problem+json"
 TITLES = {
     "validation_error": "Request validation failed",
     "payload_too_large": "Request body too large",
+    "unsupported_media_type": "Unsupported media type",
     "unauthorized": "Authentication required",
     "forbidden": "Not allowed",
     "not_found": "Not found",

@@ -4,9 +4,10 @@
   so a larger one is refused with 413 before any signature is checked or any JSON parsed;
 - header values are printable ASCII (RFC 9110: text beyond it is percent-encoded), a path or query
   parameter carries no NUL (PostgreSQL stores none): 422 naming the header or parameter;
-- a JSON body (`parse_json`) is nested at most REQUEST_JSON_MAX_DEPTH deep, holds integers the store can
-  hold (a signed 64-bit BIGINT), finite numbers, and text without NUL or lone surrogates (neither store
-  can encode one): 422 naming the field;
+- a JSON body (`parse_json`) is nested at most REQUEST_JSON_MAX_DEPTH deep, holds numbers within the
+  range of the widest integer the store can hold (a signed 64-bit BIGINT; JSON Schema cannot tell `1e30`
+  from the integer it equals, so the bound is the same for both), and text without NUL or lone
+  surrogates (neither store can encode one): 422 naming the field;
 - an integer in a path or query (`integer_param`) is read only when it fits the store.
 
 The checks on the hot path are C-speed scans of the raw bytes; a body is walked in Python only when a
@@ -29,12 +30,16 @@ from api.problems import Problem, problem_response
 from domain.core.settings import Settings
 
 STORE_INT_MIN, STORE_INT_MAX = -(2**63), 2**63 - 1  # BIGINT, the widest integer the stores hold
+# The rules above as JSON Schema patterns (api/openapi.py describes every parameter and body with them).
+TEXT_PATTERN = "^[^\\x00]*$"
+HEADER_PATTERN = "^[\\t\\x20-\\x7e]*$"
+HEADER_PRESENT_PATTERN = "^[\\t ]*[\\x21-\\x7e][\\t\\x20-\\x7e]*$"  # not blank either
 WEBHOOK_PATHS = frozenset({"/webhooks/github"})
 
 _HEADER_VALUE_BYTES = b"\t" + bytes(range(0x20, 0x7F))  # HTAB, SP and the visible ASCII characters
 _TEXT_REFUSED = re.compile("[\x00\ud800-\udfff]")
 # Raw JSON that may hold a refused value: a NUL or surrogate escape, 19 digits in a row (an integer past
-# 64 bits), or an exponent of 3 digits (1e400 parses as infinity); found by C-speed scans (a regular
+# 64 bits), or an exponent of 2 digits (1e19 is past 64 bits); found by C-speed scans (a regular
 # expression over every byte costs more than parsing a small body).
 _JSON_ESCAPE_REFUSED = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 _DIGITS_AS_ZERO = bytes.maketrans(b"123456789E", b"000000000e")
@@ -108,7 +113,7 @@ def _may_hold_refused_values(raw: bytes) -> bool:
     if b"\\u" in raw and _JSON_ESCAPE_REFUSED.search(raw):
         return True
     shape = raw.translate(_DIGITS_AS_ZERO)
-    return b"0" * 19 in shape or b"e000" in shape or b"e+000" in shape
+    return b"0" * 19 in shape or b"e00" in shape or b"e+00" in shape
 
 
 def _too_deep(raw: bytes, max_depth: int) -> bool:
@@ -147,8 +152,8 @@ def _refused_values(value: Any) -> Iterator[tuple[str, str]]:
             continue
         elif isinstance(item, int) and not STORE_INT_MIN <= item <= STORE_INT_MAX:
             yield _field(path), "an integer outside the signed 64-bit range"
-        elif isinstance(item, float) and not math.isfinite(item):
-            yield _field(path), "a number too large to hold"
+        elif isinstance(item, float) and not (math.isfinite(item) and STORE_INT_MIN <= item <= STORE_INT_MAX):
+            yield _field(path), "a number outside the signed 64-bit range"
 
 
 def _field(path: tuple[str, ...]) -> str:

@@ -10,20 +10,24 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pydantic import ValidationError
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import OperationalError
 
 from cli.demo import FRESH_STATUSES, demo_tenant_ids, demo_version, describe, reset_demo, seed_demo
 from domain import deploy
 from domain.batch import batch_jobs
-from domain.core import lifecycle, migrate, models
+from domain.core import lifecycle, logs, migrate, models
 from domain.core.lifecycle import Status
-from domain.core.settings import get_settings, masked_url
+from domain.core.settings import EXIT_MISCONFIGURED, ConfigurationError, get_settings, masked_url
 from domain.core.store import engine_for, read_transaction, transaction
 from domain.core.tokens import InvalidTokenRequest, mint_dev_token
 from domain.queue import queue
 from domain.release.release_graph import InvalidGraph, load_graph
+
+
+def _cmd_check_settings(_args: argparse.Namespace) -> int:
+    get_settings()
+    return 0
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
@@ -213,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wrk-orch", description="WRK orchestration operator commands")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    p = sub.add_parser(
+        "check-settings", help=f"load the settings; one line and exit {EXIT_MISCONFIGURED} when they cannot be used"
+    )
+    p.set_defaults(func=_cmd_check_settings)
+
     p = sub.add_parser("migrate", help="apply the store's migrations (DATABASE_URL)")
     p.add_argument("--revision", default="head")
     p.set_defaults(func=_cmd_migrate)
@@ -290,10 +299,12 @@ def _operator() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        settings = get_settings()
+        logs.configure("wrk-orch", settings.log_level, settings.log_format)
         return int(args.func(args))
-    except ValidationError as exc:
-        print(f"wrk-orch: the settings are not valid: {exc}", file=sys.stderr)
-        return 2
+    except ConfigurationError as exc:
+        print(f"wrk-orch: configuration: {exc}", file=sys.stderr)
+        return EXIT_MISCONFIGURED
     except migrate.StoreNotMigrated as exc:
         print(f"wrk-orch: {exc}", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ import dagster as dg
 
 from domain.core.store import transaction
 from domain.workflows import approval_callbacks as callback_outbox, approvals
+from orchestration_defs.tags import HOUSEKEEPING
 from resources.approval_callbacks import is_retryable
 from resources.dagster_resources import ApprovalCallbacksResource, DatabaseResource
 
@@ -41,7 +42,8 @@ def sweep_approvals(
 
 
 @dg.job(
-    description="Expire overdue approvals (on_timeout applied) and call standalone approvals' callbacks.",
+    description="Housekeeping: expire overdue approvals (on_timeout applied), call standalone approvals' callbacks.",
+    tags=HOUSEKEEPING,
     executor_def=dg.in_process_executor,  # one step: no second process to start
 )
 def approval_sweeper() -> None:

@@ -2,25 +2,38 @@
 with a schedule built from its partitioned job (schedules/batch.py). Materializing a period publishes that period's
 `workflow.job.trigger` message through the publisher resource (domain/batch/batch_jobs.py); a backfill over a
 range is one run (single-run backfill policy) publishing one message per period, in time order.
+
+Each asset's health in Dagster: its `message_published` check (every period's message out, evaluated in the
+asset's run, by the relay and by the sweeper) and Dagster's last-update freshness check, whose "update" is the
+publish time each period's materialization or relay observation carries (sensors/batch.py runs them).
 """
 
-from datetime import datetime
+import warnings
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import dagster as dg
+from dagster_shared.utils import warnings as dg_warnings
+from sqlalchemy import Engine, select
 
 from domain.batch import batch_jobs
 from domain.batch.batch_jobs import JOBS, BatchJob
-from domain.core.settings import Settings, get_settings
+from domain.core.models import OutboundMessage
+from domain.core.settings import CRON_EXPECTED, ConfigurationError, Settings, get_settings
+from domain.core.store import read_transaction
+from orchestration_defs.tags import HOUSEKEEPING, TAG_FLOW
 from resources.dagster_resources import BatchPublisherResource, DatabaseResource
 
 GROUP = "batch_jobs"
+PUBLISHED_CHECK = "message_published"
+LAST_UPDATED = "dagster/last_updated_timestamp"  # what Dagster's freshness checks read as an update's time
 # Partition keys carry the period's start to the minute: one format for hourly, daily and weekly crons.
 PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
 
 
-class BatchConfigError(ValueError):
+class BatchConfigError(ConfigurationError):
     """A batch-job setting that cannot be used; the message names the environment variable."""
 
 
@@ -45,7 +58,7 @@ def partitions_for(job: BatchJob, settings: Settings) -> dg.TimeWindowPartitions
             cron_schedule=cron, start=start, timezone=settings.batch_timezone, fmt=PARTITION_FORMAT
         )
     except dg.DagsterInvalidDefinitionError as exc:
-        raise BatchConfigError(f"{job.cron_variable}={cron!r} is not a valid cron expression (5 fields)") from exc
+        raise BatchConfigError(f"{job.cron_variable}={cron!r}: expected {CRON_EXPECTED}") from exc
 
 
 def _source(tags: dict[str, str]) -> dict[str, Any]:
@@ -60,6 +73,33 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
+def message_metadata(row: OutboundMessage, transport: str) -> dict[str, Any]:
+    """What one period's message is and where it stands, as its materialization (or, once the relay has
+    published it, its observation) shows it. A published message's publish time is the asset's last update,
+    which its freshness check reads; a pending one has none yet."""
+    metadata: dict[str, Any] = {
+        "message_id": row.message_id,
+        "queue": row.queue,
+        "transport": transport,
+        "enqueued_at": _iso(row.created_at),
+        "published_at": _iso(row.published_at) or "pending (the relay publishes it)",
+        "attempts": row.attempts,
+    }
+    if row.published_at is not None:
+        metadata[LAST_UPDATED] = dg.MetadataValue.timestamp(row.published_at)
+    return metadata
+
+
+def check_result(check: batch_jobs.PublishCheck) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=PUBLISHED_CHECK,
+        passed=check.passed,
+        severity=dg.AssetCheckSeverity.ERROR if check.severe else dg.AssetCheckSeverity.WARN,
+        description=check.description,
+        metadata=check.metadata,
+    )
+
+
 def batch_asset(job: BatchJob, partitions_def: dg.TimeWindowPartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(
         name=job.asset_name,
@@ -69,10 +109,21 @@ def batch_asset(job: BatchJob, partitions_def: dg.TimeWindowPartitionsDefinition
         description=f"{job.description}: publishes `{batch_jobs.TRIGGER_TYPE}` for `{job.name}`, one per period.",
         kinds={"rabbitmq"},
         metadata={"cron": partitions_def.cron_schedule, "timezone": partitions_def.timezone, "job": job.name},
+        # A range yields one materialization per period, each with its own message, and no output.
+        output_required=False,
+        check_specs=[
+            dg.AssetCheckSpec(
+                PUBLISHED_CHECK,
+                asset=job.asset_name,
+                description="Every period's message has left through the transport: published in the outbox, "
+                "or confirmed by the broker. WARN while the relay may still publish it, ERROR once it has waited "
+                "longer than OUTBOX_ALERT_AFTER_S.",
+            )
+        ],
     )
     def _asset(
         context: dg.AssetExecutionContext, database: DatabaseResource, batch_publisher: BatchPublisherResource
-    ) -> dg.MaterializeResult:  # type: ignore[type-arg]
+    ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckResult]:  # type: ignore[type-arg]
         tags = dict(context.run.tags)
         reissue = tags.get(batch_jobs.REISSUE_TAG)
         windows = sorted((partitions_def.time_window_for_partition_key(key), key) for key in context.partition_keys)
@@ -86,38 +137,108 @@ def batch_asset(job: BatchJob, partitions_def: dg.TimeWindowPartitionsDefinition
             messages.append((batch_jobs.message_id(job.name, key, reissue), body, headers))
         publisher = batch_publisher.publisher
         rows = publisher.publish(database.engine, messages)
+        transport = "rabbitmq" if publisher.broker_configured else "outbox"
         published = [row for row in rows if row.published_at is not None]
         context.log.info(
             f"{job.name}: {len(rows)} period(s) {windows[0][1]}..{windows[-1][1]} to {publisher.queue}; "
-            f"{len(published)} published to the broker"
-            if publisher.broker_configured
-            else f"{job.name}: {len(rows)} period(s) {windows[0][1]}..{windows[-1][1]} in the outbox"
+            f"{len(published)} published ({transport})"
         )
-        first = rows[0]
-        metadata: dict[str, Any] = {
-            "queue": first.queue,
-            "transport": "rabbitmq" if publisher.broker_configured else "outbox",
-            "message_count": len(rows),
-            "message_id": first.message_id if len(rows) == 1 else f"{first.message_id} .. {rows[-1].message_id}",
-            # Embedded transport: in the outbox is published. With a broker: when the broker confirmed it.
-            "published_at": _iso(first.published_at if publisher.broker_configured else first.created_at)
-            or "pending (the relay publishes it)",
-            "enqueued_at": _iso(first.created_at),
-            "messages": dg.MetadataValue.json(
-                [
-                    {
-                        "partition_key": row.body["partition_key"],
-                        "message_id": row.message_id,
-                        "enqueued_at": _iso(row.created_at),
-                        "published_at": _iso(row.published_at),
-                    }
-                    for row in rows
-                ]
-            ),
-        }
-        return dg.MaterializeResult(metadata=metadata)
+        if len(rows) == 1:  # a scheduled period: the asset's output, so the checks that follow it run
+            yield dg.MaterializeResult(metadata={**message_metadata(rows[0], transport), **extra})
+        else:  # a range: one materialization per period (an output would give every period the same metadata)
+            for (_window, key), row in zip(windows, rows, strict=True):
+                yield dg.AssetMaterialization(
+                    asset_key=context.asset_key, partition=key, metadata={**message_metadata(row, transport), **extra}
+                )
+        with read_transaction(database.engine) as session:
+            check = batch_jobs.publish_check(session, job.name, alert_after_s=get_settings().outbox_alert_after_s)
+        yield check_result(check)
 
     return _asset
+
+
+def report_published(
+    instance: dg.DagsterInstance, engine: Engine, message_ids: Sequence[str]
+) -> list[dg.AssetObservation]:
+    """For messages the relay published to the broker after their run: one observation per period with its
+    true publish time, and each job's `message_published` check evaluated again. Returns the observations (the
+    caller logs them in its run); the check evaluations are reported to the instance."""
+    if not message_ids:
+        return []
+    settings = get_settings()
+    with read_transaction(engine) as session:
+        rows = session.scalars(
+            select(OutboundMessage)
+            .where(
+                OutboundMessage.message_id.in_(list(message_ids)),
+                OutboundMessage.type == batch_jobs.TRIGGER_TYPE,
+                OutboundMessage.job.in_(list(batch_jobs.JOBS_BY_NAME)),
+            )
+            .order_by(OutboundMessage.id)
+        ).all()
+        observations = [
+            dg.AssetObservation(
+                asset_key=batch_jobs.JOBS_BY_NAME[row.job].asset_name,
+                partition=str(row.body.get("partition_key")),
+                metadata=message_metadata(row, "rabbitmq"),
+            )
+            for row in rows
+        ]
+        checks = [
+            batch_jobs.publish_check(session, job, alert_after_s=settings.outbox_alert_after_s)
+            for job in sorted({row.job for row in rows})
+        ]
+    report_checks(instance, checks)
+    return observations
+
+
+def report_checks(instance: dg.DagsterInstance, checks: Sequence[batch_jobs.PublishCheck]) -> None:
+    """Record `message_published` evaluations made outside the asset's run (relay, sweeper)."""
+    for check in checks:
+        result = check_result(check)
+        instance.report_runless_asset_event(
+            dg.AssetCheckEvaluation(
+                asset_key=dg.AssetKey(batch_jobs.JOBS_BY_NAME[check.job].asset_name),
+                check_name=PUBLISHED_CHECK,
+                passed=result.passed,
+                severity=result.severity,
+                description=result.description,
+                metadata=result.metadata,
+            )
+        )
+
+
+def longest_period(partitions_def: dg.TimeWindowPartitionsDefinition, ticks: int = 400) -> timedelta:
+    """The longest time between two ticks of the partitions' cron (a year of daily ticks; a monthly cron's
+    31 days), from its first period on."""
+    key = partitions_def.get_first_partition_key() or partitions_def.start.strftime(PARTITION_FORMAT)
+    longest = timedelta(0)
+    for _ in range(ticks):
+        window = partitions_def.time_window_for_partition_key(key)
+        longest = max(longest, window.end - window.start)
+        key = window.end.strftime(PARTITION_FORMAT)
+    return longest
+
+
+def freshness_checks(assets: Sequence[dg.AssetsDefinition], settings: Settings) -> list[dg.AssetChecksDefinition]:
+    """Per batch asset, Dagster's freshness check: it fails (ERROR) when the asset's last update (the
+    publish time of its newest message, or its last materialization) is older than the longest gap between
+    two ticks of its cron plus BATCH_FRESHNESS_GRACE_S: a missed tick or a stuck outbox."""
+    checks: list[dg.AssetChecksDefinition] = []
+    for asset in assets:
+        partitions_def = asset.partitions_def
+        assert isinstance(partitions_def, dg.TimeWindowPartitionsDefinition)
+        allowed = longest_period(partitions_def) + timedelta(seconds=settings.batch_freshness_grace_s)
+        with warnings.catch_warnings():
+            # Dagster marks the check factories superseded by FreshnessPolicy, which only the freshness daemon
+            # evaluates and which is no asset check: these are checks, evaluated by their own sensor.
+            warnings.simplefilter("ignore", category=dg_warnings.SupersessionWarning)
+            checks.extend(
+                dg.build_last_update_freshness_checks(
+                    assets=[asset], lower_bound_delta=allowed, severity=dg.AssetCheckSeverity.ERROR
+                )
+            )
+    return checks
 
 
 def build_batch_jobs(settings: Settings | None = None) -> tuple[list[dg.AssetsDefinition], list[Any]]:
@@ -132,8 +253,12 @@ def build_batch_jobs(settings: Settings | None = None) -> tuple[list[dg.AssetsDe
         jobs.append(
             dg.define_asset_job(
                 job.job_name,
-                selection=[asset.key],  # partitioned like its asset
+                # Partitioned like its asset; with its checks: `message_published` in the asset's step, the
+                # freshness check after it (a failed one is evaluated again only by such a run; a range has no
+                # output, so a backfill skips it).
+                selection=[asset.key],
                 executor_def=dg.in_process_executor,  # one asset, one step: no second process to start
+                tags={TAG_FLOW: "batch"},
                 description=f"One `{batch_jobs.TRIGGER_TYPE}` for `{job.name}` per period "
                 f"({partitions_def.cron_schedule}).",
             )
@@ -150,13 +275,17 @@ def relay_outbox_messages(
     context: dg.OpExecutionContext, database: DatabaseResource, batch_publisher: BatchPublisherResource
 ) -> dict[str, int]:
     report = batch_publisher.publisher.relay(database.engine)
+    # Each published period's true publish time on its asset, and its job's check evaluated again.
+    for observation in report_published(context.instance, database.engine, report.published_ids):
+        context.log_event(observation)
     summary = {"published": report.published, "failed": report.failed, "alerted": report.alerted}
     context.add_output_metadata(summary)
     return summary
 
 
 @dg.job(
-    description="Publish the batch-job messages still in the outbox to RabbitMQ.",
+    description="Housekeeping: publish the batch-job messages still in the outbox to RabbitMQ.",
+    tags=HOUSEKEEPING,
     executor_def=dg.in_process_executor,  # one step: no second process to start
 )
 def relay_batch_messages() -> None:

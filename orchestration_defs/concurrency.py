@@ -29,11 +29,10 @@ from typing import Any, cast
 
 from dagster import DagsterRun, DagsterRunStatus, Field, IntSource, QueuedRunCoordinator, SubmitRunContext
 
-from orchestration_defs.tags import TAG_TENANT
+from orchestration_defs.tags import TAG_FLOW, TAG_TENANT
 
 TAG_RELEASE = "wrk/release_tag"
 TAG_VERSION = "wrk/automation_version_id"
-TAG_FLOW = "wrk/flow"
 
 logger = logging.getLogger(__name__)
 
@@ -170,8 +169,12 @@ class FlowRunCoordinator(QueuedRunCoordinator):
 
     @classmethod
     def from_config_value(cls, inst_data: Any, config_value: Mapping[str, Any]) -> Any:
+        from domain.core.logs import quiet_sensor_ticks
         from domain.core.settings import Settings, tenant_limit_value
 
+        # Every process that opens the instance builds its run coordinator, the daemon first among them:
+        # its per-evaluation sensor line ("Checking for new runs for sensor") goes to DEBUG.
+        quiet_sensor_ticks()
         config = dict(config_value)
         limit = config.pop("tenant_max_concurrent_runs", None)
         if limit is None:

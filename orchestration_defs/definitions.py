@@ -3,12 +3,21 @@ release, batch, workflows, phases, housekeeping) lists its jobs or assets, its s
 the resources they use. Jobs, ops and assets are in orchestration_defs/<area>.py, sensors in sensors/,
 schedules in schedules/; only this module imports all three."""
 
+from domain.core.settings import exit_when_misconfigured, get_settings
+
+# The code server, the daemon and every run worker load this module, and the modules below read the settings
+# as they are imported: settings they cannot use end the process here with one line and the configuration's
+# exit status (which the supervisor does not restart), before any import turns them into a traceback.
+with exit_when_misconfigured("code location"):
+    get_settings()
+
 from collections.abc import Mapping
 
 import dagster as dg
 
+from domain.core.settings import get_settings
 from orchestration_defs.approvals import approval_sweeper
-from orchestration_defs.batch_jobs import build_batch_jobs, relay_batch_messages
+from orchestration_defs.batch_jobs import build_batch_jobs, freshness_checks, relay_batch_messages
 from orchestration_defs.build import build_automation_version
 from orchestration_defs.deploy import reconcile_deployments
 from orchestration_defs.housekeeping import deliver_notifications, queue_sweeper
@@ -30,7 +39,7 @@ from resources.dagster_resources import (
 from schedules.batch import build_batch_schedules
 from schedules.deploy import reconcile_deployments_schedule
 from schedules.housekeeping import queue_sweeper_schedule
-from sensors.batch import batch_messages_relay_sensor
+from sensors.batch import batch_messages_relay_sensor, build_freshness_sensor
 from sensors.build import build_queue_sensor
 from sensors.housekeeping import outbox_sensor
 from sensors.phases import phase_batch_failure_sensor, phase_queue_sensor
@@ -123,11 +132,13 @@ def release_area(resources: Resources | None = None) -> dg.Definitions:
 
 def batch_area(resources: Resources | None = None) -> dg.Definitions:
     assets, asset_jobs = build_batch_jobs()
+    checks = freshness_checks(assets, get_settings())
     return dg.Definitions(
         assets=assets,
+        asset_checks=checks,
         jobs=[relay_batch_messages, *asset_jobs],
         schedules=build_batch_schedules(asset_jobs),
-        sensors=[batch_messages_relay_sensor],
+        sensors=[batch_messages_relay_sensor, build_freshness_sensor(checks)],
         resources=_resources(resources, "database", "batch_publisher"),
     )
 
@@ -167,4 +178,5 @@ def build_definitions() -> dg.Definitions:
     return dg.Definitions.merge(*(area(resources) for area in AREAS))
 
 
-defs = build_definitions()
+with exit_when_misconfigured("code location"):  # a cron Dagster refuses (BatchConfigError)
+    defs = build_definitions()

@@ -13,6 +13,7 @@ import dagster as dg
 
 from domain import deploy
 from domain.core.settings import get_settings
+from orchestration_defs.tags import HOUSEKEEPING
 from resources.dagster_resources import DatabaseResource, WrkPlatformResource
 
 
@@ -51,7 +52,9 @@ def reconcile_platform_workflows(
 
 @dg.job(
     executor_def=dg.in_process_executor,
-    description="Finish or undo interrupted deploys; the platform runs exactly the Live versions' workflows.",
+    description="Housekeeping: finish or undo interrupted deploys; the platform runs exactly the Live versions' "
+    "workflows.",
+    tags=HOUSEKEEPING,
 )
 def reconcile_deployments() -> None:
     reconcile_platform_workflows()

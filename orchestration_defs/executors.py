@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import dagster as dg
 
-from domain.core.settings import Settings, get_settings
+from domain.core.settings import Settings, exit_when_misconfigured, get_settings
 
 Kind = Literal["releases", "workflows", "phases"]
 QUEUES: tuple[Kind, ...] = ("releases", "workflows", "phases")
@@ -102,6 +102,7 @@ def write_worker_config(path: Path) -> None:
 
 if __name__ == "__main__":
     # `python -m orchestration_defs.executors CONFIG_PATH NAME`: writes the workers' config and prints the
-    # command of worker NAME as JSON (scripts/supervise.py, which imports nothing of the project's).
-    write_worker_config(Path(sys.argv[1]))
-    print(json.dumps(worker_command(Path(sys.argv[1]), name=sys.argv[2])))
+    # command of worker NAME as JSON (scripts/supervise.py, which imports no Dagster).
+    with exit_when_misconfigured("celery worker config"):
+        write_worker_config(Path(sys.argv[1]))
+        print(json.dumps(worker_command(Path(sys.argv[1]), name=sys.argv[2])))

@@ -15,10 +15,12 @@ from domain.batch import batch_jobs
 from domain.core import housekeeping
 from domain.core.notifications import deliver_due
 from domain.core.settings import get_settings
-from domain.core.store import transaction
+from domain.core.store import read_transaction, transaction
 from domain.phases import phase_metrics
 from domain.queue import queue
 from domain.queue.triggers import KINDS
+from orchestration_defs.batch_jobs import report_checks
+from orchestration_defs.tags import HOUSEKEEPING
 from orchestration_defs.trigger_runs import reconcile_launched, record_launches, rescue_expired
 from resources.dagster_resources import DatabaseResource, NotificationsResource
 from resources.notifications import is_retryable
@@ -56,6 +58,13 @@ def sweep_queue(context: dg.OpExecutionContext, database: DatabaseResource) -> d
         phase_events = housekeeping.prune_phase_events(session, settings.phase_events_retention)
     with transaction(database.engine) as session:
         unpublished = batch_jobs.alert_stuck(session, settings.ops_email, older_than_s=settings.outbox_alert_after_s)
+    if unpublished:  # the stuck messages' assets show it too (their check fails, ERROR)
+        with read_transaction(database.engine) as session:
+            checks = [
+                batch_jobs.publish_check(session, job.name, alert_after_s=settings.outbox_alert_after_s)
+                for job in batch_jobs.JOBS
+            ]
+        report_checks(context.instance, [check for check in checks if not check.passed])
     folders = housekeeping.prune_release_dirs(
         Path(settings.release_dir), timedelta(days=settings.release_dir_retention_days)
     )
@@ -78,6 +87,7 @@ def sweep_queue(context: dg.OpExecutionContext, database: DatabaseResource) -> d
 
 @dg.job(
     description="Housekeeping: reconcile the queue with its runs, reap expired claims, prune finished rows.",
+    tags=HOUSEKEEPING,
     executor_def=dg.in_process_executor,  # one step: no second process to start
 )
 def queue_sweeper() -> None:
@@ -96,7 +106,8 @@ def deliver_outbox(
 
 
 @dg.job(
-    description="Deliver pending outbox notifications.",
+    description="Housekeeping: deliver pending outbox notifications.",
+    tags=HOUSEKEEPING,
     executor_def=dg.in_process_executor,  # one step: no second process to start
 )
 def deliver_notifications() -> None:

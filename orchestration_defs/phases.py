@@ -34,7 +34,7 @@ from domain.phases.phases_money import Route
 from domain.queue import queue
 from domain.queue.triggers import PhaseTrigger
 from orchestration_defs.executors import executor_for
-from orchestration_defs.tags import TAG_KIND
+from orchestration_defs.tags import TAG_FLOW, TAG_KIND
 from orchestration_defs.trigger_runs import LEASE_SECONDS, dead
 from resources.dagster_resources import DatabaseResource, IntegrationsResource, PaymentsResource
 from resources.integrations import IntegrationsClient
@@ -332,6 +332,7 @@ def process_phase_triggers(
 @dg.job(
     name=JOB,
     description="Seven-phase pipeline: a batch of phase triggers, each with its own outcome.",
+    tags={TAG_FLOW: "phase"},
     # one op: no second process to start; EXECUTOR=celery: on the `phases` queue
     executor_def=executor_for("phases", dg.in_process_executor),
 )

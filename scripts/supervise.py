@@ -22,6 +22,13 @@ process table, process groups and a parent-death signal; a loop over `wait -n` c
    Each service gets a parent-death signal too, so a supervisor killed with SIGKILL still stops them.
 4. Ready means: the API answers /health, the webserver answers, and the code location is LOADED
    (GraphQL `workspaceOrError`); a load error is printed as Dagster reports it, and `make run` exits 1.
+5. Configuration: the settings are checked once, before anything starts; settings that cannot be used end
+   `make run` with one line naming the setting, its masked value and what is expected, and exit status 2
+   (EXIT_MISCONFIGURED). A service that exits with that status is not restarted: everything stops, with
+   its line.
+6. Logs: every line a service writes (stdout and stderr) is read here and written to LOG_DIR/<name>.log
+   in the project's one field set (domain/core/logs.py): JSON lines by default, no colour codes, records
+   below LOG_LEVEL left out. The supervisor's own lines go to LOG_DIR/supervisor.log as well.
 """
 
 from __future__ import annotations
@@ -29,19 +36,29 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import http.client
 import json
+import logging
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from domain.core import logs
+from domain.core.settings import EXIT_MISCONFIGURED, ConfigurationError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
@@ -53,11 +70,21 @@ BACKOFF_FIRST_S, BACKOFF_MAX_S, STABLE_AFTER_S = 0.5, 30.0, 60.0
 # LOG_MAX_MB=0: never.
 LOG_MAX_BYTES = int(float(os.environ.get("LOG_MAX_MB", "50")) * 1024 * 1024)
 LOG_KEEP, LOG_CHECK_S = 3, 30.0
+# How long a plain-text log line waits for a continuation (the next line of a traceback) before it is written.
+FOLD_WAIT_S = 0.2
 PR_SET_PDEATHSIG = 1
+
+
+log = logging.getLogger("supervisor")
 
 
 def say(message: str) -> None:
     print(f"run: {message}", flush=True)
+    log.info(message)
+
+
+class Misconfigured(Exception):
+    """Settings `make run` or one of its services cannot start with (one line)."""
 
 
 def rotate(path: Path, max_bytes: int = LOG_MAX_BYTES, keep: int = LOG_KEEP) -> bool:
@@ -95,7 +122,7 @@ def api_workers(value: str | None) -> int:
     except ValueError:
         workers = 0
     if workers < 1:
-        raise SystemExit(f"run: API_WORKERS must be a whole number of at least 1, not {value!r}")
+        raise Misconfigured(f"API_WORKERS={value!r}: expected a whole number of at least 1")
     return workers
 
 
@@ -122,14 +149,32 @@ def environment() -> dict[str, str]:
     return env
 
 
+def pin_batch_start(env: dict[str, str], home: Path) -> None:
+    """BATCH_START, when not set, is the day this Dagster instance first started (in BATCH_TIMEZONE), kept
+    in $DAGSTER_HOME/batch-start: a fresh instance's catalog shows today's periods, not every period since
+    the settings' default; and the start never moves for that instance (a start that moved with each start
+    would change the assets' partitions under their history and the runs in flight)."""
+    if env.get("BATCH_START"):
+        return
+    pinned = home / "batch-start"
+    if not pinned.exists():
+        try:
+            zone = ZoneInfo(env.get("BATCH_TIMEZONE") or "UTC")
+        except (ZoneInfoNotFoundError, ValueError):
+            return  # the code location refuses the zone itself, naming BATCH_TIMEZONE
+        pinned.write_text(datetime.now(zone).date().isoformat() + "\n")
+    env["BATCH_START"] = pinned.read_text().strip()
+    say(f"batch partitions start at {env['BATCH_START']} ({pinned}; BATCH_START overrides)")
+
+
 def celery_workers(env: dict[str, str]) -> int:
     """How many local Celery workers to start: CELERY_WORKERS (default 2) when EXECUTOR=celery, else none.
     A broker is required; `make run` starts none of its own (see docs/kubernetes-and-celery.md)."""
     if env.get("EXECUTOR", "multiprocess").lower() != "celery":
         return 0
     if not (env.get("CELERY_BROKER_URL") or env.get("RABBITMQ_URL")):
-        raise SystemExit(
-            "run: EXECUTOR=celery needs a broker: set CELERY_BROKER_URL (or RABBITMQ_URL), or start a throwaway "
+        raise Misconfigured(
+            "EXECUTOR=celery needs a broker: set CELERY_BROKER_URL (or RABBITMQ_URL), or start a throwaway "
             "one with the run: scripts/with-rabbitmq sh -c 'CELERY_BROKER_URL=$TEST_RABBITMQ_URL make run'"
         )
     try:
@@ -137,7 +182,7 @@ def celery_workers(env: dict[str, str]) -> int:
     except ValueError:
         workers = -1
     if workers < 0:
-        raise SystemExit(f"run: CELERY_WORKERS must be a whole number, not {env.get('CELERY_WORKERS')!r}")
+        raise Misconfigured(f"CELERY_WORKERS={env.get('CELERY_WORKERS')!r}: expected a whole number")
     return workers
 
 
@@ -158,6 +203,13 @@ class Service:
     # The API with several workers: its workers are children of the uvicorn process and would outlive it
     # (still holding the port) if it died; its group is stopped before it starts again.
     stop_group_on_exit: bool = False
+    # The API's workers sum their HTTP metrics through files in one folder (prometheus_client's
+    # multiprocess mode, PROMETHEUS_MULTIPROC_DIR): emptied before each start, so a restarted API starts
+    # its counters from zero (a reset Prometheus sees) rather than adding to a dead worker's gauges.
+    metrics_dir: Path | None = None
+    # Its log file, written by the relay threads (a lock of its own: two streams write it).
+    handler: logging.Handler | None = None
+    last_line: str = ""
 
 
 class Supervisor:
@@ -169,12 +221,15 @@ class Supervisor:
         self.logs_checked_at = time.monotonic()
         self.parent = ParentWatch()
         self.workspace = Path(env["DAGSTER_HOME"]) / "workspace.yaml"
+        self.log_level = logging.getLevelName(env.get("LOG_LEVEL", "INFO").upper())
+        self.log_format: logs.LogFormat = "text" if env.get("LOG_FORMAT", "json").lower() == "text" else "json"
 
     # -- preparation: one process, before any service -------------------------------------------------
 
     def prepare(self) -> None:
         home = Path(self.env["DAGSTER_HOME"])
         home.mkdir(parents=True, exist_ok=True)
+        pin_batch_start(self.env, home)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ROOT / self.env.get("DAGSTER_INSTANCE_YAML", "dagster.yaml"), home / "dagster.yaml")
         # Dagster's instance and the store are independent: the instance is migrated beside the store's
@@ -195,7 +250,7 @@ class Supervisor:
         for service in self.services:
             if service.name.startswith("celery-worker-"):
                 # Its command and config from the code (orchestration_defs/executors.py); this script
-                # imports nothing of the project's.
+                # imports no Dagster (only domain.core's settings and logs).
                 config = home / "celery-worker.yaml"
                 argv = [str(BIN / "python"), "-m", "orchestration_defs.executors", str(config), service.name]
                 service.argv = json.loads(self.check("Celery worker config", argv))
@@ -212,6 +267,8 @@ class Supervisor:
 
     def finish(self, what: str, argv: list[str], process: subprocess.Popen[str]) -> str:
         stdout, stderr = process.communicate()
+        if process.returncode == EXIT_MISCONFIGURED:
+            raise Misconfigured(last_line(stderr or stdout).split("configuration: ", 1)[-1])
         if process.returncode != 0:
             say(f"{what} failed ({' '.join(argv[-2:])}, exit {process.returncode}):")
             sys.stderr.write(stderr or stdout)
@@ -220,39 +277,96 @@ class Supervisor:
 
     # -- services --------------------------------------------------------------------------------------
 
-    def add(self, name: str, *argv: str, deaf_to_term: bool = False, stop_group_on_exit: bool = False) -> None:
-        self.services.append(
-            Service(
-                name,
-                list(argv),
-                self.log_dir / f"{name}.log",
-                deaf_to_term=deaf_to_term,
-                stop_group_on_exit=stop_group_on_exit,
-            )
+    def add(
+        self,
+        name: str,
+        *argv: str,
+        deaf_to_term: bool = False,
+        stop_group_on_exit: bool = False,
+        metrics_dir: Path | None = None,
+    ) -> None:
+        service = Service(
+            name,
+            list(argv),
+            self.log_dir / f"{name}.log",
+            deaf_to_term=deaf_to_term,
+            stop_group_on_exit=stop_group_on_exit,
+            metrics_dir=metrics_dir,
         )
+        # delay: the file is made by the first line (the log folder is made by prepare()).
+        service.handler = logging.FileHandler(service.log_path, encoding="utf-8", delay=True)
+        service.handler.setFormatter(logs.formatter(name, self.log_format))
+        self.services.append(service)
 
     def start(self, service: Service) -> None:
-        log = open(service.log_path, "ab")  # noqa: SIM115 - the child owns it; closed below
-        try:
-            service.process = subprocess.Popen(
-                service.argv,
-                cwd=ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: stopping it stops its children
-                # A supervisor killed with SIGKILL still stops it (SIGKILL for one deaf to SIGTERM).
-                preexec_fn=functools.partial(
-                    die_with_parent, signal.SIGKILL if service.deaf_to_term else signal.SIGTERM
-                ),
-            )
-        finally:
-            log.close()
+        env = self.env
+        if service.metrics_dir is not None:
+            shutil.rmtree(service.metrics_dir, ignore_errors=True)
+            service.metrics_dir.mkdir(parents=True)
+            env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(service.metrics_dir)}
+        service.process = subprocess.Popen(
+            service.argv,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group: stopping it stops its children
+            # A supervisor killed with SIGKILL still stops it (SIGKILL for one deaf to SIGTERM).
+            preexec_fn=functools.partial(die_with_parent, signal.SIGKILL if service.deaf_to_term else signal.SIGTERM),
+        )
+        # Plain text on stderr (a traceback, a warning) is a warning; on stdout, information.
+        for stream, level in ((service.process.stdout, "info"), (service.process.stderr, "warning")):
+            threading.Thread(target=self.relay, args=(service, stream, level), daemon=True).start()
         service.pgids.add(service.process.pid)
         service.started_at = time.monotonic()
         service.restart_at = None
         say(f"started {service.name} (pid {service.process.pid}, log {service.log_path})")
+
+    def relay(self, service: Service, stream: IO[bytes], level: str) -> None:
+        """Write each line of a service's `stream` to its log in the field set, until the stream ends (every
+        process of its group that holds it has exited). Plain text that continues a record (a traceback up to
+        its exception's line, a warning's indented source line) is folded into it: one record per failure.
+        A record waits at most FOLD_WAIT_S for its continuation."""
+        fd, rest, pending = stream.fileno(), b"", []
+
+        def write(text: str) -> None:
+            assert service.handler is not None
+            record = logs.relayed_record(service.name, text, level)
+            service.last_line = record.getMessage()
+            if record.levelno >= self.log_level:
+                service.handler.handle(record)
+
+        def flush() -> None:
+            if pending:
+                write("\n".join(pending))
+                pending.clear()
+
+        with stream:
+            while True:
+                if pending and not select.select([fd], [], [], FOLD_WAIT_S)[0]:
+                    flush()
+                    continue
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                *lines, rest = (rest + chunk).split(b"\n")
+                for raw in lines:
+                    line = raw.decode("utf-8", errors="replace").rstrip("\r")
+                    in_traceback = bool(pending) and pending[0].startswith("Traceback (most recent call last):")
+                    if pending and (line[:1] in (" ", "\t") or in_traceback):
+                        pending.append(line)
+                        if in_traceback and line[:1] not in (" ", "\t"):
+                            flush()  # the exception's own line ends its traceback
+                        continue
+                    flush()
+                    if line.lstrip().startswith("{"):
+                        write(line)  # a JSON record stands alone
+                    else:
+                        pending.append(line)
+            if rest:
+                pending.append(rest.decode("utf-8", errors="replace"))
+            flush()
 
     def watch(self) -> None:
         """Restart any service that exited, after its backoff; the others are not touched."""
@@ -263,9 +377,9 @@ class Supervisor:
         now = time.monotonic()
         if LOG_MAX_BYTES > 0 and now >= self.logs_checked_at + LOG_CHECK_S:
             self.logs_checked_at = now
-            for service in self.services:
-                if rotate(service.log_path):
-                    say(f"rotated {service.log_path} (over {LOG_MAX_BYTES // (1024 * 1024)} MB)")
+            for path in [self.log_dir / "supervisor.log", *(service.log_path for service in self.services)]:
+                if rotate(path):
+                    say(f"rotated {path} (over {LOG_MAX_BYTES // (1024 * 1024)} MB)")
         for service in self.services:
             process = service.process
             if service.restart_at is not None:
@@ -276,6 +390,9 @@ class Supervisor:
                 continue
             if process is None or process.poll() is None:
                 continue
+            if process.returncode == EXIT_MISCONFIGURED:
+                # Starting it again would fail the same way: stop everything, with its reason.
+                raise Misconfigured(f"{service.name} refused its configuration: {self.reason(service)}")
             if now - service.started_at > STABLE_AFTER_S:
                 service.backoff_s = BACKOFF_FIRST_S
             if service.stop_group_on_exit:
@@ -286,6 +403,13 @@ class Supervisor:
             )
             service.restart_at = now + service.backoff_s
             service.backoff_s = min(BACKOFF_MAX_S, service.backoff_s * 2)
+
+    def reason(self, service: Service) -> str:
+        """The configuration line of a service that exited with EXIT_MISCONFIGURED (its last line)."""
+        deadline = time.monotonic() + 5  # the relay may still be reading the line
+        while "configuration: " not in service.last_line and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return service.last_line.split("configuration: ", 1)[-1]
 
     def stop(self) -> None:
         self.stopping = True
@@ -303,6 +427,9 @@ class Supervisor:
                 say(f"process group {pgid} still running after {STOP_GRACE_S:.0f} s; killing it")
             signal_group(pgid, signal.SIGKILL)
         reap_children()
+        for service in self.services:
+            if service.metrics_dir is not None:
+                shutil.rmtree(service.metrics_dir, ignore_errors=True)
         say("stopped")
 
     # -- readiness -------------------------------------------------------------------------------------
@@ -376,6 +503,11 @@ def port_open(port: int) -> bool:
         return False
 
 
+def last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
 def tail(path: Path, lines: int = 40) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) + "\n"
@@ -387,7 +519,7 @@ def http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             return 200 <= response.status < 300
-    except (OSError, urllib.error.URLError):
+    except (OSError, urllib.error.URLError, http.client.HTTPException):  # e.g. another server on the port
         return False
 
 
@@ -486,9 +618,35 @@ def steps_where(supervisor: Supervisor) -> str:
     return "on this machine (EXECUTOR=multiprocess)"
 
 
+def checked_environment() -> dict[str, str]:
+    """`make run`'s environment, its settings checked once before anything starts (Misconfigured)."""
+    env = environment()
+    celery_workers(env)
+    os.environ.update(env)  # the settings are read from this process's environment
+    try:
+        load_settings()
+    except ConfigurationError as exc:
+        raise Misconfigured(str(exc)) from None
+    return env
+
+
+def log_to_file(env: dict[str, str]) -> None:
+    """The supervisor's own lines (say()) also go to LOG_DIR/supervisor.log, in the services' field set."""
+    log_dir = Path(env["LOG_DIR"])
+    log_dir.mkdir(parents=True, exist_ok=True)
+    stream = open(log_dir / "supervisor.log", "a", encoding="utf-8")  # noqa: SIM115 - the process's lifetime
+    log_format: logs.LogFormat = "text" if env.get("LOG_FORMAT", "json").lower() == "text" else "json"
+    logs.configure("supervisor", env.get("LOG_LEVEL", "INFO"), log_format, stream)
+
+
 def main() -> int:
     die_with_parent()
-    env = environment()
+    try:
+        env = checked_environment()
+    except Misconfigured as exc:
+        print(f"run: configuration: {exc}", file=sys.stderr, flush=True)
+        return EXIT_MISCONFIGURED
+    log_to_file(env)
     supervisor = Supervisor(env)
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -509,16 +667,20 @@ def main() -> int:
     supervisor.add(
         "api", uvicorn, "api.app:create_app", "--factory", "--host", host, "--port", env["API_PORT"], "--no-access-log",
         "--workers", env["API_WORKERS"], stop_group_on_exit=True,
+        metrics_dir=Path(tempfile.gettempdir()) / f"wrk-api-metrics-{os.getpid()}",
     )  # fmt: skip
+    # Dagster's processes log JSON (the relay names its fields as ours) at LOG_LEVEL.
+    level = env.get("LOG_LEVEL", "INFO").lower()
+    dagster_logs = ["--log-format", "json", "--log-level", level]
     supervisor.add(
         "dagster-code-server", str(BIN / "dagster"), "api", "grpc", "-m", "orchestration_defs.definitions",
-        "-a", "defs", "--location-name", LOCATION, "-h", host, "-p", env["DAGSTER_GRPC_PORT"],
+        "-a", "defs", "--location-name", LOCATION, "-h", host, "-p", env["DAGSTER_GRPC_PORT"], *dagster_logs,
         deaf_to_term=True,
     )  # fmt: skip
     workspace = str(supervisor.workspace)
     webserver = [str(BIN / "dagster-webserver"), "-w", workspace, "-h", host, "-p", env["DAGSTER_PORT"]]
-    supervisor.add("dagster-webserver", *webserver)
-    supervisor.add("dagster-daemon", str(BIN / "dagster-daemon"), "run", "-w", workspace)
+    supervisor.add("dagster-webserver", *webserver, "--log-format", "json", "--dagster-log-level", level)
+    supervisor.add("dagster-daemon", str(BIN / "dagster-daemon"), "run", "-w", workspace, *dagster_logs)
     # EXECUTOR=celery: N workers, each its own process group as it would be on its own machine; the
     # command is filled in by prepare(). A worker stopped mid-step leaves the step to the broker, which
     # gives it to another worker (acks late).
@@ -551,6 +713,10 @@ def main() -> int:
                 time.sleep(0.2)
     except Stop as stop:
         say(f"{stop} received")
+    except Misconfigured as exc:
+        print(f"run: configuration: {exc}", file=sys.stderr, flush=True)
+        log.error(f"configuration: {exc}")
+        code = EXIT_MISCONFIGURED
     finally:
         # No second signal may interrupt the shutdown itself.
         for signum in STOP_SIGNALS:

@@ -4,9 +4,11 @@ the Dagster webserver and daemon as processes."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -143,6 +145,7 @@ class Processes:
         self.out: Any = log if log is not None else subprocess.DEVNULL
         self.procs: list[subprocess.Popen[Any]] = []
         self.deaf: list[subprocess.Popen[Any]] = []
+        self.folders: list[str] = []
 
     def spawn(self, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[Any]:
         proc = subprocess.Popen(list(args), cwd=ROOT, env={**self.env, **(env or {})}, stdout=self.out, stderr=self.out)
@@ -151,8 +154,11 @@ class Processes:
 
     def uvicorn(self, factory: str, env: Mapping[str, str] | None = None, workers: int = 1) -> str:
         """Serve an app factory in its own process (no shared GIL with the caller), or in `workers`
-        worker processes sharing the port as `make run` serves the API; returns its URL."""
+        worker processes sharing the port as `make run` serves the API, with an empty folder of their own
+        for the metrics they sum (PROMETHEUS_MULTIPROC_DIR, removed at stop); returns its URL."""
         port = free_port()
+        metrics_dir = tempfile.mkdtemp(prefix="wrk-api-metrics-")
+        self.folders.append(metrics_dir)
         self.spawn(
             sys.executable,
             "-m",
@@ -165,7 +171,7 @@ class Processes:
             "--no-access-log",
             "--log-level",
             "warning",
-            env=env,
+            env={**(env or {}), "PROMETHEUS_MULTIPROC_DIR": metrics_dir},
         )
         url = f"http://127.0.0.1:{port}"
         wait_for(url + "/")
@@ -214,3 +220,5 @@ class Processes:
         for proc in self.deaf:  # after the daemon and the webserver, which talk to it while stopping
             proc.kill()
             proc.wait()
+        for folder in self.folders:
+            shutil.rmtree(folder, ignore_errors=True)

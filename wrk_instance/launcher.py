@@ -24,7 +24,7 @@ supervisor stops them with the daemon (scripts/supervise.py).
 
 Dagster internals used (tests/wrk_instance/test_launcher.py fails if an upgrade changes them):
 `dagster._cli.api.execute_run_command`, `dagster._grpc.types.ExecuteRunArgs`,
-`DagsterRun.job_code_origin`.
+`DagsterRun.job_code_origin`, `HIDDEN_TAG_PREFIX` (tags the UI does not list).
 """
 
 from __future__ import annotations
@@ -42,13 +42,16 @@ from typing import Any
 
 from dagster import Array, DagsterRun, DefaultRunLauncher, Field, serialize_value
 from dagster._core.launcher import CheckRunHealthResult, LaunchRunContext, WorkerStatus
+from dagster._core.storage.tags import HIDDEN_TAG_PREFIX
 from dagster._serdes import ConfigurableClassData
 
-PID_TAG = "wrk/run_worker_pid"
+# The worker's tags are the launcher's own bookkeeping: under Dagster's hidden prefix, the UI and GraphQL
+# leave them out of a run's tags (the run list, the run page) while the launcher reads them as any tag.
+PID_TAG = f"{HIDDEN_TAG_PREFIX}wrk/run_worker_pid"
 # The worker's start time in clock ticks since boot (/proc/<pid>/stat): a pid reused by another process
 # after the worker died is not mistaken for it.
-STARTED_TAG = "wrk/run_worker_started"
-HOST_TAG = "wrk/run_worker_host"
+STARTED_TAG = f"{HIDDEN_TAG_PREFIX}wrk/run_worker_started"
+HOST_TAG = f"{HIDDEN_TAG_PREFIX}wrk/run_worker_host"
 DEFAULT_PRELOAD = ("wrk_instance.preload", "wrk_instance.preload_code")
 ROOT = Path(__file__).resolve().parents[1]
 # Not the project's code or data: a change there does not change what a run imports or reads.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, quote
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
@@ -22,8 +22,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from api.auth import OPS_ROLES, Principal, require, tenant_from_header
 from api.openapi import Endpoint
+from api.params import Choice, Integer, Text
 from api.problems import Problem, problem_response
-from api.request_rules import integer_param, refuse_text
+from api.request_rules import refuse_text
 from api.requests import engine, json_body
 from domain.core.models import ApprovalStatus, HitlApproval, HitlApprovalCallback
 from domain.core.settings import Settings
@@ -37,6 +38,12 @@ HITL_ROLES = OPS_ROLES | {"approver", "service"}
 REQUEST_ROLES = frozenset({"service", "ops_admin", "admin"})
 PREFIXES = ("/hitl", "/v1/hitl")
 MAX_LIMIT = 200
+STATUS = Choice("status", [s.value for s in ApprovalStatus])
+MINE = Choice("mine", ["true", "false", "1", "0"], "false", description="only approvals assigned to you")
+LIMIT = Integer("limit", 50, 1, MAX_LIMIT)
+OFFSET = Integer("offset", 0, 0, 10**9)
+EXECUTION = Text("execution_id", description="only approvals of this workflow execution")
+TOKEN = Text("token", description="the signed link's token (a form field on POST also carries it)")
 
 
 class AuditEntry(BaseModel):
@@ -92,7 +99,8 @@ class StandaloneRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     message: str = Field(min_length=1, max_length=5000)
-    assignees: list[str] = Field(min_length=1, max_length=100)
+    # Each a user id or 'role:<name>', not blank (the validator below says the rest).
+    assignees: list[Annotated[str, Field(pattern=r"\S")]] = Field(min_length=1, max_length=100)
     timeout: dt.timedelta | None = Field(default=None, description="ISO 8601 duration, e.g. PT4H")
     on_timeout: Literal["approve", "reject", "fail"] = "reject"
     context: dict[str, Any] = Field(default_factory=dict)
@@ -164,25 +172,6 @@ def not_found(approval_id: str) -> Problem:
     return Problem(404, "not_found", f"approval {approval_id} not found")
 
 
-def _query_error(name: str, message: str) -> Problem:
-    return Problem(
-        422,
-        "validation_error",
-        f"invalid query parameter {name}: {message}",
-        errors=[{"field": name, "message": message}],
-    )
-
-
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    value = integer_param(raw, low, high)
-    if value is None:
-        raise _query_error(name, f"an integer from {low} to {high}")
-    return value
-
-
 def _caller(request: Request, roles: frozenset[str] = HITL_ROLES) -> tuple[Principal, str]:
     """The caller and the tenant of `X-Tenant-ID` (checked first: a missing header is 400 whoever
     calls), holding one of `roles` there."""
@@ -195,15 +184,11 @@ def _caller(request: Request, roles: frozenset[str] = HITL_ROLES) -> tuple[Princ
 
 async def list_approvals(request: Request) -> JSONResponse:
     principal, tenant = _caller(request)
-    status = request.query_params.get("status") or None
-    if status is not None and status not in set(ApprovalStatus):
-        raise _query_error("status", f"one of {[s.value for s in ApprovalStatus]}")
-    mine = (request.query_params.get("mine") or "false").lower()
-    if mine not in ("true", "false", "1", "0"):
-        raise _query_error("mine", "true or false")
-    limit = _int_param(request, "limit", 50, 1, MAX_LIMIT)
-    offset = _int_param(request, "offset", 0, 0, 10**9)
-    execution_id = request.query_params.get("execution_id") or None
+    status = STATUS.read(request)
+    mine = MINE.read(request)
+    limit, offset = LIMIT.read(request), OFFSET.read(request)
+    assert limit is not None and offset is not None
+    execution_id = EXECUTION.read(request)
     assigned_to = approvals.assignee_keys(principal.sub, principal.roles_in(tenant)) if mine in ("true", "1") else None
 
     def load() -> dict[str, Any]:
@@ -436,6 +421,7 @@ async def use_link(request: Request) -> Response:
     return page(f"Request {done}", f"<p>Thank you: the request is {done}. You can close this page.</p>")
 
 
+LINK_ERRORS = {401: ["invalid_link"], 403: ["forbidden"], 404: ["not_found"], 410: ["link_expired", "link_used"]}
 ENDPOINTS: list[Endpoint] = []
 for _prefix in PREFIXES:
     ENDPOINTS += [
@@ -446,8 +432,8 @@ for _prefix in PREFIXES:
             "Approvals of the tenant, newest first (status, execution_id, mine=true: assigned to you)",
             response=ApprovalList,
             tenant_header=True,
-            query=["status", "execution_id", "mine", "limit", "offset"],
-            errors=[400, 422],
+            tenant_required=True,
+            query=[STATUS, EXECUTION, MINE, LIMIT, OFFSET],
             tags=["approvals"],
         ),
         Endpoint(
@@ -459,7 +445,7 @@ for _prefix in PREFIXES:
             response=ApprovalOut,
             status=201,
             tenant_header=True,
-            errors=[400],
+            tenant_required=True,
             tags=["approvals"],
         ),
         Endpoint(
@@ -469,7 +455,8 @@ for _prefix in PREFIXES:
             "One approval with its audit trail (and its callback's delivery)",
             response=ApprovalOut,
             tenant_header=True,
-            errors=[400, 404],
+            tenant_required=True,
+            errors={404: ["not_found"]},
             tags=["approvals"],
         ),
         Endpoint(
@@ -480,7 +467,8 @@ for _prefix in PREFIXES:
             request=DecisionRequest,
             response=ApprovalOut,
             tenant_header=True,
-            errors=[400, 404, 409],
+            tenant_required=True,
+            errors={404: ["not_found"], 409: ["approval_already_decided"]},
             tags=["approvals"],
         ),
     ]
@@ -490,20 +478,24 @@ for _prefix in PREFIXES:
             "GET",
             _links,
             show_link,
-            "A signed e-mail link: a confirmation page (the link is not used yet)",
+            "A signed e-mail link: a confirmation page (the link is not used yet); problems are pages too "
+            "when the caller accepts text/html",
+            media_type="text/html",
             auth=False,
-            query=["token"],
-            errors=[401, 404, 410],
+            query=[TOKEN],
+            errors=LINK_ERRORS,
             tags=["approvals"],
         ),
         Endpoint(
             "POST",
             _links,
             use_link,
-            "A signed e-mail link, confirmed: decides (once; a used or expired link is 410, a tampered one 401)",
+            "A signed e-mail link, confirmed (a form: token, comment): decides once; a used or expired link "
+            "is 410, a tampered one 401",
+            media_type="text/html",
             auth=False,
-            query=["token"],
-            errors=[401, 404, 410],
+            query=[TOKEN],
+            errors=LINK_ERRORS,
             tags=["approvals"],
         ),
     ]

@@ -136,7 +136,7 @@ ENDPOINTS = [
         response=BuildAccepted,
         status=202,
         tenant_header=True,
-        errors=[404, 409],
+        errors={404: ["not_found"], 409: ["invalid_status_transition"]},
         tags=["automation versions"],
     ),
     Endpoint(
@@ -146,7 +146,7 @@ ENDPOINTS = [
         "An automation version with its status, workflow binding and latest audit entries",
         response=AutomationVersionOut,
         tenant_header=True,
-        errors=[404],
+        errors={404: ["not_found"]},
         tags=["automation versions"],
     ),
 ]

@@ -10,8 +10,7 @@ from starlette.responses import JSONResponse
 
 from api.auth import OPS_ROLES, require_platform
 from api.openapi import Endpoint
-from api.problems import Problem
-from api.request_rules import integer_param
+from api.params import Choice, Integer
 from api.requests import engine
 from domain.batch import batch_jobs
 from domain.core.models import OutboundMessage
@@ -19,6 +18,12 @@ from domain.core.store import read_transaction
 
 MAX_LIMIT = 500
 JOB_NAMES = {job.name for job in batch_jobs.JOBS}
+JOB = Choice(
+    "job",
+    sorted(JOB_NAMES | {name.replace("-", "_") for name in JOB_NAMES}),
+    description="a job by its hyphenated name (as in the messages) or its asset name",
+)
+LIMIT = Integer("limit", 50, 1, MAX_LIMIT)
 
 
 class BatchMessage(BaseModel):
@@ -44,40 +49,13 @@ def message_view(row: OutboundMessage) -> dict[str, Any]:
     return BatchMessage.model_validate(row, from_attributes=True).model_dump(mode="json")
 
 
-def parse_job(raw: str | None) -> str | None:
-    """A job by its hyphenated name (as in the messages) or its asset name; None for all jobs."""
-    if not raw:
-        return None
-    name = raw.replace("_", "-")
-    if name not in JOB_NAMES:
-        raise Problem(
-            422,
-            "validation_error",
-            f"unknown batch job {raw!r}",
-            errors=[{"field": "job", "message": f"one of {sorted(JOB_NAMES)}"}],
-        )
-    return name
-
-
-def parse_limit(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return 50
-    limit = integer_param(raw, 1, MAX_LIMIT)
-    if limit is None:
-        raise Problem(
-            422,
-            "validation_error",
-            f"limit must be an integer from 1 to {MAX_LIMIT}",
-            errors=[{"field": "limit", "message": f"an integer from 1 to {MAX_LIMIT}"}],
-        )
-    return limit
-
-
 async def list_messages(request: Request) -> JSONResponse:
     # Batch-job triggers belong to no tenant: platform ops roles only.
     require_platform(request, OPS_ROLES)
-    job = parse_job(request.query_params.get("job"))
-    limit = parse_limit(request.query_params.get("limit"))
+    chosen = JOB.read(request)
+    job = chosen.replace("_", "-") if chosen else None
+    limit = LIMIT.read(request)
+    assert limit is not None
 
     def load() -> list[dict[str, Any]]:
         with read_transaction(engine(request)) as session:
@@ -93,8 +71,7 @@ ENDPOINTS = [
         list_messages,
         "The latest batch-job trigger messages (workflow.job.trigger), newest first",
         response=BatchMessages,
-        query=["job", "limit"],
-        errors=[422],
+        query=[JOB, LIMIT],
         tags=["batch-jobs"],
     ),
 ]

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse
 
 from api.auth import OPS_ROLES, require, tenant_scope
 from api.openapi import Endpoint
+from api.params import Header
 from api.problems import Problem
 from api.requests import engine, json_body
 from api.routes.automation_versions import AutomationVersionOut
@@ -36,6 +37,9 @@ class StatusChange(BaseModel):
     last_known_updated_at: datetime | None = None
     deployment_reason: str | None = Field(default=None, max_length=2000)
     notes: str | None = Field(default=None, max_length=10000)
+
+
+IDEMPOTENCY_KEY = Header("Idempotency-Key", description="a repeat with the same key and request replays the answer")
 
 
 def render(session: Session, version: models.AutomationVersion) -> dict[str, Any]:
@@ -101,8 +105,20 @@ ENDPOINTS = [
         request=StatusChange,
         response=AutomationVersionOut,
         tenant_header=True,
-        errors=[404, 409, 422, 500, 502, 503],
-        headers=["Idempotency-Key"],
+        errors={
+            404: ["not_found"],
+            409: [
+                "invalid_status_transition",
+                "precondition_failed",
+                "concurrency_conflict",
+                "request_in_progress",
+            ],
+            422: ["idempotency_key_reused"],
+            500: ["deployment_failed"],
+            502: ["deployment_failed"],
+            503: ["deadline_exceeded"],
+        },
+        headers=[IDEMPOTENCY_KEY],
         tags=["automation versions"],
     ),
 ]

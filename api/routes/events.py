@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api.auth import require
-from api.openapi import Endpoint
+from api.openapi import Answer, Endpoint
 from api.problems import Problem
 from api.requests import engine, json_body
 from domain.core.errors import UnknownTenant
@@ -73,7 +73,7 @@ ENDPOINTS = [
         request=EventIn,
         response=EventAccepted,
         status=202,
-        errors=[403, 422],
+        answers=[Answer(200, "A duplicate: this event id was consumed before (status `duplicate`)", EventAccepted)],
         tags=["events"],
     ),
 ]

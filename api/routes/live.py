@@ -31,7 +31,9 @@ from starlette.requests import Request
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from api.auth import Authenticator, Principal
+from api.http_metrics import LIVE_CONNECTIONS
 from api.openapi import Endpoint
+from api.params import Header, Integer, Text
 from api.phase_stream import PhaseStream
 from api.problems import Problem
 from api.request_rules import integer_param
@@ -44,6 +46,10 @@ log = logging.getLogger("wrk.api.live")
 BEARER_SUBPROTOCOL = "bearer"
 SSE_PING_S = 15  # a comment line this often keeps proxies from closing an idle stream
 SSE_RETRY_MS = 2000  # how long an EventSource waits before reconnecting (with Last-Event-ID)
+AFTER = Integer("after", description="replay the events after this seq, then go on live")
+TENANT = Text("tenant_id", description="the tenant, for clients that cannot send X-Tenant-ID")
+ACCESS_TOKEN = Text("access_token", description="the bearer token, for clients that cannot send headers")
+LAST_EVENT_ID = Header("Last-Event-ID", description="the seq of the last event received (wins over after)")
 
 
 def stream_tenant(principal: Principal, user_id: str, tenant_hint: str | None) -> str:
@@ -68,7 +74,7 @@ def stream_tenant(principal: Principal, user_id: str, tenant_hint: str | None) -
 def parse_after(raw: str | None, field: str) -> int | None:
     if raw is None or raw == "":
         return None
-    seq = integer_param(raw)
+    seq = integer_param(raw, AFTER.low, AFTER.high)
     if seq is None:
         raise Problem(
             422,
@@ -132,7 +138,7 @@ async def user_stream_ws(websocket: WebSocket) -> None:
     if after is None:
         after = await stream.last_seq(tenant, user_id)
     # Counted once its starting point is fixed: whatever is appended from now on reaches this client.
-    stream.connections["websocket"] += 1
+    LIVE_CONNECTIONS.labels("websocket").inc()
     log.info(json.dumps({"event": "ws_open", "tenant_id": tenant, "user_id": user_id, "actor": principal.sub}))
     try:
         async with anyio.create_task_group() as group:
@@ -150,7 +156,7 @@ async def user_stream_ws(websocket: WebSocket) -> None:
     except (WebSocketDisconnect, OSError, RuntimeError):
         pass  # the client went away while an event was being sent
     finally:
-        stream.connections["websocket"] -= 1
+        LIVE_CONNECTIONS.labels("websocket").dec()
         log.info(json.dumps({"event": "ws_closed", "tenant_id": tenant, "user_id": user_id}))
 
 
@@ -178,7 +184,7 @@ async def user_events(request: Request) -> EventSourceResponse:
     start = after if after is not None else await stream.last_seq(tenant, user_id)
 
     async def frames() -> AsyncIterator[ServerSentEvent]:
-        stream.connections["sse"] += 1
+        LIVE_CONNECTIONS.labels("sse").inc()
         try:
             async with contextlib.aclosing(stream.events(tenant, user_id, start)) as events:
                 async for event in events:
@@ -186,7 +192,7 @@ async def user_events(request: Request) -> EventSourceResponse:
                         data=json.dumps(event), event=event["type"], id=str(event["seq"]), retry=SSE_RETRY_MS
                     )
         finally:
-            stream.connections["sse"] -= 1
+            LIVE_CONNECTIONS.labels("sse").dec()
 
     return EventSourceResponse(frames(), ping=SSE_PING_S, headers={"Cache-Control": "no-store"})
 
@@ -197,10 +203,10 @@ ENDPOINTS = [
         "/v1/users/{user_id}/events",
         user_events,
         "A user's phase events as Server-Sent Events (text/event-stream); resumes after Last-Event-ID",
+        media_type="text/event-stream",
         tenant_header=True,
-        headers=["Last-Event-ID"],
-        query=["after", "tenant_id", "access_token"],
-        errors=[400, 422],
+        headers=[LAST_EVENT_ID],
+        query=[AFTER, TENANT, ACCESS_TOKEN],
         tags=["live"],
     ),
 ]

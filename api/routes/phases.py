@@ -21,7 +21,8 @@ from starlette.responses import FileResponse, JSONResponse, Response
 
 from api.auth import OPS_ROLES, Principal, require, tenant_of, tenant_scope
 from api.group_commit import GroupCommit
-from api.openapi import Endpoint
+from api.openapi import Answer, Endpoint, model_schema
+from api.params import Choice, Integer
 from api.problems import Problem, is_refused_value
 from api.request_rules import field_problem
 from api.requests import engine, json_body
@@ -32,6 +33,9 @@ from domain.queue.queue import QueueError
 
 SERVICE_ROLES = frozenset({"service"})
 READ_ROLES = OPS_ROLES | SERVICE_ROLES
+# Named as the callers and the error name it.
+PHASE_NUMBER = Integer("phaseNumber", low=1, high=7, description="the phase, 1-7")
+FORMAT = Choice("format", ["pdf", "json"], "pdf", description="the PDF, or its JSON twin")
 
 
 class PhaseAccepted(BaseModel):
@@ -43,12 +47,12 @@ class PhaseAccepted(BaseModel):
 async def trigger_phase(request: Request) -> JSONResponse:
     principal = require(request, SERVICE_ROLES)
     tenant_id = tenant_of(request, principal)
-    raw = request.path_params["phase_number"]
+    raw = request.path_params[PHASE_NUMBER.name]
     try:
         phase = phases.parse_phase(raw)
     except phases.InvalidPhase as exc:
         raise Problem(
-            400, "invalid_phase", str(exc), errors=[{"field": "phaseNumber", "message": "must be an integer 1-7"}]
+            400, "invalid_phase", str(exc), errors=[{"field": PHASE_NUMBER.name, "message": "must be an integer 1-7"}]
         ) from None
     body = await json_body(request, phases.REQUESTS[phase])
     max_matches = request.app.state.settings.phase_max_matches
@@ -139,7 +143,7 @@ async def get_proof_packet(request: Request) -> Response:
         raise Problem(404, "not_found", f"proof packet {packet_id} of user {user_id} not found")
     tenant_id, pdf_path, json_path, digest = found
     root = Path(request.app.state.settings.proof_packet_dir)
-    wanted = Path(json_path if request.query_params.get("format") == "json" else pdf_path)
+    wanted = Path(json_path if FORMAT.read(request) == "json" else pdf_path)
     # Only files inside the tenant's own folder under PROOF_PACKET_DIR are served.
     if wanted.resolve().parent != phases_proof.folder(root, tenant_id) or not wanted.is_file():
         raise Problem(404, "not_found", f"proof packet {packet_id}'s file is missing")
@@ -152,17 +156,25 @@ async def get_proof_packet(request: Request) -> Response:
     )
 
 
+def _phase_bodies(components: dict[str, Any]) -> dict[str, Any]:
+    """Each phase's body (the path's phase number says which)."""
+    models = list(dict.fromkeys(phases.REQUESTS.values()))
+    return {"anyOf": [model_schema(model, components) for model in models]}
+
+
 ENDPOINTS = [
     Endpoint(
         "POST",
-        "/api/v1/workflow/phase/{phase_number}",
+        "/api/v1/workflow/phase/{phaseNumber}",
         trigger_phase,
-        "Trigger phase 1-7 of a user's recovery pipeline (service token): queued, answered at once",
+        "Trigger phase 1-7 of a user's recovery pipeline (service token): queued, answered at once. "
+        "The body is the phase's: " + "; ".join(f"{n}: {model.__name__}" for n, model in phases.REQUESTS.items()),
         response=PhaseAccepted,
-        request=phases.PhaseRequest,  # plus each phase's fields (domain.phases.phases.REQUESTS)
+        request_schema=_phase_bodies,
         status=202,
         tenant_header=True,
-        errors=[400, 409, 422],
+        path_params=[PHASE_NUMBER],
+        errors={400: ["invalid_phase"], 409: ["conflict"]},
         tags=["phases"],
     ),
     Endpoint(
@@ -172,7 +184,7 @@ ENDPOINTS = [
         "A sync's progress (never backwards), each phase's outcome and the phase audit rows",
         response=SyncView,
         tenant_header=True,
-        errors=[404],
+        errors={404: ["not_found"]},
         tags=["phases"],
     ),
     Endpoint(
@@ -180,9 +192,11 @@ ENDPOINTS = [
         "/v1/users/{user_id}/proof-packets/{packet_id}",
         get_proof_packet,
         "A proof packet: the PDF, or its JSON twin with ?format=json (X-Proof-Json-SHA256: the twin's hash)",
+        media_type="application/pdf",
+        answers=[Answer(200, "The PDF, or its JSON twin with ?format=json", media_type="application/json")],
         tenant_header=True,
-        errors=[404],
+        errors={404: ["not_found"]},
         tags=["phases"],
-        query=["format"],
+        query=[FORMAT],
     ),
 ]

@@ -11,7 +11,7 @@ from api.auth import OPS_ROLES, require, tenant_scope
 from api.openapi import Endpoint
 from api.requests import json_body
 from api.routes.automation_versions import AutomationVersionOut
-from api.routes.deploy import answer, deploy_request, saga
+from api.routes.deploy import IDEMPOTENCY_KEY, answer, deploy_request, saga
 from domain import deploy
 from domain.core.lifecycle import Actor
 
@@ -42,8 +42,21 @@ ENDPOINTS = [
         request=Rollback,
         response=AutomationVersionOut,
         tenant_header=True,
-        errors=[404, 409, 422, 500, 502, 503],
-        headers=["Idempotency-Key"],
+        errors={
+            404: ["not_found"],
+            409: [
+                "invalid_status_transition",
+                "precondition_failed",
+                "concurrency_conflict",
+                "request_in_progress",
+                "nothing_to_roll_back",
+            ],
+            422: ["idempotency_key_reused"],
+            500: ["deployment_failed"],
+            502: ["deployment_failed"],
+            503: ["deadline_exceeded"],
+        },
+        headers=[IDEMPOTENCY_KEY],
         tags=["projects"],
     ),
 ]

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse
 
 from api.auth import Principal, require, tenant_scope
 from api.openapi import Endpoint
+from api.params import Integer
 from api.problems import Problem
 from api.request_rules import integer_param
 from api.requests import engine
@@ -23,6 +24,7 @@ from domain.queue import queue
 # Platform-wide triggers (releases) belong to no tenant: only these platform roles (the token's flat
 # `roles`, see api.auth) may see or act on them; a tenant's rows need the role in that tenant.
 PLATFORM_ROLES = frozenset({"ops_admin", "admin", "ops_release"})
+TRIGGER_ID = Integer("trigger_id", description="a trigger's id")
 
 
 class KindStats(BaseModel):
@@ -67,7 +69,7 @@ def _find(session: Any, principal: Principal, tenants: frozenset[str], row_id: i
 
 def _row_id(request: Request) -> int:
     raw = request.path_params["trigger_id"]
-    row_id = integer_param(raw)
+    row_id = integer_param(raw, TRIGGER_ID.low, TRIGGER_ID.high)
     if row_id is None:  # no trigger has such an id
         raise Problem(404, "not_found", f"trigger {raw} not found")
     return row_id
@@ -153,7 +155,8 @@ ENDPOINTS = [
         "One trigger: its state, attempts, run and last error",
         response=Trigger,
         tenant_header=True,
-        errors=[404],
+        path_params=[TRIGGER_ID],
+        errors={404: ["not_found"]},
         tags=["queue"],
     ),
     Endpoint(
@@ -163,7 +166,8 @@ ENDPOINTS = [
         "Requeue a dead trigger (audited)",
         response=Trigger,
         tenant_header=True,
-        errors=[404, 409],
+        path_params=[TRIGGER_ID],
+        errors={404: ["not_found"], 409: ["conflict"]},
         tags=["queue"],
     ),
 ]

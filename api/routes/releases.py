@@ -101,7 +101,7 @@ ENDPOINTS = [
         get_release,
         "One release build with its repository builds",
         response=ReleaseOut,
-        errors=[404],
+        errors={404: ["not_found"]},
         tags=["releases"],
     ),
 ]

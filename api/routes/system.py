@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api.auth import require
-from api.openapi import Endpoint
+from api.openapi import Answer, Endpoint
 from api.requests import engine
 from domain.core import migrate
 from domain.core.store import reader
@@ -33,6 +33,17 @@ class Identity(BaseModel):
     sub: str
     tenants: list[str]
     roles: list[str]
+    tenant_roles: dict[str, list[str]]
+
+
+class OpenApiDocument(BaseModel):
+    """An OpenAPI 3.1 document."""
+
+    model_config = {"extra": "allow"}
+
+    openapi: str
+    info: dict[str, Any]
+    paths: dict[str, Any]
 
 
 async def health(_request: Request) -> JSONResponse:
@@ -74,7 +85,9 @@ async def whoami(request: Request) -> JSONResponse:
 
 
 ENDPOINTS = [
-    Endpoint("GET", "/health", health, "The process is alive", response=Health, auth=False, tags=["system"]),
+    Endpoint(
+        "GET", "/health", health, "The process is alive", response=Health, auth=False, store=False, tags=["system"]
+    ),
     Endpoint(
         "GET",
         "/ready",
@@ -82,16 +95,27 @@ ENDPOINTS = [
         "The store is reachable and migrated",
         response=Readiness,
         auth=False,
-        errors=[503],
+        store=False,
+        answers=[Answer(503, "Not ready: the store is unreachable or its migrations are not at head", Readiness)],
         tags=["system"],
     ),
-    Endpoint("GET", "/openapi.json", openapi, "This document", auth=False, tags=["system"]),
+    Endpoint(
+        "GET",
+        "/openapi.json",
+        openapi,
+        "This document",
+        response=OpenApiDocument,
+        auth=False,
+        store=False,
+        tags=["system"],
+    ),
     Endpoint(
         "GET",
         "/v1/me",
         whoami,
         "The caller's identity, tenants and roles, from the token",
         response=Identity,
+        store=False,
         tags=["system"],
     ),
 ]

@@ -15,9 +15,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from api.openapi import Endpoint
+from api.openapi import Answer, Endpoint
+from api.params import Header
 from api.problems import Problem, validation_problem
-from api.request_rules import field_problem, parse_json
+from api.request_rules import parse_json
 from api.requests import engine
 from domain.core.models import BuildStatus, ReleaseBuild, WebhookDelivery
 from domain.core.settings import Settings
@@ -27,6 +28,10 @@ from domain.queue.triggers import ReleaseTrigger
 from domain.release import release as rel
 
 RELEASE_ACTIONS = {"published", "prereleased"}
+# As long as webhook_deliveries keeps them (GitHub's are a GUID and a short event name).
+SIGNATURE = Header("X-Hub-Signature-256", required=True, description="sha256=<hex HMAC-SHA256 of the body>")
+EVENT = Header("X-GitHub-Event", max_length=64)
+DELIVERY = Header("X-GitHub-Delivery", required=True, max_length=100)
 
 
 class WebhookAnswer(BaseModel):
@@ -69,8 +74,8 @@ async def github_webhook(request: Request) -> JSONResponse:
         settings.github_webhook_secret.get_secret_value(), body, request.headers.get("x-hub-signature-256")
     ):
         raise Problem(401, "unauthorized", "missing or invalid X-Hub-Signature-256")
-    event = request.headers.get("x-github-event", "")
-    delivery = request.headers.get("x-github-delivery")
+    event = EVENT.read(request) or ""
+    delivery = DELIVERY.read(request)
     if not delivery:
         raise Problem(
             422,
@@ -78,10 +83,6 @@ async def github_webhook(request: Request) -> JSONResponse:
             "X-GitHub-Delivery is required",
             errors=[{"field": "X-GitHub-Delivery", "message": "required"}],
         )
-    # As long as webhook_deliveries keeps them (GitHub's are a GUID and a short event name).
-    for header, value, longest in (("X-GitHub-Event", event, 64), ("X-GitHub-Delivery", delivery, 100)):
-        if len(value) > longest:
-            raise field_problem(header, f"at most {longest} characters")
     payload: Any = parse_json(body, settings.request_json_max_depth)
 
     def seen() -> bool:
@@ -178,10 +179,12 @@ ENDPOINTS = [
         github_webhook,
         "GitHub webhook (HMAC-signed): release published/prereleased queues a release build; "
         "workflow_run and repository_dispatch update repository builds",
+        request_schema=lambda _components: {"description": "GitHub's event payload (JSON)"},
         response=WebhookAnswer,
+        answers=[Answer(202, "Queued a release build, or an event acknowledged and ignored", WebhookAnswer)],
         auth=False,
-        errors=[401, 413, 422],
-        headers=["X-Hub-Signature-256", "X-GitHub-Event", "X-GitHub-Delivery"],
+        errors={401: ["unauthorized"]},
+        headers=[SIGNATURE, EVENT, DELIVERY],
         tags=["webhooks"],
     ),
 ]

@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 
 from api.auth import OPS_ROLES, require, tenant_from_header
 from api.openapi import Endpoint
+from api.params import Choices, Integer, Text
 from api.problems import Problem
 from api.request_rules import integer_param
 from api.requests import engine, json_value
@@ -21,10 +22,15 @@ from domain.core.lifecycle import Actor
 from domain.core.models import ExecutionStatus, TriggerQueue
 from domain.core.store import read_transaction, transaction
 from domain.workflows import workflows
-from domain.workflows.workflow_definitions import DefinitionInvalid, parse
+from domain.workflows.workflow_definitions import DefinitionInvalid, WorkflowSpec, parse
 
 WORKFLOW_ROLES = OPS_ROLES | frozenset({"workflow_operator"})
 MAX_LIMIT = 200
+LIMIT = Integer("limit", 50, 1, MAX_LIMIT)
+OFFSET = Integer("offset", 0, 0, 10**9)
+VERSION = Integer("version", None, 1, description="a version of the workflow (default: the current one)")
+STATUS = Choices("status", [s.value for s in ExecutionStatus], description="statuses, comma-separated")
+WORKFLOW = Text("workflow_id", description="only executions of this workflow")
 
 
 class StepOut(BaseModel):
@@ -125,22 +131,9 @@ def _spec(body: Any) -> Any:
 
 
 def _page(request: Request) -> tuple[int, int]:
-    values = []
-    for name, default, low, high in (("limit", 50, 1, MAX_LIMIT), ("offset", 0, 0, 10**9)):
-        raw = request.query_params.get(name)
-        if raw in (None, ""):
-            values.append(default)
-            continue
-        value = integer_param(raw, low, high)
-        if value is None:
-            raise Problem(
-                422,
-                "validation_error",
-                f"{name} must be an integer from {low} to {high}",
-                errors=[{"field": name, "message": f"an integer from {low} to {high}"}],
-            )
-        values.append(value)
-    return values[0], values[1]
+    limit, offset = LIMIT.read(request), OFFSET.read(request)
+    assert limit is not None and offset is not None
+    return limit, offset
 
 
 def _workflow_not_found(workflow_id: str) -> Problem:
@@ -198,11 +191,11 @@ async def update_workflow(request: Request) -> JSONResponse:
 async def get_workflow(request: Request) -> JSONResponse:
     tenant, _actor = _tenant(request)
     workflow_id = request.path_params["workflow_id"]
-    raw_version = request.query_params.get("version")
+    raw_version = request.query_params.get(VERSION.name)
     version = None
-    if raw_version and raw_version.isdigit():
-        version = integer_param(raw_version)
-        if version is None:  # past any version the store can hold
+    if raw_version is not None:
+        version = integer_param(raw_version, VERSION.low, VERSION.high)
+        if version is None:  # no version has such a number
             raise _workflow_not_found(workflow_id)
 
     def load() -> dict[str, Any] | None:
@@ -235,9 +228,9 @@ async def list_workflows(request: Request) -> JSONResponse:
 async def start_execution(request: Request) -> JSONResponse:
     tenant, actor = _tenant(request)
     workflow_id = request.path_params["workflow_id"]
-    body = await json_value(request)
+    body = await json_value(request) if await request.body() else {}  # no body: no input
     try:
-        wanted = ExecutionRequest.model_validate(body if body is not None else {})
+        wanted = ExecutionRequest.model_validate(body)
     except Exception as exc:
         raise Problem(
             422, "validation_error", "input must be a JSON object", errors=[{"field": "input", "message": "an object"}]
@@ -299,17 +292,8 @@ async def get_execution(request: Request) -> JSONResponse:
 async def list_executions(request: Request) -> JSONResponse:
     tenant, _actor = _tenant(request)
     limit, offset = _page(request)
-    statuses = [s for s in (request.query_params.get("status") or "").split(",") if s]
-    known = {s.value for s in ExecutionStatus}
-    for status in statuses:
-        if status not in known:
-            raise Problem(
-                422,
-                "validation_error",
-                f"unknown status {status!r}",
-                errors=[{"field": "status", "message": f"one of {sorted(known)}"}],
-            )
-    workflow_id = request.query_params.get("workflow_id") or None
+    statuses = STATUS.read(request)
+    workflow_id = WORKFLOW.read(request)
 
     def load() -> dict[str, Any]:
         with read_transaction(engine(request)) as session:
@@ -349,16 +333,19 @@ async def cancel_execution(request: Request) -> JSONResponse:
 
 
 TAGS = ["workflows"]
+NOT_FOUND = {404: ["not_found"]}
 ENDPOINTS = [
     Endpoint(
         "POST",
         "/v1/workflows",
         create_workflow,
         "Define a workflow (version 1)",
+        request=WorkflowSpec,
         response=WorkflowOut,
         status=201,
         tenant_header=True,
-        errors=[400, 403, 409, 422],
+        tenant_required=True,
+        errors={409: ["conflict"]},
         tags=TAGS,
     ),
     Endpoint(
@@ -368,8 +355,8 @@ ENDPOINTS = [
         "The tenant's workflows (current versions), newest first",
         response=WorkflowList,
         tenant_header=True,
-        errors=[400, 403],
-        query=["limit", "offset"],
+        tenant_required=True,
+        query=[LIMIT, OFFSET],
         tags=TAGS,
     ),
     Endpoint(
@@ -379,8 +366,9 @@ ENDPOINTS = [
         "A workflow (its current version, or ?version=N)",
         response=WorkflowOut,
         tenant_header=True,
-        errors=[400, 403, 404],
-        query=["version"],
+        tenant_required=True,
+        errors=NOT_FOUND,
+        query=[VERSION],
         tags=TAGS,
     ),
     Endpoint(
@@ -388,9 +376,11 @@ ENDPOINTS = [
         "/v1/workflows/{workflow_id}",
         update_workflow,
         "A new version of the workflow (executions keep the version they started with)",
+        request=WorkflowSpec,
         response=WorkflowOut,
         tenant_header=True,
-        errors=[400, 403, 404, 409, 422],
+        tenant_required=True,
+        errors={404: ["not_found"], 409: ["conflict"]},
         tags=TAGS,
     ),
     Endpoint(
@@ -398,10 +388,13 @@ ENDPOINTS = [
         "/v1/workflows/{workflow_id}/executions",
         start_execution,
         "Start an execution of the current version: queued, a run resumes it step by step",
+        request=ExecutionRequest,
+        body_required=False,
         response=ExecutionAccepted,
         status=202,
         tenant_header=True,
-        errors=[400, 403, 404, 422],
+        tenant_required=True,
+        errors=NOT_FOUND,
         tags=TAGS,
     ),
     Endpoint(
@@ -411,8 +404,8 @@ ENDPOINTS = [
         "Executions, newest first (?status=&workflow_id=)",
         response=ExecutionList,
         tenant_header=True,
-        errors=[400, 403, 422],
-        query=["status", "workflow_id", "limit", "offset"],
+        tenant_required=True,
+        query=[STATUS, WORKFLOW, LIMIT, OFFSET],
         tags=TAGS,
     ),
     Endpoint(
@@ -422,7 +415,8 @@ ENDPOINTS = [
         "An execution: status, progress and each step's state",
         response=ExecutionOut,
         tenant_header=True,
-        errors=[400, 403, 404],
+        tenant_required=True,
+        errors=NOT_FOUND,
         tags=TAGS,
     ),
     Endpoint(
@@ -432,7 +426,8 @@ ENDPOINTS = [
         "Cancel an execution (open approvals are cancelled too)",
         response=ExecutionOut,
         tenant_header=True,
-        errors=[400, 403, 404, 409],
+        tenant_required=True,
+        errors={404: ["not_found"], 409: ["invalid_status_transition"]},
         tags=TAGS,
     ),
 ]

@@ -28,7 +28,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from domain.core import backoff, notifications, outbox
+from domain.core import backoff, counters, notifications, outbox
 from domain.core.models import OutboundMessage, OutboundMessageStatus
 from domain.core.store import is_postgres, transaction
 
@@ -71,6 +71,7 @@ JOBS: tuple[BatchJob, ...] = (
     BatchJob("propagation", "Propagate risk across related accounts for the period"),
     BatchJob("model-monitoring", "Monitor the models' drift and quality for the period"),
 )
+JOBS_BY_NAME = {job.name: job for job in JOBS}
 
 
 def message_id(job: str, partition_key: str, reissue: str | None = None) -> str:
@@ -152,6 +153,8 @@ def enqueue(
         .returning(OutboundMessage.id)
     )
     new = session.execute(statement).scalar_one_or_none() is not None
+    if new and published:
+        counters.count(session, "batch_messages_published", {"job": str(body.get("job", ""))})
     row = session.scalars(select(OutboundMessage).where(OutboundMessage.message_id == message_id)).one()
     return Enqueued(row.message_id, row.queue, row.created_at, row.published_at, new)
 
@@ -179,6 +182,7 @@ class RelayReport:
     published: int
     failed: int
     alerted: int
+    published_ids: tuple[str, ...] = ()  # the message ids this pass published, in order
 
 
 def claim_due(
@@ -218,6 +222,7 @@ def record_result(
         row.status = OutboundMessageStatus.PUBLISHED.value
         row.published_at = now
         row.last_error = None
+        counters.count(session, "batch_messages_published", {"job": row.job})
         return True
     row.last_error = f"{type(error).__name__}: {error}"[:2000]
     row.next_attempt_at = now + timedelta(seconds=backoff.backoff_seconds(row.attempts, base_delay_s, max_delay_s))
@@ -278,6 +283,7 @@ def relay_due(
     with transaction(engine) as session:
         claimed = claim_due(session, limit=limit, message_ids=message_ids)
     published = failed = 0
+    published_ids: list[str] = []
     error: Exception | None = None
     for row in claimed:
         if error is None:
@@ -294,11 +300,13 @@ def relay_due(
             outcome = record_result(session, row, outcome_error, base_delay_s=base_delay_s, max_delay_s=max_delay_s)
         published += outcome is True
         failed += outcome is False
+        if outcome is True:
+            published_ids.append(row.message_id)
     alerted = 0
     if failed or message_ids is None:
         with transaction(engine) as session:
             alerted = alert_stuck(session, ops_email, older_than_s=alert_after_s)
-    return RelayReport(published=published, failed=failed, alerted=alerted)
+    return RelayReport(published=published, failed=failed, alerted=alerted, published_ids=tuple(published_ids))
 
 
 def due_count(session: Session) -> int:
@@ -309,3 +317,72 @@ def due_count(session: Session) -> int:
         .where(OutboundMessage.status == OutboundMessageStatus.PENDING.value, OutboundMessage.next_attempt_at <= now)
     )
     return int(count or 0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Health: is every period's message out? (the batch assets' `message_published` check)
+
+
+@dataclass(frozen=True)
+class PublishCheck:
+    """Whether every message of one job has left through its transport (published in the outbox, or
+    confirmed by the broker). `severe`: a message has waited longer than the ops alert threshold."""
+
+    job: str
+    passed: bool
+    severe: bool
+    description: str
+    metadata: dict[str, Any]
+
+
+def publish_check(session: Session, job: str, *, alert_after_s: float) -> PublishCheck:
+    """The job's oldest pending message says why it fails; else its newest published one says it passes."""
+    pending = list(
+        session.scalars(
+            select(OutboundMessage)
+            .where(OutboundMessage.job == job, OutboundMessage.status == OutboundMessageStatus.PENDING.value)
+            .order_by(OutboundMessage.id)
+        ).all()
+    )
+    if pending:
+        oldest = pending[0]
+        waited_s = (datetime.now(UTC) - oldest.created_at).total_seconds()
+        return PublishCheck(
+            job,
+            passed=False,
+            severe=waited_s >= alert_after_s,
+            description=(
+                f"{len(pending)} message(s) of {job} not published; the oldest, for period "
+                f"{oldest.body.get('partition_key')}, has waited {waited_s:.0f} s "
+                f"(attempts {oldest.attempts}, last error: {oldest.last_error or 'none'})"
+            ),
+            metadata={
+                "pending": len(pending),
+                "oldest_message_id": oldest.message_id,
+                "oldest_partition_key": str(oldest.body.get("partition_key")),
+                "oldest_enqueued_at": _iso(oldest.created_at),
+                "oldest_waited_s": round(waited_s, 1),
+                "attempts": oldest.attempts,
+                "last_error": oldest.last_error or "none",
+                "next_attempt_at": _iso(oldest.next_attempt_at),
+                "alert_after_s": alert_after_s,
+            },
+        )
+    latest = session.scalars(
+        select(OutboundMessage).where(OutboundMessage.job == job).order_by(OutboundMessage.id.desc()).limit(1)
+    ).first()
+    if latest is None:
+        return PublishCheck(job, passed=True, severe=False, description=f"no message of {job} yet", metadata={})
+    return PublishCheck(
+        job,
+        passed=True,
+        severe=False,
+        description=f"every message of {job} published; the newest, for period "
+        f"{latest.body.get('partition_key')}, at {_iso(latest.published_at or latest.created_at)}",
+        metadata={
+            "pending": 0,
+            "latest_message_id": latest.message_id,
+            "latest_partition_key": str(latest.body.get("partition_key")),
+            "latest_published_at": _iso(latest.published_at or latest.created_at),
+        },
+    )

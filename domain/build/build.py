@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from domain.core import lifecycle, models, notifications
+from domain.core import counters, lifecycle, models, notifications
 from domain.core.automation_versions import workflow_binding_of
 from domain.core.lifecycle import Actor, BindingStatus, Status
 from domain.core.models import NotificationChannel, TaskStatus
@@ -110,6 +110,7 @@ def begin_build(
         lifecycle.transition(
             session, version, Status.BUILD_IN_PROGRESS, actor=actor, action="build_requested", reason=reason
         )
+        counters.count(session, "builds", {"outcome": "requested"})
     elif status is not Status.BUILD_IN_PROGRESS:
         raise lifecycle.InvalidStatusTransition("automation_versions", version.id, status, Status.BUILD_IN_PROGRESS)
     binding = workflow_binding_of(session, version)
@@ -282,6 +283,7 @@ def reject(
                 reason=str(rejected),
                 metadata=error,
             )
+            count_outcome(session, version, "failed")
         else:
             lifecycle.record(
                 session,
@@ -301,6 +303,24 @@ def reject(
         details=f"{rejected}\nDetails: {rejected.details}\nBinding: {trigger.workflow_binding_id}\nRun: {run_id}",
         dedup_key=f"build_failed:{trigger.workflow_binding_id}:{run_id}",
     )
+
+
+def count_outcome(session: Session, version: models.AutomationVersion, outcome: str) -> None:
+    """/metrics: a build's outcome, and its time from the version's latest build request (its audit row)."""
+    counters.count(session, "builds", {"outcome": outcome})
+    requested = session.scalar(
+        select(models.AuditLog.created_at)
+        .where(
+            models.AuditLog.entity_type == "automation_versions",
+            models.AuditLog.entity_id == version.id,
+            models.AuditLog.action == "build_requested",
+        )
+        .order_by(models.AuditLog.created_at.desc())
+        .limit(1)
+    )
+    if requested is not None:
+        seconds = (datetime.now(UTC) - requested.replace(tzinfo=requested.tzinfo or UTC)).total_seconds()
+        counters.observe(session, "build_duration_seconds", seconds)
 
 
 RECORDED, ALREADY_RECORDED = "recorded", "already_recorded"
@@ -342,6 +362,7 @@ def record_build(session: Session, target: BuildTarget, workflow_id: str, workfl
         metadata={"workflow_id": workflow_id},
     )
     lifecycle.transition(session, version, Status.QA_AND_TESTING, actor=BUILD_ACTOR, reason="build complete")
+    count_outcome(session, version, "succeeded")
     project = session.scalars(
         select(models.Project).where(
             models.Project.tenant_id == target.tenant_id, models.Project.id == target.project_id

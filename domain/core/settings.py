@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
-from datetime import timedelta
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, get_args
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from croniter import croniter
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -44,6 +49,34 @@ def masked_url(url: str) -> str:
         return f"{scheme}{sep}***@{host}" if at else url
 
 
+# The exit status of a process that refuses its configuration (as argparse's for a bad command line): the
+# supervisor does not restart a service that exits with it.
+EXIT_MISCONFIGURED = 2
+CRON_EXPECTED = (
+    "five fields: minute (0-59) hour (0-23) day-of-month (1-31) month (1-12) day-of-week (0-6), "
+    "each *, a number, a range a-b, a list a,b or a step */n"
+)
+
+
+class ConfigurationError(ValueError):
+    """Settings a process cannot start with; the message is one line naming the setting, its value as a log
+    line may show it, and what is expected."""
+
+
+def cron_problem(cron: str) -> str | None:
+    """Why `cron` is not a cron expression Dagster schedules (five fields, no seconds, a day that exists),
+    or None."""
+    try:
+        if not croniter.is_valid(cron) or len(croniter.expand(cron)[0]) != 5:
+            return f"expected {CRON_EXPECTED}"
+        days, months = croniter.expand(cron)[0][2:4]
+    except (ValueError, KeyError):  # croniter's errors are ValueErrors
+        return f"expected {CRON_EXPECTED}"
+    if months == [2] and len(days) == 1 and days[0] in (30, 31):
+        return "expected a day that exists (February has no 30th or 31st)"
+    return None
+
+
 # The project folder (a checkout: the folder holding domain/).
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
@@ -71,6 +104,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", env_file=None, hide_input_in_errors=True)
 
     environment: Literal["development", "test", "production"] = "development"
+
+    # Logs (domain/core/logs.py): the lowest level written, and one JSON object per line or plain text
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
 
     # Store
     database_url: str = Field(default="")
@@ -137,9 +174,51 @@ class Settings(BaseSettings):
                 make_url(normalise_url(value)).get_dialect()
             except (ArgumentError, ValueError):
                 raise ValueError(
-                    f"DATABASE_URL is not a database URL SQLAlchemy can open: {masked_url(value)}"
+                    "expected a database URL SQLAlchemy can open, such as sqlite:///var/wrk.db or "
+                    "postgresql://user:password@host:5432/wrk"
                 ) from None
         return value
+
+    @field_validator(
+        "batch_risk_snapshot_backfill_cron",
+        "batch_outcome_sync_cron",
+        "batch_industry_benchmarks_cron",
+        "batch_risk_clustering_cron",
+        "batch_account_health_cron",
+        "batch_propagation_cron",
+        "batch_model_monitoring_cron",
+    )
+    @classmethod
+    def _a_cron(cls, value: str) -> str:
+        problem = cron_problem(value.strip())
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("batch_timezone")
+    @classmethod
+    def _a_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("expected a time zone of the IANA database, such as UTC or Europe/Paris") from None
+        return value
+
+    @field_validator("batch_start")
+    @classmethod
+    def _an_iso_moment(cls, value: str) -> str:
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("expected an ISO 8601 date or date-time, such as 2026-01-01") from None
+        return value
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _any_case(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.upper() if info.field_name == "log_level" else value.lower()
 
     @field_validator("tenant_max_concurrent_runs")
     @classmethod
@@ -191,6 +270,9 @@ class Settings(BaseSettings):
     batch_account_health_cron: str = "0 */6 * * *"
     batch_propagation_cron: str = "30 * * * *"
     batch_model_monitoring_cron: str = "0 6 * * *"
+    # A batch asset's freshness check fails once its last update is older than its cron's longest gap
+    # plus this grace (time for the scheduled run to start and publish).
+    batch_freshness_grace_s: float = Field(default=900.0, gt=0)
     rabbitmq_url: SecretStr | None = None
     # How batch-job (and workflow publish-step) messages travel: `rabbitmq` (RABBITMQ_URL: published by
     # the runs and the relay) or `outbox` (delivered in the store's outbox, read through the API). Unset:
@@ -216,6 +298,8 @@ class Settings(BaseSettings):
     hitl_link_secret: SecretStr = SecretStr(DEV_HITL_LINK_SECRET)
     hitl_link_base_url: str = ""
     hitl_default_timeout_s: float = Field(default=86400.0, gt=0)
+    # /metrics' wrk_approvals_expiring_soon: pending approvals whose expiry is this close.
+    approval_expiry_warning_seconds: float = Field(default=3600.0, gt=0)
     # The hosts a standalone request's callback_url may name (the orchestrator POSTs there): "host" exactly,
     # or ".example.com" for its subdomains. Empty: any host.
     approval_callback_hosts: list[str] = []
@@ -276,7 +360,8 @@ class Settings(BaseSettings):
             dev.extend(self._sandbox_settings())
             if dev:
                 raise ValueError(
-                    f"ENVIRONMENT=production refuses the development defaults or the sandbox in: {', '.join(dev)}"
+                    f"ENVIRONMENT=production refuses the development defaults or the sandbox in: {', '.join(dev)} "
+                    "(expected each set to the production service or secret)"
                 )
         return self
 
@@ -331,6 +416,48 @@ class Settings(BaseSettings):
         return self.model_copy(update=update) if update else self
 
 
+def shown_value(name: str, value: object) -> str:
+    """A setting's value as a message may show it: secrets masked, a URL's password masked."""
+    field = Settings.model_fields.get(name)
+    if field is not None and "SecretStr" in str(field.annotation):
+        return "'**********'"
+    text = str(value)
+    return repr(masked_url(text) if "://" in text else text)
+
+
+def misconfiguration(error: ValidationError) -> str:
+    """One line for the settings' validation errors: each setting, its shown value, what is expected."""
+    problems = []
+    for item in error.errors(include_url=False):
+        message = item["msg"].removeprefix("Value error, ")
+        if not item["loc"]:  # a check over several settings names them itself
+            problems.append(message)
+            continue
+        name = str(item["loc"][0])
+        value = os.environ.get(name.upper(), item.get("input"))
+        problems.append(f"{name.upper()}={shown_value(name, value)}: {message}")
+    return "; ".join(problems)
+
+
+def load_settings() -> Settings:
+    """The settings from the environment; ConfigurationError (one line) when they cannot be used."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigurationError(misconfiguration(exc)) from None
+
+
+@contextmanager
+def exit_when_misconfigured(program: str) -> Iterator[None]:
+    """An entry point's guard: a ConfigurationError ends the process with its one line on stderr and
+    EXIT_MISCONFIGURED, no traceback."""
+    try:
+        yield
+    except ConfigurationError as exc:
+        print(f"{program}: configuration: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_MISCONFIGURED) from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return load_settings()

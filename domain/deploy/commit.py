@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from domain.core import lifecycle, models, notifications
+from domain.core import counters, lifecycle, models, notifications
 from domain.core.automation_versions import workflow_binding_of
 from domain.core.lifecycle import Actor, Status
 from domain.core.models import BindingStatus, Deployment, DeploymentStatus, NotificationChannel
@@ -72,6 +72,15 @@ def _move(session: Session, deployment_id: str, to: DeploymentStatus) -> None:
         raise RuntimeError(f"deployment {deployment_id}: {status} cannot move to {to.value}")
 
 
+# /metrics: how a deployment ended, as its action's outcome (compensated: refused after the platform call,
+# which was undone).
+DEPLOY_OUTCOMES = {
+    DeploymentStatus.COMMITTED: "succeeded",
+    DeploymentStatus.FAILED: "failed",
+    DeploymentStatus.COMPENSATED: "refused",
+}
+
+
 def _finish(session: Session, row: Deployment, to: DeploymentStatus, status: int, body: dict[str, Any]) -> None:
     """`row` is locked by the caller's transaction (_lock_row): the move is checked on it and written
     with the answer in one UPDATE."""
@@ -79,6 +88,7 @@ def _finish(session: Session, row: Deployment, to: DeploymentStatus, status: int
         raise RuntimeError(f"deployment {row.id}: {row.status} cannot move to {to.value}")
     row.status = to.value
     row.response_status, row.response_body, row.finished_at = status, body, datetime.now(UTC)
+    counters.count(session, "deploy_actions", {"action": row.action, "outcome": DEPLOY_OUTCOMES[to]})
 
 
 def _check_unchanged(version: models.AutomationVersion, plan: Route, hints: Hints) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from domain.core import lifecycle, models
+from domain.core import counters, lifecycle, models
 from domain.core.errors import ExternalServiceError
 from domain.core.lifecycle import Actor
 from domain.core.models import Deployment
@@ -116,6 +116,7 @@ def _settle(saga: Saga, deployment_id: str, report: Reconciliation) -> None:
             row.error = {"code": "interrupted", "detail": "the request ended before the platform was called"}
             _finish(session, row, D.FAILED, 502, _interrupted(row).stored())
             _audit(session, row, reconciler, "deployment_failed")
+            counters.count(session, "deploy_reconciliation_acts", {"act": "undone"})
             report.undone.append(row.id)
             return
         plan = Route(
@@ -146,6 +147,7 @@ def _settle(saga: Saga, deployment_id: str, report: Reconciliation) -> None:
                 row.invoked_via = f"{row.invoked_via}+reconciliation"
                 committed = _commit(saga, session, plan, row)
                 _audit(session, row, reconciler, "deployment_finished")
+                counters.count(session, "deploy_reconciliation_acts", {"act": "finished"})
         except (DeployRefused, lifecycle.InvalidStatusTransition, IntegrityError):
             committed = None
     if committed is not None:
@@ -163,6 +165,8 @@ def _settle(saga: Saga, deployment_id: str, report: Reconciliation) -> None:
         row.error = {**(row.error or {}), "reconciled": "undone"}
         _finish(session, row, D.COMPENSATED, status, answer or _interrupted(row).stored())
         _audit(session, row, reconciler, "deployment_compensated")
+        counters.count(session, "deploy_reconciliation_acts", {"act": "undone"})
+        counters.count(session, "deploy_compensations")
     report.undone.append(deployment_id)
 
 
@@ -246,3 +250,6 @@ def _sweep(saga: Saga, report: Reconciliation) -> None:
                 actor=Actor.system("reconciliation"),
                 metadata={"workflow_id": workflow_id, "automation_version_id": version_id},
             )
+            # The platform ran a workflow the store did not want running, or the reverse.
+            counters.count(session, "deploy_reconciliation_acts", {"act": done})
+            counters.count(session, "deploy_drift")

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from domain.core import lifecycle, models
+from domain.core import counters, lifecycle, models
 from domain.core.errors import ExternalServiceError, NotFound, ServiceTimeout
 from domain.core.lifecycle import Actor, Status
 from domain.core.models import Deployment, DeploymentStatus
@@ -289,6 +289,7 @@ def _compensate(
             if row.status in OPEN:
                 row.error = {"code": refused.code, "why": why, "detail": refused.detail, "compensation": "done"}
                 _finish(session, row, end, refused.status, refused.stored())
+                counters.count(session, "deploy_compensations")
     except SQLAlchemyError:
         # The store is down: the row stays open and reconciliation ends it (the platform is right).
         log.exception("deployment %s: could not record the compensation", deployment_id)

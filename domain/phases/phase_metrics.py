@@ -16,15 +16,15 @@ reader sums them up to each bound, so rows of bounds since changed still count w
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
+from domain.core.counters import Histogram as Histogram, histogram, upper_bound
 from domain.core.models import PhaseAudit, PhaseMetric, PhaseOutcome, TriggerQueue
 
 # Seconds. A phase's own run is short (a call to the integrations backend, a charge, a PDF); end to end
@@ -42,27 +42,12 @@ UNCOUNTED = text("NOT phase_audit.counted")
 
 
 @dataclass(frozen=True)
-class Histogram:
-    """Cumulative counts: `buckets[i]` observations <= `bounds[i]`; `count` is the +Inf bucket."""
-
-    bounds: tuple[float, ...]
-    buckets: tuple[int, ...]
-    count: int
-    total: float
-
-
-@dataclass(frozen=True)
 class Figures:
     """One scrape's phase figures."""
 
     transitions: dict[tuple[int, str], int]
     durations: dict[int, Histogram]
     latencies: dict[int, Histogram]
-
-
-def upper_bound(bounds: Sequence[float], value: float) -> float:
-    """The first bound >= value: the bucket's `le`; infinity past the last."""
-    return next((bound for bound in bounds if value <= bound), math.inf)
 
 
 def _unfolded(for_update: bool = False) -> Any:
@@ -157,12 +142,4 @@ def _histograms(cells: dict[Cell, list[float]], series: str) -> dict[int, Histog
         if cell_series == series:
             per_le[phase][le] += int(count)
             totals[phase] += total
-    return {
-        phase: Histogram(
-            bounds=bounds,
-            buckets=tuple(sum(n for le, n in counts.items() if le <= bound) for bound in bounds),
-            count=sum(counts.values()),
-            total=totals[phase],
-        )
-        for phase, counts in per_le.items()
-    }
+    return {phase: histogram(bounds, counts, totals[phase]) for phase, counts in per_le.items()}

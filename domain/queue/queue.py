@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,7 +39,7 @@ from pydantic import ValidationError
 from sqlalchemy import and_, delete, select, update
 from sqlalchemy.orm import Session
 
-from domain.core import backoff as backoff_formula
+from domain.core import backoff as backoff_formula, counters
 from domain.core.errors import UnknownTenant
 from domain.core.models import QueueState
 from domain.core.store import is_postgres
@@ -441,6 +442,7 @@ def fail(
         db.run(RETRY_SQL, params | {"available_at": now + backoff(policy(kind), attempts)})
         return S.AVAILABLE
     db.run(DIE_SQL, params)
+    counters.count(session, "triggers_dead", {"kind": kind})
     return S.DEAD
 
 
@@ -482,6 +484,8 @@ def reap(session: Session, kinds: Sequence[str] | None = None, limit: int = 1000
         .values(state=S.DEAD.value, finished_at=now, **common)
         .returning(Q.c.id, Q.c.kind, Q.c.tenant_id)
     ).all()
+    for kind, n in Counter(r.kind for r in died).items():
+        counters.count(session, "triggers_dead", {"kind": kind}, by=n)
     return [Reaped(r.id, r.kind, r.tenant_id, S.AVAILABLE) for r in revived] + [
         Reaped(r.id, r.kind, r.tenant_id, S.DEAD) for r in died
     ]
@@ -534,9 +538,12 @@ def release_lost(session: Session, row_id: int, token: str, error: str) -> Queue
     if revived is not None:
         return S.AVAILABLE
     died = session.execute(
-        update(Q).where(held).values(state=S.DEAD.value, finished_at=now, **common).returning(Q.c.id)
+        update(Q).where(held).values(state=S.DEAD.value, finished_at=now, **common).returning(Q.c.kind)
     ).scalar_one_or_none()
-    return S.DEAD if died is not None else None
+    if died is None:
+        return None
+    counters.count(session, "triggers_dead", {"kind": died})
+    return S.DEAD
 
 
 def prune(session: Session, older_than: timedelta, limit: int = 10_000) -> int:

@@ -24,6 +24,7 @@ from urllib.parse import quote
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from domain.core import counters
 from domain.core.models import AuditLog, BuildStatus, ReleaseBuild, RepoBuild
 
 B = BuildStatus
@@ -110,6 +111,14 @@ def transition(
             created_at=now,
         )
     )
+    if to in (B.SUCCEEDED, B.FAILED):
+        outcome = {"outcome": to.value}
+        if isinstance(row, RepoBuild):
+            counters.count(session, "release_repository_builds", {"repository": row.repository, **outcome})
+        else:
+            counters.count(session, "releases", outcome)
+            started = row.created_at.replace(tzinfo=row.created_at.tzinfo or UTC)
+            counters.observe(session, "release_duration_seconds", (now - started).total_seconds())
     return True
 
 

@@ -35,7 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from domain.core import lifecycle, notifications
+from domain.core import counters, lifecycle, notifications
 from domain.core.lifecycle import Actor
 from domain.core.models import (
     ApprovalStatus,
@@ -186,6 +186,7 @@ def open_approval(
         },
     )
     _notify_assignees(session, row, settings or get_settings())
+    counters.count(session, "approvals", {"event": "requested"})
     return row
 
 
@@ -386,6 +387,12 @@ def _move(
     )
     if to is not A.CANCELLED:
         _follow_ups(session, row)
+    if to is A.EXPIRED:
+        counters.count(session, "approvals", {"event": "expired"})
+    elif to is not A.CANCELLED:
+        counters.count(session, "approvals", {"event": "decided"})
+        created = row.created_at.replace(tzinfo=row.created_at.tzinfo or dt.UTC)
+        counters.observe(session, "approval_decision_seconds", (now - created).total_seconds())
     return row
 
 

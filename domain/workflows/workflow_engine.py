@@ -43,6 +43,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from domain.batch import batch_jobs
+from domain.core import counters
 from domain.core.lifecycle import Actor
 from domain.core.models import ExecutionStatus, HitlApproval, StepStatus, WorkflowExecution, WorkflowExecutionStep
 from domain.core.store import transaction
@@ -259,6 +260,7 @@ def _begin(session: Session, execution_id: str, run_id: str | None) -> tuple[boo
     for step in steps:
         if step.status == T.RUNNING.value and step.kind == "service_call":
             step.attempts += 1
+            counters.count(session, "workflow_step_retries")  # sent again: its earlier run died in flight
             resumed.append(_call_for(execution, step, document))
     return True, resumed
 
@@ -308,6 +310,7 @@ def _record(session: Session, call: ServiceCall, result: CallResult) -> None:
         )
         return
     step.attempts += max(result.attempts - 1, 0)
+    counters.count(session, "workflow_step_retries", by=max(result.attempts - 1, 0))
     if result.error is None:
         step.output = result.output
         move_step(session, step, T.SUCCEEDED, actor=ENGINE, reason=f"{call.service} answered")

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from domain.core import lifecycle
+from domain.core import counters, lifecycle
 from domain.core.lifecycle import Actor
 from domain.core.models import ExecutionStatus, StepStatus, WorkflowExecution, WorkflowExecutionStep
 
@@ -68,6 +68,7 @@ def move_execution(
         execution.finished_at = now
         if reason and to is not E.SUCCEEDED:
             execution.error = reason[:4000]
+        counters.count(session, "workflow_executions_finished", {"status": to.value})
     _audit(
         session,
         execution.tenant_id,

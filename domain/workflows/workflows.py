@@ -78,10 +78,16 @@ def _add_version(
 
 
 def _name_taken(session: Session, tenant_id: str, name: str, but: str | None = None) -> bool:
-    query = select(Workflow.id).where(Workflow.tenant_id == tenant_id, Workflow.name == name)
+    """Another workflow of the tenant has the name now or had it in one of its versions: every version
+    keeps its name, unique per tenant and version number, so a name another workflow left stays its."""
+    current = select(Workflow.id).where(Workflow.tenant_id == tenant_id, Workflow.name == name)
+    former = select(WorkflowDefinition.workflow_id).where(
+        WorkflowDefinition.tenant_id == tenant_id, WorkflowDefinition.name == name
+    )
     if but is not None:
-        query = query.where(Workflow.id != but)
-    return session.scalar(query) is not None
+        current = current.where(Workflow.id != but)
+        former = former.where(WorkflowDefinition.workflow_id != but)
+    return session.scalar(current.limit(1)) is not None or session.scalar(former.limit(1)) is not None
 
 
 def create_workflow(

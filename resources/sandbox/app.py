@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from domain.core import logs
 from domain.core.settings import Settings, get_settings
 from resources.sandbox import github, integrations, payments, services, wrk
 from resources.sandbox.state import Fault, SandboxState
@@ -100,10 +101,11 @@ def create_app(
     state: SandboxState | None = None, smtp_port: int | None = None, settings: Settings | None = None
 ) -> Starlette:
     """The sandbox, with the settings it needs (the phase call backs' delay and the development token
-    secret) read once here: its call backs run later on its own event loop, which in a test process is a
-    thread beside tests that change the environment and clear the settings' cache."""
-    state = state or SandboxState()
+    secret, its log format) read once here: its call backs run later on its own event loop, which in a
+    test process is a thread beside tests that change the environment and clear the settings' cache."""
     settings = settings or get_settings()
+    logs.configure("sandbox", settings.log_level, settings.log_format)
+    state = state or SandboxState()
     if smtp_port is None:
         smtp_port = int(os.environ.get("SMTP_PORT", "8925"))
 

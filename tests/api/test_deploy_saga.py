@@ -28,6 +28,8 @@ from resources.retry import RetryPolicy
 from resources.wrk import WrkPlatformClient
 from tests.api.conftest import bearer, make_token
 from tests.api.test_deploy import _binding, _ids, _patch, _workflow_active
+from tests.api.test_flow_metrics import prune
+from tests.api.test_metrics import assert_none_went_back, scrape, value
 from tests.servers import ServerThread, until
 
 LATER = datetime.now(UTC) + timedelta(days=1)  # "now" for a reconciliation after every deadline passed
@@ -626,3 +628,41 @@ def test_a_rollbacks_activation_undone_before_it_commits_is_redone_before_it_ans
     assert _workflow_active(sandbox, _binding(engine, v).wrk_workflow_id)
     assert not _workflow_active(sandbox, _binding(engine, x).wrk_workflow_id)
     assert _alerts(engine) == []
+
+
+# --- /metrics ----------------------------------------------------------------------------------------
+
+
+def test_deploy_figures_by_action_and_outcome_compensations_and_reconciliation_never_go_back(
+    client, settings, demo, engine, sandbox, platform, monkeypatch
+):
+    before = scrape(engine)
+    tenant, candidates = _ids(demo, "Order Sync", "Ready to Launch")
+    assert _patch(client, settings, tenant, candidates[0]["id"], {"status": "Live"}).status_code == 200
+    _tenant, [live] = _ids(demo, "Invoice Intake", "Live")
+
+    def moved(*_args, **_kwargs):
+        raise deploy.DeployRefused(409, "concurrency_conflict", "the version moved to Archived meanwhile")
+
+    monkeypatch.setattr(deploy_commit, "commit_pause", moved)
+    assert _patch(client, settings, tenant, live["id"], {"status": "Paused"}).status_code == 409  # undone
+    monkeypatch.undo()
+    stray = _binding(engine, candidates[1]["id"]).wrk_workflow_id  # a version that is not Live, running
+    sandbox.http.patch(f"/wrk-api/workflows/{stray}/activate", headers={"Authorization": "Bearer t"})
+    report = deploy.reconcile(_saga(engine, platform))
+    assert report.deactivated == [stray] and report.activated == []
+    found = scrape(engine)
+
+    def added(name: str, **labels: str) -> float:
+        return value(found, name, **labels) - value(before, name, **labels)
+
+    assert added("wrk_deploy_actions_total", action="deploy", outcome="succeeded") == 1
+    assert added("wrk_deploy_actions_total", action="pause", outcome="refused") == 1
+    assert added("wrk_deploy_actions_total", action="rollback", outcome="failed") == 0
+    assert added("wrk_deploy_compensations_total") == 1
+    assert added("wrk_deploy_reconciliation_acts_total", act="deactivated") == 1
+    assert added("wrk_deploy_reconciliation_acts_total", act="activated") == 0
+    assert added("wrk_deploy_drift_total") == 1
+
+    prune(engine, models.Deployment)
+    assert_none_went_back(found, scrape(engine))

@@ -40,6 +40,32 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return found
 
 
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(engine) -> Samples:
+    """One scrape of /metrics over the store (an app of its own, with the scrape token)."""
+    app = create_app(Settings(environment="test", metrics_token=SecretStr(METRICS_TOKEN)), engine)
+    with TestClient(app) as scraper:
+        answer = scraper.get("/metrics", headers=bearer(METRICS_TOKEN))
+    assert answer.status_code == 200
+    return samples(answer.text)
+
+
+def value(found: Samples, name: str, **labels: str) -> float:
+    return found[(name, tuple(sorted(labels.items())))]
+
+
+def counters_of(found: Samples) -> Samples:
+    """The counters and histogram counts of a scrape: what must never go back."""
+    return {key: v for key, v in found.items() if key[0].endswith(("_total", "_count", "_sum", "_bucket"))}
+
+
+def assert_none_went_back(before: Samples, after: Samples) -> None:
+    went_back = {key: (v, after.get(key)) for key, v in counters_of(before).items() if after.get(key, -1) < v}
+    assert not went_back
+
+
 def enqueue_phases(engine, n: int) -> str:
     tenant_id = str(uuid.uuid4())
     with transaction(engine) as session:
@@ -68,25 +94,35 @@ def test_metrics_parse_and_show_the_queue_depth_after_enqueues(client, engine):
     assert after[("wrk_live_connections", (("transport", "websocket"),))] == 0
 
 
-def test_metrics_need_the_scrape_token_or_a_platform_ops_token(client, settings):
-    assert client.get("/metrics").status_code == 401  # the test client is not on loopback
-    assert client.get("/metrics", headers=bearer("wrong")).status_code == 401
+def test_with_a_scrape_token_only_that_token_opens_metrics_loopback_and_ops_tokens_included(client, settings, engine):
     platform = make_token(settings, tenants=["t1"], roles=["ops_admin"])
-    assert client.get("/metrics", headers=bearer(platform)).status_code == 200
-    tenant_only = make_token(settings, tenants=["t1", "t2"], roles=[], tenant_roles={"t1": ["ops_admin"]})
-    answer = client.get("/metrics", headers=bearer(tenant_only))
-    assert answer.status_code == 403 and answer.json()["code"] == "forbidden"
-
-
-def test_without_a_scrape_token_metrics_are_open_on_loopback_only(engine):
-    app = create_app(Settings(environment="test"), engine)
-    server = ServerThread(app).start()
-    try:
-        assert httpx.get(f"{server.url}/metrics", timeout=60).status_code == 200
+    for headers in ({}, bearer("wrong"), bearer(platform), {"Authorization": METRICS_TOKEN}):
+        answer = client.get("/metrics", headers=headers)
+        assert answer.status_code == 401 and answer.json()["code"] == "unauthorized", headers
+    assert client.get("/metrics", headers=bearer(METRICS_TOKEN)).status_code == 200
+    server = ServerThread(create_app(settings, engine)).start()
+    try:  # on loopback: the token is still needed
+        assert httpx.get(f"{server.url}/metrics", timeout=60).status_code == 401
+        assert httpx.get(f"{server.url}/metrics", headers=bearer(platform), timeout=60).status_code == 401
+        assert httpx.get(f"{server.url}/metrics", headers=bearer(METRICS_TOKEN), timeout=60).status_code == 200
     finally:
         server.stop()
-    with TestClient(app) as client:  # a client that is not on loopback
-        assert client.get("/metrics").status_code == 401
+
+
+def test_without_a_scrape_token_metrics_are_open_on_loopback_only_whatever_the_caller_sends(engine):
+    settings = Settings(environment="test")
+    platform = make_token(settings, tenants=["t1"], roles=["ops_admin"])
+    app = create_app(settings, engine)
+    server = ServerThread(app).start()
+    try:
+        for headers in ({}, bearer("anything"), bearer(platform)):
+            assert httpx.get(f"{server.url}/metrics", headers=headers, timeout=60).status_code == 200, headers
+    finally:
+        server.stop()
+    with TestClient(app) as client:  # a client that is not on loopback: refused, an ops token too
+        for headers in ({}, bearer(platform)):
+            answer = client.get("/metrics", headers=headers)
+            assert answer.status_code == 403 and answer.json()["code"] == "forbidden", headers
 
 
 def test_phase_transitions_and_latency_histograms_count_every_audited_run_and_never_go_back(client, engine):

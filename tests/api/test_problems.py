@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
+from domain.core import logs
 from tests.api.conftest import bearer, make_token
 
 
@@ -33,8 +34,10 @@ def test_request_id_is_echoed_and_access_log_names_tenant_and_actor(client, sett
     token = make_token(settings, tenants=["t1"], roles=["ops_admin"], sub="olivia")
     response = client.get("/v1/automation-versions/x", headers={**bearer(token), "X-Request-ID": "abc-1"})
     assert response.headers["x-request-id"] == "abc-1"
-    [entry] = [json.loads(r.message) for r in caplog.records if r.name == "wrk.api.access"]
-    assert entry["request_id"] == "abc-1" and entry["status"] == 404
+    line = logs.formatter("api")
+    [entry] = [json.loads(line.format(r)) for r in caplog.records if r.name == "wrk.api.access"]
+    assert entry["request_id"] == "abc-1" and entry["status"] == 404 and entry["service"] == "api"
+    assert entry["message"] == "GET /v1/automation-versions/x 404" and entry["level"] == "info" and entry["time"]
     assert entry["tenant_id"] == "t1" and entry["actor"] == "olivia"
 
 

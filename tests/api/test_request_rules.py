@@ -95,6 +95,8 @@ def test_json_at_the_depth_limit_is_read(client, headers, settings):
         (b'{"message": "m", "assignees": ["a"], "context": {"n": 9223372036854775808}}', "context.n"),
         (b'{"message": "m", "assignees": ["a"], "context": {"n": [1, -9223372036854775809]}}', "context.n.1"),
         (b'{"message": "m", "assignees": ["a"], "context": {"x": 1e400}}', "context.x"),
+        (b'{"message": "m", "assignees": ["a"], "context": {"x": -1.1e52}}', "context.x"),
+        (b'{"message": "m", "assignees": ["a"], "context": {"x": 9.3e18}}', "context.x"),
         (b'{"message": "m", "assignees": ["a"], "context": {"x": NaN}}', "body"),
     ],
 )
@@ -113,6 +115,12 @@ def test_integers_are_kept_to_the_64_bit_range(client, headers):
     assert client.get(f"/v1/hitl/approvals/{kept.json()['id']}", headers=headers).json()["context"] == context
     past = {"message": "m", "assignees": ["a"], "context": {"max": 2**63}}
     refused(client.post("/v1/hitl/approvals", json=past, headers=headers), 422, "validation_error", "context.max")
+
+
+def test_a_fraction_or_exponent_within_the_64_bit_range_is_kept(client, headers):
+    raw = b'{"message": "m", "assignees": ["a"], "context": {"a": 9.2e18, "b": -1.5e-300, "c": 0.5}}'
+    kept = client.post("/v1/hitl/approvals", content=raw, headers={**headers, "Content-Type": "application/json"})
+    assert kept.status_code == 201, kept.text
 
 
 # -- integers in paths and queries ---------------------------------------------------------------------

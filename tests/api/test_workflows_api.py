@@ -121,6 +121,36 @@ def test_a_bad_definition_is_422_naming_the_field_and_nothing_is_written(client,
     assert client.get("/v1/workflows", headers=headers).json()["total"] == 0
 
 
+def test_a_name_another_workflow_had_in_a_version_is_a_conflict_not_a_server_error(client, headers):
+    renamed = _create(client, headers, _definition() | {"name": "first name"})
+    client.put(f"/v1/workflows/{renamed['id']}", json=_definition() | {"name": "second name"}, headers=headers)
+    # Version 1 of the renamed workflow keeps the name: a new workflow cannot take it.
+    taken = client.post("/v1/workflows", json=_definition() | {"name": "first name"}, headers=headers)
+    _problem(taken, 409, "conflict")
+    other = _create(client, headers, _definition() | {"name": "other"})
+    _problem(
+        client.put(f"/v1/workflows/{other['id']}", json=_definition() | {"name": "first name"}, headers=headers),
+        409,
+        "conflict",
+    )
+    # The workflow itself may take back a name it had.
+    back = client.put(f"/v1/workflows/{renamed['id']}", json=_definition() | {"name": "first name"}, headers=headers)
+    assert back.status_code == 200, back.text
+
+
+def test_an_execution_body_that_is_not_an_object_is_refused(client, headers):
+    created = _create(client, headers)
+    for body in (b"null", b"[]", b'"x"'):
+        response = client.post(
+            f"/v1/workflows/{created['id']}/executions",
+            content=body,
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        _problem(response, 422, "validation_error")
+    empty = client.post(f"/v1/workflows/{created['id']}/executions", headers=headers)
+    assert empty.status_code == 202, empty.text
+
+
 def test_put_makes_a_new_version_and_executions_keep_theirs(client, headers, engine):
     created = _create(client, headers)
     started = client.post(

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from domain.core.settings import Settings, masked_url
+from domain.core.settings import (
+    ConfigurationError,
+    Settings,
+    cron_problem,
+    load_settings,
+    masked_url,
+    shown_value,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 STEP_SERVICES = [
@@ -192,8 +199,12 @@ def test_no_settings_error_shows_a_secret(monkeypatch, overrides):
 
 def test_a_database_url_that_cannot_be_opened_is_named_with_its_password_masked(monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "postgresql://wrk:db-pass-1f3a@127.0.0.1:port/wrk")
-    with pytest.raises(ValidationError, match=r"DATABASE_URL .*postgresql://\*\*\*@127\.0\.0\.1:port/wrk"):
-        Settings()
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings()
+    assert str(refused.value) == (
+        "DATABASE_URL='postgresql://***@127.0.0.1:port/wrk': expected a database URL SQLAlchemy can open, "
+        "such as sqlite:///var/wrk.db or postgresql://user:password@host:5432/wrk"
+    )
 
 
 @pytest.mark.parametrize(
@@ -235,7 +246,47 @@ def test_wrk_orch_reports_invalid_settings_in_one_message_without_secrets(monkey
     finally:
         get_settings.cache_clear()
     err = capsys.readouterr().err
-    assert err.startswith("wrk-orch: the settings are not valid") and "db-pass-1f3a" not in err
+    assert err.startswith("wrk-orch: configuration: DATABASE_URL='postgresql://***@") and "db-pass-1f3a" not in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("BATCH_OUTCOME_SYNC_CRON", "61 * * * *", "expected five fields: minute (0-59) hour (0-23)"),
+        ("BATCH_MODEL_MONITORING_CRON", "0 6 * *", "expected five fields"),
+        ("BATCH_PROPAGATION_CRON", "0 0 * * * *", "expected five fields"),  # seconds: Dagster refuses them
+        ("BATCH_ACCOUNT_HEALTH_CRON", "0 0 30 2 *", "expected a day that exists"),
+        ("BATCH_TIMEZONE", "Mars/Olympus", "expected a time zone of the IANA database"),
+        ("BATCH_START", "yesterday", "expected an ISO 8601 date or date-time"),
+        ("LOG_FORMAT", "xml", "Input should be 'json' or 'text'"),
+    ],
+)
+def test_a_misconfiguration_is_one_line_naming_the_setting_its_value_and_what_is_expected(
+    monkeypatch, variable, value, expected
+):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings()
+    assert str(refused.value).startswith(f"{variable}={value!r}: {expected}")
+    assert "\n" not in str(refused.value) and "(5 fields)" not in str(refused.value)
+
+
+def test_every_batch_cron_is_checked_and_the_defaults_pass(monkeypatch):
+    crons = [name for name in Settings.model_fields if name.startswith("batch_") and name.endswith("_cron")]
+    assert len(crons) == 7
+    for name in crons:
+        assert cron_problem(Settings.model_fields[name].default) is None
+        monkeypatch.setenv(name.upper(), "* * *")
+    with pytest.raises(ConfigurationError) as refused:
+        load_settings()
+    assert [part.split("=")[0] for part in str(refused.value).split("; ")] == [name.upper() for name in crons]
+
+
+def test_a_secret_setting_is_never_shown_in_a_configuration_line():
+    assert shown_value("jwt_secret", "s3cret") == "'**********'"
+    assert shown_value("rabbitmq_url", "amqp://u:s3cret@h/") == "'**********'"
+    assert shown_value("slack_webhook_url", "https://u:s3cret@hooks.example/x") == "'https://u:***@hooks.example/x'"
 
 
 def test_wrk_orch_refuses_a_store_not_migrated_naming_it_and_the_command(monkeypatch, capsys, tmp_path):

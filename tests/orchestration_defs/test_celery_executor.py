@@ -432,5 +432,5 @@ def test_make_run_starts_celery_workers_only_with_executor_celery_and_refuses_wi
     assert supervise.celery_workers({}) == 0
     assert supervise.celery_workers({"EXECUTOR": "celery", "RABBITMQ_URL": "amqp://h"}) == 2
     assert supervise.celery_workers({"EXECUTOR": "celery", "CELERY_BROKER_URL": "amqp://h", "CELERY_WORKERS": "3"}) == 3
-    with pytest.raises(SystemExit, match="with-rabbitmq"):
+    with pytest.raises(supervise.Misconfigured, match="with-rabbitmq"):
         supervise.celery_workers({"EXECUTOR": "celery"})

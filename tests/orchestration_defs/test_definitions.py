@@ -42,6 +42,7 @@ EXPECTED = {
     "sensors": [
         "approval_queue_sensor",
         "approval_sweeper_sensor",
+        "batch_freshness_checks_sensor",
         "batch_messages_relay_sensor",
         "build_queue_sensor",
         "outbox_sensor",
@@ -80,6 +81,30 @@ def test_definitions_load_and_list_the_expected_jobs_schedules_and_sensors():
         "propagation",
         "risk_clustering",
         "risk_snapshot_backfill",
+    ]
+
+
+def test_every_batch_asset_has_its_published_and_freshness_checks():
+    checks = sorted((key.asset_key.path[-1], key.name) for key in defs.resolve_asset_graph().asset_check_keys)
+    assets = sorted(key.path[-1] for key in defs.resolve_asset_graph().get_all_asset_keys())
+    assert checks == sorted((asset, name) for asset in assets for name in ("freshness_check", "message_published"))
+
+
+def test_every_job_is_tagged_with_its_kind_of_work_so_housekeeping_can_be_filtered():
+    """The UI filters jobs and runs by tag: each job carries the `wrk/flow` the run coordinator gives its
+    runs, `housekeeping` for the sweepers, relays, deliveries and reconciliation."""
+    from orchestration_defs.concurrency import flow_of
+
+    repo = defs.get_repository_def()
+    jobs = [j for j in repo.get_all_jobs() if not j.name.startswith("__")]
+    assert {job.name: job.tags.get("wrk/flow") for job in jobs} == {job.name: flow_of(job.name) for job in jobs}
+    housekeeping = sorted(job.name for job in jobs if job.tags.get("wrk/flow") == "housekeeping")
+    assert housekeeping == [
+        "approval_sweeper",
+        "deliver_notifications",
+        "queue_sweeper",
+        "reconcile_deployments",
+        "relay_batch_messages",
     ]
 
 

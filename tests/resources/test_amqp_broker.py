@@ -271,3 +271,58 @@ def test_a_relay_that_died_before_recording_publishes_again_with_the_same_id(eng
     with read_transaction(engine) as session:
         row = session.scalars(select(OutboundMessage)).one()
     assert row.status == "published" and row.attempts == 2
+
+
+def test_a_period_left_pending_is_published_by_the_relay_with_its_true_publish_time(
+    engine, database_url, rabbitmq_url, queue_name, monkeypatch
+):
+    """The broker was unreachable when the period ran: its materialization says pending and its check
+    fails. The relay publishes it later: the asset gets an observation of that period with the message id,
+    the transport and the time the broker confirmed it, and its check passes."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("RETRY_MAX_ATTEMPTS", "1")
+    get_settings.cache_clear()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        unreachable = f"amqp://guest:guest@127.0.0.1:{sock.getsockname()[1]}/%2F"
+    try:
+        assets, _jobs = build_batch_jobs()
+        asset = next(a for a in assets if a.key.path[-1] == "account_health")
+
+        def resources(url: str) -> dict:
+            return {
+                "database": DatabaseResource(url=database_url),
+                "batch_publisher": BatchPublisherResource(rabbitmq_url=url, queue=queue_name),
+            }
+
+        with dg.instance_for_test() as instance:
+            run = dg.materialize(
+                [asset], partition_key="2026-03-01-06:00", resources=resources(unreachable), instance=instance
+            )
+            (pending,) = run.get_asset_check_evaluations()
+            assert not pending.passed
+            relay = defs_module.relay_batch_messages.execute_in_process(
+                instance=instance, resources=resources(rabbitmq_url)
+            )
+            assert relay.success
+            (observation,) = [
+                e.asset_observation_data.asset_observation
+                for e in relay.all_events
+                if e.event_type == dg.DagsterEventType.ASSET_OBSERVATION
+            ]
+            record = instance.get_latest_asset_check_evaluation_record(
+                dg.AssetCheckKey(asset.key, defs_module.PUBLISHED_CHECK)
+            )
+            published = record.event.dagster_event.event_specific_data
+    finally:
+        get_settings.cache_clear()
+    with read_transaction(engine) as session:
+        row = session.scalars(select(OutboundMessage)).one()
+    meta = {key: value.value for key, value in observation.metadata.items()}
+    assert observation.asset_key == asset.key and observation.partition == "2026-03-01-06:00"
+    assert meta["message_id"] == row.message_id == batch_jobs.message_id("account-health", "2026-03-01-06:00")
+    assert meta["transport"] == "rabbitmq" and meta["published_at"] == row.published_at.isoformat()
+    assert meta[defs_module.LAST_UPDATED] == row.published_at.timestamp()
+    assert published.passed and published.metadata["latest_message_id"].value == row.message_id
+    ((properties, _body),) = consume(rabbitmq_url, queue_name, 1)
+    assert properties.message_id == row.message_id

@@ -5,6 +5,7 @@ service's group, including what a service started itself. Ordered by process sta
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -114,8 +115,29 @@ def test_api_workers_default_to_the_cores_and_refuse_nonsense(supervise, monkeyp
     assert supervise.environment()["API_WORKERS"] == "3"
     for bad in ("0", "-1", "two"):
         monkeypatch.setenv("API_WORKERS", bad)
-        with pytest.raises(SystemExit, match="API_WORKERS"):
+        with pytest.raises(supervise.Misconfigured, match="API_WORKERS"):
             supervise.environment()
+
+
+def test_the_batch_start_is_pinned_to_the_instances_first_day_unless_set(supervise, tmp_path, capsys):
+    """A fresh instance starts its batch partitions today (in BATCH_TIMEZONE), not at the settings'
+    default months back; the day is kept with the instance, so later starts do not move it."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    home = tmp_path / "dagster"
+    home.mkdir()
+    env = {"BATCH_TIMEZONE": "Pacific/Kiritimati"}
+    supervise.pin_batch_start(env, home)
+    assert env["BATCH_START"] == datetime.now(ZoneInfo("Pacific/Kiritimati")).date().isoformat()
+    (home / "batch-start").write_text("2026-11-30\n")  # as if the instance had first started that day
+    later: dict[str, str] = {}
+    supervise.pin_batch_start(later, home)
+    assert later["BATCH_START"] == "2026-11-30"
+    chosen = {"BATCH_START": "2026-01-01"}
+    supervise.pin_batch_start(chosen, home)
+    assert chosen["BATCH_START"] == "2026-01-01"
+    assert "batch partitions start at 2026-11-30" in capsys.readouterr().out
 
 
 def test_a_dead_api_takes_its_workers_with_it_before_it_starts_again(supervise, supervisor):
@@ -151,3 +173,76 @@ def test_a_log_over_its_limit_is_rotated_while_its_service_keeps_writing(supervi
     assert (tmp_path / "daemon.log.2").read_bytes() == b"after" + b"c" * 100
     assert not (tmp_path / "daemon.log.3").exists()
     assert not supervise.rotate(tmp_path / "missing.log", max_bytes=1)
+
+
+def test_the_api_gets_an_empty_metrics_folder_at_each_start_and_it_goes_at_the_stop(supervise, supervisor, tmp_path):
+    # The API's workers sum their HTTP metrics through files there (PROMETHEUS_MULTIPROC_DIR): a restarted
+    # API must not add to the dead one's files, and nothing is left behind.
+    folder = tmp_path / "api-metrics"
+    writer = "import os, time; open(os.path.join(os.environ['PROMETHEUS_MULTIPROC_DIR'], f'{os.getpid()}.db'), 'w'); "
+    supervisor.add("api", sys.executable, "-c", writer + "time.sleep(10**6)", metrics_dir=folder)
+    [api] = supervisor.services
+    supervisor.start(api)
+    first = api.process.pid
+    _until(lambda: (folder / f"{first}.db").exists())
+    os.kill(first, signal.SIGKILL)
+    _until(lambda: api.restarts == 1, supervisor.watch)
+    second = api.process.pid
+    _until(lambda: (folder / f"{second}.db").exists())
+    assert sorted(p.name for p in folder.iterdir()) == [f"{second}.db"]
+    supervisor.stop()
+    assert not folder.exists()
+
+
+def test_a_service_that_refuses_its_configuration_is_not_restarted_and_stops_the_run(supervise, supervisor):
+    line = "code location: configuration: BATCH_START='yesterday': expected an ISO 8601 date"
+    supervisor.add("refuses", sys.executable, "-c", f"import sys; print({line!r}, file=sys.stderr); sys.exit(2)")
+    [refuses] = supervisor.services
+    supervisor.start(refuses)
+    _until(lambda: refuses.process.poll() is not None)
+    with pytest.raises(supervise.Misconfigured) as refused:
+        supervisor.watch()
+    assert str(refused.value) == "refuses refused its configuration: BATCH_START='yesterday': expected an ISO 8601 date"
+    assert refuses.restarts == 0 and refuses.restart_at is None
+
+
+def test_what_a_service_writes_is_logged_as_json_lines_without_colour(supervisor):
+    script = (
+        "import sys\n"
+        "print('\\x1b[32m2026-12-07 06:37:36 +0000\\x1b[0m - dagster - \\x1b[34mINFO\\x1b[0m - job - "
+        "7e9209e6-107e-4ead-861d-a76c30f79216 - started', flush=True)\n"
+        'print(\'{"event": "Serving", "level": "info", "timestamp": "2026-12-07T06:00:00Z"}\', flush=True)\n'
+        "print('Traceback (most recent call last):', file=sys.stderr, flush=True)\n"
+    )
+    supervisor.add("talker", sys.executable, "-c", script)
+    [talker] = supervisor.services
+    supervisor.start(talker)
+    _until(lambda: talker.process.poll() is not None and len(talker.log_path.read_text().splitlines()) == 3)
+    records = [json.loads(line) for line in talker.log_path.read_text().splitlines()]
+    assert all(list(r)[:4] == ["time", "level", "service", "message"] for r in records)
+    assert "\x1b" not in talker.log_path.read_text()
+    by_message = {r["message"]: r for r in records}
+    dagster = by_message["job - 7e9209e6-107e-4ead-861d-a76c30f79216 - started"]
+    assert dagster["run_id"] == "7e9209e6-107e-4ead-861d-a76c30f79216" and dagster["level"] == "info"
+    assert by_message["Serving"]["time"] == "2026-12-07T06:00:00Z"
+    assert by_message["Traceback (most recent call last):"]["level"] == "warning"
+    assert {r["service"] for r in records} == {"talker"}
+
+
+def test_a_traceback_or_a_warning_with_its_source_line_is_one_record(supervisor):
+    script = "import warnings\nwarnings.warn('careful')\nprint('between', flush=True)\n1 / 0\n"
+    supervisor.add("crasher", sys.executable, "-c", script)
+    [crasher] = supervisor.services
+    supervisor.start(crasher)
+
+    def records() -> list[dict]:
+        if not crasher.log_path.exists():
+            return []
+        return [json.loads(line) for line in crasher.log_path.read_text().splitlines()]
+
+    _until(lambda: crasher.process.poll() is not None and any("ZeroDivisionError" in r["message"] for r in records()))
+    by_start = {r["message"].split("\n")[0]: r for r in records()}
+    assert set(by_start) == {"<string>:2: UserWarning: careful", "between", "Traceback (most recent call last):"}
+    traceback = by_start["Traceback (most recent call last):"]["message"]
+    assert traceback.endswith("ZeroDivisionError: division by zero") and '  File "<string>", line 4' in traceback
+    assert by_start["<string>:2: UserWarning: careful"]["level"] == "warning"

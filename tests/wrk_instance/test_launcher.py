@@ -86,6 +86,21 @@ def test_a_run_starts_from_the_fork_server_and_runs_through_dagsters_execute_run
     assert done.tags["wrk/flow"] == "launcher-test" and done.tags["wrk/queue_id"] == "7"  # run tags kept
 
 
+def test_the_workers_tags_are_hidden_from_the_ui_and_read_by_the_launcher(instance):
+    """The worker's pid, start and host tags are Dagster's hidden kind (the webserver's GraphQL drops
+    them from a run's tags and from the run list's tag filter); the launcher still finds them."""
+    from dagster._core.storage.tags import TagType, get_tag_type
+
+    run = _launch(instance, launcher_jobs.slow)
+    started = _wait(instance, run.run_id, {dg.DagsterRunStatus.STARTED})
+    worker_tags = {warm.PID_TAG, warm.STARTED_TAG, warm.HOST_TAG}
+    assert worker_tags <= set(started.tags)
+    assert {get_tag_type(key) for key in worker_tags} == {TagType.HIDDEN}
+    assert instance.run_launcher.check_run_worker_health(started).status == warm.WorkerStatus.RUNNING
+    assert instance.run_launcher.terminate(run.run_id)
+    _wait(instance, run.run_id, {dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE})
+
+
 def test_terminate_interrupts_the_worker_and_the_run_ends_canceled(instance):
     run = _launch(instance, launcher_jobs.slow)
     started = _wait(instance, run.run_id, {dg.DagsterRunStatus.STARTED})

@@ -25,6 +25,7 @@ from domain.core.models.batch import (
     OutboundMessage as OutboundMessage,
     OutboundMessageStatus as OutboundMessageStatus,
 )
+from domain.core.models.counters import FlowCounter as FlowCounter
 from domain.core.models.guard import (
     StatusWriteOutsideLifecycle as StatusWriteOutsideLifecycle,
     allow_status_write as allow_status_write,

@@ -80,6 +80,13 @@ class Notification(Base):
             postgresql_where=text("status = 'pending'"),
         ),
         Index("ix_notifications_tenant_id_recipient", "tenant_id", "recipient"),
+        # /metrics counts the dead ones (domain/core/backlogs.py).
+        Index(
+            "ix_notifications_dead",
+            "created_at",
+            sqlite_where=text("status = 'dead'"),
+            postgresql_where=text("status = 'dead'"),
+        ),
     )
     id: Mapped[str] = id_column()
     tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"))

@@ -293,6 +293,13 @@ class HitlApprovalCallback(Base):
             sqlite_where=text("status = 'pending'"),
             postgresql_where=text("status = 'pending'"),
         ),
+        # /metrics counts the dead ones (domain/core/backlogs.py).
+        Index(
+            "ix_hitl_approval_callbacks_dead",
+            "created_at",
+            sqlite_where=text("status = 'dead'"),
+            postgresql_where=text("status = 'dead'"),
+        ),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(String(36))
