@@ -33,7 +33,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/ruff check .
-	$(BIN)/mypy domain
+	$(BIN)/mypy
 
 ## make bench [BENCH=name]: benchmarks in bench/, JSON lines, on their own throwaway PostgreSQL.
 bench: $(STAMP)

@@ -110,7 +110,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app = Starlette(
         routes=[*routes(ENDPOINTS), *live.WEBSOCKET_ROUTES],
         middleware=[Middleware(RequestContext), Middleware(RequestRules, settings=settings)],
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     app.state.settings = settings

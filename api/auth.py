@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import jwt
 from starlette.requests import Request
@@ -194,7 +194,7 @@ class Authenticator:
             raise _unauthorized(f"invalid token: {exc}") from exc
 
 
-def _string_list(value: Any) -> bool:
+def _string_list(value: Any) -> TypeGuard[list[str]]:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 

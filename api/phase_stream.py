@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,7 +76,7 @@ class PhaseStream:
 
         return await run_in_threadpool(load)
 
-    async def events(self, tenant_id: str, user_id: str, after: int) -> AsyncIterator[dict[str, Any]]:
+    async def events(self, tenant_id: str, user_id: str, after: int) -> AsyncGenerator[dict[str, Any], None]:
         """The stream's events with `seq > after`: the stored ones first, then each new one as it is
         committed, forever (the caller stops iterating; use contextlib.aclosing)."""
         self._start()

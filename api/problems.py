@@ -126,7 +126,7 @@ async def handle_http_exception(request: Request, exc: Exception) -> JSONRespons
     code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}.get(
         exc.status_code, "error"
     )
-    return problem_response(request, Problem(exc.status_code, code, str(exc.detail), headers=exc.headers))
+    return problem_response(request, Problem(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {})))
 
 
 async def handle_validation_error(request: Request, exc: Exception) -> JSONResponse:

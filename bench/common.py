@@ -11,12 +11,13 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, Table, create_engine, text
 
 from domain.core import migrate
+from domain.core.models import TriggerQueue
 from domain.core.store import make_engine
 
 
@@ -58,6 +59,11 @@ def _recycle_wal(admin: Engine) -> None:
             conn.execute(text("INSERT INTO bench_wal VALUES (1)"))  # a switch needs something written
             conn.execute(text("SELECT pg_switch_wal()"))
         conn.execute(text("CHECKPOINT"))
+
+
+def trigger_queue_table() -> Table:
+    """The queue's table, for the benches' bulk inserts of ready-made rows (Core, no ORM objects)."""
+    return cast(Table, TriggerQueue.__table__)
 
 
 def sqlite_engine() -> Engine:

@@ -10,10 +10,11 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bench.common import api_workers, drive, emit, postgres_engine, quantile, serve
+from bench.common import Call, api_workers, drive, emit, postgres_engine, quantile, serve
 from domain.core import lifecycle, models
 from domain.core.lifecycle import Actor, Status
 from domain.core.settings import Settings
@@ -66,7 +67,7 @@ def _p(values: list[float], q: int) -> float:
     return quantile(values, q / 100) * 1000
 
 
-async def ping(_request):  # the reference: a plain Starlette JSON endpoint
+async def ping(_request: Request) -> JSONResponse:  # the reference: a plain Starlette JSON endpoint
     return JSONResponse({"status": "Live"})
 
 
@@ -123,7 +124,7 @@ def main() -> None:
             )
             emit(BENCH, f"deploy_per_s.c{clients}", len(latencies) / elapsed, "req/s", "-")
             if clients == 16:
-                ref_work = [[("PATCH", "/ping", {})] * PER_CLIENT for _ in range(clients)]
+                ref_work: list[list[Call]] = [[("PATCH", "/ping", {})] * PER_CLIENT for _ in range(clients)]
                 ref = drive(reference_url, ref_work)
                 ref_latencies, ref_elapsed, ref_share = ref.latencies, ref.elapsed_s, ref.client_share
                 emit(

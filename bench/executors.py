@@ -31,7 +31,8 @@ def _run_seconds(instance: dg.DagsterInstance, run_id: str) -> float:
 
 def measure_one(executor: str) -> None:
     """In a process with EXECUTOR set: both graphs, one release each."""
-    from bench.release import BUILD_S, makespan, measure, shipped_job, wide_graph, wide_job
+    from bench.release import BUILD_S, makespan, measure
+    from bench.release_jobs import shipped_job, wide_graph, wide_job
     from domain.release.release_graph import load_graph
 
     with dg.DagsterInstance.get() as instance:

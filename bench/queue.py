@@ -9,6 +9,8 @@
   (sensor interval 1 s) and the sandbox.
 """
 
+from __future__ import annotations
+
 import os
 import statistics
 import tempfile
@@ -17,14 +19,17 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, text
 
-from bench.common import emit, postgres_engine, quantile, sqlite_engine
+from bench.common import emit, postgres_engine, quantile, sqlite_engine, trigger_queue_table
 from bench.startup import run_parts, spread
-from domain.core.models import TriggerQueue
 from domain.core.store import autocommit, make_engine, transaction
 from domain.queue import queue
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 BENCH = "queue"
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,11 +65,11 @@ def _fill(engine: Engine, tenant_id: str, rows: int, state: str = "available") -
         )
         if len(batch) == 5000:
             with transaction(engine) as session:
-                session.execute(TriggerQueue.__table__.insert(), batch)
+                session.execute(trigger_queue_table().insert(), batch)
             batch = []
     if batch:
         with transaction(engine) as session:
-            session.execute(TriggerQueue.__table__.insert(), batch)
+            session.execute(trigger_queue_table().insert(), batch)
 
 
 def claim_ack_rate(engine: Engine, rows: int = 50_000, batch: int = 50) -> float:
@@ -201,6 +206,7 @@ def trigger_to_run_start(samples: int = 40) -> tuple[list[float], list[float], d
             for version_id in versions:
                 with transaction(engine) as session:
                     version = session.get(models.AutomationVersion, version_id)
+                    assert version is not None
                     trigger_id = build.request_build(session, version, Actor.system("bench"))
                 committed = time.time()
                 created, started, run_id = _run_start(instance, trigger_id)
@@ -214,7 +220,7 @@ def trigger_to_run_start(samples: int = 40) -> tuple[list[float], list[float], d
     return waits, launches, parts
 
 
-def _warm_up(instance) -> None:
+def _warm_up(instance: dg.DagsterInstance) -> None:
     deadline = time.time() + 120
     while time.time() < deadline:  # the daemon is up once the sensors have ticked
         if _ticked(instance):
@@ -223,12 +229,12 @@ def _warm_up(instance) -> None:
     raise RuntimeError("the Dagster daemon did not start its sensors")
 
 
-def _ticked(instance) -> bool:
+def _ticked(instance: dg.DagsterInstance) -> bool:
     states = [s for s in instance.all_instigator_state() if s.instigator_type.value == "SENSOR"]
     return any(instance.get_ticks(s.instigator_origin_id, s.selector_id, limit=1) for s in states)
 
 
-def _run_start(instance, trigger_id: int, timeout: float = 60) -> tuple[float, float, str]:
+def _run_start(instance: dg.DagsterInstance, trigger_id: int, timeout: float = 60) -> tuple[float, float, str]:
     """When the run was created (the sensor's request became a run), when it started, and its id."""
     import dagster as dg
 
@@ -237,8 +243,9 @@ def _run_start(instance, trigger_id: int, timeout: float = 60) -> tuple[float, f
         runs = instance.get_runs(filters=dg.RunsFilter(tags={"wrk/queue_id": str(trigger_id)}), limit=1)
         if runs:
             records = instance.get_records_for_run(runs[0].run_id, of_type=dg.DagsterEventType.RUN_START).records
-            if records:
-                created = instance.get_run_record_by_id(runs[0].run_id).create_timestamp.timestamp()
+            record = instance.get_run_record_by_id(runs[0].run_id)
+            if records and record is not None:
+                created = record.create_timestamp.timestamp()
                 return created, records[0].timestamp, runs[0].run_id
         time.sleep(0.05)
     raise RuntimeError(f"trigger {trigger_id}: no run start within {timeout} s")

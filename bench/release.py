@@ -8,6 +8,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -17,20 +18,18 @@ from bench.common import emit, postgres_engine
 from bench.release_jobs import shipped_job, wide_graph, wide_job
 from bench.startup import spread, step_parts
 from domain.release.release_graph import ReleaseGraph, load_graph
-from orchestration_defs.release import STEP_PRELOAD
 from tests.servers import Processes
 
 BENCH = "release"
 BUILD_S = 3.0
-# Imported once in the fork server, so each step process starts without importing them again: the
-# job's own list, and the benchmark's jobs (a module, not __main__, so the workers find it imported).
-PRELOAD = os.environ.get(  # BENCH_RELEASE_PRELOAD: another list, for a before/after ("dagster,..." was main's)
-    "BENCH_RELEASE_PRELOAD", ",".join([*STEP_PRELOAD, "bench.release_jobs"])
-).split(",")
+# The fork server preloads the jobs' module, as the shipped job's preloads the code location
+# (bench.release_jobs: a module, not __main__, so the workers find its jobs built). BENCH_RELEASE_PRELOAD:
+# another list, for a before/after (docs/dagster-internals.md).
+PRELOAD = os.environ.get("BENCH_RELEASE_PRELOAD", "bench.release_jobs").split(",")
 
 
 def measure(
-    job_fn, graph: ReleaseGraph, instance: dg.DagsterInstance, tag: str
+    job_fn: Callable[[], dg.JobDefinition], graph: ReleaseGraph, instance: dg.DagsterInstance, tag: str
 ) -> tuple[float, dict[str, list[float]]]:
     run_config = {
         "ops": {"start_release": {"config": {"tag": tag, "poll_initial_s": 0.2, "poll_max_s": 0.4}}},

@@ -1,6 +1,6 @@
 """The release benchmark's jobs, built once per process at import, as orchestration_defs.definitions
 builds the shipped job: the step fork server imports this module (bench/release.py PRELOAD), so every
-forked step worker reconstructs its job from these objects instead of building the job again."""
+forked step worker reconstructs its job from these objects instead of building it again."""
 
 import gc
 
@@ -44,4 +44,4 @@ def wide_job() -> dg.JobDefinition:
     return WIDE
 
 
-gc.freeze()  # as wrk_instance/preload_code.py: the jobs above are shared with the forked workers
+gc.freeze()  # the jobs above are shared with the forked workers: no collection walks them there

@@ -21,8 +21,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-from bench.common import emit, postgres_engine, quantile, sqlite_engine
-from domain.core.models import TriggerQueue
+from bench.common import emit, postgres_engine, quantile, sqlite_engine, trigger_queue_table
 from domain.core.store import transaction
 
 BENCH = "rescue"
@@ -30,7 +29,7 @@ ROWS, CLAIMERS, KILLS, LEASE_S = 5_000, 6, 15, 2.0
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _dt(value) -> datetime:
+def _dt(value: str | datetime) -> datetime:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
@@ -53,7 +52,7 @@ def rescue_delays(engine: Engine) -> list[float]:
             session.execute(text(ddl))
         payload = {"tenant_id": tenant_id, "user_id": "u", "sync_id": "s", "phase": 1, "input": {}}
         session.execute(
-            TriggerQueue.__table__.insert(),
+            trigger_queue_table().insert(),
             [
                 {"kind": "phase", "tenant_id": tenant_id, "state": "available", "attempts": 0, "max_attempts": 100,
                  "payload": payload, "available_at": now, "created_at": now, "updated_at": now}
@@ -62,7 +61,7 @@ def rescue_delays(engine: Engine) -> list[float]:
         )  # fmt: skip
     markers = Path(tempfile.mkdtemp(prefix="wrk-bench-rescue-"))
 
-    def spawn(name: str) -> subprocess.Popen:
+    def spawn(name: str) -> subprocess.Popen[bytes]:
         argv = [sys.executable, "-m", "tests.domain.queue_claimer", url, name, str(LEASE_S), str(markers / name)]
         return subprocess.Popen(argv, cwd=ROOT, env=os.environ.copy())
 

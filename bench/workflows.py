@@ -19,10 +19,11 @@ import os
 import statistics
 import tempfile
 import time
+from typing import Any
 from urllib.parse import urlsplit
 
 import dagster as dg
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 
 from bench.common import emit, postgres_engine, quantile, sqlite_engine
 from domain.core.lifecycle import Actor
@@ -45,7 +46,7 @@ APPROVALS = int(os.environ.get("BENCH_WORKFLOW_APPROVALS", "20"))
 ACTOR = Actor.user("bench")
 
 
-def _call(name: str, depends_on: list[str]) -> dict:
+def _call(name: str, depends_on: list[str]) -> dict[str, Any]:
     return {
         "name": name,
         "kind": "service_call",
@@ -87,12 +88,12 @@ def _drive(instance: dg.DagsterInstance, database_url: str) -> int:
     return ran
 
 
-def _workflow(engine, tenant_id: str, name: str, steps: list[dict]) -> str:
+def _workflow(engine: Engine, tenant_id: str, name: str, steps: list[dict[str, Any]]) -> str:
     with transaction(engine) as session:
         return workflows.create_workflow(session, tenant_id, parse({"name": name, "steps": steps}), ACTOR).id
 
 
-def _start(engine, tenant_id: str, workflow_id: str, i: int, queued: bool = True) -> str:
+def _start(engine: Engine, tenant_id: str, workflow_id: str, i: int, queued: bool = True) -> str:
     with transaction(engine) as session:
         workflow = workflows.find_workflow(session, tenant_id, workflow_id)
         assert workflow is not None

@@ -2,6 +2,8 @@
 call standalone approvals' callback URLs, in one run launched by `approval_sweeper_sensor`
 (sensors/workflows.py) when either has work."""
 
+from typing import Any
+
 import dagster as dg
 
 from domain.core.store import transaction
@@ -19,7 +21,7 @@ BATCH = 200
 )
 def sweep_approvals(
     context: dg.OpExecutionContext, database: DatabaseResource, approval_callbacks: ApprovalCallbacksResource
-) -> dict:
+) -> dict[str, Any]:
     # One op, not two: each step of a run is a process of its own, and both halves are quick.
     expired = 0
     while True:

@@ -62,21 +62,41 @@ def configured_resources() -> dict[str, dg.ConfigurableResource]:  # type: ignor
     return {
         "database": DatabaseResource(url=env_or_default("DATABASE_URL")),
         "wrk": WrkPlatformResource(base_url=env_or_default("WRK_API_URL"), token=env_or_default("WRK_API_TOKEN")),
-        "github": GitHubResource(base_url=env_or_default("GITHUB_API_URL"), token=env_or_default("GITHUB_TOKEN")),
+        "github": GitHubResource(
+            base_url=env_or_default("GITHUB_API_URL"),
+            token=env_or_default("GITHUB_TOKEN"),
+            app_id=env_or_default("GITHUB_APP_ID"),
+            app_private_key=env_or_default("GITHUB_APP_PRIVATE_KEY"),
+            app_installation_id=env_or_default("GITHUB_APP_INSTALLATION_ID"),
+        ),
         "notifications": NotificationsResource(
-            smtp_port=env_or_default("SMTP_PORT", int), slack_webhook_url=env_or_default("SLACK_WEBHOOK_URL")
+            smtp_host=env_or_default("SMTP_HOST"),
+            smtp_port=env_or_default("SMTP_PORT", int),
+            smtp_sender=env_or_default("SMTP_SENDER"),
+            slack_webhook_url=env_or_default("SLACK_WEBHOOK_URL"),
         ),
         "batch_publisher": BatchPublisherResource(
             queue=env_or_default("BI_BATCH_JOBS_QUEUE"), exchange=env_or_default("BI_BATCH_JOBS_EXCHANGE")
         ),
-        "services": ServicesResource(),
+        "services": ServicesResource(
+            integration_manager_url=env_or_default("SERVICE_INTEGRATION_MANAGER_URL"),
+            risk_analytics_url=env_or_default("SERVICE_RISK_ANALYTICS_URL"),
+            ml_service_url=env_or_default("SERVICE_ML_SERVICE_URL"),
+            forecasting_url=env_or_default("SERVICE_FORECASTING_URL"),
+            recommendations_url=env_or_default("SERVICE_RECOMMENDATIONS_URL"),
+            adaptive_learning_url=env_or_default("SERVICE_ADAPTIVE_LEARNING_URL"),
+        ),
         "integrations": IntegrationsResource(
-            base_url=env_or_default("INTEGRATIONS_API_URL"), token=env_or_default("INTEGRATIONS_API_TOKEN")
+            base_url=env_or_default("INTEGRATIONS_API_URL"),
+            token=env_or_default("INTEGRATIONS_API_TOKEN"),
+            callback_url=env_or_default("PHASE_CALLBACK_URL"),
         ),
         "payments": PaymentsResource(
             base_url=env_or_default("PAYMENTS_API_URL"), api_key=env_or_default("PAYMENTS_API_KEY")
         ),
-        "approval_callbacks": ApprovalCallbacksResource(),
+        "approval_callbacks": ApprovalCallbacksResource(
+            allowed_hosts=env_or_default("APPROVAL_CALLBACK_HOSTS"), link_secret=env_or_default("HITL_LINK_SECRET")
+        ),
     }
 
 

@@ -7,6 +7,8 @@ one. Each act is audited; ops get one alert when it had to act. `wrk-orch reconc
 runs the same function.
 """
 
+from typing import Any
+
 import dagster as dg
 
 from domain import deploy
@@ -21,7 +23,7 @@ from resources.dagster_resources import DatabaseResource, WrkPlatformResource
 )
 def reconcile_platform_workflows(
     context: dg.OpExecutionContext, database: DatabaseResource, wrk: WrkPlatformResource
-) -> dict:
+) -> dict[str, Any]:
     settings = get_settings()
     report = deploy.reconcile(
         deploy.Saga(

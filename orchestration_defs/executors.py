@@ -86,8 +86,6 @@ def worker_command(config_path: Path, name: str | None = None, queues: tuple[str
     # keeps only the last `-Q` (a worker given three consumed one queue; the others' steps waited forever).
     argv = ["dagster-celery", "worker", "start", "-A", "dagster_celery.app", "-y", str(config_path)]
     argv += ["-q", ",".join(queues), "--loglevel", "INFO"]
-    # Dagster's modules imported once by the worker, before it forks its step processes (preload.py).
-    argv += ["-i", "wrk_instance.preload"]
     if name:
         argv += ["-n", name]
     concurrency = get_settings().celery_worker_concurrency

@@ -7,6 +7,7 @@ notifications due (sensors/housekeeping.py)."""
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -31,7 +32,7 @@ from resources.notifications import is_retryable
     "events, release folders; fold phase audit rows into /metrics' totals; alert on batch messages left "
     "unpublished."
 )
-def sweep_queue(context: dg.OpExecutionContext, database: DatabaseResource) -> dict:
+def sweep_queue(context: dg.OpExecutionContext, database: DatabaseResource) -> dict[str, Any]:
     settings = get_settings()
     with transaction(database.engine) as session:
         launched = record_launches(context.instance, session, list(KINDS))
@@ -96,7 +97,7 @@ def queue_sweeper() -> None:
 @dg.op(description="Send the outbox's due notifications (e-mail, Slack), at least once each.")
 def deliver_outbox(
     context: dg.OpExecutionContext, database: DatabaseResource, notifications: NotificationsResource
-) -> dict:
+) -> dict[str, Any]:
     # deliver_due opens its own short transactions: none is open while a message is sent.
     report = deliver_due(database.engine, notifications.notifier, is_retryable=is_retryable)
     summary = {"sent": report.sent, "failed": report.failed, "dead": report.dead}

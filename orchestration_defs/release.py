@@ -30,8 +30,8 @@ from resources.dagster_resources import DatabaseResource, GitHubResource
 from resources.github import GitHubClient
 
 SUCCESS = "success"
-# The release job's fork server imports these once (see build_release_job).
-STEP_PRELOAD = ["wrk_instance.preload", "wrk_instance.preload_code"]
+# What the release job's step fork server imports once: the code location (and Dagster with it).
+STEP_PRELOAD = ["orchestration_defs.definitions"]
 
 
 class ReleaseConfig(dg.Config):
@@ -125,7 +125,7 @@ def repository_op(repo: Repository, graph: ReleaseGraph) -> dg.OpDefinition:
         description=f"Build {repo.owner}/{repo.name} ({repo.workflow}) and collect its artifacts.",
     )
     def build_repository(
-        context: dg.OpExecutionContext, plan: dict, database: DatabaseResource, github: GitHubResource
+        context: dg.OpExecutionContext, plan: dict[str, Any], database: DatabaseResource, github: GitHubResource
     ) -> dict[str, Any]:
         config = ReleaseConfig(**plan["config"])
         release_id = plan["release_id"]
@@ -223,7 +223,9 @@ def start_release_op(graph: ReleaseGraph) -> dg.OpDefinition:
         description="The release's rows: created, or reused when the tag was started before. Its config is "
         "the release's (tag, prerelease, repositories, attempts, time limit); the other steps read it here.",
     )
-    def start_release(context: dg.OpExecutionContext, config: ReleaseConfig, database: DatabaseResource) -> dict:
+    def start_release(
+        context: dg.OpExecutionContext, config: ReleaseConfig, database: DatabaseResource
+    ) -> dict[str, Any]:
         selected = graph.subset(config.repositories).order if config.repositories else graph.order
         try:
             with transaction(database.engine) as session:
@@ -249,7 +251,7 @@ def start_release_op(graph: ReleaseGraph) -> dg.OpDefinition:
     "and its OpenPGP signature SHA256SUMS.asc when RELEASE_GPG_KEY is set."
 )
 def package(
-    context: dg.OpExecutionContext, plan: dict, artifacts: list[dict[str, Any]], database: DatabaseResource
+    context: dg.OpExecutionContext, plan: dict[str, Any], artifacts: list[dict[str, Any]], database: DatabaseResource
 ) -> dict[str, str]:
     config = ReleaseConfig(**plan["config"])
     built = {a["repository"]: [Path(p) for p in a["artifacts"]] for a in artifacts if a["artifacts"]}
@@ -276,7 +278,7 @@ def package(
 @dg.op(description="Create (or reuse) the GitHub release and upload the archive, artifacts, SHA256SUMS, signature.")
 def publish(
     context: dg.OpExecutionContext,
-    plan: dict,
+    plan: dict[str, Any],
     files: dict[str, str],
     database: DatabaseResource,
     github: GitHubResource,
@@ -338,8 +340,9 @@ def _publish(
 def build_release_job(graph: ReleaseGraph, name: str = "release_build") -> dg.JobDefinition:
     ops = {repo_name: repository_op(repo, graph) for repo_name, repo in graph.repositories.items()}
     # Several steps at once, each its own process forked from one fork server per run, which imports
-    # Dagster, the instance's storage modules and the code location once (wrk_instance/preload.py):
-    # a step's worker then starts in a fraction of a second instead of importing them again.
+    # the code location once (STEP_PRELOAD), so a step's worker does not import it again
+    # (docs/performance.md: forkserver against spawn). Named: a configured forkserver with no
+    # preload_modules preloads nothing of ours.
     # EXECUTOR=celery: each step on a Celery worker instead, on the `releases` queue (executors.py).
     executor = executor_for(
         "releases",

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, TypeAdapter
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
@@ -36,6 +36,7 @@ from resources.services import Services
 from resources.wrk import WrkPlatformClient, wrk_client
 
 UNSET = "None: the settings' default"
+CALLBACK_HOSTS = TypeAdapter(list[str])  # APPROVAL_CALLBACK_HOSTS' format, as the settings read it
 
 
 def settings_with(**fields: object) -> Settings:
@@ -90,10 +91,25 @@ class GitHubResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     base_url: str | None = Field(default=None, description=f"GITHUB_API_URL ({UNSET}: the sandbox's GitHub)")
     token: str | None = Field(default=None, description=f"GITHUB_TOKEN ({UNSET}: the sandbox's token)")
+    app_id: str | None = Field(default=None, description=f"GITHUB_APP_ID ({UNSET}: no App, the token)")
+    app_private_key: str | None = Field(
+        default=None, description=f"GITHUB_APP_PRIVATE_KEY, PEM text or a PEM file's path ({UNSET})"
+    )
+    app_installation_id: str | None = Field(
+        default=None, description=f"GITHUB_APP_INSTALLATION_ID ({UNSET}: looked up for the owner)"
+    )
     _client: GitHubClient | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._client = github_client(settings_with(github_api_url=self.base_url, github_token=self.token))
+        self._client = github_client(
+            settings_with(
+                github_api_url=self.base_url,
+                github_token=self.token,
+                github_app_id=self.app_id,
+                github_app_private_key=self.app_private_key,
+                github_app_installation_id=self.app_installation_id,
+            )
+        )
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._client is not None:
@@ -107,14 +123,23 @@ class GitHubResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
 
 class NotificationsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """The notifier (SMTP and Slack), open for the run; SMTP_HOST and SMTP_SENDER from the settings."""
+    """The notifier (SMTP and Slack), open for the run."""
 
+    smtp_host: str | None = Field(default=None, description=f"SMTP_HOST ({UNSET}: 127.0.0.1)")
     smtp_port: int | None = Field(default=None, description=f"SMTP_PORT ({UNSET}: SANDBOX_PORT + 25)")
+    smtp_sender: str | None = Field(default=None, description=f"SMTP_SENDER ({UNSET}: orchestration@wrk.local)")
     slack_webhook_url: str | None = Field(default=None, description=f"SLACK_WEBHOOK_URL ({UNSET}: no Slack)")
     _notifier: Notifier | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._notifier = notifier(settings_with(smtp_port=self.smtp_port, slack_webhook_url=self.slack_webhook_url))
+        self._notifier = notifier(
+            settings_with(
+                smtp_host=self.smtp_host,
+                smtp_port=self.smtp_port,
+                smtp_sender=self.smtp_sender,
+                slack_webhook_url=self.slack_webhook_url,
+            )
+        )
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._notifier is not None:
@@ -128,13 +153,39 @@ class NotificationsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
 
 class ServicesResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """The workflow steps' services, a client each made on first use and all closed after the run (URLs
-    from SERVICE_<NAME>_URL, else the sandbox)."""
+    """The workflow steps' services, a client each made on first use and all closed after the run."""
 
+    integration_manager_url: str | None = Field(
+        default=None, description=f"SERVICE_INTEGRATION_MANAGER_URL ({UNSET}: the sandbox's emulator)"
+    )
+    risk_analytics_url: str | None = Field(
+        default=None, description=f"SERVICE_RISK_ANALYTICS_URL ({UNSET}: the sandbox's emulator)"
+    )
+    ml_service_url: str | None = Field(
+        default=None, description=f"SERVICE_ML_SERVICE_URL ({UNSET}: the sandbox's emulator)"
+    )
+    forecasting_url: str | None = Field(
+        default=None, description=f"SERVICE_FORECASTING_URL ({UNSET}: the sandbox's emulator)"
+    )
+    recommendations_url: str | None = Field(
+        default=None, description=f"SERVICE_RECOMMENDATIONS_URL ({UNSET}: the sandbox's emulator)"
+    )
+    adaptive_learning_url: str | None = Field(
+        default=None, description=f"SERVICE_ADAPTIVE_LEARNING_URL ({UNSET}: the sandbox's emulator)"
+    )
     _services: Services | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._services = Services(get_settings())
+        self._services = Services(
+            settings_with(
+                service_integration_manager_url=self.integration_manager_url,
+                service_risk_analytics_url=self.risk_analytics_url,
+                service_ml_service_url=self.ml_service_url,
+                service_forecasting_url=self.forecasting_url,
+                service_recommendations_url=self.recommendations_url,
+                service_adaptive_learning_url=self.adaptive_learning_url,
+            )
+        )
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._services is not None:
@@ -148,14 +199,19 @@ class ServicesResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
 
 class IntegrationsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """The integrations backend's client, open for the run (PHASE_CALLBACK_URL from the settings)."""
+    """The integrations backend's client, open for the run."""
 
     base_url: str | None = Field(default=None, description=f"INTEGRATIONS_API_URL ({UNSET}: the sandbox's)")
     token: str | None = Field(default=None, description=f"INTEGRATIONS_API_TOKEN ({UNSET}: the sandbox's)")
+    callback_url: str | None = Field(
+        default=None, description=f"PHASE_CALLBACK_URL, this API as the backend reaches it ({UNSET}: on API_PORT)"
+    )
     _client: IntegrationsClient | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        settings = settings_with(integrations_api_url=self.base_url, integrations_api_token=self.token)
+        settings = settings_with(
+            integrations_api_url=self.base_url, integrations_api_token=self.token, phase_callback_url=self.callback_url
+        )
         self._client = integrations_client(settings)
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
@@ -191,13 +247,20 @@ class PaymentsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
 
 class ApprovalCallbacksResource(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """The client that calls standalone approvals' callback URLs, open for the run (the allowed hosts,
-    APPROVAL_CALLBACK_HOSTS, and the signing secret, HITL_LINK_SECRET, from the settings)."""
+    """The client that calls standalone approvals' callback URLs, open for the run: only the allowed
+    hosts, each body signed with a key derived from the approvals' link secret."""
 
+    allowed_hosts: str | None = Field(
+        default=None, description=f"APPROVAL_CALLBACK_HOSTS, a JSON list ({UNSET}: any host)"
+    )
+    link_secret: str | None = Field(
+        default=None, description=f"HITL_LINK_SECRET ({UNSET}: the development secret, refused in production)"
+    )
     _client: CallbackClient | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._client = callback_client(get_settings())
+        hosts = CALLBACK_HOSTS.validate_json(self.allowed_hosts) if self.allowed_hosts else None
+        self._client = callback_client(settings_with(approval_callback_hosts=hosts, hitl_link_secret=self.link_secret))
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._client is not None:

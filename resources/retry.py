@@ -53,8 +53,9 @@ class RetryPolicy:
         """Run `fn`, retrying retryable errors; the last error is raised as it is."""
 
         def before_sleep(state: tenacity.RetryCallState) -> None:
-            if on_retry is not None and state.outcome is not None and state.next_action is not None:
-                on_retry(state.attempt_number, state.outcome.exception(), state.next_action.sleep)
+            error = state.outcome.exception() if state.outcome is not None else None
+            if on_retry is not None and error is not None and state.next_action is not None:
+                on_retry(state.attempt_number, error, state.next_action.sleep)
 
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.max_attempts),

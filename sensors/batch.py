@@ -53,7 +53,7 @@ def build_freshness_sensor(checks: Sequence[dg.AssetChecksDefinition]) -> dg.Sen
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Runs the batch assets' freshness checks when due, once the asset has been materialized.",
     )
-    def batch_freshness_checks_sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    def batch_freshness_checks_sensor(context: dg.SensorEvaluationContext) -> dg.SensorReturnTypesUnion:
         due = due_checks(context)
         if not isinstance(due, dg.RunRequest):
             return due

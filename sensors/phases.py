@@ -1,6 +1,9 @@
 """The seven-phase pipeline's sensors: `phase_queue_sensor` claims up to PHASE_BATCH_SIZE phase triggers
 per phase_batch run it launches; `phase_batch_failure_sensor` sends a failed run's triggers back."""
 
+from collections.abc import Mapping
+from typing import Any
+
 import dagster as dg
 
 from domain.core.settings import get_settings
@@ -56,7 +59,8 @@ def phase_queue_sensor(context: dg.SensorEvaluationContext, database: DatabaseRe
 
 def rows_of(run: dg.DagsterRun) -> list[tuple[int, str]]:
     """The (trigger id, claim token) pairs a phase_batch run was launched with."""
-    config = (run.run_config or {}).get("ops", {}).get("process_phase_triggers", {}).get("config", {})
+    run_config: Mapping[str, Any] = run.run_config or {}
+    config = run_config.get("ops", {}).get("process_phase_triggers", {}).get("config", {})
     return [(int(r["trigger_id"]), str(r["claim_token"])) for r in config.get("rows", [])]
 
 

@@ -13,12 +13,13 @@ import dagster as dg
 from pydantic import ValidationError
 from sqlalchemy import Engine, func, select
 
+from domain.core.errors import UnknownTenant
 from domain.core.lifecycle import Actor
 from domain.core.models import ApprovalStatus, HitlApproval
 from domain.core.settings import get_settings
 from domain.core.store import read_transaction, transaction
 from domain.workflows import approval_callbacks, approvals
-from domain.workflows.workflow_events import EventIn, UnknownTenant, consume
+from domain.workflows.workflow_events import EventIn, consume
 from orchestration_defs.approvals import approval_sweeper
 from orchestration_defs.workflows import TAG_EXECUTION, TAG_WORKFLOW, workflow_execution
 from resources import amqp

@@ -67,13 +67,18 @@ class Sandbox:
 
     def calls(self, method: str | None = None, path: str | None = None) -> list[dict[str, Any]]:
         params = {k: v for k, v in {"method": method, "path": path}.items() if v}
-        return self.http.get("/_sandbox/calls", params=params).json()
+        return self._list(self.http.get("/_sandbox/calls", params=params))
 
     def mail(self) -> list[dict[str, Any]]:
-        return self.http.get("/_sandbox/mail").json()
+        return self._list(self.http.get("/_sandbox/mail"))
 
     def slack(self) -> list[dict[str, Any]]:
-        return self.http.get("/_sandbox/slack").json()
+        return self._list(self.http.get("/_sandbox/slack"))
+
+    @staticmethod
+    def _list(response: httpx.Response) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = response.json()
+        return found
 
     def configure_github(self, **config: Any) -> None:
         self.http.post("/_sandbox/github/config", json=config).raise_for_status()

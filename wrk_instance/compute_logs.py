@@ -35,7 +35,7 @@ class StepLogFiles(LocalComputeLogManager):
     ) -> None:
         super().__init__(base_dir or "", polling_timeout, inst_data)
 
-    @property  # type: ignore[override]
+    @property
     def _base_dir(self) -> str:
         if self._configured_dir:
             return self._configured_dir
@@ -64,4 +64,4 @@ class StepLogFiles(LocalComputeLogManager):
         with redirect_to_file(sys.stdout, outpath), redirect_to_file(sys.stderr, errpath):
             yield CapturedLogContext(log_key)
         # as Dagster's: the artifact that says the capture is complete
-        touch_file(self.complete_artifact_path(log_key))
+        touch_file(self.complete_artifact_path(log_key))  # type: ignore[no-untyped-call]  # unannotated in Dagster

@@ -236,7 +236,7 @@ class WarmRunLauncher(DefaultRunLauncher):
         try:
             pid = self._worker_pid(run)
         except LookupError:
-            return super().terminate(run_id)
+            return bool(super().terminate(run_id))  # type: ignore[no-untyped-call]  # unannotated in Dagster
         self._instance.report_run_canceling(run)
         if pid is None:
             self._instance.report_engine_event("Run worker not found; nothing to interrupt.", run, cls=self.__class__)

@@ -335,7 +335,8 @@ async def _token(request: Request) -> tuple[str, str | None]:
         raw = (await request.body()).decode("utf-8", "replace")
         form = parse_qs(raw) if "json" not in request.headers.get("content-type", "") else {}
         token = token or (form.get("token") or [""])[0]
-        comment = (form.get("comment") or [None])[0]
+        comments = form.get("comment")
+        comment = comments[0] if comments else None
         if comment is not None:
             refuse_text(comment, "comment")
     return token, comment

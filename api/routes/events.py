@@ -15,9 +15,10 @@ from api.auth import require
 from api.openapi import Answer, Endpoint
 from api.problems import Problem
 from api.requests import engine, json_body
+from domain.core.errors import UnknownTenant
 from domain.core.lifecycle import Actor
 from domain.core.store import transaction
-from domain.workflows.workflow_events import EventIn, UnknownTenant, consume
+from domain.workflows.workflow_events import EventIn, consume
 
 # A producing service holds `service` as a platform role (any tenant) or in the event's tenant.
 EVENT_ROLES = frozenset({"service", "ops_admin", "admin"})

@@ -201,7 +201,7 @@ ENDPOINTS = [
     Endpoint(
         "GET",
         "/v1/users/{user_id}/events",
-        user_events,  # type: ignore[arg-type]
+        user_events,
         "A user's phase events as Server-Sent Events (text/event-stream); resumes after Last-Event-ID",
         media_type="text/event-stream",
         tenant_header=True,

@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, or_, select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -58,10 +58,13 @@ def trigger_view(row: TriggerQueue) -> dict[str, Any]:
 
 
 def _find(session: Any, principal: Principal, tenants: frozenset[str], row_id: int) -> TriggerQueue | None:
-    scope = TriggerQueue.tenant_id.in_(list(tenants))
+    scope: ColumnElement[bool] = TriggerQueue.tenant_id.in_(list(tenants))
     if principal.roles & PLATFORM_ROLES:
         scope = or_(scope, TriggerQueue.tenant_id.is_(None))
-    return session.scalars(select(TriggerQueue).where(TriggerQueue.id == row_id, scope)).one_or_none()
+    row: TriggerQueue | None = session.scalars(
+        select(TriggerQueue).where(TriggerQueue.id == row_id, scope)
+    ).one_or_none()
+    return row
 
 
 def _row_id(request: Request) -> int:

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -411,7 +411,8 @@ class Settings(BaseSettings):
             if value in (None, "", 0):
                 continue
             field = type(self).model_fields[name]
-            update[name] = SecretStr(str(value)) if field.annotation is SecretStr else value
+            secret = field.annotation is SecretStr or SecretStr in get_args(field.annotation)
+            update[name] = SecretStr(str(value)) if secret else value
         return self.model_copy(update=update) if update else self
 
 

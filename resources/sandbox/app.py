@@ -32,7 +32,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from domain.core import logs
-from domain.core.settings import get_settings
+from domain.core.settings import Settings, get_settings
 from resources.sandbox import github, integrations, payments, services, wrk
 from resources.sandbox.state import Fault, SandboxState
 
@@ -97,8 +97,13 @@ class _MailSink:
         return "250 OK"
 
 
-def create_app(state: SandboxState | None = None, smtp_port: int | None = None) -> Starlette:
-    settings = get_settings()
+def create_app(
+    state: SandboxState | None = None, smtp_port: int | None = None, settings: Settings | None = None
+) -> Starlette:
+    """The sandbox, with the settings it needs (the phase call backs' delay and the development token
+    secret, its log format) read once here: its call backs run later on its own event loop, which in a
+    test process is a thread beside tests that change the environment and clear the settings' cache."""
+    settings = settings or get_settings()
     logs.configure("sandbox", settings.log_level, settings.log_format)
     state = state or SandboxState()
     if smtp_port is None:
@@ -190,7 +195,7 @@ def create_app(state: SandboxState | None = None, smtp_port: int | None = None) 
             *wrk.routes(state),
             *github.routes(state),
             *services.routes(state),  # the six workflow services
-            *integrations.routes(state),  # the seven-phase pipeline's backend and payments
+            *integrations.routes(state, settings),  # the seven-phase pipeline's backend and payments
             *payments.routes(state),
             Route("/slack/webhook/{hook:path}", slack_webhook, methods=["POST"]),
             Route(CONTROL_PREFIX + "/faults", add_fault, methods=["POST"]),

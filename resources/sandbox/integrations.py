@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from domain.core.settings import get_settings
+from domain.core.settings import Settings
 from domain.core.tokens import mint_dev_token
 from resources.sandbox.state import SandboxState
 
@@ -40,12 +40,12 @@ DEFAULT_MATCHES: list[tuple[str, str, str]] = [
 ]
 
 
-def _phases(state: SandboxState) -> dict[str, Any]:
+def _phases(state: SandboxState, settings: Settings) -> dict[str, Any]:
     with state.lock:
         if not state.phases:
             state.phases.update(
                 {
-                    "delay_s": get_settings().sandbox_phase_delay_s,
+                    "delay_s": settings.sandbox_phase_delay_s,
                     "callbacks_enabled": True,
                     "jobs": {},  # idempotency key -> job
                     "fates": {},  # claim id -> paid | rejected
@@ -61,8 +61,8 @@ def _claim_id(sync_id: str, n: int) -> str:
     return f"clm_{hashlib.sha1(sync_id.encode()).hexdigest()[:10]}_{n}"
 
 
-def _matches(state: SandboxState, sync_id: str) -> list[dict[str, Any]]:
-    phases = _phases(state)
+def _matches(state: SandboxState, settings: Settings, sync_id: str) -> list[dict[str, Any]]:
+    phases = _phases(state, settings)
     if phases["matches"] is not None:
         return [dict(m) for m in phases["matches"]]
     out = []
@@ -86,13 +86,19 @@ _generations = itertools.count(1)
 
 
 async def _call_back(
-    state: SandboxState, generation: int, url: str, tenant_id: str, phase: int, body: dict[str, Any]
+    state: SandboxState,
+    settings: Settings,
+    generation: int,
+    url: str,
+    tenant_id: str,
+    phase: int,
+    body: dict[str, Any],
 ) -> None:
-    phases = _phases(state)
+    phases = _phases(state, settings)
     if generation != phases["generation"] or not phases["callbacks_enabled"]:
         return
     token = mint_dev_token(
-        get_settings(), tenants=[tenant_id], roles=["service"], sub="integrations-sandbox", ttl_seconds=600
+        settings, tenants=[tenant_id], roles=["service"], sub="integrations-sandbox", ttl_seconds=600
     )
     status: int | None = None
     error = None
@@ -114,20 +120,22 @@ async def _call_back(
         log.warning("call back of phase %s to %s failed: %s %s", phase, url, status, error)
 
 
-def _schedule(state: SandboxState, url: str, tenant_id: str, phase: int, body: dict[str, Any]) -> None:
-    phases = _phases(state)
+def _schedule(
+    state: SandboxState, settings: Settings, url: str, tenant_id: str, phase: int, body: dict[str, Any]
+) -> None:
+    phases = _phases(state, settings)
     generation = phases["generation"]
     loop = asyncio.get_running_loop()
 
     def fire() -> None:
-        task = loop.create_task(_call_back(state, generation, url, tenant_id, phase, body))
+        task = loop.create_task(_call_back(state, settings, generation, url, tenant_id, phase, body))
         _tasks.add(task)
         task.add_done_callback(_tasks.discard)
 
     loop.call_later(float(phases["delay_s"]), fire)
 
 
-def routes(state: SandboxState) -> list[Route]:
+def routes(state: SandboxState, settings: Settings) -> list[Route]:
     def start(kind: str) -> Any:
         async def handler(request: Request) -> JSONResponse:
             if not request.headers.get("authorization", "").startswith("Bearer "):
@@ -137,7 +145,7 @@ def routes(state: SandboxState) -> list[Route]:
             if missing:
                 return JSONResponse({"error": "missing fields", "fields": missing}, status_code=422)
             key = request.headers.get("idempotency-key") or f"{kind}:{state.next_id()}"
-            phases = _phases(state)
+            phases = _phases(state, settings)
             with state.lock:
                 job = phases["jobs"].get(key)
                 if job is not None:
@@ -149,17 +157,19 @@ def routes(state: SandboxState) -> list[Route]:
                     "sync_id": body.get("sync_id"),
                 }
                 phases["jobs"][key] = job
-            follow = _next(state, kind, body)
+            follow = _next(state, settings, kind, body)
             if follow is not None:
                 phase, next_body = follow
-                _schedule(state, str(body["callback_url"]).rstrip("/"), str(body["tenant_id"]), phase, next_body)
+                _schedule(
+                    state, settings, str(body["callback_url"]).rstrip("/"), str(body["tenant_id"]), phase, next_body
+                )
             return JSONResponse(job, status_code=202)
 
         return handler
 
     async def config(request: Request) -> JSONResponse:
         body = await request.json()
-        phases = _phases(state)
+        phases = _phases(state, settings)
         with state.lock:
             for name in ("delay_s", "callbacks_enabled", "matches"):
                 if name in body:
@@ -167,7 +177,7 @@ def routes(state: SandboxState) -> list[Route]:
             return JSONResponse({k: phases[k] for k in ("delay_s", "callbacks_enabled", "matches")})
 
     async def callbacks(_request: Request) -> JSONResponse:
-        phases = _phases(state)
+        phases = _phases(state, settings)
         with state.lock:
             return JSONResponse(list(phases["callbacks"]))
 
@@ -183,7 +193,9 @@ def routes(state: SandboxState) -> list[Route]:
     ]
 
 
-def _next(state: SandboxState, kind: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+def _next(
+    state: SandboxState, settings: Settings, kind: str, body: dict[str, Any]
+) -> tuple[int, dict[str, Any]] | None:
     """The phase this work ends in, and its body."""
     base = {"user_id": body["user_id"], "sync_id": body.get("sync_id")}
     if body.get("seller_id"):
@@ -193,12 +205,12 @@ def _next(state: SandboxState, kind: str, body: dict[str, Any]) -> tuple[int, di
     if kind == "detection":
         return 3, base
     if kind == "evidence_matching":
-        return 4, {**base, "matches": _matches(state, str(body.get("sync_id")))}
-    claim = {k: body[k] for k in ("claim_id", "amount", "currency") if k in body}
+        return 4, {**base, "matches": _matches(state, settings, str(body.get("sync_id")))}
+    claim: dict[str, Any] = {k: body[k] for k in ("claim_id", "amount", "currency") if k in body}
     if kind == "claim":
         return 5, {**base, **claim}
     if kind == "payout_monitoring":
-        fate = _phases(state)["fates"].get(body.get("claim_id"), "paid")
+        fate = _phases(state, settings)["fates"].get(body.get("claim_id"), "paid")
         if fate == "rejected":
             return 6, {**base, "claim_id": body["claim_id"], "reason_code": "insufficient_evidence"}
         return 7, {**base, **claim, "payout_id": f"po_{body['claim_id']}"}

@@ -38,8 +38,9 @@ def routes(state: SandboxState) -> list[Route]:
                         status_code=400,
                     )
                 return JSONResponse(first["intent"])
+            intent_id = f"pi_{state.next_id()}"
             intent = {
-                "id": f"pi_{state.next_id()}",
+                "id": intent_id,
                 "object": "payment_intent",
                 "amount": amount,
                 "currency": currency,
@@ -47,7 +48,7 @@ def routes(state: SandboxState) -> list[Route]:
                 "description": form.get("description", ""),
                 "metadata": {k[9:-1]: v for k, v in form.items() if k.startswith("metadata[")},
             }
-            state.payment_intents[key or intent["id"]] = {"params": params, "intent": intent}
+            state.payment_intents[key or intent_id] = {"params": params, "intent": intent}
         return JSONResponse(intent)
 
     async def list_intents(_request: Request) -> JSONResponse:

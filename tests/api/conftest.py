@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
 import pytest
+from sqlalchemy import Engine
 from starlette.testclient import TestClient
 
 from api.app import create_app
@@ -19,13 +21,13 @@ def settings() -> Settings:
 
 
 @pytest.fixture
-def demo(engine) -> dict[str, Any]:
+def demo(engine: Engine) -> dict[str, Any]:
     with transaction(engine) as session:
         return seed_demo(session)
 
 
 @pytest.fixture
-def client(settings, engine):
+def client(settings: Settings, engine: Engine) -> Iterator[TestClient]:
     with TestClient(create_app(settings, engine), raise_server_exceptions=False) as c:
         yield c
 

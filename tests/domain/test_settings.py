@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from domain.core.settings import (
     ConfigurationError,
@@ -321,3 +321,11 @@ def test_the_broker_transport_needs_its_url_and_development_defaults_to_the_outb
     assert Settings(environment="development").batch_transport == "outbox"
     with pytest.raises(ValidationError, match="BATCH_TRANSPORT=rabbitmq needs RABBITMQ_URL"):
         Settings(batch_transport="rabbitmq")
+
+
+def test_an_override_of_an_optional_secret_stays_a_secret():
+    """A resource's field laid over the settings (resources/dagster_resources.py settings_with)."""
+    settings = Settings().with_overrides(github_app_private_key="-----BEGIN PRIVATE KEY-----", github_app_id="7")
+    assert isinstance(settings.github_app_private_key, SecretStr)
+    assert settings.github_app_private_key.get_secret_value() == "-----BEGIN PRIVATE KEY-----"
+    assert "BEGIN" not in repr(settings) and settings.github_app_id == "7"

@@ -2,12 +2,7 @@
 phase's action goes through the integrations and payments resources (the sandbox over real HTTP); each
 trigger has its own outcome (one failing row goes back to the queue alone, with the queue's backoff);
 progress never moves backwards and every phase run leaves an audit row; and one phase-1 POST drives the
-chain 1 -> 7 through the sandbox's call backs, ending with a proof packet whose hash checks out.
-
-Known flake, not understood yet: in about one full-suite run in three (one run of this file in ~25), a
-run here had an integrations call refused by the sandbox, or the sandbox recorded a phase-5 call twice
-with one idempotency key (the second answered 200, a replay). Each test is retried up to twice
-(pytest-rerunfailures) so the flake does not block the suite; `-ra` lists every rerun (R)."""
+chain 1 -> 7 through the sandbox's call backs, ending with a proof packet whose hash checks out."""
 
 from __future__ import annotations
 
@@ -45,8 +40,6 @@ from sensors.phases import phase_queue_sensor
 from tests.api.conftest import bearer, make_token
 from tests.domain import factories
 from tests.servers import ServerThread, until
-
-pytestmark = pytest.mark.flaky(reruns=2)
 
 
 @pytest.fixture

@@ -109,6 +109,20 @@ def test_no_private_dagster_import_outside_wrk_instance():
     assert offenders == []
 
 
+def test_the_code_location_names_no_wrk_instance_module():
+    """Not even as a string for a process it starts (a fork server's or a Celery worker's preload): the
+    extensions are the single-machine instance configuration's, named by dagster.yaml only."""
+    packages = ("orchestration_defs", "sensors", "schedules", "resources", "domain")
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for package in packages
+        for path in (ROOT / package).rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if "wrk_instance" in line
+    ]
+    assert offenders == []
+
+
 def test_importing_the_code_location_patches_nothing_and_loads_no_wrk_instance_module():
     """The code location is Dagster's plain user code: what the daemon, a run pod or a code server imports
     from it leaves Dagster and alembic as they are (the extensions come from the instance config)."""

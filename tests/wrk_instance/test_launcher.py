@@ -248,7 +248,6 @@ def test_single_step_jobs_run_their_step_in_the_run_worker():
     (seconds here) for nothing; only the release job, whose steps run side by side, forks step workers,
     and from a preloaded fork server."""
     from orchestration_defs.definitions import defs
-    from orchestration_defs.release import STEP_PRELOAD
 
     repository = defs.get_repository_def()
     for job in repository.get_all_jobs():
@@ -256,7 +255,6 @@ def test_single_step_jobs_run_their_step_in_the_run_worker():
             continue
         if job.name == "release_build":
             assert job.executor_def.name == "multiprocess"
-            assert STEP_PRELOAD[0] == "wrk_instance.preload"
             continue
         steps = len(job.graph.node_defs)
         if steps == 1:
