@@ -301,6 +301,11 @@ def test_a_period_left_pending_is_published_by_the_relay_with_its_true_publish_t
             )
             (pending,) = run.get_asset_check_evaluations()
             assert not pending.passed
+            # Later: its backoff has run out (the relay publishes only rows that are due).
+            with transaction(engine) as session:
+                session.execute(
+                    update(OutboundMessage).values(next_attempt_at=datetime.now(UTC) - timedelta(seconds=1))
+                )
             relay = defs_module.relay_batch_messages.execute_in_process(
                 instance=instance, resources=resources(rabbitmq_url)
             )
