@@ -15,7 +15,6 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from domain.core.settings import get_settings
 from orchestration_defs.approvals import approval_sweeper
 from orchestration_defs.batch_jobs import build_batch_jobs, freshness_checks, relay_batch_messages
 from orchestration_defs.build import build_automation_version
