@@ -23,7 +23,9 @@ from domain.core.tokens import InvalidTokenRequest, mint_dev_token
 # The statuses a fresh demo version may take (the demo projects keep their one Live version).
 FreshStatus = Enum("FreshStatus", {s.name: s.value for s in FRESH_STATUSES}, type=str)  # type: ignore[misc]
 
-messages = typer.Typer(help="Batch-job messages.", no_args_is_help=True)
+messages = typer.Typer(
+    help="Batch-job messages.", epilog="Examples:\n\n  wrk-orch messages list --limit 5", no_args_is_help=True
+)
 
 
 def check_settings() -> None:

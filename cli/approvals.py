@@ -12,7 +12,11 @@ from rich.text import Text
 from cli.http import Api, ApiUrl, Json, Tenant, Token, segment
 from cli.output import EXIT_USAGE, age, fail, fields, print_json, show, table, when
 
-app = typer.Typer(help="Human approvals: list, show and decide them.", no_args_is_help=True)
+app = typer.Typer(
+    help="Human approvals: list, show and decide them.",
+    epilog="Examples:\n\n  wrk-orch approvals list --mine\n\n  wrk-orch approvals decide 3c2d... --approve --comment ok",
+    no_args_is_help=True,
+)
 
 STATUSES = ["pending", "approved", "rejected", "expired", "cancelled"]
 TRUE, FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
@@ -58,8 +62,15 @@ def list_approvals(
             None,
             ["Id", "Status", "Step", "Message", "Assignees", "Age", "Expires"],
             [
-                (a["id"], a["status"], a["step_name"], _short(a["message"]), ", ".join(a["assignees"]),
-                 age(a["created_at"]), age(a["expires_at"]) if a["status"] == "pending" else "-")  # fmt: skip
+                (
+                    a["id"],
+                    a["status"],
+                    a["step_name"],
+                    _short(a["message"]),
+                    ", ".join(a["assignees"]),
+                    age(a["created_at"]),
+                    age(a["expires_at"]) if a["status"] == "pending" else "-",
+                )
                 for a in page["items"]
             ],
         )
@@ -96,8 +107,14 @@ def view(approval: dict[str, Any]) -> Group:
                 "Decision fields (--field NAME=VALUE)",
                 ["Name", "Type", "Required", "Options", "Default", "Help"],
                 [
-                    (f["name"], f["type"], f.get("required"), ", ".join(f.get("options") or []), f.get("default"),
-                     f.get("help"))  # fmt: skip
+                    (
+                        f["name"],
+                        f["type"],
+                        f.get("required"),
+                        ", ".join(f.get("options") or []),
+                        f.get("default"),
+                        f.get("help"),
+                    )
                     for f in declared
                 ],
             ),
@@ -109,9 +126,13 @@ def view(approval: dict[str, Any]) -> Group:
                 "Audit",
                 ["When", "Action", "Actor", "Status", "Reason"],
                 [
-                    (when(e["created_at"]), e["action"], e["actor_id"],
-                     f"{e['previous_status'] or '-'} -> {e['new_status']}" if e["new_status"] else None,
-                     e["reason"])  # fmt: skip
+                    (
+                        when(e["created_at"]),
+                        e["action"],
+                        e["actor_id"],
+                        f"{e['previous_status'] or '-'} -> {e['new_status']}" if e["new_status"] else None,
+                        e["reason"],
+                    )
                     for e in approval["audit"]
                 ],
             ),
@@ -139,16 +160,24 @@ def show_approval(
         show(view(approval))
 
 
-def field_values(given: list[str], declared: list[dict[str, Any]]) -> dict[str, Any]:
-    """`NAME=VALUE` pairs as the approval's declared fields type them: a number parsed, a boolean from
-    true/false (yes/no, on/off, 1/0), anything else text. The API validates the rest (422 naming the field)."""
-    types = {f["name"]: f["type"] for f in declared}
-    values: dict[str, Any] = {}
+def pairs(given: list[str]) -> dict[str, str]:
+    """`NAME=VALUE` options, checked before any call."""
+    out: dict[str, str] = {}
     for pair in given:
         name, sep, raw = pair.partition("=")
         if not sep or not name.strip():
             raise fail(f"--field expects NAME=VALUE, not {pair!r}", EXIT_USAGE)
-        name, kind = name.strip(), types.get(name.strip())
+        out[name.strip()] = raw
+    return out
+
+
+def field_values(given: dict[str, str], declared: list[dict[str, Any]]) -> dict[str, Any]:
+    """The values as the approval's declared fields type them: a number parsed, a boolean from
+    true/false (yes/no, on/off, 1/0), anything else text. The API validates the rest (422 naming the field)."""
+    types = {f["name"]: f["type"] for f in declared}
+    values: dict[str, Any] = {}
+    for name, raw in given.items():
+        kind = types.get(name)
         value: Any = raw
         if kind == "number":
             try:
@@ -184,13 +213,14 @@ def decide(
     """Approve or reject an approval (exactly one decision wins: a later one exits 4, conflict)."""
     if approve == reject:
         raise fail("give exactly one of --approve or --reject", EXIT_USAGE)
+    given = pairs(field or [])
     api = Api.of(api_url, token, tenant)
     path = f"/v1/hitl/approvals/{segment(approval_id)}"
     body: dict[str, Any] = {"decision": "approve" if approve else "reject"}
     if comment is not None:
         body["comment"] = comment
-    if field:
-        body["fields"] = field_values(field, api.get(path).get("fields") or [])
+    if given:
+        body["fields"] = field_values(given, api.get(path).get("fields") or [])
     decided = api.post(f"{path}/decision", body)
     if json_out:
         print_json(decided)

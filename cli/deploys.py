@@ -74,6 +74,12 @@ def _saga() -> tuple[deploy.Saga, frozenset[str]]:
     return saga, tenants
 
 
+def _request(actor: str | None, reason: str | None, notes: str | None) -> deploy.Request:
+    return deploy.Request(
+        actor=lifecycle.Actor.user(actor or operator()), reason=reason, notes=notes, invoked_via="cli"
+    )
+
+
 def _print_outcome(call: Callable[[], deploy.Outcome]) -> None:
     try:
         outcome = call()
@@ -96,7 +102,7 @@ def change(
 ) -> None:
     """Deploy, resume or pause a version through the deploy saga (JSON)."""
     saga, tenants = _saga()
-    request = deploy.Request(actor=lifecycle.Actor.user(actor or operator()), reason=reason, notes=notes, invoked_via="cli")
+    request = _request(actor, reason, notes)
     _print_outcome(lambda: deploy.change_status(saga, tenants, version, status, request))
 
 
@@ -109,7 +115,7 @@ def rollback(
 ) -> None:
     """Make the previous Live version (or --to an Archived one) Live again (JSON)."""
     saga, tenants = _saga()
-    request = deploy.Request(actor=lifecycle.Actor.user(actor or operator()), reason=reason, notes=notes, invoked_via="cli")
+    request = _request(actor, reason, notes)
     _print_outcome(lambda: deploy.rollback(saga, tenants, project, to, request))
 
 
@@ -174,8 +180,14 @@ def status(
                 None,
                 ["Version", "Status", "Since", "Deployed", "By", "Id"],
                 [
-                    (f"#{v['version_number']}", v["status"], when(v["status_changed_at"]), when(v["deployed_at"]),
-                     v["deployed_by"], v["id"])  # fmt: skip
+                    (
+                        f"#{v['version_number']}",
+                        v["status"],
+                        when(v["status_changed_at"]),
+                        when(v["deployed_at"]),
+                        v["deployed_by"],
+                        v["id"],
+                    )
                     for v in found["versions"]
                 ],
             ),

@@ -13,7 +13,11 @@ from cli.http import Api, ApiUrl, Json, Tenant, Token, segment
 from cli.output import EXIT_FAILED, fail, fields, print_json, show, table, when
 from cli.watch import Interval, watch
 
-app = typer.Typer(help="Workflow executions: list, show (and follow) and cancel them.", no_args_is_help=True)
+app = typer.Typer(
+    help="Workflow executions: list, show (and follow) and cancel them.",
+    epilog="Examples:\n\n  wrk-orch executions list --status running\n\n  wrk-orch executions show 7b1f... --watch",
+    no_args_is_help=True,
+)
 
 ENDED = {"succeeded", "failed", "rejected", "cancelled"}
 
@@ -50,8 +54,15 @@ def list_executions(
             f"{len(page['items'])} of {page['total']} executions",
             ["Id", "Workflow", "Version", "Status", "Steps done", "Created", "Finished"],
             [
-                (e["id"], e["workflow_id"], e["version"], e["status"], progress(e), when(e["created_at"]),
-                 when(e["finished_at"]))  # fmt: skip
+                (
+                    e["id"],
+                    e["workflow_id"],
+                    e["version"],
+                    e["status"],
+                    progress(e),
+                    when(e["created_at"]),
+                    when(e["finished_at"]),
+                )
                 for e in page["items"]
             ],
         )
@@ -78,8 +89,15 @@ def view(e: dict[str, Any]) -> Group:
             None,
             ["Step", "Kind", "Status", "Attempts", "Started", "Finished", "Error"],
             [
-                (s["name"], s["kind"], s["status"], s["attempts"], when(s["started_at"]), when(s["finished_at"]),
-                 s["error"])  # fmt: skip
+                (
+                    s["name"],
+                    s["kind"],
+                    s["status"],
+                    s["attempts"],
+                    when(s["started_at"]),
+                    when(s["finished_at"]),
+                    s["error"],
+                )
                 for s in e["steps"]
             ],
         ),

@@ -110,7 +110,8 @@ class Api:
                 method, self.url + path, json=json, params=query, headers=self.headers(), timeout=TIMEOUT_S
             )
         except httpx.HTTPError as exc:
-            raise ApiError(EXIT_UNREACHABLE, f"the API at {self.url} cannot be reached ({type(exc).__name__})") from None
+            reason = type(exc).__name__
+            raise ApiError(EXIT_UNREACHABLE, f"the API at {self.url} cannot be reached ({reason})") from None
         if response.status_code >= 400:
             line, code = problem_line(response)
             raise ApiError(exit_code_of(response.status_code), line, response.status_code, code)

@@ -30,7 +30,8 @@ EXAMPLES = """Examples:
 
   wrk-orch executions show 7b1f... --watch
 
-Exit codes: 0 ok, 1 failed, 2 usage or settings, 3 not found, 4 conflict, 5 unauthorized or forbidden, 6 API unreachable, 130 interrupted (docs/cli.md)."""
+Exit codes: 0 ok, 1 failed, 2 usage or settings, 3 not found, 4 conflict, 5 unauthorized or forbidden, \
+6 API unreachable, 130 interrupted (docs/cli.md)."""
 
 
 class Root(TyperGroup):
@@ -94,7 +95,9 @@ def _examples(*lines: str) -> str:
 
 app.command("check-settings", epilog=_examples("wrk-orch check-settings"))(admin.check_settings)
 app.command("migrate", epilog=_examples("wrk-orch migrate", "wrk-orch migrate --revision 0010"))(admin.migrate_store)
-app.command("seed-demo", epilog=_examples("wrk-orch seed-demo", "wrk-orch seed-demo --if-empty", "wrk-orch seed-demo --reset"))(admin.seed)  # fmt: skip
+app.command(
+    "seed-demo", epilog=_examples("wrk-orch seed-demo", "wrk-orch seed-demo --if-empty", "wrk-orch seed-demo --reset")
+)(admin.seed)
 app.command(
     "demo-version",
     epilog=_examples("wrk-orch demo-version --status 'Ready to Launch' --json", "wrk-orch demo-version --status Draft"),

@@ -15,7 +15,11 @@ from domain.core.settings import get_settings
 from domain.core.store import engine_for, transaction
 from domain.queue import queue
 
-app = typer.Typer(help="The trigger queue: stats, one trigger, requeue a dead one.", no_args_is_help=True)
+app = typer.Typer(
+    help="The trigger queue: stats, one trigger, requeue a dead one.",
+    epilog="Examples:\n\n  wrk-orch queue stats\n\n  wrk-orch queue requeue 42",
+    no_args_is_help=True,
+)
 
 TriggerId = Annotated[int, typer.Argument(metavar="ID", min=1, help="the trigger's id")]
 

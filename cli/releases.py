@@ -16,7 +16,11 @@ from cli.output import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, age, fail, field
 from cli.watch import Interval, watch
 from domain.release.release_graph import InvalidGraph, load_graph
 
-app = typer.Typer(help="Release builds: plan, start, follow and list them.", no_args_is_help=True)
+app = typer.Typer(
+    help="Release builds: plan, start, follow and list them.",
+    epilog="Examples:\n\n  wrk-orch release run v1.4.0 --watch\n\n  wrk-orch release status v1.4.0\n\n  wrk-orch release list",
+    no_args_is_help=True,
+)
 
 ENDED = {"succeeded", "failed"}
 
@@ -194,9 +198,7 @@ def status(
     _finish(release)
 
 
-@app.command(
-    "list", epilog="Examples:\n\n  wrk-orch release list\n\n  wrk-orch release list --limit 5 --json"
-)
+@app.command("list", epilog="Examples:\n\n  wrk-orch release list\n\n  wrk-orch release list --limit 5 --json")
 def list_releases(
     limit: Annotated[int, typer.Option(min=1, max=200, help="how many, newest first")] = 20,
     json_out: Json = False,
@@ -214,8 +216,14 @@ def list_releases(
             None,
             ["Tag", "Status", "Repositories", "Started", "Age", "Published"],
             [
-                (r["tag"], r["status"], len(r["repositories"] or []), when(r["created_at"]), age(r["created_at"]),
-                 r["github_release_url"])  # fmt: skip
+                (
+                    r["tag"],
+                    r["status"],
+                    len(r["repositories"] or []),
+                    when(r["created_at"]),
+                    age(r["created_at"]),
+                    r["github_release_url"],
+                )
                 for r in answer["releases"]
             ],
         )

@@ -189,7 +189,9 @@ async def deploy_history(request: Request) -> JSONResponse:
     page = await run_in_threadpool(load)
     if page is None:
         raise _not_found(project_id)
-    return JSONResponse(DeploymentList.model_validate(page | {"limit": limit, "offset": offset}).model_dump(mode="json"))
+    return JSONResponse(
+        DeploymentList.model_validate(page | {"limit": limit, "offset": offset}).model_dump(mode="json")
+    )
 
 
 ENDPOINTS = [
