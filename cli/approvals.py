@@ -14,7 +14,8 @@ from cli.output import EXIT_USAGE, age, fail, fields, print_json, show, table, w
 
 app = typer.Typer(
     help="Human approvals: list, show and decide them.",
-    epilog="Examples:\n\n  wrk-orch approvals list --mine\n\n  wrk-orch approvals decide 3c2d... --approve --comment ok",
+    epilog="Examples:\n\n  wrk-orch approvals list --mine\n\n"
+    "  wrk-orch approvals decide 3c2d... --approve --comment ok",
     no_args_is_help=True,
 )
 

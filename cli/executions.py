@@ -136,7 +136,7 @@ def show_execution(
         else:
             show(view(execution))
         return
-    execution = watch(lambda: api.get(path), view, line, lambda e: e["status"] in ENDED, interval)
+    execution = watch(lambda: api.get(path), view, line, lambda e: e["status"] in ENDED, interval, json_out)
     if json_out:
         print_json(execution)
     if execution["status"] != "succeeded":

@@ -18,7 +18,8 @@ from domain.release.release_graph import InvalidGraph, load_graph
 
 app = typer.Typer(
     help="Release builds: plan, start, follow and list them.",
-    epilog="Examples:\n\n  wrk-orch release run v1.4.0 --watch\n\n  wrk-orch release status v1.4.0\n\n  wrk-orch release list",
+    epilog="Examples:\n\n  wrk-orch release run v1.4.0 --watch\n\n  wrk-orch release status v1.4.0\n\n"
+    "  wrk-orch release list",
     no_args_is_help=True,
 )
 
@@ -101,7 +102,7 @@ def line(release: dict[str, Any]) -> str:
     return f"{release['tag']}: {release['status']} ({built(release)} built) {repos}".rstrip()
 
 
-def follow(api: Api, tag: str, interval: float, trigger_id: int | None = None) -> dict[str, Any]:
+def follow(api: Api, tag: str, interval: float, trigger_id: int | None = None, quiet: bool = False) -> dict[str, Any]:
     """Watch the release of `tag` until it ends. Until its run creates it, the queued trigger is followed
     instead (a dead trigger ends the watch: the release never started)."""
     pending = {"tag": tag, "status": "queued", "builds": [], "repositories": []}
@@ -120,7 +121,7 @@ def follow(api: Api, tag: str, interval: float, trigger_id: int | None = None) -
     def render(release: dict[str, Any]) -> Any:
         return view(release) if "id" in release else Text(line(release))
 
-    return watch(fetch, render, line, lambda r: r["status"] in ENDED, interval)
+    return watch(fetch, render, line, lambda r: r["status"] in ENDED, interval, quiet)
 
 
 def _finish(release: dict[str, Any]) -> None:
@@ -161,7 +162,7 @@ def run(
         trigger = f" (trigger {queued['trigger_id']})" if queued.get("trigger_id") is not None else ""
         show(f"release {tag}: {queued['status'].replace('_', ' ')}{trigger}")
     if watch_it:
-        release = follow(api, tag, interval, queued.get("trigger_id"))
+        release = follow(api, tag, interval, queued.get("trigger_id"), json_out)
         if json_out:
             print_json(release)
         _finish(release)
@@ -185,7 +186,7 @@ def status(
     """A release and each repository's build. Exit 0 when published or still going, 1 when it failed."""
     api = Api.of(api_url, token, tenant)
     if watch_it:
-        release = follow(api, tag, interval)
+        release = follow(api, tag, interval, quiet=json_out)
     else:
         found = find(api, tag)
         if found is None:

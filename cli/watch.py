@@ -12,7 +12,7 @@ import typer
 from rich.console import RenderableType
 from rich.live import Live
 
-from cli.output import EXIT_INTERRUPTED, console, fail
+from cli.output import EXIT_INTERRUPTED, console, errors, fail
 
 T = TypeVar("T")
 
@@ -28,12 +28,13 @@ def watch(
     summary: Callable[[T], str],
     ended: Callable[[T], bool],
     interval: float,
-    first: T | None = None,
+    quiet: bool = False,
 ) -> T:
-    """Poll `fetch` every `interval` seconds until `ended`; the last state."""
-    state = fetch() if first is None else first
+    """Poll `fetch` every `interval` seconds until `ended`; the last state. `quiet` (under --json, whose
+    stdout is the JSON alone): the change lines go to stderr and no view is printed."""
+    state = fetch()
     try:
-        if console.is_terminal:
+        if console.is_terminal and not quiet:
             with Live(render(state), console=console, refresh_per_second=4, transient=False) as live:
                 while not ended(state):
                     time.sleep(interval)
@@ -44,13 +45,14 @@ def watch(
         while True:
             line = summary(state)
             if line != last:
-                console.print(line, markup=False)
+                (errors if quiet else console).print(line, markup=False)
                 last = line
             if ended(state):
                 break
             time.sleep(interval)
             state = fetch()
-        console.print(render(state))
+        if not quiet:
+            console.print(render(state))
         return state
     except KeyboardInterrupt:
         raise fail("interrupted", EXIT_INTERRUPTED) from None
