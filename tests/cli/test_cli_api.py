@@ -4,6 +4,9 @@ and the exit codes of a 404 (3), a 409 (4), a 401/403 (5) and a bad request (2).
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +24,7 @@ from domain.core.settings import Settings
 from domain.core.store import transaction
 from domain.queue import queue
 from tests.api.conftest import make_token
-from tests.servers import ServerThread, until
+from tests.servers import BIN, ServerThread, until
 
 runner = CliRunner()
 
@@ -252,3 +255,27 @@ def test_queue_show_and_requeue_of_a_dead_trigger(api, settings, demo, engine):
     assert entry.actor_id == "olivia"
     foreign = make_token(settings, tenants=[_tenant(demo, 1)], roles=["ops_admin"])
     assert wrk(api, foreign, "queue", "show", str(trigger)).exit_code == 3
+
+
+def test_ctrl_c_ends_a_watch_with_exit_130(api, settings, demo):
+    tenant = _tenant(demo)
+    token = make_token(settings, tenants=[tenant], roles=["ops_admin"], sub="olivia")
+    execution = _execution(api, token, tenant, demo)["execution_id"]
+    env = {**os.environ, "WRK_ORCH_API_URL": api, "WRK_ORCH_TOKEN": token, "WRK_ORCH_TENANT": tenant}
+    watcher = subprocess.Popen(
+        [str(BIN / "wrk-orch"), "executions", "show", execution, "--watch", "--interval", "0.2"],
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = watcher.stdout.readline()  # the execution still queued: the watch goes on
+        assert first.startswith(f"{execution}: queued"), first
+        watcher.send_signal(signal.SIGINT)
+        _out, err = watcher.communicate(timeout=120)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+    assert watcher.returncode == 130
+    assert err.strip().splitlines()[-1] == "wrk-orch: interrupted"
