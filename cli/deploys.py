@@ -29,7 +29,7 @@ class DeployGroup(TyperGroup):
     """`deploy status|history PROJECT`, and `deploy VERSION --status Live|Paused` as before: anything
     that is not a subcommand's name is the version form."""
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
             args = [CHANGE, *args]
         return super().parse_args(ctx, args)

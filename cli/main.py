@@ -37,7 +37,7 @@ Exit codes: 0 ok, 1 failed, 2 usage or settings, 3 not found, 4 conflict, 5 unau
 class Root(TyperGroup):
     """Every command's errors as one line on stderr and an exit code."""
 
-    def invoke(self, ctx: typer.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except ApiError as exc:

@@ -73,7 +73,8 @@ def test_every_wrk_orch_command_of_the_runbooks_exists():
     assert commands
     refused = {}
     for page, command in commands:
-        args = shlex.split(command.replace("$(", "").replace(")", ""))
+        # A shell variable stands for a value: 1 fits every argument (an id, a number, a name).
+        args = shlex.split(re.sub(r"\$[A-Z_]+", "1", command.replace("$(", "").replace(")", "")))
         if not accepted(args):
             refused[page] = command
     assert refused == {}
