@@ -82,8 +82,9 @@ def view(approval: dict[str, Any]) -> Group:
     decided = approval.get("decided_by")
     parts: list[Any] = [
         fields(
-            f"Approval {approval['id']}",
+            "Approval",
             [
+                ("id", approval["id"]),
                 ("status", approval["status"] + (f" ({approval['outcome']})" if approval.get("outcome") else "")),
                 ("message", approval["message"]),
                 ("execution", approval.get("workflow_execution_id")),

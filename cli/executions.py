@@ -72,8 +72,9 @@ def list_executions(
 def view(e: dict[str, Any]) -> Group:
     return Group(
         fields(
-            f"Execution {e['id']}",
+            "Execution",
             [
+                ("id", e["id"]),
                 ("status", e["status"]),
                 ("workflow", f"{e['workflow_id']} v{e['version']}"),
                 ("steps done", progress(e)),

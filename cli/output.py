@@ -90,6 +90,8 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
         out.add_column(name, overflow="fold")
     for row in rows:
         out.add_row(*(cell(v) for v in row))
+    if not out.row_count:
+        out.caption = "(none)"
     return out
 
 
