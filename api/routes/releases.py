@@ -2,10 +2,10 @@
 started by hand (the same trigger a GitHub `release` webhook queues)."""
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -63,13 +63,17 @@ class ReleaseList(BaseModel):
     releases: list[ReleaseOut]
 
 
+# The release graph's repositories, named in /openapi.json (the validator below is what refuses others).
+RepositoryName = Annotated[str, Field(json_schema_extra={"enum": load_graph().order})]
+
+
 class ReleaseStart(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tag: str = Field(min_length=1, max_length=200, description="a git tag name")
     name: str | None = Field(default=None, max_length=300, description="default: the tag")
-    prerelease: bool = False
-    repositories: list[str] | None = Field(
+    prerelease: StrictBool = False
+    repositories: list[RepositoryName] | None = Field(
         default=None, min_length=1, max_length=100, description="only these and their dependencies (default: all)"
     )
 
