@@ -129,11 +129,11 @@ def test_deploy_status_and_history_show_the_live_version_and_every_deployment(
 # --- approvals --------------------------------------------------------------------------------------
 
 
-def _approval(api: str, settings, tenant: str, assignee: str = "anna") -> str:
+def _approval(api: str, settings, tenant: str, assignee: str = "anna", **extra: Any) -> str:
     service = make_token(settings, tenants=[tenant], roles=["service"], sub="billing")
     answer = httpx.post(
         f"{api}/v1/hitl/approvals",
-        json={"message": "Refund 120 EUR to ACME?", "assignees": [assignee], "context": {"order": "A-17"}},
+        json={"message": "Refund 120 EUR to ACME?", "assignees": [assignee], "context": {"order": "A-17"}, **extra},
         headers={"Authorization": f"Bearer {service}", "X-Tenant-ID": tenant},
     )
     assert answer.status_code == 201, answer.text
@@ -166,6 +166,32 @@ def test_approvals_list_show_and_decide_once(api, settings, demo):
     assert wrk(api, anna, "approvals", "show", "no-such-approval", tenant=tenant).exit_code == 3
     no_tenant = wrk(api, anna, "approvals", "list")
     assert no_tenant.exit_code == 2 and "(tenant_required)" in no_tenant.stderr
+
+
+def test_approvals_decide_sends_decision_fields_typed_as_the_approval_declares_them(api, settings, demo):
+    tenant = _tenant(demo)
+    declared = [
+        {"name": "amount", "type": "number", "required": True},
+        {"name": "urgent", "type": "boolean"},
+        {"name": "region", "type": "choice", "options": ["eu", "us"]},
+        {"name": "note", "type": "string"},
+    ]
+    approval = _approval(api, settings, tenant, fields=declared)
+    anna = make_token(settings, tenants=[tenant], roles=["approver"], sub="anna")
+    shown = wrk(api, anna, "approvals", "show", approval, tenant=tenant)
+    assert shown.exit_code == 0 and "Decision fields" in shown.stdout and "amount" in shown.stdout
+
+    def decide(*fields: str) -> Any:
+        flags = [arg for field in fields for arg in ("--field", field)]
+        return wrk(api, anna, "approvals", "decide", approval, "--approve", *flags, "--json", tenant=tenant)
+
+    not_a_number = decide("amount=lots")
+    assert not_a_number.exit_code == 2 and "amount" in not_a_number.stderr
+    missing = decide("region=eu")  # amount is required: the API's 422 names it
+    assert missing.exit_code == 2 and "fields.amount" in missing.stderr and "(validation_error)" in missing.stderr
+    decided = ok_json(decide("amount=120.5", "urgent=yes", "region=eu", "note=42"))
+    assert decided["status"] == "approved"
+    assert decided["field_values"] == {"amount": 120.5, "urgent": True, "region": "eu", "note": "42"}
 
 
 # --- executions -------------------------------------------------------------------------------------
