@@ -34,7 +34,7 @@ def _short(text: str, width: int = 60) -> str:
     "  wrk-orch approvals list --mine --status pending --json",
 )
 def list_approvals(
-    status: Annotated[str | None, typer.Option(help=f"only this status ({', '.join(STATUSES)})")] = "pending",
+    status: Annotated[str, typer.Option(help=f"only this status ({', '.join(STATUSES)}), or all")] = "pending",
     mine: Annotated[bool, typer.Option("--mine", help="only those assigned to you (or one of your roles)")] = False,
     execution: Annotated[str | None, typer.Option(help="only those of this workflow execution")] = None,
     limit: Annotated[int, typer.Option(min=1, max=200, help="how many, newest first")] = 50,
@@ -45,11 +45,11 @@ def list_approvals(
     tenant: Tenant = None,
 ) -> None:
     """Approvals, newest first (default: the pending ones)."""
-    if status is not None and status not in STATUSES:
-        raise fail(f"--status must be one of {', '.join(STATUSES)}", EXIT_USAGE)
+    if status != "all" and status not in STATUSES:
+        raise fail(f"--status must be one of {', '.join(STATUSES)} or all", EXIT_USAGE)
     page = Api.of(api_url, token, tenant).get(
         "/v1/hitl/approvals",
-        status=status,
+        status=None if status == "all" else status,
         mine="true" if mine else None,
         execution_id=execution,
         limit=limit,

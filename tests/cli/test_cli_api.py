@@ -164,6 +164,9 @@ def test_approvals_list_show_and_decide_once(api, settings, demo):
         "(approval_already_decided)"
     ]
     assert wrk(api, anna, "approvals", "show", "no-such-approval", tenant=tenant).exit_code == 3
+    assert ok_json(wrk(api, anna, "approvals", "list", "--json", tenant=tenant))["items"] == []  # none pending
+    decided_too = ok_json(wrk(api, anna, "approvals", "list", "--status", "all", "--json", tenant=tenant))
+    assert [a["id"] for a in decided_too["items"]] == [approval]
     no_tenant = wrk(api, anna, "approvals", "list")
     assert no_tenant.exit_code == 2 and "(tenant_required)" in no_tenant.stderr
 
