@@ -45,7 +45,7 @@ def watch(
         while True:
             line = summary(state)
             if line != last:
-                (errors if quiet else console).print(line, markup=False)
+                (errors if quiet else console).print(line, markup=False, soft_wrap=True)
                 last = line
             if ended(state):
                 break
