@@ -297,6 +297,8 @@ def test_ctrl_c_ends_a_watch_with_exit_130(api, settings, demo):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a pytest-xdist worker ignores SIGINT, and a child would inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         first = watcher.stdout.readline()  # the execution still queued: the watch goes on
