@@ -69,7 +69,8 @@ def reconcile_deployments() -> None:
     reconcile_platform_workflows()
 
 
-LIVE_VERSION_PROJECTS = dg.DynamicPartitionsDefinition(name="live_version_projects")
+PROJECTS = "live_version_projects"  # the dynamic partitions' name
+LIVE_VERSION_PROJECTS = dg.DynamicPartitionsDefinition(name=PROJECTS)
 
 live_version = dg.AssetSpec(
     "live_version",
@@ -130,7 +131,7 @@ def report_live_version(instance: dg.DagsterInstance, message: Notification) -> 
     try:
         if _reported(instance, partition, message.id, message.created_at):
             return
-        instance.add_dynamic_partitions(LIVE_VERSION_PROJECTS.name, [partition])
+        instance.add_dynamic_partitions(PROJECTS, [partition])
         instance.report_runless_asset_event(
             dg.AssetMaterialization(
                 asset_key=live_version.key,
