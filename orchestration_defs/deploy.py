@@ -127,7 +127,7 @@ def report_live_version(instance: dg.DagsterInstance, message: Notification) -> 
             f"v{payload['previous_version_number']}" if payload.get("previous_version_number") is not None else None
         ),
     }
-    subject, body = notifications.render(message.template, payload)
+    _subject, body = notifications.render(message.template, payload)
     try:
         if _reported(instance, partition, message.id, message.created_at):
             return
@@ -136,7 +136,7 @@ def report_live_version(instance: dg.DagsterInstance, message: Notification) -> 
             dg.AssetMaterialization(
                 asset_key=live_version.key,
                 partition=partition,
-                description=f"{subject}. {body}",
+                description=body,
                 metadata={name: str(values[key]) for key, name in _METADATA.items() if values.get(key) is not None},
                 tags={"wrk/outbox_message": message.id, "wrk/action": str(payload["action"])},
             )

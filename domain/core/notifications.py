@@ -55,7 +55,7 @@ TEMPLATES: Mapping[str, Template] = {
     # The deploy history's asset event (domain.deploy.history): its description in the Dagster UI.
     "live_version": Template(
         "{project_name}: {action} v{version_number}",
-        "{action} of {project_name} v{version_number} by {actor}. Reason: {reason}",
+        "{action} v{version_number} by {actor}. Reason: {reason}",
     ),
     "approval_requested": Template(
         "Approval needed: {summary}",

@@ -103,7 +103,7 @@ def test_a_deploy_then_a_rollback_are_two_materializations_of_the_projects_parti
     assert meta["tenant_id"] == tenant["id"] and meta["tenant"] == tenant["name"]
     assert meta["project"] == project["name"] and meta["project_id"] == project["id"]
     assert meta["version"].startswith("v") and meta["previous_version"].startswith("v")
-    assert rollback.description.startswith(f"{project['name']}: rollback v")
+    assert rollback.description == f"rollback {meta['version']} by rita. Reason: bad release"
 
     # A second delivery run finds nothing due: each commit is reported once.
     again = deliver_notifications.execute_in_process(instance=instance, resources=resources)
