@@ -150,15 +150,11 @@ class _Document(FPDF):
         )
 
 
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
-    elif value is not None:
-        yield str(value)
+def _printed(packet: dict[str, Any]) -> Iterator[str]:
+    """The packet's values the PDF prints (the rest of its text is the page's own, in the text font)."""
+    claim, fee = packet["claim"], packet["fee"]
+    yield from (packet["id"], packet["seller"]["id"] or "", claim["claim_id"], packet["payout"]["payout_id"])
+    yield from (fee.get("payment_intent_id") or "", claim.get("currency") or "", *packet["evidence"])
 
 
 def _covered(pdf: FPDF, family: str) -> set[int]:
@@ -169,7 +165,7 @@ def _covered(pdf: FPDF, family: str) -> set[int]:
 def _add_fallbacks(pdf: FPDF, packet: dict[str, Any]) -> None:
     """The fallback fonts that the packet's characters missing from the text font need, in order (loading
     one costs up to a second: most packets need none)."""
-    missing = {ord(c) for text in _strings(packet) for c in text} - _covered(pdf, "text")
+    missing = {ord(c) for text in _printed(packet) for c in str(text)} - _covered(pdf, "text")
     families = []
     for family, name in FALLBACK_FONTS.items():
         if not missing:
