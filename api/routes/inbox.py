@@ -1,0 +1,598 @@
+"""The approvals inbox: server-rendered pages under /hitl for the people who decide, and the signed
+e-mail links' pages on the same templates.
+
+- `/hitl/login` (GET the form, POST a pasted API token), `/hitl/logout` (POST): the session cookie
+  (api/hitl_session.py);
+- `/hitl`: the pending approvals this person may decide in the chosen tenant (`/hitl/tenant` POST
+  chooses among theirs), newest first, a page at a time;
+- `/hitl/approvals/{id}`: GET from a browser (text/html, no bearer token) is the approval's page
+  (workflow, progress, message, context, the decision form or the outcome, the audit trail); any other
+  GET is the JSON API's (api/routes/approvals.py). POST is the form's decision.
+
+Every form POST needs the session's CSRF token (403 page otherwise, nothing done). Another tenant's
+approval is a 404 page, as an unknown one is. A decision another person made first is the same page
+with a message saying who decided and when (409).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute
+
+from api import hitl_session
+from api.auth import Authenticator, Principal
+from api.hitl_session import CSRF_FIELD, CsrfRefused, HitlSession
+from api.openapi import Endpoint
+from api.pages import message_page, read_form, render, wants_page
+from api.params import Text
+from api.problems import Problem, problem_response
+from api.requests import engine
+from api.routes import approvals as approval_routes
+from api.routing import SegmentRoute
+from domain.core.models import ApprovalStatus, HitlApproval, Workflow, WorkflowExecution
+from domain.core.settings import Settings
+from domain.core.store import read_transaction, transaction
+from domain.workflows import approvals, workflows
+from domain.workflows.approval_links import LINK_PATH, ExpiredLink, InvalidLink, LinkClaims, verify
+
+HOME, LOGIN = "/hitl", "/hitl/login"
+COMMENT_MAX = 2000
+TOKEN = Text("token", description="the signed link's token (a form field on POST also carries it)")
+
+
+# -- what the pages show -------------------------------------------------------------------------------
+
+
+def inbox_tenants(principal: Principal) -> list[str]:
+    """The person's tenants where they hold a role that may use the approvals."""
+    return sorted(t for t in principal.tenants if principal.roles_in(t) & approval_routes.HITL_ROLES)
+
+
+def outcome_text(row: HitlApproval) -> str:
+    """What happened to an approval that left pending, in a sentence: "Already approved by X at T"."""
+    when = f" at {row.decided_at.astimezone(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}" if row.decided_at else ""
+    if row.status == ApprovalStatus.EXPIRED.value:
+        return f"This request already expired{when}; its timeout applied {row.outcome}."
+    if row.status == ApprovalStatus.CANCELLED.value:
+        return "This request was cancelled with its workflow execution."
+    by = f" by {row.decided_by}" if row.decided_by else ""
+    return f"Already {row.status}{by}{when}."
+
+
+def _workflow_names(session: Session, tenant_id: str, execution_ids: list[str]) -> dict[str, str]:
+    if not execution_ids:
+        return {}
+    rows = session.execute(
+        select(WorkflowExecution.id, Workflow.name)
+        .join(
+            Workflow,
+            (Workflow.tenant_id == WorkflowExecution.tenant_id) & (Workflow.id == WorkflowExecution.workflow_id),
+        )
+        .where(WorkflowExecution.tenant_id == tenant_id, WorkflowExecution.id.in_(execution_ids))
+    ).all()
+    return {execution_id: name for execution_id, name in rows}
+
+
+def approval_view(session: Session, row: HitlApproval) -> dict[str, Any]:
+    """An approval as its page shows it: the row, its workflow and execution's progress, its audit."""
+    execution = None
+    workflow = None
+    if row.workflow_execution_id is not None:
+        found = workflows.find_execution(session, row.tenant_id, row.workflow_execution_id)
+        if found is not None:
+            steps = workflows.execution_steps(session, found.id)
+            execution = {
+                "id": found.id,
+                "status": found.status,
+                "progress": workflows.progress(steps),
+                "steps": [{"name": s.name, "kind": s.kind, "status": s.status} for s in steps],
+            }
+            name = _workflow_names(session, row.tenant_id, [found.id]).get(found.id)
+            workflow = {"id": found.workflow_id, "name": name or found.workflow_id}
+    return {
+        "approval": {
+            "id": row.id,
+            "status": row.status,
+            "outcome": row.outcome,
+            "message": row.message,
+            "context": row.context,
+            "requested_by": row.requested_by,
+            "step_name": row.step_name,
+            "created_at": row.created_at,
+            "expires_at": row.expires_at,
+            "on_timeout": row.on_timeout,
+            "decided_by": row.decided_by,
+            "decided_at": row.decided_at,
+            "decision_comment": row.decision_comment,
+        },
+        "workflow": workflow,
+        "execution": execution,
+        "audit": [
+            {
+                "created_at": a.created_at,
+                "action": a.action,
+                "new_status": a.new_status,
+                "actor_id": a.actor_id,
+                "reason": a.reason,
+            }
+            for a in approvals.audit_trail(session, row)
+        ],
+        "pending": row.status == ApprovalStatus.PENDING.value,
+        "outcome_text": outcome_text(row),
+    }
+
+
+@dataclass(frozen=True)
+class Form:
+    """The decision form as a page shows it: where it posts, what it carries, what was entered."""
+
+    action: str
+    hidden: dict[str, str]
+    decisions: tuple[str, ...] = ("approve", "reject")
+    values: dict[str, str] | None = None
+    errors: dict[str, str] | None = None
+
+    def shown(self) -> dict[str, Any]:
+        return {
+            "action": self.action,
+            "hidden": self.hidden,
+            "decisions": self.decisions,
+            "fields": [],
+            "values": self.values or {},
+            "errors": self.errors or {},
+        }
+
+
+def comment_of(form: dict[str, str]) -> tuple[str | None, str | None]:
+    """The form's comment (None when blank) and what is wrong with it, if anything."""
+    comment = form.get("comment", "").strip()
+    if len(comment) > COMMENT_MAX:
+        return None, f"at most {COMMENT_MAX} characters ({len(comment)} entered)"
+    return comment or None, None
+
+
+# -- the session's pages ------------------------------------------------------------------------------
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _base(session: HitlSession | None) -> dict[str, Any]:
+    return {
+        "principal": session.principal if session else None,
+        "csrf": session.csrf if session else "",
+        "now": dt.datetime.now(dt.UTC),
+    }
+
+
+def _to_login() -> RedirectResponse:
+    return RedirectResponse(LOGIN, status_code=303)
+
+
+def _csrf_refused(request: Request, session: HitlSession | None, why: str) -> Response:
+    return message_page(
+        request,
+        403,
+        "This form cannot be accepted",
+        f"{why}. Nothing was done: reload the page and try again.",
+        **_base(session if session and session.signed_in else None),
+    )
+
+
+def _current_tenant(session: HitlSession) -> str | None:
+    assert session.principal is not None
+    mine = inbox_tenants(session.principal)
+    return session.tenant if session.tenant in mine else (mine[0] if mine else None)
+
+
+async def login_page(request: Request) -> Response:
+    settings = _settings(request)
+    session = hitl_session.read(request)
+    if session is not None and session.signed_in:
+        return RedirectResponse(HOME, status_code=303)
+    session = session or hitl_session.new_session(settings)
+    response = render(request, "login.html", {"title": "Sign in", **_base(session), "principal": None})
+    return hitl_session.store(response, settings, session)
+
+
+async def login(request: Request) -> Response:
+    settings = _settings(request)
+    session = hitl_session.read(request)
+    form = await read_form(request)
+    try:
+        hitl_session.check_csrf(request, session, form)
+    except CsrfRefused as refused:
+        return _csrf_refused(request, None, str(refused).capitalize())
+    assert session is not None
+    authenticator: Authenticator = request.app.state.authenticator
+    try:
+        principal = authenticator.verify(form.get("token", "").strip())
+    except Problem as problem:
+        page = render(
+            request,
+            "login.html",
+            {
+                "title": "Sign in",
+                **_base(session),
+                "principal": None,
+                "error": f"This token is refused: {problem.detail}",
+            },
+            401,
+        )
+        return page
+    mine = inbox_tenants(principal)
+    signed_in = hitl_session.signed_in(settings, principal, mine[0] if mine else None)
+    request.state.actor = principal.sub
+    return hitl_session.store(RedirectResponse(HOME, status_code=303), settings, signed_in)
+
+
+async def logout(request: Request) -> Response:
+    session = hitl_session.read(request)
+    form = await read_form(request)
+    try:
+        hitl_session.check_csrf(request, session, form)
+    except CsrfRefused as refused:
+        return _csrf_refused(request, session, str(refused).capitalize())
+    return hitl_session.forget(RedirectResponse(LOGIN, status_code=303), _settings(request))
+
+
+async def choose_tenant(request: Request) -> Response:
+    session = hitl_session.read(request)
+    if session is None or not session.signed_in:
+        return _to_login()
+    assert session.principal is not None
+    form = await read_form(request)
+    try:
+        hitl_session.check_csrf(request, session, form)
+    except CsrfRefused as refused:
+        return _csrf_refused(request, session, str(refused).capitalize())
+    tenant = form.get("tenant", "")
+    if tenant not in inbox_tenants(session.principal):
+        return message_page(request, 404, "Not found", "You have no approvals to see in that tenant.", **_base(session))
+    chosen = hitl_session.with_tenant(session, tenant)
+    return hitl_session.store(RedirectResponse(HOME, status_code=303), _settings(request), chosen)
+
+
+async def inbox(request: Request) -> Response:
+    session = hitl_session.read(request)
+    if session is None or not session.signed_in:
+        return _to_login()
+    principal = session.principal
+    assert principal is not None
+    request.state.actor = principal.sub
+    try:
+        limit, offset = approval_routes.LIMIT.read(request), approval_routes.OFFSET.read(request)
+    except Problem as problem:
+        return message_page(request, 422, "This page does not exist", problem.detail or "", **_base(session))
+    assert limit is not None and offset is not None
+    tenant = _current_tenant(session)
+    context: dict[str, Any] = {
+        "title": "Approvals",
+        **_base(session),
+        "tenants": inbox_tenants(principal),
+        "tenant": tenant,
+        "approvals": [],
+        "limit": limit,
+        "next_offset": None,
+        "previous_offset": max(0, offset - limit) if offset > 0 else None,
+    }
+    if tenant is not None:
+        request.state.tenant_id = tenant
+        roles = principal.roles_in(tenant)
+        # ops_admin and admin may decide any approval of the tenant; others those naming them or their roles.
+        assigned_to = None if roles & approvals.DECIDE_ANY_ROLES else approvals.assignee_keys(principal.sub, roles)
+
+        def load() -> tuple[list[dict[str, Any]], int | None]:
+            with read_transaction(engine(request)) as db:
+                page = approvals.list_approvals(
+                    db,
+                    tenant,
+                    status=ApprovalStatus.PENDING.value,
+                    assigned_to=assigned_to,
+                    limit=limit,
+                    offset=offset,
+                )
+                names = _workflow_names(
+                    db, tenant, [r.workflow_execution_id for r in page.items if r.workflow_execution_id]
+                )
+                items = [
+                    {
+                        "id": r.id,
+                        "summary": approvals.summary(r.message),
+                        "workflow": names.get(r.workflow_execution_id or ""),
+                        "step_name": r.step_name,
+                        "requested_by": r.requested_by,
+                        "created_at": r.created_at,
+                        "expires_at": r.expires_at,
+                    }
+                    for r in page.items
+                ]
+                return items, page.next_offset
+
+        context["approvals"], context["next_offset"] = await run_in_threadpool(load)
+    response = render(request, "inbox.html", context)
+    if tenant != session.tenant and tenant is not None:
+        hitl_session.store(response, _settings(request), hitl_session.with_tenant(session, tenant))
+    return response
+
+
+def _not_found(request: Request, session: HitlSession | None) -> Response:
+    return message_page(request, 404, "Not found", "There is no such approval.", **_base(session))
+
+
+async def approval(request: Request) -> Response:
+    """GET: the page for a browser, else the JSON API's answer; POST: the form's decision."""
+    if request.method != "POST" and not wants_page(request):
+        return await approval_routes.get_approval(request)
+    session = hitl_session.read(request)
+    if session is None or not session.signed_in:
+        return _to_login()
+    principal = session.principal
+    assert principal is not None
+    request.state.actor = principal.sub
+    tenant = _current_tenant(session)
+    approval_id = request.path_params["approval_id"]
+    if tenant is None:
+        return _not_found(request, session)
+    request.state.tenant_id = tenant
+    roles = principal.roles_in(tenant)
+    action = f"/hitl/approvals/{quote(approval_id, safe='')}"
+    if request.method == "POST":
+        form = await read_form(request)
+        try:
+            hitl_session.check_csrf(request, session, form)
+        except CsrfRefused as refused:
+            return _csrf_refused(request, session, str(refused).capitalize())
+        return await _decide(request, session, tenant, approval_id, form, action)
+
+    def load() -> dict[str, Any] | None:
+        with read_transaction(engine(request)) as db:
+            row = approvals.get(db, tenant, approval_id)
+            if row is None:
+                return None
+            shown = approval_view(db, row)
+            shown["may_decide"] = approvals.may_decide(row, principal.sub, roles)
+            return shown
+
+    shown = await run_in_threadpool(load)
+    if shown is None:
+        return _not_found(request, session)
+    return _approval_page(request, session, shown, Form(action, {CSRF_FIELD: session.csrf}))
+
+
+def _approval_page(
+    request: Request,
+    session: HitlSession | None,
+    shown: dict[str, Any],
+    form: Form | None,
+    *,
+    notice: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> Response:
+    """The approval's page: the decision form while it is pending and this person may decide."""
+    title = "Decide this request" if shown["pending"] else "Request " + shown["approval"]["status"]
+    context: dict[str, Any] = {"title": title, **_base(session), **shown, "notice": notice}
+    if shown["pending"] and shown.get("may_decide", True) and form is not None:
+        context["form"] = form.shown()
+    elif shown["pending"]:
+        context["cannot_decide"] = "You are not an assignee of this request, so you can only read it."
+    return render(request, "approval.html", context, status_code)
+
+
+async def _decide(
+    request: Request, session: HitlSession, tenant: str, approval_id: str, form: dict[str, str], action: str
+) -> Response:
+    principal = session.principal
+    assert principal is not None
+    roles = principal.roles_in(tenant)
+    decision = form.get("decision", "")
+    comment, comment_error = comment_of(form)
+    errors = {"comment": comment_error} if comment_error else {}
+    if decision not in approvals.DECISION_STATUS:
+        errors["decision"] = "choose Approve or Reject"
+
+    def apply() -> tuple[str, dict[str, Any] | None]:
+        with transaction(engine(request)) as db:
+            if errors:
+                row = approvals.get(db, tenant, approval_id)
+                return "invalid", None if row is None else approval_view(db, row)
+            try:
+                result = approvals.decide(
+                    db,
+                    tenant_id=tenant,
+                    approval_id=approval_id,
+                    decision=decision,  # type: ignore[arg-type]
+                    user_id=principal.sub,
+                    roles=roles,
+                    comment=comment,
+                    via="inbox",
+                )
+            except approvals.ApprovalNotFound:
+                return "not_found", None
+            except approvals.NotAnAssignee:
+                return "forbidden", None
+            return ("decided" if result.won else "conflict"), approval_view(db, result.approval)
+
+    outcome, shown = await run_in_threadpool(apply)
+    if shown is None:
+        if outcome == "forbidden":
+            return message_page(
+                request, 403, "Not allowed", "You are not an assignee of this request.", **_base(session)
+            )
+        return _not_found(request, session)
+    if outcome == "decided":
+        return RedirectResponse(action, status_code=303)
+    if outcome == "conflict":
+        notice = {"kind": "bad", "id": "conflict", "text": shown["outcome_text"]}
+        return _approval_page(request, session, shown, None, notice=notice, status_code=409)
+    values = {name: value for name, value in form.items() if name != CSRF_FIELD}
+    notice = {"kind": "bad", "id": "form-errors", "text": "Please correct the marked fields."}
+    return _approval_page(
+        request,
+        session,
+        shown,
+        Form(action, {CSRF_FIELD: session.csrf}, values=values, errors=errors),
+        notice=notice,
+        status_code=422,
+    )
+
+
+# -- signed links -------------------------------------------------------------------------------------
+
+
+def link_problem(request: Request, problem: Problem) -> Response:
+    """A link's error: a page for a browser, problem+json for anything else."""
+    if wants_page(request):
+        title = {401: "This link is not valid", 410: "This link can no longer be used"}.get(problem.status, "Not found")
+        return message_page(request, problem.status, title, problem.detail or problem.code, **_base(None))
+    return problem_response(request, problem)
+
+
+def _claims(request: Request, token: str) -> LinkClaims:
+    if not token:
+        raise Problem(401, "invalid_link", "the link has no token")
+    try:
+        return verify(_settings(request), token)
+    except InvalidLink:
+        raise Problem(401, "invalid_link", "this link is not valid (it was altered or not issued here)") from None
+    except ExpiredLink:
+        raise Problem(410, "link_expired", "this link has expired") from None
+
+
+def _used(row: HitlApproval) -> Problem:
+    problem = approval_routes.already_decided(row, 410, "link_used")
+    problem.detail = outcome_text(row)
+    return problem
+
+
+async def show_link(request: Request) -> Response:
+    token = request.query_params.get("token", "")
+    try:
+        claims = _claims(request, token)
+    except Problem as problem:
+        return link_problem(request, problem)
+
+    def load() -> tuple[HitlApproval | None, dict[str, Any] | None]:
+        with read_transaction(engine(request)) as db:
+            row = approvals.get(db, claims.tenant_id, claims.approval_id)
+            return row, None if row is None else approval_view(db, row)
+
+    row, shown = await run_in_threadpool(load)
+    if row is None or shown is None:
+        return link_problem(request, approval_routes.not_found(claims.approval_id))
+    if not shown["pending"]:
+        return link_problem(request, _used(row))
+    form = Form(f"{request.url.path}?token={quote(token)}", {"token": token}, decisions=(claims.decision,))
+    return _approval_page(request, None, shown, form)
+
+
+async def use_link(request: Request) -> Response:
+    form = await read_form(request) if "json" not in request.headers.get("content-type", "") else {}
+    token = request.query_params.get("token", "") or form.get("token", "")
+    try:
+        claims = _claims(request, token)
+    except Problem as problem:
+        return link_problem(request, problem)
+    comment, comment_error = comment_of(form)
+    if comment_error:
+        return link_problem(
+            request,
+            Problem(
+                422,
+                "validation_error",
+                f"comment: {comment_error}",
+                errors=[{"field": "comment", "message": comment_error}],
+            ),
+        )
+
+    def apply() -> tuple[str, HitlApproval | None]:
+        with transaction(engine(request)) as db:
+            try:
+                result = approvals.decide(
+                    db,
+                    tenant_id=claims.tenant_id,
+                    approval_id=claims.approval_id,
+                    decision=claims.decision,  # type: ignore[arg-type]
+                    user_id=claims.user_id,
+                    roles=approvals.roles_of(db, claims.tenant_id, claims.user_id),
+                    comment=comment,
+                    via="signed_link",
+                    metadata={"link": claims.nonce},
+                )
+            except approvals.ApprovalNotFound:
+                return "not_found", None
+            except approvals.NotAnAssignee:
+                return "forbidden", None
+            return ("decided" if result.won else "gone"), result.approval
+
+    outcome, row = await run_in_threadpool(apply)
+    if outcome == "forbidden":
+        return link_problem(request, Problem(403, "forbidden", "you are no longer an assignee of this approval"))
+    if row is None:
+        return link_problem(request, approval_routes.not_found(claims.approval_id))
+    if outcome == "gone":
+        return link_problem(request, _used(row))
+    done = "approved" if row.status == ApprovalStatus.APPROVED.value else "rejected"
+    return message_page(
+        request, 200, f"Request {done}", f"Thank you: the request is {done}. You can close this page.", **_base(None)
+    )
+
+
+LINK_ERRORS = {
+    401: ["invalid_link"],
+    403: ["forbidden"],
+    404: ["not_found"],
+    410: ["link_expired", "link_used"],
+    422: ["validation_error"],
+}
+ENDPOINTS: list[Endpoint] = []
+for _prefix in approval_routes.PREFIXES:
+    _links = LINK_PATH.replace("/hitl", _prefix, 1)
+    ENDPOINTS += [
+        Endpoint(
+            "GET",
+            _links,
+            show_link,
+            "A signed e-mail link: the approval's page with the link's decision (the link is not used yet); "
+            "problems are pages too when the caller accepts text/html",
+            media_type="text/html",
+            auth=False,
+            query=[TOKEN],
+            errors=LINK_ERRORS,
+            tags=["approvals"],
+        ),
+        Endpoint(
+            "POST",
+            _links,
+            use_link,
+            "A signed e-mail link, confirmed (a form: token, comment): decides once; a used or expired link "
+            "is 410, a tampered one 401",
+            media_type="text/html",
+            auth=False,
+            query=[TOKEN],
+            errors=LINK_ERRORS,
+            tags=["approvals"],
+        ),
+    ]
+
+# The inbox's pages: for browsers, outside the OpenAPI document. Before the API's routes, so a browser's
+# GET of /hitl/approvals/{id} reaches the page (which hands any other caller to the JSON API).
+ROUTES: list[BaseRoute] = [
+    SegmentRoute(HOME, inbox, methods=["GET"]),
+    SegmentRoute(LOGIN, login_page, methods=["GET"]),
+    SegmentRoute(LOGIN, login, methods=["POST"]),
+    SegmentRoute("/hitl/logout", logout, methods=["POST"]),
+    SegmentRoute("/hitl/tenant", choose_tenant, methods=["POST"]),
+    SegmentRoute("/hitl/approvals/{approval_id}", approval, methods=["GET", "POST"]),
+]
