@@ -96,8 +96,9 @@ def until(predicate: Callable[[], Any], why: Any, timeout: float = 900.0, interv
     raise AssertionError(f"gave up waiting: {why() if callable(why) else why}")
 
 
-def wait_for(url: str, timeout: float = 600, why: Any = "") -> None:
-    """Until `url` answers (any status below 500: the server is up and routing)."""
+def wait_for(url: str, timeout: float = 600, why: Any = "", process: subprocess.Popen[Any] | None = None) -> None:
+    """Until `url` answers (any status below 500: the server is up and routing); when the server's
+    `process` is given, an exit of it ends the wait at once."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -105,6 +106,9 @@ def wait_for(url: str, timeout: float = 600, why: Any = "") -> None:
                 return
         except httpx.HTTPError:
             pass
+        if process is not None and process.poll() is not None:
+            detail = why() if callable(why) else why
+            raise RuntimeError(f"{url}: its server exited with {process.returncode} {detail}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"{url} did not answer in {timeout:.0f} s {why() if callable(why) else why}")
         time.sleep(0.2)
@@ -186,7 +190,7 @@ class Processes:
         port = free_port()
         metrics_dir = tempfile.mkdtemp(prefix="wrk-api-metrics-")
         self.folders.append(metrics_dir)
-        self.spawn(
+        proc = self.spawn(
             sys.executable,
             "-m",
             "uvicorn",
@@ -201,7 +205,7 @@ class Processes:
             env={**(env or {}), "PROMETHEUS_MULTIPROC_DIR": metrics_dir},
         )
         url = f"http://127.0.0.1:{port}"
-        wait_for(url + "/")
+        wait_for(url + "/", process=proc)
         return url
 
     def dagster_code_server(self, home: Path) -> str:

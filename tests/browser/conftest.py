@@ -83,8 +83,16 @@ class Stack:
 
     def api(self, person: Person) -> httpx.Client:
         """The API as `person`, acting in their tenant."""
-        headers = {"Authorization": f"Bearer {person.token}", "X-Tenant-ID": person.tenant_id}
+        return self.api_as(person.tenant_id, person.token)
+
+    def api_as(self, tenant_id: str, token: str) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}", "X-Tenant-ID": tenant_id}
         return httpx.Client(base_url=self.api_url, headers=headers, timeout=60)
+
+    def service(self, tenant_id: str, roles: list[str]) -> httpx.Client:
+        """The API as another service (not a person of the tenant) holding `roles` there."""
+        token = mint_dev_token(self.settings, tenants=[tenant_id], roles=roles, sub="billing-service")
+        return self.api_as(tenant_id, token)
 
     def tail(self) -> str:
         return self.log.read_text()[-3000:]
