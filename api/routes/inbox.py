@@ -147,7 +147,7 @@ class Form:
             "hidden": self.hidden,
             "decisions": self.decisions,
             "fields": [],
-            "values": self.values or {},
+            "entered": self.values or {},
             "errors": self.errors or {},
         }
 
