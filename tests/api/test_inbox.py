@@ -4,6 +4,7 @@ decision and its audit row, a decision someone made first, escaping, and the sig
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 import time
 from http.cookies import SimpleCookie
@@ -16,7 +17,7 @@ from api import hitl_session
 from api.app import create_app
 from domain.core.models import AuditLog, HitlApproval
 from domain.core.store import transaction
-from domain.workflows import approvals
+from domain.workflows import approvals, decision_fields
 from domain.workflows.approval_links import sign
 from tests.api.conftest import bearer, make_token
 from tests.domain import factories
@@ -351,7 +352,7 @@ def test_the_pages_are_accessible_at_phone_width(browser, settings, world):
         for input_id in re.findall(r'<(?:input|textarea|select)[^>]*\bid="([^"]+)"', page):
             assert f'<label for="{input_id}"' in page or f'<label class="inline" for="{input_id}"' in page, input_id
         levels = [int(level) for level in re.findall(r"<h([1-6])", page)]
-        assert levels[0] == 1 and all(b - a <= 1 for a, b in zip(levels, levels[1:], strict=False)), levels
+        assert levels[0] == 1 and all(b - a <= 1 for a, b in itertools.pairwise(levels)), levels
     assert "script-src" not in detail.headers["content-security-policy"]  # no script allowed or needed
     assert "<script" not in detail.text
 
@@ -375,3 +376,96 @@ def test_the_signed_link_shows_the_same_page_without_a_session(browser, engine, 
     assert used.status_code == 200 and "the request is rejected" in used.text
     again = browser.get(f"/hitl/approval-links?token={token}", headers=HTML)
     assert again.status_code == 410 and f"Already rejected by {world['alice']}" in again.text
+
+
+FIELDS = [
+    {"name": "amount", "type": "number", "label": "Amount paid", "required": True, "help": "In euros"},
+    {"name": "reference", "type": "string", "default": "INV-1"},
+    {"name": "urgent", "type": "boolean", "label": "Urgent", "default": True},
+    {"name": "method", "type": "choice", "label": "Method", "options": ["wire", "card"], "required": True},
+]
+
+
+@pytest.fixture
+def with_fields(engine, settings, world):
+    with transaction(engine) as session:
+        return approvals.open_approval(
+            session,
+            tenant_id=world["tenant"],
+            requested_by="billing",
+            assignees=[world["alice"]],
+            message="Record the payment",
+            timeout=dt.timedelta(hours=1),
+            on_timeout="reject",
+            fields=decision_fields.parse_fields(FIELDS, settings=settings),
+            settings=settings,
+        ).id
+
+
+def test_the_decision_fields_are_rendered_by_type_with_label_help_required_and_default(
+    browser, settings, world, with_fields
+):
+    sign_in(browser, settings, world["alice"], [world["tenant"]], ["approver"])
+    page = page_of(browser, f"/hitl/approvals/{with_fields}").text
+    assert '<label for="field-amount">Amount paid (required)</label>' in page
+    assert re.search(r'<input type="number"[^>]*id="field-amount" name="fields.amount" value=""', page)
+    assert 'aria-describedby="field-amount-help"' in page and 'id="field-amount-help">In euros<' in page
+    assert re.search(r'<input type="text" id="field-reference" name="fields.reference" value="INV-1"', page)
+    assert re.search(r'<input type="checkbox" id="field-urgent" name="fields.urgent" value="true" checked', page)
+    assert '<select id="field-method" name="fields.method" required' in page
+    assert '<option value="wire">wire</option>' in page and '<option value="card">card</option>' in page
+
+
+def test_refused_field_values_show_the_form_again_with_each_error_beside_its_input(
+    browser, engine, settings, world, with_fields
+):
+    sign_in(browser, settings, world["alice"], [world["tenant"]], ["approver"])
+    page = page_of(browser, f"/hitl/approvals/{with_fields}").text
+    response = browser.post(
+        f"/hitl/approvals/{with_fields}",
+        data={"csrf_token": csrf_of(page), "decision": "approve", "fields.amount": "twelve", "comment": "see ✓"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 422
+    text = response.text
+    assert 'aria-describedby="field-amount-help field-amount-error" aria-invalid="true"' in text
+    assert 'id="field-amount-error">a number<' in text and 'id="field-method-error">required to approve<' in text
+    assert 'name="fields.amount" value="twelve"' in text and ">see ✓</textarea>" in text
+    assert not re.search(r'id="field-urgent"[^>]*checked', text)  # unchecked as sent
+    assert status_of(engine, with_fields) == "pending"
+    decided = browser.post(
+        f"/hitl/approvals/{with_fields}",
+        data={
+            "csrf_token": csrf_of(text),
+            "decision": "approve",
+            "fields.amount": "12.5",
+            "fields.method": "wire",
+            "fields.urgent": "true",
+        },
+        follow_redirects=False,
+    )
+    assert decided.status_code == 303, decided.text
+    with transaction(engine) as session:
+        row = session.get(HitlApproval, with_fields)
+        assert row.field_values == {"amount": 12.5, "reference": "INV-1", "urgent": True, "method": "wire"}
+    after = page_of(browser, f"/hitl/approvals/{with_fields}").text
+    assert "<dt>Amount paid</dt><dd>12.5</dd>" in after and "<dt>Method</dt><dd>wire</dd>" in after
+
+
+def test_the_signed_link_page_takes_the_decision_fields_too(browser, engine, settings, world, with_fields):
+    with transaction(engine) as session:
+        token = sign(settings, session.get(HitlApproval, with_fields), world["alice"], "approve")
+    shown = browser.get(f"/hitl/approval-links?token={token}", headers=HTML).text
+    assert 'id="field-amount"' in shown and 'name="token"' in shown
+    refused = browser.post(f"/hitl/approval-links?token={token}", data={"fields.method": "cash"}, headers=HTML)
+    assert refused.status_code == 422 and 'id="field-method-error">one of' in refused.text
+    as_json = browser.post(f"/hitl/approval-links?token={token}", data={"fields.method": "cash"})
+    assert as_json.status_code == 422 and {e["field"] for e in as_json.json()["errors"]} == {
+        "fields.amount",
+        "fields.method",
+    }
+    used = browser.post(
+        f"/hitl/approval-links?token={token}", data={"fields.amount": "3", "fields.method": "card"}, headers=HTML
+    )
+    assert used.status_code == 200 and "the request is approved" in used.text
+    assert status_of(engine, with_fields) == "approved"
