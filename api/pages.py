@@ -80,7 +80,7 @@ TEMPLATES.env.tests.update(
 def render(request: Request, template: str, context: Mapping[str, Any], status_code: int = 200) -> HTMLResponse:
     response = TEMPLATES.TemplateResponse(request, template, dict(context), status_code=status_code)
     response.headers.update(PAGE_HEADERS)
-    return response  # type: ignore[no-any-return]
+    return response
 
 
 def message_page(request: Request, status_code: int, title: str, detail: str, **context: Any) -> HTMLResponse:
