@@ -38,7 +38,7 @@ from api.problems import Problem, problem_response
 from api.requests import engine
 from api.routes import approvals as approval_routes
 from api.routing import SegmentRoute
-from domain.core.models import ApprovalStatus, HitlApproval, Workflow, WorkflowExecution
+from domain.core.models import ApprovalStatus, HitlApproval, Tenant, Workflow, WorkflowExecution
 from domain.core.settings import Settings
 from domain.core.store import read_transaction, transaction
 from domain.workflows import approvals, decision_fields, workflows
@@ -329,6 +329,13 @@ async def inbox(request: Request) -> Response:
                 return items, page.next_offset
 
         context["approvals"], context["next_offset"] = await run_in_threadpool(load)
+
+    def tenant_names() -> dict[str, str]:
+        with read_transaction(engine(request)) as db:
+            rows = db.execute(select(Tenant.id, Tenant.name).where(Tenant.id.in_(context["tenants"]))).all()
+            return {tenant_id: name for tenant_id, name in rows}
+
+    context["tenant_names"] = await run_in_threadpool(tenant_names) if context["tenants"] else {}
     response = render(request, "inbox.html", context)
     if tenant != session.tenant and tenant is not None:
         hitl_session.store(response, _settings(request), hitl_session.with_tenant(session, tenant))

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from api import hitl_session
+from api import hitl_session, pages
 from api.app import create_app
 from domain.core.models import AuditLog, HitlApproval
 from domain.core.store import transaction
@@ -171,7 +171,7 @@ def test_the_list_shows_only_pending_approvals_this_person_may_decide_newest_fir
     page = page_of(browser, "/hitl").text
     shown = re.findall(r'id="approval-([^"]+)"', page)
     assert shown == [world["bobs"], world["finance"]]  # by id and by role, newest first; not Alice's, not foreign
-    assert "expires in 1 h" in page or "expires in 2 h" in page
+    assert re.search(r"expires in (1 h \d+ min|2 h)<", page)
     assert re.search(
         r'<time datetime="\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ" title="\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC">', page
     )
@@ -469,3 +469,14 @@ def test_the_signed_link_page_takes_the_decision_fields_too(browser, engine, set
     )
     assert used.status_code == 200 and "the request is approved" in used.text
     assert status_of(engine, with_fields) == "approved"
+
+
+def test_ages_and_expiries_read_as_a_person_says_them():
+    now = dt.datetime(2026, 12, 7, 9, 0, tzinfo=dt.UTC)
+    assert pages.ago(now - dt.timedelta(minutes=3, seconds=20), now) == "3 min ago"
+    assert pages.expiry(now + dt.timedelta(hours=2), now) == "expires in 2 h"
+    assert pages.expiry(now + dt.timedelta(hours=1, minutes=59, seconds=30), now) == "expires in 1 h 59 min"
+    assert pages.expiry(now + dt.timedelta(days=1, hours=3), now) == "expires in 1 day 3 h"
+    assert pages.expiry(now - dt.timedelta(minutes=5), now) == "expired 5 min ago"
+    assert pages.utc(now.replace(tzinfo=None)) == "2026-12-07 09:00:00 UTC"
+    assert pages.iso(now) == "2026-12-07T09:00:00Z"
