@@ -37,16 +37,19 @@ def _aware(moment: dt.datetime) -> dt.datetime:
 
 
 def span(seconds: float) -> str:
-    """A duration as a person says it: "45 s", "3 min", "2 h", "5 days"."""
-    seconds = abs(seconds)
+    """A duration as a person says it, to the minute: "45 s", "3 min", "1 h 59 min", "2 days 3 h"."""
+    seconds = int(abs(seconds))
     if seconds < 60:
-        return f"{int(seconds)} s"
+        return f"{seconds} s"
+    minutes, hours, days = seconds // 60, seconds // 3600, seconds // 86400
     if seconds < 3600:
-        return f"{int(seconds // 60)} min"
+        return f"{minutes} min"
     if seconds < 86400:
-        return f"{int(seconds // 3600)} h"
-    days = int(seconds // 86400)
-    return f"{days} day" if days == 1 else f"{days} days"
+        rest = minutes % 60
+        return f"{hours} h {rest} min" if rest else f"{hours} h"
+    rest = hours % 24
+    named = f"{days} day" if days == 1 else f"{days} days"
+    return f"{named} {rest} h" if rest else named
 
 
 def ago(moment: dt.datetime, now: dt.datetime | None = None) -> str:
@@ -80,7 +83,7 @@ TEMPLATES.env.tests.update(
 def render(request: Request, template: str, context: Mapping[str, Any], status_code: int = 200) -> HTMLResponse:
     response = TEMPLATES.TemplateResponse(request, template, dict(context), status_code=status_code)
     response.headers.update(PAGE_HEADERS)
-    return response  # type: ignore[no-any-return]
+    return response
 
 
 def message_page(request: Request, status_code: int, title: str, detail: str, **context: Any) -> HTMLResponse:

@@ -17,7 +17,7 @@ with a message saying who decided and when (409).
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
@@ -38,11 +38,12 @@ from api.problems import Problem, problem_response
 from api.requests import engine
 from api.routes import approvals as approval_routes
 from api.routing import SegmentRoute
-from domain.core.models import ApprovalStatus, HitlApproval, Workflow, WorkflowExecution
+from domain.core.models import ApprovalStatus, HitlApproval, Tenant, Workflow, WorkflowExecution
 from domain.core.settings import Settings
 from domain.core.store import read_transaction, transaction
-from domain.workflows import approvals, workflows
+from domain.workflows import approvals, decision_fields, workflows
 from domain.workflows.approval_links import LINK_PATH, ExpiredLink, InvalidLink, LinkClaims, verify
+from domain.workflows.decision_fields import DecisionField, FieldValuesInvalid
 
 HOME, LOGIN = "/hitl", "/hitl/login"
 COMMENT_MAX = 2000
@@ -114,6 +115,12 @@ def approval_view(session: Session, row: HitlApproval) -> dict[str, Any]:
             "decided_at": row.decided_at,
             "decision_comment": row.decision_comment,
         },
+        "fields": decision_fields.declared(row),
+        "field_values": [
+            (field.label, (row.field_values or {}).get(field.name))
+            for field in decision_fields.declared(row)
+            if row.field_values is not None
+        ],
         "workflow": workflow,
         "execution": execution,
         "audit": [
@@ -137,6 +144,7 @@ class Form:
 
     action: str
     hidden: dict[str, str]
+    fields: list[DecisionField]
     decisions: tuple[str, ...] = ("approve", "reject")
     values: dict[str, str] | None = None
     errors: dict[str, str] | None = None
@@ -146,8 +154,8 @@ class Form:
             "action": self.action,
             "hidden": self.hidden,
             "decisions": self.decisions,
-            "fields": [],
-            "values": self.values or {},
+            "fields": self.fields,
+            "entered": self.values or {},
             "errors": self.errors or {},
         }
 
@@ -321,6 +329,13 @@ async def inbox(request: Request) -> Response:
                 return items, page.next_offset
 
         context["approvals"], context["next_offset"] = await run_in_threadpool(load)
+
+    def tenant_names() -> dict[str, str]:
+        with read_transaction(engine(request)) as db:
+            rows = db.execute(select(Tenant.id, Tenant.name).where(Tenant.id.in_(context["tenants"]))).all()
+            return {tenant_id: name for tenant_id, name in rows}
+
+    context["tenant_names"] = await run_in_threadpool(tenant_names) if context["tenants"] else {}
     response = render(request, "inbox.html", context)
     if tenant != session.tenant and tenant is not None:
         hitl_session.store(response, _settings(request), hitl_session.with_tenant(session, tenant))
@@ -368,7 +383,7 @@ async def approval(request: Request) -> Response:
     shown = await run_in_threadpool(load)
     if shown is None:
         return _not_found(request, session)
-    return _approval_page(request, session, shown, Form(action, {CSRF_FIELD: session.csrf}))
+    return _approval_page(request, session, shown, Form(action, {CSRF_FIELD: session.csrf}, shown["fields"]))
 
 
 def _approval_page(
@@ -390,62 +405,119 @@ def _approval_page(
     return render(request, "approval.html", context, status_code)
 
 
+@dataclass(frozen=True)
+class FormDecision:
+    """What a decision form's POST came to: `decided`, `conflict` (someone decided first), `invalid`
+    (`errors` by input name), `forbidden` or `not_found`; `shown` the approval as it now stands."""
+
+    outcome: str
+    shown: dict[str, Any] | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def decide_from_form(
+    db: Session,
+    *,
+    tenant_id: str,
+    approval_id: str,
+    decision: str,
+    user_id: str,
+    roles: frozenset[str],
+    form: dict[str, str],
+    via: str,
+    settings: Settings,
+    metadata: dict[str, Any] | None = None,
+) -> FormDecision:
+    """A decision from a page's form (the inbox's or a signed link's), in the caller's transaction: the
+    comment and the decision fields' inputs checked while the approval is pending; once it is not, the
+    decision someone made first is what the page shows."""
+    row = approvals.get(db, tenant_id, approval_id)
+    if row is None:
+        return FormDecision("not_found")
+    if not approvals.may_decide(row, user_id, roles):
+        return FormDecision("forbidden")
+    if row.status != ApprovalStatus.PENDING.value:
+        return FormDecision("conflict", approval_view(db, row))
+    comment, comment_error = comment_of(form)
+    errors = {"comment": comment_error} if comment_error else {}
+    if decision not in approvals.DECISION_STATUS:
+        errors["decision"] = "choose Approve or Reject"
+        return FormDecision("invalid", approval_view(db, row), errors)
+    values = None
+    try:
+        values = decision_fields.values_from_form(decision_fields.declared(row), form, decision, settings)
+    except FieldValuesInvalid as exc:
+        errors.update({e["field"]: e["message"] for e in exc.errors})
+    if errors:
+        return FormDecision("invalid", approval_view(db, row), errors)
+    result = approvals.decide(
+        db,
+        tenant_id=tenant_id,
+        approval_id=approval_id,
+        decision=decision,  # type: ignore[arg-type]
+        user_id=user_id,
+        roles=roles,
+        comment=comment,
+        via=via,
+        metadata=metadata,
+        fields=values,
+        settings=settings,
+    )
+    return FormDecision("decided" if result.won else "conflict", approval_view(db, result.approval))
+
+
+def _entered(form: dict[str, str]) -> dict[str, str]:
+    """What the person typed, to show the form again (never its hidden tokens)."""
+    return {name: value for name, value in form.items() if name not in (CSRF_FIELD, "token", "decision")}
+
+
+def _form_answer(
+    request: Request, session: HitlSession | None, decided: FormDecision, form: dict[str, str], again: Form
+) -> Response:
+    """The page after a form's POST that did not decide: the one someone made first (409), or the form
+    again with what was entered and each error beside its input (422)."""
+    assert decided.shown is not None
+    if decided.outcome == "conflict":
+        notice = {"kind": "bad", "id": "conflict", "text": decided.shown["outcome_text"]}
+        return _approval_page(request, session, decided.shown, None, notice=notice, status_code=409)
+    notice = {"kind": "bad", "id": "form-errors", "text": "Please correct the marked fields."}
+    if "decision" in decided.errors:
+        notice["text"] = "Choose Approve or Reject."
+    form_again = replace(again, values=_entered(form), errors=decided.errors)
+    return _approval_page(request, session, decided.shown, form_again, notice=notice, status_code=422)
+
+
 async def _decide(
     request: Request, session: HitlSession, tenant: str, approval_id: str, form: dict[str, str], action: str
 ) -> Response:
     principal = session.principal
     assert principal is not None
-    roles = principal.roles_in(tenant)
-    decision = form.get("decision", "")
-    comment, comment_error = comment_of(form)
-    errors = {"comment": comment_error} if comment_error else {}
-    if decision not in approvals.DECISION_STATUS:
-        errors["decision"] = "choose Approve or Reject"
 
-    def apply() -> tuple[str, dict[str, Any] | None]:
+    def apply() -> FormDecision:
         with transaction(engine(request)) as db:
-            if errors:
-                row = approvals.get(db, tenant, approval_id)
-                return "invalid", None if row is None else approval_view(db, row)
-            try:
-                result = approvals.decide(
-                    db,
-                    tenant_id=tenant,
-                    approval_id=approval_id,
-                    decision=decision,  # type: ignore[arg-type]
-                    user_id=principal.sub,
-                    roles=roles,
-                    comment=comment,
-                    via="inbox",
-                )
-            except approvals.ApprovalNotFound:
-                return "not_found", None
-            except approvals.NotAnAssignee:
-                return "forbidden", None
-            return ("decided" if result.won else "conflict"), approval_view(db, result.approval)
-
-    outcome, shown = await run_in_threadpool(apply)
-    if shown is None:
-        if outcome == "forbidden":
-            return message_page(
-                request, 403, "Not allowed", "You are not an assignee of this request.", **_base(session)
+            return decide_from_form(
+                db,
+                tenant_id=tenant,
+                approval_id=approval_id,
+                decision=form.get("decision", ""),
+                user_id=principal.sub,
+                roles=principal.roles_in(tenant),
+                form=form,
+                via="inbox",
+                settings=_settings(request),
             )
+
+    decided = await run_in_threadpool(apply)
+    if decided.outcome == "forbidden":
+        return message_page(request, 403, "Not allowed", "You are not an assignee of this request.", **_base(session))
+    if decided.outcome == "not_found":
         return _not_found(request, session)
-    if outcome == "decided":
+    if decided.outcome == "decided":
         return RedirectResponse(action, status_code=303)
-    if outcome == "conflict":
-        notice = {"kind": "bad", "id": "conflict", "text": shown["outcome_text"]}
-        return _approval_page(request, session, shown, None, notice=notice, status_code=409)
-    values = {name: value for name, value in form.items() if name != CSRF_FIELD}
-    notice = {"kind": "bad", "id": "form-errors", "text": "Please correct the marked fields."}
-    return _approval_page(
-        request,
-        session,
-        shown,
-        Form(action, {CSRF_FIELD: session.csrf}, values=values, errors=errors),
-        notice=notice,
-        status_code=422,
-    )
+    shown = decided.shown
+    assert shown is not None
+    again = Form(action, {CSRF_FIELD: session.csrf}, shown["fields"])
+    return _form_answer(request, session, decided, form, again)
 
 
 # -- signed links -------------------------------------------------------------------------------------
@@ -470,10 +542,28 @@ def _claims(request: Request, token: str) -> LinkClaims:
         raise Problem(410, "link_expired", "this link has expired") from None
 
 
-def _used(row: HitlApproval) -> Problem:
-    problem = approval_routes.already_decided(row, 410, "link_used")
-    problem.detail = outcome_text(row)
-    return problem
+def _used(shown: dict[str, Any]) -> Problem:
+    """A link of an approval no longer pending: 410, saying who decided and when."""
+    approval = shown["approval"]
+    return Problem(
+        410,
+        "link_used",
+        shown["outcome_text"],
+        extra={
+            "current_status": approval["status"],
+            "outcome": approval["outcome"],
+            "decided_by": approval["decided_by"],
+        },
+    )
+
+
+def _link_form(request: Request, token: str, claims: LinkClaims, shown: dict[str, Any]) -> Form:
+    return Form(
+        f"{request.url.path}?token={quote(token)}",
+        {"token": token},
+        shown["fields"],
+        decisions=(claims.decision,),
+    )
 
 
 async def show_link(request: Request) -> Response:
@@ -483,18 +573,17 @@ async def show_link(request: Request) -> Response:
     except Problem as problem:
         return link_problem(request, problem)
 
-    def load() -> tuple[HitlApproval | None, dict[str, Any] | None]:
+    def load() -> dict[str, Any] | None:
         with read_transaction(engine(request)) as db:
             row = approvals.get(db, claims.tenant_id, claims.approval_id)
-            return row, None if row is None else approval_view(db, row)
+            return None if row is None else approval_view(db, row)
 
-    row, shown = await run_in_threadpool(load)
-    if row is None or shown is None:
+    shown = await run_in_threadpool(load)
+    if shown is None:
         return link_problem(request, approval_routes.not_found(claims.approval_id))
     if not shown["pending"]:
-        return link_problem(request, _used(row))
-    form = Form(f"{request.url.path}?token={quote(token)}", {"token": token}, decisions=(claims.decision,))
-    return _approval_page(request, None, shown, form)
+        return link_problem(request, _used(shown))
+    return _approval_page(request, None, shown, _link_form(request, token, claims, shown))
 
 
 async def use_link(request: Request) -> Response:
@@ -504,46 +593,38 @@ async def use_link(request: Request) -> Response:
         claims = _claims(request, token)
     except Problem as problem:
         return link_problem(request, problem)
-    comment, comment_error = comment_of(form)
-    if comment_error:
-        return link_problem(
-            request,
-            Problem(
-                422,
-                "validation_error",
-                f"comment: {comment_error}",
-                errors=[{"field": "comment", "message": comment_error}],
-            ),
-        )
 
-    def apply() -> tuple[str, HitlApproval | None]:
+    def apply() -> FormDecision:
         with transaction(engine(request)) as db:
-            try:
-                result = approvals.decide(
-                    db,
-                    tenant_id=claims.tenant_id,
-                    approval_id=claims.approval_id,
-                    decision=claims.decision,  # type: ignore[arg-type]
-                    user_id=claims.user_id,
-                    roles=approvals.roles_of(db, claims.tenant_id, claims.user_id),
-                    comment=comment,
-                    via="signed_link",
-                    metadata={"link": claims.nonce},
-                )
-            except approvals.ApprovalNotFound:
-                return "not_found", None
-            except approvals.NotAnAssignee:
-                return "forbidden", None
-            return ("decided" if result.won else "gone"), result.approval
+            return decide_from_form(
+                db,
+                tenant_id=claims.tenant_id,
+                approval_id=claims.approval_id,
+                decision=claims.decision,
+                user_id=claims.user_id,
+                roles=approvals.roles_of(db, claims.tenant_id, claims.user_id),
+                form=form,
+                via="signed_link",
+                settings=_settings(request),
+                metadata={"link": claims.nonce},
+            )
 
-    outcome, row = await run_in_threadpool(apply)
-    if outcome == "forbidden":
+    decided = await run_in_threadpool(apply)
+    if decided.outcome == "forbidden":
         return link_problem(request, Problem(403, "forbidden", "you are no longer an assignee of this approval"))
-    if row is None:
+    if decided.outcome == "not_found" or decided.shown is None:
         return link_problem(request, approval_routes.not_found(claims.approval_id))
-    if outcome == "gone":
-        return link_problem(request, _used(row))
-    done = "approved" if row.status == ApprovalStatus.APPROVED.value else "rejected"
+    if decided.outcome == "conflict":
+        return link_problem(request, _used(decided.shown))
+    if decided.outcome == "invalid":
+        if wants_page(request):
+            return _form_answer(request, None, decided, form, _link_form(request, token, claims, decided.shown))
+        errors = [{"field": name, "message": message} for name, message in decided.errors.items()]
+        return problem_response(
+            request,
+            Problem(422, "validation_error", "invalid field(s): " + ", ".join(decided.errors), errors=errors),
+        )
+    done = "approved" if decided.shown["approval"]["status"] == ApprovalStatus.APPROVED.value else "rejected"
     return message_page(
         request, 200, f"Request {done}", f"Thank you: the request is {done}. You can close this page.", **_base(None)
     )
