@@ -209,8 +209,8 @@ def artifacts_dir() -> Path:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Say where the browser tests' screenshots are, when any of them ran."""
-    reports = [r for found in terminalreporter.stats.values() for r in found if hasattr(r, "nodeid")]
-    if any(r.nodeid.startswith("tests/browser/") and r.when == "call" for r in reports):
+    reports = [r for found in terminalreporter.stats.values() for r in found]
+    if any(getattr(r, "when", None) == "call" and r.nodeid.startswith("tests/browser/") for r in reports):
         terminalreporter.write_line(f"browser test screenshots: {artifacts_dir() / 'browser'}")
 
 

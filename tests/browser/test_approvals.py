@@ -137,6 +137,9 @@ def test_an_approver_signs_in_decides_with_fields_and_the_next_step_uses_them(
     expect(page.get_by_role("heading", name="Request approved")).to_be_visible()
     expect(page.locator("#outcome")).to_contain_text(f"Approved by {alice.id}")
     expect(page.locator("#decision-comment")).to_have_text("checked the carrier's report")
+    values = page.locator("#decision-values")
+    for shown in ("Refund amount (EUR)", "120.5", "parcel lost in transit", "sms"):
+        expect(values).to_contain_text(shown)
     expect(page.locator("#audit")).to_contain_text(alice.id)
     expect(page.locator("#audit")).to_contain_text("approved")
     screenshot(page, "4-decided")
@@ -204,7 +207,7 @@ def test_a_form_post_without_this_session_s_csrf_token_decides_nothing(stack: St
     page.goto(f"{stack.sandbox_url}/_sandbox/calls")
     page.set_content(
         f'<form method="post" action="{url}"><input name="decision" value="approve">'
-        '<input name="amount" value="1"><input name="channel" value="sms"><button>Go</button></form>'
+        '<input name="fields.amount" value="1"><input name="fields.channel" value="sms"><button>Go</button></form>'
     )
     with page.expect_response(lambda r: r.request.method == "POST") as answered:
         page.get_by_role("button", name="Go").click()
@@ -297,7 +300,7 @@ def test_on_a_phone_the_list_and_the_form_fit_and_the_keyboard_decides(
     assert decided["status"] == "approved"
     assert decided["field_values"]["amount"] == 75
     assert decided["field_values"]["notify_customer"] is True
-    assert decided["field_values"]["channel"] in ("email", "sms", "post")
+    assert decided["field_values"]["channel"] == "sms"  # (choose), then two steps down
 
 
 def test_a_required_field_left_empty_is_marked_beside_its_input_with_the_values_kept(
@@ -327,24 +330,31 @@ def test_a_required_field_left_empty_is_marked_beside_its_input_with_the_values_
     assert approval_json(stack, alice, approval_id)["status"] == "pending"
 
 
-def test_a_signed_link_decides_and_the_next_step_runs(stack: Stack, page: Page, screenshot) -> None:
+def test_a_signed_link_decides_with_fields_and_the_next_step_runs(stack: Stack, page: Page, screenshot) -> None:
     alice = stack.people["alice"]
     execution, approval_id = waiting_execution(
-        stack, alice, refund_message(), [], {"comment": {"$ref": "/steps/review/output/comment"}}
+        stack,
+        alice,
+        refund_message(),
+        FIELDS,
+        {
+            "channel": {"$ref": "/steps/review/output/fields/channel"},
+            "comment": {"$ref": "/steps/review/output/comment"},
+        },
     )
     with transaction(stack.engine) as session:
         row = session.get(HitlApproval, approval_id)
         assert row is not None
         token = sign_link(stack.settings, row, alice.id, "approve")
 
-    page.goto(f"{stack.api_url}{LINK_PATH}?token={token}")
-    expect(page.get_by_role("button", name="Approve")).to_be_visible()
-    screenshot(page, "1-link-confirmation")
-    page.get_by_label("Comment (optional)").fill("fine by me")
+    page.goto(f"{stack.api_url}{LINK_PATH}?token={token}")  # from the e-mail: no session, no sign-in
+    expect(page.get_by_role("button", name="Reject")).to_have_count(0)  # this link approves only
+    fill_fields(page, channel="email")
+    screenshot(page, "1-link-form")
     page.get_by_role("button", name="Approve").click()
     expect(page.get_by_role("heading", name="Request approved")).to_be_visible()
     screenshot(page, "2-link-decided")
 
     until(lambda: execution_view(stack, alice.tenant_id, execution)["status"] == "succeeded", stack.tail)
     applied = steps_of(execution_view(stack, alice.tenant_id, execution))["apply"]
-    assert applied["output"]["received"] == {"comment": "fine by me"}
+    assert applied["output"]["received"] == {"channel": "email", "comment": "checked the carrier's report"}
