@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 from sqlalchemy import Engine
 
 from domain.core.settings import Settings
@@ -31,6 +31,10 @@ from tests.domain.test_approvals import member
 from tests.servers import ROOT, Processes, dagster_home, free_port, sandbox_env
 
 PHONE = {"width": 360, "height": 740}
+# Playwright's actions and assertions wait for their condition up to this (its defaults, 30 s and 5 s,
+# are speed bounds a busy machine breaks: load 25 on 2 cores was seen while these ran).
+WAIT_MS = 300_000
+expect.set_options(timeout=WAIT_MS)
 
 
 @pytest.fixture(scope="session")
@@ -147,11 +151,26 @@ def stack(
 
 
 @pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    """A fresh browser profile (cookies of its own) for one test."""
-    opened = browser.new_context()
-    yield opened
-    opened.close()
+def new_context(browser: Browser) -> Iterator[Callable[..., BrowserContext]]:
+    """`new_context(**options)`: a fresh browser profile (cookies of its own; Playwright's context
+    options, e.g. a viewport), closed after the test. One per person when a test has several."""
+    opened: list[BrowserContext] = []
+
+    def new(**options: Any) -> BrowserContext:
+        context = browser.new_context(**options)
+        # Waits end on conditions; the bound only stops a broken page from hanging the suite.
+        context.set_default_timeout(WAIT_MS)
+        opened.append(context)
+        return context
+
+    yield new
+    for context in opened:
+        context.close()
+
+
+@pytest.fixture
+def context(new_context: Callable[..., BrowserContext]) -> BrowserContext:
+    return new_context()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from domain.core.models import HitlApproval
 from domain.core.store import transaction
@@ -158,31 +158,26 @@ def test_an_approver_signs_in_decides_with_fields_and_the_next_step_uses_them(
     screenshot(page, "5-next-step-ran")
 
 
-def test_the_second_person_deciding_sees_who_decided_first(stack: Stack, browser: Browser, screenshot) -> None:
+def test_the_second_person_deciding_sees_who_decided_first(stack: Stack, new_context, screenshot) -> None:
     alice, bob = stack.people["alice"], stack.people["bob"]
     approval_id = standalone(stack, alice.tenant_id, refund_message())
-    first, second = browser.new_context(), browser.new_context()
-    try:
-        alice_page, bob_page = first.new_page(), second.new_page()
-        for page, person in ((alice_page, alice), (bob_page, bob)):
-            sign_in(page, stack, person)
-            page.goto(f"{stack.api_url}/hitl/approvals/{approval_id}")
-            expect(page.get_by_role("heading", name="Decide this request")).to_be_visible()
-            fill_fields(page)
+    alice_page, bob_page = new_context().new_page(), new_context().new_page()
+    for page, person in ((alice_page, alice), (bob_page, bob)):
+        sign_in(page, stack, person)
+        page.goto(f"{stack.api_url}/hitl/approvals/{approval_id}")
+        expect(page.get_by_role("heading", name="Decide this request")).to_be_visible()
+        fill_fields(page)
 
-        alice_page.get_by_role("button", name="Approve").click()
-        expect(alice_page.get_by_role("heading", name="Request approved")).to_be_visible()
-        with bob_page.expect_response(lambda r: r.request.method == "POST") as answered:
-            bob_page.get_by_role("button", name="Reject").click()
-        assert answered.value.status == 409
-        conflict = bob_page.locator("#conflict")
-        expect(conflict).to_contain_text(f"Already approved by {alice.id}")
-        expect(bob_page.locator("#outcome")).to_contain_text(f"Approved by {alice.id}")
-        expect(bob_page.locator("#decision-form")).to_have_count(0)
-        screenshot(bob_page, "second-decider")
-    finally:
-        first.close()
-        second.close()
+    alice_page.get_by_role("button", name="Approve").click()
+    expect(alice_page.get_by_role("heading", name="Request approved")).to_be_visible()
+    with bob_page.expect_response(lambda r: r.request.method == "POST") as answered:
+        bob_page.get_by_role("button", name="Reject").click()
+    assert answered.value.status == 409
+    conflict = bob_page.locator("#conflict")
+    expect(conflict).to_contain_text(f"Already approved by {alice.id}")
+    expect(bob_page.locator("#outcome")).to_contain_text(f"Approved by {alice.id}")
+    expect(bob_page.locator("#decision-form")).to_have_count(0)
+    screenshot(bob_page, "second-decider")
     decided = approval_json(stack, alice, approval_id)
     assert (decided["status"], decided["decided_by"]) == ("approved", alice.id)
 
@@ -261,41 +256,35 @@ def tab_to(page: Page, selector: str) -> None:
     raise AssertionError(f"Tab never reached {selector}")
 
 
-def test_on_a_phone_the_list_and_the_form_fit_and_the_keyboard_decides(
-    stack: Stack, browser: Browser, screenshot
-) -> None:
+def test_on_a_phone_the_list_and_the_form_fit_and_the_keyboard_decides(stack: Stack, new_context, screenshot) -> None:
     alice = stack.people["alice"]
     approval_id = standalone(stack, alice.tenant_id, refund_message() + " " + "long-context-" * 20)
-    phone = browser.new_context(viewport=PHONE)
-    try:
-        page = phone.new_page()
-        sign_in(page, stack, alice)
-        expect(page.locator(f"#approval-{approval_id}")).to_be_visible()
-        assert no_horizontal_scroll(page)
-        screenshot(page, "phone-inbox")
+    page = new_context(viewport=PHONE).new_page()
+    sign_in(page, stack, alice)
+    expect(page.locator(f"#approval-{approval_id}")).to_be_visible()
+    assert no_horizontal_scroll(page)
+    screenshot(page, "phone-inbox")
 
-        page.goto(f"{stack.api_url}/hitl/approvals/{approval_id}")
-        expect(page.get_by_role("heading", name="Decide this request")).to_be_visible()
-        assert no_horizontal_scroll(page)
-        screenshot(page, "phone-approval")
+    page.goto(f"{stack.api_url}/hitl/approvals/{approval_id}")
+    expect(page.get_by_role("heading", name="Decide this request")).to_be_visible()
+    assert no_horizontal_scroll(page)
+    screenshot(page, "phone-approval")
 
-        # Keyboard only, from the top of the page.
-        page.locator("body").focus()
-        tab_to(page, "#field-amount")
-        page.keyboard.type("75")
-        tab_to(page, "#field-notify_customer")
-        page.keyboard.press("Space")
-        tab_to(page, "#field-channel")
-        page.keyboard.press("ArrowDown")  # a focused select steps through its options
-        page.keyboard.press("ArrowDown")
-        tab_to(page, "#approve-button")
-        screenshot(page, "phone-keyboard-filled")
-        page.keyboard.press("Enter")
-        expect(page.get_by_role("heading", name="Request approved")).to_be_visible()
-        assert no_horizontal_scroll(page)
-        screenshot(page, "phone-decided")
-    finally:
-        phone.close()
+    # Keyboard only, from the top of the page.
+    page.locator("body").focus()
+    tab_to(page, "#field-amount")
+    page.keyboard.type("75")
+    tab_to(page, "#field-notify_customer")
+    page.keyboard.press("Space")
+    tab_to(page, "#field-channel")
+    page.keyboard.press("ArrowDown")  # a focused select steps through its options
+    page.keyboard.press("ArrowDown")
+    tab_to(page, "#approve-button")
+    screenshot(page, "phone-keyboard-filled")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Request approved")).to_be_visible()
+    assert no_horizontal_scroll(page)
+    screenshot(page, "phone-decided")
     decided = approval_json(stack, alice, approval_id)
     assert decided["status"] == "approved"
     assert decided["field_values"]["amount"] == 75
