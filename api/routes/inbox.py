@@ -7,7 +7,8 @@ e-mail links' pages on the same templates.
   chooses among theirs), newest first, a page at a time;
 - `/hitl/approvals/{id}`: GET from a browser (text/html, no bearer token) is the approval's page
   (workflow, progress, message, context, the decision form or the outcome, the audit trail); any other
-  GET is the JSON API's (api/routes/approvals.py). POST is the form's decision.
+  GET is the JSON API's (api/routes/approvals.py). POST is the form's decision (a browser's urlencoded
+  form without a bearer token; any other POST is 405, as the API takes none there).
 
 Every form POST needs the session's CSRF token (403 page otherwise, nothing done). Another tenant's
 approval is a 404 page, as an unknown one is. A decision another person made first is the same page
@@ -24,6 +25,7 @@ from urllib.parse import quote
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute
@@ -352,6 +354,12 @@ async def inbox(request: Request) -> Response:
     return response
 
 
+def is_form_post(request: Request) -> bool:
+    """A browser's form: urlencoded, without a bearer token."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return media == "application/x-www-form-urlencoded" and "authorization" not in request.headers
+
+
 def _not_found(request: Request, session: HitlSession | None) -> Response:
     return message_page(request, 404, "Not found", "There is no such approval.", **_base(session))
 
@@ -360,6 +368,10 @@ async def approval(request: Request) -> Response:
     """GET: the page for a browser, else the JSON API's answer; POST: the form's decision."""
     if request.method != "POST" and not wants_page(request):
         return await approval_routes.get_approval(request)
+    if request.method == "POST" and not is_form_post(request):
+        # The API takes no POST here (its decision is .../decision): an API client is answered as for
+        # any method a path does not take.
+        raise HTTPException(405, headers={"Allow": "GET, HEAD"})
     session = hitl_session.read(request)
     if session is None or not session.signed_in:
         return _to_login(request.url.path + (f"?{request.url.query}" if request.url.query else ""))

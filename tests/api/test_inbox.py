@@ -523,3 +523,16 @@ def test_signing_in_never_sends_the_person_outside_the_inbox(browser, settings, 
         "/hitl/login", data={"csrf_token": csrf_of(form), "token": token, "next": elsewhere}, follow_redirects=False
     )
     assert response.headers["location"] == "/hitl"
+
+
+def test_an_api_client_posting_to_the_approvals_page_gets_405_and_decides_nothing(browser, engine, settings, world):
+    headers = bearer(make_token(settings, tenants=[world["tenant"]], roles=["approver"], sub=world["alice"]))
+    for request in (
+        {"headers": {**headers, "X-Tenant-ID": world["tenant"]}},
+        {"json": {"decision": "approve"}},
+        {"headers": headers, "data": {"decision": "approve"}},
+    ):
+        response = browser.post(f"/hitl/approvals/{world['mine']}", follow_redirects=False, **request)
+        assert response.status_code == 405 and response.json()["code"] == "method_not_allowed"
+        assert response.headers["allow"] == "GET, HEAD"
+    assert status_of(engine, world["mine"]) == "pending"
