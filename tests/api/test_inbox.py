@@ -434,6 +434,7 @@ def test_refused_field_values_show_the_form_again_with_each_error_beside_its_inp
     assert 'aria-describedby="field-amount-help field-amount-error" aria-invalid="true"' in text
     assert 'id="field-amount-error">a number<' in text and 'id="field-method-error">required to approve<' in text
     assert 'name="fields.amount" value="twelve"' in text and ">see ✓</textarea>" in text
+    assert '<a href="#field-amount">Amount paid: a number</a>' in text  # the summary links to each input
     assert not re.search(r'id="field-urgent"[^>]*checked', text)  # unchecked as sent
     assert status_of(engine, with_fields) == "pending"
     decided = browser.post(
