@@ -7,7 +7,8 @@ e-mail links' pages on the same templates.
   chooses among theirs), newest first, a page at a time;
 - `/hitl/approvals/{id}`: GET from a browser (text/html, no bearer token) is the approval's page
   (workflow, progress, message, context, the decision form or the outcome, the audit trail); any other
-  GET is the JSON API's (api/routes/approvals.py). POST is the form's decision.
+  GET is the JSON API's (api/routes/approvals.py). POST is the form's decision (a browser's urlencoded
+  form without a bearer token; any other POST is 405, as the API takes none there).
 
 Every form POST needs the session's CSRF token (403 page otherwise, nothing done). Another tenant's
 approval is a 404 page, as an unknown one is. A decision another person made first is the same page
@@ -24,6 +25,7 @@ from urllib.parse import quote
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute
@@ -184,8 +186,16 @@ def _base(session: HitlSession | None) -> dict[str, Any]:
     }
 
 
-def _to_login() -> RedirectResponse:
-    return RedirectResponse(LOGIN, status_code=303)
+def _to_login(back_to: str | None = None) -> RedirectResponse:
+    """To the sign-in form, which brings the person back to `back_to` (a page of the inbox) after."""
+    return RedirectResponse(LOGIN + (f"?next={quote(back_to)}" if back_to else ""), status_code=303)
+
+
+def back_to(raw: str | None) -> str:
+    """Where to go after signing in: a page of the inbox named by `next`, never anywhere else."""
+    if raw and (raw == HOME or raw.startswith(HOME + "/")) and "//" not in raw and "\\" not in raw:
+        return raw
+    return HOME
 
 
 def _csrf_refused(request: Request, session: HitlSession | None, why: str) -> Response:
@@ -207,10 +217,11 @@ def _current_tenant(session: HitlSession) -> str | None:
 async def login_page(request: Request) -> Response:
     settings = _settings(request)
     session = hitl_session.read(request)
+    after = back_to(request.query_params.get("next"))
     if session is not None and session.signed_in:
-        return RedirectResponse(HOME, status_code=303)
+        return RedirectResponse(after, status_code=303)
     session = session or hitl_session.new_session(settings)
-    response = render(request, "login.html", {"title": "Sign in", **_base(session), "principal": None})
+    response = render(request, "login.html", {"title": "Sign in", **_base(session), "principal": None, "next": after})
     return hitl_session.store(response, settings, session)
 
 
@@ -234,6 +245,7 @@ async def login(request: Request) -> Response:
                 "title": "Sign in",
                 **_base(session),
                 "principal": None,
+                "next": back_to(form.get("next")),
                 "error": f"This token is refused: {problem.detail}",
             },
             401,
@@ -242,7 +254,7 @@ async def login(request: Request) -> Response:
     mine = inbox_tenants(principal)
     signed_in = hitl_session.signed_in(settings, principal, mine[0] if mine else None)
     request.state.actor = principal.sub
-    return hitl_session.store(RedirectResponse(HOME, status_code=303), settings, signed_in)
+    return hitl_session.store(RedirectResponse(back_to(form.get("next")), status_code=303), settings, signed_in)
 
 
 async def logout(request: Request) -> Response:
@@ -342,6 +354,12 @@ async def inbox(request: Request) -> Response:
     return response
 
 
+def is_form_post(request: Request) -> bool:
+    """A browser's form: urlencoded, without a bearer token."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return media == "application/x-www-form-urlencoded" and "authorization" not in request.headers
+
+
 def _not_found(request: Request, session: HitlSession | None) -> Response:
     return message_page(request, 404, "Not found", "There is no such approval.", **_base(session))
 
@@ -350,12 +368,21 @@ async def approval(request: Request) -> Response:
     """GET: the page for a browser, else the JSON API's answer; POST: the form's decision."""
     if request.method != "POST" and not wants_page(request):
         return await approval_routes.get_approval(request)
+    if request.method == "POST" and not is_form_post(request):
+        # The API takes no POST here (its decision is .../decision): an API client is answered as for
+        # any method a path does not take.
+        raise HTTPException(405, headers={"Allow": "GET, HEAD"})
     session = hitl_session.read(request)
     if session is None or not session.signed_in:
-        return _to_login()
+        return _to_login(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
     principal = session.principal
     assert principal is not None
     request.state.actor = principal.sub
+    # `?tenant=` (the e-mail's link names the approval's) chooses among the person's tenants.
+    asked = request.query_params.get("tenant")
+    chose = bool(asked) and asked in inbox_tenants(principal) and asked != session.tenant
+    if chose:
+        session = hitl_session.with_tenant(session, str(asked))
     tenant = _current_tenant(session)
     approval_id = request.path_params["approval_id"]
     if tenant is None:
@@ -381,9 +408,14 @@ async def approval(request: Request) -> Response:
             return shown
 
     shown = await run_in_threadpool(load)
-    if shown is None:
-        return _not_found(request, session)
-    return _approval_page(request, session, shown, Form(action, {CSRF_FIELD: session.csrf}, shown["fields"]))
+    response = (
+        _not_found(request, session)
+        if shown is None
+        else _approval_page(request, session, shown, Form(action, {CSRF_FIELD: session.csrf}, shown["fields"]))
+    )
+    if chose:
+        hitl_session.store(response, _settings(request), session)
+    return response
 
 
 def _approval_page(

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 
 from api import hitl_session, pages
 from api.app import create_app
-from domain.core.models import AuditLog, HitlApproval
+from domain.core.models import AuditLog, HitlApproval, Notification
 from domain.core.store import transaction
 from domain.workflows import approvals, decision_fields
 from domain.workflows.approval_links import sign
@@ -157,7 +157,10 @@ def test_a_forged_or_expired_cookie_is_refused(browser, settings, world):
     over = hitl_session._serializer(settings).dumps({"csrf": "x", "expires": int(time.time()) - 5, "claims": claims})
     _set_cookie(browser, over)
     response = page_of(browser, f"/hitl/approvals/{world['mine']}")
-    assert response.status_code == 303 and response.headers["location"] == "/hitl/login"
+    assert (
+        response.status_code == 303
+        and response.headers["location"] == f"/hitl/login?next=/hitl/approvals/{world['mine']}"
+    )
     # Signed with another key.
     other = settings.model_copy(update={"hitl_link_secret": type(settings.hitl_link_secret)("y" * 40)})
     claims["exp"] = int(time.time()) + 300
@@ -431,6 +434,7 @@ def test_refused_field_values_show_the_form_again_with_each_error_beside_its_inp
     assert 'aria-describedby="field-amount-help field-amount-error" aria-invalid="true"' in text
     assert 'id="field-amount-error">a number<' in text and 'id="field-method-error">required to approve<' in text
     assert 'name="fields.amount" value="twelve"' in text and ">see ✓</textarea>" in text
+    assert '<a href="#field-amount">Amount paid: a number</a>' in text  # the summary links to each input
     assert not re.search(r'id="field-urgent"[^>]*checked', text)  # unchecked as sent
     assert status_of(engine, with_fields) == "pending"
     decided = browser.post(
@@ -480,3 +484,56 @@ def test_ages_and_expiries_read_as_a_person_says_them():
     assert pages.expiry(now - dt.timedelta(minutes=5), now) == "expired 5 min ago"
     assert pages.utc(now.replace(tzinfo=None)) == "2026-12-07 09:00:00 UTC"
     assert pages.iso(now) == "2026-12-07T09:00:00Z"
+
+
+def test_the_emailed_details_link_signs_in_then_opens_the_approval_in_its_tenant(browser, engine, settings, world):
+    with transaction(engine) as session:
+        email = session.scalars(
+            select(Notification).where(
+                Notification.channel == "email", Notification.recipient == f"stranger-{world['other'][:8]}@wrk.test"
+            )
+        ).one()
+        url = email.payload["approval_url"]
+    path = url[len(settings.hitl_link_base_url) :]
+    assert path == f"/hitl/approvals/{world['foreign']}?tenant={world['other']}"
+    to_login = page_of(browser, path)
+    assert to_login.status_code == 303 and to_login.headers["location"].startswith("/hitl/login?next=")
+    form = browser.get(to_login.headers["location"], headers=HTML).text
+    assert f'name="next" value="{path}"' in form.replace("&amp;", "&")
+    token = make_token(
+        settings,
+        tenants=[world["tenant"], world["other"]],
+        roles=[],
+        sub=world["stranger"],
+        tenant_roles={world["tenant"]: ["approver"], world["other"]: ["approver"]},
+    )
+    signed_in = browser.post(
+        "/hitl/login", data={"csrf_token": csrf_of(form), "token": token, "next": path}, follow_redirects=False
+    )
+    assert signed_in.headers["location"] == path
+    page = page_of(browser, path)
+    assert page.status_code == 200 and "Another tenant&#39;s request" in page.text
+    assert 'id="decision-form"' in page.text
+
+
+@pytest.mark.parametrize("elsewhere", ["https://evil.example/", "//evil.example/hitl", "/hitl//evil", "/v1/users"])
+def test_signing_in_never_sends_the_person_outside_the_inbox(browser, settings, world, elsewhere):
+    form = browser.get("/hitl/login", headers=HTML).text
+    token = make_token(settings, tenants=[world["tenant"]], roles=["approver"], sub=world["alice"])
+    response = browser.post(
+        "/hitl/login", data={"csrf_token": csrf_of(form), "token": token, "next": elsewhere}, follow_redirects=False
+    )
+    assert response.headers["location"] == "/hitl"
+
+
+def test_an_api_client_posting_to_the_approvals_page_gets_405_and_decides_nothing(browser, engine, settings, world):
+    headers = bearer(make_token(settings, tenants=[world["tenant"]], roles=["approver"], sub=world["alice"]))
+    for request in (
+        {"headers": {**headers, "X-Tenant-ID": world["tenant"]}},
+        {"json": {"decision": "approve"}},
+        {"headers": headers, "data": {"decision": "approve"}},
+    ):
+        response = browser.post(f"/hitl/approvals/{world['mine']}", follow_redirects=False, **request)
+        assert response.status_code == 405 and response.json()["code"] == "method_not_allowed"
+        assert response.headers["allow"] == "GET, HEAD"
+    assert status_of(engine, world["mine"]) == "pending"
