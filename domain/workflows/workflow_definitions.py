@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from domain.core.settings import Settings
 from domain.workflows import decision_fields
-from domain.workflows.definition_errors import DefinitionInvalid
+from domain.workflows.definition_errors import DefinitionInvalid as DefinitionInvalid
 
 SERVICES = (
     "integration_manager",

@@ -127,8 +127,10 @@ def test_a_definition_is_created_listed_and_read(client, headers):
             "DECISION_FIELDS_MAX",
         ),
         (
-            lambda d: d["steps"][1].update(fields=[{"name": "amount", "type": "number"}])
-            or d["steps"][2].update(body={"x": {"$ref": "/steps/review/output/fields/amout"}}),
+            lambda d: (
+                d["steps"][1].update(fields=[{"name": "amount", "type": "number"}])
+                or d["steps"][2].update(body={"x": {"$ref": "/steps/review/output/fields/amout"}})
+            ),
             "steps[2].body.x",
             "declares no field 'amout'",
         ),
