@@ -7,8 +7,8 @@ e-mail links' pages on the same templates.
   chooses among theirs), newest first, a page at a time;
 - `/hitl/approvals/{id}`: GET from a browser (text/html, no bearer token) is the approval's page
   (workflow, progress, message, context, the decision form or the outcome, the audit trail); any other
-  GET is the JSON API's (api/routes/approvals.py). POST is the form's decision (a browser's urlencoded
-  form without a bearer token; any other POST is 405, as the API takes none there).
+  GET is the JSON API's (api/routes/approvals.py); the form posts to `/hitl/approvals/{id}/decide`
+  (outside the API's paths, so the API's methods stay its own).
 
 Every form POST needs the session's CSRF token (403 page otherwise, nothing done). Another tenant's
 approval is a 404 page, as an unknown one is. A decision another person made first is the same page
@@ -25,7 +25,6 @@ from urllib.parse import quote
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute
@@ -354,24 +353,22 @@ async def inbox(request: Request) -> Response:
     return response
 
 
-def is_form_post(request: Request) -> bool:
-    """A browser's form: urlencoded, without a bearer token."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    return media == "application/x-www-form-urlencoded" and "authorization" not in request.headers
-
-
 def _not_found(request: Request, session: HitlSession | None) -> Response:
     return message_page(request, 404, "Not found", "There is no such approval.", **_base(session))
 
 
+def page_path(approval_id: str) -> str:
+    return f"/hitl/approvals/{quote(approval_id, safe='')}"
+
+
+def decide_path(approval_id: str) -> str:
+    return page_path(approval_id) + "/decide"
+
+
 async def approval(request: Request) -> Response:
-    """GET: the page for a browser, else the JSON API's answer; POST: the form's decision."""
-    if request.method != "POST" and not wants_page(request):
+    """The approval's page for a browser; any other caller gets the JSON API's answer."""
+    if not wants_page(request):
         return await approval_routes.get_approval(request)
-    if request.method == "POST" and not is_form_post(request):
-        # The API takes no POST here (its decision is .../decision): an API client is answered as for
-        # any method a path does not take.
-        raise HTTPException(405, headers={"Allow": "GET, HEAD"})
     session = hitl_session.read(request)
     if session is None or not session.signed_in:
         return _to_login(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
@@ -389,14 +386,7 @@ async def approval(request: Request) -> Response:
         return _not_found(request, session)
     request.state.tenant_id = tenant
     roles = principal.roles_in(tenant)
-    action = f"/hitl/approvals/{quote(approval_id, safe='')}"
-    if request.method == "POST":
-        form = await read_form(request)
-        try:
-            hitl_session.check_csrf(request, session, form)
-        except CsrfRefused as refused:
-            return _csrf_refused(request, session, str(refused).capitalize())
-        return await _decide(request, session, tenant, approval_id, form, action)
+    action = decide_path(approval_id)
 
     def load() -> dict[str, Any] | None:
         with read_transaction(engine(request)) as db:
@@ -416,6 +406,28 @@ async def approval(request: Request) -> Response:
     if chose:
         hitl_session.store(response, _settings(request), session)
     return response
+
+
+async def decide_form(request: Request) -> Response:
+    """The decision form's POST: then the approval's page (303), or the form again (422), or the
+    decision someone made first (409)."""
+    session = hitl_session.read(request)
+    if session is None or not session.signed_in:
+        return _to_login()
+    principal = session.principal
+    assert principal is not None
+    request.state.actor = principal.sub
+    form = await read_form(request)
+    try:
+        hitl_session.check_csrf(request, session, form)
+    except CsrfRefused as refused:
+        return _csrf_refused(request, session, str(refused).capitalize())
+    tenant = _current_tenant(session)
+    approval_id = request.path_params["approval_id"]
+    if tenant is None:
+        return _not_found(request, session)
+    request.state.tenant_id = tenant
+    return await _decide(request, session, tenant, approval_id, form)
 
 
 def _approval_page(
@@ -520,7 +532,7 @@ def _form_answer(
 
 
 async def _decide(
-    request: Request, session: HitlSession, tenant: str, approval_id: str, form: dict[str, str], action: str
+    request: Request, session: HitlSession, tenant: str, approval_id: str, form: dict[str, str]
 ) -> Response:
     principal = session.principal
     assert principal is not None
@@ -545,10 +557,10 @@ async def _decide(
     if decided.outcome == "not_found":
         return _not_found(request, session)
     if decided.outcome == "decided":
-        return RedirectResponse(action, status_code=303)
+        return RedirectResponse(page_path(approval_id), status_code=303)
     shown = decided.shown
     assert shown is not None
-    again = Form(action, {CSRF_FIELD: session.csrf}, shown["fields"])
+    again = Form(decide_path(approval_id), {CSRF_FIELD: session.csrf}, shown["fields"])
     return _form_answer(request, session, decided, form, again)
 
 
@@ -707,5 +719,6 @@ ROUTES: list[BaseRoute] = [
     SegmentRoute(LOGIN, login, methods=["POST"]),
     SegmentRoute("/hitl/logout", logout, methods=["POST"]),
     SegmentRoute("/hitl/tenant", choose_tenant, methods=["POST"]),
-    SegmentRoute("/hitl/approvals/{approval_id}", approval, methods=["GET", "POST"]),
+    SegmentRoute("/hitl/approvals/{approval_id}", approval, methods=["GET"]),
+    SegmentRoute("/hitl/approvals/{approval_id}/decide", decide_form, methods=["POST"]),
 ]
