@@ -190,8 +190,10 @@ def test_a_form_post_without_this_session_s_csrf_token_decides_nothing(stack: St
 
     # The page's own form with its hidden token altered.
     page.goto(url)
+    form = page.locator("#decision-form")
+    action = stack.api_url + str(form.get_attribute("action"))  # where the page's form posts
     fill_fields(page)
-    page.locator("#decision-form input[name=csrf_token]").evaluate("input => input.value = 'forged'")
+    form.locator("input[name=csrf_token]").evaluate("input => input.value = 'forged'")
     with page.expect_response(lambda r: r.request.method == "POST") as answered:
         page.get_by_role("button", name="Approve").click()
     assert answered.value.status == 403
@@ -201,7 +203,7 @@ def test_a_form_post_without_this_session_s_csrf_token_decides_nothing(stack: St
     # Another site's form (the sandbox's origin, which shares the cookie's site 127.0.0.1), no token.
     page.goto(f"{stack.sandbox_url}/_sandbox/calls")
     page.set_content(
-        f'<form method="post" action="{url}"><input name="decision" value="approve">'
+        f'<form method="post" action="{action}"><input name="decision" value="approve">'
         '<input name="fields.amount" value="1"><input name="fields.channel" value="sms"><button>Go</button></form>'
     )
     with page.expect_response(lambda r: r.request.method == "POST") as answered:
@@ -234,7 +236,9 @@ def test_another_tenant_s_approval_is_not_found_and_shown_nowhere(stack: Stack, 
     # Her own approval's form (her session's valid token) pointed at the foreign one: 404, nothing decided.
     page.goto(f"{stack.api_url}/hitl/approvals/{own}")
     fill_fields(page)
-    page.locator("#decision-form").evaluate("(form, url) => form.action = url", f"/hitl/approvals/{foreign}")
+    page.locator("#decision-form").evaluate(
+        "(form, ids) => form.action = form.getAttribute('action').replace(ids[0], ids[1])", [own, foreign]
+    )
     with page.expect_response(lambda r: r.request.method == "POST") as answered:
         page.get_by_role("button", name="Approve").click()
     assert answered.value.status == 404
