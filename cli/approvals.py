@@ -10,7 +10,7 @@ from rich.console import Group
 from rich.text import Text
 
 from cli.http import Api, ApiUrl, Json, Tenant, Token, segment
-from cli.output import EXIT_USAGE, age, fail, fields, print_json, show, table, when
+from cli.output import EXIT_USAGE, age, fail, fields, present, print_json, show, table, when
 
 app = typer.Typer(
     help="Human approvals: list, show and decide them.",
@@ -156,10 +156,7 @@ def show_approval(
 ) -> None:
     """An approval: its message, context, decision fields, outcome and audit trail."""
     approval = Api.of(api_url, token, tenant).get(f"/v1/hitl/approvals/{segment(approval_id)}")
-    if json_out:
-        print_json(approval)
-    else:
-        show(view(approval))
+    present(approval, view, json_out)
 
 
 def pairs(given: list[str]) -> dict[str, str]:
@@ -224,7 +221,4 @@ def decide(
     if given:
         body["fields"] = field_values(given, api.get(path).get("fields") or [])
     decided = api.post(f"{path}/decision", body)
-    if json_out:
-        print_json(decided)
-    else:
-        show(view(decided))
+    present(decided, view, json_out)

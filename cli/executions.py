@@ -10,7 +10,7 @@ from rich.console import Group
 from rich.text import Text
 
 from cli.http import Api, ApiUrl, Json, Tenant, Token, segment
-from cli.output import EXIT_FAILED, fail, fields, print_json, show, table, when
+from cli.output import EXIT_FAILED, fail, fields, present, print_json, show, table, when
 from cli.watch import Interval, watch
 
 app = typer.Typer(
@@ -132,10 +132,7 @@ def show_execution(
     path = f"/v1/workflow-executions/{segment(execution_id)}"
     if not watch_it:
         execution = api.get(path)
-        if json_out:
-            print_json(execution)
-        else:
-            show(view(execution))
+        present(execution, view, json_out)
         return
     execution = watch(lambda: api.get(path), view, line, lambda e: e["status"] in ENDED, interval, json_out)
     if json_out:
@@ -157,7 +154,4 @@ def cancel(
 ) -> None:
     """Cancel a live execution (its open approvals are cancelled too); one that ended exits 4 (conflict)."""
     execution = Api.of(api_url, token, tenant).post(f"/v1/workflow-executions/{segment(execution_id)}/cancel")
-    if json_out:
-        print_json(execution)
-    else:
-        show(view(execution))
+    present(execution, view, json_out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +37,14 @@ def fail(line: str, code: int, command: str | None = None) -> typer.Exit:
 
 def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2))
+
+
+def present(value: Any, view: Callable[[Any], Any], json_out: bool) -> None:
+    """The API's JSON with --json, else the command's human view of it."""
+    if json_out:
+        print_json(value)
+    else:
+        show(view(value))
 
 
 def when(value: str | None) -> str:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.http import Api, ApiUrl, Json, Tenant, Token
-from cli.output import fields, print_json, show, when
+from cli.output import fields, present, when
 from domain.core import migrate
 from domain.core.settings import get_settings
 from domain.core.store import engine_for, transaction
@@ -63,10 +63,7 @@ def show_trigger(
 ) -> None:
     """One trigger: its state, attempts, run and last error."""
     trigger = Api.of(api_url, token, tenant).get(f"/v1/queue/{trigger_id}")
-    if json_out:
-        print_json(trigger)
-    else:
-        show(view(trigger))
+    present(trigger, view, json_out)
 
 
 @app.command(
@@ -81,7 +78,4 @@ def requeue(
 ) -> None:
     """Requeue a dead trigger (audited); a trigger that is not dead exits 4 (conflict)."""
     trigger = Api.of(api_url, token, tenant).post(f"/v1/queue/{trigger_id}/requeue")
-    if json_out:
-        print_json(trigger)
-    else:
-        show(view(trigger))
+    present(trigger, view, json_out)
