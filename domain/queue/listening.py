@@ -69,18 +69,13 @@ class Listener:
         try:
             connection = self._connect()
             while (left := deadline - time.monotonic()) > 0:
-                for notice in connection.notifies(timeout=left, stop_after=1):
-                    if notice.payload in self.kinds:
-                        self._drain(connection)
-                        return True
+                # stop_after=1 still yields every notice already received: they are all answered by
+                # the one claim about to run.
+                kinds = {notice.payload for notice in connection.notifies(timeout=left, stop_after=1)}
+                if kinds & self.kinds:
+                    return True
             return False
         except psycopg.Error:  # the store went away: listen again next time, meanwhile wait the poll
             self.close()
             time.sleep(max(0.0, deadline - time.monotonic()))
             return False
-
-    @staticmethod
-    def _drain(connection: Any) -> None:
-        """Notices already delivered are answered by the claim about to run, not by one claim each."""
-        for _ in connection.notifies(timeout=0):
-            pass
