@@ -10,13 +10,12 @@ import signal
 
 import httpx
 import pytest
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import DagsterInstance, DagsterRunStatus
 from sqlalchemy import create_engine, text
 
 from domain.core import models
 from domain.core.store import autocommit, transaction
 from domain.phases import phases
-from orchestration_defs.phases import JOB
 from tests.domain import factories
 from tests.servers import until
 from wrk_instance.launcher import PID_TAG
@@ -76,9 +75,11 @@ def _delayed_calls_started(sandbox, path: str) -> bool:
     return any(f["path"] == path and f["count"] < SLOW for f in faults)
 
 
-def _live_worker(instance: DagsterInstance):
-    runs = instance.get_runs(filters=RunsFilter(job_name=JOB, statuses=[DagsterRunStatus.STARTED]))
-    return next((r for r in runs if PID_TAG in r.tags), None)
+def _holder(instance: DagsterInstance, engine, ids: list[int]):
+    """The worker run holding one of `ids` (launched with its id), once its worker's pid is tagged."""
+    launched = [r for r in _rows(engine, ids) if r.state == "launched"]
+    run = instance.get_run_by_id(launched[0].run_id) if launched else None
+    return run if run is not None and PID_TAG in run.tags else None
 
 
 def _assert_once_each(stack, engine, ones: list[int], sevens: list[int]) -> None:
@@ -112,9 +113,8 @@ def test_a_worker_killed_mid_batch_loses_nothing_doubles_nothing_and_charges_eac
     sandbox.fault("POST", "/payments/v1/payment_intents", count=SLOW, action="delay", delay_s=2)
     _, ones, sevens = _setup(stack, engine, 6, "kill")
     until(lambda: _delayed_calls_started(sandbox, "/payments/v1/payment_intents"), lambda: _why(engine, ones, stack))
-    worker = until(lambda: _live_worker(dagster_instance), "a live phase worker")
+    worker = until(lambda: _holder(dagster_instance, engine, ones + sevens), "a worker holding triggers")
     held = [r.id for r in _rows(engine, ones + sevens) if r.state == "launched" and r.run_id == worker.run_id]
-    assert held, _why(engine, ones + sevens, stack)
     os.kill(int(worker.tags[PID_TAG]), signal.SIGKILL)  # mid-batch: its calls are in flight
     sandbox.http.delete("/_sandbox/faults").raise_for_status()
     until(lambda: _all_done(engine, ones + sevens), lambda: _why(engine, ones + sevens, stack))
@@ -150,7 +150,7 @@ def test_a_store_outage_while_a_worker_runs_ends_with_every_trigger_done_once(
     sandbox.fault("POST", "/integrations/v1/syncs", count=SLOW, action="delay", delay_s=2)
     _, ones, sevens = _setup(stack, engine, 4, "outage")
     until(lambda: _delayed_calls_started(sandbox, "/integrations/v1/syncs"), lambda: _why(engine, ones, stack))
-    worker = until(lambda: _live_worker(dagster_instance), "a live phase worker")
+    worker = until(lambda: _holder(dagster_instance, engine, ones + sevens), "a worker holding triggers")
     name = engine.url.database
     admin = create_engine(os.environ["TEST_POSTGRES_URL"], isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:  # the store goes away: no new connection, the open ones cut
