@@ -274,11 +274,10 @@ class Worker:
         with Listener(self.engine, [phases.KIND]) as listener, ThreadPoolExecutor(settings.phase_row_workers) as pool:
             listener.listen()  # before the first claim: a trigger committed after it wakes this worker
             batch = carried
-            if carried:
-                self._took(carried)
             while True:
                 if batch:
                     self._process(pool, batch)
+                    self._took(batch)  # after the triggers' commits: the tags only help the UI find the run
                     last_work = clock()
                     if "unrecorded" in self.outcomes:
                         return  # the run fails; reconciliation sends what it holds back (see the module)
@@ -295,7 +294,6 @@ class Worker:
                     listener.wait(min(settings.phase_worker_poll_s * 2**self.store_errors, 10.0))
                     continue
                 if batch:
-                    self._took(batch)
                     continue
                 if now - last_work >= settings.phase_worker_idle_s:
                     return
@@ -331,7 +329,7 @@ class Worker:
             f"trigger {r.trigger_id}: phase {r.trigger.phase}, user {r.trigger.user_id}, {outcome}"
             for r, outcome in zip(batch, done, strict=True)
         ]
-        log.info(f"{len(batch)} phase trigger(s), {len(self.taken)} in this run\n" + "\n".join(lines))
+        log.info(f"{len(batch)} phase trigger(s), {len(self.taken) + len(batch)} in this run\n" + "\n".join(lines))
 
 
 @dg.op(description="Take phase triggers as they are committed, each in transactions of its own; one outcome each.")
