@@ -18,7 +18,7 @@ import dagster as dg
 from orchestration_defs.approvals import approval_sweeper
 from orchestration_defs.batch_jobs import build_batch_jobs, freshness_checks, relay_batch_messages
 from orchestration_defs.build import build_automation_version
-from orchestration_defs.deploy import reconcile_deployments
+from orchestration_defs.deploy import live_version, reconcile_deployments
 from orchestration_defs.housekeeping import deliver_notifications, queue_sweeper
 from orchestration_defs.phases import phase_worker
 from orchestration_defs.release import release_build
@@ -115,6 +115,7 @@ def build_area(resources: Resources | None = None) -> dg.Definitions:
 
 def deploy_area(resources: Resources | None = None) -> dg.Definitions:
     return dg.Definitions(
+        assets=[live_version],
         jobs=[reconcile_deployments],
         schedules=[reconcile_deployments_schedule],
         resources=_resources(resources, "database", "wrk"),

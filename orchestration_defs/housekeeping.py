@@ -2,24 +2,29 @@
 finished (queue rows, idempotency keys, webhook deliveries, consumed events, phase events, release working
 folders) after the retention settings, fold the phase audit rows into /metrics' totals, alert on batch
 messages left unpublished (whatever the transport: the relay runs only with a broker), deliver the
-outbox. The sweep runs on a schedule (schedules/housekeeping.py), the delivery when a sensor finds
-notifications due (sensors/housekeeping.py)."""
+outbox (e-mail, Slack, and the deploy history to Dagster's `live_version` asset). The sweep runs on a
+schedule (schedules/housekeeping.py), the delivery when a sensor finds notifications due
+(sensors/housekeeping.py)."""
 
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from sqlalchemy import Engine
 
 from domain.batch import batch_jobs
 from domain.core import housekeeping
-from domain.core.notifications import deliver_due
+from domain.core.models import Notification, NotificationChannel
+from domain.core.notifications import DeliveryReport, deliver_due
 from domain.core.settings import get_settings
 from domain.core.store import read_transaction, transaction
 from domain.phases import phase_metrics
 from domain.queue import queue
 from domain.queue.triggers import KINDS
 from orchestration_defs.batch_jobs import report_checks
+from orchestration_defs.deploy import report_live_version
 from orchestration_defs.tags import HOUSEKEEPING
 from orchestration_defs.trigger_runs import reconcile_launched, record_launches, rescue_expired
 from resources.dagster_resources import DatabaseResource, NotificationsResource
@@ -94,12 +99,27 @@ def queue_sweeper() -> None:
     sweep_queue()
 
 
-@dg.op(description="Send the outbox's due notifications (e-mail, Slack), at least once each.")
+def deliver(engine: Engine, instance: dg.DagsterInstance, notifier: Callable[[Notification], None]) -> DeliveryReport:
+    """The outbox's due messages: the deploy history's to the Dagster instance, the others to the notifier.
+    deliver_due opens its own short transactions: none is open while a message is sent."""
+
+    def send(message: Notification) -> None:
+        if message.channel == NotificationChannel.DAGSTER:
+            report_live_version(instance, message)
+        else:
+            notifier(message)
+
+    return deliver_due(engine, send, is_retryable=is_retryable)
+
+
+@dg.op(
+    description="Send the outbox's due notifications (e-mail, Slack) and report the deploy history to Dagster "
+    "(the live_version asset), at least once each."
+)
 def deliver_outbox(
     context: dg.OpExecutionContext, database: DatabaseResource, notifications: NotificationsResource
 ) -> dict[str, Any]:
-    # deliver_due opens its own short transactions: none is open while a message is sent.
-    report = deliver_due(database.engine, notifications.notifier, is_retryable=is_retryable)
+    report = deliver(database.engine, context.instance, notifications.notifier)
     summary = {"sent": report.sent, "failed": report.failed, "dead": report.dead}
     context.add_output_metadata(summary)
     return summary

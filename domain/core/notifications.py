@@ -52,6 +52,11 @@ TEMPLATES: Mapping[str, Template] = {
         "Version {version_number} of {project_name} was paused by {actor}. Reason: {reason}",
     ),
     "ops_alert": Template("[{severity}] {summary}", "{summary}\n\n{details}"),
+    # The deploy history's asset event (domain.deploy.history): its description in the Dagster UI.
+    "live_version": Template(
+        "{project_name}: {action} v{version_number}",
+        "{action} v{version_number} by {actor}. Reason: {reason}",
+    ),
     "approval_requested": Template(
         "Approval needed: {summary}",
         "{requested_by} asks for your decision:\n\n{message}\n\nApprove: {approve_url}\nReject: {reject_url}\n\n"

@@ -303,6 +303,9 @@ class Settings(BaseSettings):
     # The hosts a standalone request's callback_url may name (the orchestrator POSTs there): "host" exactly,
     # or ".example.com" for its subdomains. Empty: any host.
     approval_callback_hosts: list[str] = []
+    # Decision fields an approval may declare: how many, and the longest string value (or default) in characters.
+    decision_fields_max: int = Field(default=20, ge=1, le=200)
+    decision_field_max_length: int = Field(default=2000, ge=1, le=100_000)
     # Seven-phase pipeline (domain/phases/phases.py, orchestration_defs/phases.py)
     integrations_api_url: str = ""  # default: the sandbox's emulator, http://127.0.0.1:SANDBOX_PORT/integrations
     integrations_api_token: SecretStr = SecretStr(SANDBOX_TOKEN)

@@ -18,6 +18,7 @@ from domain.core.automation_versions import workflow_binding_of
 from domain.core.lifecycle import Actor, Status
 from domain.core.models import BindingStatus, Deployment, DeploymentStatus, NotificationChannel
 from domain.core.store import transaction
+from domain.deploy import history
 from domain.deploy.saga import (
     DEPLOYMENT_TRANSITIONS,
     DeployRefused,
@@ -196,6 +197,17 @@ def commit_live(
         )
     session.flush()
     _notify_live(session, project, version, actor, reason, ops_email, entry.id, slack, plan.action)
+    history.record(
+        session,
+        project,
+        version,
+        action=plan.action,
+        actor=actor,
+        reason=reason,
+        deployment_id=deployment_id,
+        previous=previous,
+        audit_id=entry.id,
+    )
     return Committed(
         previous.id if previous else None, previous_binding.wrk_workflow_id if previous_binding else None, entry.id
     )
@@ -231,6 +243,18 @@ def commit_pause(
         },
     )
     session.flush()
+    # Paused: nothing is Live; the history's previous version is the one that was.
+    history.record(
+        session,
+        project,
+        version,
+        action="pause",
+        actor=actor,
+        reason=reason,
+        deployment_id=deployment_id,
+        previous=version,
+        audit_id=entry.id,
+    )
     key = f"automation_paused:{entry.id}"
     notifications.notify_all(
         session,

@@ -186,7 +186,7 @@ def _commit(saga: Saga, session: Session, plan: Route, row: Deployment) -> _Comm
     actor = Actor(row.actor_type, row.actor_id)
     if plan.action == "pause":
         audit_id = commit.commit_pause(
-            session, plan, hints, actor, row.reason, row.notes, row.invoked_via, saga.ops_email
+            session, plan, hints, actor, row.reason, row.notes, row.invoked_via, saga.ops_email, deployment_id=row.id
         )
         previous_version_id = previous_workflow_id = None
     else:

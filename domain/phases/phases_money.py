@@ -57,6 +57,17 @@ def platform_fee(payout: Decimal, currency: str) -> Decimal:
     return to_minor_unit(payout * FEE_RATE, currency)
 
 
+def money(amount: Decimal, currency: str) -> str:
+    """An amount as a person reads it: the currency's code, then the amount in its major unit with the
+    currency's decimals and grouped thousands ("EUR 1,025.10", "JPY 2,510", "KWD 0.125")."""
+    return f"{currency.upper()} {to_minor_unit(amount, currency):,.{exponent(currency)}f}"
+
+
+def percent(rate: Decimal) -> str:
+    """A rate as a percentage: 0.20 -> "20 %", 0.125 -> "12.5 %"."""
+    return f"{(rate * 100).normalize():f} %"
+
+
 class Route(enum.StrEnum):
     AUTO_SUBMIT = "auto_submit"
     SMART_PROMPT = "smart_prompt"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
@@ -16,9 +18,7 @@ from domain.core.models import (
     SyncProgress,
 )
 from domain.core.urls import path_segment
-from domain.phases.phases_money import (
-    FEE_RATE,
-)
+from domain.phases.phases_money import FEE_RATE, to_minor_unit
 from domain.phases.requests import (
     PHASES,
 )
@@ -98,35 +98,45 @@ def is_validation_error(exc: BaseException) -> bool:
 
 
 def packet_document(session: Session, packet_id: str) -> dict[str, Any]:
-    """What the proof packet's PDF and JSON twin say: claim, evidence, payout, fee."""
+    """What the proof packet's PDF and JSON twin say, for the customer: seller, claim, evidence, gross
+    payout, the platform fee and the net payout, amounts as decimal text in the currency's major unit.
+    Internal fields (the tenant, the fee's idempotency key, the claim's routing) stay in the store."""
     packet = session.get(ProofPacket, packet_id)
     if packet is None:
         raise LookupError(f"proof packet {packet_id} not found")
+    seller_id = session.scalar(
+        select(SyncProgress.seller_id).where(
+            SyncProgress.tenant_id == packet.tenant_id,
+            SyncProgress.user_id == packet.user_id,
+            SyncProgress.sync_id == packet.sync_id,
+        )
+    )
     match = dict(packet.evidence)
+    currency = packet.currency
+    gross = to_minor_unit(Decimal(packet.payout_amount), currency)
+    fee = to_minor_unit(Decimal(packet.fee_amount), currency)
     return {
         "id": packet.id,
-        "tenant_id": packet.tenant_id,
         "user_id": packet.user_id,
         "sync_id": packet.sync_id,
-        "created_at": packet.created_at.isoformat(),
+        "seller": {"id": seller_id or None},
+        "created_at": packet.created_at.astimezone(UTC).isoformat(timespec="seconds"),
         "claim": {
             "claim_id": packet.claim_id,
             "confidence": match.get("confidence"),
             "amount": match.get("amount"),
             "currency": match.get("currency"),
-            "route": match.get("route"),
         },
         "evidence": list(match.get("evidence_ids", [])),
-        "payout": {"payout_id": packet.payout_id, "amount": packet.payout_amount, "currency": packet.currency},
+        "payout": {"payout_id": packet.payout_id, "amount": str(gross), "currency": currency},
         "fee": {
             "rate": str(FEE_RATE),
             "rounding": "half-up to the currency's minor unit",
-            "amount": packet.fee_amount,
-            "currency": packet.currency,
-            "minor_units": packet.fee_minor,
+            "amount": str(fee),
+            "currency": currency,
             "payment_intent_id": packet.payment_intent_id,
-            "idempotency_key": packet.fee_idempotency_key,
         },
+        "net_payout": {"amount": str(gross - fee), "currency": currency},
     }
 
 

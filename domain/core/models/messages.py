@@ -32,6 +32,7 @@ class NotificationChannel(enum.StrEnum):
     EMAIL = "email"
     IN_APP = "in_app"
     SLACK = "slack"
+    DAGSTER = "dagster"  # the deploy history, reported as asset events (domain.deploy.history)
 
 
 class NotificationStatus(enum.StrEnum):
