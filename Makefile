@@ -24,12 +24,14 @@ run: $(STAMP)
 ## make test: the whole suite on SQLite and on a throwaway PostgreSQL 15 cluster, with a throwaway
 ## RabbitMQ (tests that need PostgreSQL or the broker fail here rather than skip: WRK_TEST_REQUIRE_SERVICES).
 ## The layers' import contracts (pyproject's [tool.importlinter]) are checked first: a breach fails the target.
-## promtool (the alert rules' checks, tests/deploy/test_monitoring.py) and the proof packet's fonts
-## (scripts/ensure-fonts) are installed first when missing.
+## promtool (the alert rules' checks, tests/deploy/test_monitoring.py), the proof packet's fonts
+## (scripts/ensure-fonts) and Debian's Chromium (the browser tests, tests/browser/) are installed first
+## when missing.
 test: $(STAMP)
 	$(BIN)/lint-imports
 	@scripts/ensure-promtool >/dev/null
 	@scripts/ensure-fonts
+	@scripts/ensure-chromium
 	@WRK_TEST_REQUIRE_SERVICES=1 scripts/with-postgres scripts/with-rabbitmq $(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -26,6 +26,7 @@ from api.routes import (
     batch_jobs,
     deploy,
     events,
+    inbox,
     live,
     metrics,
     phases,
@@ -53,6 +54,7 @@ ENDPOINTS: list[Endpoint] = [
     *workflows.ENDPOINTS,
     *events.ENDPOINTS,
     *approvals.ENDPOINTS,
+    *inbox.ENDPOINTS,
     *phases.ENDPOINTS,
     *live.ENDPOINTS,
     *metrics.ENDPOINTS,
@@ -108,7 +110,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     logs.configure("api", settings.log_level, settings.log_format)
     _redact_uvicorn_tokens()
     app = Starlette(
-        routes=[*routes(ENDPOINTS), *live.WEBSOCKET_ROUTES],
+        routes=[*inbox.ROUTES, *routes(ENDPOINTS), *live.WEBSOCKET_ROUTES],
         middleware=[Middleware(RequestContext), Middleware(RequestRules, settings=settings)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,

@@ -198,6 +198,22 @@ def flow_env(monkeypatch, sandbox, database_url, tmp_path):
     get_settings.cache_clear()
 
 
+# Screenshots of the browser tests (tests/browser/) go under <this>/browser/; var/ is git-ignored.
+ARTIFACTS_ENV = "WRK_TEST_ARTIFACTS"
+
+
+def artifacts_dir() -> Path:
+    """Where tests save artifacts a person looks at after the run (WRK_TEST_ARTIFACTS overrides)."""
+    return Path(os.environ.get(ARTIFACTS_ENV) or Path(__file__).resolve().parents[1] / "var" / "test-artifacts")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say where the browser tests' screenshots are, when any of them ran."""
+    reports = [r for found in terminalreporter.stats.values() for r in found]
+    if any(getattr(r, "when", None) == "call" and r.nodeid.startswith("tests/browser/") for r in reports):
+        terminalreporter.write_line(f"browser test screenshots: {artifacts_dir() / 'browser'}")
+
+
 RABBITMQ_URL_ENV = "TEST_RABBITMQ_URL"
 # `make test` sets this: there, a test that needs the broker fails instead of skipping when it is missing.
 REQUIRE_SERVICES_ENV = "WRK_TEST_REQUIRE_SERVICES"

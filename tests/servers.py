@@ -96,8 +96,9 @@ def until(predicate: Callable[[], Any], why: Any, timeout: float = 900.0, interv
     raise AssertionError(f"gave up waiting: {why() if callable(why) else why}")
 
 
-def wait_for(url: str, timeout: float = 600, why: Any = "") -> None:
-    """Until `url` answers (any status below 500: the server is up and routing)."""
+def wait_for(url: str, timeout: float = 600, why: Any = "", process: subprocess.Popen[Any] | None = None) -> None:
+    """Until `url` answers (any status below 500: the server is up and routing); when the server's
+    `process` is given, an exit of it ends the wait at once."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -105,9 +106,39 @@ def wait_for(url: str, timeout: float = 600, why: Any = "") -> None:
                 return
         except httpx.HTTPError:
             pass
+        if process is not None and process.poll() is not None:
+            detail = why() if callable(why) else why
+            raise RuntimeError(f"{url}: its server exited with {process.returncode} {detail}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"{url} did not answer in {timeout:.0f} s {why() if callable(why) else why}")
         time.sleep(0.2)
+
+
+def dagster_home(home: Path) -> None:
+    """Make `home` a Dagster instance directory for a daemon under test: `make run`'s dagster.yaml, its
+    storage created once."""
+    import yaml
+    from dagster import DagsterInstance  # here: the API's tests and the benches need no Dagster
+
+    home.mkdir(parents=True, exist_ok=True)
+    instance_config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    # Run monitoring fails a run whose worker has not started within start_timeout_seconds. On a busy CI
+    # machine (load 28 on 2 cores was seen) a start took longer than make run's bound and the run was
+    # failed for it; the tests are not about monitoring, so they give a start all the time it needs.
+    instance_config["run_monitoring"]["start_timeout_seconds"] = 600
+    (home / "dagster.yaml").write_text(yaml.safe_dump(instance_config))
+    # Create the instance's storage once, before the webserver and the daemon open it: started
+    # together on an empty DAGSTER_HOME they race to create the SQLite schedule storage, and the loser
+    # finds two Alembic heads (a CI run failed so). `make run` does the same (scripts/supervise.py).
+    with DagsterInstance.from_config(str(home)):
+        pass
+
+
+def sandbox_env(sandbox_url: str) -> dict[str, str]:
+    """The settings pointing the WRK Platform client and the workflow steps' six services at a sandbox."""
+    from domain.workflows.workflow_definitions import SERVICES
+
+    return {"WRK_API_URL": sandbox_url} | {f"SERVICE_{s.upper()}_URL": f"{sandbox_url}/services/{s}" for s in SERVICES}
 
 
 WORKSPACE = """
@@ -159,7 +190,7 @@ class Processes:
         port = free_port()
         metrics_dir = tempfile.mkdtemp(prefix="wrk-api-metrics-")
         self.folders.append(metrics_dir)
-        self.spawn(
+        proc = self.spawn(
             sys.executable,
             "-m",
             "uvicorn",
@@ -174,7 +205,7 @@ class Processes:
             env={**(env or {}), "PROMETHEUS_MULTIPROC_DIR": metrics_dir},
         )
         url = f"http://127.0.0.1:{port}"
-        wait_for(url + "/")
+        wait_for(url + "/", process=proc)
         return url
 
     def dagster_code_server(self, home: Path) -> str:

@@ -1,5 +1,6 @@
 """Human approvals (HITL), under `/hitl/approvals...` (the seed's paths) and the same under
-`/v1/hitl/approvals...`: list, one, a standalone request, a decision; and the signed e-mail links.
+`/v1/hitl/approvals...`: list, one, a standalone request, a decision. The signed e-mail links' pages and
+the people's inbox (whose page a browser gets at `GET /hitl/approvals/{id}`) are in api/routes/inbox.py.
 
 Every approval route needs `X-Tenant-ID` (400 naming the header when missing; 403 when it is not one of
 the token's tenants); another tenant's approval is not found (404). The signed links are the exception:
@@ -10,27 +11,23 @@ approval, assignee and decision, and expires with the approval.
 from __future__ import annotations
 
 import datetime as dt
-import html
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qs, quote
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse
 
 from api.auth import OPS_ROLES, Principal, require, tenant_from_header
 from api.openapi import Endpoint
 from api.params import Choice, Integer, Text
-from api.problems import Problem, problem_response
-from api.request_rules import refuse_text
+from api.problems import Problem
 from api.requests import engine, json_body
 from domain.core.models import ApprovalStatus, HitlApproval, HitlApprovalCallback
 from domain.core.settings import Settings
 from domain.core.store import read_transaction, transaction
 from domain.workflows import approvals, decision_fields
-from domain.workflows.approval_links import LINK_PATH, ExpiredLink, InvalidLink, verify
 from domain.workflows.decision_fields import FieldValuesInvalid
 from domain.workflows.definition_errors import DefinitionInvalid
 
@@ -45,7 +42,6 @@ MINE = Choice("mine", ["true", "false", "1", "0"], "false", description="only ap
 LIMIT = Integer("limit", 50, 1, MAX_LIMIT)
 OFFSET = Integer("offset", 0, 0, 10**9)
 EXECUTION = Text("execution_id", description="only approvals of this workflow execution")
-TOKEN = Text("token", description="the signed link's token (a form field on POST also carries it)")
 
 
 class AuditEntry(BaseModel):
@@ -324,130 +320,6 @@ async def decide(request: Request) -> JSONResponse:
     return JSONResponse(out)
 
 
-# -- signed links ----------------------------------------------------------------------------------------
-
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>body{{font-family:system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem}}
-blockquote{{white-space:pre-wrap;border-left:3px solid #ccc;margin:1rem 0;padding-left:1rem}}
-button{{font-size:1rem;padding:.5rem 1.25rem}}textarea{{width:100%}}</style></head>
-<body><h1>{title}</h1>{content}</body></html>"""
-
-
-def page(title: str, content: str, status_code: int = 200) -> HTMLResponse:
-    return HTMLResponse(PAGE.format(title=html.escape(title), content=content), status_code=status_code)
-
-
-def wants_html(request: Request) -> bool:
-    return "text/html" in request.headers.get("accept", "")
-
-
-def link_problem(request: Request, problem: Problem) -> Response:
-    """A link's error: a page for a browser, problem+json for anything else."""
-    if wants_html(request):
-        return page(
-            {401: "This link is not valid", 410: "This link can no longer be used"}.get(problem.status, "Not found"),
-            f"<p>{html.escape(problem.detail or problem.code)}</p>",
-            problem.status,
-        )
-    return problem_response(request, problem)
-
-
-async def _token(request: Request) -> tuple[str, str | None]:
-    token = request.query_params.get("token", "")
-    comment = None
-    if request.method == "POST":
-        raw = (await request.body()).decode("utf-8", "replace")
-        form = parse_qs(raw) if "json" not in request.headers.get("content-type", "") else {}
-        token = token or (form.get("token") or [""])[0]
-        comments = form.get("comment")
-        comment = comments[0] if comments else None
-        if comment is not None:
-            refuse_text(comment, "comment")
-    return token, comment
-
-
-def _claims(request: Request, token: str) -> Any:
-    settings: Settings = request.app.state.settings
-    if not token:
-        raise Problem(401, "invalid_link", "the link has no token")
-    try:
-        return verify(settings, token)
-    except InvalidLink:
-        raise Problem(401, "invalid_link", "this link is not valid (it was altered or not issued here)") from None
-    except ExpiredLink:
-        raise Problem(410, "link_expired", "this link has expired") from None
-
-
-async def show_link(request: Request) -> Response:
-    token, _ = await _token(request)
-    try:
-        claims = _claims(request, token)
-    except Problem as problem:
-        return link_problem(request, problem)
-
-    def load() -> HitlApproval | None:
-        with read_transaction(engine(request)) as session:
-            return approvals.get(session, claims.tenant_id, claims.approval_id)
-
-    row = await run_in_threadpool(load)
-    if row is None:
-        return link_problem(request, not_found(claims.approval_id))
-    if row.status != ApprovalStatus.PENDING.value:
-        return link_problem(request, already_decided(row, 410, "link_used"))
-    verb = "Approve" if claims.decision == "approve" else "Reject"
-    content = (
-        f"<p>{html.escape(row.requested_by)} asks for your decision:</p>"
-        f"<blockquote>{html.escape(row.message)}</blockquote>"
-        f"<p>Expires at {html.escape(row.expires_at.isoformat())}; "
-        f"then <b>{html.escape(row.on_timeout)}</b> applies.</p>"
-        f'<form method="post" action="{html.escape(request.url.path)}?token={quote(token)}">'
-        '<p><label>Comment (optional)<br><textarea name="comment" rows="3" maxlength="2000"></textarea></label></p>'
-        f'<button type="submit">{verb}</button></form>'
-    )
-    return page(f"{verb} this request?", content)
-
-
-async def use_link(request: Request) -> Response:
-    token, comment = await _token(request)
-    try:
-        claims = _claims(request, token)
-    except Problem as problem:
-        return link_problem(request, problem)
-
-    def apply() -> tuple[str, HitlApproval | None]:
-        with transaction(engine(request)) as session:
-            try:
-                result = approvals.decide(
-                    session,
-                    tenant_id=claims.tenant_id,
-                    approval_id=claims.approval_id,
-                    decision=claims.decision,
-                    user_id=claims.user_id,
-                    roles=approvals.roles_of(session, claims.tenant_id, claims.user_id),
-                    comment=(comment or "").strip()[:2000] or None,
-                    via="signed_link",
-                    metadata={"link": claims.nonce},
-                )
-            except approvals.ApprovalNotFound:
-                return "not_found", None
-            except approvals.NotAnAssignee:
-                return "forbidden", None
-            return ("decided" if result.won else "gone"), result.approval
-
-    outcome, row = await run_in_threadpool(apply)
-    if outcome == "forbidden":
-        return link_problem(request, Problem(403, "forbidden", "you are no longer an assignee of this approval"))
-    if row is None:
-        return link_problem(request, not_found(claims.approval_id))
-    if outcome == "gone":
-        return link_problem(request, already_decided(row, 410, "link_used"))
-    done = "approved" if row.status == ApprovalStatus.APPROVED.value else "rejected"
-    return page(f"Request {done}", f"<p>Thank you: the request is {done}. You can close this page.</p>")
-
-
-LINK_ERRORS = {401: ["invalid_link"], 403: ["forbidden"], 404: ["not_found"], 410: ["link_expired", "link_used"]}
 ENDPOINTS: list[Endpoint] = []
 for _prefix in PREFIXES:
     ENDPOINTS += [
@@ -495,33 +367,6 @@ for _prefix in PREFIXES:
             tenant_header=True,
             tenant_required=True,
             errors={404: ["not_found"], 409: ["approval_already_decided"]},
-            tags=["approvals"],
-        ),
-    ]
-    _links = LINK_PATH.replace("/hitl", _prefix, 1)
-    ENDPOINTS += [
-        Endpoint(
-            "GET",
-            _links,
-            show_link,
-            "A signed e-mail link: a confirmation page (the link is not used yet); problems are pages too "
-            "when the caller accepts text/html",
-            media_type="text/html",
-            auth=False,
-            query=[TOKEN],
-            errors=LINK_ERRORS,
-            tags=["approvals"],
-        ),
-        Endpoint(
-            "POST",
-            _links,
-            use_link,
-            "A signed e-mail link, confirmed (a form: token, comment): decides once; a used or expired link "
-            "is 410, a tampered one 401",
-            media_type="text/html",
-            auth=False,
-            query=[TOKEN],
-            errors=LINK_ERRORS,
             tags=["approvals"],
         ),
     ]

@@ -1,20 +1,30 @@
-"""Release builds, as ops follow them: each release and its per-repository builds."""
+"""Release builds, as ops follow them: each release and its per-repository builds; and a release
+started by hand (the same trigger a GitHub `release` webhook queues)."""
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from api.auth import require_platform
-from api.openapi import Endpoint
+from api.openapi import Answer, Endpoint
+from api.params import Integer, Text
 from api.problems import Problem
-from api.requests import engine
-from domain.core.models import ReleaseBuild, RepoBuild
-from domain.core.store import read_transaction
+from api.requests import engine, json_body
+from domain.core import lifecycle
+from domain.core.lifecycle import Actor
+from domain.core.models import BuildStatus, ReleaseBuild, RepoBuild
+from domain.core.store import read_transaction, transaction
+from domain.queue import queue
+from domain.queue.triggers import ReleaseTrigger
+from domain.release import release as rel
+from domain.release.release_graph import InvalidGraph, load_graph
 
 # Releases are platform-wide (no tenant): only these roles see them.
 RELEASE_ROLES = frozenset({"ops_release", "ops_admin", "admin"})
@@ -53,6 +63,48 @@ class ReleaseList(BaseModel):
     releases: list[ReleaseOut]
 
 
+# The release graph's repositories, named in /openapi.json (the validator below is what refuses others).
+RepositoryName = Annotated[str, Field(json_schema_extra={"enum": load_graph().order})]
+
+
+class ReleaseStart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tag: str = Field(min_length=1, max_length=200, description="a git tag name")
+    name: str | None = Field(default=None, max_length=300, description="default: the tag")
+    prerelease: StrictBool = False
+    repositories: list[RepositoryName] | None = Field(
+        default=None, min_length=1, max_length=100, description="only these and their dependencies (default: all)"
+    )
+
+    @field_validator("tag")
+    @classmethod
+    def _git_ref_name(cls, tag: str) -> str:
+        return rel.validate_tag(tag)
+
+    @field_validator("repositories")
+    @classmethod
+    def _known(cls, repositories: list[str] | None) -> list[str] | None:
+        if repositories is not None:
+            try:
+                load_graph().subset(repositories)
+            except InvalidGraph as exc:
+                raise ValueError(str(exc)) from exc
+        return repositories
+
+
+class ReleaseQueued(BaseModel):
+    status: Literal["queued", "already_queued"]
+    tag: str
+    trigger_id: int | None
+    release_id: str | None
+    follow: dict[str, str]
+
+
+TAG = Text("tag", description="only the release of this tag")
+LIMIT = Integer("limit", 100, 1, 200)
+
+
 def _view(release: ReleaseBuild, builds: list[RepoBuild] | None = None) -> dict[str, Any]:
     out = ReleaseOut.model_validate(release, from_attributes=True)
     if builds is not None:
@@ -60,13 +112,66 @@ def _view(release: ReleaseBuild, builds: list[RepoBuild] | None = None) -> dict[
     return out.model_dump(mode="json", exclude={"builds"} if builds is None else None)
 
 
+def queue_release(session: Session, trigger: ReleaseTrigger) -> dict[str, Any]:
+    """Queue a release build of `trigger.tag`, or answer `already_queued` (with the live trigger's id and
+    the release's when it is pending or running): one way for the webhook and a start by hand."""
+    tag = trigger.tag
+    trigger_id = queue.live_id(session, "release", f"release:{tag}")
+    release = session.scalars(select(ReleaseBuild).where(ReleaseBuild.tag == tag)).one_or_none()
+    in_flight = release is not None and release.status in (BuildStatus.PENDING.value, BuildStatus.RUNNING.value)
+    if trigger_id is not None or in_flight:
+        return {
+            "status": "already_queued",
+            "trigger_id": trigger_id,
+            "release_id": release.id if in_flight and release is not None else None,
+        }
+    try:
+        trigger_id = queue.enqueue(session, "release", None, trigger.model_dump(), dedup_key=f"release:{tag}")
+    except queue.DedupConflict as exc:  # queued by a request committed since we looked
+        return {"status": "already_queued", "trigger_id": exc.existing_id, "release_id": None}
+    return {"status": "queued", "trigger_id": trigger_id, "release_id": None}
+
+
+async def start_release(request: Request) -> JSONResponse:
+    principal = require_platform(request, RELEASE_ROLES)
+    body = await json_body(request, ReleaseStart)
+    trigger = ReleaseTrigger(
+        tag=body.tag, name=body.name, prerelease=body.prerelease, repositories=body.repositories, source="api"
+    )
+
+    def apply() -> dict[str, Any]:
+        with transaction(engine(request)) as session:
+            answer = queue_release(session, trigger)
+            if answer["status"] == "queued":
+                lifecycle.record(
+                    session,
+                    tenant_id=None,
+                    entity_type="trigger_queue",
+                    entity_id=str(answer["trigger_id"]),
+                    action="release_requested",
+                    actor=Actor.user(principal.sub),
+                    metadata={"tag": body.tag, "repositories": body.repositories},
+                )
+            return answer
+
+    answer = await run_in_threadpool(apply)
+    follow = {"releases": f"/v1/releases?tag={quote(body.tag, safe='')}"}
+    if answer["trigger_id"] is not None:
+        follow["trigger"] = f"/v1/queue/{answer['trigger_id']}"
+    body_out = ReleaseQueued.model_validate(answer | {"tag": body.tag, "follow": follow})
+    return JSONResponse(body_out.model_dump(mode="json"), status_code=202 if answer["status"] == "queued" else 200)
+
+
 async def list_releases(request: Request) -> JSONResponse:
     require_platform(request, RELEASE_ROLES)
+    tag, limit = TAG.read(request), LIMIT.read(request)
 
     def load() -> list[dict[str, Any]]:
         with read_transaction(engine(request)) as session:
-            rows = session.scalars(select(ReleaseBuild).order_by(ReleaseBuild.created_at.desc()).limit(100)).all()
-            return [_view(r) for r in rows]
+            query = select(ReleaseBuild).order_by(ReleaseBuild.created_at.desc()).limit(limit)
+            if tag is not None:
+                query = query.where(ReleaseBuild.tag == tag)
+            return [_view(r) for r in session.scalars(query).all()]
 
     return JSONResponse({"releases": await run_in_threadpool(load)})
 
@@ -93,7 +198,24 @@ async def get_release(request: Request) -> JSONResponse:
 
 ENDPOINTS = [
     Endpoint(
-        "GET", "/v1/releases", list_releases, "The latest release builds", response=ReleaseList, tags=["releases"]
+        "POST",
+        "/v1/releases",
+        start_release,
+        "Start (or resume) a release build of a tag: queued as a GitHub release webhook queues it (audited)",
+        request=ReleaseStart,
+        response=ReleaseQueued,
+        status=202,
+        answers=[Answer(200, "The tag's release is already queued, pending or running", ReleaseQueued)],
+        tags=["releases"],
+    ),
+    Endpoint(
+        "GET",
+        "/v1/releases",
+        list_releases,
+        "The latest release builds, newest first (?tag= for one tag's)",
+        response=ReleaseList,
+        query=[TAG, LIMIT],
+        tags=["releases"],
     ),
     Endpoint(
         "GET",

@@ -9,7 +9,6 @@ import hmac
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -20,10 +19,10 @@ from api.params import Header
 from api.problems import Problem, validation_problem
 from api.request_rules import parse_json
 from api.requests import engine
-from domain.core.models import BuildStatus, ReleaseBuild, WebhookDelivery
+from api.routes.releases import queue_release
+from domain.core.models import WebhookDelivery
 from domain.core.settings import Settings
 from domain.core.store import transaction
-from domain.queue import queue
 from domain.queue.triggers import ReleaseTrigger
 from domain.release import release as rel
 
@@ -120,22 +119,17 @@ def _dispatch(session: Any, event: str, payload: Any, delivery: str) -> tuple[in
             raise validation_problem(exc) from exc
         if release.action not in RELEASE_ACTIONS:
             return 202, {"status": "ignored", "event": event}
-        tag = release.release.tag_name
-        answer = _already_queued(session, tag)
-        if answer is not None:
-            return 200, answer | {"event": event}
         trigger = ReleaseTrigger(
-            tag=tag,
+            tag=release.release.tag_name,
             name=release.release.name,
             prerelease=release.release.prerelease,
             source="webhook",
             delivery_id=delivery,
         )
-        try:
-            trigger_id = queue.enqueue(session, "release", None, trigger.model_dump(), dedup_key=f"release:{tag}")
-        except queue.DedupConflict as exc:  # queued by a delivery committed since we looked
-            return 200, {"status": "already_queued", "event": event, "trigger_id": exc.existing_id}
-        return 202, {"status": "queued", "event": event, "trigger_id": trigger_id}
+        answer = queue_release(session, trigger)
+        if answer["status"] == "queued":
+            return 202, {"status": "queued", "event": event, "trigger_id": answer["trigger_id"]}
+        return 200, answer | {"event": event}
     if event == "workflow_run" and isinstance(payload, dict) and isinstance(payload.get("workflow_run"), dict):
         run = payload["workflow_run"]
         outcome = rel.apply_run_event(
@@ -160,16 +154,6 @@ def _dispatch(session: Any, event: str, payload: Any, delivery: str) -> tuple[in
         )
         return 200, {"status": outcome, "event": event}
     return 202, {"status": "ignored", "event": event}
-
-
-def _already_queued(session: Any, tag: str) -> dict[str, Any] | None:
-    """The answer for a tag whose release trigger is live or whose release is pending or running."""
-    trigger_id = queue.live_id(session, "release", f"release:{tag}")
-    release = session.scalars(select(ReleaseBuild).where(ReleaseBuild.tag == tag)).one_or_none()
-    in_flight = release is not None and release.status in (BuildStatus.PENDING.value, BuildStatus.RUNNING.value)
-    if trigger_id is None and not in_flight:
-        return None
-    return {"status": "already_queued", "trigger_id": trigger_id, "release_id": release.id if in_flight else None}
 
 
 ENDPOINTS = [

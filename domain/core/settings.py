@@ -298,6 +298,11 @@ class Settings(BaseSettings):
     hitl_link_secret: SecretStr = SecretStr(DEV_HITL_LINK_SECRET)
     hitl_link_base_url: str = ""
     hitl_default_timeout_s: float = Field(default=86400.0, gt=0)
+    # The approvals inbox (/hitl; its cookie is signed with a key derived from HITL_LINK_SECRET): the
+    # cookie's Secure flag (browsers keep a Secure cookie from http://127.0.0.1 and localhost too), and a
+    # session's longest life (never past its token's expiry).
+    hitl_cookie_secure: bool = True
+    hitl_session_max_age_s: int = Field(default=28800, ge=60)
     # /metrics' wrk_approvals_expiring_soon: pending approvals whose expiry is this close.
     approval_expiry_warning_seconds: float = Field(default=3600.0, gt=0)
     # The hosts a standalone request's callback_url may name (the orchestrator POSTs there): "host" exactly,

@@ -85,10 +85,11 @@ def link_url(settings: Settings, token: str) -> str:
 
 
 def approval_links(settings: Settings, approval: HitlApproval, user_id: str) -> dict[str, str]:
-    """The e-mail's links for one assignee: approve, reject, and the approval in the API."""
+    """The e-mail's links for one assignee: approve, reject, and the approval's page in the inbox (the
+    JSON API's to a client sending a bearer token)."""
     base = settings.hitl_link_base_url.rstrip("/")
     return {
         "approve_url": link_url(settings, sign(settings, approval, user_id, "approve")),
         "reject_url": link_url(settings, sign(settings, approval, user_id, "reject")),
-        "approval_url": f"{base}/v1/hitl/approvals/{approval.id}",
+        "approval_url": f"{base}/hitl/approvals/{quote(approval.id, safe='')}?tenant={quote(approval.tenant_id)}",
     }

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.app import ENDPOINTS
-from cli.main import build_parser
+from tests.cli.parsing import accepted
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNBOOKS = ROOT / "docs" / "runbooks"
@@ -71,13 +71,11 @@ def test_every_wrk_orch_command_of_the_runbooks_exists():
         if "wrk-orch " in line
     ]
     assert commands
-    parser = build_parser()
     refused = {}
     for page, command in commands:
-        args = shlex.split(command.replace("$(", "").replace(")", ""))
-        try:
-            parser.parse_args(args)
-        except SystemExit:
+        # A shell variable stands for a value: 1 fits every argument (an id, a number, a name).
+        args = shlex.split(re.sub(r"\$[A-Z_]+", "1", command.replace("$(", "").replace(")", "")))
+        if not accepted(args):
             refused[page] = command
     assert refused == {}
 

@@ -1,17 +1,19 @@
 """The running stack the end-to-end tests drive: the sandbox, a Dagster webserver and a daemon, each a
 real process, on PostgreSQL (the production store; SQLite is covered in process)."""
 
-from pathlib import Path
-
 import pytest
-import yaml
-from dagster import DagsterInstance
 from dagster_graphql import DagsterGraphQLClient
 
-from domain.workflows.workflow_definitions import SERVICES
-from tests.servers import Processes, Sandbox, free_port, wait_for, wait_for_code_location
+from tests.servers import (
+    Processes,
+    Sandbox,
+    dagster_home,
+    free_port,
+    sandbox_env,
+    wait_for,
+    wait_for_code_location,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
 # Re-execution from failure, as the UI's button launches it (tests that re-execute a failed run).
 REEXECUTE = """
 mutation Reexecute($parentRunId: String!) {
@@ -29,18 +31,7 @@ def stack(backend, database_url, tmp_path):
     if backend != "postgresql":
         pytest.skip("the end-to-end stack runs on PostgreSQL; SQLite is covered in process")
     home = tmp_path / "dagster_home"
-    home.mkdir()
-    instance_config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
-    # Run monitoring fails a run whose worker has not started within start_timeout_seconds. On a busy CI
-    # machine (load 28 on 2 cores was seen) a start took longer than make run's bound and the run was
-    # failed for it; the tests here are not about monitoring, so they give a start all the time it needs.
-    instance_config["run_monitoring"]["start_timeout_seconds"] = 600
-    (home / "dagster.yaml").write_text(yaml.safe_dump(instance_config))
-    # Create the instance's storage once, before the webserver and the daemon open it: started
-    # together on an empty DAGSTER_HOME they race to create the SQLite schedule storage, and the loser
-    # finds two Alembic heads (a CI run failed so). `make run` does the same (scripts/supervise.py).
-    with DagsterInstance.from_config(str(home)):
-        pass
+    dagster_home(home)
     smtp_port = free_port()
     env = {
         "DAGSTER_HOME": str(home),
@@ -54,9 +45,8 @@ def stack(backend, database_url, tmp_path):
     with log_path.open("w") as log:
         stack = Processes(env, log)
         try:
-            sandbox_url = stack.env["WRK_API_URL"] = stack.uvicorn("resources.sandbox.app:create_app")
-            for service in SERVICES:  # the workflow steps' six services, on this sandbox
-                stack.env[f"SERVICE_{service.upper()}_URL"] = f"{sandbox_url}/services/{service}"
+            sandbox_url = stack.uvicorn("resources.sandbox.app:create_app")
+            stack.env |= sandbox_env(sandbox_url)  # the WRK Platform and the workflow steps' six services
             # The seven-phase pipeline: its backends are the sandbox's; the API the sandbox calls back is
             # started by the test that needs it, on this port (tests/e2e/test_phases_e2e.py).
             api_port = free_port()
