@@ -48,7 +48,7 @@ FLOWS = {
     "release_build": "release",
     "build_automation_version": "build",
     "workflow_execution": "workflow",
-    "phase_batch": "phase",
+    "phase_worker": "phase",
 }
 HOUSEKEEPING = "housekeeping"
 PRIORITY_TAG = "dagster/priority"  # the run queue's order (Dagster reads it; no public constant)
@@ -106,10 +106,10 @@ def flow_of(job_name: str, asset_names: Iterable[str] = ()) -> str:
 
 
 def tenant_in_config(job_name: str, run_config: Mapping[str, Any]) -> str | None:
-    """The tenant a run works for, from its run config alone (None: none named). A phase batch has
-    none: it holds several tenants' triggers and is limited per kind (and by PHASE_RUNS_IN_FLIGHT); a
-    tenant tag would let one tenant's builds, holding its runs at the tenant limit, hold every tenant's
-    phase batches queued behind it (the phase sensor counts queued batches as in flight)."""
+    """The tenant a run works for, from its run config alone (None: none named). A phase worker has
+    none: it takes several tenants' triggers and is limited per kind (and by PHASE_WORKERS); a tenant
+    tag would let one tenant's builds, holding its runs at the tenant limit, hold every tenant's phase
+    workers queued behind it (the phase sensor counts queued workers as live)."""
     if job_name in TENANT_IN_CONFIG:
         return _at(run_config, TENANT_IN_CONFIG[job_name])
     return None

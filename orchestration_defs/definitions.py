@@ -20,7 +20,7 @@ from orchestration_defs.batch_jobs import build_batch_jobs, freshness_checks, re
 from orchestration_defs.build import build_automation_version
 from orchestration_defs.deploy import reconcile_deployments
 from orchestration_defs.housekeeping import deliver_notifications, queue_sweeper
-from orchestration_defs.phases import phase_batch
+from orchestration_defs.phases import phase_worker
 from orchestration_defs.release import release_build
 from orchestration_defs.workflows import workflow_execution
 from resources.dagster_resources import (
@@ -41,7 +41,7 @@ from schedules.housekeeping import queue_sweeper_schedule
 from sensors.batch import batch_messages_relay_sensor, build_freshness_sensor
 from sensors.build import build_queue_sensor
 from sensors.housekeeping import outbox_sensor
-from sensors.phases import phase_batch_failure_sensor, phase_queue_sensor
+from sensors.phases import phase_queue_sensor
 from sensors.queue import QUEUE_STATUS_SENSORS
 from sensors.release import release_cancel_sensor, release_failure_sensor, release_queue_sensor
 from sensors.workflows import (
@@ -153,8 +153,8 @@ def workflows_area(resources: Resources | None = None) -> dg.Definitions:
 
 def phases_area(resources: Resources | None = None) -> dg.Definitions:
     return dg.Definitions(
-        jobs=[phase_batch],
-        sensors=[phase_queue_sensor, phase_batch_failure_sensor],
+        jobs=[phase_worker],
+        sensors=[phase_queue_sensor],
         resources=_resources(resources, "database", "integrations", "payments"),
     )
 

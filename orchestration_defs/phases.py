@@ -1,21 +1,29 @@
-"""The seven-phase pipeline's batch job: the phase sensor claims up to PHASE_BATCH_SIZE triggers and
-launches ONE run of `phase_batch` for them (under a burst, the run then takes the next batches itself, up
-to PHASE_RUN_MAX_TRIGGERS); the run processes each trigger in transactions of its own
-(domain/phases/phases.py), calling the integrations backend and the payment API between them, with no
-transaction open. Each trigger has its own outcome: a failed one goes back to the queue with the
-queue's backoff (or is dead, audited and alerted), the others finish.
+"""The seven-phase pipeline's worker: `phase_worker` runs live long and take the phase triggers as they
+are committed. The phase sensor (sensors/phases.py) launches one when triggers are due and fewer than
+PHASE_WORKERS live; a worker claims up to PHASE_BATCH_SIZE due triggers at a time, moved claimed ->
+launched with its run id in the claim's transaction, processes each in transactions of its own
+(domain/phases/phases.py: `complete` acks the trigger in the transaction that records its outcome),
+calling the integrations backend and the payment API between them with no transaction open, then waits
+for the next: woken by the enqueue's NOTIFY on PostgreSQL, polling on SQLite (PHASE_WORKER_POLL_S; also
+the fallback on PostgreSQL), domain/queue/listening.py. It ends after PHASE_WORKER_IDLE_S with nothing
+to claim, PHASE_WORKER_MAX_S after it started, or PHASE_RUN_MAX_TRIGGERS triggers, so a new worker
+(with the code deployed since) takes over.
 
-Runs are tagged with the phase(s), the count and one tag per user (`wrk/user.<user id>`), so a user's
-runs are found in the Dagster UI by that tag. The rows of a run are moved claimed -> launched by the run
-itself (the run id is known only there); a step delivered again (EXECUTOR=celery: its worker was lost)
-carries on with every row its run still holds. A run that dies leaves them launched and the sensor's
-reconciliation (orchestration_defs/trigger_runs.py reconcile_launched) sends them back to the queue with
-backoff; so does a run that succeeded without finishing them (no completed audit row: domain/queue/outcomes.py).
-Its sensors are in sensors/phases.py.
+Each trigger has its own outcome: a failed one goes back to the queue with the queue's backoff (or is
+dead, audited and alerted), the others finish. Each batch's triggers are one event in the run's log
+(trigger, phase, user, outcome), and the run is tagged with the phases, the count and one tag per user
+(`wrk/user.<user id>`), so a user's runs are found in the Dagster UI by that tag.
+
+A worker that dies (killed, its machine lost) leaves its unfinished triggers launched; run monitoring
+fails its run and the sensor's reconciliation (orchestration_defs/trigger_runs.py reconcile_launched)
+sends them back to the queue with backoff; so does a run that succeeded without finishing them (no
+completed audit row: domain/queue/outcomes.py). A step delivered again (EXECUTOR=celery: its worker was
+lost) first carries on with every trigger its run still holds. While the store cannot be reached the
+worker waits (and ends at its lifetime); a trigger whose outcome could not be recorded fails the run,
+so reconciliation sends it back once the store is there again.
 """
 
 import hashlib
-import json
 import re
 import time
 from collections.abc import Sequence
@@ -32,6 +40,7 @@ from domain.core.store import read_transaction, transaction
 from domain.phases import phases, phases_proof, syncs
 from domain.phases.phases_money import Route
 from domain.queue import queue
+from domain.queue.listening import Listener
 from domain.queue.triggers import PhaseTrigger
 from orchestration_defs.executors import executor_for
 from orchestration_defs.tags import TAG_FLOW, TAG_KIND
@@ -40,14 +49,14 @@ from resources.dagster_resources import DatabaseResource, IntegrationsResource, 
 from resources.integrations import IntegrationsClient
 from resources.payments import PaymentsClient
 
-JOB = "phase_batch"
+JOB = "phase_worker"
 TAG_COUNT = "wrk/phase_count"
 TAG_PHASES = "wrk/phases"
 TAG_PHASE = "wrk/phase"  # one phase; a run that took triggers of several later: their list, as wrk/phases
 TAG_PHASE_TENANTS = "wrk/tenants"
 USER_TAG_PREFIX = "wrk/user."
 MAX_TAG_VALUE = 4096
-MAX_USER_TAGS = 1000  # PHASE_BATCH_SIZE and PHASE_RUN_MAX_TRIGGERS are at most this: every user is tagged
+MAX_USER_TAGS = 1000  # PHASE_RUN_MAX_TRIGGERS is at most this: every user of a worker is tagged
 
 
 def user_tag(user_id: str) -> str:
@@ -59,35 +68,12 @@ def user_tag(user_id: str) -> str:
     return USER_TAG_PREFIX + safe
 
 
-class PhaseRowConfig(dg.Config):
-    trigger_id: int
-    claim_token: str
-    attempt: int
-    payload_json: str  # the PhaseTrigger, as the queue holds it
-
-
-class PhaseBatchConfig(dg.Config):
-    rows: list[PhaseRowConfig]
-
-
-def run_config(claimed: Sequence[queue.Claimed]) -> dict[str, Any]:
-    rows = [
-        {
-            "trigger_id": c.id,
-            "claim_token": c.claim_token,
-            "attempt": c.attempts,
-            "payload_json": json.dumps(c.payload, sort_keys=True),
-        }
-        for c in claimed
-    ]
-    return {"ops": {"process_phase_triggers": {"config": {"rows": rows}}}}
-
-
 Tagged = tuple[int, str | None, str]  # what a run's tags say of one trigger: phase, tenant, user
 
 
-def run_tags(claimed: Sequence[queue.Claimed]) -> dict[str, str]:
-    return _tags([(int(c.payload["phase"]), c.tenant_id, str(c.payload["user_id"])) for c in claimed])
+def run_tags() -> dict[str, str]:
+    """A new worker's tags: its kind; the phases, count and users follow as it takes triggers (retag)."""
+    return {TAG_KIND: phases.KIND, TAG_COUNT: "0"}
 
 
 def _tagged(rows: Sequence[phases.PhaseRow]) -> list[Tagged]:
@@ -102,8 +88,8 @@ def _tags(triggers: Sequence[Tagged]) -> dict[str, str]:
     tags = {TAG_KIND: phases.KIND, TAG_COUNT: str(len(triggers)), TAG_PHASES: phase_list}
     if len(numbers) == 1:
         tags[TAG_PHASE] = phase_list
-    # Their tenants, but not as wrk/tenant_id: a phase batch is limited per kind (and by
-    # PHASE_RUNS_IN_FLIGHT), not per tenant, or one tenant's builds holding its runs at the tenant limit
+    # Their tenants, but not as wrk/tenant_id: a phase worker is limited per kind (and by
+    # PHASE_WORKERS), not per tenant, or one tenant's builds holding its runs at the tenant limit
     # would hold every tenant's phases queued behind its batch (orchestration_defs/concurrency.py).
     tags[TAG_PHASE_TENANTS] = ",".join(tenants)[:MAX_TAG_VALUE]
     for user in sorted({user for _, _, user in triggers})[:MAX_USER_TAGS]:
@@ -244,8 +230,8 @@ def process_row(engine: Any, row: phases.PhaseRow, run_id: str, outside: Outside
 
 
 def claim_more(engine: Any, limit: int, run_id: str) -> list[phases.PhaseRow]:
-    """Up to `limit` more due phase triggers for this run: claimed and launched with its id in one
-    transaction, so a run that dies leaves them launched, for reconciliation like its first batch."""
+    """Up to `limit` due phase triggers for this run: claimed and launched with its id in one
+    transaction, so a run that dies leaves them launched, for reconciliation."""
     with transaction(engine) as session:
         claimed = queue.claim(session, [phases.KIND], limit, LEASE_SECONDS, f"{JOB}:{run_id}")
         for c in claimed:
@@ -264,64 +250,99 @@ def _phase_rows(claimed: Sequence[queue.Claimed]) -> list[phases.PhaseRow]:
     return [phases.PhaseRow(c.id, c.claim_token, c.attempts, PhaseTrigger.model_validate(c.payload)) for c in claimed]
 
 
-def launch_rows(engine: Any, rows: Sequence[phases.PhaseRow], run_id: str) -> list[phases.PhaseRow]:
-    """claimed -> launched with this run's id, then every row this run holds: a step delivered again (a
-    Celery worker lost mid-step) or retried carries on with the rows its run launched and has not
-    finished, those it took itself included; rows this run no longer holds are left out."""
-    with transaction(engine) as session:
-        for row in rows:
-            try:
-                queue.launch(session, row.trigger_id, row.claim_token, run_id)
-            except queue.StaleClaim:
-                continue
+def held_rows(engine: Any, run_id: str) -> list[phases.PhaseRow]:
+    """Every trigger this run holds (launched with its id, not finished): a step delivered again (a
+    Celery worker lost mid-step) or retried carries on with them first."""
+    with read_transaction(engine) as session:
         return _phase_rows(queue.held_by_run(session, phases.KIND, run_id))
 
 
-@dg.op(description="Process each claimed phase trigger in transactions of its own; one outcome per trigger.")
-def process_phase_triggers(
+class Worker:
+    """One phase worker run's loop: claim, process, record, wait; until it is time to end."""
+
+    def __init__(self, context: dg.OpExecutionContext, engine: Any, outside: Outside) -> None:
+        self.context, self.engine, self.outside = context, engine, outside
+        self.settings = get_settings()
+        self.taken: list[Tagged] = []
+        self.outcomes: list[str] = []
+        self.store_errors = 0
+
+    def run(self, carried: list[phases.PhaseRow]) -> None:
+        settings, clock = self.settings, time.monotonic
+        started = last_work = clock()
+        with Listener(self.engine, [phases.KIND]) as listener, ThreadPoolExecutor(settings.phase_row_workers) as pool:
+            listener.listen()  # before the first claim: a trigger committed after it wakes this worker
+            batch = carried
+            if carried:
+                self._took(carried)
+            while True:
+                if batch:
+                    self._process(pool, batch)
+                    last_work = clock()
+                    if "unrecorded" in self.outcomes:
+                        return  # the run fails; reconciliation sends what it holds back (see the module)
+                left = settings.phase_run_max_triggers - len(self.taken)
+                now = clock()
+                if left <= 0 or now - started >= settings.phase_worker_max_s or not _still_running(self.context):
+                    return
+                batch = self._claim(min(settings.phase_batch_size, left))
+                if batch is None:  # the store cannot be reached: wait, then try again
+                    listener.wait(min(settings.phase_worker_poll_s * 2**self.store_errors, 10.0))
+                    continue
+                if batch:
+                    self._took(batch)
+                    continue
+                if now - last_work >= settings.phase_worker_idle_s:
+                    return
+                listener.wait(settings.phase_worker_poll_s)
+
+    def _claim(self, limit: int) -> list[phases.PhaseRow] | None:
+        try:
+            batch = claim_more(self.engine, limit, self.context.run_id)
+        except Exception as exc:  # a store outage: the worker waits for it, saying so once
+            if self.store_errors == 0:
+                self.context.log.warning(f"cannot claim phase triggers, waiting for the store: {exc!r}")
+            self.store_errors = min(self.store_errors + 1, 6)
+            return None
+        if self.store_errors:
+            self.context.log.info("the store answers again")
+            self.store_errors = 0
+        return batch
+
+    def _took(self, batch: list[phases.PhaseRow]) -> None:
+        more = _tagged(batch)
+        self.taken += more
+        try:  # the tags only help the UI find the run: a failed write must not fail the batch
+            self.context.instance.add_run_tags(self.context.run_id, retag(self.taken, more))
+        except Exception as exc:
+            self.context.log.warning(f"could not tag the run with its new triggers' users: {exc!r}")
+
+    def _process(self, pool: ThreadPoolExecutor, batch: list[phases.PhaseRow]) -> None:
+        run_id, log = self.context.run_id, self.context.log
+        done = list(pool.map(lambda r: process_row(self.engine, r, run_id, self.outside, log), batch))
+        self.outcomes += done
+        # One event per batch (one per trigger at a low rate), after the commits: off the triggers' path.
+        lines = [
+            f"trigger {r.trigger_id}: phase {r.trigger.phase}, user {r.trigger.user_id}, {outcome}"
+            for r, outcome in zip(batch, done, strict=True)
+        ]
+        log.info(f"{len(batch)} phase trigger(s), {len(self.taken)} in this run\n" + "\n".join(lines))
+
+
+@dg.op(description="Take phase triggers as they are committed, each in transactions of its own; one outcome each.")
+def work_phase_triggers(
     context: dg.OpExecutionContext,
-    config: PhaseBatchConfig,
     database: DatabaseResource,
     integrations: IntegrationsResource,
     payments: PaymentsResource,
 ) -> dict[str, int]:
-    settings = get_settings()
-    rows = [
-        phases.PhaseRow(r.trigger_id, r.claim_token, r.attempt, PhaseTrigger.model_validate_json(r.payload_json))
-        for r in config.rows
-    ]
     engine = database.engine
-    held = launch_rows(engine, rows, context.run_id)
-    launched_with = {r.trigger_id for r in rows}
-    carried = [r for r in held if r.trigger_id not in launched_with]  # taken by an earlier try of this step
-    outside = Outside(integrations.client, payments.client, Path(settings.proof_packet_dir))
-    taken = _tagged(rows) + _tagged(carried)
-    outcomes: list[str] = []
-    with ThreadPoolExecutor(max_workers=settings.phase_row_workers) as pool:
-        batch, full = held, len(rows) >= settings.phase_batch_size
-        while True:
-            outcomes += pool.map(lambda r: process_row(engine, r, context.run_id, outside, context.log), batch)
-            # A burst: while full batches keep coming, this run takes the next one itself instead of
-            # ending and leaving it to a new run (a run's launch and start, and the sensor noticing
-            # its end, took as long as its batch's work: half of a burst's drain time).
-            limit = min(settings.phase_batch_size, settings.phase_run_max_triggers - len(taken))
-            if not full or limit <= 0 or not _still_running(context):
-                break
-            batch = claim_more(engine, limit, context.run_id)
-            if not batch:
-                break
-            full = len(batch) == limit
-            more = _tagged(batch)
-            taken += more
-            try:  # the tags only help the UI find the run: a failed write must not fail the batch
-                context.instance.add_run_tags(context.run_id, retag(taken, more))
-            except Exception as exc:
-                context.log.warning(f"could not tag the run with its new triggers' users: {exc!r}")
-            ids = f"{batch[0].trigger_id}..{batch[-1].trigger_id}"
-            context.log.info(f"took {len(batch)} more phase triggers ({ids}); {len(taken)} in this run")
-    counts = {name: outcomes.count(name) for name in ("completed", "failed", "dead", "stale", "unrecorded")}
-    counts["not_held"] = len(rows) - (len(held) - len(carried))
-    counts["taken_by_the_run"] = len(taken) - len(rows)
+    outside = Outside(integrations.client, payments.client, Path(get_settings().proof_packet_dir))
+    worker = Worker(context, engine, outside)
+    carried = held_rows(engine, context.run_id)
+    worker.run(carried)
+    counts = {name: worker.outcomes.count(name) for name in ("completed", "failed", "dead", "stale", "unrecorded")}
+    counts["carried"] = len(carried)
     context.add_output_metadata(counts)
     if counts["unrecorded"]:
         # The run fails; reconciliation sends the triggers still launched back to the queue with backoff.
@@ -331,10 +352,10 @@ def process_phase_triggers(
 
 @dg.job(
     name=JOB,
-    description="Seven-phase pipeline: a batch of phase triggers, each with its own outcome.",
+    description="Seven-phase pipeline: a long-lived worker taking phase triggers as they come, one outcome each.",
     tags={TAG_FLOW: "phase"},
     # one op: no second process to start; EXECUTOR=celery: on the `phases` queue
     executor_def=executor_for("phases", dg.in_process_executor),
 )
-def phase_batch() -> None:
-    process_phase_triggers()
+def phase_worker() -> None:
+    work_phase_triggers()

@@ -310,10 +310,17 @@ class Settings(BaseSettings):
     payments_api_key: SecretStr = SecretStr(SANDBOX_PAYMENTS_KEY)
     phase_callback_url: str = ""  # this API as the integrations backend reaches it; default http://127.0.0.1:API_PORT
     proof_packet_dir: str = ""  # default: $DAGSTER_HOME/proof-packets (or ./var/proof-packets)
-    phase_batch_size: int = Field(default=100, ge=1, le=1000)  # triggers one phase run takes
-    phase_row_workers: int = Field(default=4, ge=1, le=32)  # triggers of one run processed at once
-    phase_runs_in_flight: int = Field(default=2, ge=1)  # the phase sensor launches no more while this many run
-    phase_run_max_triggers: int = Field(default=500, ge=1, le=1000)  # a run under a burst takes more, up to this
+    # The phase worker runs (orchestration_defs/phases.py): how many live at once, how many triggers one
+    # claims at a time and processes at once, and when one ends (a new one, with the code of the day, follows)
+    phase_workers: int = Field(default=2, ge=1)  # the phase sensor launches no more while this many live
+    phase_batch_size: int = Field(default=100, ge=1, le=1000)  # triggers a worker claims at a time
+    phase_row_workers: int = Field(default=4, ge=1, le=32)  # triggers of one worker processed at once
+    phase_run_max_triggers: int = Field(default=1000, ge=1, le=1000)  # a worker ends after this many triggers
+    phase_worker_idle_s: float = Field(default=60.0, ge=0)  # ... or after this long with none to claim
+    phase_worker_max_s: float = Field(default=900.0, gt=0)  # ... or this long after it started
+    # PostgreSQL: a worker claims when an enqueue notifies it, and at least this often (backoffs ending,
+    # requeues); SQLite: it polls this often
+    phase_worker_poll_s: float = Field(default=0.25, gt=0)
     phase_sensor_interval_s: int = Field(default=1, ge=1)
     sandbox_phase_delay_s: float = Field(default=1.0, ge=0)  # the sandbox's integrations call the next phase back
 

@@ -45,6 +45,7 @@ from domain.core.models import QueueState
 from domain.core.store import is_postgres
 from domain.queue.reading import (
     Trigger as Trigger,
+    due as due,
     find as find,
     held_by_kind as held_by_kind,
     live_id as live_id,
@@ -267,11 +268,11 @@ def _insert_keyed(
             "payloads": [json.dumps(body) for _, body, _ in rows],
             "keys": [key for _, _, key in rows],
         }
-        return {key: int(row_id) for key, row_id in db.raw.execute(ENQUEUE_KEYED_SQL, params, prepare=True)}
+        return {key: int(row_id) for key, row_id, _ in db.raw.execute(ENQUEUE_KEYED_SQL, params, prepare=True)}
     inserted = {}
     for tenant, body, key in rows:
         values = {**common, "tenant_id": tenant, "payload": json_param(db, body), "dedup_key": key}
-        for (row_id,) in db.rows(ENQUEUE_DEDUP_SQL, values):
+        for row_id, _ in db.rows(ENQUEUE_DEDUP_SQL, values):
             inserted[key] = int(row_id)
     return inserted
 

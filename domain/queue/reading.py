@@ -1,5 +1,5 @@
 """Reading the trigger queue: one row as a run's reaction reads it, the live trigger holding a dedup key,
-the rows of a kind in a state, and the figures per kind and state."""
+the rows of a kind in a state, whether a kind has a trigger due, and the figures per kind and state."""
 
 from __future__ import annotations
 
@@ -46,6 +46,16 @@ def held_by_kind(session: Session, kind: str, state: QueueState, limit: int = 50
             .limit(limit)
         ).all()
     )
+
+
+def due(session: Session, kind: str) -> bool:
+    """Whether a trigger of `kind` is available and due now (what a worker would claim)."""
+    found = session.scalars(
+        select(Q.c.id)
+        .where(Q.c.state == S.AVAILABLE.value, Q.c.kind == kind, Q.c.available_at <= now_in(session))
+        .limit(1)
+    ).first()
+    return found is not None
 
 
 def live_id(session: Session, kind: str, dedup_key: str) -> int | None:

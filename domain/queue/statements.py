@@ -102,11 +102,30 @@ _VALUES = (
     "%(kind)s, %(tenant_id)s, %(payload)s, %(dedup_key)s, 'available', 0, %(max_attempts)s, %(available_at)s, "
     "%(now)s, %(now)s"
 )
-ENQUEUE_SQL = _sql(f"INSERT INTO trigger_queue ({_COLUMNS}) VALUES ({_VALUES}) RETURNING id")
+# PostgreSQL: every enqueue also sends `NOTIFY trigger_queue, '<kind>'` (delivered at its commit, dropped
+# on rollback; equal notices of one transaction are folded into one), so a worker listening for its kind
+# (domain/queue/listening.py) claims the trigger as soon as it is committed instead of at its next poll.
+QUEUE_CHANNEL = "trigger_queue"
+
+
+def _notifying(insert: str) -> str:
+    """PostgreSQL: `insert` (an INSERT ... RETURNING), with the notice of each inserted row's kind."""
+    return (
+        f"WITH inserted AS ({insert}, kind) SELECT inserted.* FROM inserted "
+        f"CROSS JOIN LATERAL (SELECT pg_notify('{QUEUE_CHANNEL}', inserted.kind)) AS notice"
+    )
+
+
+def _enqueue_sql(insert: str) -> tuple[str, str]:
+    """The insert, notifying on PostgreSQL; as it is on SQLite (which polls). Its rows end with the kind."""
+    return _notifying(insert), _sql(f"{insert}, kind")[1]
+
+
+_INSERT = f"INSERT INTO trigger_queue ({_COLUMNS}) VALUES ({_VALUES}) "
+ENQUEUE_SQL = _enqueue_sql(_INSERT + "RETURNING id")
 # The conflict target names the partial unique index by its columns and its predicate, written out.
-ENQUEUE_DEDUP_SQL = _sql(
-    f"INSERT INTO trigger_queue ({_COLUMNS}) VALUES ({_VALUES}) "
-    f"ON CONFLICT (kind, dedup_key) WHERE {LIVE_DEDUP_PREDICATE} DO NOTHING RETURNING id"
+ENQUEUE_DEDUP_SQL = _enqueue_sql(
+    _INSERT + f"ON CONFLICT (kind, dedup_key) WHERE {LIVE_DEDUP_PREDICATE} DO NOTHING RETURNING id"
 )
 LIVE_TWIN_SQL = _sql(
     "SELECT id, payload, tenant_id FROM trigger_queue WHERE kind = %(kind)s AND dedup_key = %(dedup_key)s "
@@ -115,7 +134,7 @@ LIVE_TWIN_SQL = _sql(
 # PostgreSQL, many keyed triggers of one kind: the triggers as three arrays (one statement text whatever
 # their number); RETURNING names each inserted row's key. One trigger, or SQLite: the one-row statements
 # above, once per trigger.
-ENQUEUE_KEYED_SQL = (
+ENQUEUE_KEYED_SQL = _notifying(
     f"INSERT INTO trigger_queue ({_COLUMNS}) "
     "SELECT %(kind)s, t.tenant_id, t.payload::jsonb, t.dedup_key, 'available', 0, %(max_attempts)s, "
     "%(available_at)s, %(now)s, %(now)s "

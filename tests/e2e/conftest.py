@@ -80,6 +80,8 @@ def stack(backend, database_url, tmp_path):
                 "api_port": api_port,
                 "proof_packet_dir": home / "proof-packets",
                 "log": log_path,
+                "processes": stack,  # the kill tests stop and start the daemon
+                "workspace": workspace,
             }
         finally:
             stack.stop()

@@ -32,8 +32,8 @@ from domain.phases import phases
 from domain.queue import queue
 from domain.release.release_graph import load_graph
 from orchestration_defs.executors import write_worker_config
-from orchestration_defs.phases import run_config as phase_run_config, run_tags as phase_run_tags
-from orchestration_defs.trigger_runs import LEASE_SECONDS, reconcile_launched
+from orchestration_defs.phases import run_tags as phase_run_tags
+from orchestration_defs.trigger_runs import reconcile_launched
 from resources.dagster_resources import DatabaseResource
 from sensors.release import release_queue_sensor
 from sensors.workflows import workflow_queue_sensor
@@ -310,10 +310,10 @@ def _completed_audit(engine, trigger_ids) -> Counter[int]:
     return Counter(rows)
 
 
-def test_a_phase_batch_step_killed_mid_batch_is_delivered_again_and_finishes_every_trigger_once(
+def test_a_phase_worker_step_killed_mid_batch_is_delivered_again_and_finishes_every_trigger_once(
     celery, sandbox, engine, tmp_path
 ):
-    """SIGKILL of the worker's step (pool) process mid phase_batch: Celery (acks late, reject on worker
+    """SIGKILL of the worker's step (pool) process mid-batch of a phase_worker run: Celery (acks late, reject on worker
     lost) delivers the step again, which finds its rows launched by its own run and finishes each one it
     had not finished. Every trigger ends done, reconciled as the sensors do, with one completed audit row."""
     sync_calls = r"/integrations/v1/syncs"
@@ -322,6 +322,7 @@ def test_a_phase_batch_step_killed_mid_batch_is_delivered_again_and_finishes_eve
         "PAYMENTS_API_URL": sandbox.url + "/payments",
         "PROOF_PACKET_DIR": str(tmp_path / "packets"),
         "PHASE_ROW_WORKERS": "4",
+        "PHASE_WORKER_IDLE_S": "0",  # the worker ends once nothing is due
         "HTTP_READ_TIMEOUT_S": "3600",  # a held call waits for the kill, not for a client timeout
     }
     sandbox.http.post("/_sandbox/integrations/config", json={"callbacks_enabled": False}).raise_for_status()
@@ -330,25 +331,22 @@ def test_a_phase_batch_step_killed_mid_batch_is_delivered_again_and_finishes_eve
     with autocommit(engine) as connection:  # as the API queues 40 users' phase-1 POSTs
         posts = [phases.posted(tenant, 1, phases.parse_request(1, {"user_id": f"user-{n}"})) for n in range(40)]
         ids = [a.trigger_id for a in phases.accept_many(connection, posts)]
-    with transaction(engine) as session:  # as the phase sensor claims them
-        claimed = queue.claim(session, [phases.KIND], 40, LEASE_SECONDS, "phase_queue_sensor")
-    assert sorted(c.id for c in claimed) == sorted(ids)
     # The first five syncs answer; every later one is held until the step process is killed.
     sandbox.fault("POST", sync_calls, action="delay", delay_s=0, count=5)
     sandbox.fault("POST", sync_calls, action="timeout", delay_s=3600, count=1000)
     celery.start_worker("worker-a")
-    run = celery.run_job("phase_batch", phase_run_config(claimed), "phases", phase_run_tags(claimed))
+    run = celery.run_job("phase_worker", {}, "phases", phase_run_tags())
 
     until(
         lambda: sum(_completed_audit(engine, ids).values()) == 5 and len(sandbox.calls("POST", sync_calls)) > 5,
         "five triggers completed and the next ones' calls held",
     )
-    [(_, step_pid)] = _step_pids(celery.home, "process_phase_triggers")
+    [(_, step_pid)] = _step_pids(celery.home, "work_phase_triggers")
     sandbox.http.delete("/_sandbox/faults").raise_for_status()  # the step's next delivery gets answers
     os.kill(step_pid, signal.SIGKILL)
 
     assert celery.wait(run, "phases") == 0
-    assert len(_step_pids(celery.home, "process_phase_triggers")) == 2  # delivered again, and ran
+    assert len(_step_pids(celery.home, "work_phase_triggers")) == 2  # delivered again, and ran
     run_id, _ = _events(celery.home, dg.DagsterEventType.RUN_SUCCESS)
     with dg.DagsterInstance.from_config(str(celery.home)) as instance:
         reconcile_launched(instance, engine, [phases.KIND])  # what the phase sensor's tick does

@@ -117,19 +117,9 @@ def test_every_flows_runs_carry_their_kind_and_tenant_runs_their_tenant_from_the
     workflow = {"ops": {"run_workflow_execution": {"config": {"workflow_execution_id": "e1", "tenant_id": "t2"}}}}
     assert run_limit_tags("workflow_execution", workflow) == {"wrk/flow": "workflow", "wrk/tenant_id": "t2"}
 
-    def phases(*tenants: str) -> dict:
-        rows = [
-            {"trigger_id": i, "claim_token": "c", "attempt": 1, "payload_json": json.dumps({"tenant_id": t})}
-            for i, t in enumerate(tenants)
-        ]
-        return {"ops": {"process_phase_triggers": {"config": {"rows": rows}}}}
-
-    # A phase batch counts against its kind only, even with one tenant's triggers: at the tenant limit it
-    # would wait queued, and the phase sensor, which counts queued batches, would stop every tenant's phases.
-    assert run_limit_tags("phase_batch", phases("t3", "t3")) == {"wrk/flow": "phase"}
-    assert run_limit_tags("phase_batch", phases("t3", "t4")) == {"wrk/flow": "phase"}
-    malformed = {"ops": {"process_phase_triggers": {"config": {"rows": [{"payload_json": "{not json"}, 7]}}}}
-    assert run_limit_tags("phase_batch", malformed) == {"wrk/flow": "phase"}  # submitted; Dagster rejects it
+    # A phase worker counts against its kind only (it takes every tenant's triggers): at a tenant limit it
+    # would wait queued, and the phase sensor, which counts queued workers, would stop every tenant's phases.
+    assert run_limit_tags("phase_worker", {}) == {"wrk/flow": "phase"}
     # platform-wide work: no tenant, its kind only
     assert run_limit_tags("release_build", _release_config("v1")) == {"wrk/release_tag": "v1", "wrk/flow": "release"}
     assert run_limit_tags("outcome_sync_job", {}) == {"wrk/flow": "batch"}

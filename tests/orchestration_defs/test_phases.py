@@ -1,4 +1,5 @@
-"""The seven-phase pipeline in process: the phase sensor claims a batch and launches ONE run for it; each
+"""The seven-phase pipeline in process: the phase sensor launches a worker run while triggers are due;
+the worker claims them in batches and ends when none is left (PHASE_WORKER_IDLE_S=0 here); each
 phase's action goes through the integrations and payments resources (the sandbox over real HTTP); each
 trigger has its own outcome (one failing row goes back to the queue alone, with the queue's backoff);
 progress never moves backwards and every phase run leaves an audit row; and one phase-1 POST drives the
@@ -32,7 +33,7 @@ from domain.core.store import autocommit, transaction
 from domain.core.urls import header_value
 from domain.phases import phase_metrics, phases
 from domain.queue.triggers import PhaseTrigger
-from orchestration_defs.phases import Outside, phase_batch, user_tag
+from orchestration_defs.phases import Outside, phase_worker, user_tag
 from resources.dagster_resources import DatabaseResource, IntegrationsResource, PaymentsResource
 from resources.integrations import integrations_client
 from resources.payments import payments_client
@@ -49,6 +50,7 @@ def phase_env(flow_env, sandbox, tmp_path, monkeypatch):
         "PAYMENTS_API_URL": sandbox.url + "/payments",
         "PROOF_PACKET_DIR": str(tmp_path / "packets"),
         "PHASE_ROW_WORKERS": "4",
+        "PHASE_WORKER_IDLE_S": "0",  # a worker in process ends once nothing is due
     }.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
@@ -79,11 +81,9 @@ def _tick(instance, database_url) -> list[dg.RunRequest]:
 
 
 def _run(instance, database_url, request: dg.RunRequest) -> dict:
-    result = phase_batch.execute_in_process(
-        run_config=request.run_config, instance=instance, tags=request.tags, resources=_resources(database_url)
-    )
+    result = phase_worker.execute_in_process(instance=instance, tags=request.tags, resources=_resources(database_url))
     assert result.success
-    return result.output_for_node("process_phase_triggers")
+    return result.output_for_node("work_phase_triggers")
 
 
 def _accept(engine, tenant, phase, **body) -> int:
@@ -113,26 +113,38 @@ def _calls(sandbox, path):
     return sandbox.calls("POST", path)
 
 
-def test_one_run_takes_the_batch_tagged_with_phases_count_and_users(phase_env, sandbox, engine, tenant, database_url):
+def test_one_worker_takes_the_due_triggers_tagged_with_phases_count_and_users(
+    phase_env, sandbox, engine, tenant, database_url
+):
     instance = dg.DagsterInstance.ephemeral()
+    assert _tick(instance, database_url) == []  # nothing due: no worker
     ids = [
         _accept(engine, tenant, 1, user_id="alice", sync_id="s1", seller_id="sel"),
         _accept(engine, tenant, 2, user_id="bob", sync_id="s2"),
         _accept(engine, tenant, 3, user_id="carol@example.com", sync_id="s3"),
     ]
     requests = _tick(instance, database_url)
-    assert len(requests) == 1
-    tags = requests[0].tags
-    assert tags["wrk/phase_count"] == "3" and tags["wrk/phases"] == "1,2,3" and "wrk/phase" not in tags
-    assert tags["wrk/user.alice"] == "alice" and tags["wrk/user.bob"] == "bob"
-    assert tags[user_tag("carol@example.com")] == "carol@example.com"
-    assert tags["wrk/tenants"] == tenant and "wrk/tenant_id" not in tags  # limited per kind, not per tenant
-    assert _tick(instance, database_url) == []  # claimed rows are not claimed again
+    assert len(requests) == 1 and requests[0].tags["wrk/queue_kind"] == "phase"
+    assert [_state(engine, i).state for i in ids] == ["available"] * 3  # the worker claims them itself
     counts = _run(instance, database_url, requests[0])
     assert counts["completed"] == 3
     assert all(_state(engine, i).state == "done" for i in ids)
+    assert _tick(instance, database_url) == []  # nothing due any more
     runs = instance.get_runs(filters=dg.RunsFilter(tags={"wrk/user.alice": "alice"}))
     assert len(runs) == 1 and all(_state(engine, i).run_id == runs[0].run_id for i in ids)
+    tags = runs[0].tags
+    assert tags["wrk/phase_count"] == "3" and tags["wrk/phases"] == "1,2,3" and tags["wrk/phase"] == "1,2,3"
+    assert tags["wrk/user.alice"] == "alice" and tags["wrk/user.bob"] == "bob"
+    assert tags[user_tag("carol@example.com")] == "carol@example.com"
+    assert tags["wrk/tenants"] == tenant and "wrk/tenant_id" not in tags  # limited per kind, not per tenant
+    # each trigger's outcome is in the run's log, with its phase and user (the UI shows it)
+    logged = "\n".join(
+        r.event_log_entry.user_message
+        for r in instance.get_records_for_run(runs[0].run_id).records
+        if r.event_log_entry.dagster_event is None
+    )
+    for trigger_id, phase, user in zip(ids, (1, 2, 3), ("alice", "bob", "carol@example.com"), strict=True):
+        assert f"trigger {trigger_id}: phase {phase}, user {user}, completed" in logged
     # each phase's action: one backend call, with the trigger's idempotency key and our call-back URL
     for path, trigger_id in (
         ("/integrations/v1/syncs", ids[0]),
@@ -154,35 +166,36 @@ def test_one_run_takes_the_batch_tagged_with_phases_count_and_users(phase_env, s
         assert (progress.phase, progress.status, progress.percent, progress.seller_id) == (1, "completed", 14, "sel")
 
 
-def test_a_tick_fills_every_free_run_slot_with_a_batch_of_its_own(phase_env, engine, tenant, database_url, monkeypatch):
-    monkeypatch.setenv("PHASE_BATCH_SIZE", "2")
-    monkeypatch.setenv("PHASE_RUNS_IN_FLIGHT", "2")
+def test_the_sensor_launches_one_more_worker_a_tick_while_triggers_are_due_up_to_phase_workers(
+    phase_env, engine, tenant, database_url, monkeypatch
+):
+    monkeypatch.setenv("PHASE_WORKERS", "2")
     get_settings.cache_clear()
     instance = dg.DagsterInstance.ephemeral()
-    ids = [_accept(engine, tenant, 1, user_id=f"u{n}", sync_id="s") for n in range(5)]
-    requests = _tick(instance, database_url)
-    rows = [r.run_config["ops"]["process_phase_triggers"]["config"]["rows"] for r in requests]
-    assert [[row["trigger_id"] for row in batch] for batch in rows] == [ids[0:2], ids[2:4]]  # one per slot
-    assert len({r.run_key for r in requests}) == 2
-    assert [_state(engine, i).state for i in ids] == ["claimed"] * 4 + ["available"]  # the fifth waits
+    _accept(engine, tenant, 1, user_id="w", sync_id="s")
+    first = _tick(instance, database_url)
+    assert len(first) == 1
+    instance.create_run_for_job(phase_worker, tags=first[0].tags, status=dg.DagsterRunStatus.STARTED)
+    (second,) = _tick(instance, database_url)  # still due: a second worker
+    assert second.run_key != first[0].run_key  # new for every launch
+    instance.create_run_for_job(phase_worker, tags=second.tags, status=dg.DagsterRunStatus.STARTING)
+    assert _tick(instance, database_url) == []  # two live (a starting one counts): no third
 
 
 @pytest.mark.parametrize(("max_triggers", "done"), [(1000, 5), (3, 3)])
-def test_a_run_under_a_burst_takes_the_next_batches_itself(
+def test_a_worker_takes_batch_after_batch_until_none_is_due_or_it_took_its_maximum(
     phase_env, engine, tenant, database_url, monkeypatch, max_triggers, done
 ):
-    """A full batch means more may be due: the run claims the next batches itself (launched with its id,
-    its tags updated so the UI finds every user), until a batch comes back short or it holds
-    PHASE_RUN_MAX_TRIGGERS."""
+    """A worker claims PHASE_BATCH_SIZE at a time (launched with its id, its tags updated so the UI finds
+    every user) until nothing is due or it took PHASE_RUN_MAX_TRIGGERS; then it ends."""
     monkeypatch.setenv("PHASE_BATCH_SIZE", "2")
-    monkeypatch.setenv("PHASE_RUNS_IN_FLIGHT", "1")
     monkeypatch.setenv("PHASE_RUN_MAX_TRIGGERS", str(max_triggers))
     get_settings.cache_clear()
     instance = dg.DagsterInstance.ephemeral()
     ids = [_accept(engine, tenant, 1 + n % 2, user_id=f"b{n}", sync_id="s") for n in range(5)]
     (request,) = _tick(instance, database_url)
     counts = _run(instance, database_url, request)
-    assert counts["completed"] == done and counts["taken_by_the_run"] == done - 2
+    assert counts["completed"] == done
     (run,) = instance.get_runs()
     assert [_state(engine, i).state for i in ids] == ["done"] * done + ["available"] * (5 - done)
     assert {_state(engine, i).run_id for i in ids[:done]} == {run.run_id}
@@ -195,27 +208,15 @@ def test_a_step_delivered_again_carries_on_with_every_row_its_run_holds_and_does
     phase_env, sandbox, engine, tenant, database_url, monkeypatch
 ):
     """EXECUTOR=celery acks a step late: its worker lost mid-step, the step runs again in the same run,
-    finding its rows launched by that run. It processes every one it has not finished (those the run took
-    itself included), none twice; a run that did nothing would leave them for reconciliation's evidence
+    finding its rows launched by that run. It processes every one it has not finished first, none twice; a run that did nothing would leave them for reconciliation's evidence
     check instead (orchestration_defs/trigger_runs.py on_success)."""
-    from orchestration_defs.phases import claim_more, launch_rows, process_row
+    from orchestration_defs.phases import claim_more, process_row
 
-    monkeypatch.setenv("PHASE_BATCH_SIZE", "4")
-    monkeypatch.setenv("PHASE_RUNS_IN_FLIGHT", "1")
     get_settings.cache_clear()
     ids = [_accept(engine, tenant, 1, user_id=f"r{n}", sync_id="s") for n in range(6)]
-    (request,) = _tick(dg.DagsterInstance.ephemeral(), database_url)
-    config = request.run_config["ops"]["process_phase_triggers"]["config"]["rows"]
-    rows = [
-        phases.PhaseRow(
-            r["trigger_id"], r["claim_token"], r["attempt"], PhaseTrigger.model_validate_json(r["payload_json"])
-        )
-        for r in config
-    ]
     run_id = str(uuid.uuid4())  # the run whose step is delivered twice
-    # The first delivery: it launched its batch, took two more, finished two triggers, then was lost.
-    assert launch_rows(engine, rows, run_id) == rows
-    taken = claim_more(engine, 2, run_id)
+    # The first delivery: it took four triggers, finished two, then was lost.
+    rows = claim_more(engine, 4, run_id)
     outside = Outside(integrations_client(), payments_client(), Path(phase_env.proof_packet_dir))
     try:
         assert [process_row(engine, r, run_id, outside, _Log()) for r in rows[:2]] == ["completed"] * 2
@@ -223,16 +224,11 @@ def test_a_step_delivered_again_carries_on_with_every_row_its_run_holds_and_does
         outside.integrations.close()
         outside.payments.close()
     # The second delivery, in the same run (its own process: a Dagster instance of its own).
-    result = phase_batch.execute_in_process(
-        run_config=request.run_config,
-        instance=dg.DagsterInstance.ephemeral(),
-        tags=request.tags,
-        resources=_resources(database_url),
-        run_id=run_id,
+    result = phase_worker.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), resources=_resources(database_url), run_id=run_id
     )
-    counts = result.output_for_node("process_phase_triggers")
-    assert (counts["completed"], counts["not_held"], counts["taken_by_the_run"]) == (4, 2, 2)
-    assert [t.trigger_id for t in taken] == ids[4:]
+    counts = result.output_for_node("work_phase_triggers")
+    assert (counts["completed"], counts["carried"]) == (4, 2)  # the two it held, then the two still due
     assert all(_state(engine, i).state == "done" and _state(engine, i).run_id == run_id for i in ids)
     for n in range(6):
         assert [(a.outcome, a.trigger_id) for a in _audit(engine, f"r{n}")] == [("completed", ids[n])]
@@ -254,8 +250,9 @@ def test_phase_four_routes_at_the_exact_boundaries(phase_env, sandbox, engine, t
     ]
     trigger = _accept(engine, tenant, 4, user_id="u4", sync_id="s4", matches=matches)
     (request,) = _tick(instance, database_url)
-    assert request.tags["wrk/phase"] == "4" and request.tags["wrk/phase_count"] == "1"
     _run(instance, database_url, request)
+    (run,) = instance.get_runs()
+    assert run.tags["wrk/phase"] == "4" and run.tags["wrk/phase_count"] == "1"
     assert _state(engine, trigger).state == "done"
     submitted = _calls(sandbox, "/integrations/v1/claims")
     assert len(submitted) == 1 and submitted[0]["idempotency_key"] == f"submit:{tenant}:u4:auto"
@@ -372,7 +369,6 @@ def test_a_failing_row_goes_back_to_the_queue_alone_with_the_queues_backoff(
     with transaction(engine) as session:  # the backoff has passed
         session.execute(update(TriggerQueue).where(TriggerQueue.id == bad).values(available_at=row.updated_at))
     (retry,) = _tick(instance, database_url)
-    assert retry.tags["wrk/phase_count"] == "1" and retry.tags["wrk/user.fc"] == "fc"
     assert _run(instance, database_url, retry)["completed"] == 1
     assert _state(engine, bad).state == "done" and _state(engine, bad).attempts == 2
     assert [a.outcome for a in _audit(engine, "fc")] == ["failed", "completed"]
@@ -503,37 +499,28 @@ def _other_tenant(engine) -> str:
         return factories.tenant(session).id
 
 
-def test_a_batch_run_that_never_started_sends_its_triggers_back_with_backoff(
+def test_a_worker_that_failed_sends_the_triggers_it_held_back_with_backoff(
     phase_env, sandbox, engine, tenant, database_url
 ):
-    from sensors.phases import phase_batch_failure_sensor
+    """A worker killed mid-batch leaves its triggers launched; run monitoring fails its run, and the
+    sensor's next tick (reconciliation) sends each back with the kind's backoff, finished ones left alone."""
+    from orchestration_defs.phases import claim_more
 
     instance = dg.DagsterInstance.ephemeral()
     ids = [_accept(engine, tenant, 1, user_id=f"ns{i}", sync_id="s") for i in range(3)]
-    (request,) = _tick(instance, database_url)
-    run = instance.create_run_for_job(
-        phase_batch, run_config=request.run_config, tags=request.tags, status=dg.DagsterRunStatus.STARTING
-    )
-    # What run monitoring does to a run whose worker never came up: the failure, then the sensor.
-    instance.report_run_failed(run)
-    event = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records[-1]
-    context = dg.build_run_status_sensor_context(
-        sensor_name=phase_batch_failure_sensor.name,
-        dagster_instance=instance,
-        dagster_run=instance.get_run_by_id(run.run_id),
-        dagster_event=event.event_log_entry.dagster_event,
-        resources={"database": DatabaseResource(url=database_url)},
-    )
-    phase_batch_failure_sensor(context.for_run_failure())
+    run = instance.create_run_for_job(phase_worker, status=dg.DagsterRunStatus.STARTED)
+    assert [r.trigger_id for r in claim_more(engine, 10, run.run_id)] == ids
+    instance.report_run_failed(run, "run worker gone")  # what run monitoring does to a killed worker
+    assert _tick(instance, database_url) == []  # reconciled; nothing due before the backoff
     for trigger_id in ids:
         row = _state(engine, trigger_id)
         assert (row.state, row.attempts, row.run_id) == ("available", 1, run.run_id)
         assert row.available_at - row.updated_at >= timedelta(seconds=5)
-    with transaction(engine) as session:  # the backoff has passed: one new batch takes all three
+    with transaction(engine) as session:  # the backoff has passed: one new worker takes all three
         session.execute(update(TriggerQueue).where(TriggerQueue.id.in_(ids)).values(available_at=row.updated_at))
     (again,) = _tick(instance, database_url)
     assert _run(instance, database_url, again)["completed"] == 3
-    assert all(_state(engine, i).state == "done" for i in ids)
+    assert all(_state(engine, i).state == "done" and _state(engine, i).attempts == 2 for i in ids)
 
 
 def test_phase_four_submits_the_claim_of_a_user_whose_id_is_not_ascii(phase_env, sandbox, engine, tenant, database_url):
