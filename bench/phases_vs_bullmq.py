@@ -17,8 +17,8 @@ trigger's time goes, stage by stage (`phase_stage_*_ms`, p50 with p95 beside it;
 
 Environment: BENCH_ROUNDS (3), BENCH_PHASE_TRIGGERS (2000), BENCH_PHASE_CLIENTS (16),
 BENCH_PHASE_LOW_RATE_SAMPLES (30), BENCH_PHASE_C32_POSTS (1000), API_WORKERS (both sides' server
-processes; one per core). The peer's worker runs 8 jobs at once, as PHASE_RUNS_IN_FLIGHT (2) runs of
-PHASE_ROW_WORKERS (4) triggers do here. scripts/ensure-bullmq-peer installs Node.js, redis-server and
+processes; one per core). The peer's worker runs as many jobs at once as our phase workers process
+triggers: PHASE_WORKERS x PHASE_ROW_WORKERS (2 x 4). scripts/ensure-bullmq-peer installs Node.js, redis-server and
 the peer's npm packages when missing.
 """
 
@@ -50,7 +50,6 @@ CLIENTS = int(os.environ.get("BENCH_PHASE_CLIENTS", "16"))
 LOW_RATE_SAMPLES = int(os.environ.get("BENCH_PHASE_LOW_RATE_SAMPLES", "30"))
 C32_POSTS = int(os.environ.get("BENCH_PHASE_C32_POSTS", "1000"))
 PEER = ROOT / "bench" / "peers" / "bullmq"
-PEER_CONCURRENCY = 8  # PHASE_RUNS_IN_FLIGHT x PHASE_ROW_WORKERS, their defaults
 REDIS = {
     "everysec": ["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""],
     "nopersist": ["--appendonly", "no", "--save", ""],
@@ -188,6 +187,7 @@ def peer(number: int, mode: str, redis_server: str) -> Figures:
     from tests.servers import free_port
 
     stack = Stack(postgres_engine(), api=False)
+    settings = Settings(environment="development")
     try:
         redis_port, peer_port = free_port(), free_port()
         data = tempfile.mkdtemp(prefix="wrk-bench-redis-", dir=stack.home)
@@ -201,9 +201,9 @@ def peer(number: int, mode: str, redis_server: str) -> Figures:
             "REDIS_PORT": str(redis_port),
             "PEER_PORT": str(peer_port),
             "API_WORKERS": str(api_workers()),
-            "PEER_CONCURRENCY": str(PEER_CONCURRENCY),
+            "PEER_CONCURRENCY": str(settings.phase_workers * settings.phase_row_workers),
             "INTEGRATIONS_API_URL": stack.sandbox + "/integrations",
-            "JWT_SECRET": Settings(environment="development").jwt_secret.get_secret_value(),
+            "JWT_SECRET": settings.jwt_secret.get_secret_value(),
         }
         server = stack.processes.spawn("node", str(PEER / "server.js"), env=env)
         stack.processes.spawn("node", str(PEER / "worker.js"), env=env)

@@ -11,7 +11,7 @@ module.exports = {
   databaseUrl: env.DATABASE_URL, // a database migrated by the project: the same tables it writes
   port: Number(env.PEER_PORT || 4600),
   serverProcesses: Number(env.API_WORKERS || 1), // as the project's API: one process per core
-  // As the project's phase runs: PHASE_RUNS_IN_FLIGHT (2) runs of PHASE_ROW_WORKERS (4) triggers at once.
+  // As the project's phase workers: PHASE_WORKERS (2) runs of PHASE_ROW_WORKERS (4) triggers at once.
   concurrency: Number(env.PEER_CONCURRENCY || 8),
   integrationsUrl: env.INTEGRATIONS_API_URL, // the sandbox's integrations emulator
   integrationsToken: env.INTEGRATIONS_API_TOKEN || 'sandbox-token',
