@@ -196,6 +196,16 @@ DEMO_WORKFLOW = {
             "timeout": "PT1H",
             "on_timeout": "reject",
             "depends_on": ["forecast"],
+            "fields": [
+                {
+                    "name": "priority",
+                    "type": "choice",
+                    "label": "Priority",
+                    "options": ["normal", "urgent"],
+                    "default": "normal",
+                },
+                {"name": "note", "type": "string", "label": "Note for the account team", "help": "Optional"},
+            ],
         },
         {
             "name": "announce",
@@ -205,6 +215,8 @@ DEMO_WORKFLOW = {
                 "job": "account-review",
                 "account_id": {"$ref": "/input/account_id"},
                 "forecast": {"$ref": "/steps/forecast/output/value"},
+                "priority": {"$ref": "/steps/review/output/fields/priority"},
+                "note": {"$ref": "/steps/review/output/fields/note"},
             },
             "depends_on": ["review"],
         },

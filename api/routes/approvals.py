@@ -29,8 +29,10 @@ from api.requests import engine, json_body
 from domain.core.models import ApprovalStatus, HitlApproval, HitlApprovalCallback
 from domain.core.settings import Settings
 from domain.core.store import read_transaction, transaction
-from domain.workflows import approvals
+from domain.workflows import approvals, decision_fields
 from domain.workflows.approval_links import LINK_PATH, ExpiredLink, InvalidLink, verify
+from domain.workflows.decision_fields import FieldValuesInvalid
+from domain.workflows.definition_errors import DefinitionInvalid
 
 # Who may use the approval routes at all (each in the request's tenant). Deciding further needs to be an
 # assignee, or ops_admin/admin; opening a standalone request needs one of REQUEST_ROLES.
@@ -83,6 +85,10 @@ class ApprovalOut(BaseModel):
     decided_by: str | None
     decided_at: dt.datetime | None
     decision_comment: str | None
+    fields: list[dict[str, Any]] = Field(description="the decision fields it asks for, as declared")
+    field_values: dict[str, Any] | None = Field(
+        description="the values its decision recorded (a timeout's: the defaults); null until then"
+    )
     created_at: dt.datetime
     audit: list[AuditEntry] | None = None
     callback: CallbackOut | None = None
@@ -105,6 +111,11 @@ class StandaloneRequest(BaseModel):
     on_timeout: Literal["approve", "reject", "fail"] = "reject"
     context: dict[str, Any] = Field(default_factory=dict)
     callback_url: AnyHttpUrl | None = None
+    fields: list[Any] = Field(
+        default_factory=list,
+        description="decision fields: {name, type: string|number|boolean|choice, label, required, options, "
+        "default, help}",
+    )
 
     @field_validator("assignees")
     @classmethod
@@ -129,6 +140,7 @@ class DecisionRequest(BaseModel):
 
     decision: Literal["approve", "reject"]
     comment: str | None = Field(default=None, max_length=2000)
+    fields: dict[str, Any] = Field(default_factory=dict, description="the values of the approval's decision fields")
 
 
 def view(session: Any, row: HitlApproval, *, detail: bool = False) -> dict[str, Any]:
@@ -233,6 +245,10 @@ async def create_approval(request: Request) -> JSONResponse:
         raise Problem(
             422, "validation_error", f"callback_url: {message}", errors=[{"field": "callback_url", "message": message}]
         )
+    try:
+        fields = decision_fields.parse_fields(body.fields, "fields", settings)
+    except DefinitionInvalid as exc:
+        raise invalid(exc) from None
 
     def apply() -> dict[str, Any]:
         with transaction(engine(request)) as session:
@@ -246,6 +262,7 @@ async def create_approval(request: Request) -> JSONResponse:
                 on_timeout=body.on_timeout,
                 context=body.context,
                 callback_url=str(body.callback_url) if body.callback_url else None,
+                fields=fields,
                 settings=settings,
             )
             return view(session, row)
@@ -253,6 +270,11 @@ async def create_approval(request: Request) -> JSONResponse:
     created = await run_in_threadpool(apply)
     prefix = "/v1/hitl" if request.url.path.startswith("/v1/") else "/hitl"
     return JSONResponse(created, status_code=201, headers={"Location": f"{prefix}/approvals/{created['id']}"})
+
+
+def invalid(exc: DefinitionInvalid | FieldValuesInvalid) -> Problem:
+    """A 422 naming each refused field (`fields[0].type`, `fields.<name>`)."""
+    return Problem(422, "validation_error", str(exc), errors=exc.errors)
 
 
 def already_decided(row: HitlApproval, status_code: int = 409, code: str = "approval_already_decided") -> Problem:
@@ -282,9 +304,13 @@ async def decide(request: Request) -> JSONResponse:
                     user_id=principal.sub,
                     roles=principal.roles_in(tenant),
                     comment=body.comment,
+                    fields=body.fields,
+                    settings=request.app.state.settings,
                 )
             except approvals.ApprovalNotFound:
                 raise not_found(approval_id) from None
+            except FieldValuesInvalid as exc:
+                raise invalid(exc) from None
             except approvals.NotAnAssignee:
                 raise Problem(
                     403, "forbidden", f"only an assignee of approval {approval_id} (or ops_admin/admin) may decide"

@@ -123,9 +123,9 @@ def _tenant(request: Request) -> tuple[str, str]:
     return tenant_from_header(request, principal), principal.sub
 
 
-def _spec(body: Any) -> Any:
+def _spec(request: Request, body: Any) -> Any:
     try:
-        return parse(body)
+        return parse(body, request.app.state.settings)
     except DefinitionInvalid as exc:
         raise Problem(422, "validation_error", str(exc), errors=exc.errors) from exc
 
@@ -148,7 +148,7 @@ def _name_taken(name: str) -> Problem:
 
 async def create_workflow(request: Request) -> JSONResponse:
     tenant, actor = _tenant(request)
-    spec = _spec(await json_value(request))
+    spec = _spec(request, await json_value(request))
 
     def apply() -> dict[str, Any]:
         with transaction(engine(request)) as session:
@@ -169,7 +169,7 @@ async def create_workflow(request: Request) -> JSONResponse:
 async def update_workflow(request: Request) -> JSONResponse:
     tenant, actor = _tenant(request)
     workflow_id = request.path_params["workflow_id"]
-    spec = _spec(await json_value(request))
+    spec = _spec(request, await json_value(request))
 
     def apply() -> dict[str, Any] | None:
         with transaction(engine(request)) as session:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal, get_args
 from urllib.parse import urlsplit
@@ -303,6 +303,9 @@ class Settings(BaseSettings):
     # The hosts a standalone request's callback_url may name (the orchestrator POSTs there): "host" exactly,
     # or ".example.com" for its subdomains. Empty: any host.
     approval_callback_hosts: list[str] = []
+    # Decision fields an approval may declare: how many, and the longest string value (or default) in characters.
+    decision_fields_max: int = Field(default=20, ge=1, le=200)
+    decision_field_max_length: int = Field(default=2000, ge=1, le=100_000)
     # Seven-phase pipeline (domain/phases/phases.py, orchestration_defs/phases.py)
     integrations_api_url: str = ""  # default: the sandbox's emulator, http://127.0.0.1:SANDBOX_PORT/integrations
     integrations_api_token: SecretStr = SecretStr(SANDBOX_TOKEN)
@@ -465,6 +468,35 @@ def exit_when_misconfigured(program: str) -> Iterator[None]:
         raise SystemExit(EXIT_MISCONFIGURED) from None
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return load_settings()
+class _SettingsCache:
+    """`get_settings()`: the settings read once per process. `cache_clear()` makes the next call read the
+    environment again; a read that started before the clear (on another thread) is returned to its caller
+    but not kept, so a background thread can never store settings from before a change of environment."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._settings: Settings | None = None
+
+    def __call__(self) -> Settings:
+        with self._lock:
+            if self._settings is not None:
+                return self._settings
+            generation = self._generation
+        settings = load_settings()
+        with self._lock:
+            if self._generation == generation and self._settings is None:
+                self._settings = settings
+            return self._settings if self._settings is not None else settings
+
+    def cached(self) -> Settings | None:
+        """The settings kept, if any (tests check that a thread built none)."""
+        return self._settings
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._settings = None
+
+
+get_settings = _SettingsCache()

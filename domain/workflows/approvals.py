@@ -50,7 +50,9 @@ from domain.core.models import (
 from domain.core.settings import Settings, get_settings
 from domain.core.store import is_postgres
 from domain.queue import queue
+from domain.workflows import decision_fields
 from domain.workflows.approval_links import approval_links
+from domain.workflows.decision_fields import DecisionField
 
 A = ApprovalStatus
 T: Table = HitlApproval.__table__  # type: ignore[assignment]
@@ -123,11 +125,13 @@ def open_approval(
     step_name: str | None = None,
     context: dict[str, Any] | None = None,
     callback_url: str | None = None,
+    fields: Sequence[DecisionField] = (),
     settings: Settings | None = None,
 ) -> HitlApproval:
     """A pending approval in the caller's transaction (no network): the row, its audit row, and one
     e-mail (with signed links) and one in-app notification per assignee through the outbox. Idempotent
-    per (workflow_execution_id, step_name): a second call returns the existing row."""
+    per (workflow_execution_id, step_name): a second call returns the existing row. `fields`: the
+    decision fields it asks for (checked by decision_fields.parse_fields)."""
     if not assignees:
         raise ValueError("an approval needs at least one assignee")
     if timeout <= dt.timedelta(0):
@@ -152,6 +156,7 @@ def open_approval(
         on_timeout=on_timeout,
         on_reject=on_reject,
         callback_url=callback_url,
+        fields=[f.as_json() for f in fields],
         created_at=now,
     )
     if workflow_execution_id is not None:
@@ -359,6 +364,7 @@ def _move(
     also: ColumnElement[bool] | None = None,
     reason: str | None = None,
     metadata: dict[str, Any] | None = None,
+    field_values: dict[str, Any] | None = None,
 ) -> HitlApproval | None:
     """The one move: a conditional UPDATE from the statuses the table allows to reach `to` (and `also`).
     Returns the moved row with its follow-ups written, or None when another move won (nothing written)."""
@@ -376,12 +382,15 @@ def _move(
             decided_by=decided_by,
             decided_at=now if to is not A.CANCELLED else None,
             decision_comment=comment,
+            field_values=field_values,
         )
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return None
     row = session.get(HitlApproval, approval_id, populate_existing=True)
     assert row is not None
+    if field_values:
+        metadata = {**(metadata or {}), "fields": field_values}
     session.add(
         _audit(row, previous if previous in sources else A.PENDING.value, to, actor, now, comment, reason, metadata)
     )
@@ -464,6 +473,8 @@ def callback_body(row: HitlApproval) -> dict[str, Any]:
         "decided_at": row.decided_at.isoformat() if row.decided_at else None,
         "comment": row.decision_comment,
         "context": row.context,
+        "fields": row.fields,
+        "field_values": row.field_values,
     }
 
 
@@ -488,10 +499,14 @@ def decide(
     via: str = "api",
     metadata: dict[str, Any] | None = None,
     now: dt.datetime | None = None,
+    fields: Mapping[str, Any] | None = None,
+    settings: Settings | None = None,
 ) -> Decided:
-    """A person's decision, in the caller's transaction. Raises ApprovalNotFound (not in this tenant),
-    NotAnAssignee. A decision that comes after the approval left pending does not win (`won` False);
-    one at or after `expires_at` expires the approval (on_timeout applied) and does not win either."""
+    """A person's decision, in the caller's transaction, with the values of the approval's decision
+    fields (typed; see decision_fields). Raises ApprovalNotFound (not in this tenant), NotAnAssignee,
+    FieldValuesInvalid (checked while the approval is pending). A decision that comes after the approval
+    left pending does not win (`won` False); one at or after `expires_at` expires the approval
+    (on_timeout applied) and does not win either."""
     if decision not in DECISION_STATUS:
         raise ValueError(f"unknown decision {decision!r}")
     row = get(session, tenant_id, approval_id)
@@ -499,6 +514,9 @@ def decide(
         raise ApprovalNotFound(approval_id)
     if not may_decide(row, user_id, roles):
         raise NotAnAssignee(approval_id)
+    values = None
+    if row.status == A.PENDING.value:
+        values = decision_fields.validate_values(decision_fields.declared(row), fields, decision, settings)
     now = now or _now(session)
     moved = _move(
         session,
@@ -511,6 +529,7 @@ def decide(
         decided_by=user_id,
         also=T.c.expires_at > now,
         metadata={"via": via, **(metadata or {})},
+        field_values=values,
     )
     if moved is not None:
         return Decided(moved, True)
@@ -536,6 +555,7 @@ def _expire(
         also=T.c.expires_at <= now,
         reason=f"timed out at {row.expires_at.isoformat()}; on_timeout {row.on_timeout} applied",
         metadata=metadata,
+        field_values=decision_fields.default_values(decision_fields.declared(row)),
     )
 
 

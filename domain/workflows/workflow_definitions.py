@@ -5,6 +5,10 @@ unknown name is refused naming it). Step bodies are plain JSON in which `{"$ref"
 objects are replaced, at run time, by the value the pointer names in `{"input": ..., "steps": {name:
 {"output": ...}}}` (RFC 6901; no code is ever evaluated). A pointer may only name the execution input or
 the output of a step the step depends on, directly or not, so the value exists when the step runs.
+
+An approval step may declare decision fields (`fields`, see decision_fields.py); its output then holds
+their values under `fields`, so a later step reads one as `/steps/<approval step>/output/fields/<name>`
+(a pointer into an approval step's `fields` must name one it declares).
 """
 
 from __future__ import annotations
@@ -14,6 +18,10 @@ from typing import Annotated, Any, Literal
 from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from domain.core.settings import Settings
+from domain.workflows import decision_fields
+from domain.workflows.definition_errors import DefinitionInvalid as DefinitionInvalid
 
 SERVICES = (
     "integration_manager",
@@ -26,14 +34,6 @@ SERVICES = (
 EVENT_TYPES = ("shard.updated", "integration.opportunity.updated")
 STEP_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 MAX_DECODINGS = 4  # a step path percent-encoded more often than this is refused, not decoded further
-
-
-class DefinitionInvalid(ValueError):
-    """A definition refused; `errors` name each field (`steps[2].depends_on`, ...)."""
-
-    def __init__(self, errors: list[dict[str, str]]) -> None:
-        super().__init__("invalid workflow definition: " + ", ".join(e["field"] for e in errors))
-        self.errors = errors
 
 
 class _Step(BaseModel):
@@ -88,6 +88,8 @@ class ApprovalStep(_Step):
     timeout: timedelta  # ISO 8601 duration ("PT30M", "P1D")
     on_timeout: Literal["approve", "reject", "fail"] = "reject"
     on_reject: Literal["stop", "continue"] = "stop"
+    # Decision fields as declared; checked (and normalised) by decision_fields.parse_fields in parse().
+    fields: list[Any] = Field(default_factory=list)
 
     @field_validator("timeout")
     @classmethod
@@ -134,7 +136,7 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def parse(body: Any) -> WorkflowSpec:
+def parse(body: Any, settings: Settings | None = None) -> WorkflowSpec:
     """The definition in `body`, or DefinitionInvalid naming every bad field."""
     try:
         spec = WorkflowSpec.model_validate(body)
@@ -142,6 +144,17 @@ def parse(body: Any) -> WorkflowSpec:
         raise DefinitionInvalid(
             [{"field": _field(tuple(e["loc"])), "message": e["msg"]} for e in exc.errors()]
         ) from None
+    errors: list[dict[str, str]] = []
+    for i, step in enumerate(spec.steps):
+        if isinstance(step, ApprovalStep):
+            try:
+                declared = decision_fields.parse_fields(step.fields, f"steps[{i}].fields", settings)
+            except DefinitionInvalid as exc:
+                errors.extend(exc.errors)
+            else:
+                step.fields = [f.as_json() for f in declared]
+    if errors:
+        raise DefinitionInvalid(errors)
     errors = check_graph(spec)
     if errors:
         raise DefinitionInvalid(errors)
@@ -169,11 +182,12 @@ def check_graph(spec: WorkflowSpec) -> list[dict[str, str]]:
         first = index[cycle[0]]
         return [{"field": f"steps[{first}].depends_on", "message": "cycle: " + " -> ".join(cycle)}]
     graph = {s.name: list(s.depends_on) for s in spec.steps}
+    fields_of = {s.name: {str(f["name"]) for f in s.fields} for s in spec.steps if isinstance(s, ApprovalStep)}
     for i, step in enumerate(spec.steps):
         if isinstance(step, (ServiceCallStep, PublishStep)):
             upstream = ancestors(graph, step.name)
             for where, pointer in refs(step.body, "body"):
-                problem = check_ref(pointer, upstream)
+                problem = check_ref(pointer, upstream, fields_of)
                 if problem:
                     errors.append({"field": f"steps[{i}].{where}", "message": problem})
     return errors
@@ -246,7 +260,9 @@ def pointer_tokens(pointer: str) -> list[str]:
     return [t.replace("~1", "/").replace("~0", "~") for t in tokens]
 
 
-def check_ref(pointer: Any, upstream: set[str]) -> str | None:
+def check_ref(pointer: Any, upstream: set[str], fields_of: dict[str, set[str]] | None = None) -> str | None:
+    """Why a `$ref` cannot name a value when its step runs, or None. `fields_of`: each approval step's
+    declared field names (a pointer into its output's `fields` must name one)."""
     if not isinstance(pointer, str):
         return "$ref must be a JSON pointer string"
     try:
@@ -260,6 +276,13 @@ def check_ref(pointer: Any, upstream: set[str]) -> str | None:
             return f"bad JSON pointer {pointer!r}: a step is referred to as /steps/<step>/output"
         if tokens[1] not in upstream:
             return f"bad JSON pointer {pointer!r}: step {tokens[1]!r} is not one this step depends on"
+        declared = (fields_of or {}).get(tokens[1])
+        if declared is not None and len(tokens) > 4 and tokens[3] == "fields" and tokens[4] not in declared:
+            names = ", ".join(sorted(declared)) or "none"
+            return (
+                f"bad JSON pointer {pointer!r}: approval step {tokens[1]!r} declares no field {tokens[4]!r} "
+                f"(it declares: {names})"
+            )
     return None
 
 

@@ -47,7 +47,7 @@ from domain.core import counters
 from domain.core.lifecycle import Actor
 from domain.core.models import ExecutionStatus, HitlApproval, StepStatus, WorkflowExecution, WorkflowExecutionStep
 from domain.core.store import transaction
-from domain.workflows import approvals
+from domain.workflows import approvals, decision_fields
 from domain.workflows.workflow_definitions import Unresolved, render
 from domain.workflows.workflow_states import EXECUTION_FINAL, move_execution, move_step
 from domain.workflows.workflows import execution_steps
@@ -149,6 +149,7 @@ def apply_decisions(session: Session, execution: WorkflowExecution, steps: list[
             "decided_by": approval.decided_by,
             "decided_at": approval.decided_at.isoformat() if approval.decided_at else None,
             "comment": approval.decision_comment,
+            "fields": approval.field_values or {},  # read by later steps as /steps/<name>/output/fields/<field>
         }
         step.output = output
         reason = f"approval {approval.id} {approval.status} ({approval.outcome})"
@@ -200,6 +201,7 @@ def _open_approval(session: Session, execution: WorkflowExecution, step: Workflo
         workflow_execution_id=execution.id,
         step_name=step.name,
         context={"workflow_id": execution.workflow_id, "version": execution.version, "input": execution.input},
+        fields=decision_fields.from_json(config.get("fields")),
     )
     step.output = {"approval_id": approval.id}
     move_step(session, step, T.WAITING, actor=ENGINE, reason=f"approval {approval.id} requested")

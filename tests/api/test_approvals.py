@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
 from api.app import create_app
-from domain.core.models import AuditLog, HitlApproval, Notification, TriggerQueue
+from domain.core.models import AuditLog, HitlApproval, HitlApprovalCallback, Notification, TriggerQueue
 from domain.core.store import transaction
 from domain.workflows import approvals
 from domain.workflows.approval_links import sign
@@ -318,3 +318,92 @@ def test_a_callback_url_must_name_an_allowed_host_when_hosts_are_listed(engine, 
             assert len(session.scalars(select(HitlApproval)).all()) == 1  # nothing written: only the fixture's
         body["callback_url"] = "https://hooks.corp.example/approvals"
         assert client.post("/hitl/approvals", headers=h, json=body).status_code == 201
+
+
+FIELDS = [
+    {"name": "amount", "type": "number", "label": "Amount (€)", "required": True},
+    {"name": "urgent", "type": "boolean", "default": False},
+    {"name": "region", "type": "choice", "options": ["eu", "日本"], "default": "eu"},
+    {"name": "note", "type": "string", "help": "shown under the input"},
+]
+
+
+def test_a_standalone_request_declares_fields_and_its_decision_carries_their_values(client, engine, world):
+    opened = client.post(
+        "/hitl/approvals",
+        headers=world["headers"]("svc", ["service"]),
+        json={
+            "message": "Refund?",
+            "assignees": ["role:approver"],
+            "fields": FIELDS,
+            "callback_url": "http://127.0.0.1:9/hook",
+        },
+    )
+    assert opened.status_code == 201, opened.text
+    approval = opened.json()
+    assert [f["name"] for f in approval["fields"]] == ["amount", "urgent", "region", "note"]
+    assert approval["fields"][0]["label"] == "Amount (€)" and approval["fields"][1]["label"] == "urgent"
+    assert approval["field_values"] is None
+    h = world["headers"]("carol", ["approver"])
+    decision = f"/v1/hitl/approvals/{approval['id']}/decision"
+    for values, field in [
+        ({}, "fields.amount"),
+        ({"amount": "12"}, "fields.amount"),
+        ({"amount": 12, "region": "mars"}, "fields.region"),
+        ({"amount": 12, "urgent": "yes"}, "fields.urgent"),
+        ({"amount": 12, "colour": "red"}, "fields.colour"),
+    ]:
+        refused = client.post(decision, headers=h, json={"decision": "approve", "fields": values})
+        assert refused.status_code == 422, refused.text
+        problem = refused.json()
+        assert problem["code"] == "validation_error" and [e["field"] for e in problem["errors"]] == [field]
+    bad_shape = client.post(decision, headers=h, json={"decision": "approve", "fields": [1]})
+    assert bad_shape.status_code == 422 and bad_shape.json()["errors"][0]["field"] == "fields"
+    decided = client.post(
+        decision, headers=h, json={"decision": "approve", "comment": "ok", "fields": {"amount": 12.5, "note": "für 🎉"}}
+    )
+    assert decided.status_code == 200, decided.text
+    values = {"amount": 12.5, "urgent": False, "region": "eu", "note": "für 🎉"}
+    assert decided.json()["field_values"] == values
+    shown = client.get(f"/hitl/approvals/{approval['id']}", headers=h).json()
+    assert shown["field_values"] == values and shown["fields"] == approval["fields"]
+    assert [a["metadata"].get("fields") for a in shown["audit"] if a["action"] == "approval_decided"] == [values]
+    listed = client.get("/hitl/approvals?status=approved", headers=h).json()["items"]
+    assert [(a["id"], a["field_values"]) for a in listed] == [(approval["id"], values)]
+    with transaction(engine) as session:
+        callback = session.scalars(
+            select(HitlApprovalCallback).where(HitlApprovalCallback.hitl_approval_id == approval["id"])
+        ).one()
+        assert callback.body["field_values"] == values and callback.body["fields"] == approval["fields"]
+
+
+def test_a_standalone_requests_bad_field_declaration_is_422_naming_its_path(client, engine, world):
+    h = world["headers"]("svc", ["service"])
+    for fields, path in [
+        ([{"name": "amount", "type": "money"}], "fields[0].type"),
+        ([{"name": "9lives", "type": "string"}], "fields[0].name"),
+        ([{"name": "tier", "type": "choice", "options": ["a", "a"]}], "fields[0].options[1]"),
+        ([{"name": "n", "type": "number", "default": "3"}], "fields[0].default"),
+        ({"name": "n"}, "fields"),
+    ]:
+        body = {"message": "m", "assignees": ["u"], "fields": fields}
+        response = client.post("/hitl/approvals", headers=h, json=body)
+        assert response.status_code == 422, fields
+        assert [e["field"] for e in response.json()["errors"]] == [path]
+    with transaction(engine) as session:
+        assert len(session.scalars(select(HitlApproval)).all()) == 1  # only the fixture's
+
+
+def test_a_rejection_needs_no_required_field(client, world):
+    opened = client.post(
+        "/hitl/approvals",
+        headers=world["headers"]("svc", ["service"]),
+        json={"message": "Refund?", "assignees": ["role:approver"], "fields": FIELDS},
+    ).json()
+    rejected = client.post(
+        f"/hitl/approvals/{opened['id']}/decision",
+        headers=world["headers"]("carol", ["approver"]),
+        json={"decision": "reject", "fields": {"note": "too much"}},
+    )
+    assert rejected.status_code == 200, rejected.text
+    assert rejected.json()["field_values"] == {"amount": None, "urgent": False, "region": "eu", "note": "too much"}

@@ -109,6 +109,31 @@ def test_a_definition_is_created_listed_and_read(client, headers):
         (lambda d: d["steps"][0].update(path="//forecasting.internal/x"), "steps[0].path", "not a URL"),
         (lambda d: d["steps"][0].update(path="/%2F/forecasting.internal/x"), "steps[0].path", "'//'"),
         (lambda d: d["steps"][0].update(path="http://forecasting.internal/x"), "steps[0].path", ""),
+        # An approval step's decision fields, and pointers into them.
+        (lambda d: d["steps"][1].update(fields=[{"name": "amount", "type": "money"}]), "steps[1].fields[0].type", ""),
+        (
+            lambda d: d["steps"][1].update(fields=[{"name": "tier", "type": "choice", "options": []}]),
+            "steps[1].fields[0].options",
+            "non-empty",
+        ),
+        (
+            lambda d: d["steps"][1].update(fields=[{"name": "a", "type": "string"}] * 2),
+            "steps[1].fields[1].name",
+            "duplicate",
+        ),
+        (
+            lambda d: d["steps"][1].update(fields=[{"name": f"f{i}", "type": "string"} for i in range(21)]),
+            "steps[1].fields",
+            "DECISION_FIELDS_MAX",
+        ),
+        (
+            lambda d: (
+                d["steps"][1].update(fields=[{"name": "amount", "type": "number"}])
+                or d["steps"][2].update(body={"x": {"$ref": "/steps/review/output/fields/amout"}})
+            ),
+            "steps[2].body.x",
+            "declares no field 'amout'",
+        ),
     ],
 )
 def test_a_bad_definition_is_422_naming_the_field_and_nothing_is_written(client, headers, mutate, field, words):
@@ -119,6 +144,28 @@ def test_a_bad_definition_is_422_naming_the_field_and_nothing_is_written(client,
     assert field in fields, problem
     assert words in " ".join(e["message"] for e in problem["errors"])
     assert client.get("/v1/workflows", headers=headers).json()["total"] == 0
+
+
+def test_an_approval_steps_fields_are_kept_as_declared_and_later_steps_may_refer_to_them(client, headers):
+    body = _definition()
+    body["steps"][1]["fields"] = [
+        {"name": "amount", "type": "number", "required": True},
+        {"name": "region", "type": "choice", "options": ["eu", "日本"], "default": "日本", "label": "Région"},
+    ]
+    body["steps"][2]["body"] = {"amount": {"$ref": "/steps/review/output/fields/amount"}}
+    created = _create(client, headers, body)
+    assert created["steps"][1]["fields"] == [
+        {"name": "amount", "type": "number", "label": "amount", "required": True, "default": None, "help": None},
+        {
+            "name": "region",
+            "type": "choice",
+            "label": "Région",
+            "required": False,
+            "options": ["eu", "日本"],
+            "default": "日本",
+            "help": None,
+        },
+    ]
 
 
 def test_a_name_another_workflow_had_in_a_version_is_a_conflict_not_a_server_error(client, headers):

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from domain.core.models import (
     AuditLog,
     HitlApproval,
+    HitlApprovalCallback,
     Notification,
     TenantMembership,
     TriggerQueue,
@@ -18,8 +19,9 @@ from domain.core.models import (
 )
 from domain.core.settings import Settings
 from domain.core.store import transaction
-from domain.workflows import approvals
+from domain.workflows import approvals, decision_fields
 from domain.workflows.approval_links import verify
+from domain.workflows.decision_fields import FieldValuesInvalid
 from tests.domain import factories
 
 SETTINGS = Settings(environment="test")
@@ -404,3 +406,103 @@ def test_two_runs_opening_one_steps_approval_at_once_get_the_same_row(engine, ba
     with transaction(engine) as session:
         assert len(session.scalars(select(HitlApproval)).all()) == 1
         assert len(session.scalars(select(AuditLog).where(AuditLog.action == "approval_requested")).all()) == 1
+
+
+FIELDS = [
+    {"name": "amount", "type": "number", "required": True},
+    {"name": "region", "type": "choice", "options": ["eu", "日本"], "default": "eu"},
+    {"name": "note", "type": "string"},
+]
+
+
+def test_an_approvals_declared_fields_and_its_decisions_values_are_stored_and_audited(engine, world):
+    with transaction(engine) as session:
+        row = open_step(session, world, fields=decision_fields.parse_fields(FIELDS, settings=SETTINGS))
+        approval_id = row.id
+    with transaction(engine) as session:
+        row = session.get(HitlApproval, approval_id)
+        assert [f["name"] for f in row.fields] == ["amount", "region", "note"] and row.field_values is None
+        assert decision_fields.declared(row)[1].options == ("eu", "日本")
+        decided = approvals.decide(
+            session,
+            tenant_id=world["tenant"],
+            approval_id=approval_id,
+            decision="approve",
+            user_id=world["alice"],
+            roles=["approver"],
+            fields={"amount": 1200, "note": "Überweisung ✓"},
+            settings=SETTINGS,
+        )
+        assert decided.won
+    with transaction(engine) as session:
+        row = session.get(HitlApproval, approval_id)
+        assert row.field_values == {"amount": 1200, "region": "eu", "note": "Überweisung ✓"}
+        audit = approvals.audit_trail(session, row)
+        assert audit[-1].details["fields"] == row.field_values
+
+
+def test_values_that_break_a_field_are_refused_and_nothing_moves(engine, world):
+    with transaction(engine) as session:
+        approval_id = open_step(session, world, fields=decision_fields.parse_fields(FIELDS, settings=SETTINGS)).id
+    for decision, values, bad in [
+        ("approve", {}, ["fields.amount"]),
+        ("approve", {"amount": 1, "region": "mars"}, ["fields.region"]),
+        ("reject", {"undeclared": True}, ["fields.undeclared"]),
+    ]:
+        with pytest.raises(FieldValuesInvalid) as caught, transaction(engine) as session:
+            approvals.decide(
+                session,
+                tenant_id=world["tenant"],
+                approval_id=approval_id,
+                decision=decision,
+                user_id=world["alice"],
+                roles=["approver"],
+                fields=values,
+                settings=SETTINGS,
+            )
+        assert [e["field"] for e in caught.value.errors] == bad
+    with transaction(engine) as session:
+        row = session.get(HitlApproval, approval_id)
+        assert (row.status, row.field_values) == ("pending", None)
+        # a rejection needs no required field
+        approvals.decide(
+            session,
+            tenant_id=world["tenant"],
+            approval_id=approval_id,
+            decision="reject",
+            user_id=world["alice"],
+            roles=["approver"],
+            settings=SETTINGS,
+        )
+    with transaction(engine) as session:
+        row = session.get(HitlApproval, approval_id)
+        assert (row.status, row.field_values) == ("rejected", {"amount": None, "region": "eu", "note": None})
+
+
+def test_a_timeout_records_the_fields_defaults_and_the_callback_carries_fields_and_values(engine, world):
+    with transaction(engine) as session:
+        row = approvals.open_approval(
+            session,
+            tenant_id=world["tenant"],
+            requested_by="billing",
+            assignees=["role:approver"],
+            message="Refund?",
+            timeout=HOUR,
+            on_timeout="approve",
+            callback_url="http://127.0.0.1:9/callback",
+            fields=decision_fields.parse_fields(FIELDS, settings=SETTINGS),
+            settings=SETTINGS,
+        )
+        approval_id, expires_at = row.id, row.expires_at
+    with transaction(engine) as session:
+        assert [r.id for r in approvals.expire_overdue(session, now=expires_at + dt.timedelta(seconds=1))] == [
+            approval_id
+        ]
+    with transaction(engine) as session:
+        row = session.get(HitlApproval, approval_id)
+        assert (row.status, row.outcome) == ("expired", "approve")
+        assert row.field_values == {"amount": None, "region": "eu", "note": None}
+        callback = session.scalars(
+            select(HitlApprovalCallback).where(HitlApprovalCallback.hitl_approval_id == approval_id)
+        ).one()
+        assert callback.body["fields"] == row.fields and callback.body["field_values"] == row.field_values

@@ -329,3 +329,38 @@ def test_an_override_of_an_optional_secret_stays_a_secret():
     assert isinstance(settings.github_app_private_key, SecretStr)
     assert settings.github_app_private_key.get_secret_value() == "-----BEGIN PRIVATE KEY-----"
     assert "BEGIN" not in repr(settings) and settings.github_app_id == "7"
+
+
+def test_a_read_that_started_before_cache_clear_is_not_kept(monkeypatch):
+    # A background thread (the sandbox's event loop, say) reading the settings while a test changes the
+    # environment and clears the cache must not leave the old settings cached for everyone after it.
+    import threading
+
+    from domain.core import settings as settings_module
+
+    cache = settings_module._SettingsCache()
+    started, release = threading.Event(), threading.Event()
+    reads: list[str] = []
+
+    def slow_load() -> Settings:
+        reads.append(threading.current_thread().name)
+        read = Settings()
+        if threading.current_thread().name == "background":
+            started.set()
+            release.wait(30)
+        return read
+
+    monkeypatch.setattr(settings_module, "load_settings", slow_load)
+    monkeypatch.setenv("PHASE_BATCH_SIZE", "7")
+    seen: list[Settings] = []
+    background = threading.Thread(target=lambda: seen.append(cache()), name="background")
+    background.start()
+    assert started.wait(30)
+    monkeypatch.setenv("PHASE_BATCH_SIZE", "9")
+    cache.cache_clear()
+    release.set()
+    background.join(30)
+    assert seen[0].phase_batch_size == 7  # the read from before the change goes to its own caller only
+    assert cache().phase_batch_size == 9  # the next caller reads the environment again
+    assert cache().phase_batch_size == 9
+    assert reads == ["background", "MainThread"]

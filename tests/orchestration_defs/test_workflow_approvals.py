@@ -189,3 +189,64 @@ def test_a_re_executed_approval_step_opens_no_second_approval(wf_env, engine, da
         triggers = session.scalars(select(TriggerQueue).where(TriggerQueue.kind == "approval")).all()
     assert len(rows) == 1 and triggers == []
     assert state(engine, execution)["status"] == "waiting_approval"
+
+
+REVIEW_FIELDS = [
+    {"name": "amount", "type": "number", "required": True},
+    {"name": "region", "type": "choice", "options": ["eu", "日本"], "default": "eu"},
+]
+
+
+def _fields_workflow(engine, on_timeout: str = "reject"):
+    return new_workflow(
+        engine,
+        [
+            call("score", "ml_service"),
+            approval("review", ["score"], ["approver-1"], fields=REVIEW_FIELDS, on_timeout=on_timeout),
+            call(
+                "apply",
+                "recommendations",
+                ["review"],
+                body={
+                    "amount": {"$ref": "/steps/review/output/fields/amount"},
+                    "region": {"$ref": "/steps/review/output/fields/region"},
+                },
+            ),
+        ],
+    )
+
+
+def test_a_later_step_reads_the_decisions_field_values_by_ref(wf_env, engine, database_url, instance, sandbox):
+    tenant, workflow = _fields_workflow(engine)
+    execution = start(engine, tenant, workflow)
+    drive(instance, database_url)
+    row = _approval(engine, execution)
+    assert [f["name"] for f in row.fields] == ["amount", "region"]
+    with transaction(engine) as session:
+        approvals.decide(
+            session,
+            tenant_id=tenant,
+            approval_id=row.id,
+            decision="approve",
+            user_id="approver-1",
+            fields={"amount": 250, "region": "日本"},
+        )
+    drive(instance, database_url)
+    view = state(engine, execution)
+    assert view["status"] == "succeeded"
+    by_name = steps(view)
+    assert by_name["review"]["output"]["fields"] == {"amount": 250, "region": "日本"}
+    assert by_name["apply"]["output"]["received"] == {"amount": 250, "region": "日本"}
+
+
+def test_a_timeouts_default_decision_passes_the_fields_defaults_on(wf_env, engine, database_url, instance, sandbox):
+    tenant, workflow = _fields_workflow(engine, on_timeout="approve")
+    execution = start(engine, tenant, workflow)
+    drive(instance, database_url)
+    row = _approval(engine, execution)
+    with transaction(engine) as session:
+        approvals.expire_overdue(session, now=row.expires_at + dt.timedelta(seconds=1))
+    drive(instance, database_url)
+    view = state(engine, execution)
+    assert view["status"] == "succeeded"
+    assert steps(view)["apply"]["output"]["received"] == {"amount": None, "region": "eu"}

@@ -276,6 +276,10 @@ class HitlApproval(Base):
     decided_by: Mapped[str | None] = mapped_column(String(200))
     decided_at: Mapped[datetime | None] = mapped_column()
     decision_comment: Mapped[str | None] = mapped_column(Text)
+    # The decision fields it asks for (domain/workflows/decision_fields.py, as declared) and the values
+    # its decision recorded (a timeout's: the defaults); None until it leaves pending, and when cancelled.
+    fields: Mapped[list[Any]] = mapped_column(default=list, server_default=text("'[]'"))
+    field_values: Mapped[dict[str, Any] | None] = mapped_column()
     created_at: Mapped[datetime] = created_column()
 
 
