@@ -270,6 +270,7 @@ class Worker:
     def run(self, carried: list[phases.PhaseRow]) -> None:
         settings, clock = self.settings, time.monotonic
         started = last_work = clock()
+        checked = started - 1.0
         with Listener(self.engine, [phases.KIND]) as listener, ThreadPoolExecutor(settings.phase_row_workers) as pool:
             listener.listen()  # before the first claim: a trigger committed after it wakes this worker
             batch = carried
@@ -283,8 +284,12 @@ class Worker:
                         return  # the run fails; reconciliation sends what it holds back (see the module)
                 left = settings.phase_run_max_triggers - len(self.taken)
                 now = clock()
-                if left <= 0 or now - started >= settings.phase_worker_max_s or not _still_running(self.context):
+                if left <= 0 or now - started >= settings.phase_worker_max_s:
                     return
+                if now - checked >= 1.0:  # a Dagster storage read: once a second, not once a batch
+                    if not _still_running(self.context):
+                        return
+                    checked = now
                 batch = self._claim(min(settings.phase_batch_size, left))
                 if batch is None:  # the store cannot be reached: wait, then try again
                     listener.wait(min(settings.phase_worker_poll_s * 2**self.store_errors, 10.0))

@@ -86,9 +86,7 @@ def _assert_once_each(stack, engine, ones: list[int], sevens: list[int]) -> None
     """Each trigger done with exactly one completed phase run; each payout charged once, its 20 % fee."""
     with transaction(engine) as session:
         for trigger_id in ones + sevens:
-            completed = (
-                session.query(models.PhaseAudit).filter_by(trigger_id=trigger_id, outcome="completed").count()
-            )
+            completed = session.query(models.PhaseAudit).filter_by(trigger_id=trigger_id, outcome="completed").count()
             assert completed == 1, (trigger_id, completed)
         packets = session.query(models.ProofPacket).filter(models.ProofPacket.payout_id.like("%payout%")).all()
     intents = stack["sandbox"].http.get("/_sandbox/payments/intents").json()

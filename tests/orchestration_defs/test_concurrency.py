@@ -4,7 +4,6 @@ count too), and Dagster's tag concurrency limits keep a run queued while its tag
 is at its limit. (tests/e2e/test_queue_e2e.py and tests/e2e/test_tenant_limits_e2e.py prove the same
 through a real daemon.)"""
 
-import json
 import os
 import uuid
 from pathlib import Path

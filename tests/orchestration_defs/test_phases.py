@@ -32,7 +32,6 @@ from domain.core.settings import get_settings
 from domain.core.store import autocommit, transaction
 from domain.core.urls import header_value
 from domain.phases import phase_metrics, phases
-from domain.queue.triggers import PhaseTrigger
 from orchestration_defs.phases import Outside, phase_worker, user_tag
 from resources.dagster_resources import DatabaseResource, IntegrationsResource, PaymentsResource
 from resources.integrations import integrations_client
@@ -208,8 +207,9 @@ def test_a_step_delivered_again_carries_on_with_every_row_its_run_holds_and_does
     phase_env, sandbox, engine, tenant, database_url, monkeypatch
 ):
     """EXECUTOR=celery acks a step late: its worker lost mid-step, the step runs again in the same run,
-    finding its rows launched by that run. It processes every one it has not finished first, none twice; a run that did nothing would leave them for reconciliation's evidence
-    check instead (orchestration_defs/trigger_runs.py on_success)."""
+    finding its rows launched by that run. It processes every one it has not finished first, none twice;
+    a run that did nothing would leave them for reconciliation's evidence check instead
+    (orchestration_defs/trigger_runs.py on_success)."""
     from orchestration_defs.phases import claim_more, process_row
 
     get_settings.cache_clear()
