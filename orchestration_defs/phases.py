@@ -273,7 +273,7 @@ class Worker:
         checked = started - 1.0
         with Listener(self.engine, [phases.KIND]) as listener, ThreadPoolExecutor(settings.phase_row_workers) as pool:
             listener.listen()  # before the first claim: a trigger committed after it wakes this worker
-            batch = carried
+            batch: list[phases.PhaseRow] | None = carried
             while True:
                 if batch:
                     self._process(pool, batch)
