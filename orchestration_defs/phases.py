@@ -1,7 +1,9 @@
 """The seven-phase pipeline's worker: `phase_worker` runs live long and take the phase triggers as they
 are committed. The phase sensor (sensors/phases.py) launches one when triggers are due and fewer than
-PHASE_WORKERS live; a worker claims up to PHASE_BATCH_SIZE due triggers at a time, moved claimed ->
-launched with its run id in the claim's transaction, processes each in transactions of its own
+PHASE_WORKERS live; a worker claims due triggers (moved claimed -> launched with its run id in the claim's
+transaction) to keep up to twice PHASE_ROW_WORKERS in hand, claiming again once half of them are done
+(at most PHASE_BATCH_SIZE a claim), so its row threads never wait for a batch's slowest trigger; it
+processes each in transactions of its own
 (domain/phases/phases.py: `complete` acks the trigger in the transaction that records its outcome),
 calling the integrations backend and the payment API between them with no transaction open, then waits
 for the next: woken by the enqueue's NOTIFY on PostgreSQL, polling on SQLite (PHASE_WORKER_POLL_S; also
@@ -10,9 +12,9 @@ to claim, PHASE_WORKER_MAX_S after it started, or PHASE_RUN_MAX_TRIGGERS trigger
 (with the code deployed since) takes over.
 
 Each trigger has its own outcome: a failed one goes back to the queue with the queue's backoff (or is
-dead, audited and alerted), the others finish. Each batch's triggers are one event in the run's log
-(trigger, phase, user, outcome), and the run is tagged with the phases, the count and one tag per user
-(`wrk/user.<user id>`), so a user's runs are found in the Dagster UI by that tag.
+dead, audited and alerted), the others finish. The triggers finished are one event in the run's log
+(trigger, phase, user, outcome) once a second, or as each finishes at a low rate, and the run is
+tagged with the phases, the count and one tag per user (`wrk/user.<user id>`), so a user's runs are found in the Dagster UI by that tag.
 
 A worker that dies (killed, its machine lost) leaves its unfinished triggers launched; run monitoring
 fails its run and the sensor's reconciliation (orchestration_defs/trigger_runs.py reconcile_launched)
@@ -27,7 +29,7 @@ import hashlib
 import re
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,7 @@ TAG_PHASE_TENANTS = "wrk/tenants"
 USER_TAG_PREFIX = "wrk/user."
 MAX_TAG_VALUE = 4096
 MAX_USER_TAGS = 1000  # PHASE_RUN_MAX_TRIGGERS is at most this: every user of a worker is tagged
+REPORT_S = 1.0  # a busy worker writes its finished triggers to the run's log and tags this often
 
 
 def user_tag(user_id: str) -> str:
@@ -258,7 +261,11 @@ def held_rows(engine: Any, run_id: str) -> list[phases.PhaseRow]:
 
 
 class Worker:
-    """One phase worker run's loop: claim, process, record, wait; until it is time to end."""
+    """One phase worker run's loop: claim, hand each trigger to a row thread, claim again while the threads
+    still have work queued, wait; until it is time to end. The threads never wait for a batch's slowest
+    trigger or for the run's log: up to twice PHASE_ROW_WORKERS triggers are in hand, a claim tops them up
+    once half are done, and the finished triggers' lines and users go to Dagster once a second (at once
+    when none is in hand, as at a low rate)."""
 
     def __init__(self, context: dg.OpExecutionContext, engine: Any, outside: Outside) -> None:
         self.context, self.engine, self.outside = context, engine, outside
@@ -266,38 +273,90 @@ class Worker:
         self.taken: list[Tagged] = []
         self.outcomes: list[str] = []
         self.store_errors = 0
+        self.in_hand: dict[Future[str], phases.PhaseRow] = {}
+        self.finished: list[str] = []  # lines of finished triggers not yet in the run's log
+        self.untagged: list[Tagged] = []  # taken triggers whose users are not yet in the run's tags
+        self.reported = time.monotonic()
 
     def run(self, carried: list[phases.PhaseRow]) -> None:
         settings, clock = self.settings, time.monotonic
+        rows = settings.phase_row_workers
         started = last_work = clock()
         checked = started - 1.0
-        with Listener(self.engine, [phases.KIND]) as listener, ThreadPoolExecutor(settings.phase_row_workers) as pool:
+        with Listener(self.engine, [phases.KIND]) as listener, ThreadPoolExecutor(rows) as pool:
             listener.listen()  # before the first claim: a trigger committed after it wakes this worker
-            batch: list[phases.PhaseRow] | None = carried
-            while True:
-                if batch:
-                    self._process(pool, batch)
-                    self._took(batch)  # after the triggers' commits: the tags only help the UI find the run
-                    last_work = clock()
+            try:
+                batch: list[phases.PhaseRow] | None = carried
+                while True:
+                    if batch:
+                        self._hand(pool, batch)
+                        last_work = clock()
+                    self._reap()
                     if "unrecorded" in self.outcomes:
                         return  # the run fails; reconciliation sends what it holds back (see the module)
-                left = settings.phase_run_max_triggers - len(self.taken)
-                now = clock()
-                if left <= 0 or now - started >= settings.phase_worker_max_s:
-                    return
-                if now - checked >= 1.0:  # a Dagster storage read: once a second, not once a batch
-                    if not _still_running(self.context):
+                    left = settings.phase_run_max_triggers - len(self.taken)
+                    now = clock()
+                    if left <= 0 or now - started >= settings.phase_worker_max_s:
                         return
-                    checked = now
-                batch = self._claim(min(settings.phase_batch_size, left))
-                if batch is None:  # the store cannot be reached: wait, then try again
-                    listener.wait(min(settings.phase_worker_poll_s * 2**self.store_errors, 10.0))
-                    continue
-                if batch:
-                    continue
-                if now - last_work >= settings.phase_worker_idle_s:
-                    return
-                listener.wait(settings.phase_worker_poll_s)
+                    if now - checked >= 1.0:  # a Dagster storage read: once a second, not once a claim
+                        if not _still_running(self.context):
+                            return
+                        checked = now
+                    if len(self.in_hand) > rows:  # every thread has work and more queued: claim later
+                        wait(self.in_hand, timeout=settings.phase_worker_poll_s, return_when=FIRST_COMPLETED)
+                        batch = []
+                        continue
+                    batch = self._claim(min(settings.phase_batch_size, 2 * rows - len(self.in_hand), left))
+                    if batch is None:  # the store cannot be reached: wait, then try again
+                        listener.wait(min(settings.phase_worker_poll_s * 2**self.store_errors, 10.0))
+                        continue
+                    if batch:
+                        continue
+                    if self.in_hand:
+                        last_work = now
+                    elif now - last_work >= settings.phase_worker_idle_s:
+                        return
+                    listener.wait(settings.phase_worker_poll_s)
+            finally:  # the triggers in hand finish (their outcomes recorded) before the run ends
+                wait(self.in_hand)
+                self._reap()
+                self._report()
+
+    def _hand(self, pool: ThreadPoolExecutor, batch: list[phases.PhaseRow]) -> None:
+        run_id, log = self.context.run_id, self.context.log
+        for row in batch:
+            self.in_hand[pool.submit(process_row, self.engine, row, run_id, self.outside, log)] = row
+        more = _tagged(batch)
+        self.taken += more
+        self.untagged += more
+
+    def _reap(self) -> None:
+        """The outcomes of the triggers finished since; the run's log and tags once a second, or now when
+        no trigger is in hand."""
+        for future in [f for f in self.in_hand if f.done()]:
+            row, outcome = self.in_hand.pop(future), future.result()
+            self.outcomes.append(outcome)
+            self.finished.append(
+                f"trigger {row.trigger_id}: phase {row.trigger.phase}, user {row.trigger.user_id}, {outcome}"
+            )
+        if self.finished and (not self.in_hand or time.monotonic() - self.reported >= REPORT_S):
+            self._report()
+
+    def _report(self) -> None:
+        """One event for the triggers finished since the last (after their commits: off the triggers' path),
+        and the run's tags for the users taken since, so the UI finds the run by them."""
+        self.reported = time.monotonic()
+        if self.finished:
+            lines, self.finished = self.finished, []
+            self.context.log.info(
+                f"{len(lines)} phase trigger(s), {len(self.outcomes)} in this run\n" + "\n".join(lines)
+            )
+        if self.untagged:
+            more, self.untagged = self.untagged, []
+            try:  # the tags only help the UI find the run: a failed write must not fail the triggers
+                self.context.instance.add_run_tags(self.context.run_id, retag(self.taken, more))
+            except Exception as exc:
+                self.context.log.warning(f"could not tag the run with its new triggers' users: {exc!r}")
 
     def _claim(self, limit: int) -> list[phases.PhaseRow] | None:
         try:
@@ -311,25 +370,6 @@ class Worker:
             self.context.log.info("the store answers again")
             self.store_errors = 0
         return batch
-
-    def _took(self, batch: list[phases.PhaseRow]) -> None:
-        more = _tagged(batch)
-        self.taken += more
-        try:  # the tags only help the UI find the run: a failed write must not fail the batch
-            self.context.instance.add_run_tags(self.context.run_id, retag(self.taken, more))
-        except Exception as exc:
-            self.context.log.warning(f"could not tag the run with its new triggers' users: {exc!r}")
-
-    def _process(self, pool: ThreadPoolExecutor, batch: list[phases.PhaseRow]) -> None:
-        run_id, log = self.context.run_id, self.context.log
-        done = list(pool.map(lambda r: process_row(self.engine, r, run_id, self.outside, log), batch))
-        self.outcomes += done
-        # One event per batch (one per trigger at a low rate), after the commits: off the triggers' path.
-        lines = [
-            f"trigger {r.trigger_id}: phase {r.trigger.phase}, user {r.trigger.user_id}, {outcome}"
-            for r, outcome in zip(batch, done, strict=True)
-        ]
-        log.info(f"{len(batch)} phase trigger(s), {len(self.taken) + len(batch)} in this run\n" + "\n".join(lines))
 
 
 @dg.op(description="Take phase triggers as they are committed, each in transactions of its own; one outcome each.")
