@@ -14,7 +14,8 @@ to claim, PHASE_WORKER_MAX_S after it started, or PHASE_RUN_MAX_TRIGGERS trigger
 Each trigger has its own outcome: a failed one goes back to the queue with the queue's backoff (or is
 dead, audited and alerted), the others finish. The triggers finished are one event in the run's log
 (trigger, phase, user, outcome) once a second, or as each finishes at a low rate, and the run is
-tagged with the phases, the count and one tag per user (`wrk/user.<user id>`), so a user's runs are found in the Dagster UI by that tag.
+tagged with the phases, the count and one tag per user (`wrk/user.<user id>`), so a user's runs are
+found in the Dagster UI by that tag.
 
 A worker that dies (killed, its machine lost) leaves its unfinished triggers launched; run monitoring
 fails its run and the sensor's reconciliation (orchestration_defs/trigger_runs.py reconcile_launched)
