@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -179,6 +181,37 @@ def test_the_sensor_launches_one_more_worker_a_tick_while_triggers_are_due_up_to
     assert second.run_key != first[0].run_key  # new for every launch
     instance.create_run_for_job(phase_worker, tags=second.tags, status=dg.DagsterRunStatus.STARTING)
     assert _tick(instance, database_url) == []  # two live (a starting one counts): no third
+
+
+def test_a_slow_trigger_holds_up_no_trigger_committed_after_it(phase_env, engine, tenant, database_url, monkeypatch):
+    """A worker takes the next trigger while one of its threads is still at a slow one: a trigger committed
+    meanwhile is done first (no claim waits for the slowest trigger in hand)."""
+    import orchestration_defs.phases as worker_module
+
+    monkeypatch.setenv("PHASE_ROW_WORKERS", "2")
+    get_settings.cache_clear()
+    slow = _accept(engine, tenant, 1, user_id="slow", sync_id="s")
+    later: list[int] = []
+    act = worker_module.act
+
+    def slow_act(engine_, row, plan, outside):
+        if row.trigger_id == slow:  # until the later trigger is done (or long after: never a hang)
+            give_up = time.monotonic() + 120
+            while time.monotonic() < give_up and not (later and _state(engine, later[0]).state == "done"):
+                time.sleep(0.1)
+        return act(engine_, row, plan, outside)
+
+    monkeypatch.setattr(worker_module, "act", slow_act)
+    instance = dg.DagsterInstance.ephemeral()
+    (request,) = _tick(instance, database_url)
+    worker = threading.Thread(target=_run, args=(instance, database_url, request))
+    worker.start()
+    until(lambda: _state(engine, slow).state == "launched", "the worker took the slow trigger")
+    later.append(_accept(engine, tenant, 1, user_id="later", sync_id="s"))
+    worker.join()
+    first, second = _state(engine, later[0]), _state(engine, slow)
+    assert first.state == second.state == "done"
+    assert first.finished_at < second.finished_at
 
 
 @pytest.mark.parametrize(("max_triggers", "done"), [(1000, 5), (3, 3)])
