@@ -21,6 +21,7 @@ from api.phase_stream import PhaseStream
 from api.problems import EXCEPTION_HANDLERS
 from api.request_rules import RequestRules
 from api.routes import (
+    approval_links,
     approvals,
     automation_versions,
     batch_jobs,
@@ -54,7 +55,7 @@ ENDPOINTS: list[Endpoint] = [
     *workflows.ENDPOINTS,
     *events.ENDPOINTS,
     *approvals.ENDPOINTS,
-    *inbox.ENDPOINTS,
+    *approval_links.ENDPOINTS,
     *phases.ENDPOINTS,
     *live.ENDPOINTS,
     *metrics.ENDPOINTS,

@@ -1,5 +1,5 @@
-"""The approvals inbox: server-rendered pages under /hitl for the people who decide, and the signed
-e-mail links' pages on the same templates.
+"""The approvals inbox: server-rendered pages under /hitl for the people who decide (the signed e-mail
+links' pages, api/routes/approval_links.py, use the same templates and views).
 
 - `/hitl/login` (GET the form, POST a pasted API token), `/hitl/logout` (POST): the session cookie
   (api/hitl_session.py);
@@ -32,10 +32,8 @@ from starlette.routing import BaseRoute
 from api import hitl_session
 from api.auth import Authenticator, Principal
 from api.hitl_session import CSRF_FIELD, CsrfRefused, HitlSession
-from api.openapi import Endpoint
 from api.pages import message_page, read_form, render, wants_page
-from api.params import Text
-from api.problems import Problem, problem_response
+from api.problems import Problem
 from api.requests import engine
 from api.routes import approvals as approval_routes
 from api.routing import SegmentRoute
@@ -43,12 +41,10 @@ from domain.core.models import ApprovalStatus, HitlApproval, Tenant, Workflow, W
 from domain.core.settings import Settings
 from domain.core.store import read_transaction, transaction
 from domain.workflows import approvals, decision_fields, workflows
-from domain.workflows.approval_links import LINK_PATH, ExpiredLink, InvalidLink, LinkClaims, verify
 from domain.workflows.decision_fields import DecisionField, FieldValuesInvalid
 
 HOME, LOGIN = "/hitl", "/hitl/login"
 COMMENT_MAX = 2000
-TOKEN = Text("token", description="the signed link's token (a form field on POST also carries it)")
 
 
 # -- what the pages show -------------------------------------------------------------------------------
@@ -172,12 +168,12 @@ def comment_of(form: dict[str, str]) -> tuple[str | None, str | None]:
 # -- the session's pages ------------------------------------------------------------------------------
 
 
-def _settings(request: Request) -> Settings:
+def settings_of(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _base(session: HitlSession | None) -> dict[str, Any]:
+def page_base(session: HitlSession | None) -> dict[str, Any]:
     return {
         "principal": session.principal if session else None,
         "csrf": session.csrf if session else "",
@@ -203,7 +199,7 @@ def _csrf_refused(request: Request, session: HitlSession | None, why: str) -> Re
         403,
         "This form cannot be accepted",
         f"{why}. Nothing was done: reload the page and try again.",
-        **_base(session if session and session.signed_in else None),
+        **page_base(session if session and session.signed_in else None),
     )
 
 
@@ -214,18 +210,20 @@ def _current_tenant(session: HitlSession) -> str | None:
 
 
 async def login_page(request: Request) -> Response:
-    settings = _settings(request)
+    settings = settings_of(request)
     session = hitl_session.read(request)
     after = back_to(request.query_params.get("next"))
     if session is not None and session.signed_in:
         return RedirectResponse(after, status_code=303)
     session = session or hitl_session.new_session(settings)
-    response = render(request, "login.html", {"title": "Sign in", **_base(session), "principal": None, "next": after})
+    response = render(
+        request, "login.html", {"title": "Sign in", **page_base(session), "principal": None, "next": after}
+    )
     return hitl_session.store(response, settings, session)
 
 
 async def login(request: Request) -> Response:
-    settings = _settings(request)
+    settings = settings_of(request)
     session = hitl_session.read(request)
     form = await read_form(request)
     try:
@@ -242,7 +240,7 @@ async def login(request: Request) -> Response:
             "login.html",
             {
                 "title": "Sign in",
-                **_base(session),
+                **page_base(session),
                 "principal": None,
                 "next": back_to(form.get("next")),
                 "error": f"This token is refused: {problem.detail}",
@@ -263,7 +261,7 @@ async def logout(request: Request) -> Response:
         hitl_session.check_csrf(request, session, form)
     except CsrfRefused as refused:
         return _csrf_refused(request, session, str(refused).capitalize())
-    return hitl_session.forget(RedirectResponse(LOGIN, status_code=303), _settings(request))
+    return hitl_session.forget(RedirectResponse(LOGIN, status_code=303), settings_of(request))
 
 
 async def choose_tenant(request: Request) -> Response:
@@ -278,9 +276,11 @@ async def choose_tenant(request: Request) -> Response:
         return _csrf_refused(request, session, str(refused).capitalize())
     tenant = form.get("tenant", "")
     if tenant not in inbox_tenants(session.principal):
-        return message_page(request, 404, "Not found", "You have no approvals to see in that tenant.", **_base(session))
+        return message_page(
+            request, 404, "Not found", "You have no approvals to see in that tenant.", **page_base(session)
+        )
     chosen = hitl_session.with_tenant(session, tenant)
-    return hitl_session.store(RedirectResponse(HOME, status_code=303), _settings(request), chosen)
+    return hitl_session.store(RedirectResponse(HOME, status_code=303), settings_of(request), chosen)
 
 
 async def inbox(request: Request) -> Response:
@@ -293,12 +293,12 @@ async def inbox(request: Request) -> Response:
     try:
         limit, offset = approval_routes.LIMIT.read(request), approval_routes.OFFSET.read(request)
     except Problem as problem:
-        return message_page(request, 422, "This page does not exist", problem.detail or "", **_base(session))
+        return message_page(request, 422, "This page does not exist", problem.detail or "", **page_base(session))
     assert limit is not None and offset is not None
     tenant = _current_tenant(session)
     context: dict[str, Any] = {
         "title": "Approvals",
-        **_base(session),
+        **page_base(session),
         "tenants": inbox_tenants(principal),
         "tenant": tenant,
         "approvals": [],
@@ -349,12 +349,12 @@ async def inbox(request: Request) -> Response:
     context["tenant_names"] = await run_in_threadpool(tenant_names) if context["tenants"] else {}
     response = render(request, "inbox.html", context)
     if tenant != session.tenant and tenant is not None:
-        hitl_session.store(response, _settings(request), hitl_session.with_tenant(session, tenant))
+        hitl_session.store(response, settings_of(request), hitl_session.with_tenant(session, tenant))
     return response
 
 
 def _not_found(request: Request, session: HitlSession | None) -> Response:
-    return message_page(request, 404, "Not found", "There is no such approval.", **_base(session))
+    return message_page(request, 404, "Not found", "There is no such approval.", **page_base(session))
 
 
 def page_path(approval_id: str) -> str:
@@ -401,10 +401,10 @@ async def approval(request: Request) -> Response:
     response = (
         _not_found(request, session)
         if shown is None
-        else _approval_page(request, session, shown, Form(action, {CSRF_FIELD: session.csrf}, shown["fields"]))
+        else approval_page(request, session, shown, Form(action, {CSRF_FIELD: session.csrf}, shown["fields"]))
     )
     if chose:
-        hitl_session.store(response, _settings(request), session)
+        hitl_session.store(response, settings_of(request), session)
     return response
 
 
@@ -430,7 +430,7 @@ async def decide_form(request: Request) -> Response:
     return await _decide(request, session, tenant, approval_id, form)
 
 
-def _approval_page(
+def approval_page(
     request: Request,
     session: HitlSession | None,
     shown: dict[str, Any],
@@ -441,7 +441,7 @@ def _approval_page(
 ) -> Response:
     """The approval's page: the decision form while it is pending and this person may decide."""
     title = "Decide this request" if shown["pending"] else "Request " + shown["approval"]["status"]
-    context: dict[str, Any] = {"title": title, **_base(session), **shown, "notice": notice}
+    context: dict[str, Any] = {"title": title, **page_base(session), **shown, "notice": notice}
     if shown["pending"] and shown.get("may_decide", True) and form is not None:
         context["form"] = form.shown()
     elif shown["pending"]:
@@ -515,7 +515,7 @@ def _entered(form: dict[str, str]) -> dict[str, str]:
     return {name: value for name, value in form.items() if name not in (CSRF_FIELD, "token", "decision")}
 
 
-def _form_answer(
+def form_answer(
     request: Request, session: HitlSession | None, decided: FormDecision, form: dict[str, str], again: Form
 ) -> Response:
     """The page after a form's POST that did not decide: the one someone made first (409), or the form
@@ -523,12 +523,12 @@ def _form_answer(
     assert decided.shown is not None
     if decided.outcome == "conflict":
         notice = {"kind": "bad", "id": "conflict", "text": decided.shown["outcome_text"]}
-        return _approval_page(request, session, decided.shown, None, notice=notice, status_code=409)
+        return approval_page(request, session, decided.shown, None, notice=notice, status_code=409)
     notice = {"kind": "bad", "id": "form-errors", "text": "Please correct the marked fields."}
     if "decision" in decided.errors:
         notice["text"] = "Choose Approve or Reject."
     form_again = replace(again, values=_entered(form), errors=decided.errors)
-    return _approval_page(request, session, decided.shown, form_again, notice=notice, status_code=422)
+    return approval_page(request, session, decided.shown, form_again, notice=notice, status_code=422)
 
 
 async def _decide(
@@ -548,12 +548,14 @@ async def _decide(
                 roles=principal.roles_in(tenant),
                 form=form,
                 via="inbox",
-                settings=_settings(request),
+                settings=settings_of(request),
             )
 
     decided = await run_in_threadpool(apply)
     if decided.outcome == "forbidden":
-        return message_page(request, 403, "Not allowed", "You are not an assignee of this request.", **_base(session))
+        return message_page(
+            request, 403, "Not allowed", "You are not an assignee of this request.", **page_base(session)
+        )
     if decided.outcome == "not_found":
         return _not_found(request, session)
     if decided.outcome == "decided":
@@ -561,164 +563,17 @@ async def _decide(
     shown = decided.shown
     assert shown is not None
     again = Form(decide_path(approval_id), {CSRF_FIELD: session.csrf}, shown["fields"])
-    return _form_answer(request, session, decided, form, again)
+    return form_answer(request, session, decided, form, again)
 
-
-# -- signed links -------------------------------------------------------------------------------------
-
-
-def link_problem(request: Request, problem: Problem) -> Response:
-    """A link's error: a page for a browser, problem+json for anything else."""
-    if wants_page(request):
-        title = {401: "This link is not valid", 410: "This link can no longer be used"}.get(problem.status, "Not found")
-        return message_page(request, problem.status, title, problem.detail or problem.code, **_base(None))
-    return problem_response(request, problem)
-
-
-def _claims(request: Request, token: str) -> LinkClaims:
-    if not token:
-        raise Problem(401, "invalid_link", "the link has no token")
-    try:
-        return verify(_settings(request), token)
-    except InvalidLink:
-        raise Problem(401, "invalid_link", "this link is not valid (it was altered or not issued here)") from None
-    except ExpiredLink:
-        raise Problem(410, "link_expired", "this link has expired") from None
-
-
-def _used(shown: dict[str, Any]) -> Problem:
-    """A link of an approval no longer pending: 410, saying who decided and when."""
-    approval = shown["approval"]
-    return Problem(
-        410,
-        "link_used",
-        shown["outcome_text"],
-        extra={
-            "current_status": approval["status"],
-            "outcome": approval["outcome"],
-            "decided_by": approval["decided_by"],
-        },
-    )
-
-
-def _link_form(request: Request, token: str, claims: LinkClaims, shown: dict[str, Any]) -> Form:
-    return Form(
-        f"{request.url.path}?token={quote(token)}",
-        {"token": token},
-        shown["fields"],
-        decisions=(claims.decision,),
-    )
-
-
-async def show_link(request: Request) -> Response:
-    token = request.query_params.get("token", "")
-    try:
-        claims = _claims(request, token)
-    except Problem as problem:
-        return link_problem(request, problem)
-
-    def load() -> dict[str, Any] | None:
-        with read_transaction(engine(request)) as db:
-            row = approvals.get(db, claims.tenant_id, claims.approval_id)
-            return None if row is None else approval_view(db, row)
-
-    shown = await run_in_threadpool(load)
-    if shown is None:
-        return link_problem(request, approval_routes.not_found(claims.approval_id))
-    if not shown["pending"]:
-        return link_problem(request, _used(shown))
-    return _approval_page(request, None, shown, _link_form(request, token, claims, shown))
-
-
-async def use_link(request: Request) -> Response:
-    form = await read_form(request) if "json" not in request.headers.get("content-type", "") else {}
-    token = request.query_params.get("token", "") or form.get("token", "")
-    try:
-        claims = _claims(request, token)
-    except Problem as problem:
-        return link_problem(request, problem)
-
-    def apply() -> FormDecision:
-        with transaction(engine(request)) as db:
-            return decide_from_form(
-                db,
-                tenant_id=claims.tenant_id,
-                approval_id=claims.approval_id,
-                decision=claims.decision,
-                user_id=claims.user_id,
-                roles=approvals.roles_of(db, claims.tenant_id, claims.user_id),
-                form=form,
-                via="signed_link",
-                settings=_settings(request),
-                metadata={"link": claims.nonce},
-            )
-
-    decided = await run_in_threadpool(apply)
-    if decided.outcome == "forbidden":
-        return link_problem(request, Problem(403, "forbidden", "you are no longer an assignee of this approval"))
-    if decided.outcome == "not_found" or decided.shown is None:
-        return link_problem(request, approval_routes.not_found(claims.approval_id))
-    if decided.outcome == "conflict":
-        return link_problem(request, _used(decided.shown))
-    if decided.outcome == "invalid":
-        if wants_page(request):
-            return _form_answer(request, None, decided, form, _link_form(request, token, claims, decided.shown))
-        errors = [{"field": name, "message": message} for name, message in decided.errors.items()]
-        return problem_response(
-            request,
-            Problem(422, "validation_error", "invalid field(s): " + ", ".join(decided.errors), errors=errors),
-        )
-    done = "approved" if decided.shown["approval"]["status"] == ApprovalStatus.APPROVED.value else "rejected"
-    return message_page(
-        request, 200, f"Request {done}", f"Thank you: the request is {done}. You can close this page.", **_base(None)
-    )
-
-
-LINK_ERRORS = {
-    401: ["invalid_link"],
-    403: ["forbidden"],
-    404: ["not_found"],
-    410: ["link_expired", "link_used"],
-    422: ["validation_error"],
-}
-ENDPOINTS: list[Endpoint] = []
-for _prefix in approval_routes.PREFIXES:
-    _links = LINK_PATH.replace("/hitl", _prefix, 1)
-    ENDPOINTS += [
-        Endpoint(
-            "GET",
-            _links,
-            show_link,
-            "A signed e-mail link: the approval's page with the link's decision (the link is not used yet); "
-            "problems are pages too when the caller accepts text/html",
-            media_type="text/html",
-            auth=False,
-            query=[TOKEN],
-            errors=LINK_ERRORS,
-            tags=["approvals"],
-        ),
-        Endpoint(
-            "POST",
-            _links,
-            use_link,
-            "A signed e-mail link, confirmed (a form: token, comment): decides once; a used or expired link "
-            "is 410, a tampered one 401",
-            media_type="text/html",
-            auth=False,
-            query=[TOKEN],
-            errors=LINK_ERRORS,
-            tags=["approvals"],
-        ),
-    ]
 
 # The inbox's pages: for browsers, outside the OpenAPI document. Before the API's routes, so a browser's
 # GET of /hitl/approvals/{id} reaches the page (which hands any other caller to the JSON API).
 ROUTES: list[BaseRoute] = [
-    SegmentRoute(HOME, inbox, methods=["GET"]),
-    SegmentRoute(LOGIN, login_page, methods=["GET"]),
-    SegmentRoute(LOGIN, login, methods=["POST"]),
-    SegmentRoute("/hitl/logout", logout, methods=["POST"]),
-    SegmentRoute("/hitl/tenant", choose_tenant, methods=["POST"]),
-    SegmentRoute("/hitl/approvals/{approval_id}", approval, methods=["GET"]),
-    SegmentRoute("/hitl/approvals/{approval_id}/decide", decide_form, methods=["POST"]),
+    SegmentRoute(HOME, inbox, methods=["GET"], include_in_schema=False),
+    SegmentRoute(LOGIN, login_page, methods=["GET"], include_in_schema=False),
+    SegmentRoute(LOGIN, login, methods=["POST"], include_in_schema=False),
+    SegmentRoute("/hitl/logout", logout, methods=["POST"], include_in_schema=False),
+    SegmentRoute("/hitl/tenant", choose_tenant, methods=["POST"], include_in_schema=False),
+    SegmentRoute("/hitl/approvals/{approval_id}", approval, methods=["GET"], include_in_schema=False),
+    SegmentRoute("/hitl/approvals/{approval_id}/decide", decide_form, methods=["POST"], include_in_schema=False),
 ]
