@@ -31,6 +31,7 @@ import re
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ import dagster as dg
 from domain.core.errors import PermanentError
 from domain.core.models import QueueState, utcnow
 from domain.core.settings import get_settings
-from domain.core.store import read_transaction, transaction
+from domain.core.store import autocommit, is_postgres, read_transaction, transaction
 from domain.phases import phases, phases_proof, syncs
 from domain.phases.phases_money import Route
 from domain.queue import queue
@@ -187,17 +188,23 @@ def _payout(engine: Any, row: phases.PhaseRow, plan: phases.Plan, outside: Outsi
     }
 
 
+def step_store(engine: Any, one_statement: bool) -> AbstractContextManager[Any]:
+    """Where a phase step writes: an autocommit connection on PostgreSQL when the step is one statement
+    (its own transaction, one round trip), else a Session's transaction."""
+    return autocommit(engine) if one_statement and is_postgres(engine) else transaction(engine)
+
+
 def process_row(engine: Any, row: phases.PhaseRow, run_id: str, outside: Outside, log: Any) -> str:
     """One trigger, start to end: "completed", "failed" (back in the queue), "dead", "stale" (this run no
     longer holds it) or "unrecorded" (its failure could not be written: the run must fail)."""
     started_at, clock = utcnow(), time.perf_counter()
     try:
-        with transaction(engine) as session:
-            plan = phases.begin(session, row)
+        with step_store(engine, row.trigger.phase in phases.ONE_STATEMENT_BEGIN) as store:
+            plan = phases.begin(store, row)
         result = act(engine, row, plan, outside)
-        with transaction(engine) as session:
+        with step_store(engine, row.trigger.phase in phases.ONE_STATEMENT_COMPLETE) as store:
             phases.complete(
-                session,
+                store,
                 row,
                 plan,
                 run_id=run_id,
@@ -237,9 +244,7 @@ def claim_more(engine: Any, limit: int, run_id: str) -> list[phases.PhaseRow]:
     """Up to `limit` due phase triggers for this run: claimed and launched with its id in one
     transaction, so a run that dies leaves them launched, for reconciliation."""
     with transaction(engine) as session:
-        claimed = queue.claim(session, [phases.KIND], limit, LEASE_SECONDS, f"{JOB}:{run_id}")
-        for c in claimed:
-            queue.launch(session, c.id, c.claim_token, run_id)
+        claimed = queue.claim(session, [phases.KIND], limit, LEASE_SECONDS, f"{JOB}:{run_id}", run_id=run_id)
     return _phase_rows(claimed)
 
 

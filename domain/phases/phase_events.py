@@ -30,9 +30,10 @@ NOTIFY_CHANNEL = "phase_events"
 TYPES = frozenset(t.value for t in PhaseEventType)
 
 # PostgreSQL: the next number, the event and its notice in one statement, prepared once per connection.
-APPEND_SQL = (
-    "WITH next AS ("
-    "INSERT INTO phase_event_sequences (tenant_id, user_id, last_seq) VALUES (%(tenant_id)s, %(user_id)s, 1) "
+# `append_sql` writes it after other CTEs of the caller's (a phase's progress, audit and ack: one round
+# trip for all it records); with a `guard` CTE, the event is appended only when the guard has a row.
+_APPEND_CTES = (
+    "next AS (INSERT INTO phase_event_sequences (tenant_id, user_id, last_seq) {numbered} "
     "ON CONFLICT (tenant_id, user_id) DO UPDATE SET last_seq = phase_event_sequences.last_seq + 1 "
     "RETURNING last_seq), "
     "event AS ("
@@ -43,6 +44,19 @@ APPEND_SQL = (
     "json_build_object('tenant_id', %(tenant_id)s::text, 'user_id', %(user_id)s::text, 'seq', seq)::text) "
     "FROM event"
 )
+
+
+def append_sql(before: str = "", guard: str | None = None) -> str:
+    """PostgreSQL: one statement appending an event (its parameters: `values`), after the CTEs `before`
+    (`name AS (...), ...`, run in the same statement); with `guard`, one of them, only if it has a row.
+    Its row: the event's id and seq, none when the guard had no row."""
+    numbered = (
+        f"SELECT %(tenant_id)s, %(user_id)s, 1 FROM {guard}" if guard else "VALUES (%(tenant_id)s, %(user_id)s, 1)"
+    )
+    return "WITH " + (f"{before}, " if before else "") + _APPEND_CTES.format(numbered=numbered)
+
+
+APPEND_SQL = append_sql()
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,28 @@ def _next_seq(session: Session, tenant_id: str, user_id: str) -> int:
     return int(session.execute(statement).scalar_one())
 
 
+def values(
+    tenant_id: str, user_id: str, sync_id: str, phase: int, type: str, data: dict[str, Any] | None
+) -> dict[str, Any]:
+    """An event's parameters for `append_sql` (its data as JSONB), checked: `type` is one of
+    PhaseEventType's values, `data` JSON-serialisable (refused before anything is written)."""
+    if type not in TYPES:
+        raise ValueError(f"unknown phase event type {type!r}")
+    if not 1 <= phase <= 7:
+        raise ValueError(f"phase {phase} is not 1-7")
+    payload = dict(data or {})
+    json.dumps(payload)  # what the stream could not send
+    return {
+        "tenant_id": tenant_id,
+        "user_id": user_id,
+        "type": type,
+        "sync_id": sync_id,
+        "phase": phase,
+        "data": Jsonb(payload),
+        "created_at": utcnow(),
+    }
+
+
 def append(
     session: Session,
     *,
@@ -78,36 +114,13 @@ def append(
 ) -> Appended:
     """Add the next event of (tenant, user)'s stream in the caller's transaction; its id and seq.
     `type` is one of PhaseEventType's values; `data` must be JSON-serialisable."""
-    if type not in TYPES:
-        raise ValueError(f"unknown phase event type {type!r}")
-    if not 1 <= phase <= 7:
-        raise ValueError(f"phase {phase} is not 1-7")
-    payload = dict(data or {})
-    json.dumps(payload)  # refuse what the stream could not send, before anything is written
+    checked = values(tenant_id, user_id, sync_id, phase, type, data)
     if is_postgres(session):
-        values = {
-            "tenant_id": tenant_id,
-            "user_id": user_id,
-            "type": type,
-            "sync_id": sync_id,
-            "phase": phase,
-            "data": Jsonb(payload),
-            "created_at": utcnow(),
-        }
         raw: Any = session.connection().connection.driver_connection
-        event_id, seq, _ = raw.execute(APPEND_SQL, values, prepare=True).fetchone()
+        event_id, seq, _ = raw.execute(APPEND_SQL, checked, prepare=True).fetchone()
         return Appended(int(event_id), int(seq))
     seq = _next_seq(session, tenant_id, user_id)
-    event = PhaseEvent(
-        tenant_id=tenant_id,
-        user_id=user_id,
-        seq=seq,
-        type=type,
-        sync_id=sync_id,
-        phase=phase,
-        data=payload,
-        created_at=utcnow(),
-    )
+    event = PhaseEvent(seq=seq, **{**checked, "data": checked["data"].obj})
     session.add(event)
     session.flush()
     return Appended(event.id, seq)

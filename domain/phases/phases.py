@@ -24,7 +24,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, select, text
+from psycopg.types.json import Jsonb
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain.core import notifications
@@ -37,11 +38,12 @@ from domain.core.models import (
     ProofPacket,
     ProofPacketStatus,
     QueueState,
-    UTCDateTime,
     new_id,
     utcnow,
 )
+from domain.core.store import is_postgres
 from domain.phases import phase_events
+from domain.phases.phase_statements import BEGIN_SQL, COMPLETE_SQL, PROGRESS_UPSERT, SAME_PHASE_MOVES
 from domain.phases.phases_money import (
     Route,
     minor_units,
@@ -65,19 +67,12 @@ from domain.phases.requests import (
     posted as posted,
 )
 from domain.queue import queue
+from domain.queue.statements import Driver, Store
 from domain.queue.triggers import PhaseTrigger
 
 # -- progress: one row per (tenant, user, sync), never backwards ----------------------------------------
-
+# (the moves allowed: phase_statements.SAME_PHASE_MOVES)
 P = PhaseStatus
-# Moves within one phase; any status of a later phase may follow any status of an earlier one; an
-# earlier phase never follows a later one (a late or repeated trigger leaves the progress as it is).
-SAME_PHASE_MOVES: Mapping[PhaseStatus, frozenset[PhaseStatus]] = {
-    P.PENDING: frozenset({P.RUNNING, P.COMPLETED, P.FAILED}),
-    P.RUNNING: frozenset({P.COMPLETED, P.FAILED}),
-    P.FAILED: frozenset({P.RUNNING, P.COMPLETED}),
-    P.COMPLETED: frozenset(),
-}
 
 
 def percent(phase: int, status: PhaseStatus) -> int:
@@ -89,33 +84,6 @@ def progress_allowed(current_phase: int, current: PhaseStatus, phase: int, statu
     if phase != current_phase:
         return phase > current_phase
     return status in SAME_PHASE_MOVES[current]
-
-
-def _quoted(values: Any) -> str:
-    return ", ".join(f"'{v.value}'" for v in values)
-
-
-# progress_allowed as SQL over the stored row (sync_progress) and the proposed one (excluded), written
-# from the same table of moves; one text for both backends (both have ON CONFLICT ... DO UPDATE ...
-# WHERE and RETURNING), compiled once (the dialects' insert() constructs are never cached).
-_FORWARD = " OR ".join(
-    f"(sync_progress.status = '{current.value}' AND excluded.status IN ({_quoted(moves)}))"
-    for current, moves in SAME_PHASE_MOVES.items()
-    if moves
-)
-PROGRESS_UPSERT = text(
-    "INSERT INTO sync_progress (id, tenant_id, user_id, sync_id, seller_id, phase, status, percent, started_at, "
-    "updated_at, completed_at) VALUES (:id, :tenant_id, :user_id, :sync_id, :seller_id, :phase, :status, :percent, "
-    ":now, :now, :completed_at) "
-    "ON CONFLICT (tenant_id, user_id, sync_id) DO UPDATE SET phase = excluded.phase, status = excluded.status, "
-    "updated_at = excluded.updated_at, "
-    "percent = CASE WHEN excluded.percent > sync_progress.percent THEN excluded.percent "
-    "ELSE sync_progress.percent END, "
-    "seller_id = COALESCE(NULLIF(sync_progress.seller_id, ''), excluded.seller_id), "
-    "completed_at = COALESCE(excluded.completed_at, sync_progress.completed_at) "
-    f"WHERE excluded.phase > sync_progress.phase OR (excluded.phase = sync_progress.phase AND ({_FORWARD})) "
-    "RETURNING id"
-).bindparams(bindparam("now", type_=UTCDateTime()), bindparam("completed_at", type_=UTCDateTime()))
 
 
 def advance_progress(
@@ -130,9 +98,17 @@ def advance_progress(
 ) -> bool:
     """Move the sync's progress to (phase, status) if that is forward; True if it moved. One statement
     (PROGRESS_UPSERT): the row is created, or updated where `progress_allowed` says so."""
+    values = progress_values(tenant_id, user_id, sync_id, phase, status, seller_id)
+    return session.execute(PROGRESS_UPSERT, values).scalar_one_or_none() is not None
+
+
+def progress_values(
+    tenant_id: str, user_id: str, sync_id: str, phase: int, status: PhaseStatus, seller_id: str | None = None
+) -> dict[str, Any]:
+    """PROGRESS_UPSERT's parameters (and the progress part of BEGIN_SQL's and COMPLETE_SQL's)."""
     now = utcnow()
-    values = {
-        "id": new_id(),
+    return {
+        "progress_id": new_id(),
         "tenant_id": tenant_id,
         "user_id": user_id,
         "sync_id": sync_id,
@@ -143,7 +119,6 @@ def advance_progress(
         "now": now,
         "completed_at": now if (phase, status) == (7, P.COMPLETED) else None,
     }
-    return session.execute(PROGRESS_UPSERT, values).scalar_one_or_none() is not None
 
 
 # -- one trigger's run ---------------------------------------------------------------------------------
@@ -184,29 +159,37 @@ def _event(session: Session, row: PhaseRow, type_: str, data: dict[str, Any]) ->
     )
 
 
-def begin(session: Session, row: PhaseRow) -> Plan:
+# The phases whose `begin` (`complete`) writes nothing but BEGIN_SQL (COMPLETE_SQL) on PostgreSQL: the worker
+# may run it on an autocommit connection, a transaction of its own in one round trip (no BEGIN, no COMMIT).
+# The others write rows through the ORM too, in a Session's transaction.
+ONE_STATEMENT_BEGIN = frozenset({1, 2, 3, 4, 5})
+ONE_STATEMENT_COMPLETE = frozenset({1, 2, 3, 5})
+
+
+def _orm(store: Store) -> Session:
+    if not isinstance(store, Session):
+        raise TypeError("this phase's step writes through the ORM: give it a Session")
+    return store
+
+
+def begin(store: Store, row: PhaseRow) -> Plan:
     t = row.trigger
-    seller = t.input.get("seller_id")
-    advance_progress(
-        session,
-        tenant_id=t.tenant_id,
-        user_id=t.user_id,
-        sync_id=t.sync_id,
-        phase=t.phase,
-        status=P.RUNNING,
-        seller_id=seller,
-    )
-    _event(
-        session, row, "phase_started", {"trigger_id": row.trigger_id, "attempt": row.attempt, "name": NAMES[t.phase]}
-    )
+    progress = progress_values(t.tenant_id, t.user_id, t.sync_id, t.phase, P.RUNNING, t.input.get("seller_id"))
+    started = {"trigger_id": row.trigger_id, "attempt": row.attempt, "name": NAMES[t.phase]}
+    if is_postgres(store):
+        event = phase_events.values(t.tenant_id, t.user_id, t.sync_id, t.phase, "phase_started", started)
+        Driver(store).raw.execute(BEGIN_SQL, {**progress, **event}, prepare=True)
+    else:
+        _orm(store).execute(PROGRESS_UPSERT, progress)
+        _event(_orm(store), row, "phase_started", started)
     plan = Plan(t.phase)
     if t.phase == 4:
         request = Phase4Request.model_validate({"user_id": t.user_id, **t.input})
         plan.routes = [{**m.model_dump(mode="json"), "route": route(m.confidence).value} for m in request.matches]
     elif t.phase == 6:
-        plan.learning_record_id = _learning_record(session, row).id
+        plan.learning_record_id = _learning_record(_orm(store), row).id
     elif t.phase == 7:
-        packet = _proof_packet(session, row)
+        packet = _proof_packet(_orm(store), row)
         plan.packet_id, plan.packet_status = packet.id, packet.status
         plan.fee_minor, plan.fee_idempotency_key = packet.fee_minor, packet.fee_idempotency_key
         plan.evidence = dict(packet.evidence)
@@ -311,7 +294,7 @@ def record_charge(session: Session, packet_id: str, payment_intent_id: str) -> N
 
 
 def complete(
-    session: Session,
+    store: Store,
     row: PhaseRow,
     plan: Plan,
     *,
@@ -320,15 +303,11 @@ def complete(
     duration_s: float,
     result: dict[str, Any] | None = None,
 ) -> None:
-    """The phase is done: ack the trigger (StaleClaim if this claim lost it: the caller rolls back), then
-    progress, audit, events, prompts, learning record and proof packet in the same transaction."""
-    if not queue.ack_many(session, [row.held], run_id=run_id):
-        raise queue.StaleClaim(f"phase trigger {row.trigger_id} is no longer held by this run")
+    """The phase is done: its prompts, learning record and proof packet, then the trigger acked, progress,
+    audit row and `phase_completed` event (one statement on PostgreSQL), all in the caller's transaction;
+    StaleClaim if this claim no longer holds the trigger (the caller rolls back: nothing is recorded)."""
     t = row.trigger
     result = dict(result or {})
-    advance_progress(
-        session, tenant_id=t.tenant_id, user_id=t.user_id, sync_id=t.sync_id, phase=t.phase, status=P.COMPLETED
-    )
     details: dict[str, Any] = {"result": result}
     if t.phase in CLAIM_PHASES:
         details["claim_id"] = t.input["claim_id"]  # what a repeated call back is recognised by
@@ -336,15 +315,15 @@ def complete(
         details["routes"] = plan.routes
         for match in plan.routes:
             if match["route"] == Route.SMART_PROMPT.value:
-                _prompt(session, row, match)
+                _prompt(_orm(store), row, match)
     if t.phase == 6 and plan.learning_record_id:
-        record = session.get(LearningRecord, plan.learning_record_id)
+        record = _orm(store).get(LearningRecord, plan.learning_record_id)
         if record is not None and record.pipeline_triggered_at is None:
             record.pipeline_job_id = result.get("pipeline_job_id")
             record.pipeline_triggered_at = utcnow()
         details["learning_record_id"] = plan.learning_record_id
     if t.phase == 7 and plan.packet_id:
-        packet = session.get(ProofPacket, plan.packet_id, with_for_update=True)
+        packet = _orm(store).get(ProofPacket, plan.packet_id, with_for_update=True)
         assert packet is not None
         if packet.status != ProofPacketStatus.READY.value:
             packet.status = ProofPacketStatus.READY.value
@@ -355,9 +334,33 @@ def complete(
             packet.updated_at = utcnow()
         details["proof_packet_id"] = packet.id
         result = {**result, "proof_packet_id": packet.id, "fee": packet.fee_amount, "currency": packet.currency}
-    _audit(session, row, PhaseOutcome.COMPLETED, run_id, started_at, duration_s, None, details)
     summary = {k: v for k, v in result.items() if k not in ("pdf_path", "json_path")}
-    _event(session, row, "phase_completed", {"trigger_id": row.trigger_id, "name": NAMES[t.phase], **summary})
+    completed = {"trigger_id": row.trigger_id, "name": NAMES[t.phase], **summary}
+    progress = progress_values(t.tenant_id, t.user_id, t.sync_id, t.phase, P.COMPLETED)
+    stale = queue.StaleClaim(f"phase trigger {row.trigger_id} is no longer held by this run")
+    if is_postgres(store):
+        event = phase_events.values(t.tenant_id, t.user_id, t.sync_id, t.phase, "phase_completed", completed)
+        params = {
+            **progress,
+            **event,
+            "trigger_id": row.trigger_id,
+            "claim_token": row.claim_token,
+            "run_id": run_id,
+            "attempt": row.attempt,
+            "outcome": PhaseOutcome.COMPLETED.value,
+            "duration_s": round(max(duration_s, 0.0), 6),
+            "details": Jsonb(details),
+            "started_at": started_at,
+        }
+        if Driver(store).raw.execute(COMPLETE_SQL, params, prepare=True).fetchone() is None:
+            raise stale
+        return
+    session = _orm(store)
+    if not queue.ack_many(session, [row.held], run_id=run_id):
+        raise stale
+    session.execute(PROGRESS_UPSERT, progress)
+    _audit(session, row, PhaseOutcome.COMPLETED, run_id, started_at, duration_s, None, details)
+    _event(session, row, "phase_completed", completed)
 
 
 def _prompt(session: Session, row: PhaseRow, match: Mapping[str, Any]) -> None:

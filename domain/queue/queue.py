@@ -56,6 +56,8 @@ from domain.queue.statements import (
     ACK_AND_CLAIM_ONE_KIND_SQL,
     ACK_SQL,
     CLAIM_KINDS_SQL,
+    CLAIM_LAUNCHED_KINDS_SQL,
+    CLAIM_LAUNCHED_ONE_KIND_SQL,
     CLAIM_ONE_KIND_SQL,
     DIE_SQL,
     ENQUEUE_DEDUP_SQL,
@@ -294,24 +296,33 @@ def _live_twins(db: Driver, kind: str, keys: list[str]) -> dict[str, tuple[int, 
 # -- claim, launch, extend -----------------------------------------------------------------------------
 
 
-def claim(session: Store, kinds: Sequence[str], limit: int, lease_seconds: float, worker: str) -> list[Claimed]:
-    """available -> claimed, for up to `limit` due rows of `kinds`, oldest first: one statement."""
-    return _claim(Driver(session), kinds, limit, lease_seconds, worker)
+def claim(
+    session: Store, kinds: Sequence[str], limit: int, lease_seconds: float, worker: str, run_id: str | None = None
+) -> list[Claimed]:
+    """available -> claimed, for up to `limit` due rows of `kinds`, oldest first: one statement. With
+    `run_id` (a run claiming for itself): available -> launched by that run at once, as `launch` would."""
+    return _claim(Driver(session), kinds, limit, lease_seconds, worker, run_id)
 
 
-def _claim(db: Driver, kinds: Sequence[str], limit: int, lease_seconds: float, worker: str) -> list[Claimed]:
+def _claim(
+    db: Driver, kinds: Sequence[str], limit: int, lease_seconds: float, worker: str, run_id: str | None = None
+) -> list[Claimed]:
     now = db.now()
     params: dict[str, Any] = {
         "now": now,
         "expires": now + timedelta(seconds=lease_seconds),
         "worker": worker,
         "limit": limit,
+        "run_id": run_id,
     }
     kinds = list(kinds)
+    one_kind, several = (
+        (CLAIM_LAUNCHED_ONE_KIND_SQL, CLAIM_LAUNCHED_KINDS_SQL) if run_id else (CLAIM_ONE_KIND_SQL, CLAIM_KINDS_SQL)
+    )
     if len(kinds) == 1:
-        sql, params["kind"] = CLAIM_ONE_KIND_SQL, kinds[0]
+        sql, params["kind"] = one_kind, kinds[0]
     else:
-        sql, params["kinds"] = CLAIM_KINDS_SQL, kinds if db.pg else json.dumps(kinds)
+        sql, params["kinds"] = several, kinds if db.pg else json.dumps(kinds)
     rows = db.rows(sql, params)
     return sorted((Claimed(r[0], r[1], r[2], json_value(r[3]), r[4], r[5], r[6]) for r in rows), key=lambda c: c.id)
 

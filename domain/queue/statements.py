@@ -148,9 +148,19 @@ LIVE_TWINS_SQL = (
 )
 
 _CLAIM_SET = (
-    "state = 'claimed', attempts = trigger_queue.attempts + 1, claim_token = {token}, claimed_at = %(now)s, "
-    "lease_expires_at = %(expires)s, worker = %(worker)s, updated_at = %(now)s"
+    "attempts = trigger_queue.attempts + 1, claim_token = {token}, claimed_at = %(now)s, worker = %(worker)s, "
+    "updated_at = %(now)s, "
 )
+# claimed with a lease (a sensor's claim, launched once its run is submitted); or, for a run claiming for
+# itself (a phase worker), launched with its run id at once: run monitoring, not a lease, then owns it.
+_CLAIMED = "state = 'claimed', lease_expires_at = %(expires)s"
+_LAUNCHED = "state = 'launched', lease_expires_at = NULL, run_id = %(run_id)s"
+
+
+def _claim_set(token: str, launched: bool = False) -> str:
+    return _CLAIM_SET.format(token=token) + (_LAUNCHED if launched else _CLAIMED)
+
+
 _CLAIM_RETURNING = (
     "RETURNING trigger_queue.id, trigger_queue.kind, trigger_queue.tenant_id, trigger_queue.payload, "
     "trigger_queue.attempts, trigger_queue.max_attempts, trigger_queue.claim_token"
@@ -163,26 +173,32 @@ _PICK = (
 )
 
 
-def _claim_sql(kinds: str) -> tuple[str, str]:
+def _claim_sql(kinds: str, launched: bool = False) -> tuple[str, str]:
     pick = _PICK.format(kinds=kinds)
     pg = (
         f"WITH picked AS ({pick} FOR UPDATE SKIP LOCKED) "
-        f"UPDATE trigger_queue SET {_CLAIM_SET.format(token='gen_random_uuid()::text')} "
+        f"UPDATE trigger_queue SET {_claim_set('gen_random_uuid()::text', launched)} "
         f"FROM picked WHERE trigger_queue.id = picked.id {_CLAIM_RETURNING}"
     )
     # SQLite: the transaction began IMMEDIATE (domain/core/store.py), so this runs under the write lock.
     sqlite = (
-        f"UPDATE trigger_queue SET {_CLAIM_SET.format(token='lower(hex(randomblob(16)))')} "
+        f"UPDATE trigger_queue SET {_claim_set('lower(hex(randomblob(16)))', launched)} "
         f"WHERE id IN ({pick}) {_CLAIM_RETURNING}"
     )
     return pg, _sql(sqlite)[1]
 
 
+def _claim_kinds_sql(launched: bool = False) -> tuple[str, str]:
+    return (
+        _claim_sql("kind = ANY(%(kinds)s)", launched)[0],
+        _claim_sql("kind IN (SELECT value FROM json_each(%(kinds)s))", launched)[1],
+    )
+
+
 CLAIM_ONE_KIND_SQL = _claim_sql("kind = %(kind)s")
-CLAIM_KINDS_SQL = (
-    _claim_sql("kind = ANY(%(kinds)s)")[0],
-    _claim_sql("kind IN (SELECT value FROM json_each(%(kinds)s))")[1],
-)
+CLAIM_KINDS_SQL = _claim_kinds_sql()
+CLAIM_LAUNCHED_ONE_KIND_SQL = _claim_sql("kind = %(kind)s", launched=True)
+CLAIM_LAUNCHED_KINDS_SQL = _claim_kinds_sql(launched=True)
 
 _DONE_SET = (
     "state = 'done', claim_token = NULL, lease_expires_at = NULL, finished_at = %(now)s, updated_at = %(now)s, "
@@ -202,6 +218,13 @@ ACK_SQL = (
     "WHERE json_extract(value, '$[0]') = trigger_queue.id) RETURNING id",
 )
 
+# PostgreSQL, as a CTE of a caller's statement (a phase's completion, domain/phases/phase_statements.py):
+# one held row acked; its id, or no row when the claim no longer holds it.
+ACK_ONE_SQL = (
+    f"UPDATE trigger_queue SET {_DONE_SET.format(run_id='%(run_id)s::varchar')} "
+    "WHERE id = %(trigger_id)s AND claim_token = %(claim_token)s AND state IN ('claimed', 'launched') RETURNING id"
+)
+
 
 def _ack_and_claim_sql(kinds: str) -> str:
     """PostgreSQL: the ack and the next claim as one statement (one round trip). Its two updates touch
@@ -209,7 +232,7 @@ def _ack_and_claim_sql(kinds: str) -> str:
     pick = _PICK.format(kinds=kinds)
     ack = ACK_SQL[0]
     claim = (
-        f"UPDATE trigger_queue SET {_CLAIM_SET.format(token='gen_random_uuid()::text')} "
+        f"UPDATE trigger_queue SET {_claim_set('gen_random_uuid()::text')} "
         f"FROM picked WHERE trigger_queue.id = picked.id {_CLAIM_RETURNING}"
     )
     return (
