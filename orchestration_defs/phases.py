@@ -32,6 +32,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,11 @@ USER_TAG_PREFIX = "wrk/user."
 MAX_TAG_VALUE = 4096
 MAX_USER_TAGS = 1000  # PHASE_RUN_MAX_TRIGGERS is at most this: every user of a worker is tagged
 REPORT_S = 1.0  # a busy worker writes its finished triggers to the run's log and tags this often
+# A worker expecting to end within this long (its PHASE_RUN_MAX_TRIGGERS at its rate, or its
+# PHASE_WORKER_MAX_S) tags itself retiring: the sensor no longer counts it and starts its successor, so the
+# successor is working when it ends (a launch takes a sensor tick, the run queue's dequeue and ~1 s).
+RETIRE_LEAD_S = 3.0
+TAG_RETIRING = "wrk/phase_worker_retiring"
 
 
 def user_tag(user_id: str) -> str:
@@ -283,6 +289,9 @@ class Worker:
         self.finished: list[str] = []  # lines of finished triggers not yet in the run's log
         self.untagged: list[Tagged] = []  # taken triggers whose users are not yet in the run's tags
         self.reported = time.monotonic()
+        self.started = time.monotonic()
+        self.taken_at_report = 0
+        self.retiring = False
 
     def run(self, carried: list[phases.PhaseRow]) -> None:
         settings, clock = self.settings, time.monotonic
@@ -321,7 +330,10 @@ class Worker:
                     if self.in_hand:
                         last_work = now
                     elif now - last_work >= settings.phase_worker_idle_s:
-                        return
+                        if not self._queued_lately():
+                            return
+                        last_work = now  # the other workers took what was queued: stay, as the sensor wants
+
                     listener.wait(settings.phase_worker_poll_s)
             finally:  # the triggers in hand finish (their outcomes recorded) before the run ends
                 wait(self.in_hand)
@@ -350,8 +362,19 @@ class Worker:
 
     def _report(self) -> None:
         """One event for the triggers finished since the last (after their commits: off the triggers' path),
-        and the run's tags for the users taken since, so the UI finds the run by them."""
-        self.reported = time.monotonic()
+        and the run's tags for the users taken since, so the UI finds the run by them (and, once, the
+        retiring tag)."""
+        now, since = time.monotonic(), time.monotonic() - self.reported
+        rate = (len(self.taken) - self.taken_at_report) / since if since > 0 else 0.0
+        self.reported, self.taken_at_report = now, len(self.taken)
+        settings = self.settings
+        ending = (
+            settings.phase_run_max_triggers - len(self.taken) <= rate * RETIRE_LEAD_S
+            or settings.phase_worker_max_s - (now - self.started) <= RETIRE_LEAD_S
+        )
+        if ending and not self.retiring:
+            self.retiring = True
+            self._tag({TAG_RETIRING: "true"})
         if self.finished:
             lines, self.finished = self.finished, []
             self.context.log.info(
@@ -359,10 +382,24 @@ class Worker:
             )
         if self.untagged:
             more, self.untagged = self.untagged, []
-            try:  # the tags only help the UI find the run: a failed write must not fail the triggers
-                self.context.instance.add_run_tags(self.context.run_id, retag(self.taken, more))
-            except Exception as exc:
-                self.context.log.warning(f"could not tag the run with its new triggers' users: {exc!r}")
+            self._tag(retag(self.taken, more))
+
+    def _tag(self, tags: dict[str, str]) -> None:
+        try:  # the tags help the UI find the run and the sensor plan: a failed write must not fail the triggers
+            self.context.instance.add_run_tags(self.context.run_id, tags)
+        except Exception as exc:
+            self.context.log.warning(f"could not tag the run ({', '.join(sorted(tags)[:3])} ...): {exc!r}")
+
+    def _queued_lately(self) -> bool:
+        """Whether a phase trigger was queued in the last PHASE_WORKER_IDLE_S (the sensor's rule for keeping
+        PHASE_WORKERS live): a worker with nothing to do stays while triggers keep coming, even if the other
+        workers take them all; False when the store cannot say."""
+        since = utcnow() - timedelta(seconds=self.settings.phase_worker_idle_s)
+        try:
+            with read_transaction(self.engine) as session:
+                return queue.queued_since(session, phases.KIND, since)
+        except Exception:
+            return False
 
     def _claim(self, limit: int) -> list[phases.PhaseRow] | None:
         try:

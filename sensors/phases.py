@@ -1,19 +1,22 @@
-"""The seven-phase pipeline's sensor: `phase_queue_sensor` keeps phase worker runs alive (one more each
-tick while triggers are due and fewer than PHASE_WORKERS live) and reconciles the triggers of the ones
-that ended (orchestration_defs/phases.py)."""
+"""The seven-phase pipeline's sensor: `phase_queue_sensor` keeps PHASE_WORKERS phase worker runs alive while
+phase triggers are due or were queued in the last PHASE_WORKER_IDLE_S (so a burst finds them all started,
+not one more a tick), starts a successor for a worker about to end (tagged retiring), and reconciles the
+triggers of the ones that ended (orchestration_defs/phases.py)."""
 
 import uuid
+from datetime import timedelta
 
 import dagster as dg
 
+from domain.core.models import utcnow
 from domain.core.settings import get_settings
 from domain.core.store import read_transaction, transaction
 from domain.phases import phases
 from domain.queue import queue
-from orchestration_defs.phases import JOB, phase_worker, run_tags
+from orchestration_defs.phases import JOB, TAG_RETIRING, phase_worker, run_tags
 from orchestration_defs.trigger_runs import reconcile_launched, rescue_expired
 from resources.dagster_resources import DatabaseResource
-from sensors.due_work import runs_in_flight
+from sensors.due_work import IN_FLIGHT, runs_in_flight
 
 
 @dg.sensor(
@@ -21,8 +24,9 @@ from sensors.due_work import runs_in_flight
     job=phase_worker,
     minimum_interval_seconds=get_settings().phase_sensor_interval_s,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Launches a phase_worker run while phase triggers are due and fewer than PHASE_WORKERS live; "
-    "sends the triggers of a worker that ended without finishing them back to the queue.",
+    description="Keeps PHASE_WORKERS phase_worker runs live (a retiring one not counted) while phase triggers "
+    "are due or were queued in the last PHASE_WORKER_IDLE_S; sends the triggers of a worker that ended "
+    "without finishing them back to the queue.",
 )
 def phase_queue_sensor(context: dg.SensorEvaluationContext, database: DatabaseResource) -> dg.SensorResult:
     settings = get_settings()
@@ -30,12 +34,19 @@ def phase_queue_sensor(context: dg.SensorEvaluationContext, database: DatabaseRe
     with transaction(engine) as session:
         rescue_expired(session, [phases.KIND])
     reconcile_launched(context.instance, engine, [phases.KIND])
-    running = runs_in_flight(context.instance, JOB)
-    if running >= settings.phase_workers:
-        return dg.SensorResult(skip_reason=f"{running} phase workers live (PHASE_WORKERS)")
+    retiring = context.instance.get_runs_count(
+        filters=dg.RunsFilter(job_name=JOB, statuses=IN_FLIGHT, tags={TAG_RETIRING: "true"})
+    )
+    live = runs_in_flight(context.instance, JOB) - retiring
+    if live >= settings.phase_workers:
+        return dg.SensorResult(skip_reason=f"{live} phase workers live (PHASE_WORKERS)")
     with read_transaction(engine) as session:
-        due = queue.due(session, phases.KIND)
-    if not due:
-        return dg.SensorResult(skip_reason="no phase triggers are due")
-    # One more worker a tick: a backlog that outlasts the live workers' next claim brings the next one.
-    return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"{JOB}:{uuid.uuid4()}", tags=run_tags())])
+        wanted = queue.due(session, phases.KIND) or queue.queued_since(
+            session, phases.KIND, utcnow() - timedelta(seconds=settings.phase_worker_idle_s)
+        )
+    if not wanted:
+        return dg.SensorResult(skip_reason="no phase trigger is due or was queued in the last PHASE_WORKER_IDLE_S")
+    missing = settings.phase_workers - live
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"{JOB}:{uuid.uuid4()}", tags=run_tags()) for _ in range(missing)]
+    )

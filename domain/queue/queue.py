@@ -49,6 +49,7 @@ from domain.queue.reading import (
     find as find,
     held_by_kind as held_by_kind,
     live_id as live_id,
+    queued_since as queued_since,
     stats as stats,
 )
 from domain.queue.statements import (

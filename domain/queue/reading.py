@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -56,6 +56,13 @@ def due(session: Session, kind: str) -> bool:
         .limit(1)
     ).first()
     return found is not None
+
+
+def queued_since(session: Session, kind: str, since: datetime) -> bool:
+    """Whether a trigger of `kind` was queued at or after `since` (the newest row of the kind, found from
+    the primary key's end: the phase triggers are the queue's bulk)."""
+    newest = session.scalars(select(Q.c.created_at).where(Q.c.kind == kind).order_by(Q.c.id.desc()).limit(1)).first()
+    return newest is not None and newest >= since
 
 
 def live_id(session: Session, kind: str, dedup_key: str) -> int | None:

@@ -29,12 +29,14 @@ from domain.core.models import (
     ProofPacket,
     SyncProgress,
     TriggerQueue,
+    utcnow,
 )
 from domain.core.settings import get_settings
 from domain.core.store import autocommit, transaction
 from domain.core.urls import header_value
 from domain.phases import phase_metrics, phases
-from orchestration_defs.phases import Outside, phase_worker, user_tag
+from domain.queue import queue
+from orchestration_defs.phases import TAG_RETIRING, Outside, phase_worker, user_tag
 from resources.dagster_resources import DatabaseResource, IntegrationsResource, PaymentsResource
 from resources.integrations import integrations_client
 from resources.payments import payments_client
@@ -52,6 +54,7 @@ def phase_env(flow_env, sandbox, tmp_path, monkeypatch):
         "PROOF_PACKET_DIR": str(tmp_path / "packets"),
         "PHASE_ROW_WORKERS": "4",
         "PHASE_WORKER_IDLE_S": "0",  # a worker in process ends once nothing is due
+        "PHASE_WORKERS": "1",  # one run a tick (the sensor starts every missing worker at once)
     }.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
@@ -167,20 +170,41 @@ def test_one_worker_takes_the_due_triggers_tagged_with_phases_count_and_users(
         assert (progress.phase, progress.status, progress.percent, progress.seller_id) == (1, "completed", 14, "sel")
 
 
-def test_the_sensor_launches_one_more_worker_a_tick_while_triggers_are_due_up_to_phase_workers(
+def test_the_sensor_keeps_phase_workers_live_while_triggers_are_due_or_queued_lately(
     phase_env, engine, tenant, database_url, monkeypatch
 ):
+    """Every missing worker at once (a burst finds them all started); kept while a trigger was queued in the
+    last PHASE_WORKER_IDLE_S, though none is due; a retiring worker not counted (its successor starts)."""
     monkeypatch.setenv("PHASE_WORKERS", "2")
+    monkeypatch.setenv("PHASE_WORKER_IDLE_S", "60")
     get_settings.cache_clear()
     instance = dg.DagsterInstance.ephemeral()
-    _accept(engine, tenant, 1, user_id="w", sync_id="s")
+    assert _tick(instance, database_url) == []  # nothing ever queued
+    trigger = _accept(engine, tenant, 1, user_id="w", sync_id="s")
     first = _tick(instance, database_url)
-    assert len(first) == 1
-    instance.create_run_for_job(phase_worker, tags=first[0].tags, status=dg.DagsterRunStatus.STARTED)
-    (second,) = _tick(instance, database_url)  # still due: a second worker
-    assert second.run_key != first[0].run_key  # new for every launch
-    instance.create_run_for_job(phase_worker, tags=second.tags, status=dg.DagsterRunStatus.STARTING)
+    assert len(first) == 2 and len({r.run_key for r in first}) == 2  # a run key new for every launch
+    runs = [
+        instance.create_run_for_job(phase_worker, tags=r.tags, status=status)
+        for r, status in zip(first, (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING), strict=True)
+    ]
     assert _tick(instance, database_url) == []  # two live (a starting one counts): no third
+    with transaction(engine) as session:  # a worker took the trigger: none is due, one was queued lately
+        (taken,) = queue.claim(session, [phases.KIND], 10, 60, "phase_worker:x", run_id=runs[0].run_id)
+    assert taken.id == trigger
+    instance.report_run_failed(runs[1])
+    (replacement,) = _tick(instance, database_url)
+    assert replacement.run_key not in {r.run_key for r in first}
+    instance.create_run_for_job(phase_worker, tags=replacement.tags, status=dg.DagsterRunStatus.STARTED)
+    instance.add_run_tags(runs[0].run_id, {TAG_RETIRING: "true"})  # about to end: its successor starts
+    (successor,) = _tick(instance, database_url)
+    instance.create_run_for_job(phase_worker, tags=successor.tags, status=dg.DagsterRunStatus.STARTING)
+    assert _tick(instance, database_url) == []
+    monkeypatch.setenv("PHASE_WORKER_IDLE_S", "0")  # nothing queued lately any more, nothing due
+    get_settings.cache_clear()
+    for run in instance.get_runs():
+        if run.status != dg.DagsterRunStatus.FAILURE:
+            instance.report_run_failed(run)
+    assert _tick(instance, database_url) == []
 
 
 def test_a_slow_trigger_holds_up_no_trigger_committed_after_it(phase_env, engine, tenant, database_url, monkeypatch):
@@ -234,6 +258,32 @@ def test_a_worker_takes_batch_after_batch_until_none_is_due_or_it_took_its_maxim
     assert run.tags["wrk/phase_count"] == str(done) and run.tags["wrk/phases"] == "1,2"
     assert run.tags["wrk/phase"] == "1,2"  # no longer one phase: no filter on phase 1 alone finds it
     assert all(run.tags[user_tag(f"b{n}")] == f"b{n}" for n in range(done))
+    if done == max_triggers:  # it ended at its maximum: tagged retiring (at the latest then), its successor due
+        assert run.tags[TAG_RETIRING] == "true"
+
+
+def test_an_idle_worker_stays_while_phase_triggers_keep_being_queued(
+    phase_env, engine, tenant, database_url, monkeypatch
+):
+    """A worker with nothing to claim past PHASE_WORKER_IDLE_S stays while triggers are still queued (taken
+    by the other workers; here not yet due), as the sensor keeps it; it ends once none was queued lately."""
+    monkeypatch.setenv("PHASE_WORKER_IDLE_S", "2")
+    get_settings.cache_clear()
+    instance = dg.DagsterInstance.ephemeral()
+    _accept(engine, tenant, 1, user_id="first", sync_id="s")
+    (request,) = _tick(instance, database_url)
+    outcome: list[dict] = []
+    worker = threading.Thread(target=lambda: outcome.append(_run(instance, database_url, request)))
+    worker.start()
+    later = utcnow() + timedelta(hours=1)
+    for n in range(40):  # 8 s: four times its idle time, a trigger queued every 0.2 s (due in an hour)
+        with transaction(engine) as session:
+            payload = {"phase": 1, "user_id": f"later{n}", "sync_id": "s", "input": {}}
+            queue.enqueue(session, phases.KIND, tenant, {**payload, "tenant_id": tenant}, available_at=later)
+        time.sleep(0.2)
+        assert worker.is_alive(), f"the worker ended {n * 0.2:.1f} s into the triggers being queued"
+    worker.join()  # none queued now: it ends after its idle time
+    assert outcome and outcome[0]["completed"] == 1
 
 
 def test_a_step_delivered_again_carries_on_with_every_row_its_run_holds_and_does_none_twice(
