@@ -26,7 +26,9 @@ worker waits (and ends at its lifetime); a trigger whose outcome could not be re
 so reconciliation sends it back once the store is there again.
 """
 
+import contextlib
 import hashlib
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -272,6 +274,12 @@ def held_rows(engine: Any, run_id: str) -> list[phases.PhaseRow]:
         return _phase_rows(queue.held_by_run(session, phases.KIND, run_id))
 
 
+def _lower_priority(nice: int) -> None:
+    """A row thread's nice value (Linux: per thread), so the API's answers come first on a shared machine."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+
+
 class Worker:
     """One phase worker run's loop: claim, hand each trigger to a row thread, claim again while the threads
     still have work queued, wait; until it is time to end. The threads never wait for a batch's slowest
@@ -298,7 +306,10 @@ class Worker:
         rows = settings.phase_row_workers
         started = last_work = clock()
         checked = started - 1.0
-        with Listener(self.engine, [phases.KIND]) as listener, ThreadPoolExecutor(rows) as pool:
+        with (
+            Listener(self.engine, [phases.KIND]) as listener,
+            ThreadPoolExecutor(rows, initializer=_lower_priority, initargs=(settings.phase_worker_nice,)) as pool,
+        ):
             listener.listen()  # before the first claim: a trigger committed after it wakes this worker
             try:
                 batch: list[phases.PhaseRow] | None = carried

@@ -330,6 +330,9 @@ class Settings(BaseSettings):
     # requeues); SQLite: it polls this often
     phase_worker_poll_s: float = Field(default=0.25, gt=0)
     phase_sensor_interval_s: int = Field(default=1, ge=1)
+    # A worker's row threads run at this nice value (Linux: +0..19), so on a shared machine the API's answers
+    # come before the pipeline's work (on Kubernetes a pod has its own CPU: no effect)
+    phase_worker_nice: int = Field(default=10, ge=0, le=19)
     sandbox_phase_delay_s: float = Field(default=1.0, ge=0)  # the sandbox's integrations call the next phase back
 
     @model_validator(mode="after")
