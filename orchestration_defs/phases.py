@@ -1,15 +1,16 @@
 """The seven-phase pipeline's worker: `phase_worker` runs live long and take the phase triggers as they
-are committed. The phase sensor (sensors/phases.py) launches one when triggers are due and fewer than
-PHASE_WORKERS live; a worker claims due triggers (moved claimed -> launched with its run id in the claim's
-transaction) to keep up to twice PHASE_ROW_WORKERS in hand, claiming again once half of them are done
+are committed. The phase sensor (sensors/phases.py) keeps PHASE_WORKERS of them live while triggers are
+due or were queued lately; a worker claims due triggers (launched with its run id in the claim's
+statement) to keep up to twice PHASE_ROW_WORKERS in hand, claiming again once half of them are done
 (at most PHASE_BATCH_SIZE a claim), so its row threads never wait for a batch's slowest trigger; it
-processes each in transactions of its own
-(domain/phases/phases.py: `complete` acks the trigger in the transaction that records its outcome),
-calling the integrations backend and the payment API between them with no transaction open, then waits
-for the next: woken by the enqueue's NOTIFY on PostgreSQL, polling on SQLite (PHASE_WORKER_POLL_S; also
-the fallback on PostgreSQL), domain/queue/listening.py. It ends after PHASE_WORKER_IDLE_S with nothing
-to claim, PHASE_WORKER_MAX_S after it started, or PHASE_RUN_MAX_TRIGGERS triggers, so a new worker
-(with the code deployed since) takes over.
+processes each in two steps of its own (domain/phases/phases.py `begin`, then `complete`, which acks the
+trigger with what it records: one statement each on PostgreSQL, `step_store`), calling the integrations
+backend and the payment API between them with no transaction open, then waits for the next: woken by
+the enqueue's NOTIFY on PostgreSQL, polling on SQLite (PHASE_WORKER_POLL_S; also the fallback on
+PostgreSQL), domain/queue/listening.py. It ends after PHASE_WORKER_IDLE_S with nothing to claim and
+nothing queued meanwhile, PHASE_WORKER_MAX_S after it started, or after PHASE_RUN_MAX_TRIGGERS triggers,
+so a new worker (with the code deployed since) takes over; shortly before, it tags itself retiring
+(RETIRE_LEAD_S) and the sensor starts that successor.
 
 Each trigger has its own outcome: a failed one goes back to the queue with the queue's backoff (or is
 dead, audited and alerted), the others finish. The triggers finished are one event in the run's log

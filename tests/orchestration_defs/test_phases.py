@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 import uuid
@@ -260,6 +261,28 @@ def test_a_worker_takes_batch_after_batch_until_none_is_due_or_it_took_its_maxim
     assert all(run.tags[user_tag(f"b{n}")] == f"b{n}" for n in range(done))
     if done == max_triggers:  # it ended at its maximum: tagged retiring (at the latest then), its successor due
         assert run.tags[TAG_RETIRING] == "true"
+
+
+def test_a_workers_row_threads_run_at_phase_worker_nice(phase_env, engine, tenant, database_url, monkeypatch):
+    import orchestration_defs.phases as worker_module
+
+    if os.getpriority(os.PRIO_PROCESS, 0) > 7:
+        pytest.skip("this process runs at a nice value above 7 already")
+    monkeypatch.setenv("PHASE_WORKER_NICE", "7")
+    get_settings.cache_clear()
+    seen: list[int] = []
+    act = worker_module.act
+
+    def noting_act(engine_, row, plan, outside):
+        seen.append(os.getpriority(os.PRIO_PROCESS, 0))  # Linux: this thread's nice value
+        return act(engine_, row, plan, outside)
+
+    monkeypatch.setattr(worker_module, "act", noting_act)
+    _accept(engine, tenant, 1, user_id="nice", sync_id="s")
+    instance = dg.DagsterInstance.ephemeral()
+    (request,) = _tick(instance, database_url)
+    assert _run(instance, database_url, request)["completed"] == 1
+    assert seen == [7]
 
 
 def test_an_idle_worker_stays_while_phase_triggers_keep_being_queued(
