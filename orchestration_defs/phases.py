@@ -10,7 +10,7 @@ the enqueue's NOTIFY on PostgreSQL, polling on SQLite (PHASE_WORKER_POLL_S; also
 PostgreSQL), domain/queue/listening.py. It ends after PHASE_WORKER_IDLE_S with nothing to claim and
 nothing queued meanwhile, PHASE_WORKER_MAX_S after it started, or after PHASE_RUN_MAX_TRIGGERS triggers,
 so a new worker (with the code deployed since) takes over; shortly before, it tags itself retiring
-(RETIRE_LEAD_S) and the sensor starts that successor.
+(half its triggers taken, or RETIRE_LEAD_S before its lifetime ends) and the sensor starts that successor.
 
 Each trigger has its own outcome: a failed one goes back to the queue with the queue's backoff (or is
 dead, audited and alerted), the others finish. The triggers finished are one event in the run's log
@@ -66,10 +66,11 @@ USER_TAG_PREFIX = "wrk/user."
 MAX_TAG_VALUE = 4096
 MAX_USER_TAGS = 1000  # PHASE_RUN_MAX_TRIGGERS is at most this: every user of a worker is tagged
 REPORT_S = 1.0  # a busy worker writes its finished triggers to the run's log and tags this often
-# A worker expecting to end within this long (its PHASE_RUN_MAX_TRIGGERS at its rate, or its
-# PHASE_WORKER_MAX_S) tags itself retiring: the sensor no longer counts it and starts its successor, so the
-# successor is working when it ends (a launch takes a sensor tick, the run queue's dequeue and ~1 s).
-RETIRE_LEAD_S = 3.0
+# A worker past half its PHASE_RUN_MAX_TRIGGERS, or this close to its PHASE_WORKER_MAX_S, tags itself
+# retiring: the sensor no longer counts it and starts its successor, which is working when it ends (a
+# launch takes a sensor tick, the run queue's dequeue and a second or more: under a burst, a worker's
+# second half of its triggers takes longer than that).
+RETIRE_LEAD_S = 10.0
 TAG_RETIRING = "wrk/phase_worker_retiring"
 
 
@@ -299,7 +300,6 @@ class Worker:
         self.untagged: list[Tagged] = []  # taken triggers whose users are not yet in the run's tags
         self.reported = time.monotonic()
         self.started = time.monotonic()
-        self.taken_at_report = 0
         self.retiring = False
 
     def run(self, carried: list[phases.PhaseRow]) -> None:
@@ -376,12 +376,10 @@ class Worker:
         """One event for the triggers finished since the last (after their commits: off the triggers' path),
         and the run's tags for the users taken since, so the UI finds the run by them (and, once, the
         retiring tag)."""
-        now, since = time.monotonic(), time.monotonic() - self.reported
-        rate = (len(self.taken) - self.taken_at_report) / since if since > 0 else 0.0
-        self.reported, self.taken_at_report = now, len(self.taken)
+        self.reported = now = time.monotonic()
         settings = self.settings
         ending = (
-            settings.phase_run_max_triggers - len(self.taken) <= rate * RETIRE_LEAD_S
+            len(self.taken) >= settings.phase_run_max_triggers / 2
             or settings.phase_worker_max_s - (now - self.started) <= RETIRE_LEAD_S
         )
         if ending and not self.retiring:
