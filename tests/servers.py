@@ -3,8 +3,10 @@ the Dagster webserver and daemon as processes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -176,11 +178,23 @@ class Processes:
         self.out: Any = log if log is not None else subprocess.DEVNULL
         self.procs: list[subprocess.Popen[Any]] = []
         self.deaf: list[subprocess.Popen[Any]] = []
+        self.groups: list[int] = []  # process groups whose leftovers stop() kills
         self.folders: list[str] = []
 
-    def spawn(self, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[Any]:
-        proc = subprocess.Popen(list(args), cwd=ROOT, env={**self.env, **(env or {})}, stdout=self.out, stderr=self.out)
+    def spawn(self, *args: str, env: Mapping[str, str] | None = None, group: bool = False) -> subprocess.Popen[Any]:
+        """A process; with `group`, in a process group of its own whose every member stop() ends (the run
+        workers a daemon forks outlive it, as they outlive a daemon's restart: wrk_instance/launcher.py)."""
+        proc = subprocess.Popen(
+            list(args),
+            cwd=ROOT,
+            env={**self.env, **(env or {})},
+            stdout=self.out,
+            stderr=self.out,
+            start_new_session=group,
+        )
         self.procs.append(proc)
+        if group:
+            self.groups.append(proc.pid)
         return proc
 
     def uvicorn(self, factory: str, env: Mapping[str, str] | None = None, workers: int = 1) -> str:
@@ -234,7 +248,7 @@ class Processes:
         self.spawn(str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1", "-p", str(port))
 
     def dagster_daemon(self, workspace: str = "workspace.yaml") -> None:
-        self.spawn(str(BIN / "dagster-daemon"), "run", "-w", workspace)
+        self.spawn(str(BIN / "dagster-daemon"), "run", "-w", workspace, group=True)
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -251,5 +265,8 @@ class Processes:
         for proc in self.deaf:  # after the daemon and the webserver, which talk to it while stopping
             proc.kill()
             proc.wait()
+        for pgid in self.groups:  # what the daemon left: its fork server and the run workers still running
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
         for folder in self.folders:
             shutil.rmtree(folder, ignore_errors=True)
