@@ -277,8 +277,8 @@ def held_rows(engine: Any, run_id: str) -> list[phases.PhaseRow]:
 
 
 def _lower_priority(nice: int) -> None:
-    """This thread's nice value (Linux: per thread; the threads it starts inherit it), so the API's answers
-    come first on a shared machine."""
+    """A row thread's nice value (Linux: per thread), so the API's answers come first on a shared machine.
+    Only the threads the worker starts: the op's own thread may be the caller's (execute_in_process)."""
     with contextlib.suppress(OSError, AttributeError):
         os.setpriority(os.PRIO_PROCESS, 0, nice)
 
@@ -308,7 +308,10 @@ class Worker:
         rows = settings.phase_row_workers
         started = last_work = clock()
         checked = started - 1.0
-        with Listener(self.engine, [phases.KIND]) as listener, ThreadPoolExecutor(rows) as pool:
+        with (
+            Listener(self.engine, [phases.KIND]) as listener,
+            ThreadPoolExecutor(rows, initializer=_lower_priority, initargs=(settings.phase_worker_nice,)) as pool,
+        ):
             listener.listen()  # before the first claim: a trigger committed after it wakes this worker
             try:
                 batch: list[phases.PhaseRow] | None = carried
@@ -431,7 +434,6 @@ def work_phase_triggers(
     payments: PaymentsResource,
 ) -> dict[str, int]:
     engine = database.engine
-    _lower_priority(get_settings().phase_worker_nice)  # the claims, the row threads and the listener
     outside = Outside(integrations.client, payments.client, Path(get_settings().proof_packet_dir))
     worker = Worker(context, engine, outside)
     carried = held_rows(engine, context.run_id)
