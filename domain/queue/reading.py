@@ -58,11 +58,18 @@ def due(session: Session, kind: str) -> bool:
     return found is not None
 
 
+QUEUED_SINCE_SCAN = 1000  # how far back from the newest row queued_since looks
+
+
 def queued_since(session: Session, kind: str, since: datetime) -> bool:
-    """Whether a trigger of `kind` was queued at or after `since` (the newest row of the kind, found from
-    the primary key's end: the phase triggers are the queue's bulk)."""
-    newest = session.scalars(select(Q.c.created_at).where(Q.c.kind == kind).order_by(Q.c.id.desc()).limit(1)).first()
-    return newest is not None and newest >= since
+    """Whether a trigger of `kind` was queued at or after `since`, among the queue's newest
+    QUEUED_SINCE_SCAN rows (the primary key's end: a bounded read however large the table, however long
+    ago the kind was last queued; a kind swamped by that many newer rows of others reads as not queued)."""
+    newest = select(Q.c.kind, Q.c.created_at).order_by(Q.c.id.desc()).limit(QUEUED_SINCE_SCAN).subquery()
+    found = session.scalars(
+        select(newest.c.created_at).where(newest.c.kind == kind, newest.c.created_at >= since).limit(1)
+    ).first()
+    return found is not None
 
 
 def live_id(session: Session, kind: str, dedup_key: str) -> int | None:

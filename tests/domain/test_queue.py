@@ -150,6 +150,30 @@ def test_a_launch_again_by_the_run_holding_the_row_is_a_no_op_and_the_run_lists_
     assert {(r.state, r.run_id) for r in map(lambda i: _row(engine, i), ids[1:])} == {("launched", "run-1")}
 
 
+def test_queued_since_reads_the_newest_rows_only(engine, tenant_id, monkeypatch):
+    """What keeps the phase workers live (sensors/phases.py): a trigger of the kind queued since the time
+    given, among the newest QUEUED_SINCE_SCAN rows: a bounded read, whatever the table's size."""
+    from domain.queue import reading
+
+    monkeypatch.setattr(reading, "QUEUED_SINCE_SCAN", 3)
+    started = datetime.now(UTC)
+    with transaction(engine) as session:
+        assert not queue.queued_since(session, "phase", started - timedelta(days=1))  # none ever
+        queue.enqueue(session, "phase", tenant_id, _phase(tenant_id, 0))
+    with transaction(engine) as session:
+        assert queue.queued_since(session, "phase", started)
+        assert not queue.queued_since(session, "phase", datetime.now(UTC) + timedelta(seconds=1))
+        assert not queue.queued_since(session, "build", started)
+        for n in range(2):
+            queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id, n))
+    with transaction(engine) as session:
+        assert queue.queued_since(session, "phase", started)  # the third newest row
+        queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id, 3))
+    with transaction(engine) as session:
+        assert not queue.queued_since(session, "phase", started)  # beyond the rows read
+        assert queue.queued_since(session, "build", started)
+
+
 def test_fail_backs_off_then_dies_after_max_attempts(engine, tenant_id):
     with transaction(engine) as session:
         row_id = queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id))
