@@ -10,7 +10,7 @@ from rich.console import Group
 from rich.text import Text
 
 from cli.http import Api, ApiUrl, Json, Tenant, Token, segment
-from cli.output import EXIT_USAGE, age, fail, fields, present, print_json, show, table, when
+from cli.output import EXIT_USAGE, age, fail, fields, present, present_page, table, when
 
 app = typer.Typer(
     help="Human approvals: list, show and decide them.",
@@ -55,26 +55,19 @@ def list_approvals(
         limit=limit,
         offset=offset,
     )
-    if json_out:
-        print_json(page)
-        return
-    show(
-        table(
-            None,
-            ["Id", "Status", "Step", "Message", "Assignees", "Age", "Expires"],
-            [
-                (
-                    a["id"],
-                    a["status"],
-                    a["step_name"],
-                    _short(a["message"]),
-                    ", ".join(a["assignees"]),
-                    age(a["created_at"]),
-                    age(a["expires_at"]) if a["status"] == "pending" else "-",
-                )
-                for a in page["items"]
-            ],
-        )
+    columns = ["Id", "Status", "Step", "Message", "Assignees", "Age", "Expires"]
+    present_page(page, columns, _row, json_out)
+
+
+def _row(a: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        a["id"],
+        a["status"],
+        a["step_name"],
+        _short(a["message"]),
+        ", ".join(a["assignees"]),
+        age(a["created_at"]),
+        age(a["expires_at"]) if a["status"] == "pending" else "-",
     )
 
 

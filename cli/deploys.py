@@ -16,7 +16,7 @@ from sqlalchemy import select
 from typer.core import TyperGroup
 
 from cli.http import Api, ApiUrl, Json, Tenant, Token, segment
-from cli.output import EXIT_FAILED, age, fields, print_json, show, table, when
+from cli.output import EXIT_FAILED, age, fields, present_page, print_json, show, table, when
 from domain import deploy
 from domain.core import lifecycle, migrate, models
 from domain.core.settings import get_settings
@@ -212,8 +212,4 @@ def history(
     page = Api.of(api_url, token, tenant).get(
         f"/v1/projects/{segment(project)}/deployments", limit=limit, offset=offset
     )
-    if json_out:
-        print_json(page)
-        return
-    title = f"{len(page['items'])} of {page['total']} deployments"
-    show(table(title, DEPLOYMENT_COLUMNS, [_deployment_row(d) for d in page["items"]]))
+    present_page(page, DEPLOYMENT_COLUMNS, _deployment_row, json_out, "deployments")

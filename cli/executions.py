@@ -10,7 +10,7 @@ from rich.console import Group
 from rich.text import Text
 
 from cli.http import Api, ApiUrl, Json, Tenant, Token, segment
-from cli.output import EXIT_FAILED, fail, fields, present, print_json, show, table, when
+from cli.output import EXIT_FAILED, fail, fields, present, present_page, print_json, table, when
 from cli.watch import Interval, watch
 
 app = typer.Typer(
@@ -46,26 +46,19 @@ def list_executions(
     page = Api.of(api_url, token, tenant).get(
         "/v1/workflow-executions", status=status, workflow_id=workflow, limit=limit, offset=offset
     )
-    if json_out:
-        print_json(page)
-        return
-    show(
-        table(
-            f"{len(page['items'])} of {page['total']} executions",
-            ["Id", "Workflow", "Version", "Status", "Steps done", "Created", "Finished"],
-            [
-                (
-                    e["id"],
-                    e["workflow_id"],
-                    e["version"],
-                    e["status"],
-                    progress(e),
-                    when(e["created_at"]),
-                    when(e["finished_at"]),
-                )
-                for e in page["items"]
-            ],
-        )
+    columns = ["Id", "Workflow", "Version", "Status", "Steps done", "Created", "Finished"]
+    present_page(page, columns, _row, json_out, "executions")
+
+
+def _row(e: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        e["id"],
+        e["workflow_id"],
+        e["version"],
+        e["status"],
+        progress(e),
+        when(e["created_at"]),
+        when(e["finished_at"]),
     )
 
 

@@ -47,6 +47,24 @@ def present(value: Any, view: Callable[[Any], Any], json_out: bool) -> None:
         show(view(value))
 
 
+def present_page(
+    page: dict[str, Any],
+    columns: Sequence[str],
+    row: Callable[[Any], Sequence[Any]],
+    json_out: bool,
+    noun: str | None = None,
+    items: str = "items",
+) -> None:
+    """A listing: the API's JSON with --json, else a table of its `items` (titled `n of total <noun>`)."""
+
+    def listing(answer: dict[str, Any]) -> Table:
+        found = answer[items]
+        title = f"{len(found)} of {answer['total']} {noun}" if noun else None
+        return table(title, columns, [row(x) for x in found])
+
+    present(page, listing, json_out)
+
+
 def when(value: str | None) -> str:
     """An API timestamp as a person reads it: `2026-12-07 09:30:12 UTC`."""
     if not value:

@@ -12,7 +12,19 @@ from rich.console import Group
 from rich.text import Text
 
 from cli.http import Api, ApiError, ApiUrl, Json, Tenant, Token, segment
-from cli.output import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_USAGE, age, fail, fields, print_json, show, table, when
+from cli.output import (
+    EXIT_FAILED,
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    age,
+    fail,
+    fields,
+    present_page,
+    print_json,
+    show,
+    table,
+    when,
+)
 from cli.watch import Interval, watch
 from domain.release.release_graph import InvalidGraph, load_graph
 
@@ -209,23 +221,16 @@ def list_releases(
 ) -> None:
     """The latest releases, newest first."""
     answer = Api.of(api_url, token, tenant).get("/v1/releases", limit=limit)
-    if json_out:
-        print_json(answer)
-        return
-    show(
-        table(
-            None,
-            ["Tag", "Status", "Repositories", "Started", "Age", "Published"],
-            [
-                (
-                    r["tag"],
-                    r["status"],
-                    len(r["repositories"] or []),
-                    when(r["created_at"]),
-                    age(r["created_at"]),
-                    r["github_release_url"],
-                )
-                for r in answer["releases"]
-            ],
-        )
+    columns = ["Tag", "Status", "Repositories", "Started", "Age", "Published"]
+    present_page(answer, columns, _row, json_out, items="releases")
+
+
+def _row(r: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        r["tag"],
+        r["status"],
+        len(r["repositories"] or []),
+        when(r["created_at"]),
+        age(r["created_at"]),
+        r["github_release_url"],
     )

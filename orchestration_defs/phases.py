@@ -276,6 +276,13 @@ def held_rows(engine: Any, run_id: str) -> list[phases.PhaseRow]:
         return _phase_rows(queue.held_by_run(session, phases.KIND, run_id))
 
 
+def queued_lately(session: Any) -> bool:
+    """Whether a phase trigger was queued in the last PHASE_WORKER_IDLE_S: while one was, the sensor keeps
+    PHASE_WORKERS workers live and an idle worker does not end."""
+    since = utcnow() - timedelta(seconds=get_settings().phase_worker_idle_s)
+    return queue.queued_since(session, phases.KIND, since)
+
+
 def _lower_priority(nice: int) -> None:
     """A row thread's nice value (Linux: per thread), so the API's answers come first on a shared machine.
     Only the threads the worker starts: the op's own thread may be the caller's (execute_in_process)."""
@@ -299,14 +306,13 @@ class Worker:
         self.in_hand: dict[Future[str], phases.PhaseRow] = {}
         self.finished: list[str] = []  # lines of finished triggers not yet in the run's log
         self.untagged: list[Tagged] = []  # taken triggers whose users are not yet in the run's tags
-        self.reported = time.monotonic()
-        self.started = time.monotonic()
+        self.reported = self.started = time.monotonic()  # run() sets the start again as it starts
         self.retiring = False
 
     def run(self, carried: list[phases.PhaseRow]) -> None:
         settings, clock = self.settings, time.monotonic
         rows = settings.phase_row_workers
-        started = last_work = clock()
+        started = last_work = self.started = clock()
         checked = started - 1.0
         with (
             Listener(self.engine, [phases.KIND]) as listener,
@@ -346,7 +352,6 @@ class Worker:
                         if not self._queued_lately():
                             return
                         last_work = now  # the other workers took what was queued: stay, as the sensor wants
-
                     listener.wait(settings.phase_worker_poll_s)
             finally:  # the triggers in hand finish (their outcomes recorded) before the run ends
                 wait(self.in_hand)
@@ -402,13 +407,12 @@ class Worker:
             self.context.log.warning(f"could not tag the run ({', '.join(sorted(tags)[:3])} ...): {exc!r}")
 
     def _queued_lately(self) -> bool:
-        """Whether a phase trigger was queued in the last PHASE_WORKER_IDLE_S (the sensor's rule for keeping
-        PHASE_WORKERS live): a worker with nothing to do stays while triggers keep coming, even if the other
-        workers take them all; False when the store cannot say."""
-        since = utcnow() - timedelta(seconds=self.settings.phase_worker_idle_s)
+        """`queued_lately` (the sensor's rule for keeping PHASE_WORKERS live): a worker with nothing to do
+        stays while triggers keep coming, even if the other workers take them all; False when the store
+        cannot say."""
         try:
             with read_transaction(self.engine) as session:
-                return queue.queued_since(session, phases.KIND, since)
+                return queued_lately(session)
         except Exception:
             return False
 

@@ -4,16 +4,14 @@ not one more a tick), starts a successor for a worker about to end (tagged retir
 triggers of the ones that ended (orchestration_defs/phases.py)."""
 
 import uuid
-from datetime import timedelta
 
 import dagster as dg
 
-from domain.core.models import utcnow
 from domain.core.settings import get_settings
 from domain.core.store import read_transaction, transaction
 from domain.phases import phases
 from domain.queue import queue
-from orchestration_defs.phases import JOB, TAG_RETIRING, phase_worker, run_tags
+from orchestration_defs.phases import JOB, TAG_RETIRING, phase_worker, queued_lately, run_tags
 from orchestration_defs.trigger_runs import reconcile_launched, rescue_expired
 from resources.dagster_resources import DatabaseResource
 from sensors.due_work import IN_FLIGHT, runs_in_flight
@@ -41,9 +39,7 @@ def phase_queue_sensor(context: dg.SensorEvaluationContext, database: DatabaseRe
     if live >= settings.phase_workers:
         return dg.SensorResult(skip_reason=f"{live} phase workers live (PHASE_WORKERS)")
     with read_transaction(engine) as session:
-        wanted = queue.due(session, phases.KIND) or queue.queued_since(
-            session, phases.KIND, utcnow() - timedelta(seconds=settings.phase_worker_idle_s)
-        )
+        wanted = queue.due(session, phases.KIND) or queued_lately(session)
     if not wanted:
         return dg.SensorResult(skip_reason="no phase trigger is due or was queued in the last PHASE_WORKER_IDLE_S")
     missing = settings.phase_workers - live

@@ -337,7 +337,6 @@ def complete(
     summary = {k: v for k, v in result.items() if k not in ("pdf_path", "json_path")}
     completed = {"trigger_id": row.trigger_id, "name": NAMES[t.phase], **summary}
     progress = progress_values(t.tenant_id, t.user_id, t.sync_id, t.phase, P.COMPLETED)
-    stale = queue.StaleClaim(f"phase trigger {row.trigger_id} is no longer held by this run")
     if is_postgres(store):
         event = phase_events.values(t.tenant_id, t.user_id, t.sync_id, t.phase, "phase_completed", completed)
         params = {
@@ -348,19 +347,28 @@ def complete(
             "run_id": run_id,
             "attempt": row.attempt,
             "outcome": PhaseOutcome.COMPLETED.value,
-            "duration_s": round(max(duration_s, 0.0), 6),
+            "duration_s": _recorded(duration_s),
             "details": Jsonb(details),
             "started_at": started_at,
         }
         if Driver(store).raw.execute(COMPLETE_SQL, params, prepare=True).fetchone() is None:
-            raise stale
+            raise _stale(row)
         return
     session = _orm(store)
     if not queue.ack_many(session, [row.held], run_id=run_id):
-        raise stale
+        raise _stale(row)
     session.execute(PROGRESS_UPSERT, progress)
     _audit(session, row, PhaseOutcome.COMPLETED, run_id, started_at, duration_s, None, details)
     _event(session, row, "phase_completed", completed)
+
+
+def _stale(row: PhaseRow) -> queue.StaleClaim:
+    return queue.StaleClaim(f"phase trigger {row.trigger_id} is no longer held by this run")
+
+
+def _recorded(duration_s: float) -> float:
+    """A duration as the audit row keeps it (never negative, to the microsecond)."""
+    return round(max(duration_s, 0.0), 6)
 
 
 def _prompt(session: Session, row: PhaseRow, match: Mapping[str, Any]) -> None:
@@ -440,7 +448,7 @@ def _audit(
             run_id=run_id,
             attempt=row.attempt,
             outcome=outcome.value,
-            duration_s=round(max(duration_s, 0.0), 6),
+            duration_s=_recorded(duration_s),
             error=error[:4000] if error else None,
             details=details,
             started_at=started_at,

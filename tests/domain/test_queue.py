@@ -156,22 +156,22 @@ def test_queued_since_reads_the_newest_rows_only(engine, tenant_id, monkeypatch)
     from domain.queue import reading
 
     monkeypatch.setattr(reading, "QUEUED_SINCE_SCAN", 3)
-    started = datetime.now(UTC)
     with transaction(engine) as session:
-        assert not queue.queued_since(session, "phase", started - timedelta(days=1))  # none ever
-        queue.enqueue(session, "phase", tenant_id, _phase(tenant_id, 0))
+        assert not queue.queued_since(session, "phase", datetime(2000, 1, 1, tzinfo=UTC))  # none ever
+        phase_id = queue.enqueue(session, "phase", tenant_id, _phase(tenant_id, 0))
     with transaction(engine) as session:
-        assert queue.queued_since(session, "phase", started)
-        assert not queue.queued_since(session, "phase", datetime.now(UTC) + timedelta(seconds=1))
-        assert not queue.queued_since(session, "build", started)
+        queued_at = session.get(TriggerQueue, phase_id).created_at  # the row's own time: no clock read here
+        assert queue.queued_since(session, "phase", queued_at)
+        assert not queue.queued_since(session, "phase", queued_at + timedelta(microseconds=1))
+        assert not queue.queued_since(session, "build", queued_at)
         for n in range(2):
             queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id, n))
     with transaction(engine) as session:
-        assert queue.queued_since(session, "phase", started)  # the third newest row
+        assert queue.queued_since(session, "phase", queued_at)  # the third newest row
         queue.enqueue(session, "build", tenant_id, _build_payload(tenant_id, 3))
     with transaction(engine) as session:
-        assert not queue.queued_since(session, "phase", started)  # beyond the rows read
-        assert queue.queued_since(session, "build", started)
+        assert not queue.queued_since(session, "phase", queued_at)  # beyond the rows read
+        assert queue.queued_since(session, "build", queued_at)
 
 
 def test_fail_backs_off_then_dies_after_max_attempts(engine, tenant_id):

@@ -17,6 +17,7 @@ from orchestration_defs.phases import step_store
 from tests.domain import factories
 
 MATCHES = [{"claim_id": "ask", "confidence": "0.60", "amount": "10.00", "currency": "EUR", "evidence_ids": ["e1"]}]
+RECORDED_S = 0.25  # what the worker says a trigger took: a value given, stored as given
 BODIES = {
     1: {"seller_id": "sélleur-1"},
     2: {},
@@ -50,7 +51,8 @@ def _begin(engine, row: phases.PhaseRow) -> phases.Plan:
 
 def _complete(engine, row: phases.PhaseRow, plan: phases.Plan, run_id: str) -> None:
     with step_store(engine, row.trigger.phase in phases.ONE_STATEMENT_COMPLETE) as store:
-        phases.complete(store, row, plan, run_id=run_id, started_at=utcnow(), duration_s=0.25, result={"job": "j-1"})
+        result = {"job": "j-1"}
+        phases.complete(store, row, plan, run_id=run_id, started_at=utcnow(), duration_s=RECORDED_S, result=result)
 
 
 def _count(engine, model, **where) -> int:
@@ -80,7 +82,7 @@ def test_a_completion_acks_and_records_progress_audit_and_event_together(engine,
             "completed",
             1,
         )
-        assert audit.details["result"] == {"job": "j-1"} and audit.duration_s == 0.25 and audit.error is None
+        assert (audit.details["result"], audit.duration_s, audit.error) == ({"job": "j-1"}, RECORDED_S, None)
         events = session.scalars(select(PhaseEvent).where(PhaseEvent.user_id == user).order_by(PhaseEvent.seq)).all()
     types = [e.type for e in events]
     assert types == ["phase_started", *(["prompt"] if phase == 4 else []), "phase_completed"]
