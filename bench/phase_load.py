@@ -90,7 +90,9 @@ class Stack:
         )
 
     def start_daemon(self) -> None:
-        self.processes.dagster_daemon()
+        # One code server the daemon reaches, as `make run` has (a daemon left to spawn its own would start
+        # a new one every minute: Dagster's workspace refresh for a code location it manages).
+        self.processes.dagster_daemon(self.processes.dagster_code_server(self.home))
 
     def wait_up(self, url: str, process: subprocess.Popen[Any]) -> None:
         """Until `url` answers; a process that exits first ends the bench at once, with its log."""

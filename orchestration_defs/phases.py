@@ -86,6 +86,11 @@ def user_tag(user_id: str) -> str:
 Tagged = tuple[int, str | None, str]  # what a run's tags say of one trigger: phase, tenant, user
 
 
+PARENT_RUN_TAG = "dagster/parent_run_id"  # what Dagster tags a re-execution with
+# A worker's tags before it takes a trigger (run_tags adds its count of 0).
+NO_TRIGGERS_TAGS = {TAG_PHASES: "", TAG_PHASE: "", TAG_PHASE_TENANTS: "", TAG_RETIRING: "false"}
+
+
 def run_tags() -> dict[str, str]:
     """A new worker's tags: its kind; the phases, count and users follow as it takes triggers (retag)."""
     return {TAG_KIND: phases.KIND, TAG_COUNT: "0"}
@@ -406,6 +411,25 @@ class Worker:
         except Exception as exc:
             self.context.log.warning(f"could not tag the run ({', '.join(sorted(tags)[:3])} ...): {exc!r}")
 
+    def disown_parent(self) -> None:
+        """A worker re-executed from the UI starts with its parent's tags (Dagster copies them): the
+        parent's count, phases, tenants and retiring mark are set back to a new worker's, so the run shows
+        what it took itself and the sensor counts it as live. The parent's user tags stay (Dagster adds
+        tags, never removes one); the run's parent link shows where they come from."""
+        run = self.context.run
+        parent_id = run.tags.get(PARENT_RUN_TAG)
+        if not parent_id:
+            return
+        parent = self.context.instance.get_run_by_id(parent_id)
+        copied = parent.tags if parent is not None else run.tags  # a parent deleted since: all it could have
+        reset = {
+            key: value
+            for key, value in {**NO_TRIGGERS_TAGS, **run_tags()}.items()
+            if key in copied and run.tags.get(key) == copied[key] != value
+        }
+        if reset:
+            self._tag(reset)
+
     def _queued_lately(self) -> bool:
         """`queued_lately` (the sensor's rule for keeping PHASE_WORKERS live): a worker with nothing to do
         stays while triggers keep coming, even if the other workers take them all; False when the store
@@ -440,6 +464,7 @@ def work_phase_triggers(
     engine = database.engine
     outside = Outside(integrations.client, payments.client, Path(get_settings().proof_packet_dir))
     worker = Worker(context, engine, outside)
+    worker.disown_parent()
     carried = held_rows(engine, context.run_id)
     worker.run(carried)
     counts = {name: worker.outcomes.count(name) for name in ("completed", "failed", "dead", "stale", "unrecorded")}

@@ -47,29 +47,6 @@ from tests.domain import factories
 from tests.servers import ServerThread, until
 
 
-@pytest.fixture
-def phase_env(flow_env, sandbox, tmp_path, monkeypatch):
-    for name, value in {
-        "INTEGRATIONS_API_URL": sandbox.url + "/integrations",
-        "PAYMENTS_API_URL": sandbox.url + "/payments",
-        "PROOF_PACKET_DIR": str(tmp_path / "packets"),
-        "PHASE_ROW_WORKERS": "4",
-        "PHASE_WORKER_IDLE_S": "0",  # a worker in process ends once nothing is due
-        "PHASE_WORKERS": "1",  # one run a tick (the sensor starts every missing worker at once)
-    }.items():
-        monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    sandbox.http.post("/_sandbox/integrations/config", json={"callbacks_enabled": False}).raise_for_status()
-    yield get_settings()
-    get_settings.cache_clear()
-
-
-@pytest.fixture
-def tenant(engine) -> str:
-    with transaction(engine) as session:
-        return factories.tenant(session).id
-
-
 def _resources(database_url: str) -> dict:
     return {
         "database": DatabaseResource(url=database_url),
