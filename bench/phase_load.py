@@ -22,6 +22,7 @@ import aiohttp
 import httpx
 from sqlalchemy import Engine, text
 
+from bench import cpu
 from bench.common import api_workers, drive
 from domain.core.models import Tenant
 from domain.core.settings import Settings
@@ -240,6 +241,8 @@ def stream_latencies(stack: Stack, samples: int, user: str, limit_s: float = DRA
 def drain_by_audit(stack: Stack, prefix: str, count: int, clients: int) -> dict[str, Any]:
     """`count` phase-1 POSTs by `clients` clients, then until each has its completed phase audit row (both
     sides write one): done per second from the first POST sent to the last completion committed."""
+    roots = [os.getpid(), *filter(None, [cpu.postmaster_pid(stack.engine)])]
+    before = cpu.sample(roots)
     started = time.time()
     _, posts = post_all(stack, prefix, count, clients)
     deadline = time.monotonic() + DRAIN_LIMIT_S
@@ -253,5 +256,37 @@ def drain_by_audit(stack: Stack, prefix: str, count: int, clients: int) -> dict[
         if done >= count or time.monotonic() > deadline:
             break
         time.sleep(0.25)
+    spent = cpu.per_component(before, cpu.sample(roots), component)
     elapsed = float(last) - started if last is not None else 0.0
-    return {"done": int(done), "elapsed_s": elapsed, "per_s": done / elapsed if elapsed > 0 else 0.0, "posts": posts}
+    return {
+        "done": int(done),
+        "elapsed_s": elapsed,
+        "per_s": done / elapsed if elapsed > 0 else 0.0,
+        "posts": posts,
+        "cpu_s": spent,
+    }
+
+
+COMPONENTS = [  # a command line's component (bench/cpu.py), first match
+    ("postgres", "postgresql"),
+    ("resources.sandbox", "sandbox"),
+    ("api.app:create_app", "api"),
+    ("multiprocessing.spawn", "api"),  # uvicorn's worker processes (the sandbox runs one process)
+    ("multiprocessing.forkserver", "run_workers"),  # the warm launcher's fork server and the runs it forks
+    ("dagster-daemon", "dagster_daemon"),
+    ("dagster api grpc", "code_server"),
+    ("redis-server", "redis"),
+    ("server.js", "peer_api"),
+    ("worker.js", "peer_worker"),
+    ("bench.", "load_generator"),
+]
+
+
+def component(cmdline: str) -> str:
+    """Which part of a side a process is, by its command line (PostgreSQL's backends name themselves
+    `postgres: ...`)."""
+    head = cmdline.split(" ", 1)[0]
+    for needle, name in COMPONENTS:
+        if needle in (head if needle == "postgres" else cmdline):
+            return name
+    return "other"

@@ -138,6 +138,13 @@ def measure(stack: Stack, side: str, number: int) -> tuple[Figures, list[Seen]]:
         BENCH, f"phase_post_p99_ms.{side}", figures.post_p99_ms, "ms", "", **extra,
         posts=len(posts), median_ms=round(statistics.median(posts) * 1000, 3),
     )  # fmt: skip
+    # Where the drain's CPU went (bench/cpu.py): ms a trigger, per component; the machine has 2 cores.
+    done = max(drain["done"], 1)
+    per_trigger = {name: round(seconds * 1000 / done, 3) for name, seconds in drain["cpu_s"].items()}
+    emit(
+        BENCH, f"phase_drain_cpu_ms_per_trigger.{side}", round(sum(per_trigger.values()), 3), "ms", "", **extra,
+        **per_trigger, cores_busy=round(sum(drain["cpu_s"].values()) / max(drain["elapsed_s"], 1e-9), 2),
+    )  # fmt: skip
     return figures, seen
 
 
