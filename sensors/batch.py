@@ -45,9 +45,10 @@ batch_messages_relay_sensor = due_work_sensor(
 
 def build_freshness_sensor(checks: Sequence[dg.AssetChecksDefinition]) -> dg.SensorDefinition:
     """Dagster's freshness-check sensor over the batch assets' checks (orchestration_defs/batch_jobs.py),
-    evaluated every FRESHNESS_INTERVAL_S, which runs a check when it is due (never run, or its asset's allowed age runs out; a failed one is run
-    again by the asset's next run), limited to assets materialized at least once: on a fresh instance
-    an asset whose first period has not come yet is not reported stale."""
+    evaluated every FRESHNESS_INTERVAL_S, which runs a check when it is due (never run, or its asset's
+    allowed age runs out; a failed one is run again by the asset's next run), limited to assets
+    materialized at least once: on a fresh instance an asset whose first period has not come yet is not
+    reported stale."""
     with warnings.catch_warnings():  # superseded by FreshnessPolicy: see freshness_checks for why not
         warnings.simplefilter("ignore", category=dg_warnings.SupersessionWarning)
         due_checks = dg.build_sensor_for_freshness_checks(
