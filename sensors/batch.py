@@ -13,9 +13,10 @@ from domain.core.store import read_transaction
 from orchestration_defs.batch_jobs import relay_batch_messages
 from sensors.due_work import due_work_sensor
 
-# The freshness checks allow a cron period plus BATCH_FRESHNESS_GRACE_S (15 min by default) and the crons are
-# hourly at the most often: a look every two minutes finds a stale asset soon enough, at a quarter of the
-# cost of Dagster's 30 s default (each look opens the instance and reads every check's last evaluation).
+# A freshness check allows its cron's longest period plus BATCH_FRESHNESS_GRACE_S (15 min by default; the
+# default crons are hourly at the most often): a look every two minutes finds a stale asset within two
+# minutes, at a quarter of the cost of Dagster's 30 s default (each look opens the instance and reads every
+# check's last evaluation).
 FRESHNESS_INTERVAL_S = 120
 
 

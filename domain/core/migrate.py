@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -12,6 +13,16 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+# What Alembic says each time it opens a migration context, reading the revision too (every CLI command,
+# every process's first store use): noise on stderr. Its migrations' own lines ("Running upgrade ...") stay.
+CONTEXT_CHATTER = ("Context impl ", "Will assume ")
+
+
+def _not_chatter(record: logging.LogRecord) -> bool:
+    return not (isinstance(record.msg, str) and record.msg.startswith(CONTEXT_CHATTER))
+
+
+logging.getLogger("alembic.runtime.migration").addFilter(_not_chatter)
 
 
 def alembic_config(engine: Engine | None = None) -> Config:

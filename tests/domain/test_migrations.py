@@ -138,3 +138,14 @@ def test_consumed_event_ids_are_kept_per_tenant_across_0009_both_ways(databases)
     assert inspect(engine).get_pk_constraint("consumed_events")["constrained_columns"] == ["id"]
     with engine.connect() as connection:
         assert connection.execute(text("SELECT tenant_id, id FROM consumed_events")).all() == [("t1", "evt-1")]
+
+
+def test_reading_the_revision_says_nothing_and_a_migration_still_says_what_it_runs(databases, caplog):
+    """Every CLI command and every process's first store use reads the revision: Alembic's two lines on
+    opening its context ("Context impl ...", "Will assume ...") were noise on stderr each time."""
+    engine = databases.empty()
+    caplog.set_level("INFO", logger="alembic.runtime.migration")
+    migrate.upgrade(engine)
+    assert migrate.current_revision(engine) == migrate.head_revision()
+    said = [r.getMessage() for r in caplog.records if r.name == "alembic.runtime.migration"]
+    assert said and all(line.startswith("Running upgrade") for line in said)
