@@ -32,15 +32,15 @@ def test_cpu_per_component_takes_off_what_an_ended_process_had_spent_before_the_
 
 
 def test_a_sample_holds_the_roots_and_their_descendants_with_their_cpu():
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
         got = cpu.sample([os.getpid()])
         assert got[os.getpid()][2] > 0 and got[child.pid][0] == os.getpid()
-        assert "time.sleep(60)" in got[child.pid][1]
+        assert "sys.stdin.read()" in got[child.pid][1]
         assert cpu.sample([child.pid]).keys() == {child.pid}
     finally:
         child.kill()
-        child.wait()
+        child.communicate()
 
 
 def test_each_command_line_has_its_component():
