@@ -268,7 +268,6 @@ def drain_by_audit(stack: Stack, prefix: str, count: int, clients: int) -> dict[
 
 
 COMPONENTS = [  # a command line's component (bench/cpu.py), first match
-    ("postgres", "postgresql"),
     ("resources.sandbox", "sandbox"),
     ("api.app:create_app", "api"),
     ("multiprocessing.spawn", "api"),  # uvicorn's worker processes (the sandbox runs one process)
@@ -283,10 +282,7 @@ COMPONENTS = [  # a command line's component (bench/cpu.py), first match
 
 
 def component(cmdline: str) -> str:
-    """Which part of a side a process is, by its command line (PostgreSQL's backends name themselves
-    `postgres: ...`)."""
-    head = cmdline.split(" ", 1)[0]
-    for needle, name in COMPONENTS:
-        if needle in (head if needle == "postgres" else cmdline):
-            return name
-    return "other"
+    """Which part of a side a process is, by its command line."""
+    if "postgres" in cmdline.split(" ", 1)[0]:  # the server, and its backends named `postgres: ...`
+        return "postgresql"
+    return next((name for needle, name in COMPONENTS if needle in cmdline), "other")

@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from bench import cpu
 from bench.phase_load import component
 
@@ -43,16 +45,23 @@ def test_a_sample_holds_the_roots_and_their_descendants_with_their_cpu():
         child.communicate()
 
 
-def test_each_command_line_has_its_component():
-    assert component("postgres: postgres wrk 127.0.0.1(5432) idle") == "postgresql"
-    assert component("/usr/lib/postgresql/15/bin/postgres -D /tmp/x/data -p 5432") == "postgresql"
-    assert component("python -m uvicorn api.app:create_app --factory --port 1") == "api"
-    assert component("python -B -c from multiprocessing.spawn import spawn_main") == "api"
-    assert component("python -m uvicorn resources.sandbox.app:create_app --factory") == "sandbox"
-    assert component("python -B -c from multiprocessing.forkserver import main; main(3, 5)") == "run_workers"
-    assert component("python dagster-daemon run -w /tmp/wrk-bench-phases-1/workspace.yaml") == "dagster_daemon"
-    assert component("python -m dagster api grpc -m orchestration_defs.definitions") == "code_server"
-    assert component("node /work/bench/peers/bullmq/worker.js") == "peer_worker"
-    assert component("node /work/bench/peers/bullmq/server.js") == "peer_api"
-    assert component("redis-server 127.0.0.1:6379") == "redis"
-    assert component("python -m bench.phases_vs_bullmq") == "load_generator"
+@pytest.mark.parametrize(
+    ("cmdline", "expected"),
+    [
+        ("postgres: postgres wrk 127.0.0.1(5432) idle", "postgresql"),
+        ("/usr/lib/postgresql/15/bin/postgres -D /tmp/x/data -p 5432", "postgresql"),
+        ("python -m uvicorn api.app:create_app --factory --port 1", "api"),
+        ("python -B -c from multiprocessing.spawn import spawn_main", "api"),
+        ("python -m uvicorn resources.sandbox.app:create_app --factory", "sandbox"),
+        ("python -B -c from multiprocessing.forkserver import main; main(3, 5)", "run_workers"),
+        ("python dagster-daemon run -w /tmp/wrk-bench-phases-1/workspace.yaml", "dagster_daemon"),
+        ("python -m dagster api grpc -m orchestration_defs.definitions", "code_server"),
+        ("node /work/bench/peers/bullmq/worker.js", "peer_worker"),
+        ("node /work/bench/peers/bullmq/server.js", "peer_api"),
+        ("redis-server 127.0.0.1:6379", "redis"),
+        ("python -m bench.phases_vs_bullmq", "load_generator"),
+        ("/usr/sbin/sshd -D", "other"),
+    ],
+)
+def test_each_command_line_has_its_component(cmdline, expected):
+    assert component(cmdline) == expected
