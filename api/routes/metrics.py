@@ -93,7 +93,7 @@ class StoreCollector(Collector):
         self.settings = settings
 
     def collect(self) -> Iterator[Metric]:
-        with read_transaction(self.engine, snapshot=True) as session:  # one snapshot for every figure
+        with read_transaction(self.engine) as session:  # one snapshot for every figure
             stats: dict[str, Any] = queue.stats(session)
             figures = phase_metrics.read(session)
             flows = counters.read(session)

@@ -127,24 +127,24 @@ def autocommit(engine: Engine) -> Iterator[Connection]:
 
 
 @contextmanager
-def read_transaction(engine: Engine, snapshot: bool = False) -> Iterator[Session]:
+def read_transaction(engine: Engine) -> Iterator[Session]:
     """A session in one read-only transaction (API GETs, sensors' counts, reports), rolled back at the
-    end. On SQLite it begins DEFERRED and never takes the write lock; on PostgreSQL it is READ ONLY, so a
-    write slipped into a read path fails loudly. `snapshot`: every statement reads the same snapshot, for
-    figures that must agree with one another (PostgreSQL: REPEATABLE READ, where each statement of a READ
-    COMMITTED transaction sees what committed before it; a SQLite read transaction always does)."""
-    with session_factory(engine)(bind=reader(engine, snapshot)) as session:
+    end. Every statement in it reads the same snapshot, so a view made of several statements never shows
+    half of a commit (a sync's progress row from before a phase completed and its audit row from after).
+    On SQLite it begins DEFERRED (a WAL snapshot) and never takes the write lock; on PostgreSQL it is
+    READ ONLY (a write slipped into a read path fails loudly) and REPEATABLE READ (READ COMMITTED gives
+    each statement its own snapshot; a read-only transaction never fails to serialize)."""
+    with session_factory(engine)(bind=reader(engine)) as session:
         session.begin()
         yield session
 
 
-def reader(engine: Engine, snapshot: bool = False) -> Engine:
+def reader(engine: Engine) -> Engine:
     """The engine for read-only work (read_transaction, or plain `connect()` for health checks): a cheap
-    proxy sharing the engine's pool, whose transactions begin DEFERRED on SQLite, READ ONLY on PostgreSQL
-    (and REPEATABLE READ with `snapshot`)."""
+    proxy sharing the engine's pool, whose transactions begin DEFERRED on SQLite, READ ONLY and
+    REPEATABLE READ on PostgreSQL."""
     options: dict[str, Any] = {READ_ONLY_OPTION: True}
     if is_postgres(engine):
         options["postgresql_readonly"] = True
-        if snapshot:
-            options["isolation_level"] = "REPEATABLE READ"
+        options["isolation_level"] = "REPEATABLE READ"
     return engine.execution_options(**options)

@@ -109,8 +109,8 @@ def fold(session: Session) -> int:
 
 
 def read(session: Session) -> Figures:
-    """The totals plus the rows not folded yet. Call it in one snapshot (store.read_transaction(engine,
-    snapshot=True)): a fold committing between its two statements would otherwise count its rows twice."""
+    """The totals plus the rows not folded yet. Call it in one snapshot (store.read_transaction): a fold
+    committing between its two statements would otherwise count its rows twice."""
     cells = _cells(session.execute(_unfolded()).all())
     totals = session.execute(
         select(
