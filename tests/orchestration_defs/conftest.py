@@ -29,9 +29,6 @@ def phase_env(flow_env, sandbox, tmp_path, monkeypatch) -> Iterator[Settings]:
         "PHASE_ROW_WORKERS": "4",
         "PHASE_WORKER_IDLE_S": "0",  # a worker in process ends once nothing is due
         "PHASE_WORKERS": "1",  # one run a tick (the sensor starts every missing worker at once)
-        # flow_env's 0.5 s read timeout is for the tests of timeouts; none here: a sandbox slow on a busy
-        # machine must not turn one call into a retried second one, which tests counting calls would see.
-        "HTTP_READ_TIMEOUT_S": "30",
     }.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from domain.build import build
 from domain.core import models
 from domain.core.lifecycle import Actor
+from domain.core.settings import get_settings
 from domain.core.store import transaction
 from orchestration_defs.build import build_automation_version
 from orchestration_defs.housekeeping import deliver_notifications
@@ -149,7 +150,9 @@ def test_5xx_until_retries_run_out_marks_the_binding_error(engine, database_url,
     assert len(sandbox.calls("POST", CREATE)) == 4
 
 
-def test_a_timeout_is_retried(engine, database_url, sandbox, flow_env, instance):
+def test_a_timeout_is_retried(engine, database_url, sandbox, flow_env, instance, monkeypatch):
+    monkeypatch.setenv("HTTP_READ_TIMEOUT_S", "0.5")  # the sandbox holds the first call 2 s
+    get_settings.cache_clear()
     payload = _new_version(engine)
     sandbox.fault("POST", CREATE, count=1, action="timeout", delay_s=2.0)
     assert _run(payload, database_url, instance).success
