@@ -51,10 +51,12 @@ def per_component(before: Sample, after: Sample, name: Callable[[str], str]) -> 
     spent: dict[str, float] = {}
     for pid, (_, cmdline, seconds) in after.items():
         start = before[pid][2] if pid in before else 0.0
-        spent[name(cmdline)] = spent.get(name(cmdline), 0.0) + seconds - start
+        part = name(cmdline)
+        spent[part] = spent.get(part, 0.0) + seconds - start
     for pid, (_, cmdline, seconds) in before.items():
         if pid not in after:  # ended: its parent's children's time now holds all of it
-            spent[name(cmdline)] = spent.get(name(cmdline), 0.0) - seconds
+            part = name(cmdline)
+            spent[part] = spent.get(part, 0.0) - seconds
     return {component: round(seconds, 2) for component, seconds in sorted(spent.items()) if abs(seconds) >= 0.005}
 
 
